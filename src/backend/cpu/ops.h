@@ -1,0 +1,56 @@
+/*
+ * ops.h - the CPU backend's operations used by the model forward passes.
+ *
+ * All activations are row-major float32: a batch of n tokens of width d is float[n * d]. A zl_cpu holds the
+ * thread pool and a scratch buffer (for activations converted to a weight type's vec_dot_type); it is used by one
+ * thread at a time (the one running the forward pass), which also takes part in the work.
+ */
+#ifndef ZL_CPU_OPS_H
+#define ZL_CPU_OPS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/tensor.h"
+#include "core/threadpool.h"
+
+typedef struct zl_cpu zl_cpu;
+
+/* n_threads <= 0: all online CPUs. NULL on failure. */
+zl_cpu *zl_cpu_create(int n_threads);
+void zl_cpu_destroy(zl_cpu *cpu);
+int zl_cpu_n_threads(const zl_cpu *cpu);
+zl_pool *zl_cpu_pool(zl_cpu *cpu);
+
+/* y[t, r] = sum_c w[r, c] * x[t, c] for t < n_tok, r < w->ne[1], c < w->ne[0].
+ * x: (n_tok, w->ne[0]) float, y: (n_tok, w->ne[1]) float, no aliasing. Works for every supported weight type
+ * (through the traits table); parallel over rows and tokens on all threads. Returns ZL_OK, or ZL_ENOMEM if the
+ * scratch buffer cannot grow. */
+int zl_matmul(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_tok, float *y);
+
+/* Row `row` of w, converted to float: y[0 .. w->ne[0]). (Embedding lookup.) */
+void zl_get_row(const zl_tensor *w, int64_t row, float *y);
+
+/* y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * g   for each of n_tok rows of width d. g may be NULL (no scale).
+ * y may equal x. */
+void zl_rmsnorm(float *y, const float *x, const float *g, int64_t n_tok, int64_t d, float eps);
+
+/* In place RoPE on one token's heads: x is (n_head, head_dim), rotating the first n_rot dims of each head at
+ * position pos. freq[i] for i < n_rot/2 is the angle per position of pair i (theta_base^(-2i/n_rot), already
+ * divided by any scaling factors); attn_factor scales cos/sin (YaRN magnitude, 1 otherwise).
+ * neox = false: pairs are (2i, 2i+1) (llama GGUF layout); neox = true: pairs are (i, i + n_rot/2). */
+void zl_rope(float *x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos, const float *freq,
+             float attn_factor, bool neox);
+
+/* y[i] = silu(g[i]) * u[i] for n values. y may equal g or u. */
+void zl_silu_mul(float *y, const float *g, const float *u, int64_t n);
+/* y[i] = gelu_tanh(g[i]) * u[i] (GeGLU). */
+void zl_gelu_mul(float *y, const float *g, const float *u, int64_t n);
+/* In-place softmax over n values (max-subtracted). */
+void zl_softmax(float *x, int64_t n);
+/* y[i] += x[i]. */
+void zl_add(float *y, const float *x, int64_t n);
+/* dot product of two float vectors */
+float zl_dot_f32(const float *a, const float *b, int64_t n);
+
+#endif

@@ -1,0 +1,90 @@
+/*
+ * dtype.h - tensor element types and their traits table.
+ *
+ * Type ids are the ggml/GGUF ids, so a tensor's type field indexes this table directly. Every type the format
+ * knows has its block size and block byte size here (the GGUF reader needs them to validate sizes even for types
+ * zili cannot compute with); the types zili computes with also have conversion and dot-product kernels, and
+ * matmul is written once against these function pointers.
+ *
+ * Quantized block layouts follow ggml exactly (static_assert'ed in dtype.c).
+ */
+#ifndef ZL_DTYPE_H
+#define ZL_DTYPE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum zl_dtype {
+    ZL_F32 = 0,
+    ZL_F16 = 1,
+    ZL_Q4_0 = 2,
+    ZL_Q4_1 = 3,
+    ZL_Q5_0 = 6,
+    ZL_Q5_1 = 7,
+    ZL_Q8_0 = 8,
+    ZL_Q8_1 = 9,
+    ZL_Q2_K = 10,
+    ZL_Q3_K = 11,
+    ZL_Q4_K = 12,
+    ZL_Q5_K = 13,
+    ZL_Q6_K = 14,
+    ZL_Q8_K = 15,
+    ZL_IQ2_XXS = 16,
+    ZL_IQ2_XS = 17,
+    ZL_IQ3_XXS = 18,
+    ZL_IQ1_S = 19,
+    ZL_IQ4_NL = 20,
+    ZL_IQ3_S = 21,
+    ZL_IQ2_S = 22,
+    ZL_IQ4_XS = 23,
+    ZL_I8 = 24,
+    ZL_I16 = 25,
+    ZL_I32 = 26,
+    ZL_I64 = 27,
+    ZL_F64 = 28,
+    ZL_IQ1_M = 29,
+    ZL_BF16 = 30,
+    ZL_TQ1_0 = 34,
+    ZL_TQ2_0 = 35,
+    ZL_MXFP4 = 39,
+    ZL_DTYPE_COUNT = 40
+} zl_dtype;
+
+/* Converts n elements (n a multiple of block_size) of this type to float. */
+typedef void (*zl_to_float_fn)(const void *x, float *y, int64_t n);
+/* Converts n floats (n a multiple of block_size) to this type (quantizes, round-to-nearest like ggml's
+ * reference quantizers). */
+typedef void (*zl_from_float_fn)(const float *x, void *y, int64_t n);
+/* *s = dot(x, y) over n elements; x is of this type, y of vec_dot_type; n a multiple of both block sizes. */
+typedef void (*zl_vec_dot_fn)(int64_t n, float *s, const void *x, const void *y);
+
+typedef struct zl_type_traits {
+    const char *name;     /* "q4_0", ... as ggml names them */
+    int64_t block_size;   /* elements per block (1 for plain types) */
+    size_t type_size;     /* bytes per block */
+    bool supported;       /* true when the kernels below are set */
+    zl_to_float_fn to_float;
+    zl_from_float_fn from_float;
+    zl_vec_dot_fn vec_dot;
+    zl_dtype vec_dot_type; /* the type activations are converted to before vec_dot */
+} zl_type_traits;
+
+/* Traits of type id t, or NULL if t is not a type the format defines. The returned kernels are the fastest
+ * this CPU supports (chosen once; ZILI_CPU=scalar forces the portable reference). */
+const zl_type_traits *zl_type_traits_get(uint32_t t);
+
+/* The portable scalar reference traits (for tests of the SIMD kernels). NULL if unknown. */
+const zl_type_traits *zl_type_traits_ref(uint32_t t);
+
+/* Bytes of a row of n elements of type t. Returns false if t is unknown, n is negative or not a multiple of the
+ * block size, or the size overflows. */
+bool zl_row_size(uint32_t t, int64_t n, size_t *out);
+
+/* Name of a type id ("q4_0"), or "unknown". */
+const char *zl_type_name(uint32_t t);
+
+/* Name of the kernel set in use ("scalar", "avx2"). */
+const char *zl_cpu_kernels_name(void);
+
+#endif

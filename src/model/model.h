@@ -1,0 +1,95 @@
+/*
+ * model.h - a loaded model: hyperparameters, weights (zero-copy views into the GGUF mapping), vocabulary, and the
+ * batch-first forward pass.
+ *
+ * The forward pass takes a batch of tokens from any number of sequences; each token carries its sequence id and
+ * position. K/V for every token is written into the paged KV cache at (seq, pos), then attention for each token
+ * reads positions [0, pos] of its own sequence. So prefill of one prompt, decode of many sequences, and a mix
+ * of both (continuous batching with chunked prefill) are the same call.
+ *
+ * Threads: a zl_model is immutable after load and may be shared; a zl_fwd (scratch for one forward pass) and the
+ * zl_kv it writes belong to one thread at a time.
+ */
+#ifndef ZL_MODEL_H
+#define ZL_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend/cpu/ops.h"
+#include "core/err.h"
+#include "core/tensor.h"
+#include "engine/kvcache.h"
+#include "format/gguf.h"
+#include "tokenizer/vocab.h"
+
+typedef enum zl_arch { ZL_ARCH_LLAMA = 1 } zl_arch;
+
+typedef enum zl_rope_scaling { ZL_ROPE_NONE = 0, ZL_ROPE_LINEAR, ZL_ROPE_YARN, ZL_ROPE_LLAMA3 } zl_rope_scaling;
+
+typedef struct zl_hparams {
+    zl_arch arch;
+    char arch_name[32];
+    int32_t n_vocab;
+    int32_t n_ctx_train;
+    int32_t n_embd;
+    int32_t n_layer;
+    int32_t n_head;
+    int32_t n_head_kv;
+    int32_t head_dim;      /* key/value length per head */
+    int32_t n_ff;
+    int32_t n_rot;         /* rotated dims per head */
+    float norm_eps;
+    float rope_theta;
+    bool rope_neox;        /* pairs (i, i+n_rot/2) instead of (2i, 2i+1) */
+    zl_rope_scaling rope_scaling;
+    float rope_scale;      /* factor (linear / yarn / llama3) */
+    int32_t rope_orig_ctx; /* original context of scaled models */
+    float llama3_low_freq_factor, llama3_high_freq_factor;
+    bool tied_embeddings;  /* output projection reuses token_embd */
+} zl_hparams;
+
+typedef struct zl_model zl_model;
+
+typedef struct zl_model_opts {
+    bool use_mmap;  /* default true */
+    bool use_mlock; /* default false */
+} zl_model_opts;
+
+/* Loads and validates path (format, required metadata and tensors with the shapes the architecture needs, types
+ * zili supports) and its vocabulary. Caller frees with zl_model_free. */
+int zl_model_load(const char *path, const zl_model_opts *opts, zl_model **out, zl_err *err);
+void zl_model_free(zl_model *m);
+
+const zl_hparams *zl_model_hparams(const zl_model *m);
+const zl_vocab *zl_model_vocab(const zl_model *m);
+const gguf_file *zl_model_gguf(const zl_model *m);
+uint64_t zl_model_n_params(const zl_model *m);
+/* A warning from load (e.g. mlock failed), or NULL. */
+const char *zl_model_warning(const zl_model *m);
+
+/* A batch: n tokens; for each token i: token[i], pos[i], seq[i]; logits[i] != 0 asks for its output row.
+ * Within one sequence, a batch must hold consecutive positions continuing what the KV cache stores (pos ==
+ * stored length for the first one), so the cache stays dense; zl_model_forward checks this and reserves the
+ * KV positions. */
+typedef struct zl_batch {
+    int32_t n;
+    const int32_t *token;
+    const int32_t *pos;
+    const int32_t *seq;
+    const int8_t *logits;
+} zl_batch;
+
+/* Scratch buffers for forward passes of up to max_tokens tokens per batch. */
+typedef struct zl_fwd zl_fwd;
+int zl_fwd_create(const zl_model *m, int32_t max_tokens, zl_fwd **out, zl_err *err);
+void zl_fwd_destroy(zl_fwd *f);
+
+/* Runs the batch. out receives one row of n_vocab logits per token with logits[i] != 0, in batch order
+ * (caller provides room for n_out * n_vocab floats). Token ids out of range, positions not continuing their
+ * sequence, or a full KV cache: an error and nothing is written to the cache for the failing sequence... (the cache
+ * may hold partial writes of this batch for others; the caller truncates on error). */
+int zl_model_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *fwd, const zl_batch *b, float *out,
+                     zl_err *err);
+
+#endif
