@@ -1,0 +1,265 @@
+/*
+ * sampler.c - the sampling chain (see sampler.h for the order and the neutral values).
+ *
+ * Work is done on a candidate array (id, logit) owned by the sampler and sized n_vocab once, so sampling
+ * allocates nothing. Stages shrink the candidate count n; "sorted" records whether cand[0..n) is in descending
+ * logit order (top-k and top-p need it, the others do not).
+ */
+#include "sample/sampler.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct cand {
+    int32_t id;
+    float logit;
+} cand;
+
+struct zl_sampler {
+    zl_sampler_params p;
+    int32_t n_vocab;
+    cand *cands;       /* n_vocab */
+    int32_t *hist;     /* ring of the last `window` accepted tokens */
+    int32_t window;    /* capacity of hist (0 = penalties off) */
+    int32_t hist_n, hist_head;
+    int32_t *counts;   /* per-token count within the window, n_vocab (only when penalties are on) */
+    uint64_t rng[4];   /* xoshiro256** state */
+};
+
+/* The history window for repeat_last_n = -1 ("all"): bounded so memory stays bounded. */
+enum { ZL_SAMPLER_MAX_WINDOW = 1 << 20 };
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t rng_next(uint64_t s[4])
+{
+    const uint64_t result = rotl(s[1] * 5, 7) * 9;
+    const uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+/* Uniform double in [0, 1) with 53 random bits. */
+static double rng_uniform(uint64_t s[4]) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
+
+static bool penalties_on(const zl_sampler_params *p)
+{
+    return p->repeat_last_n != 0 &&
+           (p->repeat_penalty != 1.0f || p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f);
+}
+
+int zl_sampler_create(const zl_sampler_params *p, int32_t n_vocab, zl_sampler **out, zl_err *err)
+{
+    *out = NULL;
+    if (n_vocab <= 0)
+        return zl_err_set(err, ZL_EINVAL, "sampler: vocabulary size %d must be positive", n_vocab);
+    if (!isfinite(p->temp) || p->temp < 0)
+        return zl_err_set(err, ZL_EINVAL, "sampler: temperature %g must be a finite number >= 0", p->temp);
+    if (!isfinite(p->top_p) || p->top_p < 0 || p->top_p > 1)
+        return zl_err_set(err, ZL_EINVAL, "sampler: top_p %g must be in [0, 1]", p->top_p);
+    if (!isfinite(p->min_p) || p->min_p < 0 || p->min_p > 1)
+        return zl_err_set(err, ZL_EINVAL, "sampler: min_p %g must be in [0, 1]", p->min_p);
+    if (!isfinite(p->repeat_penalty) || p->repeat_penalty <= 0)
+        return zl_err_set(err, ZL_EINVAL, "sampler: repeat penalty %g must be a finite number > 0", p->repeat_penalty);
+    if (!isfinite(p->presence_penalty) || fabsf(p->presence_penalty) > 1e6f)
+        return zl_err_set(err, ZL_EINVAL, "sampler: presence penalty %g out of range", p->presence_penalty);
+    if (!isfinite(p->frequency_penalty) || fabsf(p->frequency_penalty) > 1e6f)
+        return zl_err_set(err, ZL_EINVAL, "sampler: frequency penalty %g out of range", p->frequency_penalty);
+    if (p->repeat_last_n < -1)
+        return zl_err_set(err, ZL_EINVAL, "sampler: repeat_last_n %d must be >= -1", p->repeat_last_n);
+
+    zl_sampler *s = calloc(1, sizeof *s);
+    if (!s)
+        return zl_err_set(err, ZL_ENOMEM, "sampler: out of memory");
+    s->p = *p;
+    s->n_vocab = n_vocab;
+    s->cands = malloc((size_t)n_vocab * sizeof *s->cands);
+    if (penalties_on(p)) {
+        s->window = p->repeat_last_n < 0 || p->repeat_last_n > ZL_SAMPLER_MAX_WINDOW ? ZL_SAMPLER_MAX_WINDOW
+                                                                                     : p->repeat_last_n;
+        s->hist = malloc((size_t)s->window * sizeof *s->hist);
+        s->counts = calloc((size_t)n_vocab, sizeof *s->counts);
+    }
+    if (!s->cands || (s->window && (!s->hist || !s->counts))) {
+        zl_sampler_free(s);
+        return zl_err_set(err, ZL_ENOMEM, "sampler: out of memory for %d candidates", n_vocab);
+    }
+    uint64_t x = p->seed;
+    for (int i = 0; i < 4; i++)
+        s->rng[i] = splitmix64(&x);
+    *out = s;
+    return ZL_OK;
+}
+
+void zl_sampler_free(zl_sampler *s)
+{
+    if (!s)
+        return;
+    free(s->cands);
+    free(s->hist);
+    free(s->counts);
+    free(s);
+}
+
+void zl_sampler_accept(zl_sampler *s, int32_t token)
+{
+    if (!s->window || token < 0 || token >= s->n_vocab)
+        return;
+    if (s->hist_n == s->window) { /* window full: the oldest token leaves, the new one takes its slot */
+        s->counts[s->hist[s->hist_head]]--;
+        s->hist[s->hist_head] = token;
+        s->hist_head = (s->hist_head + 1) % s->window;
+    } else {
+        s->hist[(s->hist_head + s->hist_n) % s->window] = token;
+        s->hist_n++;
+    }
+    s->counts[token]++;
+}
+
+void zl_sampler_reset(zl_sampler *s)
+{
+    if (s->window)
+        memset(s->counts, 0, (size_t)s->n_vocab * sizeof *s->counts);
+    s->hist_n = 0;
+    s->hist_head = 0;
+}
+
+static int cmp_cand_desc(const void *a, const void *b)
+{
+    const cand *x = a, *y = b;
+    if (x->logit > y->logit) return -1;
+    if (x->logit < y->logit) return 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Sift-down for a min-heap on (logit, then higher id counts as smaller so lower ids win ties). */
+static bool cand_less(const cand *a, const cand *b)
+{
+    return a->logit < b->logit || (a->logit == b->logit && a->id > b->id);
+}
+
+static void heap_sift(cand *h, int32_t n, int32_t i)
+{
+    for (;;) {
+        int32_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && cand_less(&h[l], &h[m])) m = l;
+        if (r < n && cand_less(&h[r], &h[m])) m = r;
+        if (m == i) return;
+        cand t = h[i]; h[i] = h[m]; h[m] = t;
+        i = m;
+    }
+}
+
+/* Keeps the k best of cand[0..n) in cand[0..k), sorted descending. O(n log k). */
+static void top_k_sorted(cand *c, int32_t n, int32_t k)
+{
+    for (int32_t i = k / 2 - 1; i >= 0; i--)
+        heap_sift(c, k, i);
+    for (int32_t i = k; i < n; i++) {
+        if (cand_less(&c[0], &c[i])) {
+            c[0] = c[i];
+            heap_sift(c, k, 0);
+        }
+    }
+    qsort(c, (size_t)k, sizeof *c, cmp_cand_desc);
+}
+
+int32_t zl_sampler_sample(zl_sampler *s, const float *logits)
+{
+    const zl_sampler_params *p = &s->p;
+    cand *c = s->cands;
+    int32_t n = s->n_vocab;
+    for (int32_t i = 0; i < n; i++) {
+        float l = logits[i];
+        c[i].id = i;
+        c[i].logit = isfinite(l) || (isinf(l) && l < 0) ? l : -INFINITY;
+    }
+
+    /* Penalties, once per distinct token in the window. counts[t] is negated while t is done, then restored. */
+    if (s->window) {
+        for (int32_t j = 0; j < s->hist_n; j++) {
+            const int32_t t = s->hist[(s->hist_head + j) % s->window];
+            const int32_t cnt = s->counts[t];
+            if (cnt <= 0)
+                continue;
+            float l = c[t].logit;
+            l = l <= 0 ? l * p->repeat_penalty : l / p->repeat_penalty;
+            c[t].logit = l - (float)cnt * p->frequency_penalty - p->presence_penalty;
+            s->counts[t] = -cnt;
+        }
+        for (int32_t j = 0; j < s->hist_n; j++) {
+            const int32_t t = s->hist[(s->hist_head + j) % s->window];
+            if (s->counts[t] < 0)
+                s->counts[t] = -s->counts[t];
+        }
+    }
+
+    if (p->temp <= 0) { /* greedy */
+        int32_t best = 0;
+        for (int32_t i = 1; i < n; i++)
+            if (c[i].logit > c[best].logit) best = i;
+        return c[best].id;
+    }
+
+    bool sorted = false;
+    if (p->top_k > 0 && p->top_k < n) {
+        top_k_sorted(c, n, p->top_k);
+        n = p->top_k;
+        sorted = true;
+    }
+    if (p->top_p < 1.0f) {
+        if (!sorted) {
+            qsort(c, (size_t)n, sizeof *c, cmp_cand_desc);
+            sorted = true;
+        }
+        double sum = 0;
+        for (int32_t i = 0; i < n; i++) sum += exp((double)c[i].logit - c[0].logit);
+        double cum = 0;
+        int32_t keep = n;
+        for (int32_t i = 0; i < n; i++) {
+            cum += exp((double)c[i].logit - c[0].logit) / sum;
+            if (cum >= p->top_p) { keep = i + 1; break; }
+        }
+        n = keep;
+    }
+    if (p->min_p > 0.0f) {
+        float maxl = -INFINITY;
+        for (int32_t i = 0; i < n; i++) if (c[i].logit > maxl) maxl = c[i].logit;
+        const float thr = maxl + logf(p->min_p);
+        int32_t m = 0;
+        for (int32_t i = 0; i < n; i++)
+            if (c[i].logit >= thr) c[m++] = c[i];
+        n = m > 0 ? m : 1;
+    }
+
+    /* Temperature, then draw. */
+    float maxl = -INFINITY;
+    for (int32_t i = 0; i < n; i++) if (c[i].logit > maxl) maxl = c[i].logit;
+    if (!isfinite(maxl)) { /* every candidate is -inf: lowest id */
+        int32_t best = c[0].id;
+        for (int32_t i = 1; i < n; i++) if (c[i].id < best) best = c[i].id;
+        return best;
+    }
+    double total = 0;
+    for (int32_t i = 0; i < n; i++) total += exp(((double)c[i].logit - maxl) / p->temp);
+    double r = rng_uniform(s->rng) * total, acc = 0;
+    for (int32_t i = 0; i < n; i++) {
+        acc += exp(((double)c[i].logit - maxl) / p->temp);
+        if (r < acc) return c[i].id;
+    }
+    return c[n - 1].id;
+}

@@ -1,0 +1,50 @@
+/*
+ * sampler.h - choosing the next token from a row of logits.
+ *
+ * The chain follows llama.cpp's default order so that the same parameters mean the same thing:
+ *   penalties (repetition, presence, frequency over the last repeat_last_n accepted tokens)
+ *   -> top-k -> top-p -> min-p -> temperature -> draw from the softmax with the sampler's own RNG.
+ * temp <= 0 is greedy: the arg-max after penalties (ties go to the lowest id). Every stage is neutral at its
+ * neutral value (top_k <= 0, top_p >= 1, min_p <= 0, penalties 1 / 0 / 0).
+ *
+ * The RNG state belongs to the sampler: the same seed and the same logits give the same tokens.
+ * A sampler is used by one thread at a time.
+ */
+#ifndef ZL_SAMPLER_H
+#define ZL_SAMPLER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+
+typedef struct zl_sampler_params {
+    float temp;
+    int32_t top_k;
+    float top_p;
+    float min_p;
+    float repeat_penalty;   /* 1 = off; divides positive logits, multiplies negative ones */
+    int32_t repeat_last_n;  /* window of accepted tokens the penalties look at; 0 = off, -1 = all */
+    float presence_penalty; /* subtracted once from tokens present in the window */
+    float frequency_penalty;/* subtracted count times */
+    uint64_t seed;
+} zl_sampler_params;
+
+typedef struct zl_sampler zl_sampler;
+
+/* Validates p (finite values, temp >= 0, top_p in [0,1], min_p in [0,1], repeat_penalty > 0, window bounded).
+ * n_vocab > 0. Caller frees with zl_sampler_free. */
+int zl_sampler_create(const zl_sampler_params *p, int32_t n_vocab, zl_sampler **out, zl_err *err);
+void zl_sampler_free(zl_sampler *s);
+
+/* Picks a token from logits[0 .. n_vocab). logits is not modified. Non-finite logits are treated as -inf;
+ * if every logit is -inf the lowest id is returned. */
+int32_t zl_sampler_sample(zl_sampler *s, const float *logits);
+
+/* Records a token as part of the context (prompt or generated) for the penalties. */
+void zl_sampler_accept(zl_sampler *s, int32_t token);
+/* Forgets accepted tokens (keeps the RNG state). */
+void zl_sampler_reset(zl_sampler *s);
+
+#endif
