@@ -1,0 +1,164 @@
+/*
+ * zili.h - the public C API of zili, an LLM inference engine.
+ *
+ * Conventions: opaque handles; every function that can fail returns an int status (ZILI_OK = 0, negative codes
+ * below) and, where it takes (err, err_len), writes a one-line message there. Results are written through pointer
+ * arguments. Option structs come from *_default_params(). Every create/load has a matching free; "caller frees"
+ * is said where the caller owns returned memory (free it with free()).
+ *
+ * Threads: a zili_model is immutable after load and may be shared by threads; a zili_session and a zili_sampler
+ * are used by one thread at a time.
+ */
+#ifndef ZILI_H
+#define ZILI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ZILI_VERSION "0.1.0"
+
+enum {
+    ZILI_OK = 0,
+    ZILI_EINVAL = -1,
+    ZILI_EIO = -2,
+    ZILI_ENOMEM = -3,
+    ZILI_EFORMAT = -4,
+    ZILI_EUNSUPPORTED = -5,
+    ZILI_ERANGE = -6,
+    ZILI_EFULL = -7,
+};
+
+typedef int32_t zili_token;
+typedef struct zili_model zili_model;
+typedef struct zili_session zili_session;
+typedef struct zili_sampler zili_sampler;
+typedef struct zili_detok zili_detok;
+
+/* ---- model ---------------------------------------------------------------------------------------------- */
+
+typedef struct zili_model_params {
+    bool use_mmap;  /* map the file (default) instead of reading it into memory */
+    bool use_mlock; /* lock the weights in RAM (a failure is a warning) */
+} zili_model_params;
+
+zili_model_params zili_model_default_params(void);
+int zili_model_load(const char *path, const zili_model_params *params, zili_model **out, char *err, size_t err_len);
+void zili_model_free(zili_model *m);
+/* A warning from load (e.g. mlock failed), or NULL. Borrowed. */
+const char *zili_model_warning(const zili_model *m);
+
+typedef struct zili_model_info {
+    const char *arch;            /* "llama" */
+    const char *name;            /* general.name or "" */
+    int32_t n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_rot;
+    float rope_theta, norm_eps;
+    const char *rope_scaling;    /* "none", "linear", "yarn", "llama3" */
+    bool tied_embeddings;
+    uint64_t n_params;
+    uint64_t file_size;
+    uint32_t gguf_version;
+    const char *tokenizer_model; /* "gpt2", "llama" */
+    const char *tokenizer_pre;
+    zili_token bos, eos;         /* -1 if none */
+    bool add_bos;
+    const char *chat_template;   /* recognised template name, or NULL if none / unrecognised */
+    const char *kernels;         /* CPU kernel set in use ("avx2", "scalar") */
+} zili_model_info;
+
+/* All strings borrowed from the model. */
+void zili_model_get_info(const zili_model *m, zili_model_info *info);
+/* Tensor counts by type: calls fn(type_name, n_tensors, n_bytes, ud) once per type present. */
+void zili_model_foreach_type(const zili_model *m, void (*fn)(const char *type, uint32_t n, uint64_t bytes, void *ud),
+                             void *ud);
+
+/* ---- tokens --------------------------------------------------------------------------------------------- */
+
+/* Text -> ids. add_special: BOS/EOS as the vocabulary says; parse_special: "<|im_start|>"-like text becomes
+ * the special token. *out: caller frees. */
+int zili_tokenize(const zili_model *m, const char *text, size_t len, bool add_special, bool parse_special,
+                  zili_token **out, size_t *n_out, char *err, size_t err_len);
+/* Ids -> text, NUL-terminated, caller frees. Ids out of range: ZILI_ERANGE. */
+int zili_detokenize(const zili_model *m, const zili_token *ids, size_t n, bool special, char **out, char *err,
+                    size_t err_len);
+bool zili_token_is_eog(const zili_model *m, zili_token t);
+int32_t zili_n_vocab(const zili_model *m);
+
+/* Streaming detokenizer: push ids one by one, get back only complete UTF-8. */
+zili_detok *zili_detok_create(const zili_model *m, bool special);
+void zili_detok_free(zili_detok *d);
+/* Writes the new text into buf (cap >= 256) and returns its length, or a negative status. */
+int zili_detok_push(zili_detok *d, zili_token t, char *buf, size_t cap);
+int zili_detok_flush(zili_detok *d, char *buf, size_t cap);
+
+/* ---- chat templates ------------------------------------------------------------------------------------- */
+
+typedef struct zili_chat_msg {
+    const char *role;
+    const char *content;
+} zili_chat_msg;
+
+/* Renders msgs with the model's template (tmpl_name NULL) or a named one ("chatml"). *out: caller frees. */
+int zili_chat_apply(const zili_model *m, const char *tmpl_name, const zili_chat_msg *msgs, size_t n,
+                    bool add_assistant, char **out, char *err, size_t err_len);
+
+/* ---- session: one sequence's KV cache and a forward pass ------------------------------------------------ */
+
+typedef struct zili_session_params {
+    int32_t n_ctx;     /* tokens of context (0: min(model's, 4096)) */
+    int32_t n_batch;   /* max tokens per forward pass (default 512) */
+    int32_t n_threads; /* 0: all online CPUs */
+    bool kv_f16;       /* KV cache in F16 (default) or F32 */
+} zili_session_params;
+
+zili_session_params zili_session_default_params(void);
+int zili_session_create(const zili_model *m, const zili_session_params *p, zili_session **out, char *err,
+                        size_t err_len);
+void zili_session_free(zili_session *s);
+int32_t zili_session_n_ctx(const zili_session *s);
+/* Positions already in the cache. */
+int32_t zili_session_n_past(const zili_session *s);
+/* Drops cached positions >= n_past (0 clears the session). */
+void zili_session_truncate(zili_session *s, int32_t n_past);
+
+/* Appends n tokens at positions n_past.. and runs them through the model (in chunks of n_batch).
+ * all_logits: keep the logits of every token of this call (else only the last). ZILI_ERANGE if the context
+ * would overflow (nothing evaluated), or for a token id out of range. */
+int zili_session_eval(zili_session *s, const zili_token *tokens, size_t n, bool all_logits, char *err,
+                      size_t err_len);
+/* Logits row i of the last eval (i = -1: the last token), n_vocab floats, borrowed until the next eval.
+ * NULL if that row was not kept. */
+const float *zili_session_logits(const zili_session *s, int32_t i);
+
+/* ---- sampling ------------------------------------------------------------------------------------------- */
+
+typedef struct zili_sampler_params {
+    float temp;              /* 0 = greedy; default 0.8 */
+    int32_t top_k;           /* default 40; <= 0 off */
+    float top_p;             /* default 0.95; 1 off */
+    float min_p;             /* default 0.05; 0 off */
+    float repeat_penalty;    /* default 1 (off) */
+    int32_t repeat_last_n;   /* default 64; -1 = whole history */
+    float presence_penalty;  /* default 0 */
+    float frequency_penalty; /* default 0 */
+    uint64_t seed;           /* default: from the clock */
+} zili_sampler_params;
+
+zili_sampler_params zili_sampler_default_params(void);
+int zili_sampler_create(const zili_model *m, const zili_sampler_params *p, zili_sampler **out, char *err,
+                        size_t err_len);
+void zili_sampler_free(zili_sampler *s);
+zili_token zili_sampler_sample(zili_sampler *s, const float *logits);
+void zili_sampler_accept(zili_sampler *s, zili_token t);
+
+const char *zili_status_str(int status);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
