@@ -1,0 +1,692 @@
+/*
+ * zili.c - the `zili` command: run, chat, tokenize, detokenize, info, perplexity, logits.
+ *
+ * Uses only the public API (include/zili.h). Errors are one line on stderr ("zili: ...") and a non-zero exit:
+ * 2 for a usage error, 1 for anything else. Generated text goes to stdout; timings to stderr.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "zili.h"
+
+enum { EXIT_USAGE = 2 };
+
+static const char USAGE[] =
+    "usage: zili <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  run         -m MODEL -p PROMPT   generate a continuation of PROMPT (streams the new text to stdout)\n"
+    "  chat        -m MODEL             interactive multi-turn chat with the model's chat template\n"
+    "  tokenize    -m MODEL             text on stdin -> token ids on one line\n"
+    "  detokenize  -m MODEL             token ids on stdin -> text\n"
+    "  info        -m MODEL             architecture, sizes, types, tokenizer, template\n"
+    "  perplexity  -m MODEL -f FILE     perplexity over a text file (llama-perplexity's method)\n"
+    "  logits      -m MODEL -p PROMPT -o FILE   raw float32 logits of every prompt position\n"
+    "\n"
+    "options:\n"
+    "  -m, --model FILE        GGUF model file\n"
+    "  -p, --prompt TEXT       prompt text\n"
+    "  -f, --file FILE         text file (perplexity) or prompt file (run)\n"
+    "  -n, --n-predict N       tokens to generate (default 128; -1 = until end of generation or context)\n"
+    "  -c, --ctx N             context size in tokens (default: model's, at most 4096)\n"
+    "  -b, --batch N           tokens per forward pass (default 512)\n"
+    "  -t, --threads N         threads (default: all CPUs)\n"
+    "      --temp T            temperature (default 0.8; 0 = greedy)\n"
+    "      --top-k K           (default 40; 0 = off)\n"
+    "      --top-p P           (default 0.95; 1 = off)\n"
+    "      --min-p P           (default 0.05; 0 = off)\n"
+    "      --repeat-penalty R  (default 1 = off)\n"
+    "      --repeat-last-n N   penalty window (default 64; -1 = all)\n"
+    "      --presence-penalty P, --frequency-penalty P   (default 0 = off)\n"
+    "      --seed S            RNG seed (default: random)\n"
+    "      --chat              wrap the prompt in the model's chat template (run)\n"
+    "      --system TEXT       system message for --chat and chat\n"
+    "      --chat-template NAME  use a named template (chatml) instead of the model's\n"
+    "      --ids               print generated token ids instead of text (run); prompt ids (logits)\n"
+    "      --no-bos            do not add BOS even if the vocabulary asks for it\n"
+    "      --no-special        tokenize: treat special-token text as plain text\n"
+    "      --ignore-eos        keep generating past end-of-generation tokens\n"
+    "      --kv-f32            keep the KV cache in F32 (default F16)\n"
+    "      --no-mmap           read the model into memory instead of mapping it\n"
+    "      --mlock             lock the model in RAM\n"
+    "  -o, --output FILE       output file (logits)\n"
+    "      --token-ids \"1 2 3\" use these prompt ids instead of -p (logits)\n"
+    "  -h, --help              this help\n";
+
+typedef struct opts {
+    const char *cmd, *model, *prompt, *file, *output, *system, *tmpl, *token_ids;
+    int32_t n_predict, n_ctx, n_batch, n_threads;
+    bool chat, print_ids, no_bos, no_special, ignore_eos, kv_f32, no_mmap, mlock, seed_set;
+    zili_sampler_params sp;
+} opts;
+
+static void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+static void die(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("zili: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(code);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static long long parse_int(const char *opt, const char *s, long long lo, long long hi)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        die(EXIT_USAGE, "%s: '%s' is not an integer in [%lld, %lld]", opt, s, lo, hi);
+    return v;
+}
+
+static unsigned long long parse_u64(const char *opt, const char *s)
+{
+    char *end;
+    errno = 0;
+    if (*s == '-')
+        die(EXIT_USAGE, "%s: '%s' must be a non-negative integer", opt, s);
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end)
+        die(EXIT_USAGE, "%s: '%s' is not a non-negative 64-bit integer", opt, s);
+    return v;
+}
+
+static float parse_float(const char *opt, const char *s, double lo, double hi)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
+        die(EXIT_USAGE, "%s: '%s' is not a number in [%g, %g]", opt, s, lo, hi);
+    return (float)v;
+}
+
+static void parse_args(int argc, char **argv, opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->n_predict = 128;
+    o->n_batch = 512;
+    o->sp = zili_sampler_default_params();
+    if (argc < 2)
+        die(EXIT_USAGE, "no command given (try 'zili --help')");
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        fputs(USAGE, stdout);
+        exit(0);
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("zili %s\n", ZILI_VERSION);
+        exit(0);
+    }
+    o->cmd = argv[1];
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+#define FLAG(s, l) (!strcmp(a, s) || !strcmp(a, l))
+#define VAL() (i + 1 < argc ? argv[++i] : (die(EXIT_USAGE, "%s needs a value", a), (char *)NULL))
+        if (FLAG("-h", "--help")) {
+            fputs(USAGE, stdout);
+            exit(0);
+        } else if (FLAG("-m", "--model")) o->model = VAL();
+        else if (FLAG("-p", "--prompt")) o->prompt = VAL();
+        else if (FLAG("-f", "--file")) o->file = VAL();
+        else if (FLAG("-o", "--output")) o->output = VAL();
+        else if (FLAG("-n", "--n-predict")) o->n_predict = (int32_t)parse_int(a, VAL(), -1, 1 << 24);
+        else if (FLAG("-c", "--ctx")) o->n_ctx = (int32_t)parse_int(a, VAL(), 1, 1 << 24);
+        else if (FLAG("-b", "--batch")) o->n_batch = (int32_t)parse_int(a, VAL(), 1, 1 << 16);
+        else if (FLAG("-t", "--threads")) o->n_threads = (int32_t)parse_int(a, VAL(), 1, 1024);
+        else if (!strcmp(a, "--temp")) o->sp.temp = parse_float(a, VAL(), 0, 1e6);
+        else if (!strcmp(a, "--top-k")) o->sp.top_k = (int32_t)parse_int(a, VAL(), 0, 1 << 30);
+        else if (!strcmp(a, "--top-p")) o->sp.top_p = parse_float(a, VAL(), 0, 1);
+        else if (!strcmp(a, "--min-p")) o->sp.min_p = parse_float(a, VAL(), 0, 1);
+        else if (!strcmp(a, "--repeat-penalty")) o->sp.repeat_penalty = parse_float(a, VAL(), 1e-6, 1e6);
+        else if (!strcmp(a, "--repeat-last-n")) o->sp.repeat_last_n = (int32_t)parse_int(a, VAL(), -1, 1 << 20);
+        else if (!strcmp(a, "--presence-penalty")) o->sp.presence_penalty = parse_float(a, VAL(), -1e6, 1e6);
+        else if (!strcmp(a, "--frequency-penalty")) o->sp.frequency_penalty = parse_float(a, VAL(), -1e6, 1e6);
+        else if (!strcmp(a, "--seed")) { o->sp.seed = parse_u64(a, VAL()); o->seed_set = true; }
+        else if (!strcmp(a, "--chat")) o->chat = true;
+        else if (!strcmp(a, "--system")) o->system = VAL();
+        else if (!strcmp(a, "--chat-template")) o->tmpl = VAL();
+        else if (!strcmp(a, "--ids")) o->print_ids = true;
+        else if (!strcmp(a, "--token-ids")) o->token_ids = VAL();
+        else if (!strcmp(a, "--no-bos")) o->no_bos = true;
+        else if (!strcmp(a, "--no-special")) o->no_special = true;
+        else if (!strcmp(a, "--ignore-eos")) o->ignore_eos = true;
+        else if (!strcmp(a, "--kv-f32")) o->kv_f32 = true;
+        else if (!strcmp(a, "--no-mmap")) o->no_mmap = true;
+        else if (!strcmp(a, "--mlock")) o->mlock = true;
+        else die(EXIT_USAGE, "unknown option '%s' (try 'zili --help')", a);
+#undef FLAG
+#undef VAL
+    }
+    if (!o->model)
+        die(EXIT_USAGE, "%s: no model given (-m FILE)", o->cmd);
+}
+
+/* Reads a whole stream into a NUL-terminated buffer (the NUL is not counted in *len). */
+static char *read_all(FILE *f, size_t *len)
+{
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    if (!buf)
+        die(1, "out of memory");
+    size_t r;
+    while ((r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += r;
+        if (cap - n - 1 == 0) {
+            if (cap > ((size_t)1 << 31))
+                die(1, "input larger than 2 GiB");
+            char *nb = realloc(buf, cap *= 2);
+            if (!nb)
+                die(1, "out of memory");
+            buf = nb;
+        }
+    }
+    if (ferror(f))
+        die(1, "read error: %s", strerror(errno));
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        die(1, "%s: %s", path, strerror(errno));
+    char *s = read_all(f, len);
+    fclose(f);
+    return s;
+}
+
+static zili_model *load_model(const opts *o)
+{
+    zili_model_params mp = zili_model_default_params();
+    mp.use_mmap = !o->no_mmap;
+    mp.use_mlock = o->mlock;
+    zili_model *m;
+    char err[512];
+    if (zili_model_load(o->model, &mp, &m, err, sizeof err) != ZILI_OK)
+        die(1, "%s", err);
+    if (zili_model_warning(m))
+        fprintf(stderr, "zili: warning: %s\n", zili_model_warning(m));
+    return m;
+}
+
+static zili_session *make_session(const zili_model *m, const opts *o)
+{
+    zili_session_params p = zili_session_default_params();
+    p.n_ctx = o->n_ctx;
+    p.n_batch = o->n_batch;
+    p.n_threads = o->n_threads;
+    p.kv_f16 = !o->kv_f32;
+    zili_session *s;
+    char err[512];
+    if (zili_session_create(m, &p, &s, err, sizeof err) != ZILI_OK)
+        die(1, "%s", err);
+    return s;
+}
+
+static zili_token *tokenize_or_die(const zili_model *m, const char *text, size_t len, bool add_special,
+                                   bool parse_special, size_t *n)
+{
+    zili_token *ids;
+    char err[512];
+    if (zili_tokenize(m, text, len, add_special, parse_special, &ids, n, err, sizeof err) != ZILI_OK)
+        die(1, "%s", err);
+    return ids;
+}
+
+/* Parses space-separated token ids. */
+static zili_token *parse_ids(const char *s, size_t *n)
+{
+    size_t cap = 64;
+    zili_token *ids = malloc(cap * sizeof *ids);
+    if (!ids)
+        die(1, "out of memory");
+    *n = 0;
+    while (*s) {
+        while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == ',')
+            s++;
+        if (!*s)
+            break;
+        char *end;
+        errno = 0;
+        long long v = strtoll(s, &end, 10);
+        if (end == s || errno || v < INT32_MIN || v > INT32_MAX)
+            die(1, "token ids: '%.20s' is not a token id", s);
+        if (*n == cap) {
+            zili_token *ni = realloc(ids, (cap *= 2) * sizeof *ids);
+            if (!ni)
+                die(1, "out of memory");
+            ids = ni;
+        }
+        ids[(*n)++] = (zili_token)v;
+        s = end;
+    }
+    return ids;
+}
+
+static void eval_or_die(zili_session *s, const zili_token *t, size_t n, bool all)
+{
+    char err[512];
+    if (zili_session_eval(s, t, n, all, err, sizeof err) != ZILI_OK)
+        die(1, "%s", err);
+}
+
+/* Generates up to n_predict tokens after what the session holds, streaming text (or ids) to stdout.
+ * Returns the number generated; *text (if non-NULL) receives the generated text (caller frees). */
+static int32_t generate(const zili_model *m, zili_session *s, zili_sampler *smp, const opts *o, double *t_gen,
+                        char **text)
+{
+    zili_detok *d = zili_detok_create(m, false);
+    if (!d)
+        die(1, "out of memory");
+    size_t tcap = 256, tlen = 0;
+    char *acc = text ? malloc(tcap) : NULL;
+    if (text && !acc)
+        die(1, "out of memory");
+    char buf[1024];
+    int32_t n = 0;
+    const double t0 = now_s();
+    for (; o->n_predict < 0 || n < o->n_predict; n++) {
+        if (zili_session_n_past(s) >= zili_session_n_ctx(s)) {
+            fprintf(stderr, "\nzili: context full (%d tokens)\n", zili_session_n_ctx(s));
+            break;
+        }
+        const zili_token t = zili_sampler_sample(smp, zili_session_logits(s, -1));
+        zili_sampler_accept(smp, t);
+        if (!o->ignore_eos && zili_token_is_eog(m, t))
+            break;
+        if (o->print_ids) {
+            printf(n ? " %d" : "%d", t);
+        } else {
+            int k = zili_detok_push(d, t, buf, sizeof buf);
+            if (k > 0) {
+                fwrite(buf, 1, (size_t)k, stdout);
+                if (acc) {
+                    while (tlen + (size_t)k + 1 > tcap) {
+                        char *na = realloc(acc, tcap *= 2);
+                        if (!na) die(1, "out of memory");
+                        acc = na;
+                    }
+                    memcpy(acc + tlen, buf, (size_t)k);
+                    tlen += (size_t)k;
+                }
+            }
+        }
+        fflush(stdout);
+        eval_or_die(s, &t, 1, false);
+    }
+    if (!o->print_ids) {
+        int k = zili_detok_flush(d, buf, sizeof buf);
+        if (k > 0) {
+            fwrite(buf, 1, (size_t)k, stdout);
+            if (acc && tlen + (size_t)k + 1 <= tcap) {
+                memcpy(acc + tlen, buf, (size_t)k);
+                tlen += (size_t)k;
+            }
+        }
+    }
+    *t_gen = now_s() - t0;
+    zili_detok_free(d);
+    if (acc) {
+        acc[tlen] = 0;
+        *text = acc;
+    }
+    return n;
+}
+
+static zili_sampler *make_sampler(const zili_model *m, const opts *o)
+{
+    zili_sampler *smp;
+    char err[512];
+    if (zili_sampler_create(m, &o->sp, &smp, err, sizeof err) != ZILI_OK)
+        die(1, "%s", err);
+    return smp;
+}
+
+static int cmd_run(const opts *o)
+{
+    if (!o->prompt && !o->file)
+        die(EXIT_USAGE, "run: no prompt given (-p TEXT or -f FILE)");
+    size_t plen = 0;
+    char *ptext = o->prompt ? strdup(o->prompt) : read_file(o->file, &plen);
+    if (!ptext)
+        die(1, "out of memory");
+    plen = strlen(ptext);
+    zili_model *m = load_model(o);
+    if (o->chat) {
+        zili_chat_msg msgs[2];
+        size_t n = 0;
+        if (o->system)
+            msgs[n++] = (zili_chat_msg){"system", o->system};
+        msgs[n++] = (zili_chat_msg){"user", ptext};
+        char *rendered, err[512];
+        if (zili_chat_apply(m, o->tmpl, msgs, n, true, &rendered, err, sizeof err) != ZILI_OK)
+            die(1, "%s", err);
+        free(ptext);
+        ptext = rendered;
+        plen = strlen(ptext);
+    }
+    size_t n_prompt;
+    zili_token *ids = tokenize_or_die(m, ptext, plen, !o->no_bos, true, &n_prompt);
+    if (n_prompt == 0)
+        die(1, "run: the prompt is empty after tokenization");
+    zili_session *s = make_session(m, o);
+    if (n_prompt >= (size_t)zili_session_n_ctx(s))
+        die(1, "run: prompt of %zu tokens does not fit in the context of %d", n_prompt, zili_session_n_ctx(s));
+    zili_sampler *smp = make_sampler(m, o);
+    for (size_t i = 0; i < n_prompt; i++)
+        zili_sampler_accept(smp, ids[i]);
+
+    const double t0 = now_s();
+    eval_or_die(s, ids, n_prompt, false);
+    const double t_prompt = now_s() - t0;
+    double t_gen = 0;
+    int32_t n_gen = generate(m, s, smp, o, &t_gen, NULL);
+    printf("\n");
+    fflush(stdout);
+    fprintf(stderr, "zili: prompt %zu tokens in %.3f s (%.1f tokens/s); generated %d tokens in %.3f s (%.1f tokens/s)\n",
+            n_prompt, t_prompt, (double)n_prompt / (t_prompt > 0 ? t_prompt : 1e-9), n_gen, t_gen,
+            n_gen / (t_gen > 0 ? t_gen : 1e-9));
+    zili_sampler_free(smp);
+    zili_session_free(s);
+    free(ids);
+    free(ptext);
+    zili_model_free(m);
+    return 0;
+}
+
+/* Chat: the whole conversation is re-rendered every turn; the session keeps the tokens it already evaluated and
+ * only evaluates what follows the longest common prefix, so each turn costs only its new tokens. */
+static int cmd_chat(const opts *o)
+{
+    zili_model *m = load_model(o);
+    zili_session *s = make_session(m, o);
+    zili_sampler *smp = make_sampler(m, o);
+    const bool tty = isatty(0);
+    size_t cap = 16, n_msgs = 0;
+    zili_chat_msg *msgs = malloc(cap * sizeof *msgs);
+    char **owned = malloc(cap * sizeof *owned);
+    zili_token *cached = NULL;
+    size_t n_cached = 0;
+    if (!msgs || !owned)
+        die(1, "out of memory");
+    if (o->system) {
+        owned[n_msgs] = strdup(o->system);
+        msgs[n_msgs] = (zili_chat_msg){"system", owned[n_msgs]};
+        n_msgs++;
+    }
+    if (tty)
+        fprintf(stderr, "zili chat: type a message, an empty line or Ctrl-D to quit.\n");
+    char *line = NULL;
+    size_t line_cap = 0;
+    for (;;) {
+        if (tty)
+            fprintf(stderr, "\n> ");
+        ssize_t r = getline(&line, &line_cap, stdin);
+        if (r <= 0)
+            break;
+        while (r > 0 && (line[r - 1] == '\n' || line[r - 1] == '\r'))
+            line[--r] = 0;
+        if (r == 0)
+            break;
+        if (n_msgs + 2 > cap) {
+            cap *= 2;
+            zili_chat_msg *nm = realloc(msgs, cap * sizeof *msgs);
+            if (!nm) die(1, "out of memory");
+            msgs = nm;
+            char **no = realloc(owned, cap * sizeof *owned);
+            if (!no) die(1, "out of memory");
+            owned = no;
+        }
+        owned[n_msgs] = strdup(line);
+        msgs[n_msgs] = (zili_chat_msg){"user", owned[n_msgs]};
+        n_msgs++;
+        char *rendered, err[512];
+        if (zili_chat_apply(m, o->tmpl, msgs, n_msgs, true, &rendered, err, sizeof err) != ZILI_OK)
+            die(1, "%s", err);
+        size_t n_ids;
+        zili_token *ids = tokenize_or_die(m, rendered, strlen(rendered), !o->no_bos, true, &n_ids);
+        free(rendered);
+        size_t common = 0;
+        while (common < n_ids && common < n_cached && ids[common] == cached[common])
+            common++;
+        if (common == n_ids) /* always evaluate at least the last token to get fresh logits */
+            common--;
+        if (n_ids + 1 >= (size_t)zili_session_n_ctx(s))
+            die(1, "chat: the conversation (%zu tokens) no longer fits in the context of %d", n_ids,
+                zili_session_n_ctx(s));
+        zili_session_truncate(s, (int32_t)common);
+        eval_or_die(s, ids + common, n_ids - common, false);
+        free(cached);
+        cached = ids;
+        n_cached = n_ids;
+        double t_gen;
+        char *reply = NULL;
+        opts go = *o;
+        if (go.n_predict >= 0 && go.n_predict < 1) go.n_predict = 1;
+        go.print_ids = false;
+        int32_t n_gen = generate(m, s, smp, &go, &t_gen, &reply);
+        printf("\n");
+        fflush(stdout);
+        if (tty)
+            fprintf(stderr, "[%d tokens, %.1f tokens/s]\n", n_gen, n_gen / (t_gen > 0 ? t_gen : 1e-9));
+        /* The session now holds the generated tokens too, which the next render will reproduce; they are not in
+         * `cached`, so the next turn re-evaluates from the end of this turn's prompt. */
+        owned[n_msgs] = reply;
+        msgs[n_msgs] = (zili_chat_msg){"assistant", reply};
+        n_msgs++;
+    }
+    free(line);
+    for (size_t i = 0; i < n_msgs; i++)
+        free(owned[i]);
+    free(owned);
+    free(msgs);
+    free(cached);
+    zili_sampler_free(smp);
+    zili_session_free(s);
+    zili_model_free(m);
+    return 0;
+}
+
+static int cmd_tokenize(const opts *o)
+{
+    zili_model *m = load_model(o);
+    size_t len;
+    char *text = o->prompt ? strdup(o->prompt) : read_all(stdin, &len);
+    if (!text)
+        die(1, "out of memory");
+    size_t n;
+    zili_token *ids = tokenize_or_die(m, text, strlen(text), !o->no_bos, !o->no_special, &n);
+    for (size_t i = 0; i < n; i++)
+        printf(i ? " %d" : "%d", ids[i]);
+    printf("\n");
+    free(ids);
+    free(text);
+    zili_model_free(m);
+    return 0;
+}
+
+static int cmd_detokenize(const opts *o)
+{
+    zili_model *m = load_model(o);
+    size_t len, n;
+    char *text = o->prompt ? strdup(o->prompt) : read_all(stdin, &len);
+    if (!text)
+        die(1, "out of memory");
+    zili_token *ids = parse_ids(text, &n);
+    char *out, err[512];
+    if (zili_detokenize(m, ids, n, true, &out, err, sizeof err) != ZILI_OK)
+        die(1, "%s", err);
+    fputs(out, stdout);
+    printf("\n");
+    free(out);
+    free(ids);
+    free(text);
+    zili_model_free(m);
+    return 0;
+}
+
+static void print_type(const char *type, uint32_t n, uint64_t bytes, void *ud)
+{
+    (void)ud;
+    printf("  %-8s %5u tensors  %10.2f MiB\n", type, n, (double)bytes / (1024.0 * 1024.0));
+}
+
+static int cmd_info(const opts *o)
+{
+    zili_model *m = load_model(o);
+    zili_model_info i;
+    zili_model_get_info(m, &i);
+    printf("file:            %s (GGUF v%u, %.2f MiB)\n", o->model, i.gguf_version, (double)i.file_size / 1048576.0);
+    printf("name:            %s\n", i.name);
+    printf("architecture:    %s\n", i.arch);
+    printf("parameters:      %llu (%.1f M)\n", (unsigned long long)i.n_params, (double)i.n_params / 1e6);
+    printf("layers:          %d\n", i.n_layer);
+    printf("embedding:       %d\n", i.n_embd);
+    printf("heads:           %d (kv %d, head dim %d, rotary dims %d)\n", i.n_head, i.n_head_kv, i.head_dim, i.n_rot);
+    printf("feed-forward:    %d\n", i.n_ff);
+    printf("context (train): %d\n", i.n_ctx_train);
+    printf("rope:            base %g, scaling %s\n", i.rope_theta, i.rope_scaling);
+    printf("norm epsilon:    %g\n", i.norm_eps);
+    printf("tied embeddings: %s\n", i.tied_embeddings ? "yes" : "no");
+    printf("vocabulary:      %d tokens, %s tokenizer, pre-tokenizer %s\n", i.n_vocab, i.tokenizer_model,
+           i.tokenizer_pre);
+    printf("special tokens:  bos %d, eos %d, add bos %s\n", i.bos, i.eos, i.add_bos ? "yes" : "no");
+    printf("chat template:   %s\n", i.chat_template ? i.chat_template : "(none recognised)");
+    printf("cpu kernels:     %s\n", i.kernels);
+    printf("tensor types:\n");
+    zili_model_foreach_type(m, print_type, NULL);
+    zili_model_free(m);
+    return 0;
+}
+
+/* llama-perplexity's method: the text is tokenized once (with BOS if the vocabulary adds it) and cut into chunks
+ * of n_ctx tokens; each chunk is evaluated from an empty cache (its first token replaced by BOS when the vocabulary
+ * adds one), and only the second half of each chunk is scored, so that every scored token has at least n_ctx/2
+ * tokens of context. PPL = exp(mean negative log-likelihood over scored tokens). */
+static int cmd_perplexity(const opts *o)
+{
+    if (!o->file)
+        die(EXIT_USAGE, "perplexity: no text file given (-f FILE)");
+    size_t len;
+    char *text = read_file(o->file, &len);
+    zili_model *m = load_model(o);
+    opts so = *o;
+    if (so.n_ctx <= 0)
+        so.n_ctx = 512;
+    zili_session *s = make_session(m, &so);
+    const int32_t n_ctx = zili_session_n_ctx(s);
+    zili_model_info info;
+    zili_model_get_info(m, &info);
+    const bool add_bos = info.add_bos && !o->no_bos;
+    size_t n_tok;
+    zili_token *toks = tokenize_or_die(m, text, len, add_bos, false, &n_tok);
+    const size_t n_chunk = n_tok / (size_t)n_ctx;
+    if (n_chunk == 0)
+        die(1, "perplexity: %s has %zu tokens, fewer than one context of %d", o->file, n_tok, n_ctx);
+    const int32_t n_vocab = info.n_vocab;
+    const int32_t first = n_ctx / 2;
+    double nll = 0;
+    size_t count = 0;
+    zili_token *chunk = malloc((size_t)n_ctx * sizeof *chunk);
+    if (!chunk)
+        die(1, "out of memory");
+    fprintf(stderr, "zili: perplexity over %zu chunks of %d tokens (%zu tokens)\n", n_chunk, n_ctx, n_tok);
+    const double t0 = now_s();
+    for (size_t c = 0; c < n_chunk; c++) {
+        memcpy(chunk, toks + c * (size_t)n_ctx, (size_t)n_ctx * sizeof *chunk);
+        if (add_bos)
+            chunk[0] = info.bos;
+        zili_session_truncate(s, 0);
+        eval_or_die(s, chunk, (size_t)n_ctx, true);
+        for (int32_t j = first; j < n_ctx - 1; j++) {
+            const float *l = zili_session_logits(s, j);
+            double mx = l[0];
+            for (int32_t v = 1; v < n_vocab; v++)
+                if (l[v] > mx) mx = l[v];
+            double sum = 0;
+            for (int32_t v = 0; v < n_vocab; v++)
+                sum += exp((double)l[v] - mx);
+            const zili_token next = toks[c * (size_t)n_ctx + (size_t)j + 1];
+            nll += -((double)l[next] - mx - log(sum));
+            count++;
+        }
+        printf("[%zu] %.4f\n", c + 1, exp(nll / (double)count));
+        fflush(stdout);
+    }
+    fprintf(stderr, "zili: %.2f s\n", now_s() - t0);
+    printf("PPL = %.4f\n", exp(nll / (double)count));
+    free(chunk);
+    free(toks);
+    zili_session_free(s);
+    zili_model_free(m);
+    free(text);
+    return 0;
+}
+
+static int cmd_logits(const opts *o)
+{
+    if (!o->output)
+        die(EXIT_USAGE, "logits: no output file given (-o FILE)");
+    if (!o->prompt && !o->token_ids)
+        die(EXIT_USAGE, "logits: no prompt given (-p TEXT or --token-ids \"1 2 3\")");
+    zili_model *m = load_model(o);
+    size_t n;
+    zili_token *ids = o->token_ids ? parse_ids(o->token_ids, &n)
+                                   : tokenize_or_die(m, o->prompt, strlen(o->prompt), !o->no_bos, true, &n);
+    if (n == 0)
+        die(1, "logits: empty prompt");
+    opts so = *o;
+    if (so.n_ctx <= 0 || (size_t)so.n_ctx < n)
+        so.n_ctx = (int32_t)n;
+    zili_session *s = make_session(m, &so);
+    eval_or_die(s, ids, n, true);
+    FILE *f = fopen(o->output, "wb");
+    if (!f)
+        die(1, "%s: %s", o->output, strerror(errno));
+    const int32_t n_vocab = zili_n_vocab(m);
+    for (size_t i = 0; i < n; i++)
+        if (fwrite(zili_session_logits(s, (int32_t)i), sizeof(float), (size_t)n_vocab, f) != (size_t)n_vocab)
+            die(1, "%s: write failed", o->output);
+    if (fclose(f))
+        die(1, "%s: %s", o->output, strerror(errno));
+    for (size_t i = 0; i < n; i++)
+        printf(i ? " %d" : "%d", ids[i]);
+    printf("\n");
+    free(ids);
+    zili_session_free(s);
+    zili_model_free(m);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    opts o;
+    parse_args(argc, argv, &o);
+    if (!strcmp(o.cmd, "run")) return cmd_run(&o);
+    if (!strcmp(o.cmd, "chat")) return cmd_chat(&o);
+    if (!strcmp(o.cmd, "tokenize")) return cmd_tokenize(&o);
+    if (!strcmp(o.cmd, "detokenize")) return cmd_detokenize(&o);
+    if (!strcmp(o.cmd, "info")) return cmd_info(&o);
+    if (!strcmp(o.cmd, "perplexity")) return cmd_perplexity(&o);
+    if (!strcmp(o.cmd, "logits")) return cmd_logits(&o);
+    die(EXIT_USAGE, "unknown command '%s' (try 'zili --help')", o.cmd);
+}
