@@ -41,7 +41,8 @@ const zl_kv_params *zl_kv_get_params(const zl_kv *kv);
 /* Number of positions stored for seq (0 for an unused sequence). */
 int32_t zl_kv_seq_len(const zl_kv *kv, int32_t seq);
 /* Makes room for positions [0, n_pos) of seq, taking free blocks as needed. ZL_EFULL (nothing changed) if the pool
- * lacks blocks, ZL_ERANGE if seq is out of range. Positions become "stored" when the forward pass writes them;
+ * lacks blocks, ZL_ERANGE if seq is out of range, ZL_ENOMEM (nothing changed) if the table cannot grow.
+ * n_pos <= the current length changes nothing. Positions become "stored" when the forward pass writes them;
  * this only sets the sequence length to n_pos. */
 int zl_kv_seq_reserve(zl_kv *kv, int32_t seq, int32_t n_pos, zl_err *err);
 /* Drops positions >= n_pos of seq, releasing whole blocks past the end. n_pos 0 frees the sequence. */
@@ -50,6 +51,14 @@ void zl_kv_seq_free(zl_kv *kv, int32_t seq);
 
 int32_t zl_kv_n_free_blocks(const zl_kv *kv);
 int32_t zl_kv_n_used_blocks(const zl_kv *kv);
+/* The most positions one sequence can ever hold: n_blocks * block_size. */
+int32_t zl_kv_max_seq_len(const zl_kv *kv);
+
+/* External holds on a block that some table names (refcount > 0), for a prefix cache that keeps blocks alive
+ * after their sequence is freed: hold adds one reference, release drops one (freeing the block at zero). */
+void zl_kv_block_hold(zl_kv *kv, int32_t b);
+void zl_kv_block_release(zl_kv *kv, int32_t b);
+int32_t zl_kv_block_refcount(const zl_kv *kv, int32_t b);
 
 /* Pointers to the K and V rows (kv_dim elements of the cache type) of position pos of seq in layer il.
  * pos < zl_kv_seq_len(seq) is the caller's invariant (asserted). */
