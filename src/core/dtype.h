@@ -48,13 +48,15 @@ typedef enum zl_dtype {
     ZL_TQ1_0 = 34,
     ZL_TQ2_0 = 35,
     ZL_MXFP4 = 39,
-    ZL_DTYPE_COUNT = 40
+    ZL_NVFP4 = 40,
+    ZL_Q1_0 = 41,
+    ZL_DTYPE_COUNT = 42
 } zl_dtype;
 
 /* Converts n elements (n a multiple of block_size) of this type to float. */
 typedef void (*zl_to_float_fn)(const void *x, float *y, int64_t n);
-/* Converts n floats (n a multiple of block_size) to this type (quantizes, round-to-nearest like ggml's
- * reference quantizers). */
+/* Converts n floats (n a multiple of block_size) to this type. For quantized types this is ggml's reference
+ * quantizer, byte for byte (what llama-quantize writes; gguf-py's quantize agrees). */
 typedef void (*zl_from_float_fn)(const float *x, void *y, int64_t n);
 /* *s = dot(x, y) over n elements; x is of this type, y of vec_dot_type; n a multiple of both block sizes. */
 typedef void (*zl_vec_dot_fn)(int64_t n, float *s, const void *x, const void *y);
@@ -68,6 +70,11 @@ typedef struct zl_type_traits {
     zl_from_float_fn from_float;
     zl_vec_dot_fn vec_dot;
     zl_dtype vec_dot_type; /* the type activations are converted to before vec_dot */
+    /* How matmul converts activations to this type when it is some weight's vec_dot_type. For Q8_0 / Q8_1 this
+     * is the recipe of ggml's SIMD activation quantizers (which llama.cpp runs on x86 and ARM): d = amax/127,
+     * q = round-half-even(x * (127/amax)); it differs from from_float (q = round-half-away(x * (1/d))) in rare
+     * last-step roundings. The scalar and AVX2 versions give identical bytes. Same as from_float otherwise. */
+    zl_from_float_fn from_float_act;
 } zl_type_traits;
 
 /* Traits of type id t, or NULL if t is not a type the format defines. The returned kernels are the fastest

@@ -1,0 +1,179 @@
+/*
+ * dtype.c - the type traits tables: names, block geometry and kernels of every ggml/GGUF type id.
+ *
+ * Two constant tables: the scalar reference and the AVX2 one (which differs only in the kernels it has faster
+ * versions of). zl_type_traits_get() chooses between them once per process (pthread_once) from cpuid and the
+ * ZILI_CPU environment variable; the choice is the only state here and is never changed after it is made.
+ *
+ * Block sizes and byte sizes are ggml's (gguf-py's GGML_QUANT_SIZES agrees, except that gguf-py still lists
+ * Q8_1 at 40 bytes from when its d and s were floats; ggml's Q8_1 block is 36 bytes and Q8_1 never occurs in
+ * model files).
+ */
+#include "core/dtype.h"
+
+#include <pthread.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/quant.h"
+
+#define PLAIN(id, nm, bytes) [id] = { .name = nm, .block_size = 1, .type_size = bytes }
+#define BLOCKED(id, nm, bs, bytes) [id] = { .name = nm, .block_size = bs, .type_size = bytes }
+
+/* Kernels set for a computable type; the _act converter defaults to from_float. */
+#define KERNELS(tf, ff, vd, vdt, ffa) \
+    .supported = true, .to_float = tf, .from_float = ff, .vec_dot = vd, .vec_dot_type = vdt, .from_float_act = ffa
+
+static const zl_type_traits k_traits_ref[ZL_DTYPE_COUNT] = {
+    [ZL_F32] = { .name = "f32", .block_size = 1, .type_size = 4,
+                 KERNELS(zl_f32_to_float_ref, zl_f32_from_float_ref, zl_f32_vec_dot_ref, ZL_F32,
+                         zl_f32_from_float_ref) },
+    [ZL_F16] = { .name = "f16", .block_size = 1, .type_size = 2,
+                 KERNELS(zl_f16_to_float_ref, zl_f16_from_float_ref, zl_f16_vec_dot_ref, ZL_F16,
+                         zl_f16_from_float_ref) },
+    [ZL_BF16] = { .name = "bf16", .block_size = 1, .type_size = 2,
+                  KERNELS(zl_bf16_to_float_ref, zl_bf16_from_float_ref, zl_bf16_vec_dot_ref, ZL_BF16,
+                          zl_bf16_from_float_ref) },
+    [ZL_Q4_0] = { .name = "q4_0", .block_size = 32, .type_size = 18,
+                  KERNELS(zl_q4_0_to_float_ref, zl_q4_0_from_float_ref, zl_q4_0_vec_dot_ref, ZL_Q8_0,
+                          zl_q4_0_from_float_ref) },
+    [ZL_Q4_1] = { .name = "q4_1", .block_size = 32, .type_size = 20,
+                  KERNELS(zl_q4_1_to_float_ref, zl_q4_1_from_float_ref, zl_q4_1_vec_dot_ref, ZL_Q8_1,
+                          zl_q4_1_from_float_ref) },
+    [ZL_Q8_0] = { .name = "q8_0", .block_size = 32, .type_size = 34,
+                  KERNELS(zl_q8_0_to_float_ref, zl_q8_0_from_float_ref, zl_q8_0_vec_dot_ref, ZL_Q8_0,
+                          zl_q8_0_from_float_act_ref) },
+    /* Q8_1 is an activation type only: no vec_dot of its own. */
+    [ZL_Q8_1] = { .name = "q8_1", .block_size = 32, .type_size = 36, .supported = false,
+                  .to_float = zl_q8_1_to_float_ref, .from_float = zl_q8_1_from_float_ref,
+                  .vec_dot_type = ZL_Q8_1, .from_float_act = zl_q8_1_from_float_act_ref },
+    BLOCKED(ZL_Q5_0, "q5_0", 32, 22),
+    BLOCKED(ZL_Q5_1, "q5_1", 32, 24),
+    BLOCKED(ZL_Q2_K, "q2_K", 256, 84),
+    BLOCKED(ZL_Q3_K, "q3_K", 256, 110),
+    BLOCKED(ZL_Q4_K, "q4_K", 256, 144),
+    BLOCKED(ZL_Q5_K, "q5_K", 256, 176),
+    BLOCKED(ZL_Q6_K, "q6_K", 256, 210),
+    BLOCKED(ZL_Q8_K, "q8_K", 256, 292),
+    BLOCKED(ZL_IQ2_XXS, "iq2_xxs", 256, 66),
+    BLOCKED(ZL_IQ2_XS, "iq2_xs", 256, 74),
+    BLOCKED(ZL_IQ3_XXS, "iq3_xxs", 256, 98),
+    BLOCKED(ZL_IQ1_S, "iq1_s", 256, 50),
+    BLOCKED(ZL_IQ4_NL, "iq4_nl", 32, 18),
+    BLOCKED(ZL_IQ3_S, "iq3_s", 256, 110),
+    BLOCKED(ZL_IQ2_S, "iq2_s", 256, 82),
+    BLOCKED(ZL_IQ4_XS, "iq4_xs", 256, 136),
+    PLAIN(ZL_I8, "i8", 1),
+    PLAIN(ZL_I16, "i16", 2),
+    PLAIN(ZL_I32, "i32", 4),
+    PLAIN(ZL_I64, "i64", 8),
+    PLAIN(ZL_F64, "f64", 8),
+    BLOCKED(ZL_IQ1_M, "iq1_m", 256, 56),
+    BLOCKED(ZL_TQ1_0, "tq1_0", 256, 54),
+    BLOCKED(ZL_TQ2_0, "tq2_0", 256, 66),
+    BLOCKED(ZL_MXFP4, "mxfp4", 32, 17),
+    BLOCKED(ZL_NVFP4, "nvfp4", 64, 36),
+    BLOCKED(ZL_Q1_0, "q1_0", 128, 18),
+};
+
+#ifdef ZL_HAVE_AVX2_KERNELS
+/* The reference table with the AVX2 kernels swapped in; filled once from k_traits_ref (see choose_table). */
+typedef struct kernel_swap {
+    zl_dtype type;
+    zl_vec_dot_fn vec_dot;          /* NULL: keep the reference one */
+    zl_from_float_fn from_float_act; /* NULL: keep the reference one */
+} kernel_swap;
+
+static const kernel_swap k_avx2_swaps[] = {
+    { ZL_F32, zl_f32_vec_dot_avx2, NULL },
+    { ZL_F16, zl_f16_vec_dot_avx2, zl_f16_from_float_avx2 },
+    { ZL_BF16, zl_bf16_vec_dot_avx2, NULL },
+    { ZL_Q4_0, zl_q4_0_vec_dot_avx2, NULL },
+    { ZL_Q4_1, zl_q4_1_vec_dot_avx2, NULL },
+    { ZL_Q8_0, zl_q8_0_vec_dot_avx2, zl_q8_0_from_float_act_avx2 },
+    { ZL_Q8_1, NULL, zl_q8_1_from_float_act_avx2 },
+};
+#endif
+
+/* Process-wide choice, written once inside pthread_once and read-only afterwards. */
+typedef struct kernel_choice {
+    zl_type_traits table[ZL_DTYPE_COUNT];
+    const char *name;
+} kernel_choice;
+
+static kernel_choice g_choice;
+static pthread_once_t g_choice_once = PTHREAD_ONCE_INIT;
+
+#ifdef ZL_HAVE_AVX2_KERNELS
+/* AVX2, FMA and F16C present, and the OS saves YMM state (cpuid directly: clang's __builtin_cpu_supports does
+ * not know "f16c"). */
+static bool cpu_has_avx2_fma_f16c(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+    const bool fma = c & (1u << 12), osxsave = c & (1u << 27), avx = c & (1u << 28), f16c = c & (1u << 29);
+    if (!(fma && osxsave && avx && f16c)) return false;
+    unsigned xcr0_lo, xcr0_hi;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    (void)xcr0_hi;
+    if ((xcr0_lo & 6u) != 6u) return false; /* XMM and YMM state */
+    if (__get_cpuid_max(0, NULL) < 7) return false;
+    __cpuid_count(7, 0, a, b, c, d);
+    return b & (1u << 5); /* AVX2 */
+}
+#endif
+
+static void choose_table(void)
+{
+    memcpy(g_choice.table, k_traits_ref, sizeof k_traits_ref);
+    g_choice.name = "scalar";
+#ifdef ZL_HAVE_AVX2_KERNELS
+    const char *env = getenv("ZILI_CPU");
+    if (env && strcmp(env, "scalar") == 0) return;
+    if (!cpu_has_avx2_fma_f16c()) return;
+    for (size_t i = 0; i < sizeof k_avx2_swaps / sizeof k_avx2_swaps[0]; i++) {
+        zl_type_traits *t = &g_choice.table[k_avx2_swaps[i].type];
+        if (k_avx2_swaps[i].vec_dot) t->vec_dot = k_avx2_swaps[i].vec_dot;
+        if (k_avx2_swaps[i].from_float_act) t->from_float_act = k_avx2_swaps[i].from_float_act;
+    }
+    g_choice.name = "avx2";
+#endif
+}
+
+const zl_type_traits *zl_type_traits_ref(uint32_t t)
+{
+    if (t >= ZL_DTYPE_COUNT || k_traits_ref[t].name == NULL) return NULL;
+    return &k_traits_ref[t];
+}
+
+const zl_type_traits *zl_type_traits_get(uint32_t t)
+{
+    if (t >= ZL_DTYPE_COUNT || k_traits_ref[t].name == NULL) return NULL;
+    pthread_once(&g_choice_once, choose_table);
+    return &g_choice.table[t];
+}
+
+bool zl_row_size(uint32_t t, int64_t n, size_t *out)
+{
+    const zl_type_traits *tr = zl_type_traits_ref(t);
+    if (!tr || n < 0 || n % tr->block_size != 0) return false;
+    const uint64_t blocks = (uint64_t)(n / tr->block_size);
+    if (blocks > SIZE_MAX / tr->type_size) return false;
+    *out = (size_t)blocks * tr->type_size;
+    return true;
+}
+
+const char *zl_type_name(uint32_t t)
+{
+    const zl_type_traits *tr = zl_type_traits_ref(t);
+    return tr ? tr->name : "unknown";
+}
+
+const char *zl_cpu_kernels_name(void)
+{
+    pthread_once(&g_choice_once, choose_table);
+    return g_choice.name;
+}

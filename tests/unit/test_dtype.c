@@ -1,0 +1,444 @@
+/*
+ * test_dtype.c - the dtype traits table and its conversion / dot kernels, against independent references:
+ * gguf-py's quantize/dequantize and numpy's float16 (fixtures in tests/data/quant, made by
+ * tests/data/gen_quant_fixtures.py), gguf-py's GGML_QUANT_SIZES, and double-precision dot products.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/quant.h"
+#include "core/dtype.h"
+#include "core/fp16.h"
+
+#define NVALS (41 * 32) /* values in input.f32 */
+
+/* ---- fixtures ---- */
+
+/* tests/data/quant/<name>: ZILI_TEST_DATA overrides the directory; by default it is found from this file's path
+ * as the compiler saw it (the build runs from the repository root). */
+static void *read_fixture(const char *name, size_t *size)
+{
+    char path[1024];
+    const char *dir = getenv("ZILI_TEST_DATA");
+    if (dir) {
+        snprintf(path, sizeof path, "%s/quant/%s", dir, name);
+    } else {
+        const char *here = __FILE__; /* .../tests/unit/test_dtype.c */
+        const char *cut = strstr(here, "unit/test_dtype.c");
+        snprintf(path, sizeof path, "%.*sdata/quant/%s", cut ? (int)(cut - here) : 0, here, name);
+    }
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("cannot open fixture %s (run from the repository root or set ZILI_TEST_DATA)", path);
+    fseek(f, 0, SEEK_END);
+    const long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *size = (size_t)n;
+    return buf;
+}
+
+static float *read_floats(const char *name, size_t expect)
+{
+    size_t size;
+    float *v = read_fixture(name, &size);
+    assert_int_equal(size, expect * sizeof(float));
+    return v;
+}
+
+/* ---- geometry ---- */
+
+static void test_sizes_match_gguf(void **state)
+{
+    (void)state;
+    /* gguf-py's GGML_QUANT_SIZES (block size, bytes), except Q8_1, which ggml stores in 36 bytes. */
+    static const struct { uint32_t id; int64_t bs; size_t ts; const char *name; } k[] = {
+        { 0, 1, 4, "f32" },          { 1, 1, 2, "f16" },          { 2, 32, 18, "q4_0" },
+        { 3, 32, 20, "q4_1" },       { 6, 32, 22, "q5_0" },       { 7, 32, 24, "q5_1" },
+        { 8, 32, 34, "q8_0" },       { 9, 32, 36, "q8_1" },       { 10, 256, 84, "q2_K" },
+        { 11, 256, 110, "q3_K" },    { 12, 256, 144, "q4_K" },    { 13, 256, 176, "q5_K" },
+        { 14, 256, 210, "q6_K" },    { 15, 256, 292, "q8_K" },    { 16, 256, 66, "iq2_xxs" },
+        { 17, 256, 74, "iq2_xs" },   { 18, 256, 98, "iq3_xxs" },  { 19, 256, 50, "iq1_s" },
+        { 20, 32, 18, "iq4_nl" },    { 21, 256, 110, "iq3_s" },   { 22, 256, 82, "iq2_s" },
+        { 23, 256, 136, "iq4_xs" },  { 24, 1, 1, "i8" },          { 25, 1, 2, "i16" },
+        { 26, 1, 4, "i32" },         { 27, 1, 8, "i64" },         { 28, 1, 8, "f64" },
+        { 29, 256, 56, "iq1_m" },    { 30, 1, 2, "bf16" },        { 34, 256, 54, "tq1_0" },
+        { 35, 256, 66, "tq2_0" },    { 39, 32, 17, "mxfp4" },     { 40, 64, 36, "nvfp4" },
+        { 41, 128, 18, "q1_0" },
+    };
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+        const zl_type_traits *t = zl_type_traits_get(k[i].id);
+        assert_non_null(t);
+        assert_int_equal(t->block_size, k[i].bs);
+        assert_int_equal(t->type_size, k[i].ts);
+        assert_string_equal(t->name, k[i].name);
+        assert_string_equal(zl_type_name(k[i].id), k[i].name);
+        assert_ptr_equal(zl_type_traits_ref(k[i].id)->name, t->name);
+    }
+    /* ids ggml retired (4, 5: Q4_2, Q4_3; 31-33, 36-38) and past the end are unknown */
+    static const uint32_t unknown[] = { 4, 5, 31, 32, 33, 36, 37, 38, 42, 1000, UINT32_MAX };
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+        assert_null(zl_type_traits_get(unknown[i]));
+        assert_null(zl_type_traits_ref(unknown[i]));
+        assert_string_equal(zl_type_name(unknown[i]), "unknown");
+    }
+    static const uint32_t computable[] = { ZL_F32, ZL_F16, ZL_BF16, ZL_Q4_0, ZL_Q4_1, ZL_Q8_0 };
+    for (size_t i = 0; i < sizeof computable / sizeof computable[0]; i++)
+        assert_true(zl_type_traits_get(computable[i])->supported);
+    assert_false(zl_type_traits_get(ZL_Q4_K)->supported);
+    assert_int_equal(zl_type_traits_get(ZL_Q4_0)->vec_dot_type, ZL_Q8_0);
+    assert_int_equal(zl_type_traits_get(ZL_Q4_1)->vec_dot_type, ZL_Q8_1);
+    assert_int_equal(zl_type_traits_get(ZL_Q8_0)->vec_dot_type, ZL_Q8_0);
+    assert_int_equal(zl_type_traits_get(ZL_F16)->vec_dot_type, ZL_F16);
+}
+
+static void test_row_size(void **state)
+{
+    (void)state;
+    size_t n = 0;
+    assert_true(zl_row_size(ZL_Q4_0, 4096, &n));
+    assert_int_equal(n, 128 * 18);
+    assert_true(zl_row_size(ZL_F32, 7, &n));
+    assert_int_equal(n, 28);
+    assert_true(zl_row_size(ZL_Q6_K, 0, &n));
+    assert_int_equal(n, 0);
+    assert_false(zl_row_size(ZL_Q4_0, 33, &n)); /* not a multiple of the block */
+    assert_false(zl_row_size(ZL_F16, -2, &n));
+    assert_false(zl_row_size(4, 32, &n));
+    assert_false(zl_row_size(ZL_F64, INT64_MAX, &n)); /* 8 * (2^63 - 1) overflows */
+    if (SIZE_MAX >= (uint64_t)INT64_MAX) assert_true(zl_row_size(ZL_I8, INT64_MAX, &n));
+}
+
+/* ---- conversions against gguf-py ---- */
+
+typedef struct fixture_type {
+    const char *name;
+    uint32_t type;
+} fixture_type;
+
+static const fixture_type k_fixture_types[] = {
+    { "q4_0", ZL_Q4_0 }, { "q4_1", ZL_Q4_1 }, { "q8_0", ZL_Q8_0 }, { "f16", ZL_F16 }, { "bf16", ZL_BF16 },
+};
+
+static void test_from_float_matches_gguf_py(void **state)
+{
+    (void)state;
+    float *x = read_floats("input.f32", NVALS);
+    for (size_t i = 0; i < sizeof k_fixture_types / sizeof k_fixture_types[0]; i++) {
+        const fixture_type *ft = &k_fixture_types[i];
+        char name[64];
+        snprintf(name, sizeof name, "%s.q", ft->name);
+        size_t qsize, rs;
+        uint8_t *want = read_fixture(name, &qsize);
+        assert_true(zl_row_size(ft->type, NVALS, &rs));
+        assert_int_equal(qsize, rs);
+        uint8_t *got = malloc(rs);
+        const zl_type_traits *tables[2] = { zl_type_traits_ref(ft->type), zl_type_traits_get(ft->type) };
+        for (int k = 0; k < 2; k++) {
+            memset(got, 0xAA, rs);
+            tables[k]->from_float(x, got, NVALS);
+            for (size_t b = 0; b < rs; b++)
+                if (got[b] != want[b])
+                    fail_msg("%s from_float (table %d): byte %zu is %02x, gguf-py has %02x", ft->name, k, b, got[b],
+                             want[b]);
+        }
+        free(got);
+        free(want);
+    }
+    free(x);
+}
+
+static void test_to_float_matches_gguf_py(void **state)
+{
+    (void)state;
+    float *y = malloc(NVALS * sizeof(float));
+    for (size_t i = 0; i < sizeof k_fixture_types / sizeof k_fixture_types[0]; i++) {
+        const fixture_type *ft = &k_fixture_types[i];
+        char name[64];
+        size_t qsize;
+        snprintf(name, sizeof name, "%s.q", ft->name);
+        uint8_t *q = read_fixture(name, &qsize);
+        snprintf(name, sizeof name, "%s.deq.f32", ft->name);
+        float *want = read_floats(name, NVALS);
+        zl_type_traits_get(ft->type)->to_float(q, y, NVALS);
+        for (int j = 0; j < NVALS; j++)
+            if (zl_fp32_to_bits(y[j]) != zl_fp32_to_bits(want[j]))
+                fail_msg("%s to_float: value %d is %.9g, gguf-py has %.9g", ft->name, j, y[j], want[j]);
+        free(want);
+        free(q);
+    }
+    free(y);
+}
+
+/* ---- activation quantizers ---- */
+
+static void fill_random(float *x, int n, unsigned seed, float scale)
+{
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (int i = 0; i < n; i++) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        x[i] = ((float)(s >> 40) / (float)(1 << 24) - 0.5f) * 2.0f * scale;
+    }
+}
+
+/* The activation recipe rounds x*127/amax half to even: on the tie block of the fixture (amax 127, so the
+ * multiplier is exactly 1) 2.5 -> 2, -3.5 -> -4, 0.5 -> 0, while the reference quantizer gives 3, -4, 1. */
+static void test_q8_act_ties(void **state)
+{
+    (void)state;
+    float x[32] = { 127.0f, 2.5f, -3.5f, 0.5f, -0.5f, 1.5f, -126.5f, 4.49f };
+    zl_block_q8_0 a, r;
+    zl_type_traits_get(ZL_Q8_0)->from_float_act(x, &a, 32);
+    zl_type_traits_ref(ZL_Q8_0)->from_float(x, &r, 32);
+    const int8_t want_act[8] = { 127, 2, -4, 0, 0, 2, -126, 4 };
+    const int8_t want_ref[8] = { 127, 3, -4, 1, -1, 2, -127, 4 };
+    assert_memory_equal(a.qs, want_act, 8);
+    assert_memory_equal(r.qs, want_ref, 8);
+    assert_int_equal(a.d, 0x3c00); /* 1.0 in fp16 */
+    zl_block_q8_1 b;
+    zl_type_traits_ref(ZL_Q8_1)->from_float_act(x, &b, 32);
+    assert_memory_equal(b.qs, want_act, 8);
+    int sum = 0;
+    for (int j = 0; j < 32; j++) sum += b.qs[j];
+    assert_int_equal(b.s, zl_fp32_to_fp16((float)sum));
+}
+
+/* AVX2 activation quantizers give the scalar ones' bytes exactly; both stay within one step of the reference
+ * quantizer. */
+static void test_q8_act_simd_equals_scalar(void **state)
+{
+    (void)state;
+    const int nblk = 37;
+    float x[37 * 32];
+    for (unsigned seed = 1; seed <= 20; seed++) {
+        fill_random(x, nblk * 32, seed, seed % 3 == 0 ? 1e-3f : 5.0f);
+        if (seed == 2) memset(x + 64, 0, 32 * sizeof(float)); /* a zero block */
+        if (seed == 3) {
+            for (int j = 0; j < 32; j++) x[j] = (float)(j - 16) + 0.5f; /* ties at amax 15.5 scale */
+        }
+        zl_block_q8_0 a[37], b[37], r[37];
+        zl_type_traits_ref(ZL_Q8_0)->from_float_act(x, a, nblk * 32);
+        zl_type_traits_get(ZL_Q8_0)->from_float_act(x, b, nblk * 32);
+        zl_type_traits_ref(ZL_Q8_0)->from_float(x, r, nblk * 32);
+        assert_memory_equal(a, b, sizeof a);
+        for (int i = 0; i < nblk; i++) {
+            assert_int_equal(a[i].d, r[i].d);
+            for (int j = 0; j < 32; j++) assert_true(abs(a[i].qs[j] - r[i].qs[j]) <= 1);
+        }
+        zl_block_q8_1 c[37], d[37];
+        zl_type_traits_ref(ZL_Q8_1)->from_float_act(x, c, nblk * 32);
+        zl_type_traits_get(ZL_Q8_1)->from_float_act(x, d, nblk * 32);
+        assert_memory_equal(c, d, sizeof c);
+        for (int i = 0; i < nblk; i++) {
+            assert_memory_equal(c[i].qs, a[i].qs, 32);
+            assert_int_equal(c[i].d, a[i].d);
+        }
+    }
+}
+
+/* ---- dot products ---- */
+
+/* For every computable weight type: vec_dot(weights from the fixture, activations converted to vec_dot_type)
+ * against a double-precision dot of the two dequantized vectors, on several odd lengths, for the scalar and
+ * the dispatched kernels. */
+static void test_vec_dot_vs_double(void **state)
+{
+    (void)state;
+    float *wf = read_floats("input.f32", NVALS);
+    float *xf = malloc(NVALS * sizeof(float));
+    float *wd = malloc(NVALS * sizeof(float));
+    float *xd = malloc(NVALS * sizeof(float));
+    uint8_t *wq = malloc(NVALS * 4);
+    uint8_t *xq = malloc(NVALS * 4);
+    static const uint32_t types[] = { ZL_F32, ZL_F16, ZL_BF16, ZL_Q4_0, ZL_Q4_1, ZL_Q8_0 };
+    static const int lens[] = { 32, 96, 224, 32 * 41, 7, 33, 1000 };
+    fill_random(xf, NVALS, 77, 2.0f);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        for (int k = 0; k < 2; k++) {
+            const zl_type_traits *wt = k ? zl_type_traits_get(types[ti]) : zl_type_traits_ref(types[ti]);
+            const zl_type_traits *vt =
+                k ? zl_type_traits_get(wt->vec_dot_type) : zl_type_traits_ref(wt->vec_dot_type);
+            for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+                const int n = lens[li];
+                if (n % wt->block_size) continue;
+                wt->from_float(wf, wq, n);
+                vt->from_float_act(xf, xq, n);
+                wt->to_float(wq, wd, n);
+                vt->to_float(xq, xd, n);
+                double ref = 0.0, mag = 0.0;
+                for (int j = 0; j < n; j++) {
+                    ref += (double)wd[j] * (double)xd[j];
+                    mag += fabs((double)wd[j] * (double)xd[j]);
+                }
+                if (types[ti] == ZL_Q4_1) {
+                    /* Q4_1 . Q8_1 applies each weight block's minimum m to the activation block's stored sum
+                     * s = fp16(d * sum(q)), not to the exact sum of its dequantized values: model that. */
+                    const zl_block_q4_1 *wb = (const zl_block_q4_1 *)wq;
+                    const zl_block_q8_1 *xb = (const zl_block_q8_1 *)xq;
+                    for (int b = 0; b < n / 32; b++) {
+                        double xsum = 0.0;
+                        for (int j = 0; j < 32; j++) xsum += xd[32 * b + j];
+                        ref += (double)zl_fp16_to_fp32(wb[b].m) * ((double)zl_fp16_to_fp32(xb[b].s) - xsum);
+                    }
+                }
+                float got;
+                wt->vec_dot(n, &got, wq, xq);
+                if (fabs(got - ref) > 1e-5 * mag + 1e-30)
+                    fail_msg("%s vec_dot (table %d) n=%d: %.9g, double reference %.9g", wt->name, k, n, got, ref);
+            }
+        }
+    }
+    free(wf);
+    free(xf);
+    free(wd);
+    free(xd);
+    free(wq);
+    free(xq);
+}
+
+/* SIMD dot kernels equal the scalar ones up to summation order, on odd block counts and tails. */
+static void test_vec_dot_simd_vs_scalar(void **state)
+{
+    (void)state;
+    if (strcmp(zl_cpu_kernels_name(), "avx2") != 0) skip();
+    static const uint32_t types[] = { ZL_F32, ZL_F16, ZL_BF16, ZL_Q4_0, ZL_Q4_1, ZL_Q8_0 };
+    enum { N = 32 * 67 + 5 };
+    float *w = malloc(N * sizeof(float)), *x = malloc(N * sizeof(float));
+    uint8_t *wq = malloc(N * 4), *xq = malloc(N * 4);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const zl_type_traits *ref = zl_type_traits_ref(types[ti]);
+        const zl_type_traits *fast = zl_type_traits_get(types[ti]);
+        assert_ptr_not_equal(ref->vec_dot, fast->vec_dot);
+        for (int nb = 1; nb <= 67; nb += 2) {
+            const int n = ref->block_size == 1 ? nb * 32 + nb % 7 : nb * 32; /* float types: ragged tails */
+            fill_random(w, n, (unsigned)nb, 1.0f);
+            fill_random(x, n, (unsigned)nb + 1000, 3.0f);
+            ref->from_float(w, wq, n);
+            zl_type_traits_ref(ref->vec_dot_type)->from_float_act(x, xq, n);
+            float a, b;
+            ref->vec_dot(n, &a, wq, xq);
+            fast->vec_dot(n, &b, wq, xq);
+            double mag = 0;
+            for (int j = 0; j < n; j++) mag += fabs((double)w[j] * x[j]);
+            if (fabs((double)a - b) > 1e-6 * mag)
+                fail_msg("%s n=%d: scalar %.9g, avx2 %.9g", ref->name, n, a, b);
+        }
+    }
+    free(w);
+    free(x);
+    free(wq);
+    free(xq);
+}
+
+/* ---- fp16 / bf16 ---- */
+
+static uint64_t fnv1a64(const uint8_t *p, size_t n)
+{
+    uint64_t h = 0xCBF29CE484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001B3ull;
+    }
+    return h;
+}
+
+/* Every half -> float, against the definition (ldexp of the significand) and against numpy (a hash of numpy's
+ * 65536 results). */
+static void test_fp16_to_fp32_all(void **state)
+{
+    (void)state;
+    uint32_t *bits = malloc(65536 * sizeof(uint32_t));
+    for (uint32_t h = 0; h < 65536; h++) {
+        const float f = zl_fp16_to_fp32((uint16_t)h);
+        bits[h] = zl_fp32_to_bits(f);
+        const int e = (h >> 10) & 31, m = h & 1023;
+        const double sign = (h & 0x8000) ? -1.0 : 1.0;
+        if (e == 31) {
+            if (m == 0) assert_true(isinf(f) && (f < 0) == (sign < 0));
+            else assert_true(isnan(f));
+            continue;
+        }
+        const double want = e == 0 ? sign * ldexp(m, -24) : sign * ldexp(1024 + m, e - 25);
+        if ((double)f != want || !!signbit(f) != !!signbit(sign)) fail_msg("half %04x -> %.9g, want %.9g", h, f, want);
+    }
+    uint8_t *le = malloc(65536 * 4);
+    for (int i = 0; i < 65536; i++)
+        for (int k = 0; k < 4; k++) le[4 * i + k] = (uint8_t)(bits[i] >> (8 * k));
+    size_t sz;
+    char *hex = read_fixture("f16_all.fnv", &sz);
+    char got[32];
+    snprintf(got, sizeof got, "%016llx", (unsigned long long)fnv1a64(le, 65536 * 4));
+    assert_true(sz >= 16);
+    assert_memory_equal(got, hex, 16);
+    free(hex);
+    free(le);
+    free(bits);
+}
+
+static void test_fp32_to_fp16_vs_numpy(void **state)
+{
+    (void)state;
+    size_t nf, nh;
+    float *vals = read_fixture("f16_cases.f32", &nf);
+    uint16_t *want = read_fixture("f16_cases.f16", &nh);
+    assert_int_equal(nf / 4, nh / 2);
+    uint16_t *simd = malloc(nh);
+    zl_type_traits_get(ZL_F16)->from_float_act(vals, simd, (int64_t)(nh / 2));
+    for (size_t i = 0; i < nh / 2; i++) {
+        const uint16_t got = zl_fp32_to_fp16(vals[i]);
+        if (got != want[i]) fail_msg("float %a -> half %04x, numpy %04x", (double)vals[i], got, want[i]);
+        if (simd[i] != want[i]) fail_msg("float %a -> half %04x (f16c), numpy %04x", (double)vals[i], simd[i], want[i]);
+    }
+    /* NaN stays NaN (quiet), keeping its sign */
+    const uint16_t hn = zl_fp32_to_fp16(zl_fp32_from_bits(0xffc00001u));
+    assert_true((hn & 0x7c00) == 0x7c00 && (hn & 0x3ff) != 0 && (hn & 0x8000));
+    free(simd);
+    free(vals);
+    free(want);
+}
+
+static void test_bf16_roundtrip(void **state)
+{
+    (void)state;
+    /* exact bf16 values survive; ties go to even; NaN stays NaN */
+    assert_int_equal(zl_fp32_to_bf16(1.0f), 0x3f80);
+    assert_int_equal(zl_fp32_to_bf16(zl_fp32_from_bits(0x3f808000u)), 0x3f80); /* tie, even below */
+    assert_int_equal(zl_fp32_to_bf16(zl_fp32_from_bits(0x3f818000u)), 0x3f82); /* tie, even above */
+    assert_int_equal(zl_fp32_to_bf16(zl_fp32_from_bits(0x3f808001u)), 0x3f81);
+    assert_true(isnan(zl_bf16_to_fp32(zl_fp32_to_bf16(NAN))));
+    for (uint32_t h = 0; h < 65536; h++) {
+        const float f = zl_bf16_to_fp32((uint16_t)h);
+        if (isnan(f)) continue;
+        assert_int_equal(zl_fp32_to_bf16(f), h);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sizes_match_gguf),
+        cmocka_unit_test(test_row_size),
+        cmocka_unit_test(test_from_float_matches_gguf_py),
+        cmocka_unit_test(test_to_float_matches_gguf_py),
+        cmocka_unit_test(test_q8_act_ties),
+        cmocka_unit_test(test_q8_act_simd_equals_scalar),
+        cmocka_unit_test(test_vec_dot_vs_double),
+        cmocka_unit_test(test_vec_dot_simd_vs_scalar),
+        cmocka_unit_test(test_fp16_to_fp32_all),
+        cmocka_unit_test(test_fp32_to_fp16_vs_numpy),
+        cmocka_unit_test(test_bf16_roundtrip),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
