@@ -9,6 +9,13 @@
  * gguf_close(), and may be read over its full stated length. Strings are NOT NUL-terminated in the file: use the
  * (ptr, len) pairs. Model-specific checks (required keys, shapes) belong to the model loader, not here.
  *
+ * Limits beyond the format: keys and tensor names are 1..64 KiB, general.alignment (if present) is a uint32
+ * power of two <= 1 MiB, every dimension is >= 1, bool values are 0 or 1, tensor data regions do not overlap.
+ * Big-endian GGUF files and version 1 are rejected with a message saying so.
+ *
+ * Array elements and tensor data are raw little-endian bytes and may be unaligned: read numeric array elements
+ * with gguf_arr_i64() / gguf_arr_f32() (or memcpy), not by casting arr_data.
+ *
  * Threads: a gguf_file is immutable after open; any number of threads may read it.
  */
 #ifndef ZL_GGUF_H
@@ -46,6 +53,9 @@ typedef struct gguf_str {
     uint64_t len;
 } gguf_str;
 
+/* Name of a value type ("uint32", ...), "unknown" for ids past GGUF_T_COUNT. */
+const char *gguf_vtype_name(uint32_t t);
+
 /* One metadata key/value. For arrays, arr_type is the element type and arr_n the count; arr_data points at the
  * first element (for GGUF_T_STRING arrays use gguf_arr_str() instead, elements are length-prefixed).
  * Nested arrays are rejected at open. */
@@ -61,7 +71,8 @@ typedef struct gguf_kv {
     gguf_vtype arr_type;
     uint64_t arr_n;
     const uint8_t *arr_data;
-    const uint64_t *arr_str_off; /* for string arrays: byte offset of element i from arr_data (owned by file) */
+    const uint64_t *arr_str_off; /* string arrays: offset from arr_data of element i's u64 length prefix
+                                  * (owned by the file; NULL when arr_n is 0) */
 } gguf_kv;
 
 typedef struct gguf_tensor {
@@ -94,17 +105,20 @@ const char *gguf_path(const gguf_file *f); /* the path or name given at open */
 uint32_t gguf_version(const gguf_file *f);
 uint64_t gguf_alignment(const gguf_file *f);
 uint64_t gguf_file_size(const gguf_file *f);
+/* Byte offset of the data section in the file (tensor offsets are relative to it). */
+uint64_t gguf_data_offset(const gguf_file *f);
 /* Non-NULL after open with use_mlock when locking failed: a one-line warning. */
 const char *gguf_warning(const gguf_file *f);
 
 /* Metadata. */
 uint64_t gguf_n_kv(const gguf_file *f);
-const gguf_kv *gguf_kv_at(const gguf_file *f, uint64_t i);
-const gguf_kv *gguf_find(const gguf_file *f, const char *key); /* NULL if absent */
+const gguf_kv *gguf_kv_at(const gguf_file *f, uint64_t i); /* NULL if i >= n_kv */
+const gguf_kv *gguf_find(const gguf_file *f, const char *key); /* NULL if absent; O(log n_kv) */
 
 /* Typed getters. Return true and write *out when key exists with a compatible type and the value fits
- * (any integer type for the integer getters, range-checked; float32/float64 for get_f32; bool for get_bool);
- * false when absent. If present with an incompatible type or out of range, return false and fill err. */
+ * (any integer type for the integer getters, range-checked, bool excluded; float32/float64 for get_f32; bool for
+ * get_bool); false when absent (err's message is then set to "", so a caller can tell absent from wrong by
+ * err->msg[0]). If present with an incompatible type or out of range, return false and fill err. */
 bool gguf_get_u32(const gguf_file *f, const char *key, uint32_t *out, zl_err *err);
 bool gguf_get_u64(const gguf_file *f, const char *key, uint64_t *out, zl_err *err);
 bool gguf_get_i64(const gguf_file *f, const char *key, int64_t *out, zl_err *err);
@@ -116,12 +130,18 @@ bool gguf_get_arr(const gguf_file *f, const char *key, const gguf_kv **kv, zl_er
 /* Element i of a string array (i < kv->arr_n checked by caller; returns {NULL,0} if out of range). */
 gguf_str gguf_arr_str(const gguf_kv *kv, uint64_t i);
 
+/* Element i of an integer or bool array, widened to int64 (false if the array is not of an integer/bool type,
+ * i is out of range, or a uint64 element exceeds INT64_MAX). */
+bool gguf_arr_i64(const gguf_kv *kv, uint64_t i, int64_t *out);
+/* Element i of a float32 or float64 array, as float (false if not a float array or i out of range). */
+bool gguf_arr_f32(const gguf_kv *kv, uint64_t i, float *out);
+
 /* Compare a gguf_str with a C string. */
 bool gguf_str_eq(gguf_str s, const char *c);
 
 /* Tensors. */
 uint64_t gguf_n_tensors(const gguf_file *f);
-const gguf_tensor *gguf_tensor_at(const gguf_file *f, uint64_t i);
-const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name); /* NULL if absent */
+const gguf_tensor *gguf_tensor_at(const gguf_file *f, uint64_t i); /* NULL if i >= n_tensors */
+const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name); /* NULL if absent; O(log n) */
 
 #endif
