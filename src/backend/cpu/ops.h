@@ -24,15 +24,17 @@ zl_pool *zl_cpu_pool(zl_cpu *cpu);
 
 /* y[t, r] = sum_c w[r, c] * x[t, c] for t < n_tok, r < w->ne[1], c < w->ne[0].
  * x: (n_tok, w->ne[0]) float, y: (n_tok, w->ne[1]) float, no aliasing. Works for every supported weight type
- * (through the traits table); parallel over rows and tokens on all threads. Returns ZL_OK, or ZL_ENOMEM if the
- * scratch buffer cannot grow. */
+ * (through the traits table); parallel over rows and tokens on all threads. Returns ZL_OK, ZL_ENOMEM if the
+ * scratch buffer cannot grow, ZL_EUNSUPPORTED if w's type has no kernels, ZL_EINVAL on a bad shape. */
 int zl_matmul(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_tok, float *y);
 
-/* Row `row` of w, converted to float: y[0 .. w->ne[0]). (Embedding lookup.) */
+/* Row `row` of w, converted to float: y[0 .. w->ne[0]). (Embedding lookup.) w's type must have a to_float
+ * (supported types and Q8_1); otherwise y is zero-filled. */
 void zl_get_row(const zl_tensor *w, int64_t row, float *y);
 
 /* y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * g   for each of n_tok rows of width d. g may be NULL (no scale).
- * y may equal x. */
+ * y may equal x. Arithmetic as ggml: squares in float summed in double, scale = 1/sqrtf(mean + eps) in float,
+ * y = (x * scale) * g. */
 void zl_rmsnorm(float *y, const float *x, const float *g, int64_t n_tok, int64_t d, float eps);
 
 /* In place RoPE on one token's heads: x is (n_head, head_dim), rotating the first n_rot dims of each head at
@@ -42,11 +44,21 @@ void zl_rmsnorm(float *y, const float *x, const float *g, int64_t n_tok, int64_t
 void zl_rope(float *x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos, const float *freq,
              float attn_factor, bool neox);
 
+/* The cos/sin table of one position exactly as ggml computes it (for bit-level agreement with llama.cpp):
+ * for pair i < n_rot/2, theta_i = freq_scale * ((pos * b^i) / ff[i]) where b = freq_base^(-2/n_rot) and pos * b^i
+ * is formed by repeated float multiplication, ff = freq_factors (NULL: all 1); cs[2i] = cos(theta_i) *
+ * attn_factor, cs[2i+1] = sin(theta_i) * attn_factor. cs has n_rot floats. (No YaRN ramp: ext_factor 0.) */
+void zl_rope_cos_sin(float *cs, int64_t n_rot, int64_t pos, float freq_base, float freq_scale,
+                     const float *freq_factors, float attn_factor);
+/* zl_rope with a precomputed table from zl_rope_cos_sin (shared by all heads of q and k at one position). */
+void zl_rope_apply(float *x, int64_t n_head, int64_t head_dim, int64_t n_rot, const float *cs, bool neox);
+
 /* y[i] = silu(g[i]) * u[i] for n values. y may equal g or u. */
 void zl_silu_mul(float *y, const float *g, const float *u, int64_t n);
-/* y[i] = gelu_tanh(g[i]) * u[i] (GeGLU). */
+/* y[i] = gelu_tanh(g[i]) * u[i] (GeGLU). As in ggml, gelu is evaluated on g rounded to fp16 and its result is
+ * rounded to fp16 (ggml's table lookup), with gelu(g) = 0 for g <= -10 and g for g >= 10. */
 void zl_gelu_mul(float *y, const float *g, const float *u, int64_t n);
-/* In-place softmax over n values (max-subtracted). */
+/* In-place softmax over n values (max-subtracted; sum in double, then one multiply by 1/sum, as ggml). */
 void zl_softmax(float *x, int64_t n);
 /* y[i] += x[i]. */
 void zl_add(float *y, const float *x, int64_t n);

@@ -1,0 +1,329 @@
+/*
+ * ops.c - the CPU backend's operations: matmul on any supported weight type, and the float ops of a forward
+ * pass (rmsnorm, RoPE, GLU activations, softmax).
+ *
+ * Matmul is written once against the traits table. It first converts the activations to the weight type's
+ * vec_dot_type into the zl_cpu scratch buffer (each token row once, in parallel), then hands out work chunks
+ * from an atomic counter: for one token, a chunk is a run of weight rows; for several, a tile of rows x tokens,
+ * visited row by row so a weight row stays in L1 while it is dotted with every token of the tile, and a row
+ * chunk's tiles are consecutive so its rows stay in L2 across token tiles.
+ *
+ * The float ops mirror ggml's arithmetic where it changes results (see ops.h), because greedy generations are
+ * meant to match llama.cpp token for token.
+ *
+ * Threads: a zl_cpu (its pool and scratch) is driven by one thread at a time; pool workers only read the
+ * weights and the converted activations and write disjoint parts of y.
+ */
+#include "backend/cpu/ops.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/dtype.h"
+#include "core/err.h"
+#include "core/fp16.h"
+
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF /* keep ggml's separate roundings of a*b+c */
+#endif
+
+enum {
+    TILE_ROWS = 16,        /* weight rows per tile when n_tok > 1 */
+    TILE_TOKS = 16,        /* tokens per tile */
+    CONVERT_SERIAL = 8192, /* below this many activation values, convert on the calling thread */
+};
+
+struct zl_cpu {
+    zl_pool *pool;
+    int n_threads;
+    void *scratch; /* converted activations, 64-byte aligned */
+    size_t scratch_cap;
+};
+
+zl_cpu *zl_cpu_create(int n_threads)
+{
+    zl_cpu *cpu = calloc(1, sizeof *cpu);
+    if (!cpu) return NULL;
+    cpu->pool = zl_pool_create(n_threads);
+    if (!cpu->pool) {
+        free(cpu);
+        return NULL;
+    }
+    cpu->n_threads = zl_pool_size(cpu->pool);
+    return cpu;
+}
+
+void zl_cpu_destroy(zl_cpu *cpu)
+{
+    if (!cpu) return;
+    zl_pool_destroy(cpu->pool);
+    free(cpu->scratch);
+    free(cpu);
+}
+
+int zl_cpu_n_threads(const zl_cpu *cpu)
+{
+    return cpu->n_threads;
+}
+
+zl_pool *zl_cpu_pool(zl_cpu *cpu)
+{
+    return cpu->pool;
+}
+
+static int scratch_reserve(zl_cpu *cpu, size_t bytes)
+{
+    if (bytes <= cpu->scratch_cap) return ZL_OK;
+    if (bytes > SIZE_MAX - 63) return ZL_ENOMEM;
+    size_t cap = (bytes + 63) & ~(size_t)63;
+    if (cap < SIZE_MAX / 2 && cap < 2 * cpu->scratch_cap) cap = 2 * cpu->scratch_cap; /* amortise growth */
+    void *p = aligned_alloc(64, cap);
+    if (!p) return ZL_ENOMEM;
+    free(cpu->scratch);
+    cpu->scratch = p;
+    cpu->scratch_cap = cap;
+    return ZL_OK;
+}
+
+/* ---- matmul ---- */
+
+typedef struct matmul_task {
+    zl_vec_dot_fn vec_dot;
+    zl_from_float_fn convert; /* activations -> vec_dot_type; NULL when x is used as is (F32) */
+    const char *w;            /* weight rows, nb1 bytes apart */
+    size_t nb1;
+    int64_t ne0, ne1;
+    const float *x;
+    const char *xq; /* converted activations: token t at xq + t * xq_stride */
+    size_t xq_stride;
+    float *y;
+    int64_t n_tok;
+    int64_t chunk_rows, chunk_toks; /* chunk geometry */
+    int64_t n_row_chunks, n_tok_chunks;
+    atomic_llong next_chunk;
+} matmul_task;
+
+static void convert_rows(void *arg, int ith, int nth)
+{
+    matmul_task *t = arg;
+    for (int64_t i = ith; i < t->n_tok; i += nth)
+        t->convert(t->x + i * t->ne0, (void *)(t->xq + (size_t)i * t->xq_stride), t->ne0);
+}
+
+static void matmul_chunks(void *arg, int ith, int nth)
+{
+    (void)ith;
+    (void)nth;
+    matmul_task *t = arg;
+    const int64_t n_chunks = t->n_row_chunks * t->n_tok_chunks;
+    for (;;) {
+        const int64_t c = atomic_fetch_add_explicit(&t->next_chunk, 1, memory_order_relaxed);
+        if (c >= n_chunks) break;
+        const int64_t r0 = (c / t->n_tok_chunks) * t->chunk_rows;
+        const int64_t t0 = (c % t->n_tok_chunks) * t->chunk_toks;
+        const int64_t r1 = r0 + t->chunk_rows < t->ne1 ? r0 + t->chunk_rows : t->ne1;
+        const int64_t t1 = t0 + t->chunk_toks < t->n_tok ? t0 + t->chunk_toks : t->n_tok;
+        for (int64_t r = r0; r < r1; r++) {
+            const void *wr = t->w + (size_t)r * t->nb1;
+            for (int64_t k = t0; k < t1; k++)
+                t->vec_dot(t->ne0, &t->y[k * t->ne1 + r], wr, t->xq + (size_t)k * t->xq_stride);
+        }
+    }
+}
+
+int zl_matmul(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_tok, float *y)
+{
+    const zl_type_traits *tr = zl_type_traits_get(w->type);
+    if (!tr || !tr->supported) return ZL_EUNSUPPORTED;
+    const zl_type_traits *vt = zl_type_traits_get(tr->vec_dot_type);
+    const int64_t ne0 = w->ne[0], ne1 = w->ne[1];
+    size_t xrow;
+    if (n_tok < 0 || ne1 < 0 || !zl_row_size(tr->vec_dot_type, ne0, &xrow) || ne0 % tr->block_size != 0)
+        return ZL_EINVAL;
+    if (n_tok == 0 || ne1 == 0) return ZL_OK;
+
+    matmul_task t = {
+        .vec_dot = tr->vec_dot,
+        .w = w->data,
+        .nb1 = w->nb1,
+        .ne0 = ne0,
+        .ne1 = ne1,
+        .x = x,
+        .y = y,
+        .n_tok = n_tok,
+    };
+    const int nth = cpu->n_threads;
+
+    if (tr->vec_dot_type == ZL_F32) {
+        t.xq = (const char *)x;
+        t.xq_stride = (size_t)ne0 * sizeof(float);
+    } else {
+        if ((uint64_t)n_tok > SIZE_MAX / xrow) return ZL_ENOMEM;
+        const int rc = scratch_reserve(cpu, (size_t)n_tok * xrow);
+        if (rc != ZL_OK) return rc;
+        t.convert = vt->from_float_act;
+        t.xq = cpu->scratch;
+        t.xq_stride = xrow;
+        if (n_tok * ne0 < CONVERT_SERIAL || nth == 1)
+            convert_rows(&t, 0, 1);
+        else
+            zl_pool_run(cpu->pool, convert_rows, &t);
+    }
+
+    if (n_tok == 1) {
+        /* ~8 chunks per thread: small enough to balance a busy core, big enough to amortise the atomic. */
+        int64_t rows = (ne1 + 8 * nth - 1) / (8 * nth);
+        t.chunk_rows = rows < 4 ? 4 : rows;
+        t.chunk_toks = 1;
+    } else {
+        t.chunk_rows = TILE_ROWS;
+        t.chunk_toks = TILE_TOKS;
+    }
+    t.n_row_chunks = (ne1 + t.chunk_rows - 1) / t.chunk_rows;
+    t.n_tok_chunks = (n_tok + t.chunk_toks - 1) / t.chunk_toks;
+    atomic_init(&t.next_chunk, 0);
+    if (nth == 1 || t.n_row_chunks * t.n_tok_chunks == 1)
+        matmul_chunks(&t, 0, 1);
+    else
+        zl_pool_run(cpu->pool, matmul_chunks, &t);
+    return ZL_OK;
+}
+
+void zl_get_row(const zl_tensor *w, int64_t row, float *y)
+{
+    const zl_type_traits *tr = zl_type_traits_get(w->type);
+    if (!tr || !tr->to_float) {
+        memset(y, 0, (size_t)w->ne[0] * sizeof(float));
+        return;
+    }
+    tr->to_float((const char *)w->data + (size_t)row * w->nb1, y, w->ne[0]);
+}
+
+/* ---- float ops ---- */
+
+void zl_rmsnorm(float *y, const float *x, const float *g, int64_t n_tok, int64_t d, float eps)
+{
+    for (int64_t t = 0; t < n_tok; t++) {
+        const float *xr = x + t * d;
+        float *yr = y + t * d;
+        double sum = 0.0;
+        for (int64_t i = 0; i < d; i++) sum += (double)(xr[i] * xr[i]);
+        const float mean = (float)(sum / (double)d);
+        const float scale = 1.0f / sqrtf(mean + eps);
+        if (g) {
+            for (int64_t i = 0; i < d; i++) yr[i] = (xr[i] * scale) * g[i];
+        } else {
+            for (int64_t i = 0; i < d; i++) yr[i] = xr[i] * scale;
+        }
+    }
+}
+
+/* Rotates pair (a, b) of every head by (c, s). */
+static void rotate_pairs(float *x, int64_t n_head, int64_t head_dim, int64_t ia, int64_t ib, float c, float s)
+{
+    for (int64_t h = 0; h < n_head; h++) {
+        float *xh = x + h * head_dim;
+        const float a = xh[ia], b = xh[ib];
+        xh[ia] = a * c - b * s;
+        xh[ib] = a * s + b * c;
+    }
+}
+
+void zl_rope(float *x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos, const float *freq,
+             float attn_factor, bool neox)
+{
+    const int64_t half = n_rot / 2;
+    for (int64_t i = 0; i < half; i++) {
+        const float theta = (float)pos * freq[i];
+        const float c = cosf(theta) * attn_factor, s = sinf(theta) * attn_factor;
+        if (neox)
+            rotate_pairs(x, n_head, head_dim, i, i + half, c, s);
+        else
+            rotate_pairs(x, n_head, head_dim, 2 * i, 2 * i + 1, c, s);
+    }
+}
+
+void zl_rope_cos_sin(float *cs, int64_t n_rot, int64_t pos, float freq_base, float freq_scale,
+                     const float *freq_factors, float attn_factor)
+{
+    const float step = powf(freq_base, -2.0f / (float)n_rot);
+    float theta = (float)pos;
+    for (int64_t i = 0; i < n_rot / 2; i++) {
+        const float ff = freq_factors ? freq_factors[i] : 1.0f;
+        const float angle = freq_scale * (theta / ff);
+        cs[2 * i] = cosf(angle) * attn_factor;
+        cs[2 * i + 1] = sinf(angle) * attn_factor;
+        theta *= step;
+    }
+}
+
+void zl_rope_apply(float *x, int64_t n_head, int64_t head_dim, int64_t n_rot, const float *cs, bool neox)
+{
+    const int64_t half = n_rot / 2;
+    for (int64_t i = 0; i < half; i++) {
+        if (neox)
+            rotate_pairs(x, n_head, head_dim, i, i + half, cs[2 * i], cs[2 * i + 1]);
+        else
+            rotate_pairs(x, n_head, head_dim, 2 * i, 2 * i + 1, cs[2 * i], cs[2 * i + 1]);
+    }
+}
+
+void zl_silu_mul(float *y, const float *g, const float *u, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const float v = g[i];
+        y[i] = (v / (1.0f + expf(-v))) * u[i];
+    }
+}
+
+/* tanh-approximated gelu in float, with ggml's constants and operation order. */
+static float gelu_tanh(float x)
+{
+    const float sqrt_2_over_pi = 0.79788456080286535587989211986876f;
+    const float coef_a = 0.044715f;
+    return 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * x * (1.0f + coef_a * x * x)));
+}
+
+void zl_gelu_mul(float *y, const float *g, const float *u, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const float v = g[i];
+        float a;
+        if (v <= -10.0f) {
+            a = 0.0f;
+        } else if (v >= 10.0f) {
+            a = v;
+        } else { /* ggml evaluates gelu from a table indexed by fp16(v), holding fp16 results */
+            a = zl_fp16_to_fp32(zl_fp32_to_fp16(gelu_tanh(zl_fp16_to_fp32(zl_fp32_to_fp16(v)))));
+        }
+        y[i] = a * u[i];
+    }
+}
+
+void zl_softmax(float *x, int64_t n)
+{
+    if (n <= 0) return;
+    float max = x[0];
+    for (int64_t i = 1; i < n; i++) max = x[i] > max ? x[i] : max;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += (double)x[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+void zl_add(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+float zl_dot_f32(const float *a, const float *b, int64_t n)
+{
+    float s;
+    zl_type_traits_get(ZL_F32)->vec_dot(n, &s, a, b);
+    return s;
+}
