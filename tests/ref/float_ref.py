@@ -1,0 +1,105 @@
+"""float_ref.py - our own float reference of the llama forward pass, in numpy, over dequantized GGUF weights.
+
+This is the independent yardstick for zili's logits: weights are dequantized with gguf-py (gguf.quants), and all
+activations stay in floating point (float64 by default) - no 8-bit activation quantization, no F16 KV cache - so
+the difference between zili and this reference is what zili's (and llama.cpp's) deliberate approximations cost.
+
+Architecture `llama` (Llama 2/3, SmolLM2, Mistral, TinyLlama):
+    x = token_embd[tokens]                                        (n, n_embd)
+    per block:  h = rmsnorm(x) * attn_norm
+                q, k, v = h Wq^T, h Wk^T, h Wv^T                  (n, n_head|n_head_kv, head_dim)
+                rope(q), rope(k)   rotating the ADJACENT pairs (2i, 2i+1) of each head by pos * base^(-2i/n_rot):
+                                   GGUF conversion of llama checkpoints permutes Wq/Wk rows so that this
+                                   "normal" rope layout is the one to apply (NEOX rotates (i, i + n_rot/2)).
+                x += softmax(q k^T / sqrt(head_dim) + causal mask) v Wo^T   (query head h reads kv head
+                     h // (n_head / n_head_kv): grouped-query attention)
+                h = rmsnorm(x) * ffn_norm
+                x += (silu(h Wg^T) * (h Wu^T)) Wd^T
+    logits = (rmsnorm(x) * output_norm) Wout^T, Wout = output.weight, or token_embd.weight when tied.
+
+Only the model file is read; nothing here depends on zili or llama.cpp.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import gguf
+
+
+class FloatModel:
+    """A GGUF llama model with every weight dequantized to float32 (computation in self.dtype)."""
+
+    def __init__(self, path: str, dtype=np.float64):
+        self.path = path
+        self.dtype = dtype
+        r = gguf.GGUFReader(path)
+        self.meta = {k: f.contents() for k, f in r.fields.items() if not k.startswith("tokenizer.ggml.")
+                     or k in ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                              "tokenizer.ggml.add_bos_token", "tokenizer.ggml.model")}
+        self.arch = self.meta["general.architecture"]
+        if self.arch != "llama":
+            raise NotImplementedError(f"float_ref: architecture {self.arch!r} (only llama so far)")
+        a = self.arch
+        self.n_embd = int(self.meta[f"{a}.embedding_length"])
+        self.n_layer = int(self.meta[f"{a}.block_count"])
+        self.n_head = int(self.meta[f"{a}.attention.head_count"])
+        self.n_head_kv = int(self.meta.get(f"{a}.attention.head_count_kv", self.n_head))
+        self.head_dim = int(self.meta.get(f"{a}.attention.key_length", self.n_embd // self.n_head))
+        self.n_rot = int(self.meta.get(f"{a}.rope.dimension_count", self.head_dim))
+        self.rope_base = float(self.meta.get(f"{a}.rope.freq_base", 10000.0))
+        self.eps = float(self.meta[f"{a}.attention.layer_norm_rms_epsilon"])
+        if f"{a}.rope.scaling.type" in self.meta and self.meta[f"{a}.rope.scaling.type"] not in ("none", ""):
+            raise NotImplementedError("float_ref: rope scaling")
+        self.w: dict[str, np.ndarray] = {}
+        for t in r.tensors:
+            # gguf-py gives numpy order (n_out, n_in) for 2-D tensors.
+            self.w[t.name] = np.ascontiguousarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
+        self.n_vocab = self.w["token_embd.weight"].shape[0]
+        self.out_w = self.w.get("output.weight", self.w["token_embd.weight"])
+
+    def _mm(self, x: np.ndarray, name_or_w) -> np.ndarray:
+        w = self.w[name_or_w] if isinstance(name_or_w, str) else name_or_w
+        return x @ w.T.astype(self.dtype)
+
+    def _rmsnorm(self, x: np.ndarray, name: str) -> np.ndarray:
+        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * self.w[name].astype(self.dtype)
+
+    def _rope(self, x: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """x: (n, heads, head_dim); rotates pairs (2i, 2i+1), i < n_rot/2, by pos * base^(-2i/n_rot)."""
+        half = self.n_rot // 2
+        theta = self.rope_base ** (-2.0 * np.arange(half, dtype=np.float64) / self.n_rot)
+        ang = pos.astype(np.float64)[:, None] * theta[None, :]          # (n, half)
+        c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+        out = x.copy()
+        x0, x1 = x[..., 0:self.n_rot:2], x[..., 1:self.n_rot:2]
+        out[..., 0:self.n_rot:2] = x0 * c - x1 * s
+        out[..., 1:self.n_rot:2] = x0 * s + x1 * c
+        return out
+
+    def forward(self, tokens, pos0: int = 0) -> np.ndarray:
+        """Logits (n_tokens, n_vocab) of every position of one causal batch starting at position pos0."""
+        toks = np.asarray(tokens, dtype=np.int64)
+        n = len(toks)
+        hd, nh, nkv = self.head_dim, self.n_head, self.n_head_kv
+        pos = np.arange(pos0, pos0 + n)
+        x = self.w["token_embd.weight"][toks].astype(self.dtype)
+        mask = np.triu(np.full((n, n), -np.inf), k=1)
+        for i in range(self.n_layer):
+            b = f"blk.{i}."
+            h = self._rmsnorm(x, b + "attn_norm.weight")
+            q = self._rope(self._mm(h, b + "attn_q.weight").reshape(n, nh, hd), pos)
+            k = self._rope(self._mm(h, b + "attn_k.weight").reshape(n, nkv, hd), pos)
+            v = self._mm(h, b + "attn_v.weight").reshape(n, nkv, hd)
+            grp = nh // nkv
+            k = np.repeat(k, grp, axis=1)                                  # (n, nh, hd)
+            v = np.repeat(v, grp, axis=1)
+            s = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(hd) + mask       # (nh, n, n)
+            s = np.exp(s - s.max(axis=-1, keepdims=True))
+            s /= s.sum(axis=-1, keepdims=True)
+            o = np.einsum("hqk,khd->qhd", s, v).reshape(n, nh * hd)
+            x = x + self._mm(o, b + "attn_output.weight")
+            h = self._rmsnorm(x, b + "ffn_norm.weight")
+            g = self._mm(h, b + "ffn_gate.weight")
+            u = self._mm(h, b + "ffn_up.weight")
+            x = x + self._mm(g / (1.0 + np.exp(-g)) * u, b + "ffn_down.weight")
+        return self._mm(self._rmsnorm(x, "output_norm.weight"), self.out_w)

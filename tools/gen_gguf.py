@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""gen_gguf.py - writes random-weight GGUF models of a given architecture, shape and tensor type.
+
+zili's tests and benchmarks need models of many shapes and types (every supported tensor type, vocabularies of
+both tokenizer kinds, sizes that cannot be downloaded here). This tool makes them: the architecture's metadata and
+tensor list, weights drawn from a seeded RNG, the tokenizer copied from an existing GGUF file. gguf-py (the `gguf`
+package) does the byte-level writing and the block quantization; the shapes, metadata and weight statistics are
+decided here.
+
+Weight statistics (why the models are well-conditioned for greedy comparisons):
+  * Every matrix W of shape (n_out, n_in) is N(0, 1/n_in): with RMS-normalised inputs of RMS 1, each projection
+    output has RMS about 1 (attention scores q.k/sqrt(head_dim) have unit variance, so softmax is neither uniform
+    nor one-hot). Attention and FFN outputs add O(1) to the residual stream per block, so after L blocks the
+    residual RMS is about sqrt(L); nothing overflows F16 and no norm sees a near-zero input.
+  * Token embeddings are N(0, 1/n_embd) (row norm about 1), small next to the O(1) block outputs: with tied
+    embeddings the current token's own row would otherwise dominate its logits and the model would only repeat.
+  * Output rows (token_embd when tied, output.weight otherwise) get a per-row log-normal scale exp(0.5 z):
+    logits are then a scale mixture with a heavier tail than a Gaussian, so the top logit stands clear of the
+    second more often. The output norm's gain is about LOGIT_SCALE (8), so logits have a standard deviation of
+    about 8 and greedy choices rarely hinge on the last bits of a sum. Rows of control tokens (BOS/EOS/EOT...)
+    are scaled by 0.25 so that random models rarely stop early.
+  * Norm gains are uniform in [0.8, 1.2] (times LOGIT_SCALE for the output norm): not 1, so a kernel that forgets
+    the gain is caught.
+Each tensor has its own RNG stream, seeded from (--seed, tensor name): the same seed gives the same underlying
+weights whatever the --type, so models of different types differ only by their quantization.
+
+Architectures live in ARCHS: each is a function returning the metadata and the tensor list for a config. Only
+`llama` exists so far; qwen2 (q/k/v biases, NEOX rope), qwen3 (per-head q/k norms) and gemma3 (extra norms,
+embedding scaling) are further entries built from the same pieces.
+
+Usage: gen_gguf.py --preset tiny --type q4_0 --vocab-from models/SmolLM2-135M-Instruct.Q4_1.gguf -o out.gguf
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import zlib
+from typing import Callable
+
+import numpy as np
+
+try:
+    import gguf
+except ImportError:  # pragma: no cover - reported to the user, not a test
+    sys.exit("gen_gguf.py: the 'gguf' Python package is missing (pip install gguf)")
+
+GT = gguf.GGMLQuantizationType
+TYPES = {
+    "f32": (GT.F32, gguf.LlamaFileType.ALL_F32),
+    "f16": (GT.F16, gguf.LlamaFileType.MOSTLY_F16),
+    "bf16": (GT.BF16, gguf.LlamaFileType.MOSTLY_BF16),
+    "q4_0": (GT.Q4_0, gguf.LlamaFileType.MOSTLY_Q4_0),
+    "q4_1": (GT.Q4_1, gguf.LlamaFileType.MOSTLY_Q4_1),
+    "q8_0": (GT.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+}
+
+LOGIT_SCALE = 8.0        # target standard deviation of the logits
+OUT_ROW_LOG_SIGMA = 0.5  # per-row log-normal scale of the output projection
+CONTROL_ROW_SCALE = 0.25 # output rows of control tokens
+
+PRESETS = {
+    # The test model: small enough that a numpy float64 reference runs in seconds.
+    "tiny": dict(n_embd=256, n_layer=4, n_head=8, n_head_kv=4, n_ff=640, ctx=2048),
+    # A bit larger, for kernel paths that only kick in past a size (tiling, threading).
+    "small": dict(n_embd=512, n_layer=8, n_head=8, n_head_kv=2, n_ff=1408, ctx=4096),
+    # SmolLM2-135M's shape.
+    "smollm2-135m": dict(n_embd=576, n_layer=30, n_head=9, n_head_kv=3, n_ff=1536, ctx=8192, rope_base=100000.0),
+    # Llama-2-7B's shape (for benchmarks; about 13 GB in f16).
+    "llama2-7b": dict(n_embd=4096, n_layer=32, n_head=32, n_head_kv=32, n_ff=11008, ctx=4096, tied=False),
+}
+
+
+@dataclasses.dataclass
+class Config:
+    arch: str = "llama"
+    n_embd: int = 256
+    n_layer: int = 4
+    n_head: int = 8
+    n_head_kv: int = 4
+    n_ff: int = 640
+    head_dim: int = 0          # 0: n_embd / n_head
+    ctx: int = 2048
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-5
+    tied: bool = True
+    n_vocab: int = 0           # from the vocabulary file
+    wtype: str = "q8_0"        # 2-D weights
+    embd_type: str = ""        # token_embd ("" = same as wtype)
+    seed: int = 1
+
+    @property
+    def hd(self) -> int:
+        return self.head_dim or self.n_embd // self.n_head
+
+
+@dataclasses.dataclass
+class TensorSpec:
+    """One tensor to write. shape is numpy order (rows, cols) = (n_out, n_in); GGUF stores it reversed."""
+    name: str
+    shape: tuple[int, ...]
+    kind: str                  # "norm", "matrix", "embd" (token_embd), "output"
+    gain: float = 1.0          # norms: centre of the gain
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Vocabulary
+
+
+@dataclasses.dataclass
+class Vocab:
+    """The tokenizer.* key-values of a GGUF file, kept as (value, type, sub_type) to be written back unchanged."""
+    kvs: dict[str, tuple[object, gguf.GGUFValueType, gguf.GGUFValueType | None]]
+    n_tokens: int
+    control: np.ndarray        # bool per token: token_type == CONTROL
+
+
+def read_vocab(path: str) -> Vocab:
+    r = gguf.GGUFReader(path)
+    kvs = {}
+    for key, f in r.fields.items():
+        if not key.startswith("tokenizer."):
+            continue
+        vt = f.types[0]
+        if vt == gguf.GGUFValueType.ARRAY:
+            sub = f.types[1]
+            if sub == gguf.GGUFValueType.STRING:
+                val = [bytes(f.parts[i]) for i in f.data]
+            else:
+                val = np.concatenate([f.parts[i] for i in f.data]).tolist() if f.data else []
+            kvs[key] = (val, vt, sub)
+        elif vt == gguf.GGUFValueType.STRING:
+            kvs[key] = (bytes(f.parts[f.data[0]]), vt, None)
+        else:
+            kvs[key] = (f.parts[f.data[0]][0].item(), vt, None)
+    if "tokenizer.ggml.tokens" not in kvs:
+        raise SystemExit(f"gen_gguf.py: {path} has no tokenizer.ggml.tokens")
+    n = len(kvs["tokenizer.ggml.tokens"][0])
+    control = np.zeros(n, dtype=bool)
+    if "tokenizer.ggml.token_type" in kvs:
+        control = np.asarray(kvs["tokenizer.ggml.token_type"][0]) == int(gguf.TokenType.CONTROL)
+    return Vocab(kvs, n, control)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Architectures: metadata and tensor list
+
+
+def llama_arch(cfg: Config) -> tuple[dict[str, tuple[object, gguf.GGUFValueType]], list[TensorSpec]]:
+    a = "llama"
+    u32, f32 = gguf.GGUFValueType.UINT32, gguf.GGUFValueType.FLOAT32
+    meta = {
+        f"{a}.context_length": (cfg.ctx, u32),
+        f"{a}.embedding_length": (cfg.n_embd, u32),
+        f"{a}.block_count": (cfg.n_layer, u32),
+        f"{a}.feed_forward_length": (cfg.n_ff, u32),
+        f"{a}.attention.head_count": (cfg.n_head, u32),
+        f"{a}.attention.head_count_kv": (cfg.n_head_kv, u32),
+        f"{a}.rope.freq_base": (cfg.rope_base, f32),
+        f"{a}.rope.dimension_count": (cfg.hd, u32),
+        f"{a}.attention.layer_norm_rms_epsilon": (cfg.norm_eps, f32),
+        f"{a}.vocab_size": (cfg.n_vocab, u32),
+    }
+    if cfg.head_dim and cfg.head_dim != cfg.n_embd // cfg.n_head:
+        meta[f"{a}.attention.key_length"] = (cfg.hd, u32)
+        meta[f"{a}.attention.value_length"] = (cfg.hd, u32)
+    E, F, V = cfg.n_embd, cfg.n_ff, cfg.n_vocab
+    q, kv = cfg.n_head * cfg.hd, cfg.n_head_kv * cfg.hd
+    ts = [TensorSpec("token_embd.weight", (V, E), "embd")]
+    for i in range(cfg.n_layer):
+        b = f"blk.{i}."
+        ts += [
+            TensorSpec(b + "attn_norm.weight", (E,), "norm"),
+            TensorSpec(b + "attn_q.weight", (q, E), "matrix"),
+            TensorSpec(b + "attn_k.weight", (kv, E), "matrix"),
+            TensorSpec(b + "attn_v.weight", (kv, E), "matrix"),
+            TensorSpec(b + "attn_output.weight", (E, q), "matrix"),
+            TensorSpec(b + "ffn_norm.weight", (E,), "norm"),
+            TensorSpec(b + "ffn_gate.weight", (F, E), "matrix"),
+            TensorSpec(b + "ffn_up.weight", (F, E), "matrix"),
+            TensorSpec(b + "ffn_down.weight", (E, F), "matrix"),
+        ]
+    ts.append(TensorSpec("output_norm.weight", (E,), "norm", gain=LOGIT_SCALE))
+    if not cfg.tied:
+        ts.append(TensorSpec("output.weight", (V, E), "output"))
+    return meta, ts
+
+
+ARCHS: dict[str, Callable[[Config], tuple[dict, list[TensorSpec]]]] = {"llama": llama_arch}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Weights
+
+
+def tensor_rng(seed: int, name: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(name.encode())])
+
+
+def make_weights(cfg: Config, spec: TensorSpec, control: np.ndarray) -> np.ndarray:
+    """float32 values of one tensor, following the statistics in the file comment."""
+    rng = tensor_rng(cfg.seed, spec.name)
+    if spec.kind == "norm":
+        return (spec.gain * rng.uniform(0.8, 1.2, spec.shape)).astype(np.float32)
+    n_in = spec.shape[-1]
+    w = rng.standard_normal(spec.shape, dtype=np.float32) / np.float32(np.sqrt(n_in))
+    is_output = spec.kind == "output" or (spec.kind == "embd" and cfg.tied)
+    if is_output:
+        row = np.exp(OUT_ROW_LOG_SIGMA * tensor_rng(cfg.seed, spec.name + "#rows").standard_normal(spec.shape[0]))
+        row[control[: spec.shape[0]]] *= CONTROL_ROW_SCALE
+        w *= row.astype(np.float32)[:, None]
+    return w
+
+
+def encode(w: np.ndarray, qt: GT) -> np.ndarray:
+    """The bytes (or f32/f16 array) gguf-py writes for w in type qt."""
+    if qt == GT.F32:
+        return w.astype(np.float32)
+    if qt == GT.F16:
+        return w.astype(np.float16)
+    return gguf.quants.quantize(w, qt)
+
+
+def tensor_type(cfg: Config, spec: TensorSpec) -> GT:
+    if spec.kind == "norm":
+        return GT.F32
+    if spec.kind == "embd":
+        return TYPES[cfg.embd_type or cfg.wtype][0]
+    return TYPES[cfg.wtype][0]
+
+
+def write_model(cfg: Config, vocab: Vocab, out: str, name: str) -> int:
+    meta, specs = ARCHS[cfg.arch](cfg)
+    w = gguf.GGUFWriter(out, cfg.arch)
+    w.add_name(name)
+    w.add_file_type(int(TYPES[cfg.wtype][1]))
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    for key, (val, vt) in meta.items():
+        w.add_key_value(key, val, vt)
+    for key, (val, vt, sub) in vocab.kvs.items():
+        w.add_key_value(key, val, vt, sub)
+
+    # Declare every tensor first, then generate and write them one at a time: a multi-GB model never has to sit in
+    # memory whole.
+    for spec in specs:
+        qt = tensor_type(cfg, spec)
+        if len(spec.shape) == 2 and qt not in (GT.F32, GT.F16):
+            bs, ts = gguf.GGML_QUANT_SIZES[qt]
+            if spec.shape[1] % bs:
+                raise SystemExit(f"gen_gguf.py: {spec.name}: row length {spec.shape[1]} is not a multiple of the "
+                                 f"{qt.name} block size {bs}")
+            shape = gguf.quant_shape_to_byte_shape(spec.shape, qt)
+            w.add_tensor_info(spec.name, shape, np.dtype(np.uint8), int(np.prod(shape)), raw_dtype=qt)
+        else:
+            dt = np.dtype(np.float16 if qt == GT.F16 else np.float32)
+            w.add_tensor_info(spec.name, spec.shape, dt, int(np.prod(spec.shape)) * dt.itemsize)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    n_params = 0
+    for spec in specs:
+        data = encode(make_weights(cfg, spec, vocab.control), tensor_type(cfg, spec))
+        w.write_tensor_data(data)
+        n_params += int(np.prod(spec.shape))
+    w.close()
+    return n_params
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Write a random-weight GGUF model.")
+    p.add_argument("--arch", default="llama", choices=sorted(ARCHS))
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="shape to start from (default tiny)")
+    p.add_argument("--n-embd", type=int)
+    p.add_argument("--n-layer", type=int)
+    p.add_argument("--n-head", type=int)
+    p.add_argument("--n-head-kv", type=int)
+    p.add_argument("--n-ff", type=int)
+    p.add_argument("--head-dim", type=int, help="per-head dimension (default n_embd / n_head)")
+    p.add_argument("--ctx", type=int, help="context_length metadata")
+    p.add_argument("--rope-base", type=float)
+    p.add_argument("--tied", dest="tied", action="store_true", default=None, help="output shares token_embd")
+    p.add_argument("--no-tied", dest="tied", action="store_false", help="separate output.weight")
+    p.add_argument("--type", default="q8_0", choices=sorted(TYPES), help="type of the 2-D weights")
+    p.add_argument("--embd-type", choices=sorted(TYPES), help="type of token_embd (default: --type)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--vocab-from", required=True, metavar="FILE.gguf",
+                   help="copy the tokenizer (all tokenizer.* keys) from this GGUF; n_vocab = its token count")
+    p.add_argument("--name", help="general.name (default: a description of the model)")
+    p.add_argument("-o", "--output", required=True)
+    a = p.parse_args(argv)
+
+    cfg = Config(arch=a.arch, **PRESETS[a.preset])
+    for field in ("n_embd", "n_layer", "n_head", "n_head_kv", "n_ff", "head_dim", "ctx", "rope_base", "tied"):
+        v = getattr(a, field)
+        if v is not None:
+            setattr(cfg, field, v)
+    cfg.wtype, cfg.embd_type, cfg.seed = a.type, a.embd_type or "", a.seed
+    if cfg.n_head <= 0 or cfg.n_head_kv <= 0 or cfg.n_head % cfg.n_head_kv:
+        p.error(f"n_head ({cfg.n_head}) must be a positive multiple of n_head_kv ({cfg.n_head_kv})")
+    if not cfg.head_dim and cfg.n_embd % cfg.n_head:
+        p.error(f"n_embd ({cfg.n_embd}) is not a multiple of n_head ({cfg.n_head}); give --head-dim")
+    if cfg.hd % 2:
+        p.error(f"head_dim ({cfg.hd}) must be even for RoPE")
+    vocab = read_vocab(a.vocab_from)
+    cfg.n_vocab = vocab.n_tokens
+    name = a.name or (f"random {cfg.arch} {cfg.n_layer}x{cfg.n_embd} {cfg.wtype} seed {cfg.seed}")
+    n = write_model(cfg, vocab, a.output, name)
+    print(f"gen_gguf.py: wrote {a.output}: {cfg.arch}, {n / 1e6:.1f} M parameters, {cfg.wtype}, "
+          f"vocab {cfg.n_vocab}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
