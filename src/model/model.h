@@ -57,7 +57,8 @@ typedef struct zl_model_opts {
 } zl_model_opts;
 
 /* Loads and validates path (format, required metadata and tensors with the shapes the architecture needs, types
- * zili supports) and its vocabulary. Caller frees with zl_model_free. */
+ * zili supports, no tensor the architecture does not use) and its vocabulary. Weights stay in the mapping
+ * (zero-copy); norm vectors stored as F16/BF16 are converted to float. Caller frees with zl_model_free. */
 int zl_model_load(const char *path, const zl_model_opts *opts, zl_model **out, zl_err *err);
 void zl_model_free(zl_model *m);
 
@@ -80,15 +81,18 @@ typedef struct zl_batch {
     const int8_t *logits;
 } zl_batch;
 
-/* Scratch buffers for forward passes of up to max_tokens tokens per batch. */
+/* Scratch buffers for forward passes of up to max_tokens tokens per batch (1 .. 2^20). The attention scratch
+ * grows once, on the first pass with a larger KV cache or thread count; nothing is allocated per token. */
 typedef struct zl_fwd zl_fwd;
 int zl_fwd_create(const zl_model *m, int32_t max_tokens, zl_fwd **out, zl_err *err);
 void zl_fwd_destroy(zl_fwd *f);
 
 /* Runs the batch. out receives one row of n_vocab logits per token with logits[i] != 0, in batch order
- * (caller provides room for n_out * n_vocab floats). Token ids out of range, positions not continuing their
- * sequence, or a full KV cache: an error and nothing is written to the cache for the failing sequence... (the cache
- * may hold partial writes of this batch for others; the caller truncates on error). */
+ * (caller provides room for n_out * n_vocab floats; out may be NULL when no token asks for logits).
+ * Checks first: token ids in range, sequence ids in the cache, each sequence's positions consecutive from its
+ * stored length (ZL_ERANGE), the cache shaped for this model (ZL_EINVAL); then reserves the new positions of
+ * every sequence (ZL_EFULL if the pool runs out). On any failure every sequence is back at its length before
+ * the call (nothing stored). kv's sequences not in the batch are untouched. */
 int zl_model_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *fwd, const zl_batch *b, float *out,
                      zl_err *err);
 

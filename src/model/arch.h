@@ -1,0 +1,127 @@
+/*
+ * arch.h - what model.c shares with the per-family files (llama.c, later qwen.c, gemma.c): the weight table,
+ * the forward-pass scratch, the registry entry of an architecture, and helpers to bind tensors with checks.
+ *
+ * Only model.c and the family files include this; everything else sees zl_model through model.h.
+ *
+ * Shape comments use ggml's order: (ne[0], ne[1]) = (row length, rows), so a matmul weight (n_in, n_out)
+ * maps n_in inputs to n_out outputs.
+ */
+#ifndef ZL_MODEL_ARCH_H
+#define ZL_MODEL_ARCH_H
+
+#include "model/model.h"
+
+/* One transformer block. Norm vectors are float (zero-copy when the file stores F32). Optional tensors are
+ * NULL / have data == NULL. */
+typedef struct zl_layer {
+    const float *attn_norm; /* (n_embd) */
+    zl_tensor wq;           /* (n_embd, n_head * head_dim) */
+    zl_tensor wk;           /* (n_embd, n_head_kv * head_dim) */
+    zl_tensor wv;           /* (n_embd, n_head_kv * head_dim) */
+    zl_tensor wo;           /* (n_head * head_dim, n_embd) */
+    const float *bq;        /* (n_head * head_dim) or NULL */
+    const float *bk, *bv;   /* (n_head_kv * head_dim) or NULL */
+    const float *bo;        /* (n_embd) or NULL */
+    const float *ffn_norm;  /* (n_embd) */
+    zl_tensor w_gate;       /* (n_embd, n_ff) */
+    zl_tensor w_up;         /* (n_embd, n_ff) */
+    zl_tensor w_down;       /* (n_ff, n_embd) */
+} zl_layer;
+
+typedef struct zl_arch_impl zl_arch_impl;
+
+struct zl_model {
+    zl_hparams hp;
+    const zl_arch_impl *impl;
+    gguf_file *gguf;
+    zl_vocab *vocab;
+
+    zl_tensor tok_embd;       /* (n_embd, n_vocab) */
+    const float *output_norm; /* (n_embd) */
+    zl_tensor output;         /* (n_embd, n_vocab); a copy of tok_embd's view when tied */
+    const float *rope_freqs;  /* (n_rot / 2) llama3 frequency factors (angle divided by them), or NULL */
+    zl_layer *layers;         /* n_layer */
+
+    /* RoPE constants derived at load (see model.c: rope_setup). */
+    float rope_freq_scale;    /* 1 / factor for linear and YaRN, else 1 */
+    float rope_attn_factor;   /* cos/sin magnitude (YaRN), else 1 */
+    float yarn_ext_factor;    /* 0: no ramp */
+    float yarn_corr[2];       /* YaRN ramp: dims below corr[0] extrapolate, above corr[1] interpolate */
+
+    uint64_t n_params;
+    char warning[256];        /* "" when none */
+
+    /* Allocations freed at zl_model_free: float copies of norm vectors stored as F16/BF16, tensor names. */
+    void **owned;
+    size_t n_owned, cap_owned;
+    /* The file tensors bound so far (to report any the architecture does not use). */
+    const gguf_tensor **bound;
+    size_t n_bound, cap_bound;
+};
+
+/* Scratch of one forward pass, sized for max_tokens tokens at create; the per-thread attention buffers and the
+ * per-sequence bookkeeping grow on first use with a larger KV cache or thread count (not per token). */
+struct zl_fwd {
+    int32_t max_tokens;
+    float *x;    /* (max_tokens, n_embd) residual stream */
+    float *xb;   /* (max_tokens, n_embd) normalised input of a block / gathered output rows */
+    float *xb2;  /* (max_tokens, n_embd) output of a block before the residual add */
+    float *q;    /* (max_tokens, n_head * head_dim) */
+    float *k;    /* (max_tokens, n_head_kv * head_dim) */
+    float *v;    /* (max_tokens, n_head_kv * head_dim) */
+    float *att;  /* (max_tokens, n_head * head_dim) attention output */
+    float *hb;   /* (max_tokens, n_ff) gate, then silu(gate) * up */
+    float *hb2;  /* (max_tokens, n_ff) up */
+    float *cs;   /* (max_tokens, n_rot) RoPE cos/sin of each token's position */
+
+    int32_t seq_cap;     /* entries of seq_next / seq_start */
+    int32_t *seq_next;   /* next expected position of each sequence while checking a batch; -1 untouched */
+    int32_t *seq_start;  /* its stored length before the batch */
+    int32_t *seq_list;   /* the sequences of the batch, in first-seen order (max_tokens) */
+
+    int thr_cap;         /* threads the attention scratch is sized for */
+    int32_t ctx_cap;     /* positions per thread in scores */
+    float *scores;       /* (thr_cap, ctx_cap) attention weights */
+    void *q_conv;        /* (thr_cap, head_dim) the query in the cache's type (F16 caches) */
+    float *v_row;        /* (thr_cap, head_dim) a V row converted to float */
+};
+
+/* A model family: the tensors it needs and its forward pass. */
+struct zl_arch_impl {
+    const char *name;     /* general.architecture */
+    zl_arch arch;
+    bool rope_neox;       /* pairs (i, i + n_rot/2): qwen2/3, gemma; llama GGUFs use (2i, 2i+1) */
+    /* Binds m->tok_embd, output_norm, output, layers from m->gguf with zl_model_bind* (hparams are set). */
+    int (*bind)(zl_model *m, zl_err *err);
+    /* Runs a validated batch whose KV positions are reserved (see zl_model_forward). */
+    int (*forward)(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, float *out,
+                   zl_err *err);
+};
+
+/* Family entry points (one file each). */
+int zl_llama_bind(zl_model *m, zl_err *err);
+int zl_llama_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, float *out,
+                     zl_err *err);
+
+/* Binds tensor `name` as a matmul weight of shape exactly (ne0, ne1) with a computable type.
+ * Missing and !required: t->data = NULL, ZL_OK. */
+int zl_model_bind_matrix(zl_model *m, const char *name, int64_t ne0, int64_t ne1, bool required, zl_tensor *t,
+                         zl_err *err);
+/* Binds 1-D tensor `name` of exactly n elements as float (F32 zero-copy; F16/BF16 converted into an owned
+ * buffer). Missing and !required: *out = NULL, ZL_OK. */
+int zl_model_bind_vector(zl_model *m, const char *name, int64_t n, bool required, const float **out, zl_err *err);
+
+/* Attention over the paged cache for every (token, head) of a batch whose K/V rows of layer il are already in
+ * kv: att[i, h] = softmax_t(q[i, h] . K[seq_i, t, h / group] * scale) . V[seq_i, t, h / group], t in
+ * [0, pos_i]. q: (n, n_head * head_dim), att: same shape. Parallel over (token, head) pairs on cpu's pool. */
+void zl_attention_paged(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, int32_t il,
+                        const float *q, float *att);
+
+/* Writes rows k, v (n, kv_dim) of the batch's tokens into layer il of the cache at (seq_i, pos_i). */
+void zl_kv_store(zl_kv *kv, const zl_batch *b, int32_t il, const float *k, const float *v);
+
+/* The RoPE cos/sin table (n_rot floats) of position pos for this model (linear, llama3 and YaRN included). */
+void zl_model_rope_table(const zl_model *m, int32_t pos, float *cs);
+
+#endif

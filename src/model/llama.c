@@ -1,0 +1,172 @@
+/*
+ * llama.c - the Llama family (Llama 2/3, SmolLM, Mistral-style dense models): its tensors and its forward pass.
+ *
+ *   x = token_embd[token]
+ *   for each layer:
+ *       x += Wo . attention(rope(Wq . rmsnorm(x)), rope(Wk . rmsnorm(x)), Wv . rmsnorm(x))
+ *       x += Wdown . (silu(Wgate . rmsnorm(x)) * (Wup . rmsnorm(x)))
+ *   logits = output . rmsnorm(x)                      (only for tokens that ask for logits)
+ *
+ * Everything runs on the whole batch at once (one matmul per weight per layer); only RoPE and the KV writes are
+ * per token (each at its own position), and attention is per (token, head) over the token's own sequence.
+ *
+ * RoPE pairs: llama.cpp's converter permutes the Q and K rows of Hugging Face checkpoints so that the rotation
+ * pairs adjacent dims (2i, 2i+1) of each head ("normal" RoPE), not (i, i + n_rot/2) as in the HF code.
+ *
+ * Threads: called by zl_model_forward on the thread that owns cpu, kv and f; the ops use cpu's pool.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/arch.h"
+
+int zl_llama_bind(zl_model *m, zl_err *err)
+{
+    const zl_hparams *h = &m->hp;
+    const int64_t d = h->n_embd, q_dim = (int64_t)h->n_head * h->head_dim;
+    const int64_t kv_dim = (int64_t)h->n_head_kv * h->head_dim;
+    char name[96];
+    int rc;
+
+    if ((rc = zl_model_bind_matrix(m, "token_embd.weight", d, h->n_vocab, true, &m->tok_embd, err)) != ZL_OK)
+        return rc;
+    if ((rc = zl_model_bind_vector(m, "output_norm.weight", d, true, &m->output_norm, err)) != ZL_OK)
+        return rc;
+    if ((rc = zl_model_bind_matrix(m, "output.weight", d, h->n_vocab, false, &m->output, err)) != ZL_OK)
+        return rc;
+    if (!m->output.data)
+        m->output = m->tok_embd; /* tied embeddings */
+    if ((rc = zl_model_bind_vector(m, "rope_freqs.weight", h->n_rot / 2, false, &m->rope_freqs, err)) != ZL_OK)
+        return rc;
+
+    m->layers = calloc((size_t)h->n_layer, sizeof *m->layers);
+    if (!m->layers)
+        return zl_err_set(err, ZL_ENOMEM, "%s: out of memory for %d layers", gguf_path(m->gguf), h->n_layer);
+    for (int32_t il = 0; il < h->n_layer; il++) {
+        zl_layer *l = &m->layers[il];
+#define MAT(suffix, ne0, ne1, field)                                                                            \
+    do {                                                                                                        \
+        snprintf(name, sizeof name, "blk.%d." suffix, il);                                                      \
+        if ((rc = zl_model_bind_matrix(m, name, ne0, ne1, true, &l->field, err)) != ZL_OK)                      \
+            return rc;                                                                                          \
+    } while (0)
+#define VEC(suffix, n, req, field)                                                                              \
+    do {                                                                                                        \
+        snprintf(name, sizeof name, "blk.%d." suffix, il);                                                      \
+        if ((rc = zl_model_bind_vector(m, name, n, req, &l->field, err)) != ZL_OK)                              \
+            return rc;                                                                                          \
+    } while (0)
+        VEC("attn_norm.weight", d, true, attn_norm);
+        MAT("attn_q.weight", d, q_dim, wq);
+        MAT("attn_k.weight", d, kv_dim, wk);
+        MAT("attn_v.weight", d, kv_dim, wv);
+        MAT("attn_output.weight", q_dim, d, wo);
+        VEC("attn_q.bias", q_dim, false, bq);
+        VEC("attn_k.bias", kv_dim, false, bk);
+        VEC("attn_v.bias", kv_dim, false, bv);
+        VEC("attn_output.bias", d, false, bo);
+        VEC("ffn_norm.weight", d, true, ffn_norm);
+        MAT("ffn_gate.weight", d, h->n_ff, w_gate);
+        MAT("ffn_up.weight", d, h->n_ff, w_up);
+        MAT("ffn_down.weight", h->n_ff, d, w_down);
+#undef MAT
+#undef VEC
+    }
+    return ZL_OK;
+}
+
+/* y[t] += bias for each of n rows of width d (bias may be NULL). */
+static void add_bias(float *y, const float *bias, int32_t n, int64_t d)
+{
+    if (!bias)
+        return;
+    for (int32_t t = 0; t < n; t++)
+        zl_add(y + (size_t)t * (size_t)d, bias, d);
+}
+
+/* x += attention block of layer il, for the whole batch. */
+static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, int32_t il)
+{
+    const zl_hparams *h = &m->hp;
+    const zl_layer *l = &m->layers[il];
+    const int32_t n = b->n;
+    const int64_t q_dim = (int64_t)h->n_head * h->head_dim, kv_dim = (int64_t)h->n_head_kv * h->head_dim;
+    int rc;
+
+    zl_rmsnorm(f->xb, f->x, l->attn_norm, n, h->n_embd, h->norm_eps); /* xb: (n, n_embd) */
+    if ((rc = zl_matmul(cpu, &l->wq, f->xb, n, f->q)) != ZL_OK ||    /* q: (n, n_head * head_dim) */
+        (rc = zl_matmul(cpu, &l->wk, f->xb, n, f->k)) != ZL_OK ||    /* k: (n, n_head_kv * head_dim) */
+        (rc = zl_matmul(cpu, &l->wv, f->xb, n, f->v)) != ZL_OK)      /* v: (n, n_head_kv * head_dim) */
+        return rc;
+    add_bias(f->q, l->bq, n, q_dim);
+    add_bias(f->k, l->bk, n, kv_dim);
+    add_bias(f->v, l->bv, n, kv_dim);
+
+    for (int32_t i = 0; i < n; i++) {
+        const float *cs = f->cs + (size_t)i * (size_t)h->n_rot;
+        zl_rope_apply(f->q + (size_t)i * (size_t)q_dim, h->n_head, h->head_dim, h->n_rot, cs, h->rope_neox);
+        zl_rope_apply(f->k + (size_t)i * (size_t)kv_dim, h->n_head_kv, h->head_dim, h->n_rot, cs, h->rope_neox);
+    }
+    zl_kv_store(kv, b, il, f->k, f->v);
+    zl_attention_paged(m, cpu, kv, f, b, il, f->q, f->att); /* att: (n, n_head * head_dim) */
+
+    if ((rc = zl_matmul(cpu, &l->wo, f->att, n, f->xb2)) != ZL_OK) /* xb2: (n, n_embd) */
+        return rc;
+    add_bias(f->xb2, l->bo, n, h->n_embd);
+    zl_add(f->x, f->xb2, (int64_t)n * h->n_embd);
+    return ZL_OK;
+}
+
+/* x += SwiGLU feed-forward block of layer il, for the whole batch. */
+static int ffn_block(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t il)
+{
+    const zl_hparams *h = &m->hp;
+    const zl_layer *l = &m->layers[il];
+    int rc;
+    zl_rmsnorm(f->xb, f->x, l->ffn_norm, n, h->n_embd, h->norm_eps);
+    if ((rc = zl_matmul(cpu, &l->w_gate, f->xb, n, f->hb)) != ZL_OK || /* hb: (n, n_ff) */
+        (rc = zl_matmul(cpu, &l->w_up, f->xb, n, f->hb2)) != ZL_OK)    /* hb2: (n, n_ff) */
+        return rc;
+    zl_silu_mul(f->hb, f->hb, f->hb2, (int64_t)n * h->n_ff);
+    if ((rc = zl_matmul(cpu, &l->w_down, f->hb, n, f->xb2)) != ZL_OK) /* xb2: (n, n_embd) */
+        return rc;
+    zl_add(f->x, f->xb2, (int64_t)n * h->n_embd);
+    return ZL_OK;
+}
+
+/* Final norm and output projection of the tokens that asked for logits, gathered into consecutive rows. */
+static int output_block(const zl_model *m, zl_cpu *cpu, zl_fwd *f, const zl_batch *b, float *out)
+{
+    const zl_hparams *h = &m->hp;
+    int32_t n_out = 0;
+    for (int32_t i = 0; i < b->n; i++)
+        if (b->logits[i])
+            memcpy(f->xb + (size_t)n_out++ * (size_t)h->n_embd, f->x + (size_t)i * (size_t)h->n_embd,
+                   (size_t)h->n_embd * sizeof(float));
+    if (n_out == 0)
+        return ZL_OK;
+    zl_rmsnorm(f->xb, f->xb, m->output_norm, n_out, h->n_embd, h->norm_eps);
+    return zl_matmul(cpu, &m->output, f->xb, n_out, out); /* out: (n_out, n_vocab) */
+}
+
+int zl_llama_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, float *out,
+                     zl_err *err)
+{
+    const zl_hparams *h = &m->hp;
+    int rc = ZL_OK;
+    for (int32_t i = 0; i < b->n; i++) {
+        zl_get_row(&m->tok_embd, b->token[i], f->x + (size_t)i * (size_t)h->n_embd); /* x: (n, n_embd) */
+        zl_model_rope_table(m, b->pos[i], f->cs + (size_t)i * (size_t)h->n_rot);   /* cs: (n, n_rot) */
+    }
+    for (int32_t il = 0; il < h->n_layer && rc == ZL_OK; il++) {
+        rc = attention_block(m, cpu, kv, f, b, il);
+        if (rc == ZL_OK)
+            rc = ffn_block(m, cpu, f, b->n, il);
+    }
+    if (rc == ZL_OK)
+        rc = output_block(m, cpu, f, b, out);
+    if (rc != ZL_OK)
+        return zl_err_set(err, rc, "%s: forward pass failed: %s", gguf_path(m->gguf), zl_status_str(rc));
+    return ZL_OK;
+}
