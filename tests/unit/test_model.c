@@ -39,6 +39,8 @@ typedef struct tiny_opts {
     int head_count_kv;     /* value of attention.head_count_kv */
     bool no_embd_key;      /* drop llama.embedding_length */
     bool tied;             /* no output.weight */
+    bool rope_freqs;       /* llama3-style rope_freqs.weight: per-pair divisors of the angle */
+    float linear_factor;   /* rope.scaling.type linear with this factor; 0: none */
 } tiny_opts;
 
 static tiny_opts tiny_default(void)
@@ -114,6 +116,8 @@ static void tiny_make(tiny_model *tm, const tiny_opts *o)
     }
     if (o->extra)
         add_tensor(tm, o->extra, EMBD, 1, 1.0f, 0);
+    if (o->rope_freqs)
+        add_tensor(tm, "rope_freqs.weight", HD / 2, 1, 3.0f, 4.0f); /* divisors in [1, 7) */
 }
 
 static void tiny_free(tiny_model *tm)
@@ -130,7 +134,7 @@ static char *tiny_write(const tiny_model *tm, const tiny_opts *o)
     int n_written = 0;
     for (int i = 0; i < tm->n; i++)
         n_written += !(o->omit && strcmp(o->omit, tm->t[i].name) == 0);
-    const int n_kv = 14 - (o->no_embd_key ? 1 : 0);
+    const int n_kv = 14 - (o->no_embd_key ? 1 : 0) + (o->linear_factor != 0 ? 2 : 0);
     gb_header(&b, 3, (uint64_t)n_written, (uint64_t)n_kv);
     gb_kv_str(&b, "general.architecture", o->arch);
     gb_kv_u32(&b, "llama.context_length", CTX);
@@ -143,6 +147,10 @@ static char *tiny_write(const tiny_model *tm, const tiny_opts *o)
     gb_kv_f32(&b, "llama.rope.freq_base", THETA);
     gb_kv_f32(&b, "llama.attention.layer_norm_rms_epsilon", EPS);
     gb_kv_u32(&b, "llama.rope.dimension_count", HD);
+    if (o->linear_factor != 0) {
+        gb_kv_str(&b, "llama.rope.scaling.type", "linear");
+        gb_kv_f32(&b, "llama.rope.scaling.factor", o->linear_factor);
+    }
     gb_kv_str(&b, "tokenizer.ggml.model", "llama");
     const char *toks[VOCAB];
     char tok_text[VOCAB][8];
@@ -246,12 +254,13 @@ static void ref_rmsnorm(const double *x, const tensor_def *g, double *y)
         y[c] = x[c] * sc * g->data[c];
 }
 
-/* Rotates pairs (2i, 2i+1) of each head by pos * THETA^(-2i/HD). */
-static void ref_rope(double *v, int n_heads, int pos)
+/* Rotates pairs (2i, 2i+1) of each head by pos * THETA^(-2i/HD) / ff[i] / factor (linear scaling; llama3
+ * frequency factors divide the angle). */
+static void ref_rope(double *v, int n_heads, int pos, const float *ff, double factor)
 {
     for (int h = 0; h < n_heads; h++)
         for (int i = 0; i < HD / 2; i++) {
-            const double ang = pos * pow((double)THETA, -2.0 * i / HD);
+            const double ang = pos * pow((double)THETA, -2.0 * i / HD) / (ff ? ff[i] : 1.0) / factor;
             double *p = v + h * HD + 2 * i;
             const double a = p[0], b = p[1];
             p[0] = a * cos(ang) - b * sin(ang);
@@ -259,8 +268,12 @@ static void ref_rope(double *v, int n_heads, int pos)
         }
 }
 
-static void ref_forward(const tiny_model *tm, const int32_t *tok, int n, double *logits /* (n, VOCAB) */)
+static void ref_forward(const tiny_model *tm, const tiny_opts *opt, const int32_t *tok, int n,
+                        double *logits /* (n, VOCAB) */)
 {
+    const tensor_def *rf = find_def(tm, "rope_freqs.weight");
+    const float *ff = rf ? rf->data : NULL;
+    const double factor = opt->linear_factor != 0 ? opt->linear_factor : 1.0;
     static double x[CTX][EMBD], K[CTX][HEAD_KV * HD], V[CTX][HEAD_KV * HD];
     double xb[EMBD], q[HEAD * HD], att[HEAD * HD], o[EMBD], g[FF], u[FF], sc[CTX];
     char nm[48];
@@ -275,12 +288,12 @@ static void ref_forward(const tiny_model *tm, const int32_t *tok, int n, double 
             ref_rmsnorm(x[p], W("attn_norm.weight"), xb);
             ref_matvec(W("attn_k.weight"), xb, K[p]);
             ref_matvec(W("attn_v.weight"), xb, V[p]);
-            ref_rope(K[p], HEAD_KV, p);
+            ref_rope(K[p], HEAD_KV, p, ff, factor);
         }
         for (int p = 0; p < n; p++) {
             ref_rmsnorm(x[p], W("attn_norm.weight"), xb);
             ref_matvec(W("attn_q.weight"), xb, q);
-            ref_rope(q, HEAD, p);
+            ref_rope(q, HEAD, p, ff, factor);
             for (int h = 0; h < HEAD; h++) {
                 const int hk = h / (HEAD / HEAD_KV);
                 double mx = -INFINITY, sum = 0;
@@ -495,7 +508,7 @@ static void test_tiny_matches_reference(void **st)
     assert_int_equal(tiny_load(&o, &m, &e, &tm), ZL_OK);
     enum { N = 12 };
     static double ref[N * VOCAB];
-    ref_forward(&tm, k_prompt, N, ref);
+    ref_forward(&tm, &o, k_prompt, N, ref);
     static float got[N * VOCAB];
     float ref_f[N * VOCAB];
     for (int i = 0; i < N * VOCAB; i++)
@@ -522,7 +535,7 @@ static void test_tiny_matches_reference(void **st)
     tiny_free(&tm);
     o.tied = true;
     assert_int_equal(tiny_load(&o, &m, &e, &tm), ZL_OK);
-    ref_forward(&tm, k_prompt, N, ref);
+    ref_forward(&tm, &o, k_prompt, N, ref);
     for (int i = 0; i < N * VOCAB; i++)
         ref_f[i] = (float)ref[i];
     r = runner_make(m, 16, 1, 1, ZL_F32, 16);
@@ -531,6 +544,40 @@ static void test_tiny_matches_reference(void **st)
     runner_free(&r);
     zl_model_free(m);
     tiny_free(&tm);
+}
+
+/* RoPE variants: llama3 frequency factors (rope_freqs.weight) and linear position scaling. */
+static void test_tiny_rope_scaling(void **st)
+{
+    (void)st;
+    enum { N = 12 };
+    static double ref[N * VOCAB];
+    static float got[N * VOCAB], ref_f[N * VOCAB];
+    for (int variant = 0; variant < 2; variant++) {
+        tiny_opts o = tiny_default();
+        if (variant == 0)
+            o.rope_freqs = true;
+        else
+            o.linear_factor = 4.0f;
+        tiny_model tm;
+        zl_model *m;
+        zl_err e = {{0}};
+        assert_int_equal(tiny_load(&o, &m, &e, &tm), ZL_OK);
+        const zl_hparams *h = zl_model_hparams(m);
+        assert_int_equal(h->rope_scaling, variant == 0 ? ZL_ROPE_LLAMA3 : ZL_ROPE_LINEAR);
+        assert_float_equal(h->rope_scale, variant == 0 ? 1.0f : 4.0f, 0);
+        ref_forward(&tm, &o, k_prompt, N, ref);
+        for (int i = 0; i < N * VOCAB; i++)
+            ref_f[i] = (float)ref[i];
+        runner r = runner_make(m, 4, 8, 1, ZL_F32, 16);
+        eval_chunked(m, &r, 0, k_prompt, N, 7, got);
+        const double d = max_rel_diff(got, ref_f, N * VOCAB);
+        print_message("tiny model, %s: max rel diff %.3g\n", variant == 0 ? "rope_freqs" : "linear x4", d);
+        assert_true(d < 1e-4);
+        runner_free(&r);
+        zl_model_free(m);
+        tiny_free(&tm);
+    }
 }
 
 static void test_tiny_forward_errors(void **st)
@@ -756,6 +803,7 @@ int main(void)
         cmocka_unit_test(test_tiny_load),
         cmocka_unit_test(test_tiny_malformed),
         cmocka_unit_test(test_tiny_matches_reference),
+        cmocka_unit_test(test_tiny_rope_scaling),
         cmocka_unit_test(test_tiny_forward_errors),
         cmocka_unit_test(test_real_batching_invariance),
         cmocka_unit_test(test_real_greedy_paris),
