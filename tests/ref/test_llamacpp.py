@@ -1,0 +1,140 @@
+"""test_llamacpp.py - zili against llama.cpp (through llama-cpp-python): tokenization, greedy text, perplexity.
+
+  * Tokenization: `zili tokenize` of every prompt and of the perplexity text equals llama.cpp's tokenizer (BOS as
+    the vocabulary says, special tokens parsed), for the gpt2 vocabulary (SmolLM2) and the SentencePiece one.
+  * Greedy: llama.cpp is fed exactly the prompt ids zili uses (so a tokenizer difference cannot hide or cause a
+    divergence), evaluates them in one batch, then takes the argmax of the logits one token at a time, stopping at
+    an end-of-generation token; the 64 tokens must be identical to `zili run --temp 0 --ids`. Printed per case:
+    "tokens matched k/64" (k = length of the common prefix).
+  * Perplexity: llama-perplexity's method computed here from llama.cpp's logits (whole text tokenized once, with
+    BOS if the vocabulary adds it; chunks of CTX tokens, each evaluated from an empty cache with its first token
+    replaced by BOS when the vocabulary adds it; positions CTX/2 .. CTX-2 scored with log-softmax); zili's
+    `PPL = ` must be within 1%.
+
+llama-cpp-python is required: if it cannot be imported every test here FAILS (it is not an optional extra).
+llama.cpp runs on 2 threads without flash attention (its CPU default), F16 KV cache (its default).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+
+import numpy as np
+import pytest
+
+import common
+
+N_PREDICT = 64
+PPL_CTX = 128
+PPL_TEXT = os.path.join(common.DATA, "ppl.txt")
+
+try:
+    import llama_cpp
+    IMPORT_ERROR = None
+except ImportError as e:  # reported by every test, see the file comment
+    llama_cpp = None
+    IMPORT_ERROR = e
+
+
+@functools.lru_cache(maxsize=1)
+def llama(path: str):
+    if llama_cpp is None:
+        pytest.fail(f"llama-cpp-python is not importable ({IMPORT_ERROR}); pip install -r requirements-test.txt")
+    return llama_cpp.Llama(model_path=path, n_ctx=512, n_batch=512, n_ubatch=512, n_threads=common.THREADS,
+                           n_threads_batch=common.THREADS, logits_all=True, flash_attn=False, verbose=False)
+
+
+def is_eog(llm, tok: int) -> bool:
+    return bool(llama_cpp.llama_vocab_is_eog(llm._model.vocab, tok))
+
+
+def llama_greedy(llm, prompt_ids: list[int], n: int) -> list[int]:
+    llm.reset()
+    llm.eval(prompt_ids)
+    out: list[int] = []
+    while len(out) < n:
+        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        if is_eog(llm, tok):
+            break
+        out.append(tok)
+        if len(out) < n:
+            llm.eval([tok])
+    return out
+
+
+def llama_perplexity(llm, text: bytes, n_ctx: int) -> float:
+    add_bos = llm._model.add_bos_token()
+    bos = llm._model.token_bos()
+    toks = llm.tokenize(text, add_bos=add_bos, special=False)
+    n_chunk = len(toks) // n_ctx
+    assert n_chunk > 0
+    nll, count = 0.0, 0
+    first = n_ctx // 2
+    for c in range(n_chunk):
+        chunk = toks[c * n_ctx:(c + 1) * n_ctx]
+        if add_bos:
+            chunk[0] = bos
+        llm.reset()
+        llm.eval(chunk)
+        logits = np.asarray(llm.scores[first:n_ctx - 1], dtype=np.float64)
+        mx = logits.max(axis=1, keepdims=True)
+        logp = logits - mx - np.log(np.exp(logits - mx).sum(axis=1, keepdims=True))
+        nxt = np.asarray(toks[c * n_ctx + first + 1:(c + 1) * n_ctx])
+        nll -= float(logp[np.arange(len(nxt)), nxt].sum())
+        count += len(nxt)
+    return float(np.exp(nll / count))
+
+
+def vocab_models() -> list[common.TestModel]:
+    """One model per vocabulary: SmolLM2 (gpt2 BPE) and the SentencePiece random model."""
+    return [common.smollm2()] + [m for m in common.random_models() if m.name == "spm-f32"]
+
+
+@pytest.mark.parametrize("model", vocab_models(), ids=str)
+def test_tokenize_matches_llamacpp(model, zili_ready):
+    llm = llama(model.path)
+    texts = list(common.PROMPTS) + [open(PPL_TEXT, encoding="utf-8").read()]
+    if model.name == "smollm2":
+        texts.append("<|im_start|>user\nHi there!<|im_end|>\n<|im_start|>assistant\n")
+    bad = 0
+    for t in texts:
+        z = common.zili_tokenize(model.path, t)
+        ref = llm.tokenize(t.encode(), add_bos=True, special=True)
+        ok = z == ref
+        bad += not ok
+        print(f"{model.name}: {len(ref)} tokens {'match' if ok else 'DIFFER'}: {t[:40]!r}")
+        if not ok:
+            i = next((i for i, (a, b) in enumerate(zip(z, ref)) if a != b), min(len(z), len(ref)))
+            print(f"  first difference at {i}: zili {z[i:i + 8]} llama.cpp {ref[i:i + 8]}")
+    assert bad == 0
+
+
+@pytest.mark.parametrize("prompt", range(len(common.PROMPTS)), ids=lambda i: f"p{i}")
+@pytest.mark.parametrize("model", common.all_models(), ids=str)
+def test_greedy_matches_llamacpp(model, prompt, zili_ready):
+    text = common.PROMPTS[prompt]
+    ids = common.zili_tokenize(model.path, text)
+    llm = llama(model.path)
+    ref = llama_greedy(llm, ids, N_PREDICT)
+    got = common.parse_ids(common.zili("run", "-m", model.path, "-p", text, "-n", str(N_PREDICT), "--temp", "0",
+                                       "--ids", "-t", str(common.THREADS), "--ctx", "512"))
+    k = next((i for i, (a, b) in enumerate(zip(got, ref)) if a != b), min(len(got), len(ref)))
+    print(f"{model.name} p{prompt}: tokens matched {k}/{len(ref)}" +
+          ("" if got == ref else f" (zili {got[k:k + 6]}..., llama.cpp {ref[k:k + 6]}...)"))
+    assert got == ref
+
+
+def test_perplexity_matches_llamacpp(zili_ready):
+    model = common.smollm2()
+    llm = llama(model.path)
+    with open(PPL_TEXT, "rb") as f:
+        ref = llama_perplexity(llm, f.read(), PPL_CTX)
+    out = common.zili("perplexity", "-m", model.path, "-f", PPL_TEXT, "-c", str(PPL_CTX), "-b", str(PPL_CTX),
+                      "-t", str(common.THREADS))
+    m = re.search(r"PPL = ([0-9.]+)\s*$", out)
+    assert m, f"no 'PPL = ' last line in zili's output: {out[-300:]!r}"
+    got = float(m.group(1))
+    delta = (got - ref) / ref
+    print(f"perplexity {model.name} ctx {PPL_CTX}: zili {got:.4f}, llama.cpp {ref:.4f}, delta {delta:+.3%}")
+    assert abs(delta) < 0.01
