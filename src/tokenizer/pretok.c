@@ -28,8 +28,12 @@
 #define RE_QWEN2                                                                                                   \
     RE_CONTRACTIONS_CI "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"        \
                        "\\s+(?!\\S)|\\s+"
+/* Patterns without \p{..} classes run in llama.cpp on text where every non-ASCII whitespace character has become
+ * U+000B, so such a character never matches an explicit range there (U+3000 is inside both DeepSeek ranges
+ * below). NOT_NA_WS, put before a range, gives the same result. */
+#define NOT_NA_WS "(?!(?=[^\\x{00}-\\x{7F}])\\s)"
 /* CJK ranges used by the DeepSeek patterns: U+4E00..U+9FA5, U+0800..U+4E00, U+AC00..U+D7FF. */
-#define RE_DEEPSEEK_CJK "[\\x{4E00}-\\x{9FA5}\\x{0800}-\\x{4E00}\\x{AC00}-\\x{D7FF}]+"
+#define RE_DEEPSEEK_CJK "(?:" NOT_NA_WS "[\\x{4E00}-\\x{9FA5}\\x{0800}-\\x{4E00}\\x{AC00}-\\x{D7FF}])+"
 
 static const char *const re_default[] = {"[\\p{P}\\$\\+<=>\\^~\\|]+", RE_GPT2, "\\p{N}+", "[0-9][0-9][0-9]", NULL};
 static const char *const re_gpt2[] = {RE_GPT2, NULL};
@@ -62,7 +66,7 @@ static const char *const re_deepseek_llm[] = {
     "\\x{104D8}-\\x{104FB}\\x{10C80}-\\x{10CB2}\\x{10CC0}-\\x{10CF2}\\x{118A0}-\\x{118DF}"
     "\\x{1E900}-\\x{1E943}"
     "]+",
-    "\\s?[!-/:-~\\x{FF01}-\\x{FF0F}\\x{FF1A}-\\x{FF5E}\\x{2018}-\\x{201F}\\x{3000}-\\x{3002}]+",
+    "\\s?(?:" NOT_NA_WS "[!-/:-~\\x{FF01}-\\x{FF0F}\\x{FF1A}-\\x{FF5E}\\x{2018}-\\x{201F}\\x{3000}-\\x{3002}])+",
     "\\s+$",
     RE_DEEPSEEK_CJK,
     "\\p{N}+",

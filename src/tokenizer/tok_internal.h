@@ -24,6 +24,8 @@ enum { ZL_PRE_MAX_REGEX = 6 };
 enum {
     ZL_TOKF_EOG = 1,     /* ends generation */
     ZL_TOKF_SPECIAL = 2, /* matched in raw text before segmentation (control, user-defined, unknown) */
+    ZL_TOKF_LSTRIP = 4,  /* when cut out of raw text, the whitespace before it goes too */
+    ZL_TOKF_RSTRIP = 8,  /* when cut out of raw text, the whitespace after it goes too */
 };
 
 typedef struct zl_merge {

@@ -152,6 +152,20 @@ static int cmp_special_len(const void *a, const void *b, void *ctx)
     return x < y ? -1 : x > y; /* stable for equal lengths: lower id first */
 }
 
+static bool name_has_phi3(const char *name)
+{
+    char low[128];
+    size_t n = strlen(name);
+    if (n >= sizeof low)
+        n = sizeof low - 1;
+    for (size_t i = 0; i < n; i++)
+        low[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
+    low[n] = 0;
+    return strstr(low, "phi-3") || strstr(low, "phi3");
+}
+
+static bool ascii_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
 static int build_tables(zl_vocab *v, const zl_vocab_desc *d, zl_err *err)
 {
     int32_t n = v->n_tokens;
@@ -377,6 +391,20 @@ int zl_vocab_build(const zl_vocab_desc *d, zl_vocab **out, zl_err *err)
             v->flags[i] |= ZL_TOKF_SPECIAL;
         }
     qsort_r(v->special, (size_t)v->n_special, sizeof *v->special, cmp_special_len, v);
+
+    /* Phi-3 (recognised by general.name, as llama.cpp does): its added tokens swallow the whitespace after them,
+     * except <unk>, <s>, <|endoftext|>; </s> does too. */
+    if (d->general_name && name_has_phi3(d->general_name)) {
+        for (int32_t s = 0; s < v->n_special; s++)
+            v->flags[v->special[s]] |= ZL_TOKF_RSTRIP;
+        int32_t id = zl_vocab_find_text(v, "</s>", 4);
+        if (id >= 0)
+            v->flags[id] |= ZL_TOKF_RSTRIP;
+        static const char *const keep[] = {"<unk>", "<s>", "<|endoftext|>"};
+        for (size_t k = 0; k < 3; k++)
+            if ((id = zl_vocab_find_text(v, keep[k], strlen(keep[k]))) >= 0)
+                v->flags[id] &= (uint8_t)~ZL_TOKF_RSTRIP;
+    }
     *out = v;
     return ZL_OK;
 fail:
@@ -634,12 +662,18 @@ static int cut_special(const zl_vocab *v, const char *text, int32_t id, const fr
             const char *m = memmem(text + pos, end - pos, t, tl);
             if (!m)
                 break;
-            size_t at = (size_t)(m - text);
-            if (at > pos && frag_push(b, (frag){pos, at - pos, -1}))
+            size_t at = (size_t)(m - text), left_end = at;
+            if (v->flags[id] & ZL_TOKF_LSTRIP)
+                while (left_end > pos && ascii_space(text[left_end - 1]))
+                    left_end--;
+            if (left_end > pos && frag_push(b, (frag){pos, left_end - pos, -1}))
                 return ZL_ENOMEM;
             if (frag_push(b, (frag){at, tl, id}))
                 return ZL_ENOMEM;
             pos = at + tl;
+            if (v->flags[id] & ZL_TOKF_RSTRIP)
+                while (pos < end && ascii_space(text[pos]))
+                    pos++;
         }
         if (pos < end && frag_push(b, (frag){pos, end - pos, -1}))
             return ZL_ENOMEM;
