@@ -2,7 +2,9 @@
  * test_vocab_vectors.c - the tokenizer against the reference tokenizer test vectors (llama.cpp's models/
  * ggml-vocab-*.gguf with .inp/.out files, ids produced by the Hugging Face tokenizers; see
  * $ZILI_SHARED_DIR/data/vocab/SOURCE.md for the format), and SmolLM2's tokenizer against ids produced by
- * llama.cpp (tests/data/tokenizer/smollm2.txt, made by tests/data/tokenizer/make_smollm2_fixture.py).
+ * llama.cpp (tests/data/tokenizer/smollm2.txt, made by tests/data/tokenizer/make_smollm2_fixture.py), and every
+ * vocabulary on random strings against ids from llama.cpp (tests/data/tokenizer/random/, made by
+ * make_random_fixture.py there).
  *
  * Every case is encoded with add_special = false, parse_special = false and must give exactly the expected ids.
  * One line per vocabulary: "vocab <name>: PASS n/n", "FAIL k/n" with the first mismatch, or "SKIP (reason)" for
@@ -327,11 +329,102 @@ static void test_smollm2_fixture(void **st)
     assert_int_equal(pass, n);
 }
 
+/* tests/data/tokenizer/random/<name>.txt against vocab file path: lines "flags TAB hex TAB ids". Returns 1 on
+ * failure, 0 on pass or when the vocabulary file is absent. */
+static int run_random(const char *name, const char *path)
+{
+    char fpath[512];
+    snprintf(fpath, sizeof fpath, "tests/data/tokenizer/random/%s.txt", name);
+    size_t fl;
+    char *fix = slurp(fpath, &fl);
+    if (!fix) {
+        printf("random %s: FAIL (no fixture %s)\n", name, fpath);
+        return 1;
+    }
+    gguf_file *f = NULL;
+    zl_vocab *v = NULL;
+    zl_err e = {{0}};
+    if (gguf_open(path, NULL, &f, &e) != ZL_OK) {
+        printf("random %s: SKIP (%s)\n", name, e.msg);
+        free(fix);
+        return 0;
+    }
+    int failed = 0;
+    if (zl_vocab_load(f, &v, &e) != ZL_OK) {
+        printf("random %s: FAIL (load: %s)\n", name, e.msg);
+        failed = 1;
+        goto done;
+    }
+    size_t n = 0, pass = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(fix, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *hex = strchr(line, '\t'), *ids_s = hex ? strchr(hex + 1, '\t') : NULL;
+        if (!ids_s) {
+            failed = 1;
+            break;
+        }
+        *hex++ = 0;
+        *ids_s++ = 0;
+        char text[1024];
+        size_t tl = 0;
+        for (; hex[2 * tl] && hex[2 * tl + 1] && tl < sizeof text; tl++) {
+            char h[3] = {hex[2 * tl], hex[2 * tl + 1], 0};
+            text[tl] = (char)strtol(h, NULL, 16);
+        }
+        int32_t exp[512];
+        size_t ne = 0;
+        for (char *p = ids_s, *q; ne < 512; p = q) {
+            long x = strtol(p, &q, 10);
+            if (q == p)
+                break;
+            exp[ne++] = (int32_t)x;
+        }
+        int32_t *ids = NULL;
+        size_t nid = 0;
+        int rc = zl_tokenize(v, text, tl, false, strcmp(line, "ps") == 0, &ids, &nid, &e);
+        n++;
+        if (rc == ZL_OK && nid == ne && (ne == 0 || memcmp(ids, exp, ne * sizeof *ids) == 0)) {
+            pass++;
+        } else if (n - pass == 1) {
+            printf("    first mismatch (%s): [%.*s]\n", line, (int)tl, text);
+            print_ids("expected", exp, ne);
+            print_ids("got     ", ids, nid);
+        }
+        free(ids);
+    }
+    if (n == 0 || pass != n)
+        failed = 1;
+    printf("random %s (vs llama.cpp): %s %zu/%zu\n", name, failed ? "FAIL" : "PASS", pass, n);
+done:
+    zl_vocab_free(v);
+    gguf_close(f);
+    free(fix);
+    return failed;
+}
+
+static void test_random_vs_llama_cpp(void **st)
+{
+    (void)st;
+    static const char *const names[] = {"baichuan", "deepseek-coder", "deepseek-llm", "falcon", "gpt-2", "gpt-neox",
+                                        "llama-spm", "mpt", "phi-3", "refact", "starcoder"};
+    int failures = 0;
+    char path[1400];
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        snprintf(path, sizeof path, "%s/data/vocab/ggml-vocab-%s.gguf", shared_dir(), names[i]);
+        failures += run_random(names[i], path);
+    }
+    const char *model = getenv("ZILI_TEST_MODEL");
+    failures += run_random("smollm2", model && *model ? model : "models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    fflush(stdout);
+    assert_int_equal(failures, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reference_vectors),
         cmocka_unit_test(test_smollm2_fixture),
+        cmocka_unit_test(test_random_vs_llama_cpp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
