@@ -85,6 +85,7 @@ struct zl_fwd {
     float *scores;       /* (thr_cap, ctx_cap) attention weights */
     void *q_conv;        /* (thr_cap, head_dim) the query in the cache's type (F16 caches) */
     float *v_row;        /* (thr_cap, head_dim) a V row converted to float */
+    float *v_lanes;      /* (thr_cap, 32, head_dim) lane accumulators of the weighted sum of V */
 };
 
 /* A model family: the tensors it needs and its forward pass. */

@@ -8,16 +8,24 @@
  * block by block through the sequence's block table. Causality needs no mask: a token reads only positions up
  * to its own, and the batch wrote every position it reads before attention runs.
  *
- * With an F16 cache the query is rounded to F16 and dotted with the F16 kernel of the traits table, as ggml does
- * (its K x Q product converts Q to K's type); V rows are widened to float and accumulated in float.
+ * The arithmetic is ggml's (llama.cpp without flash attention), so that logits agree with llama.cpp bit for bit
+ * where the rest of the pass does:
+ *   - scores: the traits table's vec_dot of K's type, so with an F16 cache the query is rounded to F16 first
+ *     (ggml converts Q to K's type for the K x Q product);
+ *   - the weighted sum of V is a dot product over positions in ggml's lane order: position t accumulates into
+ *     lane t % 32 with a fused multiply-add, and the 32 lanes are summed in ggml's reduction tree. With an F16
+ *     cache the softmax weights are rounded to F16 first (ggml converts them to V's type). Positions past p_i
+ *     (weight 0 in ggml's masked row) add exact zeros there, so the result does not depend on its padding.
  *
  * Threads: zl_attention_paged runs on the zl_cpu's pool, each (token, head) pair on one thread, writing only its
  * own head_dim slice of att and its own thread's scratch; the cache is only read.
  */
 #include <math.h>
 #include <string.h>
+#include <stdbool.h>
 
 #include "core/dtype.h"
+#include "core/fp16.h"
 #include "model/arch.h"
 
 void zl_kv_store(zl_kv *kv, const zl_batch *b, int32_t il, const float *k, const float *v)
@@ -37,6 +45,32 @@ void zl_kv_store(zl_kv *kv, const zl_batch *b, int32_t il, const float *k, const
     }
 }
 
+void zl_attn_fma_row_avx2(float *acc, const float *v, float w, int32_t n);
+
+enum { LANES = 32 }; /* ggml's f32/f16 dot: 4 accumulators of 8 floats */
+
+static void fma_row(float *acc, const float *v, float w, int32_t n)
+{
+    for (int32_t c = 0; c < n; c++)
+        acc[c] = fmaf(v[c], w, acc[c]);
+}
+
+/* out[c] = the sum of lanes[0..32)[c] in the order of ggml's 4x8 reduction: (a0 + a2) + (a1 + a3) lane-wise
+ * (a_j = lanes 8j..8j+7), then the two 128-bit halves, then two horizontal adds. */
+static void reduce_lanes(const float *lanes, int32_t hd, float *out)
+{
+    for (int32_t c = 0; c < hd; c++) {
+        float v[8];
+        for (int l = 0; l < 8; l++) {
+            const float a0 = lanes[(size_t)l * hd + c], a1 = lanes[(size_t)(8 + l) * hd + c];
+            const float a2 = lanes[(size_t)(16 + l) * hd + c], a3 = lanes[(size_t)(24 + l) * hd + c];
+            v[l] = (a0 + a2) + (a1 + a3);
+        }
+        const float t0 = v[0] + v[4], t1 = v[1] + v[5], t2 = v[2] + v[6], t3 = v[3] + v[7];
+        out[c] = (t0 + t1) + (t2 + t3);
+    }
+}
+
 typedef struct att_task {
     const zl_model *m;
     zl_kv *kv;
@@ -45,6 +79,7 @@ typedef struct att_task {
     int32_t il;
     const float *q;
     float *att;
+    bool avx2;
 } att_task;
 
 /* One (token, head): scores into sc, softmax, weighted sum of V rows into o. */
@@ -85,7 +120,9 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
     }
     zl_softmax(sc, n_ctx);
 
-    memset(o, 0, (size_t)hd * sizeof *o);
+    /* Weighted sum of V rows, lane by lane (see the file header). */
+    float *lanes = t->f->v_lanes + (size_t)ith * LANES * hd;
+    memset(lanes, 0, (size_t)LANES * hd * sizeof *lanes);
     for (int32_t t0 = 0; t0 < n_ctx; t0 += bs) {
         const char *base = zl_kv_block(t->kv, t->il, tab[t0 / bs]);
         const int32_t n = n_ctx - t0 < bs ? n_ctx - t0 : bs;
@@ -96,11 +133,15 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
                 tr->to_float(vp, vrow, hd);
                 vr = vrow;
             }
-            const float w = sc[t0 + j];
-            for (int32_t d = 0; d < hd; d++)
-                o[d] += w * vr[d];
+            const float w = f16 ? zl_fp16_to_fp32(zl_fp32_to_fp16(sc[t0 + j])) : sc[t0 + j];
+            float *acc = lanes + (size_t)((t0 + j) % LANES) * hd;
+            if (t->avx2)
+                zl_attn_fma_row_avx2(acc, vr, w, hd);
+            else
+                fma_row(acc, vr, w, hd);
         }
     }
+    reduce_lanes(lanes, hd, o);
 }
 
 static void att_worker(void *ctx, int ith, int nth)
@@ -116,6 +157,7 @@ static void att_worker(void *ctx, int ith, int nth)
 void zl_attention_paged(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, int32_t il,
                         const float *q, float *att)
 {
-    att_task t = {.m = m, .kv = kv, .f = f, .b = b, .il = il, .q = q, .att = att};
+    att_task t = {.m = m, .kv = kv, .f = f, .b = b, .il = il, .q = q, .att = att,
+                  .avx2 = strcmp(zl_cpu_kernels_name(), "avx2") == 0};
     zl_pool_run(zl_cpu_pool(cpu), att_worker, &t);
 }

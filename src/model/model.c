@@ -535,6 +535,7 @@ void zl_fwd_destroy(zl_fwd *f)
     free(f->scores);
     free(f->q_conv);
     free(f->v_row);
+    free(f->v_lanes);
     free(f);
 }
 
@@ -563,19 +564,23 @@ static int fwd_fit(const zl_model *m, zl_fwd *f, const zl_kv *kv, int nth, zl_er
         float *sc = malloc((size_t)n_thr * (size_t)n_ctx * sizeof *sc);
         void *qc = malloc((size_t)n_thr * hd * sizeof(float));
         float *vr = malloc((size_t)n_thr * hd * sizeof *vr);
-        if (!sc || !qc || !vr) {
+        float *vl = malloc((size_t)n_thr * 32 * hd * sizeof *vl);
+        if (!sc || !qc || !vr || !vl) {
             free(sc);
             free(qc);
             free(vr);
+            free(vl);
             return zl_err_set(err, ZL_ENOMEM, "out of memory for attention scratch (%d threads x %d positions)",
                               n_thr, n_ctx);
         }
         free(f->scores);
         free(f->q_conv);
         free(f->v_row);
+        free(f->v_lanes);
         f->scores = sc;
         f->q_conv = qc;
         f->v_row = vr;
+        f->v_lanes = vl;
         f->thr_cap = n_thr;
         f->ctx_cap = n_ctx;
     }
