@@ -29,14 +29,26 @@ uint64_t zl_bpe_pair_hash(int32_t l, int32_t r);
 
 /* Texts that end a turn (llama.cpp's list); such tokens are made control tokens. */
 static const char *const eog_texts[] = {
-    "<|eot_id|>",    "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>",
-    "<|end_of_text|>", "<end_of_utterance>", "<｜end▁of▁sentence｜>",
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
+    "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
+    "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
 };
 /* Candidates for the end-of-turn id when the file names none, in order of preference. */
 static const char *const eot_texts[] = {
     "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>", "_<EOT>",
     "<｜end▁of▁sentence｜>", "<end_of_utterance>",
 };
+/* Fill-in-the-middle markers: the first present of each group becomes a control token; pad, repo and file
+ * separator also end generation (llama.cpp's lists). NULL ends a group. */
+static const char *const fim_texts[][8] = {
+    {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>", "<|code_prefix|>", NULL},
+    {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>", "<|code_suffix|>", NULL},
+    {"<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>", "<|code_middle|>", NULL},
+    {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", NULL},
+    {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>", NULL},
+    {"<|file_sep|>", NULL},
+};
+enum { FIM_FIRST_EOG_GROUP = 3 };
 
 int zl_ids_push(zl_ids *b, int32_t id)
 {
@@ -361,6 +373,18 @@ int zl_vocab_build(const zl_vocab_desc *d, zl_vocab **out, zl_err *err)
             v->eot = zl_vocab_find_text(v, eot_texts[k], strlen(eot_texts[k]));
     if (v->eom < 0 && d->eom == ZL_VOCAB_ID_UNSET)
         v->eom = zl_vocab_find_text(v, "<|eom_id|>", 10);
+    if (v->eot >= 0 && d->eot == ZL_VOCAB_ID_UNSET)
+        v->type[v->eot] = ZL_TOKEN_CONTROL;
+    for (size_t g = 0; g < sizeof fim_texts / sizeof fim_texts[0]; g++)
+        for (size_t k = 0; fim_texts[g][k]; k++) {
+            int32_t id = zl_vocab_find_text(v, fim_texts[g][k], strlen(fim_texts[g][k]));
+            if (id >= 0) {
+                v->type[id] = ZL_TOKEN_CONTROL;
+                if (g >= FIM_FIRST_EOG_GROUP)
+                    v->flags[id] |= ZL_TOKF_EOG;
+                break;
+            }
+        }
     for (size_t k = 0; k < sizeof eog_texts / sizeof eog_texts[0]; k++) {
         int32_t id = zl_vocab_find_text(v, eog_texts[k], strlen(eog_texts[k]));
         if (id >= 0) {
@@ -372,6 +396,20 @@ int zl_vocab_build(const zl_vocab_desc *d, zl_vocab **out, zl_err *err)
     for (int k = 0; k < 3; k++)
         if (ends[k] >= 0)
             v->flags[ends[k]] |= ZL_TOKF_EOG;
+    /* llama.cpp's exceptions: with <|return|> and <|call|> (gpt-oss), or <|calls|> and <|flush|>, <|end|> does
+     * not end generation and is plain user-defined text; with <|tool_response> (Gemma 4), </s> is normal text. */
+    int32_t t_end = zl_vocab_find_text(v, "<|end|>", 7), t_s = zl_vocab_find_text(v, "</s>", 4);
+    bool has_ret = zl_vocab_find_text(v, "<|return|>", 10) >= 0, has_call = zl_vocab_find_text(v, "<|call|>", 8) >= 0;
+    bool has_calls = zl_vocab_find_text(v, "<|calls|>", 9) >= 0, has_flush = zl_vocab_find_text(v, "<|flush|>", 9) >= 0;
+    bool any_call = has_call || has_calls;
+    if (t_end >= 0 && any_call && (has_ret || has_flush)) {
+        v->flags[t_end] &= (uint8_t)~ZL_TOKF_EOG;
+        v->type[t_end] = ZL_TOKEN_USER_DEFINED;
+    }
+    if (t_s >= 0 && zl_vocab_find_text(v, "<|tool_response>", 16) >= 0) {
+        v->flags[t_s] &= (uint8_t)~ZL_TOKF_EOG;
+        v->type[t_s] = ZL_TOKEN_NORMAL;
+    }
 
     /* Tokens cut out of raw text before segmentation, longest first. */
     for (int32_t i = 0; i < n; i++)
