@@ -8,7 +8,7 @@ OPT     ?= -O2
 CFLAGS_BASE = -std=c11 -g $(OPT) -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes \
               -D_GNU_SOURCE -pthread -Iinclude -Isrc
 CFLAGS  += $(CFLAGS_BASE)
-LDLIBS  += -lpcre2-8 -lm -pthread
+LDLIBS  += -lmicrohttpd -ljansson -lpcre2-8 -lm -pthread
 PYTHON  ?= python3
 
 SRC      := $(shell find src -name '*.c' | sort)
@@ -52,7 +52,7 @@ test: all
 # Unit tests under AddressSanitizer + UBSan, in a separate build tree.
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-	        LDFLAGS="-fsanitize=address,undefined" LDLIBS="-fsanitize=address,undefined -lpcre2-8 -lm -pthread" unit
+	        LDFLAGS="-fsanitize=address,undefined" LDLIBS="-fsanitize=address,undefined -lmicrohttpd -ljansson -lpcre2-8 -lm -pthread" unit
 
 models: $(DEFAULT_MODEL)
 $(DEFAULT_MODEL):
