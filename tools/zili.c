@@ -289,10 +289,29 @@ static void eval_or_die(zili_session *s, const zili_token *t, size_t n, bool all
         die(1, "%s", err);
 }
 
+/* A growable list of token ids. */
+typedef struct id_list {
+    zili_token *v;
+    size_t n, cap;
+} id_list;
+
+static void id_list_push(id_list *l, zili_token t)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 256;
+        zili_token *nv = realloc(l->v, l->cap * sizeof *nv);
+        if (!nv)
+            die(1, "out of memory");
+        l->v = nv;
+    }
+    l->v[l->n++] = t;
+}
+
 /* Generates up to n_predict tokens after what the session holds, streaming text (or ids) to stdout.
- * Returns the number generated; *text (if non-NULL) receives the generated text (caller frees). */
+ * Returns the number generated; *text (if non-NULL) receives the generated text (caller frees); every token
+ * evaluated into the session is appended to *evaluated (if non-NULL). */
 static int32_t generate(const zili_model *m, zili_session *s, zili_sampler *smp, const opts *o, double *t_gen,
-                        char **text)
+                        char **text, id_list *evaluated)
 {
     zili_detok *d = zili_detok_create(m, false);
     if (!d)
@@ -332,6 +351,8 @@ static int32_t generate(const zili_model *m, zili_session *s, zili_sampler *smp,
         }
         fflush(stdout);
         eval_or_die(s, &t, 1, false);
+        if (evaluated)
+            id_list_push(evaluated, t);
     }
     if (!o->print_ids) {
         int k = zili_detok_flush(d, buf, sizeof buf);
@@ -399,7 +420,7 @@ static int cmd_run(const opts *o)
     eval_or_die(s, ids, n_prompt, false);
     const double t_prompt = now_s() - t0;
     double t_gen = 0;
-    int32_t n_gen = generate(m, s, smp, o, &t_gen, NULL);
+    int32_t n_gen = generate(m, s, smp, o, &t_gen, NULL, NULL);
     printf("\n");
     fflush(stdout);
     fprintf(stderr, "zili: prompt %zu tokens in %.3f s (%.1f tokens/s); generated %d tokens in %.3f s (%.1f tokens/s)\n",
@@ -424,8 +445,7 @@ static int cmd_chat(const opts *o)
     size_t cap = 16, n_msgs = 0;
     zili_chat_msg *msgs = malloc(cap * sizeof *msgs);
     char **owned = malloc(cap * sizeof *owned);
-    zili_token *cached = NULL;
-    size_t n_cached = 0;
+    id_list cached = {0}; /* exactly the tokens the session holds */
     if (!msgs || !owned)
         die(1, "out of memory");
     if (o->system) {
@@ -466,7 +486,7 @@ static int cmd_chat(const opts *o)
         zili_token *ids = tokenize_or_die(m, rendered, strlen(rendered), !o->no_bos, true, &n_ids);
         free(rendered);
         size_t common = 0;
-        while (common < n_ids && common < n_cached && ids[common] == cached[common])
+        while (common < n_ids && common < cached.n && ids[common] == cached.v[common])
             common++;
         if (common == n_ids) /* always evaluate at least the last token to get fresh logits */
             common--;
@@ -475,21 +495,22 @@ static int cmd_chat(const opts *o)
                 zili_session_n_ctx(s));
         zili_session_truncate(s, (int32_t)common);
         eval_or_die(s, ids + common, n_ids - common, false);
-        free(cached);
-        cached = ids;
-        n_cached = n_ids;
+        cached.n = common;
+        for (size_t i = common; i < n_ids; i++)
+            id_list_push(&cached, ids[i]);
+        free(ids);
         double t_gen;
         char *reply = NULL;
         opts go = *o;
         if (go.n_predict >= 0 && go.n_predict < 1) go.n_predict = 1;
         go.print_ids = false;
-        int32_t n_gen = generate(m, s, smp, &go, &t_gen, &reply);
+        int32_t n_gen = generate(m, s, smp, &go, &t_gen, &reply, &cached);
         printf("\n");
         fflush(stdout);
         if (tty)
             fprintf(stderr, "[%d tokens, %.1f tokens/s]\n", n_gen, n_gen / (t_gen > 0 ? t_gen : 1e-9));
-        /* The session now holds the generated tokens too, which the next render will reproduce; they are not in
-         * `cached`, so the next turn re-evaluates from the end of this turn's prompt. */
+        /* The session (and `cached`) now hold the generated tokens too; the next turn's render repeats them, so
+         * only the closing of this turn and the new message are evaluated. */
         owned[n_msgs] = reply;
         msgs[n_msgs] = (zili_chat_msg){"assistant", reply};
         n_msgs++;
@@ -499,7 +520,7 @@ static int cmd_chat(const opts *o)
         free(owned[i]);
     free(owned);
     free(msgs);
-    free(cached);
+    free(cached.v);
     zili_sampler_free(smp);
     zili_session_free(s);
     zili_model_free(m);
