@@ -109,7 +109,7 @@ PROMPTS = [
     "The quick brown fox jumps over the lazy dog.",
     "Once upon a time, in a small village by the sea, there lived an old fisherman who",
     "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
-    "Question: What is the capital of France?\nAnswer:",
+    "The three primary colors are",
 ]
 
 

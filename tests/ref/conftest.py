@@ -22,3 +22,22 @@ def zili_ready():
     if not os.access(path, os.X_OK):
         pytest.fail(f"zili binary {path} not found (build it with make, or set ZILI)")
     return path
+
+
+def pytest_configure(config):
+    global _CONFIG
+    _CONFIG = config
+
+
+_CONFIG = None
+
+
+def pytest_runtest_logreport(report):
+    """Shows what each test printed (its figures: errors, tokens matched, perplexities) under -q as well."""
+    if report.when != "call" or not report.capstdout or _CONFIG is None:
+        return
+    tr = _CONFIG.pluginmanager.get_plugin("terminalreporter")
+    if tr is None:
+        return
+    for line in report.capstdout.rstrip().splitlines():
+        tr.write_line(f"    {line}")

@@ -49,18 +49,22 @@ def is_eog(llm, tok: int) -> bool:
     return bool(llama_cpp.llama_vocab_is_eog(llm._model.vocab, tok))
 
 
-def llama_greedy(llm, prompt_ids: list[int], n: int) -> list[int]:
+def llama_greedy(llm, prompt_ids: list[int], n: int) -> tuple[list[int], list[np.ndarray]]:
+    """The greedy continuation and the logits each token was chosen from (plus the one that chose EOG, if any)."""
     llm.reset()
     llm.eval(prompt_ids)
     out: list[int] = []
+    rows: list[np.ndarray] = []
     while len(out) < n:
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        row = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float64)
+        rows.append(row)
+        tok = int(np.argmax(row))
         if is_eog(llm, tok):
             break
         out.append(tok)
         if len(out) < n:
             llm.eval([tok])
-    return out
+    return out, rows
 
 
 def llama_perplexity(llm, text: bytes, n_ctx: int) -> float:
@@ -116,12 +120,20 @@ def test_greedy_matches_llamacpp(model, prompt, zili_ready):
     text = common.PROMPTS[prompt]
     ids = common.zili_tokenize(model.path, text)
     llm = llama(model.path)
-    ref = llama_greedy(llm, ids, N_PREDICT)
+    ref, rows = llama_greedy(llm, ids, N_PREDICT)
     got = common.parse_ids(common.zili("run", "-m", model.path, "-p", text, "-n", str(N_PREDICT), "--temp", "0",
                                        "--ids", "-t", str(common.THREADS), "--ctx", "512"))
     k = next((i for i, (a, b) in enumerate(zip(got, ref)) if a != b), min(len(got), len(ref)))
-    print(f"{model.name} p{prompt}: tokens matched {k}/{len(ref)}" +
-          ("" if got == ref else f" (zili {got[k:k + 6]}..., llama.cpp {ref[k:k + 6]}...)"))
+    note = ""
+    if got != ref and k < len(rows):
+        # How close a call it was for llama.cpp: its logit for zili's choice (or for EOG, if zili stopped) against
+        # its own best, relative to the largest |logit|. Tiny: a near-tie flipped by rounding; large: a real bug.
+        row = rows[k]
+        alt = got[k] if k < len(got) else None
+        margin = (row.max() - row[alt]) / np.abs(row).max() if alt is not None else float("nan")
+        note = (f" (zili {got[k:k + 6]}..., llama.cpp {ref[k:k + 6]}...; llama.cpp's margin against zili's token "
+                f"{margin:.3%} of max|logit|)")
+    print(f"{model.name} p{prompt}: tokens matched {k}/{len(ref)}{note}")
     assert got == ref
 
 
