@@ -46,6 +46,7 @@ void zl_kv_store(zl_kv *kv, const zl_batch *b, int32_t il, const float *k, const
 }
 
 void zl_attn_fma_row_avx2(float *acc, const float *v, float w, int32_t n);
+void zl_attn_fma_row_f16_avx2(float *acc, const uint16_t *v, float w, int32_t n);
 
 enum { LANES = 32 }; /* ggml's f32/f16 dot: 4 accumulators of 8 floats */
 
@@ -128,17 +129,18 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
         const int32_t n = n_ctx - t0 < bs ? n_ctx - t0 : bs;
         for (int32_t j = 0; j < n; j++) {
             const char *vp = base + ((size_t)(bs + j) * kv_dim + (size_t)hk * hd) * elt;
-            const float *vr = (const float *)vp;
-            if (f16) {
-                tr->to_float(vp, vrow, hd);
-                vr = vrow;
-            }
             const float w = f16 ? zl_fp16_to_fp32(zl_fp32_to_fp16(sc[t0 + j])) : sc[t0 + j];
             float *acc = lanes + (size_t)((t0 + j) % LANES) * hd;
-            if (t->avx2)
-                zl_attn_fma_row_avx2(acc, vr, w, hd);
-            else
-                fma_row(acc, vr, w, hd);
+            if (f16 && t->avx2) {
+                zl_attn_fma_row_f16_avx2(acc, (const uint16_t *)vp, w, hd);
+            } else if (f16) {
+                tr->to_float(vp, vrow, hd);
+                fma_row(acc, vrow, w, hd);
+            } else if (t->avx2) {
+                zl_attn_fma_row_avx2(acc, (const float *)vp, w, hd);
+            } else {
+                fma_row(acc, (const float *)vp, w, hd);
+            }
         }
     }
     reduce_lanes(lanes, hd, o);

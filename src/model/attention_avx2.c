@@ -18,3 +18,18 @@ void zl_attn_fma_row_avx2(float *acc, const float *v, float w, int32_t n)
     for (; c < n; c++)
         acc[c] = fmaf(v[c], w, acc[c]);
 }
+
+void zl_attn_fma_row_f16_avx2(float *acc, const uint16_t *v, float w, int32_t n);
+
+/* The same with V in F16 (widened exactly by F16C). */
+void zl_attn_fma_row_f16_avx2(float *acc, const uint16_t *v, float w, int32_t n)
+{
+    const __m256 wv = _mm256_set1_ps(w);
+    int32_t c = 0;
+    for (; c + 8 <= n; c += 8) {
+        const __m256 vv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + c)));
+        _mm256_storeu_ps(acc + c, _mm256_fmadd_ps(vv, wv, _mm256_loadu_ps(acc + c)));
+    }
+    for (; c < n; c++)
+        acc[c] = fmaf(_cvtsh_ss(v[c]), w, acc[c]);
+}
