@@ -244,3 +244,33 @@ const int32_t *zl_kv_seq_blocks(const zl_kv *kv, int32_t seq, int32_t *n)
     *n = kv->seqs[seq].n_tab;
     return kv->seqs[seq].blocks;
 }
+
+int zl_kv_seq_attach(zl_kv *kv, int32_t seq, const int32_t *blocks, int32_t n, zl_err *err)
+{
+    if (seq < 0 || seq >= kv->p.max_seqs)
+        return zl_err_set(err, ZL_ERANGE, "kv cache: sequence %d out of range (0 .. %d)", seq, kv->p.max_seqs - 1);
+    kv_seq *s = &kv->seqs[seq];
+    if (s->len != 0)
+        return zl_err_set(err, ZL_EINVAL, "kv cache: attach to sequence %d which holds %d positions", seq, s->len);
+    if (n < 0 || n > kv->p.n_blocks)
+        return zl_err_set(err, ZL_EINVAL, "kv cache: attach of %d blocks (pool %d)", n, kv->p.n_blocks);
+    for (int32_t i = 0; i < n; i++)
+        if (blocks[i] < 0 || blocks[i] >= kv->p.n_blocks || kv->refcount[blocks[i]] <= 0)
+            return zl_err_set(err, ZL_EINVAL, "kv cache: attach of block %d which is not in use", blocks[i]);
+    if (n == 0)
+        return ZL_OK;
+    if (n > s->cap) {
+        int32_t *nb = realloc(s->blocks, (size_t)n * sizeof *nb);
+        if (!nb)
+            return zl_err_set(err, ZL_ENOMEM, "kv cache: out of memory for the block table of sequence %d", seq);
+        s->blocks = nb;
+        s->cap = n;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        kv->refcount[blocks[i]]++;
+        s->blocks[i] = blocks[i];
+    }
+    s->n_tab = n;
+    s->len = n * kv->p.block_size;
+    return ZL_OK;
+}

@@ -60,6 +60,13 @@ void zl_kv_block_hold(zl_kv *kv, int32_t b);
 void zl_kv_block_release(zl_kv *kv, int32_t b);
 int32_t zl_kv_block_refcount(const zl_kv *kv, int32_t b);
 
+/* Makes the empty sequence seq start with n full blocks that other tables or the prefix cache already hold
+ * (refcount > 0): its table becomes blocks[0..n) and its length n * block_size; each block gains a reference.
+ * Positions in shared blocks are never written again (the forward pass only writes past a sequence's length),
+ * so sharing needs no copy. ZL_EINVAL if seq is not empty or a block is not live, ZL_ERANGE if seq is out of
+ * range, ZL_ENOMEM if the table cannot grow; nothing changes on failure. */
+int zl_kv_seq_attach(zl_kv *kv, int32_t seq, const int32_t *blocks, int32_t n, zl_err *err);
+
 /* Pointers to the K and V rows (kv_dim elements of the cache type) of position pos of seq in layer il.
  * pos < zl_kv_seq_len(seq) is the caller's invariant (asserted). */
 void *zl_kv_k(zl_kv *kv, int32_t il, int32_t seq, int32_t pos);
