@@ -231,8 +231,8 @@ static const char *k_prompts[] = {
     "My favourite programming language is",
     "Question: what is 12 times 12? Answer:",
     "Les fleurs du jardin sont",
-    "The following is a conversation between a helpful assistant and a curious user who wants to learn about the "
-    "history of the Roman Empire, its emperors and its roads. User: Who was the first emperor? Assistant:",
+    ("The following is a conversation between a helpful assistant and a curious user who wants to learn about the "
+     "history of the Roman Empire, its emperors and its roads. User: Who was the first emperor? Assistant:"),
 };
 enum { N_PROMPTS = sizeof k_prompts / sizeof k_prompts[0], GEN = 24 };
 
