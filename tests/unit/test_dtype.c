@@ -92,10 +92,14 @@ static void test_sizes_match_gguf(void **state)
         assert_null(zl_type_traits_ref(unknown[i]));
         assert_string_equal(zl_type_name(unknown[i]), "unknown");
     }
-    static const uint32_t computable[] = { ZL_F32, ZL_F16, ZL_BF16, ZL_Q4_0, ZL_Q4_1, ZL_Q8_0 };
+    static const uint32_t computable[] = { ZL_F32, ZL_F16,  ZL_BF16, ZL_Q4_0, ZL_Q4_1, ZL_Q5_0, ZL_Q5_1,
+                                           ZL_Q8_0, ZL_Q2_K, ZL_Q3_K, ZL_Q4_K, ZL_Q5_K, ZL_Q6_K };
     for (size_t i = 0; i < sizeof computable / sizeof computable[0]; i++)
         assert_true(zl_type_traits_get(computable[i])->supported);
-    assert_false(zl_type_traits_get(ZL_Q4_K)->supported);
+    /* activation-only and IQ types have no vec_dot */
+    assert_false(zl_type_traits_get(ZL_Q8_K)->supported);
+    assert_false(zl_type_traits_get(ZL_IQ2_XXS)->supported);
+    assert_false(zl_type_traits_get(ZL_IQ4_NL)->supported);
     assert_int_equal(zl_type_traits_get(ZL_Q4_0)->vec_dot_type, ZL_Q8_0);
     assert_int_equal(zl_type_traits_get(ZL_Q4_1)->vec_dot_type, ZL_Q8_1);
     assert_int_equal(zl_type_traits_get(ZL_Q8_0)->vec_dot_type, ZL_Q8_0);

@@ -8,7 +8,14 @@
  *
  * Numeric recipe (why results track llama.cpp): a quantized dot product sums integer products per block and
  * multiplies the block sum by the two float scales; activations are quantized per 32-value block with
- * d = amax/127. The SIMD versions differ from the scalar ones only in the order float partial sums are added.
+ * d = amax/127 (Q8_0 / Q8_1), or per 256-value super-block with d = max/-127 for the K-quants (Q8_K, which also
+ * carries the sums of each 16 quants so a weight block's minimums cost one multiply per sub-block). The SIMD
+ * versions differ from the scalar ones only in the order float partial sums are added; they follow ggml's x86
+ * kernels lane for lane, because that is what llama.cpp runs on the machines we compare against.
+ *
+ * K-quant super-blocks (256 values) are split into sub-blocks of 16 (Q2_K, Q3_K, Q6_K) or 32 (Q4_K, Q5_K) values,
+ * each with an integer scale (and for Q2_K / Q4_K / Q5_K an integer minimum) that multiplies the super-block's
+ * fp16 d (dmin): x = d * sc * q - dmin * m.
  *
  * All kernels are pure functions of their arguments, callable from any thread.
  */
@@ -47,6 +54,88 @@ typedef struct {
     int8_t qs[ZL_QK];
 } zl_block_q8_1;
 
+/* Q5_0: x = d * (q - 16), q in [0, 31]; the low 4 bits as in Q4_0, bit 4 of element j in bit j of qh
+ * (little-endian 32-bit word). */
+typedef struct {
+    uint16_t d;
+    uint8_t qh[4];
+    uint8_t qs[ZL_QK / 2];
+} zl_block_q5_0;
+
+/* Q5_1: x = d * q + m, q in [0, 31], bits as in Q5_0. */
+typedef struct {
+    uint16_t d;
+    uint16_t m;
+    uint8_t qh[4];
+    uint8_t qs[ZL_QK / 2];
+} zl_block_q5_1;
+
+#define ZL_QK_K 256 /* elements per K-quant super-block */
+
+/* Q2_K: 16 sub-blocks of 16. scales[s]: low nibble the scale, high nibble the minimum of sub-block s;
+ * x = d * (scales & 15) * q - dmin * (scales >> 4), q in [0, 3]. Element 128 h + 32 k + l (h < 2, k < 4, l < 32)
+ * sits in bits 2k..2k+1 of qs[32 h + l]. */
+typedef struct {
+    uint8_t scales[ZL_QK_K / 16];
+    uint8_t qs[ZL_QK_K / 4];
+    uint16_t d;
+    uint16_t dmin;
+} zl_block_q2_K;
+
+/* Q3_K: 16 sub-blocks of 16, signed 6-bit scales stored + 32 (low 4 bits: scales[s] or scales[s - 8] >> 4;
+ * high 2 bits: scales[8 + s % 4] >> 2 (s / 4)); x = d * (sc - 32) * (q - 4 * !hbit), q 2 bits as in Q2_K, hbit of
+ * element 32 k + l (k < 8) is bit k of hmask[l]. */
+typedef struct {
+    uint8_t hmask[ZL_QK_K / 8];
+    uint8_t qs[ZL_QK_K / 4];
+    uint8_t scales[12];
+    uint16_t d;
+} zl_block_q3_K;
+
+/* Q4_K: 8 sub-blocks of 32 with 6-bit scale and minimum packed in 12 bytes (see k4_scale_min in quant_k_ref.c);
+ * x = d * sc * q - dmin * m, q in [0, 15]; element 64 h + l is the low nibble of qs[32 h + l], 64 h + 32 + l the
+ * high one. */
+typedef struct {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[12];
+    uint8_t qs[ZL_QK_K / 2];
+} zl_block_q4_K;
+
+/* Q5_K: Q4_K plus a fifth bit: bit 2h of qh[l] for element 64 h + l, bit 2h + 1 for 64 h + 32 + l. */
+typedef struct {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[12];
+    uint8_t qh[ZL_QK_K / 8];
+    uint8_t qs[ZL_QK_K / 2];
+} zl_block_q5_K;
+
+/* Q6_K: 16 sub-blocks of 16 with int8 scales; x = d * sc * (q - 32), q in [0, 63]. For half h and l < 32:
+ * element 128 h + 32 k + l has its low 4 bits in ql[64 h + l + 32 (k & 1)] (low nibble for k < 2, high for k >= 2)
+ * and its high 2 bits in bits 2k..2k+1 of qh[32 h + l]. */
+typedef struct {
+    uint8_t ql[ZL_QK_K / 2];
+    uint8_t qh[ZL_QK_K / 4];
+    int8_t scales[ZL_QK_K / 16];
+    uint16_t d;
+} zl_block_q6_K;
+
+/* Q8_K: the K-quants' activation type. x = d * q (d a float), bsums[s] = sum of qs[16 s .. 16 s + 15]. */
+typedef struct {
+    float d;
+    int8_t qs[ZL_QK_K];
+    int16_t bsums[ZL_QK_K / 16];
+} zl_block_q8_K;
+
+static_assert(sizeof(zl_block_q5_0) == 22, "q5_0 block layout");
+static_assert(sizeof(zl_block_q5_1) == 24, "q5_1 block layout");
+static_assert(sizeof(zl_block_q2_K) == 84, "q2_K block layout");
+static_assert(sizeof(zl_block_q3_K) == 110, "q3_K block layout");
+static_assert(sizeof(zl_block_q4_K) == 144, "q4_K block layout");
+static_assert(sizeof(zl_block_q5_K) == 176, "q5_K block layout");
+static_assert(sizeof(zl_block_q6_K) == 210, "q6_K block layout");
+static_assert(sizeof(zl_block_q8_K) == 292, "q8_K block layout");
 static_assert(sizeof(zl_block_q4_0) == 18, "q4_0 block layout");
 static_assert(sizeof(zl_block_q4_1) == 20, "q4_1 block layout");
 static_assert(sizeof(zl_block_q8_0) == 34, "q8_0 block layout");
@@ -83,6 +172,40 @@ void zl_q8_1_to_float_ref(const void *x, float *y, int64_t n);
 void zl_q8_1_from_float_ref(const float *x, void *y, int64_t n);
 void zl_q8_1_from_float_act_ref(const float *x, void *y, int64_t n);
 
+void zl_q5_0_to_float_ref(const void *x, float *y, int64_t n);
+void zl_q5_0_from_float_ref(const float *x, void *y, int64_t n);
+void zl_q5_0_vec_dot_ref(int64_t n, float *s, const void *x, const void *y); /* y: Q8_0 */
+
+void zl_q5_1_to_float_ref(const void *x, float *y, int64_t n);
+void zl_q5_1_from_float_ref(const float *x, void *y, int64_t n);
+void zl_q5_1_vec_dot_ref(int64_t n, float *s, const void *x, const void *y); /* y: Q8_1 */
+
+/* ---- K-quants: conversions and dots (quant_k_ref.c), reference quantizers (quant_k_quantize.c) ---- */
+
+void zl_q2_K_to_float_ref(const void *x, float *y, int64_t n);
+void zl_q2_K_from_float_ref(const float *x, void *y, int64_t n);
+void zl_q2_K_vec_dot_ref(int64_t n, float *s, const void *x, const void *y); /* y: Q8_K */
+
+void zl_q3_K_to_float_ref(const void *x, float *y, int64_t n);
+void zl_q3_K_from_float_ref(const float *x, void *y, int64_t n);
+void zl_q3_K_vec_dot_ref(int64_t n, float *s, const void *x, const void *y); /* y: Q8_K */
+
+void zl_q4_K_to_float_ref(const void *x, float *y, int64_t n);
+void zl_q4_K_from_float_ref(const float *x, void *y, int64_t n);
+void zl_q4_K_vec_dot_ref(int64_t n, float *s, const void *x, const void *y); /* y: Q8_K */
+
+void zl_q5_K_to_float_ref(const void *x, float *y, int64_t n);
+void zl_q5_K_from_float_ref(const float *x, void *y, int64_t n);
+void zl_q5_K_vec_dot_ref(int64_t n, float *s, const void *x, const void *y); /* y: Q8_K */
+
+void zl_q6_K_to_float_ref(const void *x, float *y, int64_t n);
+void zl_q6_K_from_float_ref(const float *x, void *y, int64_t n);
+void zl_q6_K_vec_dot_ref(int64_t n, float *s, const void *x, const void *y); /* y: Q8_K */
+
+/* Q8_K's from_float is ggml's reference quantizer, which is also what ggml runs for activations on x86. */
+void zl_q8_K_to_float_ref(const void *x, float *y, int64_t n);
+void zl_q8_K_from_float_ref(const float *x, void *y, int64_t n);
+
 /* ---- AVX2 + FMA + F16C (quant_avx2.c); x86-64 only, call only when the CPU has all three. ---- */
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -96,6 +219,13 @@ void zl_q4_1_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 void zl_q8_0_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 void zl_q8_0_from_float_act_avx2(const float *x, void *y, int64_t n);
 void zl_q8_1_from_float_act_avx2(const float *x, void *y, int64_t n);
+void zl_q5_0_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
+void zl_q5_1_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
+void zl_q2_K_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
+void zl_q3_K_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
+void zl_q4_K_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
+void zl_q5_K_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
+void zl_q6_K_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 #endif
 
 #endif

@@ -1,17 +1,26 @@
 /*
- * quant_avx2.c - AVX2 + FMA + F16C versions of the hot kernels of quant_ref.c.
+ * quant_avx2.c - AVX2 + FMA + F16C versions of the hot kernels of quant_ref.c and quant_k_ref.c.
  *
  * Compiled with -mavx2 -mfma -mf16c (the Makefile does this for *_avx2.c); dtype.c calls these only after
  * checking the CPU has all three. Each one equals its _ref twin up to the order float partial sums are added;
  * the activation quantizers are bit-identical to theirs. Lane structure follows ggml's AVX2 kernels (8 float
  * lanes, each holding the integer sums of 4 adjacent byte products, scaled and accumulated with FMA per block;
  * float dots in 4 x 8 accumulators with a double tail), which keeps our sums in llama.cpp's order on x86.
+ * Where ggml's C source writes `sum += a * b` in a file built with -march=native, GCC contracts it to one fused
+ * multiply-add (seen in llama.cpp's libggml-cpu); we write fmaf there so the result is the same.
+ *
+ * K-quant dots: per super-block, integer products are summed in 8 int32 lanes, lane i holding bytes 4i..4i+3 of
+ * each 32-value chunk times that chunk-half's sub-block scale (the scale of the first 16 values for lanes 0-3,
+ * of the last 16 for lanes 4-7 when sub-blocks are 16 wide); the lanes are converted to float and accumulated
+ * with d_x * d_y by FMA, and the minimum terms (d_y * dmin_x * sum m * bsums) go in as ggml adds them. Integer
+ * sums are exact in any order, so only the float steps need to follow ggml's.
  */
 #include "backend/cpu/quant.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "core/fp16.h"
@@ -154,9 +163,9 @@ void zl_q4_1_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
     const zl_block_q4_1 *x = vx;
     const zl_block_q8_1 *y = vy;
     __m256 acc = _mm256_setzero_ps();
-    float mins = 0.0f; /* sum of m_x * s_y over blocks */
+    float mins = 0.0f; /* sum of m_x * s_y over blocks, fused as in llama.cpp's build */
     for (int64_t b = 0; b < n / ZL_QK; b++) {
-        mins += h2f(x[b].m) * h2f(y[b].s);
+        mins = fmaf(h2f(x[b].m), h2f(y[b].s), mins);
         const __m256 d = _mm256_set1_ps(h2f(x[b].d) * h2f(y[b].d));
         const __m256i qx = unpack_nibbles(x[b].qs);
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[b].qs);
@@ -175,6 +184,254 @@ void zl_q8_0_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
         const __m256i qx = _mm256_loadu_si256((const __m256i *)x[b].qs);
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[b].qs);
         acc = _mm256_fmadd_ps(d, dot_s8_s8(qx, qy), acc);
+    }
+    *s = hsum8(acc);
+}
+
+/* 32 bits (little-endian) -> 32 bytes, byte j = 0xff if bit j is set, else 0. */
+static inline __m256i bits_to_bytes(const uint8_t *p)
+{
+    uint32_t w;
+    memcpy(&w, p, sizeof w);
+    /* byte j takes source byte j / 8 (each 128-bit lane sees all 4 source bytes, as w is broadcast) */
+    const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3,
+                                          3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL); /* byte j tests bit j % 8 */
+    const __m256i v = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int)w), pick), bit);
+    return _mm256_cmpeq_epi8(v, bit);
+}
+
+void zl_q5_0_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const zl_block_q5_0 *x = vx;
+    const zl_block_q8_0 *y = vy;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / ZL_QK; b++) {
+        const __m256 d = _mm256_set1_ps(h2f(x[b].d) * h2f(y[b].d));
+        /* q - 16 as a signed byte: the nibble with 0xf0 or-ed in where the fifth bit is clear */
+        const __m256i hi = _mm256_andnot_si256(bits_to_bytes(x[b].qh), _mm256_set1_epi8((char)0xf0));
+        const __m256i qx = _mm256_or_si256(unpack_nibbles(x[b].qs), hi);
+        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[b].qs);
+        acc = _mm256_fmadd_ps(d, dot_s8_s8(qx, qy), acc);
+    }
+    *s = hsum8(acc);
+}
+
+void zl_q5_1_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const zl_block_q5_1 *x = vx;
+    const zl_block_q8_1 *y = vy;
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0.0f;
+    for (int64_t b = 0; b < n / ZL_QK; b++) {
+        mins = fmaf(h2f(x[b].m), h2f(y[b].s), mins);
+        const __m256i hi = _mm256_and_si256(bits_to_bytes(x[b].qh), _mm256_set1_epi8(0x10));
+        const __m256i qx = _mm256_or_si256(unpack_nibbles(x[b].qs), hi);
+        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[b].qs);
+        acc = _mm256_fmadd_ps(dot_u8_s8(qx, qy), _mm256_set1_ps(h2f(x[b].d) * h2f(y[b].d)), acc);
+    }
+    *s = hsum8(acc) + mins;
+}
+
+/* ---- K-quant dots against Q8_K ---- */
+
+/* u: unsigned bytes, s: signed bytes; 16 int16 lanes, lane i = u[2i] s[2i] + u[2i+1] s[2i+1] (no saturation for
+ * K-quant ranges: |u| <= 63, |s| <= 127). */
+static inline __m256i maddubs(__m256i u, __m256i s)
+{
+    return _mm256_maddubs_epi16(u, s);
+}
+
+/* 8 int32 lanes: the int16 pair sums of p times the scale of the first 16 bytes (lanes 0-3) or of the last 16
+ * (lanes 4-7). */
+static inline __m256i scale_halves(__m256i p, int sc_lo, int sc_hi)
+{
+    const __m256i sc = _mm256_setr_m128i(_mm_set1_epi16((short)sc_lo), _mm_set1_epi16((short)sc_hi));
+    return _mm256_madd_epi16(sc, p);
+}
+
+static inline __m256i load32(const void *p)
+{
+    return _mm256_loadu_si256((const __m256i *)p);
+}
+
+void zl_q2_K_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const zl_block_q2_K *x = vx;
+    const zl_block_q8_K *y = vy;
+    const __m256i m3 = _mm256_set1_epi8(3);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / ZL_QK_K; b++) {
+        const float d = y[b].d * h2f(x[b].d);
+        const float dmin = -y[b].d * h2f(x[b].dmin);
+        /* minimums: lane i = m[2i] bsums[2i] + m[2i+1] bsums[2i+1] */
+        const __m128i packed = _mm_loadu_si128((const __m128i *)x[b].scales);
+        const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0f)));
+        const __m256i prod = _mm256_madd_epi16(mins, load32(y[b].bsums));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc);
+
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i bits = load32(x[b].qs + 32 * h);
+            for (int k = 0; k < 4; k++) {
+                const __m256i q = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * k), m3);
+                const __m256i p = maddubs(q, load32(y[b].qs + 128 * h + 32 * k));
+                const int sb = 8 * h + 2 * k;
+                sumi = _mm256_add_epi32(sumi, scale_halves(p, x[b].scales[sb] & 0x0f, x[b].scales[sb + 1] & 0x0f));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    *s = hsum8(acc);
+}
+
+void zl_q3_K_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const zl_block_q3_K *x = vx;
+    const zl_block_q8_K *y = vy;
+    const __m256i m3 = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4), zero = _mm256_setzero_si256();
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / ZL_QK_K; b++) {
+        const float d = y[b].d * h2f(x[b].d);
+        int sc[16];
+        for (int j = 0; j < 16; j++) {
+            const int lo = j < 8 ? x[b].scales[j] & 0x0f : x[b].scales[j - 8] >> 4;
+            sc[j] = (lo | ((x[b].scales[8 + j % 4] >> (2 * (j / 4))) & 3) << 4) - 32;
+        }
+        const __m256i hmask = load32(x[b].hmask);
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i bits = load32(x[b].qs + 32 * h);
+            for (int k = 0; k < 4; k++) {
+                /* q = low 2 bits - (4 where the high bit is clear); the two parts are multiplied separately
+                 * because maddubs wants an unsigned operand */
+                const __m256i ql = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * k), m3);
+                const __m256i hbit = _mm256_and_si256(hmask, _mm256_set1_epi8((char)(1 << (4 * h + k))));
+                const __m256i qh = _mm256_and_si256(_mm256_cmpeq_epi8(hbit, zero), four);
+                const __m256i q8 = load32(y[b].qs + 128 * h + 32 * k);
+                const __m256i p = _mm256_sub_epi16(maddubs(ql, q8), maddubs(qh, q8));
+                const int sb = 8 * h + 2 * k;
+                sumi = _mm256_add_epi32(sumi, scale_halves(p, sc[sb], sc[sb + 1]));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    *s = hsum8(acc);
+}
+
+/* Scales and minimums of the 8 sub-blocks of a Q4_K / Q5_K block (packing in quant.h / quant_k_ref.c). */
+static inline void k4_scales_mins(const uint8_t *q, int sc[8], int m[8])
+{
+    for (int j = 0; j < 4; j++) {
+        sc[j] = q[j] & 63;
+        m[j] = q[j + 4] & 63;
+        sc[j + 4] = (q[j + 8] & 0x0f) | (q[j] >> 6) << 4;
+        m[j + 4] = (q[j + 8] >> 4) | (q[j + 4] >> 6) << 4;
+    }
+}
+
+/* 4 int32 lanes, lane i = m[2i] (bsums[4i] + bsums[4i+1]) + m[2i+1] (bsums[4i+2] + bsums[4i+3]): the minimum
+ * terms of the 8 sub-blocks of 32, paired as ggml pairs them. */
+static inline __m128i k4_min_products(const int m[8], const int16_t *bsums)
+{
+    const __m128i b0 = _mm_loadu_si128((const __m128i *)bsums), b1 = _mm_loadu_si128((const __m128i *)(bsums + 8));
+    const __m128i per32 = _mm_hadd_epi16(b0, b1); /* sums of each 32 quants */
+    const __m128i mins = _mm_setr_epi16((short)m[0], (short)m[1], (short)m[2], (short)m[3], (short)m[4], (short)m[5],
+                                        (short)m[6], (short)m[7]);
+    return _mm_madd_epi16(mins, per32);
+}
+
+void zl_q4_K_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const zl_block_q4_K *x = vx;
+    const zl_block_q8_K *y = vy;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256 acc = _mm256_setzero_ps();
+    __m128 acc_m = _mm_setzero_ps();
+    for (int64_t b = 0; b < n / ZL_QK_K; b++) {
+        const float d = y[b].d * h2f(x[b].d);
+        const float dmin = -y[b].d * h2f(x[b].dmin);
+        int sc[8], m[8];
+        k4_scales_mins(x[b].scales, sc, m);
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(k4_min_products(m, y[b].bsums)), acc_m);
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 4; h++) {
+            const __m256i bits = load32(x[b].qs + 32 * h);
+            const __m256i lo = _mm256_and_si256(bits, m4), hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            const __m256i pl = maddubs(lo, load32(y[b].qs + 64 * h));
+            const __m256i ph = maddubs(hi, load32(y[b].qs + 64 * h + 32));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(scale_halves(pl, sc[2 * h], sc[2 * h]),
+                                                           scale_halves(ph, sc[2 * h + 1], sc[2 * h + 1])));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
+    *s = hsum8(acc) + _mm_cvtss_f32(acc_m);
+}
+
+void zl_q5_K_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const zl_block_q5_K *x = vx;
+    const zl_block_q8_K *y = vy;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), sixteen = _mm256_set1_epi8(16), zero = _mm256_setzero_si256();
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0.0f;
+    for (int64_t b = 0; b < n / ZL_QK_K; b++) {
+        const float d = y[b].d * h2f(x[b].d);
+        const float dmin = -y[b].d * h2f(x[b].dmin);
+        int sc[8], m[8];
+        k4_scales_mins(x[b].scales, sc, m);
+        const __m128i prod = k4_min_products(m, y[b].bsums);
+        __m128i t = _mm_add_epi32(prod, _mm_unpackhi_epi64(prod, prod));
+        t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(2, 3, 0, 1)));
+        mins = fmaf(dmin, (float)_mm_cvtsi128_si32(t), mins); /* integer total: exact in any order */
+
+        const __m256i qh = load32(x[b].qh);
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 4; h++) {
+            const __m256i bits = load32(x[b].qs + 32 * h);
+            const __m256i hlo = _mm256_and_si256(qh, _mm256_set1_epi8((char)(1 << (2 * h))));
+            const __m256i hhi = _mm256_and_si256(qh, _mm256_set1_epi8((char)(1 << (2 * h + 1))));
+            const __m256i lo = _mm256_or_si256(_mm256_and_si256(bits, m4),
+                                               _mm256_andnot_si256(_mm256_cmpeq_epi8(hlo, zero), sixteen));
+            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4),
+                                               _mm256_andnot_si256(_mm256_cmpeq_epi8(hhi, zero), sixteen));
+            const __m256i pl = maddubs(lo, load32(y[b].qs + 64 * h));
+            const __m256i ph = maddubs(hi, load32(y[b].qs + 64 * h + 32));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(scale_halves(pl, sc[2 * h], sc[2 * h]),
+                                                           scale_halves(ph, sc[2 * h + 1], sc[2 * h + 1])));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    *s = hsum8(acc) + mins;
+}
+
+void zl_q6_K_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const zl_block_q6_K *x = vx;
+    const zl_block_q8_K *y = vy;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3), off = _mm256_set1_epi8(32);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / ZL_QK_K; b++) {
+        const float d = y[b].d * h2f(x[b].d);
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i l0 = load32(x[b].ql + 64 * h), l1 = load32(x[b].ql + 64 * h + 32);
+            const __m256i hb = load32(x[b].qh + 32 * h);
+            const __m256i low[4] = { _mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
+                                     _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                     _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4) };
+            for (int k = 0; k < 4; k++) {
+                const __m256i high = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * k), m3), 4);
+                const __m256i q = _mm256_or_si256(low[k], high); /* q + 32, in [0, 63] */
+                const __m256i q8 = load32(y[b].qs + 128 * h + 32 * k);
+                const __m256i p = _mm256_sub_epi16(maddubs(q, q8), maddubs(off, q8));
+                const int sb = 8 * h + 2 * k;
+                sumi = _mm256_add_epi32(sumi, scale_halves(p, x[b].scales[sb], x[b].scales[sb + 1]));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     *s = hsum8(acc);
 }
