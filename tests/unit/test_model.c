@@ -34,7 +34,7 @@ typedef struct tiny_opts {
     const char *arch;      /* general.architecture */
     const char *omit;      /* tensor left out of the file */
     const char *reshape;   /* tensor written with one extra row */
-    const char *retype;    /* matrix written as Q5_0 (no kernels in zili) */
+    const char *retype;    /* matrix written as IQ4_NL (no kernels in zili) */
     const char *extra;     /* an extra tensor the architecture does not use */
     int head_count_kv;     /* value of attention.head_count_kv */
     bool no_embd_key;      /* drop llama.embedding_length */
@@ -172,7 +172,7 @@ static char *tiny_write(const tiny_model *tm, const tiny_opts *o)
         if (o->omit && strcmp(o->omit, t->name) == 0)
             continue;
         int64_t ne1 = t->ne1 + (o->reshape && strcmp(o->reshape, t->name) == 0 ? 1 : 0);
-        uint32_t type = o->retype && strcmp(o->retype, t->name) == 0 ? ZL_Q5_0 : ZL_F32;
+        uint32_t type = o->retype && strcmp(o->retype, t->name) == 0 ? ZL_IQ4_NL : ZL_F32;
         size_t row;
         zl_row_size(type, t->ne0, &row);
         sizes[i] = row * (size_t)ne1;
@@ -466,7 +466,7 @@ static void test_tiny_malformed(void **st)
     o = tiny_default();
     o.retype = "blk.0.attn_q.weight";
     assert_int_equal(tiny_load(&o, NULL, &e, NULL), ZL_EUNSUPPORTED);
-    assert_non_null(strstr(e.msg, "q5_0"));
+    assert_non_null(strstr(e.msg, "iq4_nl"));
 
     o = tiny_default();
     o.extra = "blk.0.ffn_gate_inp.weight";

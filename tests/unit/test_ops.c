@@ -136,7 +136,7 @@ static void test_matmul_rejects(void **state)
     zl_cpu *cpu = zl_cpu_create(1);
     float x[64] = { 0 }, y[4];
     uint8_t data[1024] = { 0 };
-    zl_tensor w = { .name = "w", .type = ZL_Q4_K, .ne = { 256, 1, 1, 1 }, .nb1 = 144, .data = data };
+    zl_tensor w = { .name = "w", .type = ZL_IQ2_XXS, .ne = { 256, 1, 1, 1 }, .nb1 = 66, .data = data };
     assert_int_equal(zl_matmul(cpu, &w, x, 1, y), ZL_EUNSUPPORTED);
     w.type = 4; /* unknown id */
     assert_int_equal(zl_matmul(cpu, &w, x, 1, y), ZL_EUNSUPPORTED);
