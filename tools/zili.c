@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "zili.h"
+#include "server/serve.h"
 
 enum { EXIT_USAGE = 2 };
 
@@ -29,6 +30,7 @@ static const char USAGE[] =
     "  info        -m MODEL             architecture, sizes, types, tokenizer, template\n"
     "  perplexity  -m MODEL -f FILE     perplexity over a text file (llama-perplexity's method)\n"
     "  logits      -m MODEL -p PROMPT -o FILE   raw float32 logits of every prompt position\n"
+    "  serve       -m MODEL             OpenAI-compatible HTTP server (zili serve --help for its options)\n"
     "\n"
     "options:\n"
     "  -m, --model FILE        GGUF model file\n"
@@ -700,6 +702,8 @@ static int cmd_logits(const opts *o)
 
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && !strcmp(argv[1], "serve"))
+        return zl_serve_main(argc - 1, argv + 1);
     opts o;
     parse_args(argc, argv, &o);
     if (!strcmp(o.cmd, "run")) return cmd_run(&o);

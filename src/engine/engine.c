@@ -165,6 +165,7 @@ void zl_req_params_init(zl_req_params *p)
 }
 
 const zl_engine_params *zl_engine_get_params(const zl_engine *e) { return &e->p; }
+const zl_model *zl_engine_model(const zl_engine *e) { return e->m; }
 
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Requests: the client side */
@@ -623,17 +624,23 @@ fail:
     return rc;
 }
 
+void zl_engine_shutdown(zl_engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    e->stop = true;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    if (e->thr_started) {
+        pthread_join(e->thr, NULL);
+        e->thr_started = false;
+    }
+}
+
 void zl_engine_destroy(zl_engine *e)
 {
     if (!e)
         return;
-    if (e->thr_started) {
-        pthread_mutex_lock(&e->mu);
-        e->stop = true;
-        pthread_cond_signal(&e->cv);
-        pthread_mutex_unlock(&e->mu);
-        pthread_join(e->thr, NULL);
-    }
+    zl_engine_shutdown(e);
     zl_prefix_destroy(e->pc);
     zl_fwd_destroy(e->fwd);
     zl_kv_destroy(e->kv);

@@ -52,8 +52,14 @@ int zl_engine_create(const zl_model *m, const zl_engine_params *p, zl_engine **o
 /* Cancels every request (their clients see ZL_FINISH_CANCELLED), joins the scheduler and frees everything the
  * engine owns. Requests the clients still hold stay valid until zl_req_release. */
 void zl_engine_destroy(zl_engine *e);
+/* Stops the engine without freeing it: every request ends with ZL_FINISH_CANCELLED, the scheduler is joined,
+ * and later submits fail with ZL_EIO. For servers whose client threads may still hold the engine pointer;
+ * zl_engine_destroy afterwards. Idempotent. */
+void zl_engine_shutdown(zl_engine *e);
 /* The parameters in effect (defaults filled in). */
 const zl_engine_params *zl_engine_get_params(const zl_engine *e);
+/* The model the engine runs (borrowed; immutable, so any thread may read its vocabulary). */
+const zl_model *zl_engine_model(const zl_engine *e);
 
 typedef struct zl_logit_bias {
     int32_t token;

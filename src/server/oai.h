@@ -1,0 +1,56 @@
+/*
+ * oai.h - OpenAI request bodies to engine requests, and the JSON pieces of OpenAI responses.
+ *
+ * oai_parse validates a /v1/chat/completions or /v1/completions body (already checked to be JSON by jansson,
+ * which also rejects invalid UTF-8) and produces the prompt tokens and zl_req_params. Every refusal names the
+ * parameter and why, for an OpenAI error body with status 400.
+ *
+ * Threads: pure functions over immutable model data; called from HTTP threads.
+ */
+#ifndef ZL_OAI_H
+#define ZL_OAI_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "engine/engine.h"
+#include "tokenizer/chat.h"
+
+typedef enum oai_kind { OAI_CHAT = 1, OAI_COMPLETION = 2 } oai_kind;
+
+typedef struct oai_request {
+    oai_kind kind;
+    int32_t *prompt; /* malloc'd */
+    size_t n_prompt;
+    zl_req_params rp; /* stop strings point into root */
+    zl_logit_bias *bias;
+    bool stream, include_usage;
+    bool logprobs;
+    int32_t top_logprobs;
+    json_t *root;
+} oai_request;
+
+typedef struct oai_error {
+    char msg[512];
+    char param[64]; /* the offending parameter, or "" */
+} oai_error;
+
+/* Parses root (a JSON value; borrowed reference is taken by out on success). Returns ZL_OK, or ZL_EINVAL with
+ * e filled. tmpl: the chat template for OAI_CHAT. n_ctx: the context per sequence. */
+int oai_parse(const zl_model *m, const zl_chat_tmpl *tmpl, oai_kind kind, json_t *root, int32_t n_ctx,
+              uint64_t seed_default, oai_request *out, oai_error *e);
+void oai_request_free(oai_request *r);
+
+/* {"error": {"message", "type", "param", "code"}} as a malloc'd string (caller frees). */
+char *oai_error_json(const char *message, const char *type, const char *param, const char *code);
+
+/* A JSON string of arbitrary bytes: invalid UTF-8 becomes U+FFFD (jansson refuses invalid strings). */
+json_t *oai_string(const char *s, size_t n);
+
+/* Log-probability JSON for generated tokens: chat ({"content": [...]}) or completion (tokens / token_logprobs /
+ * top_logprobs / text_offset) shape. Appends to *acc (an object built across calls; created when NULL). */
+void oai_logprobs_append(const zl_model *m, oai_kind kind, const zl_token_logprob *lp, int32_t n, json_t **acc,
+                         size_t *text_offset);
+
+#endif

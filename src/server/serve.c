@@ -1,0 +1,981 @@
+/*
+ * serve.c - `zili serve`: an OpenAI-compatible HTTP server over the request engine.
+ *
+ * HTTP is libmicrohttpd in thread-per-connection mode: each connection's thread parses and validates its
+ * request, submits it to the engine (src/engine/engine.h) and then blocks on the request's queue, writing text
+ * as it arrives (SSE for stream: true, one JSON body otherwise). HTTP threads never touch model state beyond the
+ * immutable vocabulary (tokenize / detokenize). While it waits, a connection thread polls its socket: a client
+ * that hangs up has its request cancelled, so its KV blocks are freed at the next scheduler step.
+ *
+ * Routes: GET / (chat page), GET /health, GET /metrics, GET /v1/models, POST /v1/chat/completions,
+ * POST /v1/completions, POST /tokenize, POST /detokenize. Errors use OpenAI's {"error": {...}} shape.
+ * With an API key, everything but /, /health and /metrics needs "Authorization: Bearer KEY".
+ *
+ * Shutdown: SIGTERM / SIGINT are blocked in every thread and taken by sigwait in the main thread, which stops
+ * accepting connections, lets running requests finish for a grace period, then cancels the rest, stops the
+ * daemon (joining connection threads) and frees the engine and model.
+ *
+ * Threads: srv fields are set before the daemon starts and read-only afterwards, except the atomic counters.
+ */
+#include "server/serve.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/engine.h"
+#include "model/model.h"
+#include "server/oai.h"
+#include "server/page.h"
+#include "tokenizer/chat.h"
+#include "tokenizer/vocab.h"
+
+/* Status codes counted for /metrics. */
+static const int k_codes[] = {200, 400, 401, 404, 405, 413, 500, 503};
+enum { N_CODES = sizeof k_codes / sizeof k_codes[0] };
+
+typedef struct srv {
+    zl_model *model;
+    zl_engine *engine;
+    zl_chat_tmpl tmpl;
+    char model_id[256];
+    const char *api_key; /* NULL: open */
+    size_t max_body;
+    int32_t n_ctx;
+    time_t started;
+    atomic_uint_fast64_t by_code[N_CODES];
+    atomic_uint_fast64_t seed_counter;
+    atomic_int active;     /* generation requests in flight */
+    atomic_bool draining;  /* shutting down: new generation requests get 503 */
+} srv;
+
+/* Per-connection state: the request body as it arrives. */
+typedef struct conn_ctx {
+    char *body;
+    size_t len, cap;
+    bool too_large;
+} conn_ctx;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void count_code(srv *s, int code)
+{
+    for (int i = 0; i < N_CODES; i++)
+        if (k_codes[i] == code)
+            atomic_fetch_add(&s->by_code[i], 1);
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Responses */
+
+static enum MHD_Result send_buf(srv *s, struct MHD_Connection *c, int code, const char *type, char *body,
+                                bool owned, const char *retry_after)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        strlen(body), body, owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (!r) {
+        if (owned)
+            free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", type);
+    if (retry_after)
+        MHD_add_response_header(r, "Retry-After", retry_after);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)code, r);
+    MHD_destroy_response(r);
+    count_code(s, code);
+    return ret;
+}
+
+static enum MHD_Result send_json(srv *s, struct MHD_Connection *c, int code, json_t *j)
+{
+    char *body = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!body)
+        return MHD_NO;
+    return send_buf(s, c, code, "application/json", body, true, NULL);
+}
+
+static enum MHD_Result send_error(srv *s, struct MHD_Connection *c, int code, const char *msg, const char *param)
+{
+    const char *type = code == 401   ? "authentication_error"
+                       : code == 404 ? "not_found_error"
+                       : code == 503 ? "server_busy"
+                       : code >= 500 ? "server_error"
+                                     : "invalid_request_error";
+    const char *ecode = code == 401 ? "invalid_api_key" : code == 413 ? "request_too_large" : NULL;
+    char *body = oai_error_json(msg, type, param, ecode);
+    if (!body)
+        return MHD_NO;
+    return send_buf(s, c, code, "application/json", body, true, code == 503 ? "1" : NULL);
+}
+
+/* True if the client closed its end (or the socket failed). */
+static bool peer_gone(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return true;
+    struct pollfd p = {.fd = ci->connect_fd, .events = POLLIN | POLLRDHUP};
+    if (poll(&p, 1, 0) <= 0)
+        return false;
+    if (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
+        return true;
+    char b;
+    const ssize_t n = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0;
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Generation */
+
+typedef struct gen {
+    srv *s;
+    struct MHD_Connection *conn;
+    oai_request q;
+    zl_req *req;
+    char id[40];
+    time_t created;
+    /* Streaming state. */
+    char *buf;
+    size_t len, pos, cap;
+    int phase; /* 0 before the first chunk, 1 streaming, 2 final events queued, 3 done */
+    json_t *lp_acc;
+    size_t text_offset;
+} gen;
+
+static void gen_free(gen *g)
+{
+    if (g->req)
+        zl_req_release(g->req);
+    oai_request_free(&g->q);
+    if (g->lp_acc)
+        json_decref(g->lp_acc);
+    free(g->buf);
+    atomic_fetch_sub(&g->s->active, 1);
+    free(g);
+}
+
+static const char *finish_name(zl_finish f)
+{
+    return f == ZL_FINISH_LENGTH ? "length" : "stop";
+}
+
+static json_t *usage_json(const zl_req_chunk *c)
+{
+    json_t *u = json_object();
+    json_object_set_new(u, "prompt_tokens", json_integer(c->n_prompt));
+    json_object_set_new(u, "completion_tokens", json_integer(c->n_gen));
+    json_object_set_new(u, "total_tokens", json_integer(c->n_prompt + c->n_gen));
+    json_t *d = json_object();
+    json_object_set_new(d, "cached_tokens", json_integer(c->n_cached));
+    json_object_set_new(u, "prompt_tokens_details", d);
+    return u;
+}
+
+static json_t *envelope(const gen *g, bool chunk)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_string(g->id));
+    json_object_set_new(o, "object", json_string(g->q.kind == OAI_CHAT
+                                                     ? (chunk ? "chat.completion.chunk" : "chat.completion")
+                                                     : "text_completion"));
+    json_object_set_new(o, "created", json_integer((json_int_t)g->created));
+    json_object_set_new(o, "model", json_string(g->s->model_id));
+    json_object_set_new(o, "system_fingerprint", json_string("zili"));
+    return o;
+}
+
+/* One choice object. text may be NULL (chat role chunk / final chunk with an empty delta). */
+static json_t *choice(const gen *g, bool stream, const char *text, size_t len, const char *finish, json_t *lp,
+                      bool role)
+{
+    json_t *ch = json_object();
+    json_object_set_new(ch, "index", json_integer(0));
+    if (g->q.kind == OAI_CHAT) {
+        json_t *m = json_object();
+        if (role || !stream)
+            json_object_set_new(m, "role", json_string("assistant"));
+        if (text)
+            json_object_set_new(m, "content", oai_string(text, len));
+        json_object_set_new(ch, stream ? "delta" : "message", m);
+    } else {
+        json_object_set_new(ch, "text", text ? oai_string(text, len) : json_string(""));
+    }
+    json_object_set_new(ch, "logprobs", lp ? lp : json_null());
+    json_object_set_new(ch, "finish_reason", finish ? json_string(finish) : json_null());
+    return ch;
+}
+
+static void buf_put(gen *g, const char *s, size_t n)
+{
+    if (g->len + n > g->cap) {
+        size_t cap = g->cap ? g->cap : 1024;
+        while (cap < g->len + n)
+            cap *= 2;
+        char *nb = realloc(g->buf, cap);
+        if (!nb)
+            return;
+        g->buf = nb;
+        g->cap = cap;
+    }
+    memcpy(g->buf + g->len, s, n);
+    g->len += n;
+}
+
+static void sse_event(gen *g, json_t *o)
+{
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!s)
+        return;
+    buf_put(g, "data: ", 6);
+    buf_put(g, s, strlen(s));
+    buf_put(g, "\n\n", 2);
+    free(s);
+}
+
+static json_t *chunk_logprobs(gen *g, const zl_req_chunk *c)
+{
+    if (!g->q.logprobs || c->n_lp == 0)
+        return NULL;
+    json_t *acc = NULL;
+    oai_logprobs_append(zl_engine_model(g->s->engine), g->q.kind, c->lp, c->n_lp, &acc, &g->text_offset);
+    return acc;
+}
+
+/* Turns the next engine chunk into SSE events in g->buf. Returns false when the client went away. */
+static bool stream_fill(gen *g)
+{
+    if (g->phase == 0) {
+        if (g->q.kind == OAI_CHAT) {
+            json_t *o = envelope(g, true);
+            json_t *arr = json_array();
+            json_array_append_new(arr, choice(g, true, "", 0, NULL, NULL, true));
+            json_object_set_new(o, "choices", arr);
+            if (g->q.include_usage)
+                json_object_set_new(o, "usage", json_null());
+            sse_event(g, o);
+        }
+        g->phase = 1;
+        return true;
+    }
+    if (g->phase == 2) {
+        buf_put(g, "data: [DONE]\n\n", 14);
+        g->phase = 3;
+        return true;
+    }
+    zl_req_chunk c;
+    for (;;) {
+        if (zl_req_next(g->req, 50, &c) != ZL_OK)
+            return false;
+        if (c.len || c.n_lp || c.finish != ZL_FINISH_NONE)
+            break;
+        zl_req_chunk_free(&c);
+        if (peer_gone(g->conn))
+            return false;
+    }
+    if (c.finish == ZL_FINISH_CANCELLED || c.finish == ZL_FINISH_ERROR) {
+        char *e = oai_error_json(c.finish == ZL_FINISH_ERROR ? c.error : "the request was cancelled (server "
+                                 "shutting down)", "server_error", NULL, NULL);
+        if (e) {
+            buf_put(g, "data: ", 6);
+            buf_put(g, e, strlen(e));
+            buf_put(g, "\n\n", 2);
+            free(e);
+        }
+        zl_req_chunk_free(&c);
+        g->phase = 2;
+        return true;
+    }
+    json_t *lp = chunk_logprobs(g, &c);
+    if (c.len || lp) {
+        json_t *o = envelope(g, true);
+        json_t *arr = json_array();
+        json_array_append_new(arr, choice(g, true, c.text, c.len, NULL, lp, false));
+        json_object_set_new(o, "choices", arr);
+        if (g->q.include_usage)
+            json_object_set_new(o, "usage", json_null());
+        sse_event(g, o);
+    } else if (lp) {
+        json_decref(lp);
+    }
+    if (c.finish != ZL_FINISH_NONE) {
+        json_t *o = envelope(g, true);
+        json_t *arr = json_array();
+        json_array_append_new(arr, choice(g, true, g->q.kind == OAI_CHAT ? NULL : "", 0, finish_name(c.finish),
+                                          NULL, false));
+        json_object_set_new(o, "choices", arr);
+        if (g->q.include_usage)
+            json_object_set_new(o, "usage", json_null());
+        sse_event(g, o);
+        if (g->q.include_usage) {
+            o = envelope(g, true);
+            json_object_set_new(o, "choices", json_array());
+            json_object_set_new(o, "usage", usage_json(&c));
+            sse_event(g, o);
+        }
+        g->phase = 2;
+    }
+    zl_req_chunk_free(&c);
+    return true;
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *out, size_t max)
+{
+    (void)pos;
+    gen *g = cls;
+    while (g->pos == g->len) {
+        g->pos = g->len = 0;
+        if (g->phase == 3)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        if (!stream_fill(g)) {
+            zl_req_cancel(g->req);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+    }
+    size_t n = g->len - g->pos;
+    if (n > max)
+        n = max;
+    memcpy(out, g->buf + g->pos, n);
+    g->pos += n;
+    return (ssize_t)n;
+}
+
+static void stream_free(void *cls) { gen_free(cls); }
+
+/* Waits for the whole reply and answers with one JSON body. */
+static enum MHD_Result reply_whole(gen *g)
+{
+    srv *s = g->s;
+    char *text = NULL;
+    size_t len = 0;
+    zl_req_chunk c;
+    for (;;) {
+        if (zl_req_next(g->req, 50, &c) != ZL_OK)
+            break;
+        if (c.len) {
+            char *nt = realloc(text, len + c.len + 1);
+            if (nt) {
+                text = nt;
+                memcpy(text + len, c.text, c.len);
+                len += c.len;
+                text[len] = 0;
+            }
+        }
+        if (g->q.logprobs && c.n_lp)
+            oai_logprobs_append(zl_engine_model(s->engine), g->q.kind, c.lp, c.n_lp, &g->lp_acc, &g->text_offset);
+        if (c.finish != ZL_FINISH_NONE)
+            break;
+        zl_req_chunk_free(&c);
+        if (peer_gone(g->conn)) {
+            free(text);
+            gen_free(g);
+            return MHD_NO;
+        }
+    }
+    enum MHD_Result ret;
+    if (c.finish == ZL_FINISH_CANCELLED || c.finish == ZL_FINISH_ERROR || c.finish == ZL_FINISH_NONE) {
+        ret = c.finish == ZL_FINISH_ERROR ? send_error(s, g->conn, 500, c.error, NULL)
+                                          : send_error(s, g->conn, 503, "the server is shutting down", NULL);
+    } else {
+        json_t *o = envelope(g, false);
+        json_t *arr = json_array();
+        json_t *lp = g->lp_acc;
+        g->lp_acc = NULL;
+        json_array_append_new(arr, choice(g, false, text ? text : "", len, finish_name(c.finish), lp, true));
+        json_object_set_new(o, "choices", arr);
+        json_object_set_new(o, "usage", usage_json(&c));
+        ret = send_json(s, g->conn, 200, o);
+    }
+    zl_req_chunk_free(&c);
+    free(text);
+    gen_free(g);
+    return ret;
+}
+
+static enum MHD_Result handle_generate(srv *s, struct MHD_Connection *conn, oai_kind kind, json_t *root)
+{
+    if (atomic_load(&s->draining))
+        return send_error(s, conn, 503, "the server is shutting down", NULL);
+    gen *g = calloc(1, sizeof *g);
+    if (!g)
+        return send_error(s, conn, 500, "out of memory", NULL);
+    atomic_fetch_add(&s->active, 1);
+    g->s = s;
+    g->conn = conn;
+    g->created = time(NULL);
+    oai_error oe;
+    const uint64_t seed = (uint64_t)time(NULL) * 1000003u + atomic_fetch_add(&s->seed_counter, 1);
+    if (oai_parse(s->model, &s->tmpl, kind, root, s->n_ctx, seed, &g->q, &oe) != ZL_OK) {
+        gen_free(g);
+        return send_error(s, conn, 400, oe.msg, oe.param);
+    }
+    zl_err err = {{0}};
+    const int rc = zl_engine_submit(s->engine, g->q.prompt, g->q.n_prompt, &g->q.rp, &g->req, &err);
+    if (rc != ZL_OK) {
+        gen_free(g);
+        if (rc == ZL_EFULL || rc == ZL_EIO)
+            return send_error(s, conn, 503, err.msg, NULL);
+        return send_error(s, conn, rc == ZL_ENOMEM ? 500 : 400, err.msg, NULL);
+    }
+    static atomic_uint_fast64_t id_counter;
+    snprintf(g->id, sizeof g->id, "%s-%08lx%08llx", kind == OAI_CHAT ? "chatcmpl" : "cmpl", (unsigned long)g->created,
+             (unsigned long long)atomic_fetch_add(&id_counter, 1));
+    if (!g->q.stream)
+        return reply_whole(g);
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, g,
+                                                               stream_free);
+    if (!r) {
+        gen_free(g);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "text/event-stream");
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    enum MHD_Result ret = MHD_queue_response(conn, 200, r);
+    MHD_destroy_response(r);
+    count_code(s, 200);
+    return ret;
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Other routes */
+
+static enum MHD_Result handle_models(srv *s, struct MHD_Connection *c)
+{
+    json_t *m = json_object();
+    json_object_set_new(m, "id", json_string(s->model_id));
+    json_object_set_new(m, "object", json_string("model"));
+    json_object_set_new(m, "created", json_integer((json_int_t)s->started));
+    json_object_set_new(m, "owned_by", json_string("zili"));
+    json_t *arr = json_array();
+    json_array_append_new(arr, m);
+    json_t *o = json_object();
+    json_object_set_new(o, "object", json_string("list"));
+    json_object_set_new(o, "data", arr);
+    return send_json(s, c, 200, o);
+}
+
+static enum MHD_Result handle_tokenize(srv *s, struct MHD_Connection *c, json_t *root)
+{
+    json_t *content = json_object_get(root, "content");
+    if (!json_is_string(content))
+        return send_error(s, c, 400, "'content' must be a string", "content");
+    json_t *as = json_object_get(root, "add_special");
+    if (as && !json_is_boolean(as))
+        return send_error(s, c, 400, "'add_special' must be true or false", "add_special");
+    json_t *ps = json_object_get(root, "parse_special");
+    if (ps && !json_is_boolean(ps))
+        return send_error(s, c, 400, "'parse_special' must be true or false", "parse_special");
+    int32_t *ids;
+    size_t n;
+    zl_err err = {{0}};
+    if (zl_tokenize(zl_model_vocab(s->model), json_string_value(content), json_string_length(content),
+                    as && json_is_true(as), !ps || json_is_true(ps), &ids, &n, &err) != ZL_OK)
+        return send_error(s, c, 400, err.msg, "content");
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, json_integer(ids[i]));
+    free(ids);
+    json_t *o = json_object();
+    json_object_set_new(o, "tokens", arr);
+    return send_json(s, c, 200, o);
+}
+
+static enum MHD_Result handle_detokenize(srv *s, struct MHD_Connection *c, json_t *root)
+{
+    json_t *toks = json_object_get(root, "tokens");
+    if (!json_is_array(toks))
+        return send_error(s, c, 400, "'tokens' must be an array of token ids", "tokens");
+    const size_t n = json_array_size(toks);
+    const int32_t nv = zl_model_hparams(s->model)->n_vocab;
+    int32_t *ids = malloc((n ? n : 1) * sizeof *ids);
+    if (!ids)
+        return send_error(s, c, 500, "out of memory", NULL);
+    for (size_t i = 0; i < n; i++) {
+        json_t *t = json_array_get(toks, i);
+        if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) >= nv) {
+            free(ids);
+            char msg[128];
+            snprintf(msg, sizeof msg, "tokens[%zu] is not a token id in [0, %d)", i, nv);
+            return send_error(s, c, 400, msg, "tokens");
+        }
+        ids[i] = (int32_t)json_integer_value(t);
+    }
+    char *text;
+    zl_err err = {{0}};
+    const int rc = zl_detokenize(zl_model_vocab(s->model), ids, n, false, &text, &err);
+    free(ids);
+    if (rc != ZL_OK)
+        return send_error(s, c, 400, err.msg, "tokens");
+    json_t *o = json_object();
+    json_object_set_new(o, "content", oai_string(text, strlen(text)));
+    free(text);
+    return send_json(s, c, 200, o);
+}
+
+/* Appends printf output to a growing string. */
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+} sbuf;
+
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        const int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if (b->p && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap * 2 : 4096;
+        while (cap < b->len + (size_t)n + 1)
+            cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (!np)
+            return;
+        b->p = np;
+        b->cap = cap;
+    }
+}
+
+static void sb_hist(sbuf *b, const char *name, const char *help, const uint64_t *h, double sum, uint64_t count)
+{
+    sb_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    uint64_t cum = 0;
+    for (int i = 0; i < ZL_HIST_BUCKETS; i++) {
+        cum += h[i];
+        if (i == ZL_HIST_BUCKETS - 1)
+            sb_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
+        else
+            sb_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, zl_engine_hist_bounds[i], (unsigned long long)cum);
+    }
+    sb_printf(b, "%s_sum %.6f\n%s_count %llu\n", name, sum, name, (unsigned long long)count);
+}
+
+static enum MHD_Result handle_metrics(srv *s, struct MHD_Connection *c)
+{
+    zl_engine_stats st;
+    zl_engine_stats_get(s->engine, &st);
+    sbuf b = {0};
+    sb_printf(&b, "# HELP zili_http_requests_total HTTP responses by status code.\n"
+                  "# TYPE zili_http_requests_total counter\n");
+    for (int i = 0; i < N_CODES; i++)
+        sb_printf(&b, "zili_http_requests_total{code=\"%d\"} %llu\n", k_codes[i],
+                  (unsigned long long)atomic_load(&s->by_code[i]));
+    static const char *fin[] = {"none", "stop", "length", "cancelled", "error"};
+    sb_printf(&b, "# HELP zili_requests_finished_total Generation requests by how they ended.\n"
+                  "# TYPE zili_requests_finished_total counter\n");
+    for (int i = 1; i < 5; i++)
+        sb_printf(&b, "zili_requests_finished_total{reason=\"%s\"} %llu\n", fin[i],
+                  (unsigned long long)st.requests_finished[i]);
+#define COUNTER(name, help, v)                                                                                  \
+    sb_printf(&b, "# HELP " name " " help "\n# TYPE " name " counter\n" name " %llu\n", (unsigned long long)(v))
+#define GAUGE(name, help, v)                                                                                    \
+    sb_printf(&b, "# HELP " name " " help "\n# TYPE " name " gauge\n" name " %lld\n", (long long)(v))
+    COUNTER("zili_prompt_tokens_total", "Prompt tokens of admitted requests.", st.prompt_tokens);
+    COUNTER("zili_generated_tokens_total", "Generated tokens.", st.generated_tokens);
+    COUNTER("zili_prefix_cache_hits_total", "Requests whose prompt started with cached KV blocks.", st.prefix_hits);
+    COUNTER("zili_prefix_cache_lookups_total", "Prefix cache lookups.", st.prefix_lookups);
+    COUNTER("zili_prefix_cache_hit_tokens_total", "Prompt tokens taken from the prefix cache.",
+            st.cached_prompt_tokens);
+    COUNTER("zili_preemptions_total", "Requests preempted for KV space (recomputed later).", st.preemptions);
+    COUNTER("zili_engine_steps_total", "Forward passes of the scheduler.", st.steps);
+    GAUGE("zili_queue_depth", "Requests waiting for a sequence slot.", st.queue_depth);
+    GAUGE("zili_running_sequences", "Requests running.", st.running);
+    GAUGE("zili_kv_blocks_used", "KV blocks held by running sequences.", st.kv_blocks_used);
+    GAUGE("zili_kv_blocks_cached", "KV blocks held only by the prefix cache (evictable).", st.kv_blocks_cached);
+    GAUGE("zili_kv_blocks_free", "Free KV blocks.", st.kv_blocks_free);
+    GAUGE("zili_kv_blocks_total", "KV blocks in the pool.", st.kv_blocks_total);
+#undef COUNTER
+#undef GAUGE
+    sb_hist(&b, "zili_time_to_first_token_seconds", "Time from submit to the first generated token.", st.ttft_hist,
+            st.ttft_sum, st.ttft_count);
+    sb_hist(&b, "zili_inter_token_latency_seconds", "Time between consecutive tokens of a request.", st.itl_hist,
+            st.itl_sum, st.itl_count);
+    if (!b.p)
+        return send_error(s, c, 500, "out of memory", NULL);
+    return send_buf(s, c, 200, "text/plain; version=0.0.4", b.p, true, NULL);
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Dispatch */
+
+static bool authorized(srv *s, struct MHD_Connection *c)
+{
+    if (!s->api_key)
+        return true;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    if (!h || strncmp(h, "Bearer ", 7))
+        return false;
+    /* Compare in time independent of where the strings differ. */
+    const char *k = h + 7;
+    const size_t a = strlen(k), b = strlen(s->api_key);
+    unsigned diff = a != b;
+    for (size_t i = 0; i < a && i < b; i++)
+        diff |= (unsigned char)(k[i] ^ s->api_key[i]);
+    return diff == 0;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload, size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    srv *s = cls;
+    conn_ctx *cc = *con_cls;
+    if (!cc) {
+        cc = calloc(1, sizeof *cc);
+        if (!cc)
+            return MHD_NO;
+        *con_cls = cc;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!cc->too_large) {
+            if (cc->len + *upload_size > s->max_body) {
+                cc->too_large = true;
+            } else {
+                if (cc->len + *upload_size + 1 > cc->cap) {
+                    size_t cap = cc->cap ? cc->cap : 4096;
+                    while (cap < cc->len + *upload_size + 1)
+                        cap *= 2;
+                    char *nb = realloc(cc->body, cap);
+                    if (!nb)
+                        return MHD_NO;
+                    cc->body = nb;
+                    cc->cap = cap;
+                }
+                memcpy(cc->body + cc->len, upload, *upload_size);
+                cc->len += *upload_size;
+            }
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+
+    const bool get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
+    if (!strcmp(url, "/") || !strcmp(url, "/index.html")) {
+        if (!get)
+            return send_error(s, conn, 405, "use GET", NULL);
+        return send_buf(s, conn, 200, "text/html; charset=utf-8", (char *)zl_chat_page, false, NULL);
+    }
+    if (!strcmp(url, "/health")) {
+        json_t *o = json_object();
+        json_object_set_new(o, "status", json_string(atomic_load(&s->draining) ? "shutting_down" : "ok"));
+        return send_json(s, conn, atomic_load(&s->draining) ? 503 : 200, o);
+    }
+    if (!strcmp(url, "/metrics"))
+        return handle_metrics(s, conn);
+
+    oai_kind kind = 0;
+    int route = 0; /* 1 models, 2 generate, 3 tokenize, 4 detokenize */
+    if (!strcmp(url, "/v1/models") || !strcmp(url, "/models"))
+        route = 1;
+    else if (!strcmp(url, "/v1/chat/completions") || !strcmp(url, "/chat/completions"))
+        route = 2, kind = OAI_CHAT;
+    else if (!strcmp(url, "/v1/completions") || !strcmp(url, "/completions"))
+        route = 2, kind = OAI_COMPLETION;
+    else if (!strcmp(url, "/tokenize"))
+        route = 3;
+    else if (!strcmp(url, "/detokenize"))
+        route = 4;
+    if (!route)
+        return send_error(s, conn, 404, "no such route", NULL);
+    if (!authorized(s, conn))
+        return send_error(s, conn, 401, "missing or wrong API key (Authorization: Bearer KEY)", NULL);
+    if (route == 1)
+        return get ? handle_models(s, conn) : send_error(s, conn, 405, "use GET", NULL);
+    if (!post)
+        return send_error(s, conn, 405, "use POST", NULL);
+    if (cc->too_large) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "the request body is larger than %zu bytes", s->max_body);
+        return send_error(s, conn, 413, msg, NULL);
+    }
+    json_error_t je;
+    json_t *root = json_loadb(cc->body ? cc->body : "", cc->len, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        char msg[320];
+        snprintf(msg, sizeof msg, "the body is not valid JSON (line %d, column %d): %s", je.line, je.column,
+                 je.text);
+        return send_error(s, conn, 400, msg, NULL);
+    }
+    enum MHD_Result ret;
+    if (!json_is_object(root))
+        ret = send_error(s, conn, 400, "the request body must be a JSON object", NULL);
+    else if (route == 2)
+        ret = handle_generate(s, conn, kind, root);
+    else if (route == 3)
+        ret = handle_tokenize(s, conn, root);
+    else
+        ret = handle_detokenize(s, conn, root);
+    json_decref(root);
+    return ret;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode t)
+{
+    (void)cls;
+    (void)c;
+    (void)t;
+    conn_ctx *cc = *con_cls;
+    if (cc) {
+        free(cc->body);
+        free(cc);
+        *con_cls = NULL;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Command line */
+
+static const char SERVE_USAGE[] =
+    "usage: zili serve -m MODEL [options]\n"
+    "  -m, --model FILE       GGUF model file\n"
+    "      --host ADDR        IPv4 address to listen on (default 127.0.0.1)\n"
+    "      --port N           TCP port (default 8080; 0 = any free port, printed on start)\n"
+    "      --parallel N       sequences decoded together (default 16)\n"
+    "  -c, --ctx N            tokens per sequence, prompt + reply (default min(model, 4096))\n"
+    "      --kv-mem SIZE      KV cache memory, e.g. 512M or 2G (default: ctx x parallel)\n"
+    "  -b, --batch N          tokens per forward pass (default 256)\n"
+    "      --api-key KEY      require 'Authorization: Bearer KEY' (default: $ZILI_API_KEY, else open)\n"
+    "      --max-queue N      requests waiting before 503 (default 256)\n"
+    "      --max-body BYTES   largest request body (default 4 MiB)\n"
+    "      --timeout S        idle connection timeout in seconds (default 60)\n"
+    "      --grace S          seconds to let running requests finish on SIGTERM (default 5)\n"
+    "      --no-prefix-cache  do not share prompt KV blocks between requests\n"
+    "      --chat-template NAME  use a named template (chatml) instead of the model's\n"
+    "      --kv-f32           KV cache in F32 (default F16)\n"
+    "  -t, --threads N        threads (default: all CPUs)\n";
+
+static int usage_error(const char *fmt, const char *a)
+{
+    fprintf(stderr, "zili serve: ");
+    fprintf(stderr, fmt, a);
+    fprintf(stderr, "\n%s", SERVE_USAGE);
+    return 2;
+}
+
+static bool parse_ll(const char *s, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    const long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_size(const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    const double v = strtod(s, &end);
+    if (errno || end == s || !(v > 0))
+        return false;
+    double mul = 1;
+    if (*end == 'k' || *end == 'K')
+        mul = 1024, end++;
+    else if (*end == 'm' || *end == 'M')
+        mul = 1024.0 * 1024, end++;
+    else if (*end == 'g' || *end == 'G')
+        mul = 1024.0 * 1024 * 1024, end++;
+    if (*end == 'i' || *end == 'B' || *end == 'b')
+        end++;
+    if (*end == 'B')
+        end++;
+    if (*end || v * mul > 1e15)
+        return false;
+    *out = (int64_t)(v * mul);
+    return true;
+}
+
+int zl_serve_main(int argc, char **argv)
+{
+    const char *model_path = NULL, *host = "127.0.0.1", *tmpl_name = NULL, *api_key = getenv("ZILI_API_KEY");
+    long long port = 8080, timeout = 60, grace = 5, max_body = 4 << 20, v;
+    zl_engine_params ep = zl_engine_default_params();
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+#define IS(x) (!strcmp(a, x))
+#define NEED()                                                                                                  \
+    do {                                                                                                        \
+        if (!val)                                                                                               \
+            return usage_error("%s needs a value", a);                                                          \
+        i++;                                                                                                    \
+    } while (0)
+#define INT(lo, hi, dst)                                                                                        \
+    do {                                                                                                        \
+        NEED();                                                                                                 \
+        if (!parse_ll(val, lo, hi, &v))                                                                         \
+            return usage_error("bad value for %s", a);                                                          \
+        dst = v;                                                                                                \
+    } while (0)
+        if (IS("-h") || IS("--help")) {
+            fputs(SERVE_USAGE, stdout);
+            return 0;
+        } else if (IS("-m") || IS("--model")) {
+            NEED();
+            model_path = val;
+        } else if (IS("--host")) {
+            NEED();
+            host = val;
+        } else if (IS("--port")) {
+            INT(0, 65535, port);
+        } else if (IS("--parallel") || IS("-np")) {
+            INT(1, 4096, ep.n_parallel);
+        } else if (IS("-c") || IS("--ctx")) {
+            INT(2, 1 << 24, ep.n_ctx);
+        } else if (IS("-b") || IS("--batch")) {
+            INT(1, 1 << 16, ep.n_batch);
+        } else if (IS("-t") || IS("--threads")) {
+            INT(0, 1024, ep.n_threads);
+        } else if (IS("--max-queue")) {
+            INT(0, 1 << 20, ep.max_queue);
+        } else if (IS("--max-body")) {
+            INT(1024, 1LL << 30, max_body);
+        } else if (IS("--timeout")) {
+            INT(1, 86400, timeout);
+        } else if (IS("--grace")) {
+            INT(0, 3600, grace);
+        } else if (IS("--kv-mem")) {
+            NEED();
+            if (!parse_size(val, &ep.kv_mem_bytes))
+                return usage_error("bad size for --kv-mem: %s", val);
+        } else if (IS("--api-key")) {
+            NEED();
+            api_key = val;
+        } else if (IS("--chat-template")) {
+            NEED();
+            tmpl_name = val;
+        } else if (IS("--no-prefix-cache")) {
+            ep.prefix_cache = false;
+        } else if (IS("--kv-f32")) {
+            ep.kv_f16 = false;
+        } else {
+            return usage_error("unknown option '%s'", a);
+        }
+#undef IS
+#undef NEED
+#undef INT
+    }
+    if (!model_path)
+        return usage_error("%s", "no model given (-m FILE)");
+    if (api_key && !api_key[0])
+        api_key = NULL;
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1)
+        return usage_error("--host: '%s' is not an IPv4 address", host);
+
+    /* Signals go to sigwait below: block them before any thread exists, so every thread inherits the mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    srv *s = calloc(1, sizeof *s);
+    if (!s)
+        return 1;
+    s->api_key = api_key;
+    s->max_body = (size_t)max_body;
+    s->started = time(NULL);
+    zl_err err = {{0}};
+    if (zl_model_load(model_path, NULL, &s->model, &err) != ZL_OK) {
+        fprintf(stderr, "zili serve: %s\n", err.msg);
+        free(s);
+        return 1;
+    }
+    const char *slash = strrchr(model_path, '/');
+    snprintf(s->model_id, sizeof s->model_id, "%s", slash ? slash + 1 : model_path);
+    int rc;
+    if (tmpl_name) {
+        rc = zl_chat_tmpl_from_name(tmpl_name, &s->tmpl, &err);
+    } else {
+        gguf_str ts;
+        if (gguf_get_str(zl_model_gguf(s->model), "tokenizer.chat_template", &ts, NULL))
+            rc = zl_chat_tmpl_detect(ts.ptr, ts.len, &s->tmpl, &err);
+        else
+            rc = zl_err_set(&err, ZL_EUNSUPPORTED, "the model has no chat template");
+        if (rc != ZL_OK) {
+            fprintf(stderr, "zili serve: %s; chat requests use plain ChatML\n", err.msg);
+            rc = zl_chat_tmpl_from_name("chatml", &s->tmpl, &err);
+        }
+    }
+    if (rc != ZL_OK) {
+        fprintf(stderr, "zili serve: %s\n", err.msg);
+        zl_model_free(s->model);
+        free(s);
+        return 2;
+    }
+    if (zl_engine_create(s->model, &ep, &s->engine, &err) != ZL_OK) {
+        fprintf(stderr, "zili serve: %s\n", err.msg);
+        zl_model_free(s->model);
+        free(s);
+        return 1;
+    }
+    const zl_engine_params *used = zl_engine_get_params(s->engine);
+    s->n_ctx = used->n_ctx;
+
+    struct MHD_Daemon *d = MHD_start_daemon(
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC, 0, NULL, NULL, on_request,
+        s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)timeout,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+    if (!d) {
+        fprintf(stderr, "zili serve: cannot listen on %s:%lld: %s\n", host, port, strerror(errno));
+        zl_engine_destroy(s->engine);
+        zl_model_free(s->model);
+        free(s);
+        return 1;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    fprintf(stderr,
+            "zili serve: %s on http://%s:%u (parallel %d, ctx %d, %d KV blocks of %d, batch %d, prefix cache %s%s)\n",
+            s->model_id, host, di ? di->port : (unsigned)port, used->n_parallel, used->n_ctx, used->n_blocks,
+            used->block_size, used->n_batch, used->prefix_cache ? "on" : "off", api_key ? ", API key required" : "");
+    fflush(stderr);
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    fprintf(stderr, "zili serve: %s, stopping\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    atomic_store(&s->draining, true);
+    const MHD_socket ls = MHD_quiesce_daemon(d);
+    if (ls != MHD_INVALID_SOCKET)
+        close(ls);
+    const double until = now_s() + (double)grace;
+    while (atomic_load(&s->active) > 0 && now_s() < until)
+        usleep(20000);
+    zl_engine_shutdown(s->engine); /* whatever still runs ends as cancelled */
+    MHD_stop_daemon(d);
+    zl_engine_destroy(s->engine);
+    zl_model_free(s->model);
+    free(s);
+    fprintf(stderr, "zili serve: stopped\n");
+    return 0;
+}
