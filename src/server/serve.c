@@ -972,6 +972,10 @@ int zl_serve_main(int argc, char **argv)
     while (atomic_load(&s->active) > 0 && now_s() < until)
         usleep(20000);
     zl_engine_shutdown(s->engine); /* whatever still runs ends as cancelled */
+    /* Let the connection threads write the end of their replies before the daemon closes the sockets. */
+    const double until2 = now_s() + 2.0;
+    while (atomic_load(&s->active) > 0 && now_s() < until2)
+        usleep(10000);
     MHD_stop_daemon(d);
     zl_engine_destroy(s->engine);
     zl_model_free(s->model);

@@ -1,0 +1,66 @@
+"""Fixtures for the zili serve tests: a server process on a free loopback port, started from build/zili with the
+SmolLM2 model (tests are skipped when either is missing). ZILI_BIN and ZILI_TEST_MODEL override the paths."""
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.environ.get("ZILI_BIN", os.path.join(ROOT, "build", "zili"))
+MODEL = os.environ.get("ZILI_TEST_MODEL", os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, *extra):
+        if not os.path.exists(BIN) or not os.path.exists(MODEL):
+            pytest.skip("needs build/zili and the SmolLM2 model")
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.log = open(os.path.join("/tmp", "zili-serve-%d.log" % self.port), "w+")
+        self.proc = subprocess.Popen([BIN, "serve", "-m", MODEL, "--host", "127.0.0.1", "--port", str(self.port),
+                                      *extra], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("zili serve exited with %d" % self.proc.returncode)
+            try:
+                urllib.request.urlopen(self.url + "/health", timeout=1).read()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("zili serve did not come up")
+
+    def stop(self, timeout=30):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def server():
+    s = Server("--parallel", "16", "-c", "1024", "--max-body", "65536")
+    yield s
+    assert s.stop() == 0
+
+
+@pytest.fixture(scope="session")
+def strict_server():
+    """An API key and no queue: authorized generation requests get 503."""
+    s = Server("--parallel", "1", "-c", "256", "--api-key", "sekret", "--max-queue", "0")
+    yield s
+    assert s.stop() == 0
