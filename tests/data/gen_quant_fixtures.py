@@ -1,20 +1,34 @@
 #!/usr/bin/env python3
-"""Generate the quantization fixtures under tests/data/quant/ with gguf-py and numpy.
+"""Generate the quantization fixtures under tests/data/quant/ with gguf-py, numpy and llama.cpp.
 
 gguf-py's quantize/dequantize are an implementation of ggml's reference quantizers independent of ours, so
-tests/unit/test_dtype.c can compare zili's kernels against them byte for byte.
+tests/unit/test_dtype.c can compare zili's kernels against them byte for byte. gguf-py cannot quantize the
+K-quants, so for those the bytes come from llama.cpp itself (llama_model_quantize through llama-cpp-python, on
+a random F32 model from tools/gen_gguf.py whose first rows are replaced by the edge cases of make_k_input), and
+from random bytes; tests/unit/test_kquant.c checks zili's from_float against llama.cpp's bytes and its to_float
+against gguf-py's dequantize of both.
 
 Files (all little-endian, no headers):
   input.f32              NBLK*32 float32 values: edge-case blocks first (see make_input), then random ones
-  <type>.q               gguf.quants.quantize(input, type) bytes, for q4_0 q4_1 q8_0 f16 bf16
+  <type>.q               gguf.quants.quantize(input, type) bytes, for q4_0 q4_1 q5_0 q5_1 q8_0 f16 bf16
   <type>.deq.f32         gguf.quants.dequantize(<type>.q, type) as float32
+  kinput.f32             NKROW*256 float32 values: rows of 256, edge cases first (see make_k_input)
+  <type>.llama.q         llama.cpp's quantization of kinput (one row = one block of 256 or eight of 32), for
+                         q2_K q3_K q4_K q5_K q6_K q5_0 q5_1 q4_0 q4_1 q8_0
+  <type>.llama.deq.f32   gguf.quants.dequantize(<type>.llama.q) as float32
+  <type>.rand.q          NRAND random blocks of each K-quant type (random bits, finite random fp16 scales)
+  <type>.rand.deq.f32    gguf.quants.dequantize(<type>.rand.q) as float32
   f16_cases.f32          float32 values probing float -> half rounding (ties, subnormals, overflow edge)
   f16_cases.f16          numpy's float16 of each (uint16 bits)
   f16_all.fnv            FNV-1a 64 (hex) of the float32 bits of numpy's float32 value of every half 0..65535
 
-Run from the repository root: python3 tests/data/gen_quant_fixtures.py
+Run from the repository root: python3 tests/data/gen_quant_fixtures.py (needs llama-cpp-python for the
+*.llama.* files; without it they are left as they are).
 """
 import os
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 from gguf.constants import GGMLQuantizationType as T
@@ -23,6 +37,10 @@ from gguf import quants
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quant")
 QK = 32
 NBLK = 41  # odd on purpose
+QK_K = 256
+NKROW = 15  # rows of kinput.f32 (one K-quant block each), odd on purpose
+NRAND = 7   # random blocks per K-quant type
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def make_input(rng):
@@ -49,6 +67,86 @@ def make_input(rng):
         scale = float(np.exp(rng.uniform(-6, 3)))
         blocks.append((rng.normal(0, 1, QK) * scale + rng.normal(0, 0.3 * scale)).astype(np.float32))
     return np.concatenate(blocks).astype(np.float32)
+
+
+def make_k_input(rng):
+    """NKROW rows of 256: the cases where the K-quant fits take unusual branches, then random rows."""
+    rows = []
+    rows.append(np.zeros(QK_K, np.float32))                        # all zero: every scale 0
+    rows.append(np.full(QK_K, 0.75, np.float32))                  # positive constant (min clamped to 0)
+    rows.append(np.full(QK_K, -0.5, np.float32))                  # negative constant (max == min)
+    r = rng.normal(0, 0.01, QK_K).astype(np.float32)
+    r[7] = 1000.0                                                 # one spike: other sub-blocks' scales round to 0
+    rows.append(r)
+    rows.append(-np.abs(rng.normal(0, 1, QK_K)).astype(np.float32))  # all negative
+    rows.append(rng.normal(0, 1e-6, QK_K).astype(np.float32))     # tiny: subnormal fp16 scales
+    rows.append(rng.normal(0, 3e3, QK_K).astype(np.float32))      # large
+    r = rng.normal(0, 1, QK_K).astype(np.float32)
+    r[:128] = 0.0                                                 # zero sub-blocks next to live ones
+    rows.append(r)
+    r = rng.normal(0, 1, QK_K).astype(np.float32)
+    r[32:48] = 0.3                                                # one constant sub-block
+    rows.append(r)
+    rows.append(rng.uniform(1, 2, QK_K).astype(np.float32))       # all positive
+    rows.append((np.arange(QK_K) % 16 - 8).astype(np.float32) * 0.5)  # a lattice: many rounding ties
+    while len(rows) < NKROW:
+        scale = float(np.exp(rng.uniform(-6, 3)))
+        rows.append((rng.normal(0, 1, QK_K) * scale + rng.normal(0, 0.3 * scale)).astype(np.float32))
+    return np.stack(rows).astype(np.float32)
+
+
+# K-quant (and legacy) type -> (llama.cpp file type used with --pure, gguf type)
+LLAMA_TYPES = {
+    "q2_K": ("q2_k", T.Q2_K), "q3_K": ("q3_k_s", T.Q3_K), "q4_K": ("q4_k_s", T.Q4_K),
+    "q5_K": ("q5_k_s", T.Q5_K), "q6_K": ("q6_k", T.Q6_K), "q5_0": ("q5_0", T.Q5_0), "q5_1": ("q5_1", T.Q5_1),
+    "q4_0": ("q4_0", T.Q4_0), "q4_1": ("q4_1", T.Q4_1), "q8_0": ("q8_0", T.Q8_0),
+}
+K_TENSOR = "blk.0.attn_q.weight"  # 256 x 256 in the tiny preset: each row is one block of 256
+
+
+def llama_fixtures(kx):
+    """Quantizes kx with llama.cpp: writes it over the first rows of K_TENSOR in a random F32 model, quantizes the
+    model --pure to each type and reads those rows back. Returns {name: bytes} or None without llama-cpp-python."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        print("gen_quant_fixtures.py: llama-cpp-python missing; *.llama.* fixtures not regenerated", file=sys.stderr)
+        return None
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import quantize_gguf
+    from gguf import GGUFReader
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        f32 = os.path.join(tmp, "f32.gguf")
+        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gen_gguf.py"), "--preset", "tiny", "--type", "f32",
+                        "--vocab-from", os.path.join(ROOT, "tests", "data", "vocab", "ggml-vocab-llama-spm.gguf"),
+                        "-o", f32], check=True, stdout=subprocess.DEVNULL)
+        r = GGUFReader(f32, "r+")
+        t = next(t for t in r.tensors if t.name == K_TENSOR)
+        t.data[:NKROW] = kx
+        r.data.flush()
+        del t, r
+        for name, (ftype, qt) in LLAMA_TYPES.items():
+            q = os.path.join(tmp, name + ".gguf")
+            quantize_gguf.quantize(f32, q, ftype, pure=True)
+            t = next(t for t in GGUFReader(q).tensors if t.name == K_TENSOR)
+            assert t.tensor_type == qt, (name, t.tensor_type)
+            row_bytes = quants.GGML_QUANT_SIZES[qt][1] * QK_K // quants.GGML_QUANT_SIZES[qt][0]
+            out[name] = bytes(np.asarray(t.data).view(np.uint8).reshape(-1)[:NKROW * row_bytes])
+    return out
+
+
+def random_k_blocks(rng, qt):
+    """NRAND blocks of random bits whose fp16 scales (d, dmin) are finite: any other bit pattern is valid."""
+    bs, ts = quants.GGML_QUANT_SIZES[qt]
+    b = rng.integers(0, 256, (NRAND, ts), dtype=np.uint8)
+    halves = (rng.normal(0, 1, (NRAND, 2)) * np.exp(rng.uniform(-12, 2, (NRAND, 2)))).astype(np.float16)
+    halves[0, :] = 0.0                                       # a zero-scale block
+    h = halves.view(np.uint8).reshape(NRAND, 4)
+    off = {T.Q2_K: 80, T.Q3_K: 108, T.Q4_K: 0, T.Q5_K: 0, T.Q6_K: 208}[qt]  # byte offset of d (dmin follows)
+    n = 2 if qt == T.Q3_K or qt == T.Q6_K else 4
+    b[:, off:off + n] = h[:, :n]
+    return b
 
 
 def f16_cases(rng):
@@ -86,7 +184,8 @@ def main():
     rng = np.random.default_rng(20240611)
     x = make_input(rng)
     x.tofile(os.path.join(OUT, "input.f32"))
-    for name, qt in (("q4_0", T.Q4_0), ("q4_1", T.Q4_1), ("q8_0", T.Q8_0), ("f16", T.F16), ("bf16", T.BF16)):
+    for name, qt in (("q4_0", T.Q4_0), ("q4_1", T.Q4_1), ("q5_0", T.Q5_0), ("q5_1", T.Q5_1), ("q8_0", T.Q8_0),
+                     ("f16", T.F16), ("bf16", T.BF16)):
         with np.errstate(over="ignore"):
             q = quants.quantize(x.reshape(1, -1), qt)
         q.tofile(os.path.join(OUT, name + ".q"))
@@ -97,6 +196,23 @@ def main():
     allf = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
     with open(os.path.join(OUT, "f16_all.fnv"), "w") as f:
         f.write("%016x\n" % fnv1a64(allf.view(np.uint32).astype("<u4").tobytes()))
+
+    # K-quants: their own RNG, so the fixtures above do not change
+    krng = np.random.default_rng(20261122)
+    kx = make_k_input(krng)
+    kx.reshape(-1).tofile(os.path.join(OUT, "kinput.f32"))
+    for name, qt in (("q2_K", T.Q2_K), ("q3_K", T.Q3_K), ("q4_K", T.Q4_K), ("q5_K", T.Q5_K), ("q6_K", T.Q6_K)):
+        b = random_k_blocks(krng, qt)
+        b.tofile(os.path.join(OUT, name + ".rand.q"))
+        quants.dequantize(b, qt).astype(np.float32).reshape(-1).tofile(os.path.join(OUT, name + ".rand.deq.f32"))
+    lq = llama_fixtures(kx)
+    if lq is not None:
+        for name, data in lq.items():
+            qt = LLAMA_TYPES[name][1]
+            with open(os.path.join(OUT, name + ".llama.q"), "wb") as f:
+                f.write(data)
+            deq = quants.dequantize(np.frombuffer(data, np.uint8).reshape(NKROW, -1), qt)
+            deq.astype(np.float32).reshape(-1).tofile(os.path.join(OUT, name + ".llama.deq.f32"))
 
 
 if __name__ == "__main__":

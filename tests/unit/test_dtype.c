@@ -131,7 +131,8 @@ typedef struct fixture_type {
 } fixture_type;
 
 static const fixture_type k_fixture_types[] = {
-    { "q4_0", ZL_Q4_0 }, { "q4_1", ZL_Q4_1 }, { "q8_0", ZL_Q8_0 }, { "f16", ZL_F16 }, { "bf16", ZL_BF16 },
+    { "q4_0", ZL_Q4_0 }, { "q4_1", ZL_Q4_1 }, { "q5_0", ZL_Q5_0 }, { "q5_1", ZL_Q5_1 },
+    { "q8_0", ZL_Q8_0 }, { "f16", ZL_F16 },   { "bf16", ZL_BF16 },
 };
 
 static void test_from_float_matches_gguf_py(void **state)
@@ -266,7 +267,7 @@ static void test_vec_dot_vs_double(void **state)
     float *xd = malloc(NVALS * sizeof(float));
     uint8_t *wq = malloc(NVALS * 4);
     uint8_t *xq = malloc(NVALS * 4);
-    static const uint32_t types[] = { ZL_F32, ZL_F16, ZL_BF16, ZL_Q4_0, ZL_Q4_1, ZL_Q8_0 };
+    static const uint32_t types[] = { ZL_F32, ZL_F16, ZL_BF16, ZL_Q4_0, ZL_Q4_1, ZL_Q5_0, ZL_Q5_1, ZL_Q8_0 };
     static const int lens[] = { 32, 96, 224, 32 * 41, 7, 33, 1000 };
     fill_random(xf, NVALS, 77, 2.0f);
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
@@ -286,15 +287,17 @@ static void test_vec_dot_vs_double(void **state)
                     ref += (double)wd[j] * (double)xd[j];
                     mag += fabs((double)wd[j] * (double)xd[j]);
                 }
-                if (types[ti] == ZL_Q4_1) {
-                    /* Q4_1 . Q8_1 applies each weight block's minimum m to the activation block's stored sum
-                     * s = fp16(d * sum(q)), not to the exact sum of its dequantized values: model that. */
-                    const zl_block_q4_1 *wb = (const zl_block_q4_1 *)wq;
+                if (types[ti] == ZL_Q4_1 || types[ti] == ZL_Q5_1) {
+                    /* Q4_1 / Q5_1 . Q8_1 apply each weight block's minimum m to the activation block's stored
+                     * sum s = fp16(d * sum(q)), not to the exact sum of its dequantized values: model that. */
+                    const size_t wsize = wt->type_size, m_off = 2; /* m follows d in both layouts */
                     const zl_block_q8_1 *xb = (const zl_block_q8_1 *)xq;
                     for (int b = 0; b < n / 32; b++) {
+                        uint16_t mh;
+                        memcpy(&mh, wq + (size_t)b * wsize + m_off, sizeof mh);
                         double xsum = 0.0;
                         for (int j = 0; j < 32; j++) xsum += xd[32 * b + j];
-                        ref += (double)zl_fp16_to_fp32(wb[b].m) * ((double)zl_fp16_to_fp32(xb[b].s) - xsum);
+                        ref += (double)zl_fp16_to_fp32(mh) * ((double)zl_fp16_to_fp32(xb[b].s) - xsum);
                     }
                 }
                 float got;
@@ -317,7 +320,7 @@ static void test_vec_dot_simd_vs_scalar(void **state)
 {
     (void)state;
     if (strcmp(zl_cpu_kernels_name(), "avx2") != 0) skip();
-    static const uint32_t types[] = { ZL_F32, ZL_F16, ZL_BF16, ZL_Q4_0, ZL_Q4_1, ZL_Q8_0 };
+    static const uint32_t types[] = { ZL_F32, ZL_F16, ZL_BF16, ZL_Q4_0, ZL_Q4_1, ZL_Q5_0, ZL_Q5_1, ZL_Q8_0 };
     enum { N = 32 * 67 + 5 };
     float *w = malloc(N * sizeof(float)), *x = malloc(N * sizeof(float));
     uint8_t *wq = malloc(N * 4), *xq = malloc(N * 4);

@@ -1,0 +1,381 @@
+/*
+ * test_kquant.c - the K-quant types (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K), their activation type Q8_K, and the legacy
+ * types on llama.cpp's own quantizer output, against independent references:
+ *   - from_float against llama.cpp's quantizer bytes (llama_model_quantize on a model whose rows are
+ *     tests/data/quant/kinput.f32; made by tests/data/gen_quant_fixtures.py),
+ *   - to_float against gguf-py's dequantize, on llama.cpp's bytes and on random blocks,
+ *   - Q8_K against values worked out by hand,
+ *   - vec_dot against a double-precision dot of dequantized values, and AVX2 against scalar on odd block counts,
+ *   - matmul's refusal of rows that are not whole 256-value blocks.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/ops.h"
+#include "backend/cpu/quant.h"
+#include "core/dtype.h"
+#include "core/err.h"
+#include "core/fp16.h"
+#include "core/tensor.h"
+
+#define NKROW 15 /* rows of 256 in kinput.f32 */
+#define NKVALS (NKROW * ZL_QK_K)
+#define NRAND 7 /* blocks in <type>.rand.q */
+
+/* ---- fixtures (tests/data/quant; ZILI_TEST_DATA overrides the data directory) ---- */
+
+static void *read_fixture(const char *name, size_t *size)
+{
+    char path[1024];
+    const char *dir = getenv("ZILI_TEST_DATA");
+    if (dir) {
+        snprintf(path, sizeof path, "%s/quant/%s", dir, name);
+    } else {
+        const char *here = __FILE__; /* .../tests/unit/test_kquant.c */
+        const char *cut = strstr(here, "unit/test_kquant.c");
+        snprintf(path, sizeof path, "%.*sdata/quant/%s", cut ? (int)(cut - here) : 0, here, name);
+    }
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("cannot open fixture %s (run from the repository root or set ZILI_TEST_DATA)", path);
+    fseek(f, 0, SEEK_END);
+    const long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *size = (size_t)n;
+    return buf;
+}
+
+static float *read_floats(const char *name, size_t expect)
+{
+    size_t size;
+    float *v = read_fixture(name, &size);
+    assert_int_equal(size, expect * sizeof(float));
+    return v;
+}
+
+typedef struct ktype {
+    const char *name; /* fixture prefix */
+    uint32_t type;
+} ktype;
+
+static const ktype k_ktypes[] = {
+    { "q2_K", ZL_Q2_K }, { "q3_K", ZL_Q3_K }, { "q4_K", ZL_Q4_K }, { "q5_K", ZL_Q5_K }, { "q6_K", ZL_Q6_K },
+};
+#define N_KTYPES (sizeof k_ktypes / sizeof k_ktypes[0])
+
+/* every type the llama.cpp fixtures cover */
+static const ktype k_llama_types[] = {
+    { "q2_K", ZL_Q2_K }, { "q3_K", ZL_Q3_K }, { "q4_K", ZL_Q4_K }, { "q5_K", ZL_Q5_K }, { "q6_K", ZL_Q6_K },
+    { "q5_0", ZL_Q5_0 }, { "q5_1", ZL_Q5_1 }, { "q4_0", ZL_Q4_0 }, { "q4_1", ZL_Q4_1 }, { "q8_0", ZL_Q8_0 },
+};
+
+static void fill_random(float *x, int n, unsigned seed, float scale)
+{
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (int i = 0; i < n; i++) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        x[i] = ((float)(s >> 40) / (float)(1 << 24) - 0.5f) * 2.0f * scale;
+    }
+}
+
+/* Random bytes for nb blocks of type t, with finite fp16 scales (d, and dmin where the type has one) drawn
+ * from [-2, 2]: every other bit pattern of a K-quant block is a valid block. */
+static void random_blocks(uint32_t t, uint8_t *q, int nb, unsigned seed)
+{
+    const zl_type_traits *tr = zl_type_traits_ref(t);
+    uint64_t s = seed * 0x2545F4914F6CDD1Dull + 7;
+    for (size_t i = 0; i < (size_t)nb * tr->type_size; i++) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        q[i] = (uint8_t)(s >> 32);
+    }
+    size_t off = 0, nhalf = 2;
+    switch (t) {
+    case ZL_Q2_K: off = offsetof(zl_block_q2_K, d); break;
+    case ZL_Q3_K: off = offsetof(zl_block_q3_K, d), nhalf = 1; break;
+    case ZL_Q6_K: off = offsetof(zl_block_q6_K, d), nhalf = 1; break;
+    default: off = 0; break; /* Q4_K, Q5_K: d, dmin first */
+    }
+    for (int b = 0; b < nb; b++)
+        for (size_t k = 0; k < nhalf; k++) {
+            float v;
+            fill_random(&v, 1, seed * 31u + (unsigned)(b * 2 + (int)k), 2.0f);
+            const uint16_t h = zl_fp32_to_fp16(v);
+            memcpy(q + (size_t)b * tr->type_size + off + 2 * k, &h, 2);
+        }
+}
+
+/* ---- conversions against llama.cpp and gguf-py ---- */
+
+/* ggml's reference quantizers, byte for byte: the rows of kinput.f32 (edge cases first) quantized by zili equal
+ * llama.cpp's llama_model_quantize output. */
+static void test_from_float_matches_llamacpp(void **state)
+{
+    (void)state;
+    float *x = read_floats("kinput.f32", NKVALS);
+    for (size_t i = 0; i < sizeof k_llama_types / sizeof k_llama_types[0]; i++) {
+        const ktype *kt = &k_llama_types[i];
+        char name[64];
+        snprintf(name, sizeof name, "%s.llama.q", kt->name);
+        size_t qsize, rs;
+        uint8_t *want = read_fixture(name, &qsize);
+        assert_true(zl_row_size(kt->type, NKVALS, &rs));
+        assert_int_equal(qsize, rs);
+        uint8_t *got = malloc(rs);
+        const zl_type_traits *tr = zl_type_traits_get(kt->type);
+        const size_t row_bytes = rs / NKROW;
+        memset(got, 0xAA, rs);
+        tr->from_float(x, got, NKVALS);
+        for (size_t b = 0; b < rs; b++)
+            if (got[b] != want[b])
+                fail_msg("%s from_float: row %zu byte %zu is %02x, llama.cpp has %02x", kt->name, b / row_bytes,
+                         b % row_bytes, got[b], want[b]);
+        free(got);
+        free(want);
+    }
+    free(x);
+}
+
+static void check_to_float(const char *type_name, uint32_t t, const char *qfile, const char *deqfile, size_t nvals)
+{
+    size_t qsize, rs;
+    uint8_t *q = read_fixture(qfile, &qsize);
+    assert_true(zl_row_size(t, (int64_t)nvals, &rs));
+    assert_int_equal(qsize, rs);
+    float *want = read_floats(deqfile, nvals);
+    float *y = malloc(nvals * sizeof(float));
+    zl_type_traits_get(t)->to_float(q, y, (int64_t)nvals);
+    for (size_t j = 0; j < nvals; j++)
+        if (zl_fp32_to_bits(y[j]) != zl_fp32_to_bits(want[j]))
+            fail_msg("%s to_float (%s): value %zu is %.9g, gguf-py has %.9g", type_name, qfile, j, y[j], want[j]);
+    free(y);
+    free(want);
+    free(q);
+}
+
+/* Bit-identical to gguf-py's dequantize, on llama.cpp's blocks and on random ones. */
+static void test_to_float_matches_gguf_py(void **state)
+{
+    (void)state;
+    char qf[64], df[64];
+    for (size_t i = 0; i < sizeof k_llama_types / sizeof k_llama_types[0]; i++) {
+        snprintf(qf, sizeof qf, "%s.llama.q", k_llama_types[i].name);
+        snprintf(df, sizeof df, "%s.llama.deq.f32", k_llama_types[i].name);
+        check_to_float(k_llama_types[i].name, k_llama_types[i].type, qf, df, NKVALS);
+    }
+    for (size_t i = 0; i < N_KTYPES; i++) {
+        snprintf(qf, sizeof qf, "%s.rand.q", k_ktypes[i].name);
+        snprintf(df, sizeof df, "%s.rand.deq.f32", k_ktypes[i].name);
+        check_to_float(k_ktypes[i].name, k_ktypes[i].type, qf, df, NRAND * ZL_QK_K);
+    }
+}
+
+/* ---- Q8_K ---- */
+
+/* Worked by hand: iscale = -127 / (the first value of largest magnitude, signed), q = min(127,
+ * round-half-even(iscale x)), d = 1 / iscale, bsums = sums of 16. */
+static void test_q8_K_by_hand(void **state)
+{
+    (void)state;
+    float x[2 * ZL_QK_K] = { 0 };
+    /* block 0: largest magnitude -127, so iscale = 1 and q = round-half-even(x) */
+    x[0] = -127.0f, x[1] = 127.0f, x[2] = 2.5f, x[3] = -3.5f, x[4] = 0.5f, x[17] = 1.5f, x[255] = -0.5f;
+    /* block 1: largest magnitude +254, so iscale = -0.5 (d = -2): signs flip */
+    float *y1 = x + ZL_QK_K;
+    y1[0] = 254.0f, y1[1] = -254.0f, y1[2] = 3.0f, y1[3] = 1.0f, y1[20] = -5.0f;
+    zl_block_q8_K q[3];
+    const zl_type_traits *tr = zl_type_traits_get(ZL_Q8_K);
+    assert_false(tr->supported); /* activation type only */
+    assert_int_equal(tr->block_size, 256);
+    assert_ptr_equal(tr->from_float_act, tr->from_float); /* ggml's x86 path uses the reference quantizer */
+    tr->from_float(x, q, 2 * ZL_QK_K);
+
+    assert_true(q[0].d == 1.0f);
+    const int8_t w0[5] = { -127, 127, 2, -4, 0 };
+    assert_memory_equal(q[0].qs, w0, 5);
+    assert_int_equal(q[0].qs[17], 2);
+    assert_int_equal(q[0].qs[255], 0);
+    assert_int_equal(q[0].bsums[0], -127 + 127 + 2 - 4);
+    assert_int_equal(q[0].bsums[1], 2);
+    assert_int_equal(q[0].bsums[15], 0);
+
+    assert_true(q[1].d == -2.0f);
+    const int8_t w1[4] = { -127, 127, -2, 0 }; /* -1.5 -> -2, -0.5 -> 0 (ties to even) */
+    assert_memory_equal(q[1].qs, w1, 4);
+    assert_int_equal(q[1].qs[20], 2); /* 2.5 -> 2 */
+    assert_int_equal(q[1].bsums[0], -2);
+    assert_int_equal(q[1].bsums[1], 2);
+
+    /* an all-zero block is all zero, bsums included */
+    float z[ZL_QK_K] = { 0 };
+    memset(&q[2], 0x55, sizeof q[2]);
+    tr->from_float(z, &q[2], ZL_QK_K);
+    const zl_block_q8_K zero = { 0 };
+    assert_memory_equal(&q[2], &zero, sizeof zero);
+
+    float back[ZL_QK_K];
+    tr->to_float(&q[1], back, ZL_QK_K);
+    assert_true(back[0] == 254.0f && back[1] == -254.0f && back[2] == 4.0f && back[20] == -4.0f);
+}
+
+/* ---- dot products ---- */
+
+/* vec_dot(weights, activations as Q8_K) against a double dot of the dequantized vectors: the kernels' integer
+ * sums are exact and the float steps are a few roundings, so they agree to ~1e-6 of the sum of magnitudes. */
+static void test_vec_dot_vs_double(void **state)
+{
+    (void)state;
+    float *w = read_floats("kinput.f32", NKVALS);
+    float *x = malloc(NKVALS * sizeof(float)), *wd = malloc(NKVALS * sizeof(float)),
+          *xd = malloc(NKVALS * sizeof(float));
+    uint8_t *wq = malloc(NKVALS), *xq = malloc(NKVALS * 2);
+    static const int nbs[] = { 1, 3, 8, NKROW };
+    for (size_t ti = 0; ti < N_KTYPES; ti++) {
+        for (int k = 0; k < 2; k++) {
+            const zl_type_traits *wt = k ? zl_type_traits_get(k_ktypes[ti].type) : zl_type_traits_ref(k_ktypes[ti].type);
+            const zl_type_traits *vt = k ? zl_type_traits_get(ZL_Q8_K) : zl_type_traits_ref(ZL_Q8_K);
+            assert_int_equal(wt->vec_dot_type, ZL_Q8_K);
+            for (int pass = 0; pass < 2; pass++) {
+                for (size_t li = 0; li < sizeof nbs / sizeof nbs[0]; li++) {
+                    const int n = nbs[li] * ZL_QK_K;
+                    if (pass == 0)
+                        wt->from_float(w, wq, n); /* fitted blocks, edge cases first */
+                    else
+                        random_blocks(k_ktypes[ti].type, wq, nbs[li], (unsigned)(li + 10 * ti));
+                    fill_random(x, n, (unsigned)(77 + li), 2.0f);
+                    vt->from_float_act(x, xq, n);
+                    wt->to_float(wq, wd, n);
+                    vt->to_float(xq, xd, n);
+                    double ref = 0.0, mag = 0.0;
+                    for (int j = 0; j < n; j++) {
+                        ref += (double)wd[j] * (double)xd[j];
+                        mag += fabs((double)wd[j] * (double)xd[j]);
+                    }
+                    float got;
+                    wt->vec_dot(n, &got, wq, xq);
+                    if (fabs(got - ref) > 2e-6 * mag + 1e-30)
+                        fail_msg("%s vec_dot (table %d, %s blocks) n=%d: %.9g, double reference %.9g (mag %.3g)",
+                                 wt->name, k, pass ? "random" : "fitted", n, got, ref, mag);
+                }
+            }
+        }
+    }
+    free(w);
+    free(x);
+    free(wd);
+    free(xd);
+    free(wq);
+    free(xq);
+}
+
+/* AVX2 dots equal the scalar ones up to float summation order, on odd block counts, for fitted and random
+ * blocks. */
+static void test_vec_dot_simd_vs_scalar(void **state)
+{
+    (void)state;
+    if (strcmp(zl_cpu_kernels_name(), "avx2") != 0) skip();
+    enum { NB = 17, N = NB * ZL_QK_K };
+    float *w = malloc(N * sizeof(float)), *x = malloc(N * sizeof(float)), *wd = malloc(N * sizeof(float)),
+          *xd = malloc(N * sizeof(float));
+    uint8_t *wq = malloc(N), *xq = malloc(N * 2);
+    for (size_t ti = 0; ti < N_KTYPES; ti++) {
+        const zl_type_traits *ref = zl_type_traits_ref(k_ktypes[ti].type);
+        const zl_type_traits *fast = zl_type_traits_get(k_ktypes[ti].type);
+        assert_ptr_not_equal(ref->vec_dot, fast->vec_dot);
+        for (int nb = 1; nb <= NB; nb += 2) {
+            const int n = nb * ZL_QK_K;
+            if (nb % 4 == 1) {
+                random_blocks(k_ktypes[ti].type, wq, nb, (unsigned)(nb + 100 * ti));
+            } else {
+                fill_random(w, n, (unsigned)nb, nb % 3 == 0 ? 0.01f : 1.0f);
+                ref->from_float(w, wq, n);
+            }
+            fill_random(x, n, (unsigned)nb + 1000, 3.0f);
+            zl_type_traits_ref(ZL_Q8_K)->from_float_act(x, xq, n);
+            ref->to_float(wq, wd, n);
+            zl_type_traits_ref(ZL_Q8_K)->to_float(xq, xd, n);
+            float a, b;
+            ref->vec_dot(n, &a, wq, xq);
+            fast->vec_dot(n, &b, wq, xq);
+            double mag = 0;
+            for (int j = 0; j < n; j++) mag += fabs((double)wd[j] * xd[j]);
+            if (fabs((double)a - b) > 1e-6 * mag)
+                fail_msg("%s nb=%d: scalar %.9g, avx2 %.9g", ref->name, nb, a, b);
+        }
+    }
+    free(w);
+    free(x);
+    free(wd);
+    free(xd);
+    free(wq);
+    free(xq);
+}
+
+/* ---- matmul over 256-value blocks ---- */
+
+/* A Q4_K / Q6_K matmul equals per-row vec_dot; rows that are not whole blocks of 256 are refused. */
+static void test_matmul_k_rows(void **state)
+{
+    (void)state;
+    enum { NE0 = 512, NE1 = 5, NTOK = 3 };
+    zl_cpu *cpu = zl_cpu_create(2);
+    assert_non_null(cpu);
+    float *wf = malloc(NE0 * NE1 * sizeof(float)), *x = malloc(NE0 * NTOK * sizeof(float));
+    float y[NE1 * NTOK];
+    uint8_t *wq = malloc(NE1 * (NE0 / 256) * 210), xq[2 * 292];
+    fill_random(wf, NE0 * NE1, 5, 1.0f);
+    fill_random(x, NE0 * NTOK, 6, 1.0f);
+    static const uint32_t types[] = { ZL_Q4_K, ZL_Q6_K, ZL_Q2_K };
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const zl_type_traits *tr = zl_type_traits_get(types[ti]);
+        size_t row;
+        assert_true(zl_row_size(types[ti], NE0, &row));
+        tr->from_float(wf, wq, NE0 * NE1);
+        zl_tensor w = { .name = "w", .type = types[ti], .ne = { NE0, NE1, 1, 1 }, .nb1 = row, .data = wq };
+        assert_int_equal(zl_matmul(cpu, &w, x, NTOK, y), ZL_OK);
+        for (int t = 0; t < NTOK; t++) {
+            zl_type_traits_get(ZL_Q8_K)->from_float_act(x + t * NE0, xq, NE0);
+            for (int r = 0; r < NE1; r++) {
+                float want;
+                tr->vec_dot(NE0, &want, wq + (size_t)r * row, xq);
+                assert_true(y[t * NE1 + r] == want);
+            }
+        }
+        /* 320 and 384 values per row: multiples of 32 but not of 256 */
+        size_t n;
+        assert_false(zl_row_size(types[ti], 320, &n));
+        w.ne[0] = 384;
+        assert_int_equal(zl_matmul(cpu, &w, x, 1, y), ZL_EINVAL);
+    }
+    free(wf);
+    free(x);
+    free(wq);
+    zl_cpu_destroy(cpu);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_from_float_matches_llamacpp),
+        cmocka_unit_test(test_to_float_matches_gguf_py),
+        cmocka_unit_test(test_q8_K_by_hand),
+        cmocka_unit_test(test_vec_dot_vs_double),
+        cmocka_unit_test(test_vec_dot_simd_vs_scalar),
+        cmocka_unit_test(test_matmul_k_rows),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
