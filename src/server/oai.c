@@ -214,7 +214,9 @@ int oai_parse(const zl_model *m, const zl_chat_tmpl *tmpl, oai_kind kind, json_t
     json_t *model = json_object_get(root, "model");
     if (model && !json_is_string(model) && !json_is_null(model))
         TRY(fail(e, "model", "'model' must be a string"));
-    TRY(get_int(root, "n", 1, 1, &v, NULL, e));
+    TRY(get_int(root, "n", 1, 1 << 20, &v, &present, e));
+    if (present && v != 1)
+        TRY(fail(e, "n", "'n' = %lld: this server returns one choice per request (n = 1); send n requests", v));
     TRY(get_bool(root, "stream", &out->stream, e));
     json_t *so = json_object_get(root, "stream_options");
     if (so && !json_is_null(so)) {

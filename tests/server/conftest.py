@@ -60,7 +60,7 @@ def server():
 
 @pytest.fixture(scope="session")
 def strict_server():
-    """An API key and no queue: authorized generation requests get 503."""
-    s = Server("--parallel", "1", "-c", "256", "--api-key", "sekret", "--max-queue", "0")
+    """An API key, no queue (authorized generation requests get 503) and a 2 s read timeout."""
+    s = Server("--parallel", "1", "-c", "256", "--api-key", "sekret", "--max-queue", "0", "--timeout", "2")
     yield s
     assert s.stop() == 0

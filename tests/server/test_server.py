@@ -295,6 +295,21 @@ def test_auth_and_full_queue(strict_server):
     assert m['zili_http_requests_total{code="503"}'] == 1
 
 
+def test_slow_client_times_out(strict_server):
+    s = socket.create_connection(("127.0.0.1", strict_server.port), timeout=30)
+    t0 = time.time()
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"prompt\":")
+    assert s.recv(100) == b""  # the server hangs up on a body that stops coming
+    assert time.time() - t0 < 10
+    s.close()
+
+
+def test_n_refused(server):
+    with pytest.raises(openai.BadRequestError) as ex:
+        client(server).completions.create(model="m", prompt="hi", n=2, max_tokens=2)
+    assert "one choice" in str(ex.value)
+
+
 # ---- batching, disconnects, prefix cache ---------------------------------------------------------------------
 
 def test_16_concurrent_equal_alone(server):
