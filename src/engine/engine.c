@@ -237,7 +237,8 @@ int zl_req_next(zl_req *r, int timeout_ms, zl_req_chunk *out)
         rc = ZL_ENOMEM;
         goto done;
     }
-    memcpy(out->text, r->out, r->out_len);
+    if (r->out_len)
+        memcpy(out->text, r->out, r->out_len);
     out->text[r->out_len] = 0;
     out->len = r->out_len;
     r->out_len = 0;
@@ -400,11 +401,11 @@ static ptrdiff_t find_stop(const zl_req *r, size_t from, size_t *which)
 {
     ptrdiff_t best = -1;
     for (int32_t i = 0; i < r->p.n_stop; i++) {
-        const char *t = r->text + from;
         const size_t avail = r->text_len - from;
         const size_t sl = r->stop_len[i];
         if (sl > avail)
             continue;
+        const char *t = r->text + from;
         const char *hit = memmem(t, avail, r->stop[i], sl);
         if (hit && (best < 0 || hit - r->text < best)) {
             best = hit - r->text;
@@ -445,7 +446,7 @@ static bool emit_text(zl_req *r, bool final, const zl_token_logprob *lp)
     else
         upto = r->text_len - stop_holdback(r, r->emitted);
     pthread_mutex_lock(&r->mu);
-    bool ok = out_append(r, r->text + r->emitted, upto - r->emitted);
+    bool ok = upto == r->emitted || out_append(r, r->text + r->emitted, upto - r->emitted);
     if (ok)
         r->emitted = upto;
     if (lp) {
