@@ -411,10 +411,15 @@ void zl_q6_K_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
 {
     const zl_block_q6_K *x = vx;
     const zl_block_q8_K *y = vy;
-    const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3), off = _mm256_set1_epi8(32);
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / ZL_QK_K; b++) {
         const float d = y[b].d * h2f(x[b].d);
+        /* the -32 offset, applied once per block through the activation sums (as current ggml does): lane i
+         * gets 32 (sc[2i] bsums[2i] + sc[2i+1] bsums[2i+1]); this changes which lane holds which part of the
+         * integer total, and so the float result */
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales));
+        const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(load32(y[b].bsums), sc16), 5);
         __m256i sumi = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
             const __m256i l0 = load32(x[b].ql + 64 * h), l1 = load32(x[b].ql + 64 * h + 32);
@@ -425,12 +430,12 @@ void zl_q6_K_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
             for (int k = 0; k < 4; k++) {
                 const __m256i high = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * k), m3), 4);
                 const __m256i q = _mm256_or_si256(low[k], high); /* q + 32, in [0, 63] */
-                const __m256i q8 = load32(y[b].qs + 128 * h + 32 * k);
-                const __m256i p = _mm256_sub_epi16(maddubs(q, q8), maddubs(off, q8));
+                const __m256i p = maddubs(q, load32(y[b].qs + 128 * h + 32 * k));
                 const int sb = 8 * h + 2 * k;
                 sumi = _mm256_add_epi32(sumi, scale_halves(p, x[b].scales[sb], x[b].scales[sb + 1]));
             }
         }
+        sumi = _mm256_sub_epi32(sumi, offset);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     *s = hsum8(acc);
