@@ -18,6 +18,11 @@ Files (all little-endian, no headers):
   <type>.llama.deq.f32   gguf.quants.dequantize(<type>.llama.q) as float32
   <type>.rand.q          NRAND random blocks of each K-quant type (random bits, finite random fp16 scales)
   <type>.rand.deq.f32    gguf.quants.dequantize(<type>.rand.q) as float32
+  xact.f32               NKROW*256 float32 activations (normal, per-row scales 10^[-2, 1])
+  <act>.ggml.q           ggml's activation quantization of xact (quantize_row_q8_0 / q8_1 / q8_K of llama-cpp-python's
+                         libggml-cpu, i.e. its x86 SIMD recipe), for q8_0 q8_1 q8_K
+  <type>.ggml_dot.f32    NKROW float32: ggml_vec_dot_<type>_<act>(k*256, <type>.llama.q, <act>.ggml.q) for k = 1..NKROW,
+                         bit for bit what llama.cpp computes on x86 (its CPU's AVX2 kernels)
   f16_cases.f32          float32 values probing float -> half rounding (ties, subnormals, overflow edge)
   f16_cases.f16          numpy's float16 of each (uint16 bits)
   f16_all.fnv            FNV-1a 64 (hex) of the float32 bits of numpy's float32 value of every half 0..65535
@@ -136,6 +141,50 @@ def llama_fixtures(kx):
     return out
 
 
+# weight type -> activation type of its dot product (ggml's vec_dot_type)
+DOT_ACT = {"q2_K": "q8_K", "q3_K": "q8_K", "q4_K": "q8_K", "q5_K": "q8_K", "q6_K": "q8_K", "q5_0": "q8_0",
+           "q5_1": "q8_1", "q4_0": "q8_0", "q4_1": "q8_1", "q8_0": "q8_0"}
+ACT_BLOCK = {"q8_0": (32, 34), "q8_1": (32, 36), "q8_K": (256, 292)}
+
+
+def ggml_dot_fixtures(llama_bytes, xact):
+    """ggml's own activation quantizers and dot kernels from llama-cpp-python's shared libraries (ctypes), on the
+    llama.cpp-quantized rows. Returns ({act: bytes}, {type: float32 array}) or None when they cannot be loaded."""
+    import ctypes
+    try:
+        import llama_cpp
+    except ImportError:
+        return None
+    lib = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
+    try:
+        ctypes.CDLL(os.path.join(lib, "libggml-base.so"), mode=ctypes.RTLD_GLOBAL)
+        g = ctypes.CDLL(os.path.join(lib, "libggml-cpu.so"), mode=ctypes.RTLD_GLOBAL)
+    except OSError as e:
+        print(f"gen_quant_fixtures.py: cannot load ggml ({e}); *.ggml* fixtures not regenerated", file=sys.stderr)
+        return None
+    g.ggml_cpu_init()  # fills the fp16 tables the kernels read
+    n = xact.size
+    acts = {}
+    for act, (bs, ts) in ACT_BLOCK.items():
+        out = np.zeros(n // bs * ts, np.uint8)
+        getattr(g, "quantize_row_" + act)(xact.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p),
+                                          ctypes.c_int64(n))
+        acts[act] = out
+    dots = {}
+    for name, data in llama_bytes.items():
+        act = DOT_ACT[name]
+        fn = getattr(g, f"ggml_vec_dot_{name}_{act}")
+        w = np.frombuffer(data, np.uint8).copy()
+        res = np.zeros(NKROW, np.float32)
+        s = ctypes.c_float()
+        for k in range(1, NKROW + 1):
+            fn(ctypes.c_int(k * QK_K), ctypes.byref(s), ctypes.c_size_t(0), w.ctypes.data_as(ctypes.c_void_p),
+               ctypes.c_size_t(0), acts[act].ctypes.data_as(ctypes.c_void_p), ctypes.c_size_t(0), ctypes.c_int(1))
+            res[k - 1] = s.value
+        dots[name] = res
+    return {a: bytes(v) for a, v in acts.items()}, dots
+
+
 def random_k_blocks(rng, qt):
     """NRAND blocks of random bits whose fp16 scales (d, dmin) are finite: any other bit pattern is valid."""
     bs, ts = quants.GGML_QUANT_SIZES[qt]
@@ -205,7 +254,16 @@ def main():
         b = random_k_blocks(krng, qt)
         b.tofile(os.path.join(OUT, name + ".rand.q"))
         quants.dequantize(b, qt).astype(np.float32).reshape(-1).tofile(os.path.join(OUT, name + ".rand.deq.f32"))
+    xact = (krng.normal(0, 1, (NKROW, QK_K)) * 10.0 ** krng.uniform(-2, 1, (NKROW, 1))).astype(np.float32)
+    xact.reshape(-1).tofile(os.path.join(OUT, "xact.f32"))
     lq = llama_fixtures(kx)
+    gd = ggml_dot_fixtures(lq, xact.reshape(-1)) if lq is not None else None
+    if gd is not None:
+        for act, data in gd[0].items():
+            with open(os.path.join(OUT, act + ".ggml.q"), "wb") as f:
+                f.write(data)
+        for name, res in gd[1].items():
+            res.tofile(os.path.join(OUT, name + ".ggml_dot.f32"))
     if lq is not None:
         for name, data in lq.items():
             qt = LLAMA_TYPES[name][1]

@@ -5,6 +5,8 @@
  *     tests/data/quant/kinput.f32; made by tests/data/gen_quant_fixtures.py),
  *   - to_float against gguf-py's dequantize, on llama.cpp's bytes and on random blocks,
  *   - Q8_K against values worked out by hand,
+ *   - activation quantizers and dots against ggml's own (llama-cpp-python's libggml-cpu, called by the fixture
+ *     generator): bytes equal, and with the AVX2 kernels dot results equal bit for bit,
  *   - vec_dot against a double-precision dot of dequantized values, and AVX2 against scalar on odd block counts,
  *   - matmul's refusal of rows that are not whole 256-value blocks.
  */
@@ -15,6 +17,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,6 +185,69 @@ static void test_to_float_matches_gguf_py(void **state)
         snprintf(df, sizeof df, "%s.rand.deq.f32", k_ktypes[i].name);
         check_to_float(k_ktypes[i].name, k_ktypes[i].type, qf, df, NRAND * ZL_QK_K);
     }
+}
+
+/* ---- against ggml's kernels ---- */
+
+/* weight type -> its activation type, as in the fixtures */
+static uint32_t act_type(uint32_t t)
+{
+    return zl_type_traits_ref(t)->vec_dot_type;
+}
+
+/* The activation quantizers give ggml's x86 bytes; the dots of the first k rows (k = 1..15) of llama.cpp's blocks
+ * with those activations equal ggml_vec_dot_* exactly with the AVX2 kernels (our x86 target), and to float
+ * rounding with the scalar ones. */
+static void test_matches_ggml_kernels(void **state)
+{
+    (void)state;
+    float *x = read_floats("xact.f32", NKVALS);
+    static const struct { const char *name; uint32_t type; } acts[] = {
+        { "q8_0", ZL_Q8_0 }, { "q8_1", ZL_Q8_1 }, { "q8_K", ZL_Q8_K } };
+    uint8_t *act[3];
+    for (int a = 0; a < 3; a++) {
+        char name[64];
+        size_t size, rs;
+        snprintf(name, sizeof name, "%s.ggml.q", acts[a].name);
+        act[a] = read_fixture(name, &size);
+        assert_true(zl_row_size(acts[a].type, NKVALS, &rs));
+        assert_int_equal(size, rs);
+        uint8_t *got = malloc(rs);
+        for (int k = 0; k < 2; k++) {
+            const zl_type_traits *tr = k ? zl_type_traits_get(acts[a].type) : zl_type_traits_ref(acts[a].type);
+            tr->from_float_act(x, got, NKVALS);
+            for (size_t i = 0; i < rs; i++)
+                if (got[i] != act[a][i])
+                    fail_msg("%s from_float_act (table %d): byte %zu is %02x, ggml has %02x", acts[a].name, k, i,
+                             got[i], act[a][i]);
+        }
+        free(got);
+    }
+    const bool exact = strcmp(zl_cpu_kernels_name(), "avx2") == 0;
+    for (size_t i = 0; i < sizeof k_llama_types / sizeof k_llama_types[0]; i++) {
+        const ktype *kt = &k_llama_types[i];
+        char name[64];
+        size_t size;
+        snprintf(name, sizeof name, "%s.llama.q", kt->name);
+        uint8_t *w = read_fixture(name, &size);
+        snprintf(name, sizeof name, "%s.ggml_dot.f32", kt->name);
+        float *want = read_floats(name, NKROW);
+        const uint32_t at = act_type(kt->type);
+        const uint8_t *xq = act[at == ZL_Q8_0 ? 0 : at == ZL_Q8_1 ? 1 : 2];
+        for (int k = 1; k <= NKROW; k++) {
+            float got;
+            zl_type_traits_get(kt->type)->vec_dot(k * ZL_QK_K, &got, w, xq);
+            const bool ok = exact ? zl_fp32_to_bits(got) == zl_fp32_to_bits(want[k - 1])
+                                  : fabsf(got - want[k - 1]) <= 1e-5f * (fabsf(want[k - 1]) + 1.0f);
+            if (!ok)
+                fail_msg("%s vec_dot over %d rows (%s kernels): %.9g, ggml %.9g", kt->name, k, zl_cpu_kernels_name(),
+                         got, want[k - 1]);
+        }
+        free(want);
+        free(w);
+    }
+    for (int a = 0; a < 3; a++) free(act[a]);
+    free(x);
 }
 
 /* ---- Q8_K ---- */
@@ -372,6 +438,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_from_float_matches_llamacpp),
         cmocka_unit_test(test_to_float_matches_gguf_py),
+        cmocka_unit_test(test_matches_ggml_kernels),
         cmocka_unit_test(test_q8_K_by_hand),
         cmocka_unit_test(test_vec_dot_vs_double),
         cmocka_unit_test(test_vec_dot_simd_vs_scalar),
