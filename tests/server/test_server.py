@@ -354,6 +354,31 @@ def test_50_cut_streams_free_kv(server):
     assert greedy_completion(server, PROMPTS[0], n=5).choices[0].finish_reason == "length"
 
 
+def test_disconnect_during_prefill(server):
+    """A client that hangs up while its long prompt is still being prefilled: cancelled, blocks back."""
+    before = metrics(server)
+    for stream in (True, False):
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+        body = json.dumps({"prompt": "count: " + " ".join(str(i) for i in range(150)), "max_tokens": 200,
+                           "stream": stream, "ignore_eos": True}).encode()
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        time.sleep(0.3)
+        s.close()
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        m = metrics(server)
+        done = m['zili_requests_finished_total{reason="cancelled"}'] - \
+            before['zili_requests_finished_total{reason="cancelled"}']
+        if done >= 2 and m["zili_kv_blocks_used"] == 0:
+            break
+        time.sleep(0.1)
+    assert done == 2
+    assert m["zili_kv_blocks_used"] == 0
+    # neither ran to its 200 tokens
+    assert m["zili_generated_tokens_total"] - before["zili_generated_tokens_total"] < 400
+
+
 def ttft(srv, msgs):
     t0 = time.time()
     first = None
