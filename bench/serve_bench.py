@@ -161,6 +161,7 @@ def main():
     ap.add_argument("--per-client", type=int, default=2, help="requests per client at each level")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--llama", action="store_true", help="also benchmark llama_cpp.server on the same model")
+    ap.add_argument("--serve-args", default="", help="extra options for zili serve, e.g. '--batch 64'")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
     levels = [int(x) for x in a.levels.split(",")]
@@ -175,6 +176,7 @@ def main():
                    "--max-queue", "1024"]
             if a.threads:
                 cmd += ["-t", str(a.threads)]
+            cmd += a.serve_args.split()
             p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             procs.append(p)
             wait_up(url, p, "zili serve")
