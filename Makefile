@@ -27,7 +27,7 @@ all: $(LIB) $(BIN) $(TEST_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(if $(findstring _avx2.c,$<),-mavx2 -mfma -mf16c) -MMD -MP -c $< -o $@
+	$(CC) $(CFLAGS) $(if $(findstring _avx2.c,$<),-mavx2 -mfma -mf16c)$(if $(findstring _avx512.c,$<),-mavx512f -mavx512dq -mavx2 -mfma -mf16c) -MMD -MP -c $< -o $@
 
 $(LIB): $(OBJ)
 	@rm -f $@

@@ -127,6 +127,7 @@ static const kernel_swap k_avx2_swaps[] = {
 typedef struct kernel_choice {
     zl_type_traits table[ZL_DTYPE_COUNT];
     const char *name;
+    int width;
 } kernel_choice;
 
 static kernel_choice g_choice;
@@ -149,12 +150,25 @@ static bool cpu_has_avx2_fma_f16c(void)
     __cpuid_count(7, 0, a, b, c, d);
     return b & (1u << 5); /* AVX2 */
 }
+
+/* AVX-512 F and DQ, and the OS saves opmask and ZMM state (call after cpu_has_avx2_fma_f16c). */
+static bool cpu_has_avx512f_dq(void)
+{
+    unsigned a, b, c, d;
+    unsigned xcr0_lo, xcr0_hi;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    (void)xcr0_hi;
+    if ((xcr0_lo & 0xe6u) != 0xe6u) return false;
+    __cpuid_count(7, 0, a, b, c, d);
+    return (b & (1u << 16)) && (b & (1u << 17));
+}
 #endif
 
 static void choose_table(void)
 {
     memcpy(g_choice.table, k_traits_ref, sizeof k_traits_ref);
     g_choice.name = "scalar";
+    g_choice.width = 1;
 #ifdef ZL_HAVE_AVX2_KERNELS
     const char *env = getenv("ZILI_CPU");
     if (env && strcmp(env, "scalar") == 0) return;
@@ -165,6 +179,19 @@ static void choose_table(void)
         if (k_avx2_swaps[i].from_float_act) t->from_float_act = k_avx2_swaps[i].from_float_act;
     }
     g_choice.name = "avx2";
+    g_choice.width = 8;
+    zl_type_traits *f32 = &g_choice.table[ZL_F32], *f16 = &g_choice.table[ZL_F16];
+    f32->vec_dot_gemm = zl_f32_vec_dot_gemm_avx2;
+    f16->vec_dot_gemm = zl_f16_vec_dot_gemm_avx2;
+    f32->gemm_k = f16->gemm_k = 8;
+    if ((env && strcmp(env, "avx2") == 0) || !cpu_has_avx512f_dq()) return;
+    f32->vec_dot = zl_f32_vec_dot_avx512;
+    f16->vec_dot = zl_f16_vec_dot_avx512;
+    f32->vec_dot_gemm = zl_f32_vec_dot_gemm_avx512;
+    f16->vec_dot_gemm = zl_f16_vec_dot_gemm_avx512;
+    f32->gemm_k = f16->gemm_k = 16;
+    g_choice.name = "avx512";
+    g_choice.width = 16;
 #endif
 }
 
@@ -201,4 +228,10 @@ const char *zl_cpu_kernels_name(void)
 {
     pthread_once(&g_choice_once, choose_table);
     return g_choice.name;
+}
+
+int zl_cpu_simd_width(void)
+{
+    pthread_once(&g_choice_once, choose_table);
+    return g_choice.width;
 }

@@ -75,6 +75,11 @@ typedef struct zl_type_traits {
      * q = round-half-even(x * (127/amax)); it differs from from_float (q = round-half-away(x * (1/d))) in rare
      * last-step roundings. The scalar and AVX2 versions give identical bytes. Same as from_float otherwise. */
     zl_from_float_fn from_float_act;
+    /* The dot llama.cpp's tinyBLAS computes when a matmul has 2+ tokens (F32 and F16: one accumulator of
+     * simd-width lanes instead of four, then one lane reduction); NULL where it is the same as vec_dot. Valid
+     * only for n a multiple of gemm_k. */
+    zl_vec_dot_fn vec_dot_gemm;
+    int64_t gemm_k;
 } zl_type_traits;
 
 /* Traits of type id t, or NULL if t is not a type the format defines. The returned kernels are the fastest
@@ -93,5 +98,8 @@ const char *zl_type_name(uint32_t t);
 
 /* Name of the kernel set in use ("scalar", "avx2"). */
 const char *zl_cpu_kernels_name(void);
+/* Floats per vector of the active kernel set: 16 (AVX-512), 8 (AVX2) or 1 (scalar). Float ops whose rounding
+ * depends on it (exp, softmax sums, attention lane order) follow the same choice, as a native ggml build does. */
+int zl_cpu_simd_width(void);
 
 #endif

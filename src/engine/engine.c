@@ -102,6 +102,7 @@ struct zl_engine {
     zl_prefix *pc;
     int32_t *b_tok, *b_pos, *b_seq; /* n_batch */
     int8_t *b_want;
+    int8_t *b_gemm; /* per token: prompt token of a 2+ token prompt (zl_batch.gemm) */
     float *logits;                  /* n_parallel rows of n_vocab */
     zl_req **slots;                 /* n_parallel */
     int32_t *blk;                   /* scratch block ids for lookups: ceil(n_ctx / block_size) */
@@ -598,6 +599,7 @@ int zl_engine_create(const zl_model *m, const zl_engine_params *params, zl_engin
     e->b_pos = malloc((size_t)p.n_batch * sizeof *e->b_pos);
     e->b_seq = malloc((size_t)p.n_batch * sizeof *e->b_seq);
     e->b_want = malloc((size_t)p.n_batch);
+    e->b_gemm = malloc((size_t)p.n_batch);
     e->logits = malloc((size_t)p.n_parallel * (size_t)e->n_vocab * sizeof *e->logits);
     e->slots = calloc((size_t)p.n_parallel, sizeof *e->slots);
     e->blk = malloc((size_t)min_blocks * sizeof *e->blk);
@@ -605,8 +607,8 @@ int zl_engine_create(const zl_model *m, const zl_engine_params *params, zl_engin
     e->chunk = calloc((size_t)p.n_parallel, sizeof *e->chunk);
     e->piece_cap = 3 * (zl_vocab_max_token_len(zl_model_vocab(m)) + 8) + 64;
     e->piece = malloc(e->piece_cap);
-    if (!e->b_tok || !e->b_pos || !e->b_seq || !e->b_want || !e->logits || !e->slots || !e->blk || !e->row_slot ||
-        !e->chunk || !e->piece) {
+    if (!e->b_tok || !e->b_pos || !e->b_seq || !e->b_want || !e->b_gemm || !e->logits || !e->slots || !e->blk ||
+        !e->row_slot || !e->chunk || !e->piece) {
         rc = zl_err_set(err, ZL_ENOMEM, "engine: out of memory for the batch (%d tokens, %d sequences)", p.n_batch,
                         p.n_parallel);
         goto fail;
@@ -650,6 +652,7 @@ void zl_engine_destroy(zl_engine *e)
     free(e->b_pos);
     free(e->b_seq);
     free(e->b_want);
+    free(e->b_gemm);
     free(e->logits);
     free(e->slots);
     free(e->blk);
@@ -952,6 +955,7 @@ static void scheduler_step(zl_engine *e)
             e->b_pos[n] = pos;
             e->b_seq[n] = s;
             e->b_want[n] = pos == r->n_toks - 1;
+            e->b_gemm[n] = pos < r->n_prompt && r->n_prompt >= 2;
             if (e->b_want[n])
                 e->row_slot[n_rows++] = s;
             n++;
@@ -966,7 +970,7 @@ static void scheduler_step(zl_engine *e)
     zl_err err = {{0}};
     const int rc = zl_model_forward(e->m, e->cpu, e->kv, e->fwd,
                                     &(zl_batch){.n = n, .token = e->b_tok, .pos = e->b_pos, .seq = e->b_seq,
-                                                .logits = e->b_want},
+                                                .logits = e->b_want, .gemm = e->b_gemm},
                                     e->logits, &err);
     if (rc == ZL_EFULL) {
         /* Cannot happen when the accounting above is right; recover by preempting rather than failing. */

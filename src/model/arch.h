@@ -12,6 +12,9 @@
 
 #include "model/model.h"
 
+/* Lane accumulators of the attention's weighted sum of V: ggml's dot over positions, 4 vectors of 16 floats. */
+#define ZL_ATT_MAX_LANES 64
+
 /* One transformer block. Norm vectors are float (zero-copy when the file stores F32). Optional tensors are
  * NULL / have data == NULL. */
 typedef struct zl_layer {
@@ -74,6 +77,8 @@ struct zl_fwd {
     float *hb;   /* (max_tokens, n_ff) gate, then silu(gate) * up */
     float *hb2;  /* (max_tokens, n_ff) up */
     float *cs;   /* (max_tokens, n_rot) RoPE cos/sin of each token's position */
+    int8_t *tok_gemm; /* (max_tokens) per token: llama.cpp's multi-token arithmetic (see zl_batch.gemm) */
+    int8_t *out_gemm; /* (max_tokens) per logits row: the same for the output matmul (2+ rows of its sequence) */
 
     int32_t seq_cap;     /* entries of seq_next / seq_start */
     int32_t *seq_next;   /* next expected position of each sequence while checking a batch; -1 untouched */
@@ -85,7 +90,7 @@ struct zl_fwd {
     float *scores;       /* (thr_cap, ctx_cap) attention weights */
     void *q_conv;        /* (thr_cap, head_dim) the query in the cache's type (F16 caches) */
     float *v_row;        /* (thr_cap, head_dim) a V row converted to float */
-    float *v_lanes;      /* (thr_cap, 32, head_dim) lane accumulators of the weighted sum of V */
+    float *v_lanes;      /* (thr_cap, ZL_ATT_MAX_LANES, head_dim) lane accumulators of the weighted sum of V */
 };
 
 /* A model family: the tensors it needs and its forward pass. */

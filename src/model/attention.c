@@ -9,12 +9,17 @@
  * to its own, and the batch wrote every position it reads before attention runs.
  *
  * The arithmetic is ggml's (llama.cpp without flash attention), so that logits agree with llama.cpp bit for bit
- * where the rest of the pass does:
- *   - scores: the traits table's vec_dot of K's type, so with an F16 cache the query is rounded to F16 first
- *     (ggml converts Q to K's type for the K x Q product);
- *   - the weighted sum of V is a dot product over positions in ggml's lane order: position t accumulates into
- *     lane t % 32 with a fused multiply-add, and the 32 lanes are summed in ggml's reduction tree. With an F16
- *     cache the softmax weights are rounded to F16 first (ggml converts them to V's type). Positions past p_i
+ * where the rest of the pass does. It depends on the CPU's vector width w (zl_cpu_simd_width: 16 with AVX-512,
+ * 8 with AVX2, as a native ggml build) and on the batch, because llama.cpp multiplies a batch of one token with
+ * ggml's vec_dot and a batch of 2+ tokens with tinyBLAS:
+ *   - scores: the dot of the query and a K row. With an F16 cache the query is rounded to F16 first (ggml converts
+ *     Q to K's type). One token: the traits' vec_dot (4 accumulators of w lanes); 2+ tokens: vec_dot_gemm (one
+ *     accumulator of w lanes), when head_dim is a multiple of w.
+ *   - softmax: zl_softmax (ggml's vector exp and partial sums; llama.cpp's row is padded with masked positions).
+ *   - the weighted sum of V is a dot product over positions (ggml keeps V transposed): position t accumulates
+ *     into lane t % L with a fused multiply-add, L = 4w for one token (then the four vectors are added
+ *     (a0 + a2) + (a1 + a3)) or L = w for 2+ tokens, and the w lanes are summed in ggml's reduction tree. With an
+ *     F16 cache the softmax weights are rounded to F16 first (ggml converts them to V's type). Positions past p_i
  *     (weight 0 in ggml's masked row) add exact zeros there, so the result does not depend on its padding.
  *
  * Threads: zl_attention_paged runs on the zl_cpu's pool, each (token, head) pair on one thread, writing only its
@@ -48,27 +53,48 @@ void zl_kv_store(zl_kv *kv, const zl_batch *b, int32_t il, const float *k, const
 void zl_attn_fma_row_avx2(float *acc, const float *v, float w, int32_t n);
 void zl_attn_fma_row_f16_avx2(float *acc, const uint16_t *v, float w, int32_t n);
 
-enum { LANES = 32 }; /* ggml's f32/f16 dot: 4 accumulators of 8 floats */
-
 static void fma_row(float *acc, const float *v, float w, int32_t n)
 {
     for (int32_t c = 0; c < n; c++)
         acc[c] = fmaf(v[c], w, acc[c]);
 }
 
-/* out[c] = the sum of lanes[0..32)[c] in the order of ggml's 4x8 reduction: (a0 + a2) + (a1 + a3) lane-wise
- * (a_j = lanes 8j..8j+7), then the two 128-bit halves, then two horizontal adds. */
-static void reduce_lanes(const float *lanes, int32_t hd, float *out)
+/* The lane reductions of ggml's kernels, for 8 and 16 lanes. */
+static float tree8_hadd(const float *v) /* GGML_F32x8_REDUCE (vec_dot): two horizontal adds */
+{
+    const float t0 = v[0] + v[4], t1 = v[1] + v[5], t2 = v[2] + v[6], t3 = v[3] + v[7];
+    return (t0 + t1) + (t2 + t3);
+}
+
+static float tree8_movehl(const float *v) /* tinyBLAS hsum(__m256): movehl, then movehdup */
+{
+    const float t0 = v[0] + v[4], t1 = v[1] + v[5], t2 = v[2] + v[6], t3 = v[3] + v[7];
+    return (t0 + t2) + (t1 + t3);
+}
+
+static float tree16(const float *v) /* _mm512_reduce_add_ps: halves, quarters, then pairs */
+{
+    float h[8];
+    for (int l = 0; l < 8; l++) h[l] = v[l] + v[l + 8];
+    const float q0 = h[0] + h[4], q1 = h[1] + h[5], q2 = h[2] + h[6], q3 = h[3] + h[7];
+    return (q0 + q2) + (q1 + q3);
+}
+
+/* out[c] = the lane sum of column c: lanes (n_acc * w, hd), n_acc 4 (vec_dot) or 1 (tinyBLAS). */
+static void reduce_lanes(const float *lanes, int32_t hd, int w, int n_acc, float *out)
 {
     for (int32_t c = 0; c < hd; c++) {
-        float v[8];
-        for (int l = 0; l < 8; l++) {
-            const float a0 = lanes[(size_t)l * hd + c], a1 = lanes[(size_t)(8 + l) * hd + c];
-            const float a2 = lanes[(size_t)(16 + l) * hd + c], a3 = lanes[(size_t)(24 + l) * hd + c];
-            v[l] = (a0 + a2) + (a1 + a3);
+        float v[16];
+        for (int l = 0; l < w; l++) {
+            if (n_acc == 4) {
+                const float a0 = lanes[(size_t)l * hd + c], a1 = lanes[(size_t)(w + l) * hd + c];
+                const float a2 = lanes[(size_t)(2 * w + l) * hd + c], a3 = lanes[(size_t)(3 * w + l) * hd + c];
+                v[l] = (a0 + a2) + (a1 + a3);
+            } else {
+                v[l] = lanes[(size_t)l * hd + c];
+            }
         }
-        const float t0 = v[0] + v[4], t1 = v[1] + v[5], t2 = v[2] + v[6], t3 = v[3] + v[7];
-        out[c] = (t0 + t1) + (t2 + t3);
+        out[c] = w == 16 ? tree16(v) : n_acc == 4 ? tree8_hadd(v) : tree8_movehl(v);
     }
 }
 
@@ -80,7 +106,8 @@ typedef struct att_task {
     int32_t il;
     const float *q;
     float *att;
-    bool avx2;
+    int width;  /* zl_cpu_simd_width(); 1 is treated as 8 (the portable path keeps the AVX2 order) */
+    bool simd;  /* a vector kernel set is active (tinyBLAS's order exists only there) */
 } att_task;
 
 /* One (token, head): scores into sc, softmax, weighted sum of V rows into o. */
@@ -101,9 +128,17 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
     const bool f16 = p->type == ZL_F16;
     const zl_type_traits *tr = zl_type_traits_get(p->type);
     const size_t elt = f16 ? 2 : 4;
-    void *qc = (char *)t->f->q_conv + (size_t)ith * hd * sizeof(float);
-    if (f16)
+    const int w = t->width;
+    const bool simd = t->simd, gemm = simd && t->f->tok_gemm[i];
+    const zl_vec_dot_fn kdot = gemm && tr->vec_dot_gemm && hd % tr->gemm_k == 0 ? tr->vec_dot_gemm
+                                                                                      : tr->vec_dot;
+    const int n_acc = gemm && hd % 4 == 0 ? 1 : 4;
+    const void *qv = q;
+    if (f16) {
+        void *qc = (char *)t->f->q_conv + (size_t)ith * hd * sizeof(float);
         tr->from_float(q, qc, hd);
+        qv = qc;
+    }
 
     /* Scores, block by block: slot j of a block holds K at base + j*kv_dim, V at base + (bs + j)*kv_dim. */
     for (int32_t t0 = 0; t0 < n_ctx; t0 += bs) {
@@ -112,38 +147,36 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
         for (int32_t j = 0; j < n; j++) {
             const char *krow = base + ((size_t)j * kv_dim + (size_t)hk * hd) * elt;
             float s;
-            if (f16)
-                tr->vec_dot(hd, &s, krow, qc);
-            else
-                s = zl_dot_f32(q, (const float *)krow, hd);
+            kdot(hd, &s, krow, qv);
             sc[t0 + j] = s * scale;
         }
     }
     zl_softmax(sc, n_ctx);
 
     /* Weighted sum of V rows, lane by lane (see the file header). */
-    float *lanes = t->f->v_lanes + (size_t)ith * LANES * hd;
-    memset(lanes, 0, (size_t)LANES * hd * sizeof *lanes);
+    const int n_lanes = n_acc * w;
+    float *lanes = t->f->v_lanes + (size_t)ith * ZL_ATT_MAX_LANES * hd;
+    memset(lanes, 0, (size_t)n_lanes * hd * sizeof *lanes);
     for (int32_t t0 = 0; t0 < n_ctx; t0 += bs) {
         const char *base = zl_kv_block(t->kv, t->il, tab[t0 / bs]);
         const int32_t n = n_ctx - t0 < bs ? n_ctx - t0 : bs;
         for (int32_t j = 0; j < n; j++) {
             const char *vp = base + ((size_t)(bs + j) * kv_dim + (size_t)hk * hd) * elt;
-            const float w = f16 ? zl_fp16_to_fp32(zl_fp32_to_fp16(sc[t0 + j])) : sc[t0 + j];
-            float *acc = lanes + (size_t)((t0 + j) % LANES) * hd;
-            if (f16 && t->avx2) {
-                zl_attn_fma_row_f16_avx2(acc, (const uint16_t *)vp, w, hd);
+            const float wt = f16 ? zl_fp16_to_fp32(zl_fp32_to_fp16(sc[t0 + j])) : sc[t0 + j];
+            float *acc = lanes + (size_t)((t0 + j) % n_lanes) * hd;
+            if (f16 && simd) {
+                zl_attn_fma_row_f16_avx2(acc, (const uint16_t *)vp, wt, hd);
             } else if (f16) {
                 tr->to_float(vp, vrow, hd);
-                fma_row(acc, vrow, w, hd);
-            } else if (t->avx2) {
-                zl_attn_fma_row_avx2(acc, (const float *)vp, w, hd);
+                fma_row(acc, vrow, wt, hd);
+            } else if (simd) {
+                zl_attn_fma_row_avx2(acc, (const float *)vp, wt, hd);
             } else {
-                fma_row(acc, (const float *)vp, w, hd);
+                fma_row(acc, (const float *)vp, wt, hd);
             }
         }
     }
-    reduce_lanes(lanes, hd, o);
+    reduce_lanes(lanes, hd, w, n_acc, o);
 }
 
 static void att_worker(void *ctx, int ith, int nth)
@@ -159,7 +192,8 @@ static void att_worker(void *ctx, int ith, int nth)
 void zl_attention_paged(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, int32_t il,
                         const float *q, float *att)
 {
-    att_task t = {.m = m, .kv = kv, .f = f, .b = b, .il = il, .q = q, .att = att,
-                  .avx2 = strcmp(zl_cpu_kernels_name(), "avx2") == 0};
+    const int w = zl_cpu_simd_width();
+    att_task t = {.m = m, .kv = kv, .f = f, .b = b, .il = il, .q = q, .att = att, .width = w == 16 ? 16 : 8,
+                  .simd = w > 1};
     zl_pool_run(zl_cpu_pool(cpu), att_worker, &t);
 }

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/dump.h"
 #include "model/arch.h"
 
 int zl_llama_bind(zl_model *m, zl_err *err)
@@ -95,9 +96,10 @@ static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f,
     int rc;
 
     zl_rmsnorm(f->xb, f->x, l->attn_norm, n, h->n_embd, h->norm_eps); /* xb: (n, n_embd) */
-    if ((rc = zl_matmul(cpu, &l->wq, f->xb, n, f->q)) != ZL_OK ||    /* q: (n, n_head * head_dim) */
-        (rc = zl_matmul(cpu, &l->wk, f->xb, n, f->k)) != ZL_OK ||    /* k: (n, n_head_kv * head_dim) */
-        (rc = zl_matmul(cpu, &l->wv, f->xb, n, f->v)) != ZL_OK)      /* v: (n, n_head_kv * head_dim) */
+    /* q: (n, n_head * head_dim), k and v: (n, n_head_kv * head_dim) */
+    if ((rc = zl_matmul_modes(cpu, &l->wq, f->xb, n, f->q, f->tok_gemm)) != ZL_OK ||
+        (rc = zl_matmul_modes(cpu, &l->wk, f->xb, n, f->k, f->tok_gemm)) != ZL_OK ||
+        (rc = zl_matmul_modes(cpu, &l->wv, f->xb, n, f->v, f->tok_gemm)) != ZL_OK)
         return rc;
     add_bias(f->q, l->bq, n, q_dim);
     add_bias(f->k, l->bk, n, kv_dim);
@@ -108,13 +110,20 @@ static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f,
         zl_rope_apply(f->q + (size_t)i * (size_t)q_dim, h->n_head, h->head_dim, h->n_rot, cs, h->rope_neox);
         zl_rope_apply(f->k + (size_t)i * (size_t)kv_dim, h->n_head_kv, h->head_dim, h->n_rot, cs, h->rope_neox);
     }
+    zl_dump("attn_norm", il, f->xb, n, h->n_embd);
+    zl_dump("Qcur", il, f->q, n, q_dim);
+    zl_dump("Kcur", il, f->k, n, kv_dim);
+    zl_dump("Vcur", il, f->v, n, kv_dim);
     zl_kv_store(kv, b, il, f->k, f->v);
     zl_attention_paged(m, cpu, kv, f, b, il, f->q, f->att); /* att: (n, n_head * head_dim) */
+    zl_dump("kqv_out", il, f->att, n, q_dim);
 
-    if ((rc = zl_matmul(cpu, &l->wo, f->att, n, f->xb2)) != ZL_OK) /* xb2: (n, n_embd) */
+    if ((rc = zl_matmul_modes(cpu, &l->wo, f->att, n, f->xb2, f->tok_gemm)) != ZL_OK) /* xb2: (n, n_embd) */
         return rc;
     add_bias(f->xb2, l->bo, n, h->n_embd);
+    zl_dump("attn_out", il, f->xb2, n, h->n_embd);
     zl_add(f->x, f->xb2, (int64_t)n * h->n_embd);
+    zl_dump("ffn_inp", il, f->x, n, h->n_embd);
     return ZL_OK;
 }
 
@@ -125,13 +134,23 @@ static int ffn_block(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32
     const zl_layer *l = &m->layers[il];
     int rc;
     zl_rmsnorm(f->xb, f->x, l->ffn_norm, n, h->n_embd, h->norm_eps);
-    if ((rc = zl_matmul(cpu, &l->w_gate, f->xb, n, f->hb)) != ZL_OK || /* hb: (n, n_ff) */
-        (rc = zl_matmul(cpu, &l->w_up, f->xb, n, f->hb2)) != ZL_OK)    /* hb2: (n, n_ff) */
+    /* hb (gate) and hb2 (up): (n, n_ff) */
+    if ((rc = zl_matmul_modes(cpu, &l->w_gate, f->xb, n, f->hb, f->tok_gemm)) != ZL_OK ||
+        (rc = zl_matmul_modes(cpu, &l->w_up, f->xb, n, f->hb2, f->tok_gemm)) != ZL_OK)
         return rc;
-    zl_silu_mul(f->hb, f->hb, f->hb2, (int64_t)n * h->n_ff);
-    if ((rc = zl_matmul(cpu, &l->w_down, f->hb, n, f->xb2)) != ZL_OK) /* xb2: (n, n_embd) */
+    zl_dump("ffn_norm", il, f->xb, n, h->n_embd);
+    zl_dump("ffn_gate", il, f->hb, n, h->n_ff);
+    zl_dump("ffn_up", il, f->hb2, n, h->n_ff);
+    for (int32_t t = 0; t < n; t++) {
+        const size_t o = (size_t)t * (size_t)h->n_ff;
+        zl_silu_mul(f->hb + o, f->hb + o, f->hb2 + o, h->n_ff);
+    }
+    zl_dump("ffn_swiglu", il, f->hb, n, h->n_ff);
+    if ((rc = zl_matmul_modes(cpu, &l->w_down, f->hb, n, f->xb2, f->tok_gemm)) != ZL_OK) /* xb2: (n, n_embd) */
         return rc;
+    zl_dump("ffn_out", il, f->xb2, n, h->n_embd);
     zl_add(f->x, f->xb2, (int64_t)n * h->n_embd);
+    zl_dump("l_out", il, f->x, n, h->n_embd);
     return ZL_OK;
 }
 
@@ -147,7 +166,10 @@ static int output_block(const zl_model *m, zl_cpu *cpu, zl_fwd *f, const zl_batc
     if (n_out == 0)
         return ZL_OK;
     zl_rmsnorm(f->xb, f->xb, m->output_norm, n_out, h->n_embd, h->norm_eps);
-    return zl_matmul(cpu, &m->output, f->xb, n_out, out); /* out: (n_out, n_vocab) */
+    zl_dump("result_norm", -1, f->xb, n_out, h->n_embd);
+    const int rc = zl_matmul_modes(cpu, &m->output, f->xb, n_out, out, f->out_gemm); /* out: (n_out, n_vocab) */
+    zl_dump("result_output", -1, out, n_out, h->n_vocab);
+    return rc;
 }
 
 int zl_llama_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, float *out,
@@ -155,6 +177,7 @@ int zl_llama_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const
 {
     const zl_hparams *h = &m->hp;
     int rc = ZL_OK;
+    zl_dump_step();
     for (int32_t i = 0; i < b->n; i++) {
         zl_get_row(&m->tok_embd, b->token[i], f->x + (size_t)i * (size_t)h->n_embd); /* x: (n, n_embd) */
         zl_model_rope_table(m, b->pos[i], f->cs + (size_t)i * (size_t)h->n_rot);   /* cs: (n, n_rot) */

@@ -507,6 +507,8 @@ int zl_fwd_create(const zl_model *m, int32_t max_tokens, zl_fwd **out, zl_err *e
     f->hb2 = alloc_rows(max_tokens, h->n_ff, sizeof(float), &ok);
     f->cs = alloc_rows(max_tokens, h->n_rot, sizeof(float), &ok);
     f->seq_list = alloc_rows(max_tokens, 1, sizeof(int32_t), &ok);
+    f->tok_gemm = alloc_rows(max_tokens, 1, 1, &ok);
+    f->out_gemm = alloc_rows(max_tokens, 1, 1, &ok);
     if (!ok) {
         zl_fwd_destroy(f);
         return zl_err_set(err, ZL_ENOMEM, "out of memory for forward-pass scratch of %d tokens", max_tokens);
@@ -530,6 +532,8 @@ void zl_fwd_destroy(zl_fwd *f)
     free(f->hb2);
     free(f->cs);
     free(f->seq_list);
+    free(f->tok_gemm);
+    free(f->out_gemm);
     free(f->seq_next);
     free(f->seq_start);
     free(f->scores);
@@ -564,7 +568,7 @@ static int fwd_fit(const zl_model *m, zl_fwd *f, const zl_kv *kv, int nth, zl_er
         float *sc = malloc((size_t)n_thr * (size_t)n_ctx * sizeof *sc);
         void *qc = malloc((size_t)n_thr * hd * sizeof(float));
         float *vr = malloc((size_t)n_thr * hd * sizeof *vr);
-        float *vl = malloc((size_t)n_thr * 32 * hd * sizeof *vl);
+        float *vl = malloc((size_t)n_thr * ZL_ATT_MAX_LANES * hd * sizeof *vl);
         if (!sc || !qc || !vr || !vl) {
             free(sc);
             free(qc);
@@ -663,6 +667,17 @@ int zl_model_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *fwd, con
             reset_seqs(fwd, n_seq);
             return rc;
         }
+    }
+    /* Which arithmetic each token and each logits row gets (see zl_batch.gemm): the output matmul of llama.cpp
+     * is one over the rows that want logits, so a row takes the multi-token form when its sequence asks for 2+. */
+    for (int32_t i = 0, r = 0; i < b->n; i++) {
+        fwd->tok_gemm[i] = (int8_t)(b->gemm ? b->gemm[i] != 0 : b->n >= 2);
+        if (!b->logits[i])
+            continue;
+        int32_t same = 0;
+        for (int32_t j = 0; j < b->n && same < 2; j++)
+            same += b->logits[j] && b->seq[j] == b->seq[i];
+        fwd->out_gemm[r++] = (int8_t)(same >= 2);
     }
     rc = m->impl->forward(m, cpu, kv, fwd, b, out, err);
     if (rc != ZL_OK)

@@ -79,6 +79,12 @@ typedef struct zl_batch {
     const int32_t *pos;
     const int32_t *seq;
     const int8_t *logits;
+    /* Optional, per token: 1 to compute it with the arithmetic llama.cpp uses for a batch of 2+ tokens (tinyBLAS
+     * float dots; see ops.h), 0 for that of a single-token batch. Only float weights and attention differ.
+     * NULL: llama.cpp's rule for this batch as a whole (1 for every token when n >= 2). The engine passes 1 for
+     * prompt tokens of prompts of 2+ tokens and 0 for generated tokens, so that a sequence's results do not
+     * depend on what it is batched with. */
+    const int8_t *gemm;
 } zl_batch;
 
 /* Scratch buffers for forward passes of up to max_tokens tokens per batch (1 .. 2^20). The attention scratch

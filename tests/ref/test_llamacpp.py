@@ -12,7 +12,10 @@
     `PPL = ` must be within 1%.
 
 llama-cpp-python is required: if it cannot be imported every test here FAILS (it is not an optional extra).
-llama.cpp runs on 2 threads without flash attention (its CPU default), F16 KV cache (its default).
+llama.cpp runs on 2 threads without flash attention (its CPU default), F16 KV cache (its default), and without
+weight repacking (llama-cli's --no-repack): repacked Q4_0/Q4_K/... weights use other kernels whose sums are
+ordered differently; zili mirrors ggml's standard kernels. Greedy runs compute logits for the last token only,
+as llama-cli does (so the output matmul has one row); perplexity asks for every row, as llama-perplexity does.
 """
 from __future__ import annotations
 
@@ -37,12 +40,25 @@ except ImportError as e:  # reported by every test, see the file comment
     IMPORT_ERROR = e
 
 
-@functools.lru_cache(maxsize=1)
-def llama(path: str):
+def _no_repack_params():
+    """llama_model_default_params with weight repacking off (llama.cpp's --no-repack)."""
+    p = _default_model_params()
+    p.use_extra_bufts = False
+    return p
+
+
+if llama_cpp is not None:
+    _default_model_params = llama_cpp.llama_model_default_params
+    llama_cpp.llama_model_default_params = _no_repack_params
+    llama_cpp.llama_cpp.llama_model_default_params = _no_repack_params
+
+
+@functools.lru_cache(maxsize=2)
+def llama(path: str, logits_all: bool = False):
     if llama_cpp is None:
         pytest.fail(f"llama-cpp-python is not importable ({IMPORT_ERROR}); pip install -r requirements-test.txt")
     return llama_cpp.Llama(model_path=path, n_ctx=512, n_batch=512, n_ubatch=512, n_threads=common.THREADS,
-                           n_threads_batch=common.THREADS, logits_all=True, flash_attn=False, verbose=False)
+                           n_threads_batch=common.THREADS, logits_all=logits_all, flash_attn=False, verbose=False)
 
 
 def is_eog(llm, tok: int) -> bool:
@@ -139,7 +155,7 @@ def test_greedy_matches_llamacpp(model, prompt, zili_ready):
 
 def test_perplexity_matches_llamacpp(zili_ready):
     model = common.smollm2()
-    llm = llama(model.path)
+    llm = llama(model.path, logits_all=True)
     with open(PPL_TEXT, "rb") as f:
         ref = llama_perplexity(llm, f.read(), PPL_CTX)
     out = common.zili("perplexity", "-m", model.path, "-f", PPL_TEXT, "-c", str(PPL_CTX), "-b", str(PPL_CTX),

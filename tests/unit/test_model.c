@@ -368,12 +368,15 @@ static void runner_free(runner *r)
 }
 
 /* Evaluates tokens [0, n) of one sequence in chunks of `chunk`, all logits into out (n, n_vocab). */
+/* -1: batches leave zl_batch.gemm NULL (llama.cpp's per-batch rule); 0 or 1: every token gets that mode. */
+static int g_gemm_mode = -1;
+
 static void eval_chunked(const zl_model *m, runner *r, int32_t seq, const int32_t *tok, int n, int chunk,
                          float *out)
 {
     const int32_t nv = zl_model_hparams(m)->n_vocab;
     int32_t pos[64], seqs[64];
-    int8_t want[64];
+    int8_t want[64], gemm[64];
     zl_err e = {{0}};
     for (int s = 0; s < n; s += chunk) {
         const int nb = n - s < chunk ? n - s : chunk;
@@ -381,8 +384,10 @@ static void eval_chunked(const zl_model *m, runner *r, int32_t seq, const int32_
             pos[i] = s + i;
             seqs[i] = seq;
             want[i] = 1;
+            gemm[i] = (int8_t)g_gemm_mode;
         }
-        zl_batch b = {.n = nb, .token = tok + s, .pos = pos, .seq = seqs, .logits = want};
+        zl_batch b = {.n = nb, .token = tok + s, .pos = pos, .seq = seqs, .logits = want,
+                      .gemm = g_gemm_mode >= 0 ? gemm : NULL};
         const int rc = zl_model_forward(m, r->cpu, r->kv, r->fwd, &b, out + (size_t)s * nv, &e);
         if (rc != ZL_OK)
             fail_msg("forward: %s", e.msg);
@@ -677,59 +682,65 @@ static void test_real_batching_invariance(void **st)
     float *one = malloc(n * (size_t)nv * sizeof(float)), *each = malloc(n * (size_t)nv * sizeof(float));
     float *mix = malloc(n * (size_t)nv * sizeof(float));
 
-    runner r = runner_make(m, 16, 8, 2, ZL_F32, 32);
-    eval_chunked(m, &r, 0, tok, (int)n, (int)n, one);
-    zl_kv_seq_free(r.kv, 0);
-    eval_chunked(m, &r, 0, tok, (int)n, 1, each);
-    zl_kv_seq_free(r.kv, 0);
-    const double d_each = max_rel_diff(each, one, n * (size_t)nv);
+    /* The arithmetic of a token depends on its mode (llama.cpp's single-token vs multi-token kernels, see
+     * zl_batch.gemm); with the mode fixed, how tokens are batched must not change a bit. */
+    for (int mode = 0; mode < 2; mode++) {
+        g_gemm_mode = mode;
+        runner r = runner_make(m, 16, 8, 2, ZL_F32, 32);
+        eval_chunked(m, &r, 0, tok, (int)n, (int)n, one);
+        zl_kv_seq_free(r.kv, 0);
+        eval_chunked(m, &r, 0, tok, (int)n, 1, each);
+        zl_kv_seq_free(r.kv, 0);
+        const double d_each = max_rel_diff(each, one, n * (size_t)nv);
 
-    /* Interleaved: batches of 3 tokens of seq 1 (another text, one token ahead) and 3 of seq 0, alternating
-     * which sequence comes first; only seq 0's rows are kept. */
-    const int32_t other[40] = {504, 2, 1113, 800, 30, 9, 17, 88, 1234, 5, 600, 700, 61, 62, 63, 64, 65, 66, 67,
-                               68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88};
-    float *scratch = malloc(6 * (size_t)nv * sizeof(float));
-    int32_t bt[6], bp[6], bs[6];
-    int8_t bw[6];
-    size_t done0 = 0, done1 = 0;
-    for (int round = 0; done0 < n; round++) {
-        int k = 0;
-        for (int part = 0; part < 2; part++) {
-            const int s = (part + round) % 2;
-            for (int j = 0; j < 3; j++) {
-                if (s == 0 && done0 < n) {
-                    bt[k] = tok[done0];
-                    bp[k] = (int32_t)done0++;
-                } else if (s == 1 && done1 < 40) {
-                    bt[k] = other[done1];
-                    bp[k] = (int32_t)done1++;
-                } else {
-                    continue;
+        /* Interleaved: batches of 3 tokens of seq 1 (another text, one token ahead) and 3 of seq 0, alternating
+         * which sequence comes first; only seq 0's rows are kept. */
+        const int32_t other[40] = {504, 2, 1113, 800, 30, 9, 17, 88, 1234, 5, 600, 700, 61, 62, 63, 64, 65, 66, 67,
+                                   68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88};
+        float *scratch = malloc(6 * (size_t)nv * sizeof(float));
+        int32_t bt[6], bp[6], bs[6];
+        int8_t bw[6], bg[6] = {(int8_t)mode, (int8_t)mode, (int8_t)mode, (int8_t)mode, (int8_t)mode, (int8_t)mode};
+        size_t done0 = 0, done1 = 0;
+        for (int round = 0; done0 < n; round++) {
+            int k = 0;
+            for (int part = 0; part < 2; part++) {
+                const int s = (part + round) % 2;
+                for (int j = 0; j < 3; j++) {
+                    if (s == 0 && done0 < n) {
+                        bt[k] = tok[done0];
+                        bp[k] = (int32_t)done0++;
+                    } else if (s == 1 && done1 < 40) {
+                        bt[k] = other[done1];
+                        bp[k] = (int32_t)done1++;
+                    } else {
+                        continue;
+                    }
+                    bs[k] = s;
+                    bw[k] = s == 0;
+                    k++;
                 }
-                bs[k] = s;
-                bw[k] = s == 0;
-                k++;
             }
+            zl_batch b = {.n = k, .token = bt, .pos = bp, .seq = bs, .logits = bw, .gemm = bg};
+            if (zl_model_forward(m, r.cpu, r.kv, r.fwd, &b, scratch, &e) != ZL_OK)
+                fail_msg("forward: %s", e.msg);
+            int o = 0;
+            for (int i = 0; i < k; i++)
+                if (bw[i])
+                    memcpy(mix + (size_t)bp[i] * nv, scratch + (size_t)o++ * nv, (size_t)nv * sizeof(float));
         }
-        zl_batch b = {.n = k, .token = bt, .pos = bp, .seq = bs, .logits = bw};
-        if (zl_model_forward(m, r.cpu, r.kv, r.fwd, &b, scratch, &e) != ZL_OK)
-            fail_msg("forward: %s", e.msg);
-        int o = 0;
-        for (int i = 0; i < k; i++)
-            if (bw[i])
-                memcpy(mix + (size_t)bp[i] * nv, scratch + (size_t)o++ * nv, (size_t)nv * sizeof(float));
+        const double d_mix = max_rel_diff(mix, one, n * (size_t)nv);
+        print_message("SmolLM2, %zu tokens, mode %d: token by token vs one batch %.3g, interleaved with a 2nd "
+                      "sequence %.3g\n", n, mode, d_each, d_mix);
+        assert_true(d_each < 1e-4);
+        assert_true(d_mix < 1e-4);
+        free(scratch);
+        runner_free(&r);
     }
-    const double d_mix = max_rel_diff(mix, one, n * (size_t)nv);
-    print_message("SmolLM2, %zu tokens: token by token vs one batch %.3g, interleaved with a 2nd sequence %.3g\n", n,
-                  d_each, d_mix);
-    assert_true(d_each < 1e-4);
-    assert_true(d_mix < 1e-4);
-    free(scratch);
+    g_gemm_mode = -1;
     free(one);
     free(each);
     free(mix);
     free(tok);
-    runner_free(&r);
     zl_model_free(m);
 }
 

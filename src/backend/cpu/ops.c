@@ -24,6 +24,7 @@
 #include "core/dtype.h"
 #include "core/err.h"
 #include "core/fp16.h"
+#include "backend/cpu/quant.h"
 
 #ifdef __clang__
 #pragma STDC FP_CONTRACT OFF /* keep ggml's separate roundings of a*b+c */
@@ -98,6 +99,8 @@ typedef struct matmul_task {
     const float *x;
     const char *xq; /* converted activations: token t at xq + t * xq_stride */
     size_t xq_stride;
+    zl_vec_dot_fn vec_dot_gemm; /* NULL: every token uses vec_dot */
+    const int8_t *modes;        /* per token: use vec_dot_gemm (NULL: all do, when vec_dot_gemm is set) */
     float *y;
     int64_t n_tok;
     int64_t chunk_rows, chunk_toks; /* chunk geometry */
@@ -127,13 +130,21 @@ static void matmul_chunks(void *arg, int ith, int nth)
         const int64_t t1 = t0 + t->chunk_toks < t->n_tok ? t0 + t->chunk_toks : t->n_tok;
         for (int64_t r = r0; r < r1; r++) {
             const void *wr = t->w + (size_t)r * t->nb1;
-            for (int64_t k = t0; k < t1; k++)
-                t->vec_dot(t->ne0, &t->y[k * t->ne1 + r], wr, t->xq + (size_t)k * t->xq_stride);
+            for (int64_t k = t0; k < t1; k++) {
+                const zl_vec_dot_fn dot = t->vec_dot_gemm && (!t->modes || t->modes[k]) ? t->vec_dot_gemm
+                                                                                         : t->vec_dot;
+                dot(t->ne0, &t->y[k * t->ne1 + r], wr, t->xq + (size_t)k * t->xq_stride);
+            }
         }
     }
 }
 
 int zl_matmul(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_tok, float *y)
+{
+    return zl_matmul_modes(cpu, w, x, n_tok, y, NULL);
+}
+
+int zl_matmul_modes(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_tok, float *y, const int8_t *gemm)
 {
     const zl_type_traits *tr = zl_type_traits_get(w->type);
     if (!tr || !tr->supported) return ZL_EUNSUPPORTED;
@@ -155,6 +166,12 @@ int zl_matmul(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_tok, fl
         .n_tok = n_tok,
     };
     const int nth = cpu->n_threads;
+    /* llama.cpp multiplies float weights by a batch of 2+ tokens with tinyBLAS, whose dot accumulates in one
+     * vector instead of four (when the row length and row count suit it); its rounding is mirrored here. */
+    if (tr->vec_dot_gemm && ne0 % tr->gemm_k == 0 && ne1 % 4 == 0 && (gemm || n_tok >= 2)) {
+        t.vec_dot_gemm = tr->vec_dot_gemm;
+        t.modes = gemm;
+    }
 
     if (tr->vec_dot_type == ZL_F32) {
         t.xq = (const char *)x;
@@ -272,6 +289,17 @@ void zl_rope_apply(float *x, int64_t n_head, int64_t head_dim, int64_t n_rot, co
 
 void zl_silu_mul(float *y, const float *g, const float *u, int64_t n)
 {
+#ifdef ZL_HAVE_AVX512_KERNELS
+    const int w = zl_cpu_simd_width();
+    if (w == 16) {
+        zl_silu_mul_avx512(y, g, u, n);
+        return;
+    }
+    if (w == 8) {
+        zl_silu_mul_avx2(y, g, u, n);
+        return;
+    }
+#endif
     for (int64_t i = 0; i < n; i++) {
         const float v = g[i];
         y[i] = (v / (1.0f + expf(-v))) * u[i];
@@ -307,6 +335,14 @@ void zl_softmax(float *x, int64_t n)
     if (n <= 0) return;
     float max = x[0];
     for (int64_t i = 1; i < n; i++) max = x[i] > max ? x[i] : max;
+#ifdef ZL_HAVE_AVX512_KERNELS
+    const int w = zl_cpu_simd_width();
+    if (w == 16 || w == 8) {
+        const float inv = w == 16 ? zl_softmax_exp_avx512(x, n, max) : zl_softmax_exp_avx2(x, n, max);
+        for (int64_t i = 0; i < n; i++) x[i] *= inv;
+        return;
+    }
+#endif
     double sum = 0.0;
     for (int64_t i = 0; i < n; i++) {
         x[i] = expf(x[i] - max);

@@ -27,6 +27,10 @@ zl_pool *zl_cpu_pool(zl_cpu *cpu);
  * (through the traits table); parallel over rows and tokens on all threads. Returns ZL_OK, ZL_ENOMEM if the
  * scratch buffer cannot grow, ZL_EUNSUPPORTED if w's type has no kernels, ZL_EINVAL on a bad shape. */
 int zl_matmul(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_tok, float *y);
+/* zl_matmul with the arithmetic chosen per token: gemm[k] != 0 gives token k the dot llama.cpp's tinyBLAS
+ * computes for batches of 2+ tokens (F32/F16 weights; the traits' vec_dot_gemm), 0 its single-token vec_dot.
+ * gemm NULL: llama.cpp's rule for one batch (tinyBLAS when n_tok >= 2), which is what zl_matmul does. */
+int zl_matmul_modes(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_tok, float *y, const int8_t *gemm);
 
 /* Row `row` of w, converted to float: y[0 .. w->ne[0]). (Embedding lookup.) w's type must have a to_float
  * (supported types and Q8_1); otherwise y is zero-filled. */
@@ -53,12 +57,14 @@ void zl_rope_cos_sin(float *cs, int64_t n_rot, int64_t pos, float freq_base, flo
 /* zl_rope with a precomputed table from zl_rope_cos_sin (shared by all heads of q and k at one position). */
 void zl_rope_apply(float *x, int64_t n_head, int64_t head_dim, int64_t n_rot, const float *cs, bool neox);
 
-/* y[i] = silu(g[i]) * u[i] for n values. y may equal g or u. */
+/* y[i] = silu(g[i]) * u[i] for one row of n values (the exp is ggml's vector exp of the active width, applied
+ * from the row's start as ggml's SwiGLU does). y may equal g or u. */
 void zl_silu_mul(float *y, const float *g, const float *u, int64_t n);
 /* y[i] = gelu_tanh(g[i]) * u[i] (GeGLU). As in ggml, gelu is evaluated on g rounded to fp16 and its result is
  * rounded to fp16 (ggml's table lookup), with gelu(g) = 0 for g <= -10 and g for g >= 10. */
 void zl_gelu_mul(float *y, const float *g, const float *u, int64_t n);
-/* In-place softmax over n values (max-subtracted; sum in double, then one multiply by 1/sum, as ggml). */
+/* In-place softmax over n values (max-subtracted; ggml's vector exp and its per-vector partial sums, added in
+ * double, then one multiply by 1/sum). Values past n count as llama.cpp's masked padding (exp 0). */
 void zl_softmax(float *x, int64_t n);
 /* y[i] += x[i]. */
 void zl_add(float *y, const float *x, int64_t n);

@@ -226,6 +226,22 @@ void zl_q3_K_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 void zl_q4_K_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 void zl_q5_K_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 void zl_q6_K_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
+/* tinyBLAS's 8-lane accumulation (llama.cpp's float matmul for batches of 2+ tokens); n % 8 == 0. */
+void zl_f32_vec_dot_gemm_avx2(int64_t n, float *s, const void *x, const void *y);
+void zl_f16_vec_dot_gemm_avx2(int64_t n, float *s, const void *x, const void *y);
+/* Softmax exp pass (x[i] = exp(x[i] - max) in place, returns 1/sum) and y = silu(g) * u with ggml's AVX2 exp. */
+float zl_softmax_exp_avx2(float *x, int64_t n, float max);
+void zl_silu_mul_avx2(float *y, const float *g, const float *u, int64_t n);
+
+/* ---- AVX-512 F + DQ (quant_avx512.c): the width-dependent float kernels (see that file). ---- */
+#define ZL_HAVE_AVX512_KERNELS 1
+void zl_f32_vec_dot_avx512(int64_t n, float *s, const void *x, const void *y);
+void zl_f16_vec_dot_avx512(int64_t n, float *s, const void *x, const void *y);
+void zl_f32_vec_dot_gemm_avx512(int64_t n, float *s, const void *x, const void *y); /* n % 16 == 0 */
+void zl_f16_vec_dot_gemm_avx512(int64_t n, float *s, const void *x, const void *y); /* n % 16 == 0 */
+float zl_softmax_exp_avx512(float *x, int64_t n, float max);
+void zl_silu_mul_avx512(float *y, const float *g, const float *u, int64_t n);
+void zl_attn_fma_row_f16_avx512(float *acc, const uint16_t *v, float w, int32_t n);
 #endif
 
 #endif

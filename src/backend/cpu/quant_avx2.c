@@ -83,9 +83,9 @@ void zl_f32_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
         a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(y + i + 16), a2);
         a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(y + i + 24), a3);
     }
-    double sum = reduce4x8(a0, a1, a2, a3);
-    for (; i < n; i++) sum += (double)(x[i] * y[i]);
-    *s = (float)sum;
+    float sum = reduce4x8(a0, a1, a2, a3);
+    for (; i < n; i++) sum = fmaf(x[i], y[i], sum); /* ggml's float leftover loop, contracted */
+    *s = sum;
 }
 
 static inline __m256 load_f16x8(const uint16_t *p)
@@ -507,3 +507,88 @@ void zl_q8_1_from_float_act_avx2(const float *x, void *vy, int64_t n)
 }
 
 #endif
+
+/* ---- llama.cpp's tinyBLAS dot (batches of 2+ tokens): one 8-lane fma accumulator, then hsum8. ---- */
+
+void zl_f32_vec_dot_gemm_avx2(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const float *x = vx, *y = vy;
+    __m256 a = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a);
+    *s = hsum8(a);
+}
+
+void zl_f16_vec_dot_gemm_avx2(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const uint16_t *x = vx, *y = vy;
+    __m256 a = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n; i += 8) a = _mm256_fmadd_ps(load_f16x8(x + i), load_f16x8(y + i), a);
+    *s = hsum8(a);
+}
+
+/* ---- exp for softmax and SiLU: the Arm optimized-routines polynomial as ggml's AVX2 build evaluates it ---- */
+
+static inline __m256 exp8(__m256 x)
+{
+    const __m256 r = _mm256_set1_ps(0x1.8p23f);
+    const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), r);
+    const __m256 n = _mm256_sub_ps(z, r);
+    const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
+                                      _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+    const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+    const __m256 k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1.0f))));
+    const __m256 absn = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), n);
+    const __m256 c = _mm256_cmp_ps(absn, _mm256_set1_ps(126), _CMP_GT_OQ);
+    const __m256 u = _mm256_mul_ps(b, b);
+    const __m256 p_hi = _mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f));
+    const __m256 p_lo = _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f));
+    const __m256 j = _mm256_fmadd_ps(_mm256_fmadd_ps(p_hi, u, p_lo), u,
+                                     _mm256_mul_ps(_mm256_set1_ps(0x1.ffffecp-1f), b));
+    if (!_mm256_movemask_ps(c))
+        return _mm256_fmadd_ps(j, k, k);
+    /* |n| > 126: scale in two steps (2^n would overflow the exponent field); |n| > 192: saturate */
+    const __m256i g = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+                                       _mm256_set1_epi32((int)0x82000000u));
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    const __m256 d = _mm256_cmp_ps(absn, _mm256_set1_ps(192), _CMP_GT_OQ);
+    const __m256 scaled = _mm256_blendv_ps(_mm256_fmadd_ps(k, j, k), _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1), c);
+    return _mm256_blendv_ps(scaled, _mm256_mul_ps(s1, s1), d);
+}
+
+float zl_softmax_exp_avx2(float *x, int64_t n, float max)
+{
+    double sum = 0.0;
+    int64_t i = 0;
+    const __m256 mx = _mm256_set1_ps(max);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mx));
+        _mm256_storeu_ps(x + i, e);
+        sum += (double)hsum8(e);
+    }
+    if (i < n) { /* the rest as if padded with -inf (exp 0), as llama.cpp's padded, masked rows are */
+        float tmp[8];
+        for (int l = 0; l < 8; l++) tmp[l] = i + l < n ? x[i + l] : -INFINITY;
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(tmp), mx));
+        _mm256_storeu_ps(tmp, e);
+        for (int l = 0; i + l < n; l++) x[i + l] = tmp[l];
+        sum += (double)hsum8(e);
+    }
+    return (float)(1.0 / sum);
+}
+
+void zl_silu_mul_avx2(float *y, const float *g, const float *u, int64_t n)
+{
+    int64_t i = 0;
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(g + i);
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), v));
+        const __m256 s = _mm256_div_ps(v, _mm256_add_ps(one, e));
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(s, _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) {
+        const float v = g[i];
+        y[i] = (v / (1.0f + expf(-v))) * u[i];
+    }
+}

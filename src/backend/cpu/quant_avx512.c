@@ -1,0 +1,158 @@
+/*
+ * quant_avx512.c - the float kernels whose rounding depends on the vector width, in the order a ggml built for
+ * an AVX-512 CPU uses (llama.cpp compiles for the host's widest ISA, so on such a CPU these are what it runs):
+ *
+ *   - F32 / F16 dot products: 4 accumulators of 16 floats over steps of 64, reduced (a0 + a2) + (a1 + a3) and
+ *     then across the 16 lanes (see zl_reduce16 in quant.h), leftovers added after;
+ *   - exp for softmax and SiLU: the same polynomial as the AVX2 version but finished with one fma and scalef;
+ *   - softmax sums: per 16 values, reduced across lanes in float, accumulated in double.
+ *
+ * Compiled with -mavx512f -mavx512dq -mfma -mf16c (Makefile: files named *_avx512.c); called only when
+ * zl_cpu_simd_width() is 16.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "backend/cpu/quant.h"
+#include "core/fp16.h"
+
+/* The lane order of _mm512_reduce_add_ps as GCC and clang implement it: halves, then quarters, then pairs. */
+static inline float reduce16(__m512 v)
+{
+    const __m256 h = _mm256_add_ps(_mm512_extractf32x8_ps(v, 1), _mm512_castps512_ps256(v));
+    const __m128 q = _mm_add_ps(_mm256_extractf128_ps(h, 1), _mm256_castps256_ps128(h));
+    const __m128 p = _mm_add_ps(q, _mm_shuffle_ps(q, q, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm_cvtss_f32(p) + _mm_cvtss_f32(_mm_shuffle_ps(p, p, _MM_SHUFFLE(1, 1, 1, 1)));
+}
+
+static inline float reduce4x16(__m512 a0, __m512 a1, __m512 a2, __m512 a3)
+{
+    a0 = _mm512_add_ps(a0, a2);
+    a1 = _mm512_add_ps(a1, a3);
+    return reduce16(_mm512_add_ps(a0, a1));
+}
+
+void zl_f32_vec_dot_avx512(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const float *x = vx, *y = vy;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(y + i + 16), a1);
+        a2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), _mm512_loadu_ps(y + i + 32), a2);
+        a3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), _mm512_loadu_ps(y + i + 48), a3);
+    }
+    float sum = reduce4x16(a0, a1, a2, a3);
+    for (; i < n; i++) sum = fmaf(x[i], y[i], sum); /* ggml's float leftover loop, contracted */
+    *s = sum;
+}
+
+static inline __m512 load_f16x16(const uint16_t *p)
+{
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+
+void zl_f16_vec_dot_avx512(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const uint16_t *x = vx, *y = vy;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        a0 = _mm512_fmadd_ps(load_f16x16(x + i), load_f16x16(y + i), a0);
+        a1 = _mm512_fmadd_ps(load_f16x16(x + i + 16), load_f16x16(y + i + 16), a1);
+        a2 = _mm512_fmadd_ps(load_f16x16(x + i + 32), load_f16x16(y + i + 32), a2);
+        a3 = _mm512_fmadd_ps(load_f16x16(x + i + 48), load_f16x16(y + i + 48), a3);
+    }
+    double sum = reduce4x16(a0, a1, a2, a3);
+    for (; i < n; i++) sum += (double)(zl_fp16_to_fp32(x[i]) * zl_fp16_to_fp32(y[i]));
+    *s = (float)sum;
+}
+
+/* The 16-lane accumulation of llama.cpp's tinyBLAS (its matmul when a batch has two or more tokens): lane l
+ * accumulates elements l, l + 16, ... with fma, then one reduce16. n must be a multiple of 16. */
+void zl_f32_vec_dot_gemm_avx512(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const float *x = vx, *y = vy;
+    __m512 a = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) a = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), a);
+    *s = reduce16(a);
+}
+
+void zl_f16_vec_dot_gemm_avx512(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const uint16_t *x = vx, *y = vy;
+    __m512 a = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) a = _mm512_fmadd_ps(load_f16x16(x + i), load_f16x16(y + i), a);
+    *s = reduce16(a);
+}
+
+/* exp(x), 16 lanes: the Arm optimized-routines polynomial as ggml's AVX-512 build evaluates it. */
+static inline __m512 exp16(__m512 x)
+{
+    const __m512 r = _mm512_set1_ps(0x1.8p23f);
+    const __m512 z = _mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), r);
+    const __m512 n = _mm512_sub_ps(z, r);
+    const __m512 b = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f),
+                                      _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x));
+    const __mmask16 big = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192), _CMP_GT_OQ);
+    const __m512 u = _mm512_mul_ps(b, b);
+    const __m512 p_hi = _mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b, _mm512_set1_ps(0x1.573e2ep-5f));
+    const __m512 p_lo = _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b, _mm512_set1_ps(0x1.fffdb6p-2f));
+    const __m512 lin = _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0f));
+    const __m512 j = _mm512_fmadd_ps(_mm512_fmadd_ps(p_hi, u, p_lo), u, lin);
+    const __m512 res = _mm512_scalef_ps(j, n);
+    if (!big)
+        return res;
+    const __mmask16 neg = _mm512_cmp_ps_mask(n, _mm512_setzero_ps(), _CMP_LE_OQ);
+    const __m512 sat = _mm512_mask_blend_ps(neg, _mm512_set1_ps(INFINITY), _mm512_setzero_ps());
+    return _mm512_mask_blend_ps(big, res, sat);
+}
+
+float zl_softmax_exp_avx512(float *x, int64_t n, float max)
+{
+    double sum = 0.0;
+    int64_t i = 0;
+    const __m512 mx = _mm512_set1_ps(max);
+    for (; i + 16 <= n; i += 16) {
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), mx));
+        _mm512_storeu_ps(x + i, e);
+        sum += (double)reduce16(e);
+    }
+    if (i < n) { /* the rest as if padded with -inf (exp 0), as llama.cpp's padded, masked rows are */
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        const __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, x + i);
+        const __m512 e = exp16(_mm512_sub_ps(v, mx));
+        _mm512_mask_storeu_ps(x + i, m, e);
+        sum += (double)reduce16(e);
+    }
+    return (float)(1.0 / sum);
+}
+
+void zl_silu_mul_avx512(float *y, const float *g, const float *u, int64_t n)
+{
+    int64_t i = 0;
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(g + i);
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), v));
+        const __m512 s = _mm512_div_ps(v, _mm512_add_ps(one, e));
+        _mm512_storeu_ps(y + i, _mm512_mul_ps(s, _mm512_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) {
+        const float v = g[i];
+        y[i] = (v / (1.0f + expf(-v))) * u[i];
+    }
+}
+
+/* The weighted sum of V rows in ggml's lane order (see attention.c): acc += v * w, 16 floats at a time. */
+void zl_attn_fma_row_f16_avx512(float *acc, const uint16_t *v, float w, int32_t n)
+{
+    const __m512 wv = _mm512_set1_ps(w);
+    int32_t c = 0;
+    for (; c + 16 <= n; c += 16)
+        _mm512_storeu_ps(acc + c, _mm512_fmadd_ps(load_f16x16(v + c), wv, _mm512_loadu_ps(acc + c)));
+    for (; c < n; c++)
+        acc[c] = fmaf(zl_fp16_to_fp32(v[c]), w, acc[c]);
+}
