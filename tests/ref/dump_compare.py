@@ -88,7 +88,8 @@ def llama_dumps(model: str, ids: list[int], steps: int) -> tuple[list[dict], lis
     llm.eval(ids)
     out.append(dict(cur))
     for _ in range(steps):
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        p = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+        tok = int(np.argmax(np.ctypeslib.as_array(p, shape=(llm.n_vocab(),))))
         toks.append(tok)
         cur.clear()
         llm.eval([tok])

@@ -65,6 +65,12 @@ def is_eog(llm, tok: int) -> bool:
     return bool(llama_cpp.llama_vocab_is_eog(llm._model.vocab, tok))
 
 
+def last_logits(llm) -> np.ndarray:
+    """The logits of the last evaluated token (llama-cpp-python keeps llm.scores only with logits_all)."""
+    p = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+    return np.array(np.ctypeslib.as_array(p, shape=(llm.n_vocab(),)), dtype=np.float64)
+
+
 def llama_greedy(llm, prompt_ids: list[int], n: int) -> tuple[list[int], list[np.ndarray]]:
     """The greedy continuation and the logits each token was chosen from (plus the one that chose EOG, if any)."""
     llm.reset()
@@ -72,7 +78,7 @@ def llama_greedy(llm, prompt_ids: list[int], n: int) -> tuple[list[int], list[np
     out: list[int] = []
     rows: list[np.ndarray] = []
     while len(out) < n:
-        row = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float64)
+        row = last_logits(llm)
         rows.append(row)
         tok = int(np.argmax(row))
         if is_eog(llm, tok):

@@ -243,8 +243,10 @@ static void rotate_pairs(float *x, int64_t n_head, int64_t head_dim, int64_t ia,
     for (int64_t h = 0; h < n_head; h++) {
         float *xh = x + h * head_dim;
         const float a = xh[ia], b = xh[ib];
-        xh[ia] = a * c - b * s;
-        xh[ib] = a * s + b * c;
+        /* ggml's C++ is built with floating-point contraction (GCC's default outside ISO mode): the first
+         * product of each line is fused with the sum, the second rounded on its own. */
+        xh[ia] = fmaf(a, c, -(b * s));
+        xh[ib] = fmaf(a, s, b * c);
     }
 }
 
