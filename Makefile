@@ -22,7 +22,7 @@ TEST_COMMON := $(wildcard tests/unit/common/*.c)
 MODEL_DIR ?= models
 DEFAULT_MODEL ?= $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: all test asan run clean models unit
+.PHONY: all test asan run serve clean models unit
 all: $(LIB) $(BIN) $(TEST_BIN)
 
 $(BUILD)/%.o: %.c
@@ -60,6 +60,10 @@ $(DEFAULT_MODEL):
 
 run: $(BIN) $(DEFAULT_MODEL)
 	$(BIN) run -m $(DEFAULT_MODEL) --chat -n 128 -p "What is the capital of France? Answer in one sentence."
+
+# The OpenAI-compatible server on the default model, with its chat page at http://127.0.0.1:8080/.
+serve: $(BIN) $(DEFAULT_MODEL)
+	$(BIN) serve -m $(DEFAULT_MODEL) --host 127.0.0.1 --port 8080
 
 clean:
 	rm -rf build build-asan
