@@ -1,5 +1,5 @@
 /*
- * arch.h - what model.c shares with the per-family files (llama.c, later qwen.c, gemma.c): the weight table,
+ * arch.h - what model.c shares with the per-family files (llama.c, qwen.c, later gemma.c): the weight table,
  * the forward-pass scratch, the registry entry of an architecture, and helpers to bind tensors with checks.
  *
  * Only model.c and the family files include this; everything else sees zl_model through model.h.
@@ -26,6 +26,8 @@ typedef struct zl_layer {
     const float *bq;        /* (n_head * head_dim) or NULL */
     const float *bk, *bv;   /* (n_head_kv * head_dim) or NULL */
     const float *bo;        /* (n_embd) or NULL */
+    const float *attn_q_norm; /* (head_dim) per-head RMSNorm gain of Q (qwen3), or NULL */
+    const float *attn_k_norm; /* (head_dim) per-head RMSNorm gain of K (qwen3), or NULL */
     const float *ffn_norm;  /* (n_embd) */
     zl_tensor w_gate;       /* (n_embd, n_ff) */
     zl_tensor w_up;         /* (n_embd, n_ff) */
@@ -109,6 +111,11 @@ struct zl_arch_impl {
 int zl_llama_bind(zl_model *m, zl_err *err);
 int zl_llama_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, float *out,
                      zl_err *err);
+
+int zl_qwen2_bind(zl_model *m, zl_err *err);
+int zl_qwen3_bind(zl_model *m, zl_err *err);
+int zl_qwen_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, float *out,
+                    zl_err *err);
 
 /* Binds tensor `name` as a matmul weight of shape exactly (ne0, ne1) with a computable type.
  * Missing and !required: t->data = NULL, ZL_OK. */

@@ -27,6 +27,8 @@
 static const zl_arch_impl k_archs[] = {
     {.name = "llama", .arch = ZL_ARCH_LLAMA, .rope_neox = false, .bind = zl_llama_bind,
      .forward = zl_llama_forward},
+    {.name = "qwen2", .arch = ZL_ARCH_QWEN2, .rope_neox = true, .bind = zl_qwen2_bind, .forward = zl_qwen_forward},
+    {.name = "qwen3", .arch = ZL_ARCH_QWEN3, .rope_neox = true, .bind = zl_qwen3_bind, .forward = zl_qwen_forward},
 };
 
 /* Bounds on hyperparameters: generous for any published model, small enough that products stay far from
@@ -407,7 +409,8 @@ int zl_model_load(const char *path, const zl_model_opts *opts, zl_model **out, z
         if (gguf_str_eq(arch, k_archs[i].name))
             m->impl = &k_archs[i];
     if (!m->impl) {
-        rc = zl_err_set(err, ZL_EUNSUPPORTED, "%s: architecture '%.*s' is not supported (supported: llama)", path,
+        rc = zl_err_set(err, ZL_EUNSUPPORTED,
+                        "%s: architecture '%.*s' is not supported (supported: llama, qwen2, qwen3)", path,
                         (int)(arch.len < 64 ? arch.len : 64), arch.ptr);
         goto fail;
     }

@@ -23,7 +23,7 @@
 #include "format/gguf.h"
 #include "tokenizer/vocab.h"
 
-typedef enum zl_arch { ZL_ARCH_LLAMA = 1 } zl_arch;
+typedef enum zl_arch { ZL_ARCH_LLAMA = 1, ZL_ARCH_QWEN2, ZL_ARCH_QWEN3 } zl_arch;
 
 typedef enum zl_rope_scaling { ZL_ROPE_NONE = 0, ZL_ROPE_LINEAR, ZL_ROPE_YARN, ZL_ROPE_LLAMA3 } zl_rope_scaling;
 

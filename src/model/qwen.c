@@ -1,0 +1,220 @@
+/*
+ * qwen.c - the Qwen family: `qwen2` (Qwen2, Qwen2.5, DeepSeek-R1-Distill-Qwen) and `qwen3` (dense Qwen3): their
+ * tensors and their forward pass.
+ *
+ *   x = token_embd[token]
+ *   for each layer:
+ *       q, k, v = Wq . rmsnorm(x) + bq, Wk . rmsnorm(x) + bk, Wv . rmsnorm(x) + bv
+ *       q, k = rmsnorm_per_head(q) * q_norm, rmsnorm_per_head(k) * k_norm     (qwen3 only)
+ *       x += Wo . attention(rope_neox(q), rope_neox(k), v)
+ *       x += Wdown . (silu(Wgate . rmsnorm(x)) * (Wup . rmsnorm(x)))
+ *   logits = output . rmsnorm(x)                      (only for tokens that ask for logits)
+ *
+ * The two differ from llama only where marked: qwen2 has Q/K/V biases (required here: every Qwen2 checkpoint has
+ * them, so a file without them is broken); qwen3 has no biases (optional, as llama.cpp allows) but normalises
+ * each head of Q and K with its own RMSNorm (gain of head_dim) after the bias and before RoPE, and its head width
+ * may differ from n_embd / n_head (attention.key_length). Both rotate the pairs (i, i + n_rot/2) of each head
+ * (NEOX RoPE; the converter does not permute Qwen's Q/K rows as it does llama's), over the whole head (llama.cpp
+ * requires rope.dimension_count == head_dim). The attention scale is 1 / sqrt(head_dim).
+ *
+ * The arithmetic is llama.cpp's (src/models/qwen2.cpp, qwen3.cpp): the same ops in the same order, each op with
+ * ggml's rounding (see ops.h and attention.c), so greedy generations agree token for token.
+ *
+ * Threads: called by zl_model_forward on the thread that owns cpu, kv and f; the ops use cpu's pool.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/dump.h"
+#include "model/arch.h"
+
+/* Binds the tensors of both variants; qk_norm selects qwen3 (per-head Q/K norms required, biases optional), else
+ * qwen2 (Q/K/V biases required, no Q/K norms). */
+static int qwen_bind(zl_model *m, bool qk_norm, zl_err *err)
+{
+    const zl_hparams *h = &m->hp;
+    const int64_t d = h->n_embd, hd = h->head_dim, q_dim = (int64_t)h->n_head * h->head_dim;
+    const int64_t kv_dim = (int64_t)h->n_head_kv * h->head_dim;
+    const bool bias_required = !qk_norm;
+    char name[96];
+    int rc;
+
+    if (h->n_rot != h->head_dim)
+        return zl_err_set(err, ZL_EUNSUPPORTED, "%s: %s with rope.dimension_count %d != head width %d is not "
+                          "supported", gguf_path(m->gguf), h->arch_name, h->n_rot, h->head_dim);
+    if ((rc = zl_model_bind_matrix(m, "token_embd.weight", d, h->n_vocab, true, &m->tok_embd, err)) != ZL_OK)
+        return rc;
+    if ((rc = zl_model_bind_vector(m, "output_norm.weight", d, true, &m->output_norm, err)) != ZL_OK)
+        return rc;
+    if ((rc = zl_model_bind_matrix(m, "output.weight", d, h->n_vocab, false, &m->output, err)) != ZL_OK)
+        return rc;
+    if (!m->output.data)
+        m->output = m->tok_embd; /* tied embeddings (Qwen2.5 0.5B-3B, Qwen3 0.6B-4B) */
+
+    m->layers = calloc((size_t)h->n_layer, sizeof *m->layers);
+    if (!m->layers)
+        return zl_err_set(err, ZL_ENOMEM, "%s: out of memory for %d layers", gguf_path(m->gguf), h->n_layer);
+    for (int32_t il = 0; il < h->n_layer; il++) {
+        zl_layer *l = &m->layers[il];
+#define MAT(suffix, ne0, ne1, field)                                                                            \
+    do {                                                                                                        \
+        snprintf(name, sizeof name, "blk.%d." suffix, il);                                                      \
+        if ((rc = zl_model_bind_matrix(m, name, ne0, ne1, true, &l->field, err)) != ZL_OK)                      \
+            return rc;                                                                                          \
+    } while (0)
+#define VEC(suffix, n, req, field)                                                                              \
+    do {                                                                                                        \
+        snprintf(name, sizeof name, "blk.%d." suffix, il);                                                      \
+        if ((rc = zl_model_bind_vector(m, name, n, req, &l->field, err)) != ZL_OK)                              \
+            return rc;                                                                                          \
+    } while (0)
+        VEC("attn_norm.weight", d, true, attn_norm);
+        MAT("attn_q.weight", d, q_dim, wq);
+        MAT("attn_k.weight", d, kv_dim, wk);
+        MAT("attn_v.weight", d, kv_dim, wv);
+        VEC("attn_q.bias", q_dim, bias_required, bq);
+        VEC("attn_k.bias", kv_dim, bias_required, bk);
+        VEC("attn_v.bias", kv_dim, bias_required, bv);
+        if (qk_norm) {
+            VEC("attn_q_norm.weight", hd, true, attn_q_norm);
+            VEC("attn_k_norm.weight", hd, true, attn_k_norm);
+        }
+        MAT("attn_output.weight", q_dim, d, wo);
+        VEC("ffn_norm.weight", d, true, ffn_norm);
+        MAT("ffn_gate.weight", d, h->n_ff, w_gate);
+        MAT("ffn_up.weight", d, h->n_ff, w_up);
+        MAT("ffn_down.weight", h->n_ff, d, w_down);
+#undef MAT
+#undef VEC
+    }
+    return ZL_OK;
+}
+
+int zl_qwen2_bind(zl_model *m, zl_err *err) { return qwen_bind(m, false, err); }
+
+int zl_qwen3_bind(zl_model *m, zl_err *err) { return qwen_bind(m, true, err); }
+
+/* y[t] += bias for each of n rows of width d (bias may be NULL). */
+static void add_bias(float *y, const float *bias, int32_t n, int64_t d)
+{
+    if (!bias)
+        return;
+    for (int32_t t = 0; t < n; t++)
+        zl_add(y + (size_t)t * (size_t)d, bias, d);
+}
+
+/* x += attention block of layer il, for the whole batch. */
+static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, int32_t il)
+{
+    const zl_hparams *h = &m->hp;
+    const zl_layer *l = &m->layers[il];
+    const int32_t n = b->n;
+    const int64_t q_dim = (int64_t)h->n_head * h->head_dim, kv_dim = (int64_t)h->n_head_kv * h->head_dim;
+    int rc;
+
+    zl_rmsnorm(f->xb, f->x, l->attn_norm, n, h->n_embd, h->norm_eps); /* xb: (n, n_embd) */
+    zl_dump("attn_norm", il, f->xb, n, h->n_embd);
+    /* q: (n, n_head * head_dim), k and v: (n, n_head_kv * head_dim) */
+    if ((rc = zl_matmul_modes(cpu, &l->wq, f->xb, n, f->q, f->tok_gemm)) != ZL_OK ||
+        (rc = zl_matmul_modes(cpu, &l->wk, f->xb, n, f->k, f->tok_gemm)) != ZL_OK ||
+        (rc = zl_matmul_modes(cpu, &l->wv, f->xb, n, f->v, f->tok_gemm)) != ZL_OK)
+        return rc;
+    add_bias(f->q, l->bq, n, q_dim);
+    add_bias(f->k, l->bk, n, kv_dim);
+    add_bias(f->v, l->bv, n, kv_dim);
+
+    /* qwen3: each head of q and k normalised on its own (rows of head_dim), before RoPE. */
+    if (l->attn_q_norm) {
+        zl_rmsnorm(f->q, f->q, l->attn_q_norm, (int64_t)n * h->n_head, h->head_dim, h->norm_eps);
+        zl_rmsnorm(f->k, f->k, l->attn_k_norm, (int64_t)n * h->n_head_kv, h->head_dim, h->norm_eps);
+        zl_dump("Qcur_normed", il, f->q, n, q_dim);
+        zl_dump("Kcur_normed", il, f->k, n, kv_dim);
+    }
+
+    for (int32_t i = 0; i < n; i++) {
+        const float *cs = f->cs + (size_t)i * (size_t)h->n_rot;
+        zl_rope_apply(f->q + (size_t)i * (size_t)q_dim, h->n_head, h->head_dim, h->n_rot, cs, h->rope_neox);
+        zl_rope_apply(f->k + (size_t)i * (size_t)kv_dim, h->n_head_kv, h->head_dim, h->n_rot, cs, h->rope_neox);
+    }
+    zl_dump("Qcur", il, f->q, n, q_dim);
+    zl_dump("Kcur", il, f->k, n, kv_dim);
+    zl_dump("Vcur", il, f->v, n, kv_dim);
+    zl_kv_store(kv, b, il, f->k, f->v);
+    zl_attention_paged(m, cpu, kv, f, b, il, f->q, f->att); /* att: (n, n_head * head_dim) */
+    zl_dump("kqv_out", il, f->att, n, q_dim);
+
+    if ((rc = zl_matmul_modes(cpu, &l->wo, f->att, n, f->xb2, f->tok_gemm)) != ZL_OK) /* xb2: (n, n_embd) */
+        return rc;
+    zl_dump("attn_out", il, f->xb2, n, h->n_embd);
+    zl_add(f->x, f->xb2, (int64_t)n * h->n_embd);
+    zl_dump("ffn_inp", il, f->x, n, h->n_embd);
+    return ZL_OK;
+}
+
+/* x += SwiGLU feed-forward block of layer il, for the whole batch. */
+static int ffn_block(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t il)
+{
+    const zl_hparams *h = &m->hp;
+    const zl_layer *l = &m->layers[il];
+    int rc;
+    zl_rmsnorm(f->xb, f->x, l->ffn_norm, n, h->n_embd, h->norm_eps);
+    /* hb (gate) and hb2 (up): (n, n_ff) */
+    if ((rc = zl_matmul_modes(cpu, &l->w_gate, f->xb, n, f->hb, f->tok_gemm)) != ZL_OK ||
+        (rc = zl_matmul_modes(cpu, &l->w_up, f->xb, n, f->hb2, f->tok_gemm)) != ZL_OK)
+        return rc;
+    zl_dump("ffn_norm", il, f->xb, n, h->n_embd);
+    zl_dump("ffn_gate", il, f->hb, n, h->n_ff);
+    zl_dump("ffn_up", il, f->hb2, n, h->n_ff);
+    for (int32_t t = 0; t < n; t++) {
+        const size_t o = (size_t)t * (size_t)h->n_ff;
+        zl_silu_mul(f->hb + o, f->hb + o, f->hb2 + o, h->n_ff);
+    }
+    zl_dump("ffn_swiglu", il, f->hb, n, h->n_ff);
+    if ((rc = zl_matmul_modes(cpu, &l->w_down, f->hb, n, f->xb2, f->tok_gemm)) != ZL_OK) /* xb2: (n, n_embd) */
+        return rc;
+    zl_dump("ffn_out", il, f->xb2, n, h->n_embd);
+    zl_add(f->x, f->xb2, (int64_t)n * h->n_embd);
+    zl_dump("l_out", il, f->x, n, h->n_embd);
+    return ZL_OK;
+}
+
+/* Final norm and output projection of the tokens that asked for logits, gathered into consecutive rows. */
+static int output_block(const zl_model *m, zl_cpu *cpu, zl_fwd *f, const zl_batch *b, float *out)
+{
+    const zl_hparams *h = &m->hp;
+    int32_t n_out = 0;
+    for (int32_t i = 0; i < b->n; i++)
+        if (b->logits[i])
+            memcpy(f->xb + (size_t)n_out++ * (size_t)h->n_embd, f->x + (size_t)i * (size_t)h->n_embd,
+                   (size_t)h->n_embd * sizeof(float));
+    if (n_out == 0)
+        return ZL_OK;
+    zl_rmsnorm(f->xb, f->xb, m->output_norm, n_out, h->n_embd, h->norm_eps);
+    zl_dump("result_norm", -1, f->xb, n_out, h->n_embd);
+    const int rc = zl_matmul_modes(cpu, &m->output, f->xb, n_out, out, f->out_gemm); /* out: (n_out, n_vocab) */
+    zl_dump("result_output", -1, out, n_out, h->n_vocab);
+    return rc;
+}
+
+int zl_qwen_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, float *out,
+                    zl_err *err)
+{
+    const zl_hparams *h = &m->hp;
+    int rc = ZL_OK;
+    zl_dump_step();
+    for (int32_t i = 0; i < b->n; i++) {
+        zl_get_row(&m->tok_embd, b->token[i], f->x + (size_t)i * (size_t)h->n_embd); /* x: (n, n_embd) */
+        zl_model_rope_table(m, b->pos[i], f->cs + (size_t)i * (size_t)h->n_rot);   /* cs: (n, n_rot) */
+    }
+    for (int32_t il = 0; il < h->n_layer && rc == ZL_OK; il++) {
+        rc = attention_block(m, cpu, kv, f, b, il);
+        if (rc == ZL_OK)
+            rc = ffn_block(m, cpu, f, b->n, il);
+    }
+    if (rc == ZL_OK)
+        rc = output_block(m, cpu, f, b, out);
+    if (rc != ZL_OK)
+        return zl_err_set(err, rc, "%s: forward pass failed: %s", gguf_path(m->gguf), zl_status_str(rc));
+    return ZL_OK;
+}
