@@ -20,13 +20,16 @@ Weight statistics (why the models are well-conditioned for greedy comparisons):
     about 8 and greedy choices rarely hinge on the last bits of a sum. Rows of control tokens (BOS/EOS/EOT...)
     are scaled by 0.25 so that random models rarely stop early.
   * Norm gains are uniform in [0.8, 1.2] (times LOGIT_SCALE for the output norm): not 1, so a kernel that forgets
-    the gain is caught.
+    the gain is caught. That includes qwen3's per-head Q/K norms, which keep each head of q and k at RMS about 1.
+  * Biases (qwen2's Q/K/V) are N(0, BIAS_SIGMA^2), BIAS_SIGMA = 0.5: large enough that a dropped or misplaced bias
+    changes the greedy text, small next to the unit-RMS projection outputs they are added to.
 Each tensor has its own RNG stream, seeded from (--seed, tensor name): the same seed gives the same underlying
 weights whatever the --type, so models of different types differ only by their quantization.
 
-Architectures live in ARCHS: each is a function returning the metadata and the tensor list for a config. Only
-`llama` exists so far; qwen2 (q/k/v biases, NEOX rope), qwen3 (per-head q/k norms) and gemma3 (extra norms,
-embedding scaling) are further entries built from the same pieces.
+Architectures live in ARCHS: each is a function returning the metadata and the tensor list for a config:
+`llama`, `qwen2` (Q/K/V biases; llama.cpp runs it with NEOX rope) and `qwen3` (per-head Q/K RMSNorm, NEOX rope,
+head_dim may differ from n_embd / n_head: --head-dim). gemma3 (extra norms, embedding scaling) would be a further
+entry built from the same pieces.
 
 Usage: gen_gguf.py --preset tiny --type q4_0 --vocab-from models/SmolLM2-135M-Instruct.Q4_1.gguf -o out.gguf
 """
@@ -58,6 +61,7 @@ TYPES = {
 LOGIT_SCALE = 8.0        # target standard deviation of the logits
 OUT_ROW_LOG_SIGMA = 0.5  # per-row log-normal scale of the output projection
 CONTROL_ROW_SCALE = 0.25 # output rows of control tokens
+BIAS_SIGMA = 0.5         # standard deviation of bias entries (qwen2's Q/K/V biases)
 
 PRESETS = {
     # The test model: small enough that a numpy float64 reference runs in seconds.
@@ -99,7 +103,7 @@ class TensorSpec:
     """One tensor to write. shape is numpy order (rows, cols) = (n_out, n_in); GGUF stores it reversed."""
     name: str
     shape: tuple[int, ...]
-    kind: str                  # "norm", "matrix", "embd" (token_embd), "output"
+    kind: str                  # "norm", "bias", "matrix", "embd" (token_embd), "output"
     gain: float = 1.0          # norms: centre of the gain
 
 
@@ -146,8 +150,12 @@ def read_vocab(path: str) -> Vocab:
 # Architectures: metadata and tensor list
 
 
-def llama_arch(cfg: Config) -> tuple[dict[str, tuple[object, gguf.GGUFValueType]], list[TensorSpec]]:
-    a = "llama"
+def dense_arch(cfg: Config, qkv_bias: bool = False, qk_norm: bool = False,
+               always_head_dims: bool = False) -> tuple[dict[str, tuple[object, gguf.GGUFValueType]], list[TensorSpec]]:
+    """The llama-style dense decoder under cfg.arch's key prefix, with the Qwen variations as options: Q/K/V biases
+    (qwen2), per-head RMSNorm gains of Q and K (qwen3), key/value_length written even when they equal
+    n_embd / n_head (qwen3's converter always writes them)."""
+    a = cfg.arch
     u32, f32 = gguf.GGUFValueType.UINT32, gguf.GGUFValueType.FLOAT32
     meta = {
         f"{a}.context_length": (cfg.ctx, u32),
@@ -161,7 +169,7 @@ def llama_arch(cfg: Config) -> tuple[dict[str, tuple[object, gguf.GGUFValueType]
         f"{a}.attention.layer_norm_rms_epsilon": (cfg.norm_eps, f32),
         f"{a}.vocab_size": (cfg.n_vocab, u32),
     }
-    if cfg.head_dim and cfg.head_dim != cfg.n_embd // cfg.n_head:
+    if always_head_dims or (cfg.head_dim and cfg.head_dim != cfg.n_embd // cfg.n_head):
         meta[f"{a}.attention.key_length"] = (cfg.hd, u32)
         meta[f"{a}.attention.value_length"] = (cfg.hd, u32)
     E, F, V = cfg.n_embd, cfg.n_ff, cfg.n_vocab
@@ -174,6 +182,19 @@ def llama_arch(cfg: Config) -> tuple[dict[str, tuple[object, gguf.GGUFValueType]
             TensorSpec(b + "attn_q.weight", (q, E), "matrix"),
             TensorSpec(b + "attn_k.weight", (kv, E), "matrix"),
             TensorSpec(b + "attn_v.weight", (kv, E), "matrix"),
+        ]
+        if qkv_bias:
+            ts += [
+                TensorSpec(b + "attn_q.bias", (q,), "bias"),
+                TensorSpec(b + "attn_k.bias", (kv,), "bias"),
+                TensorSpec(b + "attn_v.bias", (kv,), "bias"),
+            ]
+        if qk_norm:
+            ts += [
+                TensorSpec(b + "attn_q_norm.weight", (cfg.hd,), "norm"),
+                TensorSpec(b + "attn_k_norm.weight", (cfg.hd,), "norm"),
+            ]
+        ts += [
             TensorSpec(b + "attn_output.weight", (E, q), "matrix"),
             TensorSpec(b + "ffn_norm.weight", (E,), "norm"),
             TensorSpec(b + "ffn_gate.weight", (F, E), "matrix"),
@@ -186,7 +207,25 @@ def llama_arch(cfg: Config) -> tuple[dict[str, tuple[object, gguf.GGUFValueType]
     return meta, ts
 
 
-ARCHS: dict[str, Callable[[Config], tuple[dict, list[TensorSpec]]]] = {"llama": llama_arch}
+def llama_arch(cfg: Config) -> tuple[dict, list[TensorSpec]]:
+    return dense_arch(cfg)
+
+
+def qwen2_arch(cfg: Config) -> tuple[dict, list[TensorSpec]]:
+    """Qwen2 / Qwen2.5 / DeepSeek-R1-Distill-Qwen: llama plus Q/K/V biases; llama.cpp applies NEOX RoPE to it."""
+    if cfg.n_head * cfg.hd != cfg.n_embd:
+        raise SystemExit(f"gen_gguf.py: qwen2 needs n_head * head_dim == n_embd (llama.cpp's attn_output shape), "
+                         f"got {cfg.n_head} * {cfg.hd} != {cfg.n_embd}")
+    return dense_arch(cfg, qkv_bias=True)
+
+
+def qwen3_arch(cfg: Config) -> tuple[dict, list[TensorSpec]]:
+    """Qwen3 (dense): llama plus per-head RMSNorm of Q and K before RoPE (NEOX), no biases."""
+    return dense_arch(cfg, qk_norm=True, always_head_dims=True)
+
+
+ARCHS: dict[str, Callable[[Config], tuple[dict, list[TensorSpec]]]] = {
+    "llama": llama_arch, "qwen2": qwen2_arch, "qwen3": qwen3_arch}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -202,6 +241,8 @@ def make_weights(cfg: Config, spec: TensorSpec, control: np.ndarray) -> np.ndarr
     rng = tensor_rng(cfg.seed, spec.name)
     if spec.kind == "norm":
         return (spec.gain * rng.uniform(0.8, 1.2, spec.shape)).astype(np.float32)
+    if spec.kind == "bias":
+        return (BIAS_SIGMA * rng.standard_normal(spec.shape)).astype(np.float32)
     n_in = spec.shape[-1]
     w = rng.standard_normal(spec.shape, dtype=np.float32) / np.float32(np.sqrt(n_in))
     is_output = spec.kind == "output" or (spec.kind == "embd" and cfg.tied)
@@ -222,7 +263,7 @@ def encode(w: np.ndarray, qt: GT) -> np.ndarray:
 
 
 def tensor_type(cfg: Config, spec: TensorSpec) -> GT:
-    if spec.kind == "norm":
+    if spec.kind in ("norm", "bias"):
         return GT.F32
     if spec.kind == "embd":
         return TYPES[cfg.embd_type or cfg.wtype][0]
