@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# run_tests.sh BUILD - every test: the unit tests (scripts/run_unit.sh), then the Python reference tests
-# (tests/ref: zili against our float reference and against llama.cpp), with the models they need fetched
-# (SmolLM2, scripts/fetch_models.sh) or generated (random models, tools/gen_gguf.py) when missing.
+# run_tests.sh BUILD - every test: the unit tests (scripts/run_unit.sh), then the Python tests: tests/ref (zili
+# against our float reference and against llama.cpp), tests/server (zili serve through the openai SDK and raw
+# HTTP) and tests/hostile (malformed files and requests), with the models they need fetched (SmolLM2,
+# scripts/fetch_models.sh) or generated (random models, tools/gen_gguf.py) when missing.
 #
 # The last line is the total over test cases: "N passed, N failed" (", N skipped" if any). Exit status 1 if anything
 # failed, including a stage that could not run at all (no model, no pytest, no llama-cpp-python: the llama.cpp
@@ -31,14 +32,16 @@ if ! "$PYTHON" tests/ref/common.py; then
     extra_fail=$((extra_fail + 1))
 fi
 
-echo "== reference tests (tests/ref)"
+PY_DIRS="tests/ref tests/server"
+[ -d tests/hostile ] && PY_DIRS="$PY_DIRS tests/hostile"
+echo "== Python tests ($PY_DIRS)"
 if ! "$PYTHON" -c "import pytest" 2>/dev/null; then
     echo "run_tests: FAIL: pytest is not installed (pip install -r requirements-test.txt)" >&2
     extra_fail=$((extra_fail + 1))
 else
     # shellcheck disable=SC2086
     ZILI="$BUILD/zili" "$PYTHON" -m pytest -q --tb=short -p no:cacheprovider --junitxml="$junit" \
-        ${PYTEST_ARGS:-} tests/ref
+        ${PYTEST_ARGS:-} $PY_DIRS
     rc=$?
     # pytest: 0 all passed, 1 some failed, 5 nothing collected; anything else is an internal/usage error.
     if [ "$rc" -ne 0 ] && [ "$rc" -ne 1 ]; then
@@ -54,7 +57,7 @@ suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
 n = sum(int(s.get("tests", 0)) for s in suites)
 f = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
 k = sum(int(s.get("skipped", 0)) for s in suites)
-print(f"ref {n - f - k} {f} {k}")
+print(f"python {n - f - k} {f} {k}")
 EOF
     fi
 fi

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.environ.get("ZILI_BIN", os.path.join(ROOT, "build", "zili"))
+BIN = os.environ.get("ZILI") or os.environ.get("ZILI_BIN", os.path.join(ROOT, "build", "zili"))
 MODEL = os.environ.get("ZILI_TEST_MODEL", os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
 
 
