@@ -65,6 +65,49 @@ run: $(BIN) $(DEFAULT_MODEL)
 serve: $(BIN) $(DEFAULT_MODEL)
 	$(BIN) serve -m $(DEFAULT_MODEL) --host 127.0.0.1 --port 8080
 
+# Fuzzing: every harness in tests/fuzz/ built with clang's libFuzzer + ASan + UBSan (library in $(FUZZ_BUILD)/),
+# seeded by tests/fuzz/make_corpus.py into the git-ignored tests/fuzz/corpus/, each run for FUZZ_SECONDS seconds.
+# Crashing inputs go to $(FUZZ_BUILD)/artifacts/HARNESS/; keep them as tests/fuzz/regress/HARNESS/ files (replayed
+# by the unit test test_fuzz_regress). Fails if any harness finds a crash.
+FUZZ_CC      ?= clang
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_CORPUS  ?= tests/fuzz/corpus
+FUZZ_OPT     := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+                -fsanitize=fuzzer-no-link
+FUZZ_NAMES   := gguf tok_bpe tok_spm chat oai
+FUZZ_BIN     := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz/fuzz_%)
+FUZZ_VOCAB_bpe := $(DEFAULT_MODEL)
+FUZZ_VOCAB_spm := tests/data/vocab/ggml-vocab-llama-spm.gguf
+
+.PHONY: fuzz
+fuzz: $(DEFAULT_MODEL)
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) OPT="$(FUZZ_OPT)" $(FUZZ_BUILD)/libzili.a
+	$(MAKE) $(FUZZ_BIN)
+	$(PYTHON) tests/fuzz/make_corpus.py $(FUZZ_CORPUS)
+	@failed=""; for h in $(FUZZ_NAMES); do \
+	    mkdir -p $(FUZZ_CORPUS)/$$h $(FUZZ_BUILD)/artifacts/$$h; \
+	    echo "== fuzz_$$h: $(FUZZ_SECONDS) s"; \
+	    $(FUZZ_BUILD)/fuzz/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=4096 \
+	        -max_len=$$([ $$h = gguf ] && echo 8192 || echo 4096) -print_final_stats=1 \
+	        $$([ -f tests/fuzz/$$h.dict ] && echo -dict=tests/fuzz/$$h.dict) \
+	        -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$h/ $(FUZZ_CORPUS)/$$h \
+	        $$([ -d tests/fuzz/regress/$$h ] && echo tests/fuzz/regress/$$h) 2>$(FUZZ_BUILD)/fuzz_$$h.log; \
+	    rc=$$?; grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|Done )' $(FUZZ_BUILD)/fuzz_$$h.log; \
+	    if [ $$rc -ne 0 ]; then tail -40 $(FUZZ_BUILD)/fuzz_$$h.log; failed="$$failed $$h"; fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: crashes in:$$failed (inputs in $(FUZZ_BUILD)/artifacts/)"; exit 1; fi; \
+	echo "fuzz: no crashes"
+
+$(FUZZ_BUILD)/fuzz/fuzz_%: OPT = $(FUZZ_OPT)
+$(FUZZ_BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_BUILD)/libzili.a
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CFLAGS_BASE) -fsanitize=fuzzer $< $(FUZZ_BUILD)/libzili.a $(LDLIBS) -o $@
+$(FUZZ_BUILD)/fuzz/fuzz_tok_%: tests/fuzz/fuzz_tokenizer.c $(FUZZ_BUILD)/libzili.a
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CFLAGS_BASE) -fsanitize=fuzzer -DZL_FUZZ_VOCAB='"$(FUZZ_VOCAB_$*)"' $< $(FUZZ_BUILD)/libzili.a \
+	    $(LDLIBS) -o $@
+
 clean:
 	rm -rf build build-asan
 

@@ -343,6 +343,20 @@ fail:
     return rc;
 }
 
+int oai_parse_body(const zl_model *m, const zl_chat_tmpl *tmpl, oai_kind kind, const char *body, size_t len,
+                   int32_t n_ctx, uint64_t seed_default, oai_request *out, oai_error *e)
+{
+    memset(out, 0, sizeof *out);
+    e->msg[0] = e->param[0] = 0;
+    json_error_t je;
+    json_t *root = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &je);
+    if (!root)
+        return fail(e, NULL, "the body is not valid JSON (line %d, column %d): %s", je.line, je.column, je.text);
+    const int rc = oai_parse(m, tmpl, kind, root, n_ctx, seed_default, out, e);
+    json_decref(root); /* out holds its own reference on success */
+    return rc;
+}
+
 void oai_request_free(oai_request *r)
 {
     free(r->prompt);

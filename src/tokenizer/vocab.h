@@ -120,7 +120,9 @@ int zl_detok_push(zl_detok *d, int32_t id, char *buf, size_t cap);
 int zl_detok_flush(zl_detok *d, char *buf, size_t cap);
 
 /* Whole-sequence detokenize into a malloc'd NUL-terminated string (caller frees): the exact bytes of the pieces
- * (not sanitised: byte tokens may form invalid UTF-8), so that detokenize(tokenize(s)) == s for byte-level BPE.
+ * (not sanitised: byte tokens may form invalid UTF-8), so that detokenize(tokenize(s)) == s for byte-level BPE
+ * when every byte of s has its token (a byte whose mapped code point is not in the vocabulary, e.g. 0xF5..0xFF
+ * in SmolLM2's, encodes to nothing, as in llama.cpp).
  * SentencePiece with add_space_prefix: the leading space of the first non-empty piece (after a BOS) is dropped.
  * ZL_ERANGE if an id is out of range. */
 int zl_detokenize(const zl_vocab *v, const int32_t *ids, size_t n, bool special, char **out, zl_err *err);
