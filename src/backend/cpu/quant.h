@@ -241,7 +241,6 @@ void zl_f32_vec_dot_gemm_avx512(int64_t n, float *s, const void *x, const void *
 void zl_f16_vec_dot_gemm_avx512(int64_t n, float *s, const void *x, const void *y); /* n % 16 == 0 */
 float zl_softmax_exp_avx512(float *x, int64_t n, float max);
 void zl_silu_mul_avx512(float *y, const float *g, const float *u, int64_t n);
-void zl_attn_fma_row_f16_avx512(float *acc, const uint16_t *v, float w, int32_t n);
 #endif
 
 #endif

@@ -145,14 +145,3 @@ void zl_silu_mul_avx512(float *y, const float *g, const float *u, int64_t n)
         y[i] = (v / (1.0f + expf(-v))) * u[i];
     }
 }
-
-/* The weighted sum of V rows in ggml's lane order (see attention.c): acc += v * w, 16 floats at a time. */
-void zl_attn_fma_row_f16_avx512(float *acc, const uint16_t *v, float w, int32_t n)
-{
-    const __m512 wv = _mm512_set1_ps(w);
-    int32_t c = 0;
-    for (; c + 16 <= n; c += 16)
-        _mm512_storeu_ps(acc + c, _mm512_fmadd_ps(load_f16x16(v + c), wv, _mm512_loadu_ps(acc + c)));
-    for (; c < n; c++)
-        acc[c] = fmaf(zl_fp16_to_fp32(v[c]), w, acc[c]);
-}
