@@ -57,7 +57,7 @@ static int get_int(const gguf_file *f, const char *arch, const char *key, bool r
     if (gguf_get_i64(f, full, out, &e))
         return ZL_OK;
     if (e.msg[0])
-        return zl_err_set(err, ZL_EFORMAT, "%s: %s", gguf_path(f), e.msg);
+        return zl_err_set(err, ZL_EFORMAT, "%s", e.msg); /* names the file and key */
     if (required)
         return zl_err_set(err, ZL_EFORMAT, "%s: required key '%s' is missing", gguf_path(f), full);
     *out = def;
@@ -72,7 +72,7 @@ static int get_float(const gguf_file *f, const char *arch, const char *key, floa
     if (gguf_get_f32(f, full, out, &e))
         return ZL_OK;
     if (e.msg[0])
-        return zl_err_set(err, ZL_EFORMAT, "%s: %s", gguf_path(f), e.msg);
+        return zl_err_set(err, ZL_EFORMAT, "%s", e.msg); /* names the file and key */
     *out = def;
     return ZL_OK;
 }
@@ -168,7 +168,7 @@ static int read_hparams(zl_model *m, zl_err *err)
             return zl_err_set(err, ZL_EUNSUPPORTED, "%s: rope scaling type '%.*s' is not supported", path,
                               (int)(st.len < 32 ? st.len : 32), st.ptr);
     } else if (e.msg[0]) {
-        return zl_err_set(err, ZL_EFORMAT, "%s: %s", path, e.msg);
+        return zl_err_set(err, ZL_EFORMAT, "%s", e.msg); /* names the file and key */
     }
     float factor = 0.0f;
     if ((rc = get_float(f, a, "rope.scaling.factor", 0.0f, &factor, err)) != ZL_OK)
@@ -402,7 +402,8 @@ int zl_model_load(const char *path, const zl_model_opts *opts, zl_model **out, z
     gguf_str arch;
     zl_err e = {{0}};
     if (!gguf_get_str(m->gguf, "general.architecture", &arch, &e)) {
-        rc = zl_err_set(err, ZL_EFORMAT, "%s: %s", path, e.msg[0] ? e.msg : "key 'general.architecture' is missing");
+        rc = e.msg[0] ? zl_err_set(err, ZL_EFORMAT, "%s", e.msg)
+                      : zl_err_set(err, ZL_EFORMAT, "%s: key 'general.architecture' is missing", path);
         goto fail;
     }
     for (size_t i = 0; i < sizeof k_archs / sizeof k_archs[0]; i++)

@@ -345,7 +345,8 @@ int zl_vocab_build(const zl_vocab_desc *d, zl_vocab **out, zl_err *err)
         for (int32_t i = 0; i < n; i++) {
             int b = byte_token_value(zl_tok_text(v, i), v->len[i]);
             if (v->type[i] == ZL_TOKEN_BYTE && b < 0) {
-                rc = zl_err_set(err, ZL_EFORMAT, "%s: token %d is a byte token but its text is not <0xHH>", name, i);
+                rc = zl_err_set(err, ZL_EFORMAT, "%s: token %d ('%.*s') is a byte token but its text is not <0xHH>",
+                                name, i, (int)(v->len[i] < 32 ? v->len[i] : 32), zl_tok_text(v, i));
                 goto fail;
             }
         }
@@ -460,7 +461,8 @@ static int get_id_key(const gguf_file *f, const char *key, int64_t *out, zl_err 
     int64_t x;
     zl_err e = {{0}};
     if (!gguf_get_i64(f, key, &x, &e))
-        return zl_err_set(err, ZL_EFORMAT, "%s: %s: %s", gguf_path(f), key, e.msg[0] ? e.msg : "not an integer");
+        return e.msg[0] ? zl_err_set(err, ZL_EFORMAT, "%s", e.msg) /* names the file and key */
+                        : zl_err_set(err, ZL_EFORMAT, "%s: %s: not an integer", gguf_path(f), key);
     *out = x < 0 ? -1 : x; /* some files say -1 for "none" */
     return ZL_OK;
 }
@@ -473,7 +475,8 @@ static int get_flag_key(const gguf_file *f, const char *key, int *out, zl_err *e
     bool b;
     zl_err e = {{0}};
     if (!gguf_get_bool(f, key, &b, &e))
-        return zl_err_set(err, ZL_EFORMAT, "%s: %s: %s", gguf_path(f), key, e.msg[0] ? e.msg : "not a bool");
+        return e.msg[0] ? zl_err_set(err, ZL_EFORMAT, "%s", e.msg)
+                        : zl_err_set(err, ZL_EFORMAT, "%s: %s: not a bool", gguf_path(f), key);
     *out = b;
     return ZL_OK;
 }
