@@ -1,4 +1,4 @@
-"""float_ref.py - our own float reference of the llama forward pass, in numpy, over dequantized GGUF weights.
+"""float_ref.py - our own float reference of the llama and qwen forward passes, in numpy, over dequantized GGUF weights.
 
 This is the independent yardstick for zili's logits: weights are dequantized with gguf-py (gguf.quants), and all
 activations stay in floating point (float64 by default) - no 8-bit activation quantization, no F16 KV cache - so
@@ -17,6 +17,12 @@ Architecture `llama` (Llama 2/3, SmolLM2, Mistral, TinyLlama):
                 x += (silu(h Wg^T) * (h Wu^T)) Wd^T
     logits = (rmsnorm(x) * output_norm) Wout^T, Wout = output.weight, or token_embd.weight when tied.
 
+Architectures `qwen2` (Qwen2, Qwen2.5, DeepSeek-R1-Distill-Qwen) and `qwen3` change the attention's q, k, v:
+    q, k, v = h Wq^T + bq, h Wk^T + bk, h Wv^T + bv                (biases: qwen2; optional in qwen3)
+    q, k = rmsnorm(q[head]) * attn_q_norm, rmsnorm(k[head]) * attn_k_norm   (qwen3: each head of head_dim alone)
+    rope(q), rope(k)   rotating the pairs (i, i + n_rot/2) of each head (NEOX: Qwen's rows are not permuted)
+and qwen3's head_dim (attention.key_length) may differ from n_embd / n_head.
+
 Only the model file is read; nothing here depends on zili or llama.cpp.
 """
 from __future__ import annotations
@@ -27,7 +33,7 @@ import gguf
 
 
 class FloatModel:
-    """A GGUF llama model with every weight dequantized to float32 (computation in self.dtype)."""
+    """A GGUF llama / qwen2 / qwen3 model with every weight dequantized to float32 (computation in self.dtype)."""
 
     def __init__(self, path: str, dtype=np.float64):
         self.path = path
@@ -37,8 +43,9 @@ class FloatModel:
                      or k in ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
                               "tokenizer.ggml.add_bos_token", "tokenizer.ggml.model")}
         self.arch = self.meta["general.architecture"]
-        if self.arch != "llama":
-            raise NotImplementedError(f"float_ref: architecture {self.arch!r} (only llama so far)")
+        if self.arch not in ("llama", "qwen2", "qwen3"):
+            raise NotImplementedError(f"float_ref: architecture {self.arch!r} (llama, qwen2 and qwen3 only)")
+        self.neox = self.arch in ("qwen2", "qwen3")
         a = self.arch
         self.n_embd = int(self.meta[f"{a}.embedding_length"])
         self.n_layer = int(self.meta[f"{a}.block_count"])
@@ -62,18 +69,29 @@ class FloatModel:
         return x @ w.T.astype(self.dtype)
 
     def _rmsnorm(self, x: np.ndarray, name: str) -> np.ndarray:
+        """Over the last axis (the whole row, or one head of a (n, heads, head_dim) array)."""
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * self.w[name].astype(self.dtype)
 
+    def _proj(self, h: np.ndarray, name: str) -> np.ndarray:
+        """h W^T (+ bias when the file has `name`.bias); name without the .weight suffix."""
+        y = self._mm(h, name + ".weight")
+        if name + ".bias" in self.w:
+            y = y + self.w[name + ".bias"].astype(self.dtype)
+        return y
+
     def _rope(self, x: np.ndarray, pos: np.ndarray) -> np.ndarray:
-        """x: (n, heads, head_dim); rotates pairs (2i, 2i+1), i < n_rot/2, by pos * base^(-2i/n_rot)."""
+        """x: (n, heads, head_dim); rotates pair i < n_rot/2 by pos * base^(-2i/n_rot). The pair is (2i, 2i+1)
+        for llama and (i, i + n_rot/2) for NEOX (qwen2, qwen3)."""
         half = self.n_rot // 2
         theta = self.rope_base ** (-2.0 * np.arange(half, dtype=np.float64) / self.n_rot)
         ang = pos.astype(np.float64)[:, None] * theta[None, :]          # (n, half)
         c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
         out = x.copy()
-        x0, x1 = x[..., 0:self.n_rot:2], x[..., 1:self.n_rot:2]
-        out[..., 0:self.n_rot:2] = x0 * c - x1 * s
-        out[..., 1:self.n_rot:2] = x0 * s + x1 * c
+        i0 = np.arange(half) if self.neox else np.arange(0, self.n_rot, 2)
+        i1 = i0 + half if self.neox else i0 + 1
+        x0, x1 = x[..., i0], x[..., i1]
+        out[..., i0] = x0 * c - x1 * s
+        out[..., i1] = x0 * s + x1 * c
         return out
 
     def forward(self, tokens, pos0: int = 0) -> np.ndarray:
@@ -87,9 +105,13 @@ class FloatModel:
         for i in range(self.n_layer):
             b = f"blk.{i}."
             h = self._rmsnorm(x, b + "attn_norm.weight")
-            q = self._rope(self._mm(h, b + "attn_q.weight").reshape(n, nh, hd), pos)
-            k = self._rope(self._mm(h, b + "attn_k.weight").reshape(n, nkv, hd), pos)
-            v = self._mm(h, b + "attn_v.weight").reshape(n, nkv, hd)
+            q = self._proj(h, b + "attn_q").reshape(n, nh, hd)
+            k = self._proj(h, b + "attn_k").reshape(n, nkv, hd)
+            v = self._proj(h, b + "attn_v").reshape(n, nkv, hd)
+            if b + "attn_q_norm.weight" in self.w:
+                q = self._rmsnorm(q, b + "attn_q_norm.weight")
+                k = self._rmsnorm(k, b + "attn_k_norm.weight")
+            q, k = self._rope(q, pos), self._rope(k, pos)
             grp = nh // nkv
             k = np.repeat(k, grp, axis=1)                                  # (n, nh, hd)
             v = np.repeat(v, grp, axis=1)

@@ -12,7 +12,14 @@ measured against this reference on the same models and prompts (llama-cpp-python
 f32 0.09%, f16 0.13%, bf16 0.92%, 8-bit-activation types 5.0% (SmolLM2 Q4_1; 3.2% on the random models).
 The bounds are about 3x (2x for the quantized types) those figures. Top-1: wherever zili's argmax differs from the
 reference's, the reference must rate zili's choice within DEFICIT x max|logit| of its own best (llama.cpp's worst
-case was 0.8%); the fraction of agreeing positions is printed and must be at least MIN_TOP1.
+case was 0.8%); the fraction of agreeing positions is printed and must be at least MIN_TOP1, except that one
+disagreement is always allowed: prompts are 10-20 tokens, so a single near-tie (already bounded by DEFICIT) is 5-10%
+of them. (qwen2-f16 p2 is such a case: llama.cpp, off by the same 0.119% as zili, disagrees with the reference at
+the same position, where the two best logits are 0.015% of max|logit| apart.)
+
+The qwen2/qwen3 models are held to the same bounds (float_ref.py computes their biases, per-head Q/K norms and
+NEOX rope). For scale, measured on the Q8_0 ones: rotating adjacent pairs instead of NEOX pairs moves the
+reference's logits by 33% (qwen2) and 88% (qwen3) of max|logit|, dropping qwen2's K bias by 16%.
 """
 from __future__ import annotations
 
@@ -40,7 +47,8 @@ def compare(z: np.ndarray, r: np.ndarray) -> dict:
     err = float(np.abs(z - r).max())
     zt, rt = z.argmax(axis=1), r.argmax(axis=1)
     deficit = float((r.max(axis=1) - r[np.arange(len(r)), zt]).max())
-    return dict(max_abs=err, max_rel=err / scale, top1=float((zt == rt).mean()), deficit=deficit / scale,
+    return dict(max_abs=err, max_rel=err / scale, top1=float((zt == rt).mean()), n_differ=int((zt != rt).sum()),
+                deficit=deficit / scale,
                 agree="".join("." if a == b else "x" for a, b in zip(zt, rt)))
 
 
@@ -61,4 +69,4 @@ def test_logits_vs_float_reference(model, prompt, zili_ready, tmp_path):
           f"[{c['agree']}], worst choice deficit {c['deficit']:.3%}")
     assert c["max_rel"] <= REL_BOUND[model.wtype]
     assert c["deficit"] <= DEFICIT[model.wtype]
-    assert c["top1"] >= MIN_TOP1[model.wtype]
+    assert c["top1"] >= MIN_TOP1[model.wtype] or c["n_differ"] <= 1
