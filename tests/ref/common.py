@@ -7,6 +7,9 @@ Test models:
     vocabulary of SmolLM2 (tied embeddings, 4 kv heads) and with the SentencePiece vocabulary of Llama 2 (BOS added;
     separate output matrix, 2 kv heads). They live in models/random/<hash of gen_gguf.py>/, so a change to the
     generator makes fresh ones instead of testing stale files.
+  * Random-weight qwen2 and qwen3 models (gpt2 vocabulary of SmolLM2), Q8_0 and F16 each: qwen2 tied with 4 kv
+    heads and untied with 2; qwen3 tied with head_dim 64 (so n_head * head_dim = 512 != n_embd = 256) and untied
+    with 2 kv heads.
 
 `python3 tests/ref/common.py` fetches and generates whatever is missing (run_tests.sh does this first).
 Environment: ZILI = path of the zili binary (default build/zili).
@@ -44,6 +47,15 @@ class TestModel:
         return self.name
 
 
+# (name, tensor type, gen_gguf.py arguments) of the random Qwen-family models.
+QWEN_MODELS = [
+    ("qwen2-q8_0", "q8_0", ("--arch", "qwen2", "--seed", "3", "--tied")),
+    ("qwen2-f16", "f16", ("--arch", "qwen2", "--seed", "5", "--no-tied", "--n-head-kv", "2")),
+    ("qwen3-q8_0", "q8_0", ("--arch", "qwen3", "--seed", "4", "--tied", "--head-dim", "64")),
+    ("qwen3-f16", "f16", ("--arch", "qwen3", "--seed", "6", "--no-tied", "--n-head-kv", "2")),
+]
+
+
 def _random_dir() -> str:
     with open(GEN, "rb") as f:
         tag = hashlib.sha256(f.read()).hexdigest()[:10]
@@ -60,6 +72,9 @@ def random_models() -> list[TestModel]:
         out.append(TestModel(f"spm-{t}", os.path.join(d, f"spm-{t}.gguf"), t,
                              ("--preset", "tiny", "--type", t, "--seed", "2", "--no-tied", "--n-head-kv", "2",
                               "--vocab-from", SPM_VOCAB)))
+    for name, t, args in QWEN_MODELS:
+        out.append(TestModel(name, os.path.join(d, f"{name}.gguf"), t,
+                             ("--preset", "tiny", "--type", t, *args, "--vocab-from", SMOLLM2)))
     return out
 
 
