@@ -51,7 +51,7 @@ test: all
 
 # Unit tests under AddressSanitizer + UBSan, in a separate build tree.
 asan:
-	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	UNIT_TIMEOUT=$${UNIT_TIMEOUT:-2400} $(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	        LDFLAGS="-fsanitize=address,undefined" LDLIBS="-fsanitize=address,undefined -lmicrohttpd -ljansson -lpcre2-8 -lm -pthread" unit
 
 models: $(DEFAULT_MODEL)
