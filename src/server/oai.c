@@ -286,8 +286,11 @@ int oai_parse(const zl_model *m, const zl_chat_tmpl *tmpl, oai_kind kind, json_t
         json_object_foreach(lb, key, val) {
             char *end;
             errno = 0;
-            const long id = strtol(key, &end, 10);
-            if (errno || end == key || *end)
+            /* Digits only (an optional '-'): strtol alone would also take " 1" and "+1". */
+            const bool digits = key[0] && strspn(key + (key[0] == '-'), "0123456789") == strlen(key + (key[0] == '-')) &&
+                                key[key[0] == '-'];
+            const long id = digits ? strtol(key, &end, 10) : 0;
+            if (!digits || errno || end == key || *end)
                 TRY(fail(e, "logit_bias", "logit_bias key '%.32s' is not a token id", key));
             if (id < 0 || id >= nv)
                 TRY(fail(e, "logit_bias", "logit_bias: token id %ld is out of the vocabulary (0 .. %d)", id,

@@ -53,6 +53,7 @@ typedef struct srv {
     char model_id[256];
     const char *api_key; /* NULL: open */
     size_t max_body;
+    double body_timeout; /* seconds a request body may take to arrive in full (--timeout) */
     int32_t n_ctx;
     time_t started;
     atomic_uint_fast64_t by_code[N_CODES];
@@ -66,6 +67,7 @@ typedef struct conn_ctx {
     char *body;
     size_t len, cap;
     bool too_large;
+    double start; /* when the headers were complete (now_s) */
 } conn_ctx;
 
 static double now_s(void)
@@ -157,6 +159,7 @@ typedef struct gen {
     char *buf;
     size_t len, pos, cap;
     int phase; /* 0 before the first chunk, 1 streaming, 2 final events queued, 3 done */
+    double last_out; /* when stream_fill last produced bytes (now_s) */
     json_t *lp_acc;
     size_t text_offset;
 } gen;
@@ -291,7 +294,15 @@ static bool stream_fill(gen *g)
         zl_req_chunk_free(&c);
         if (peer_gone(g->conn))
             return false;
+        /* libmicrohttpd drops a connection that has been silent for its timeout once this callback returns, so
+         * a stream that waits long (queued, long prefill) sends an SSE comment, which clients ignore. */
+        if (now_s() - g->last_out > g->s->body_timeout / 4) {
+            buf_put(g, ": waiting\n\n", 11);
+            g->last_out = now_s();
+            return true;
+        }
     }
+    g->last_out = now_s();
     if (c.finish == ZL_FINISH_CANCELLED || c.finish == ZL_FINISH_ERROR) {
         char *e = oai_error_json(c.finish == ZL_FINISH_ERROR ? c.error : "the request was cancelled (server "
                                  "shutting down)", "server_error", NULL, NULL);
@@ -441,6 +452,7 @@ static enum MHD_Result handle_generate(srv *s, struct MHD_Connection *conn, oai_
              (unsigned long long)atomic_fetch_add(&id_counter, 1));
     if (!g->q.stream)
         return reply_whole(g);
+    g->last_out = now_s();
     struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, g,
                                                                stream_free);
     if (!r) {
@@ -650,10 +662,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         cc = calloc(1, sizeof *cc);
         if (!cc)
             return MHD_NO;
+        cc->start = now_s();
         *con_cls = cc;
         return MHD_YES;
     }
     if (*upload_size) {
+        /* libmicrohttpd's timeout is per read, so a client sending a byte a second would hold its connection (and
+         * thread) forever: the whole body must arrive within the timeout. */
+        if (now_s() - cc->start > s->body_timeout)
+            return MHD_NO;
         if (!cc->too_large) {
             if (cc->len + *upload_size > s->max_body) {
                 cc->too_large = true;
@@ -764,7 +781,7 @@ static const char SERVE_USAGE[] =
     "      --api-key KEY      require 'Authorization: Bearer KEY' (default: $ZILI_API_KEY, else open)\n"
     "      --max-queue N      requests waiting before 503 (default 256)\n"
     "      --max-body BYTES   largest request body (default 4 MiB)\n"
-    "      --timeout S        idle connection timeout in seconds (default 60)\n"
+    "      --timeout S        idle connection timeout, and the most a request body may take, in seconds (default 60)\n"
     "      --grace S          seconds to let running requests finish on SIGTERM (default 5)\n"
     "      --no-prefix-cache  do not share prompt KV blocks between requests\n"
     "      --chat-template NAME  use a named template (chatml) instead of the model's\n"
@@ -905,6 +922,7 @@ int zl_serve_main(int argc, char **argv)
         return 1;
     s->api_key = api_key;
     s->max_body = (size_t)max_body;
+    s->body_timeout = (double)timeout;
     s->started = time(NULL);
     zl_err err = {{0}};
     if (zl_model_load(model_path, NULL, &s->model, &err) != ZL_OK) {
