@@ -59,7 +59,7 @@ $(DEFAULT_MODEL):
 	scripts/fetch_models.sh $(MODEL_DIR)
 
 run: $(BIN) $(DEFAULT_MODEL)
-	$(BIN) run -m $(DEFAULT_MODEL) --chat -n 128 -p "What is the capital of France? Answer in one sentence."
+	$(BIN) run -m $(DEFAULT_MODEL) --chat --temp 0 -n 128 -p "What is the capital of France? Answer in one sentence."
 
 # The OpenAI-compatible server on the default model, with its chat page at http://127.0.0.1:8080/.
 serve: $(BIN) $(DEFAULT_MODEL)
