@@ -108,6 +108,16 @@ struct zl_arch_impl {
 };
 
 /* Family entry points (one file each). */
+/* Shared forward-pass blocks (blocks.c), each over the whole batch b of n tokens. */
+/* x = token_embd[token], cs = each token's RoPE table. */
+void zl_block_embed(const zl_model *m, zl_fwd *f, const zl_batch *b);
+/* y[t] += bias for each of n rows of width d (bias NULL: nothing). */
+void zl_block_add_bias(float *y, const float *bias, int32_t n, int64_t d);
+/* x += down(silu(gate(rmsnorm(x))) * up(rmsnorm(x))) of layer il. */
+int zl_block_ffn_swiglu(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t il);
+/* Final norm and output projection of the tokens that ask for logits, into consecutive rows of out. */
+int zl_block_output(const zl_model *m, zl_cpu *cpu, zl_fwd *f, const zl_batch *b, float *out);
+
 int zl_llama_bind(zl_model *m, zl_err *err);
 int zl_llama_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, float *out,
                      zl_err *err);

@@ -77,15 +77,6 @@ int zl_llama_bind(zl_model *m, zl_err *err)
     return ZL_OK;
 }
 
-/* y[t] += bias for each of n rows of width d (bias may be NULL). */
-static void add_bias(float *y, const float *bias, int32_t n, int64_t d)
-{
-    if (!bias)
-        return;
-    for (int32_t t = 0; t < n; t++)
-        zl_add(y + (size_t)t * (size_t)d, bias, d);
-}
-
 /* x += attention block of layer il, for the whole batch. */
 static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, int32_t il)
 {
@@ -101,9 +92,9 @@ static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f,
         (rc = zl_matmul_modes(cpu, &l->wk, f->xb, n, f->k, f->tok_gemm)) != ZL_OK ||
         (rc = zl_matmul_modes(cpu, &l->wv, f->xb, n, f->v, f->tok_gemm)) != ZL_OK)
         return rc;
-    add_bias(f->q, l->bq, n, q_dim);
-    add_bias(f->k, l->bk, n, kv_dim);
-    add_bias(f->v, l->bv, n, kv_dim);
+    zl_block_add_bias(f->q, l->bq, n, q_dim);
+    zl_block_add_bias(f->k, l->bk, n, kv_dim);
+    zl_block_add_bias(f->v, l->bv, n, kv_dim);
 
     for (int32_t i = 0; i < n; i++) {
         const float *cs = f->cs + (size_t)i * (size_t)h->n_rot;
@@ -120,56 +111,11 @@ static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f,
 
     if ((rc = zl_matmul_modes(cpu, &l->wo, f->att, n, f->xb2, f->tok_gemm)) != ZL_OK) /* xb2: (n, n_embd) */
         return rc;
-    add_bias(f->xb2, l->bo, n, h->n_embd);
+    zl_block_add_bias(f->xb2, l->bo, n, h->n_embd);
     zl_dump("attn_out", il, f->xb2, n, h->n_embd);
     zl_add(f->x, f->xb2, (int64_t)n * h->n_embd);
     zl_dump("ffn_inp", il, f->x, n, h->n_embd);
     return ZL_OK;
-}
-
-/* x += SwiGLU feed-forward block of layer il, for the whole batch. */
-static int ffn_block(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t il)
-{
-    const zl_hparams *h = &m->hp;
-    const zl_layer *l = &m->layers[il];
-    int rc;
-    zl_rmsnorm(f->xb, f->x, l->ffn_norm, n, h->n_embd, h->norm_eps);
-    /* hb (gate) and hb2 (up): (n, n_ff) */
-    if ((rc = zl_matmul_modes(cpu, &l->w_gate, f->xb, n, f->hb, f->tok_gemm)) != ZL_OK ||
-        (rc = zl_matmul_modes(cpu, &l->w_up, f->xb, n, f->hb2, f->tok_gemm)) != ZL_OK)
-        return rc;
-    zl_dump("ffn_norm", il, f->xb, n, h->n_embd);
-    zl_dump("ffn_gate", il, f->hb, n, h->n_ff);
-    zl_dump("ffn_up", il, f->hb2, n, h->n_ff);
-    for (int32_t t = 0; t < n; t++) {
-        const size_t o = (size_t)t * (size_t)h->n_ff;
-        zl_silu_mul(f->hb + o, f->hb + o, f->hb2 + o, h->n_ff);
-    }
-    zl_dump("ffn_swiglu", il, f->hb, n, h->n_ff);
-    if ((rc = zl_matmul_modes(cpu, &l->w_down, f->hb, n, f->xb2, f->tok_gemm)) != ZL_OK) /* xb2: (n, n_embd) */
-        return rc;
-    zl_dump("ffn_out", il, f->xb2, n, h->n_embd);
-    zl_add(f->x, f->xb2, (int64_t)n * h->n_embd);
-    zl_dump("l_out", il, f->x, n, h->n_embd);
-    return ZL_OK;
-}
-
-/* Final norm and output projection of the tokens that asked for logits, gathered into consecutive rows. */
-static int output_block(const zl_model *m, zl_cpu *cpu, zl_fwd *f, const zl_batch *b, float *out)
-{
-    const zl_hparams *h = &m->hp;
-    int32_t n_out = 0;
-    for (int32_t i = 0; i < b->n; i++)
-        if (b->logits[i])
-            memcpy(f->xb + (size_t)n_out++ * (size_t)h->n_embd, f->x + (size_t)i * (size_t)h->n_embd,
-                   (size_t)h->n_embd * sizeof(float));
-    if (n_out == 0)
-        return ZL_OK;
-    zl_rmsnorm(f->xb, f->xb, m->output_norm, n_out, h->n_embd, h->norm_eps);
-    zl_dump("result_norm", -1, f->xb, n_out, h->n_embd);
-    const int rc = zl_matmul_modes(cpu, &m->output, f->xb, n_out, out, f->out_gemm); /* out: (n_out, n_vocab) */
-    zl_dump("result_output", -1, out, n_out, h->n_vocab);
-    return rc;
 }
 
 int zl_llama_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, float *out,
@@ -178,17 +124,14 @@ int zl_llama_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const
     const zl_hparams *h = &m->hp;
     int rc = ZL_OK;
     zl_dump_step();
-    for (int32_t i = 0; i < b->n; i++) {
-        zl_get_row(&m->tok_embd, b->token[i], f->x + (size_t)i * (size_t)h->n_embd); /* x: (n, n_embd) */
-        zl_model_rope_table(m, b->pos[i], f->cs + (size_t)i * (size_t)h->n_rot);   /* cs: (n, n_rot) */
-    }
+    zl_block_embed(m, f, b); /* x: (n, n_embd), cs: (n, n_rot) */
     for (int32_t il = 0; il < h->n_layer && rc == ZL_OK; il++) {
         rc = attention_block(m, cpu, kv, f, b, il);
         if (rc == ZL_OK)
-            rc = ffn_block(m, cpu, f, b->n, il);
+            rc = zl_block_ffn_swiglu(m, cpu, f, b->n, il);
     }
     if (rc == ZL_OK)
-        rc = output_block(m, cpu, f, b, out);
+        rc = zl_block_output(m, cpu, f, b, out);
     if (rc != ZL_OK)
         return zl_err_set(err, rc, "%s: forward pass failed: %s", gguf_path(m->gguf), zl_status_str(rc));
     return ZL_OK;
