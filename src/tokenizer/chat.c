@@ -1,18 +1,26 @@
 /*
  * chat.c - chat template recognition and native rendering (see chat.h for the families).
  *
- * Recognition only searches the template text for fixed strings; the one thing it extracts, a default system
- * prompt, must sit alone inside a single quoted string literal of bounded length, with only simple escapes, and
- * the template must test messages[0]'s role. Nothing from the template is ever evaluated.
+ * Recognition only searches the template text for fixed strings (memmem over the given length: linear, bounded by
+ * the text). The few things it extracts (ChatML's default system prompt, Llama 3.1's default date, Gemma's
+ * separator after a folded system message) must each sit alone inside one quoted string literal of bounded
+ * length, with only simple escapes; ChatML's default also needs the template's test on messages[0]'s role.
+ * Nothing from the template is ever evaluated. A template that has a family's markers but not the forms zili
+ * renders is refused (ZL_EUNSUPPORTED) rather than rendered differently.
+ *
+ * Rendering follows each official template as jinja2 runs it (the .jinja and .expected files of tests/data/chat):
+ * jinja's "trim" is Python's str.strip(), so trim() here strips the same Unicode whitespace.
  * Pure functions; no state.
  */
 #include "tokenizer/chat.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static const char IM_START[] = "<|im_start|>";
+#define KNOWN_NAMES "chatml, qwen2.5, qwen3, llama3, llama3.1, gemma, deepseek-r1, mistral, mistral-v3, mistral-nemo"
 static const char IM_END[] = "<|im_end|>";
 
 /* Ways a template may test whether the conversation starts with a system message. */
@@ -87,12 +95,14 @@ static int fixed_system_at(const char *t, size_t n, size_t p, char *out, size_t 
     return FIXED;
 }
 
-int zl_chat_tmpl_detect(const char *text, size_t len, zl_chat_tmpl *out, zl_err *err)
+static int detect_chatml(const char *text, size_t len, zl_chat_tmpl *out, zl_err *err)
 {
-    memset(out, 0, sizeof *out);
-    if (!text || !contains(text, len, IM_START) || !contains(text, len, IM_END))
-        return zl_err_set(err, ZL_EUNSUPPORTED,
-                          "chat template not recognised (known: chatml); name one with --chat-template");
+    /* Qwen3: reasoning split out of assistant turns, kept after the last user query. */
+    if (contains(text, len, "</think>") && contains(text, len, "last_query_index") &&
+        contains(text, len, "reasoning_content")) {
+        out->kind = ZL_TMPL_QWEN3;
+        return ZL_OK;
+    }
     out->kind = ZL_TMPL_CHATML;
 
     char cand[ZL_CHAT_SYSTEM_MAX];
@@ -129,23 +139,200 @@ int zl_chat_tmpl_detect(const char *text, size_t len, zl_chat_tmpl *out, zl_err 
     return ZL_OK;
 }
 
+/* Reads the quoted literal whose opening quote is t[p - 1] (t[p] is its first character) into out (cap bytes, NUL
+ * included), decoding \n, \t, \\ and quote escapes. Returns false if it does not close within cap - 1 characters,
+ * or holds template syntax or another escape. */
+static bool literal_at(const char *t, size_t n, size_t p, char *out, size_t cap)
+{
+    if (p == 0 || (t[p - 1] != '\'' && t[p - 1] != '"'))
+        return false;
+    const char q = t[p - 1];
+    size_t o = 0;
+    for (size_t i = p; i < n; i++) {
+        char c = t[i];
+        if (c == q) {
+            out[o] = 0;
+            return true;
+        }
+        if (c == '{' || c == '}' || c == '%')
+            return false;
+        if (c == '\\') {
+            if (i + 1 >= n)
+                return false;
+            const char e = t[++i];
+            c = e == 'n' ? '\n' : e == 't' ? '\t' : (e == '\\' || e == '\'' || e == '"') ? e : 0;
+            if (!c)
+                return false;
+        }
+        if (o + 1 >= cap)
+            return false;
+        out[o++] = c;
+    }
+    return false;
+}
+
+/* The literal right after the first occurrence of prefix (which must end with its opening quote). */
+static bool literal_after(const char *t, size_t n, const char *prefix, char *out, size_t cap)
+{
+    const char *m = memmem(t, n, prefix, strlen(prefix));
+    return m && literal_at(t, n, (size_t)(m - t) + strlen(prefix), out, cap);
+}
+
+static int unsupported(zl_chat_tmpl *out, zl_err *err, const char *family, const char *what)
+{
+    memset(out, 0, sizeof *out);
+    return zl_err_set(err, ZL_EUNSUPPORTED, "chat template: %s template %s; name one with --chat-template", family,
+                      what);
+}
+
+static int detect_llama3(const char *text, size_t len, zl_chat_tmpl *out, zl_err *err)
+{
+    out->kind = ZL_TMPL_LLAMA3;
+    if (!contains(text, len, "Cutting Knowledge Date"))
+        return ZL_OK; /* Llama 3: messages only */
+    /* 3.1 / 3.2 / 3.3: a system block with fixed lines and a date_string default. */
+    if (!contains(text, len, "\"Cutting Knowledge Date: December 2023\\n\"") ||
+        !contains(text, len, "\"Today Date: \" + date_string + \"\\n\\n\"") ||
+        !literal_after(text, len, "set date_string = \"", out->date, sizeof out->date) || !out->date[0])
+        return unsupported(out, err, "Llama 3", "with a system block zili does not know");
+    out->flags |= ZL_CHAT_LLAMA3_SYSTEM;
+    return ZL_OK;
+}
+
+static int detect_gemma(const char *text, size_t len, zl_chat_tmpl *out, zl_err *err)
+{
+    out->kind = ZL_TMPL_GEMMA;
+    strcpy(out->sys_sep, "\n\n"); /* Gemma 3's; Gemma 2's template refuses system messages instead */
+    if (contains(text, len, "first_user_prefix") &&
+        !literal_after(text, len, "set first_user_prefix = messages[0]['content'] + '", out->sys_sep,
+                       sizeof out->sys_sep))
+        return unsupported(out, err, "Gemma", "folding the system message in a way zili does not know");
+    return ZL_OK;
+}
+
+static int detect_deepseek(const char *text, size_t len, zl_chat_tmpl *out, zl_err *err)
+{
+    out->kind = ZL_TMPL_DEEPSEEK_R1;
+    if (!contains(text, len, "content.split('</think>')[-1]") || contains(text, len, "enable_thinking"))
+        return unsupported(out, err, "DeepSeek", "other than the R1 distills'");
+    if (contains(text, len, "'<｜Assistant｜><think>\\n'"))
+        out->flags |= ZL_CHAT_THINK_PROMPT;
+    return ZL_OK;
+}
+
+static int detect_mistral(const char *text, size_t len, zl_chat_tmpl *out, zl_err *err)
+{
+    out->kind = ZL_TMPL_MISTRAL;
+    if (contains(text, len, "'[INST] ' + message['content'] + ' [/INST]'") &&
+        contains(text, len, "message['content'] + eos_token") && !contains(text, len, "system_message"))
+        return ZL_OK; /* v0.1 / v0.2 */
+    if (!contains(text, len, "loop.last and system_message is defined"))
+        return unsupported(out, err, "Mistral", "variant");
+    out->flags |= ZL_CHAT_MISTRAL_V3;
+    if (contains(text, len, "\"[INST] \" + message[\"content\"] + \"[/INST]\"")) {
+        if (contains(text, len, "\" \" + message[\"content\"]|trim + eos_token"))
+            out->flags |= ZL_CHAT_MISTRAL_TRIM;
+        else if (!contains(text, len, "\" \" + message[\"content\"] + eos_token"))
+            return unsupported(out, err, "Mistral v3", "variant");
+        return ZL_OK;
+    }
+    if (contains(text, len, "\"[INST]\" + message[\"content\"] + \"[/INST]\"") &&
+        contains(text, len, "{{- message[\"content\"] + eos_token")) {
+        out->flags |= ZL_CHAT_MISTRAL_NOSPACE;
+        return ZL_OK;
+    }
+    return unsupported(out, err, "Mistral v3", "variant");
+}
+
+int zl_chat_tmpl_detect(const char *text, size_t len, zl_chat_tmpl *out, zl_err *err)
+{
+    memset(out, 0, sizeof *out);
+    int rc = -1;
+    if (text && contains(text, len, IM_START) && contains(text, len, IM_END))
+        rc = detect_chatml(text, len, out, err);
+    else if (text && contains(text, len, "<|start_header_id|>") && contains(text, len, "<|end_header_id|>") &&
+             contains(text, len, "<|eot_id|>"))
+        rc = detect_llama3(text, len, out, err);
+    else if (text && contains(text, len, "<start_of_turn>") && contains(text, len, "<end_of_turn>"))
+        rc = detect_gemma(text, len, out, err);
+    else if (text && contains(text, len, "<｜User｜>") && contains(text, len, "<｜Assistant｜>") &&
+             contains(text, len, "<｜end▁of▁sentence｜>"))
+        rc = detect_deepseek(text, len, out, err);
+    else if (text && contains(text, len, "[INST]") && contains(text, len, "[/INST]"))
+        rc = detect_mistral(text, len, out, err);
+    if (rc < 0)
+        return zl_err_set(err, ZL_EUNSUPPORTED, "chat template not recognised (known: %s); name one with "
+                          "--chat-template", KNOWN_NAMES);
+    if (rc == ZL_OK && out->kind != ZL_TMPL_CHATML && out->kind != ZL_TMPL_QWEN3 && contains(text, len, "bos_token"))
+        out->flags |= ZL_CHAT_BOS;
+    return rc;
+}
+
+typedef struct named_tmpl {
+    const char *name;
+    zl_chat_kind kind;
+    unsigned flags;
+    const char *default_system; /* chatml */
+} named_tmpl;
+
+/* What each official template renders as; names for --chat-template. */
+static const named_tmpl NAMED[] = {
+    {"chatml", ZL_TMPL_CHATML, 0, ""},
+    {"qwen2.5", ZL_TMPL_CHATML, 0, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."},
+    {"qwen3", ZL_TMPL_QWEN3, 0, ""},
+    {"llama3", ZL_TMPL_LLAMA3, ZL_CHAT_BOS, ""},
+    {"llama3.1", ZL_TMPL_LLAMA3, ZL_CHAT_BOS | ZL_CHAT_LLAMA3_SYSTEM, ""},
+    {"gemma", ZL_TMPL_GEMMA, ZL_CHAT_BOS, ""},
+    {"deepseek-r1", ZL_TMPL_DEEPSEEK_R1, ZL_CHAT_BOS | ZL_CHAT_THINK_PROMPT, ""},
+    {"mistral", ZL_TMPL_MISTRAL, ZL_CHAT_BOS, ""},
+    {"mistral-v3", ZL_TMPL_MISTRAL, ZL_CHAT_BOS | ZL_CHAT_MISTRAL_V3 | ZL_CHAT_MISTRAL_TRIM, ""},
+    {"mistral-nemo", ZL_TMPL_MISTRAL, ZL_CHAT_BOS | ZL_CHAT_MISTRAL_V3 | ZL_CHAT_MISTRAL_NOSPACE, ""},
+};
+
 int zl_chat_tmpl_from_name(const char *name, zl_chat_tmpl *out, zl_err *err)
 {
     memset(out, 0, sizeof *out);
-    if (name && strcmp(name, "chatml") == 0) {
-        out->kind = ZL_TMPL_CHATML;
+    for (size_t i = 0; name && i < sizeof NAMED / sizeof NAMED[0]; i++) {
+        if (strcmp(name, NAMED[i].name) != 0)
+            continue;
+        out->kind = NAMED[i].kind;
+        out->flags = NAMED[i].flags;
+        snprintf(out->default_system, sizeof out->default_system, "%s", NAMED[i].default_system);
+        strcpy(out->date, "26 Jul 2024"); /* the 3.1 / 3.2 / 3.3 templates' default */
+        strcpy(out->sys_sep, "\n\n");
         return ZL_OK;
     }
-    return zl_err_set(err, ZL_EINVAL, "unknown chat template '%s' (known: chatml)", name ? name : "(null)");
+    return zl_err_set(err, ZL_EINVAL, "unknown chat template '%.64s' (known: %s)", name ? name : "(null)",
+                      KNOWN_NAMES);
 }
 
 const char *zl_chat_tmpl_name(zl_chat_tmpl t)
 {
     switch (t.kind) {
     case ZL_TMPL_CHATML: return "chatml";
+    case ZL_TMPL_QWEN3: return "qwen3";
+    case ZL_TMPL_LLAMA3: return "llama3";
+    case ZL_TMPL_GEMMA: return "gemma";
+    case ZL_TMPL_DEEPSEEK_R1: return "deepseek-r1";
+    case ZL_TMPL_MISTRAL: return "mistral";
     default: return "none";
     }
 }
+
+const char *zl_chat_tmpl_bos(zl_chat_tmpl t)
+{
+    if (!(t.flags & ZL_CHAT_BOS))
+        return "";
+    switch (t.kind) {
+    case ZL_TMPL_LLAMA3: return "<|begin_of_text|>";
+    case ZL_TMPL_GEMMA: return "<bos>";
+    case ZL_TMPL_DEEPSEEK_R1: return "<｜begin▁of▁sentence｜>";
+    case ZL_TMPL_MISTRAL: return "<s>";
+    default: return "";
+    }
+}
+
+/* ---- output buffer ---------------------------------------------------------------------------------------- */
 
 typedef struct sbuf {
     char *s;
@@ -153,9 +340,8 @@ typedef struct sbuf {
     bool oom;
 } sbuf;
 
-static void put(sbuf *b, const char *s)
+static void put_n(sbuf *b, const char *s, size_t l)
 {
-    size_t l = strlen(s);
     if (b->oom)
         return;
     if (l > SIZE_MAX - b->n - 1) {
@@ -174,8 +360,314 @@ static void put(sbuf *b, const char *s)
         b->s = ns;
         b->cap = cap;
     }
-    memcpy(b->s + b->n, s, l + 1);
+    memcpy(b->s + b->n, s, l);
     b->n += l;
+    b->s[b->n] = 0;
+}
+
+static void put(sbuf *b, const char *s) { put_n(b, s, strlen(s)); }
+
+/* ---- string views, Python's strip ------------------------------------------------------------------------ */
+
+typedef struct span {
+    const char *p;
+    size_t n;
+} span;
+
+static span span_of(const char *s) { return (span){s, strlen(s)}; }
+static void put_span(sbuf *b, span s) { put_n(b, s.p, s.n); }
+
+/* Python's str.isspace() for one code point (what str.strip() with no argument removes). */
+static bool py_space(uint32_t c)
+{
+    return (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20) || c == 0x85 || c == 0xa0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
+}
+
+/* Decodes the UTF-8 sequence at s[i..n) into *cp; returns its length, or 0 when it is not well formed. */
+static size_t utf8_at(const char *s, size_t n, size_t i, uint32_t *cp)
+{
+    const unsigned char *u = (const unsigned char *)s + i;
+    const size_t left = n - i;
+    if (u[0] < 0x80) {
+        *cp = u[0];
+        return 1;
+    }
+    size_t len = u[0] >= 0xf0 && u[0] < 0xf5 ? 4 : u[0] >= 0xe0 ? (u[0] < 0xf0 ? 3 : 0) : u[0] >= 0xc2 ? 2 : 0;
+    if (!len || len > left)
+        return 0;
+    uint32_t c = u[0] & (0x7f >> len);
+    for (size_t k = 1; k < len; k++) {
+        if ((u[k] & 0xc0) != 0x80)
+            return 0;
+        c = c << 6 | (u[k] & 0x3f);
+    }
+    if ((len == 3 && c < 0x800) || (len == 4 && (c < 0x10000 || c > 0x10ffff)) || (c >= 0xd800 && c <= 0xdfff))
+        return 0;
+    *cp = c;
+    return len;
+}
+
+/* jinja's trim: Python's str.strip(). Bytes that are not well-formed UTF-8 are never stripped. */
+static span trim(span s)
+{
+    uint32_t c;
+    size_t l;
+    while (s.n && (l = utf8_at(s.p, s.n, 0, &c)) && py_space(c)) {
+        s.p += l;
+        s.n -= l;
+    }
+    while (s.n) {
+        size_t j = s.n - 1;
+        while (j > 0 && s.n - j < 4 && ((unsigned char)s.p[j] & 0xc0) == 0x80)
+            j--;
+        l = utf8_at(s.p, s.n, j, &c);
+        if (l != s.n - j || !py_space(c))
+            break;
+        s.n = j;
+    }
+    return s;
+}
+
+static span lstrip_nl(span s)
+{
+    while (s.n && s.p[0] == '\n') {
+        s.p++;
+        s.n--;
+    }
+    return s;
+}
+
+static span rstrip_nl(span s)
+{
+    while (s.n && s.p[s.n - 1] == '\n')
+        s.n--;
+    return s;
+}
+
+/* Last occurrence of needle in s, or NULL. Linear: memmem forward from each match. */
+static const char *last_of(span s, const char *needle)
+{
+    const size_t nl = strlen(needle);
+    const char *last = NULL;
+    for (const char *m = s.p; (m = memmem(m, s.n - (size_t)(m - s.p), needle, nl)) != NULL; m += nl)
+        last = m;
+    return last;
+}
+
+/* Python's s.split(sep)[-1]: what follows the last sep (s itself when there is none). */
+static span after_last(span s, const char *sep)
+{
+    const char *m = last_of(s, sep);
+    if (!m)
+        return s;
+    const size_t off = (size_t)(m - s.p) + strlen(sep);
+    return (span){s.p + off, s.n - off};
+}
+
+/* Python's s.split(sep)[0]. */
+static span before_first(span s, const char *sep)
+{
+    const char *m = memmem(s.p, s.n, sep, strlen(sep));
+    return m ? (span){s.p, (size_t)(m - s.p)} : s;
+}
+
+static bool starts_with(span s, const char *x) { return s.n >= strlen(x) && memcmp(s.p, x, strlen(x)) == 0; }
+static bool ends_with(span s, const char *x)
+{
+    return s.n >= strlen(x) && memcmp(s.p + s.n - strlen(x), x, strlen(x)) == 0;
+}
+
+/* ---- renderers ---------------------------------------------------------------------------------------------- */
+
+static bool is_role(const zl_chat_msg *m, const char *r) { return strcmp(m->role, r) == 0; }
+
+static void render_chatml(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t n, bool add_assistant, sbuf *b)
+{
+    if (t->default_system[0] && !is_role(&msgs[0], "system")) {
+        put(b, "<|im_start|>system\n");
+        put(b, t->default_system);
+        put(b, "<|im_end|>\n");
+    }
+    for (size_t i = 0; i < n; i++) {
+        put(b, IM_START);
+        put(b, msgs[i].role);
+        put(b, "\n");
+        put(b, msgs[i].content);
+        put(b, IM_END);
+        put(b, "\n");
+    }
+    if (add_assistant)
+        put(b, "<|im_start|>assistant\n");
+}
+
+/* Qwen3: an assistant turn after the last real user query (one not wrapped in <tool_response>) keeps its
+ * reasoning as "<think>\nR\n</think>\n\n" when it is the last message or has reasoning; every other assistant turn
+ * is only what follows its last "</think>". */
+static void render_qwen3(const zl_chat_msg *msgs, size_t n, bool add_assistant, sbuf *b)
+{
+    size_t last_query = n - 1;
+    for (size_t k = n; k-- > 0;) {
+        span c = span_of(msgs[k].content);
+        if (is_role(&msgs[k], "user") && !(starts_with(c, "<tool_response>") && ends_with(c, "</tool_response>"))) {
+            last_query = k;
+            break;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const zl_chat_msg *m = &msgs[i];
+        if (is_role(m, "system") || is_role(m, "user")) {
+            put(b, IM_START);
+            put(b, m->role);
+            put(b, "\n");
+            put(b, m->content);
+            put(b, "<|im_end|>\n");
+            continue;
+        }
+        span content = span_of(m->content), reasoning = {"", 0};
+        if (memmem(content.p, content.n, "</think>", 8)) {
+            reasoning = lstrip_nl(after_last(rstrip_nl(before_first(content, "</think>")), "<think>"));
+            content = lstrip_nl(after_last(content, "</think>"));
+        }
+        put(b, "<|im_start|>assistant\n");
+        if (i > last_query && (i == n - 1 || reasoning.n)) {
+            put(b, "<think>\n");
+            put_span(b, rstrip_nl(lstrip_nl(reasoning)));
+            put(b, "\n</think>\n\n");
+            content = lstrip_nl(content);
+        }
+        put_span(b, content);
+        put(b, "<|im_end|>\n");
+    }
+    if (add_assistant)
+        put(b, "<|im_start|>assistant\n");
+}
+
+static void llama3_header(sbuf *b, const char *role)
+{
+    put(b, "<|start_header_id|>");
+    put(b, role);
+    put(b, "<|end_header_id|>\n\n");
+}
+
+static void render_llama3(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t n, bool add_assistant, sbuf *b)
+{
+    size_t i = 0;
+    if (t->flags & ZL_CHAT_LLAMA3_SYSTEM) {
+        llama3_header(b, "system");
+        put(b, "Cutting Knowledge Date: December 2023\nToday Date: ");
+        put(b, t->date);
+        put(b, "\n\n");
+        if (is_role(&msgs[0], "system"))
+            put_span(b, trim(span_of(msgs[i++].content)));
+        put(b, "<|eot_id|>");
+    }
+    for (; i < n; i++) {
+        llama3_header(b, msgs[i].role);
+        put_span(b, trim(span_of(msgs[i].content)));
+        put(b, "<|eot_id|>");
+    }
+    if (add_assistant)
+        llama3_header(b, "assistant");
+}
+
+/* User and assistant turns alternate, user first (other roles may take an assistant's place, as the templates'
+ * own test lets them). Returns the index of the first message out of order, or n. */
+static size_t first_unalternating(const zl_chat_msg *msgs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (is_role(&msgs[i], "user") != (i % 2 == 0))
+            return i;
+    return n;
+}
+
+static int render_gemma(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t n, bool add_assistant, sbuf *b,
+                        zl_err *err)
+{
+    const char *sys = NULL;
+    if (is_role(&msgs[0], "system")) {
+        sys = msgs[0].content;
+        msgs++;
+        n--;
+    }
+    const size_t bad = first_unalternating(msgs, n);
+    if (bad < n)
+        return zl_err_set(err, ZL_EINVAL, "chat render: gemma: user and assistant turns must alternate (message %zu "
+                          "is '%.32s')", bad + (sys != NULL), msgs[bad].role);
+    for (size_t i = 0; i < n; i++) {
+        put(b, "<start_of_turn>");
+        put(b, is_role(&msgs[i], "assistant") ? "model" : msgs[i].role);
+        put(b, "\n");
+        if (i == 0 && sys) {
+            put(b, sys);
+            put(b, t->sys_sep);
+        }
+        put_span(b, trim(span_of(msgs[i].content)));
+        put(b, "<end_of_turn>\n");
+    }
+    if (add_assistant)
+        put(b, "<start_of_turn>model\n");
+    return ZL_OK;
+}
+
+static void render_deepseek(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t n, bool add_assistant, sbuf *b)
+{
+    const char *sys = "";
+    for (size_t i = 0; i < n; i++)
+        if (is_role(&msgs[i], "system"))
+            sys = msgs[i].content; /* the last one wins, written first */
+    put(b, sys);
+    for (size_t i = 0; i < n; i++) {
+        if (is_role(&msgs[i], "user")) {
+            put(b, "<｜User｜>");
+            put(b, msgs[i].content);
+        } else if (is_role(&msgs[i], "assistant")) {
+            put(b, "<｜Assistant｜>");
+            put_span(b, after_last(span_of(msgs[i].content), "</think>"));
+            put(b, "<｜end▁of▁sentence｜>");
+        }
+    }
+    if (add_assistant)
+        put(b, t->flags & ZL_CHAT_THINK_PROMPT ? "<｜Assistant｜><think>\n" : "<｜Assistant｜>");
+}
+
+static int render_mistral(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t n, sbuf *b, zl_err *err)
+{
+    const bool v3 = t->flags & ZL_CHAT_MISTRAL_V3, nospace = t->flags & ZL_CHAT_MISTRAL_NOSPACE;
+    const char *sys = NULL;
+    if (v3 && is_role(&msgs[0], "system")) {
+        sys = msgs[0].content;
+        msgs++;
+        n--;
+    }
+    const size_t skip = sys != NULL;
+    const size_t bad = first_unalternating(msgs, n);
+    if (bad < n)
+        return zl_err_set(err, ZL_EINVAL, "chat render: mistral: user and assistant turns must alternate (message "
+                          "%zu is '%.32s')", bad + skip, msgs[bad].role);
+    for (size_t i = 0; i < n; i++) {
+        if (is_role(&msgs[i], "system"))
+            return zl_err_set(err, ZL_EINVAL, "chat render: mistral: a system message is only allowed %s (message "
+                              "%zu)", v3 ? "first" : "in none of its turns", i + skip);
+        if (is_role(&msgs[i], "user")) {
+            put(b, v3 && nospace ? "[INST]" : "[INST] ");
+            if (sys && i == n - 1) {
+                put(b, sys);
+                put(b, "\n\n");
+            }
+            put(b, msgs[i].content);
+            put(b, v3 ? "[/INST]" : " [/INST]");
+        } else if (!v3 || nospace) {
+            put(b, msgs[i].content);
+            put(b, "</s>");
+        } else {
+            put(b, " ");
+            span c = span_of(msgs[i].content);
+            put_span(b, t->flags & ZL_CHAT_MISTRAL_TRIM ? trim(c) : c);
+            put(b, "</s>");
+        }
+    }
+    return ZL_OK;
 }
 
 static bool known_role(const char *r)
@@ -186,10 +678,10 @@ static bool known_role(const char *r)
 int zl_chat_render(zl_chat_tmpl t, const zl_chat_msg *msgs, size_t n, bool add_assistant, char **out, zl_err *err)
 {
     *out = NULL;
-    if (t.kind != ZL_TMPL_CHATML)
+    if (t.kind <= ZL_TMPL_NONE || t.kind > ZL_TMPL_MISTRAL)
         return zl_err_set(err, ZL_EINVAL, "chat render: no template");
-    if (n && !msgs)
-        return zl_err_set(err, ZL_EINVAL, "chat render: NULL messages");
+    if (n == 0 || !msgs)
+        return zl_err_set(err, ZL_EINVAL, "chat render: no messages");
     for (size_t i = 0; i < n; i++) {
         if (!msgs[i].role || !msgs[i].content)
             return zl_err_set(err, ZL_EINVAL, "chat render: message %zu has no role or content", i);
@@ -197,26 +689,25 @@ int zl_chat_render(zl_chat_tmpl t, const zl_chat_msg *msgs, size_t n, bool add_a
             return zl_err_set(err, ZL_EINVAL, "chat render: message %zu has unknown role '%.32s'", i, msgs[i].role);
     }
     t.default_system[ZL_CHAT_SYSTEM_MAX - 1] = 0;
+    t.date[ZL_CHAT_DATE_MAX - 1] = 0;
+    t.sys_sep[ZL_CHAT_SEP_MAX - 1] = 0;
     sbuf b = {0};
-    put(&b, "");
-    if (n > 0 && t.default_system[0] && strcmp(msgs[0].role, "system") != 0) {
-        put(&b, "<|im_start|>system\n");
-        put(&b, t.default_system);
-        put(&b, "<|im_end|>\n");
+    put(&b, zl_chat_tmpl_bos(t));
+    int rc = ZL_OK;
+    switch (t.kind) {
+    case ZL_TMPL_CHATML: render_chatml(&t, msgs, n, add_assistant, &b); break;
+    case ZL_TMPL_QWEN3: render_qwen3(msgs, n, add_assistant, &b); break;
+    case ZL_TMPL_LLAMA3: render_llama3(&t, msgs, n, add_assistant, &b); break;
+    case ZL_TMPL_GEMMA: rc = render_gemma(&t, msgs, n, add_assistant, &b, err); break;
+    case ZL_TMPL_DEEPSEEK_R1: render_deepseek(&t, msgs, n, add_assistant, &b); break;
+    case ZL_TMPL_MISTRAL: rc = render_mistral(&t, msgs, n, &b, err); break;
+    default: break;
     }
-    for (size_t i = 0; i < n; i++) {
-        put(&b, IM_START);
-        put(&b, msgs[i].role);
-        put(&b, "\n");
-        put(&b, msgs[i].content);
-        put(&b, IM_END);
-        put(&b, "\n");
-    }
-    if (add_assistant)
-        put(&b, "<|im_start|>assistant\n");
-    if (b.oom) {
+    if (rc == ZL_OK && b.oom)
+        rc = zl_err_set(err, ZL_ENOMEM, "chat render: out of memory");
+    if (rc != ZL_OK) {
         free(b.s);
-        return zl_err_set(err, ZL_ENOMEM, "chat render: out of memory");
+        return rc;
     }
     *out = b.s;
     return ZL_OK;

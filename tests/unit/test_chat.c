@@ -1,5 +1,5 @@
 /*
- * test_chat.c - chat template recognition and ChatML rendering.
+ * test_chat.c - chat template recognition and native rendering of every family.
  *
  * Expected prompts are what jinja2 renders from the real template texts (tests/data/chat/<name>.jinja ->
  * <name>.expected, made by tests/data/chat/make_expected.py; CONVS below must match the script's list).
@@ -7,6 +7,7 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
@@ -26,11 +27,19 @@ static const conv CONVS[] = {
     {1, {{"user", "Hi"}}},
     {2, {{"system", "You are terse."}, {"user", "What is 2+2?"}}},
     {3, {{"user", "Hello"}, {"assistant", "Hi! How can I help?"}, {"user", "Tell me a joke."}}},
-    {0, {{0}}},
     {1, {{"user", ""}}},
     {1, {{"user", "Ünïcödé 🦙 <b>tags</b> {{ not jinja }} \"quotes\" 'apos'\nnew line"}}},
     {1, {{"assistant", "I start."}}},
     {3, {{"system", "S1"}, {"user", "u"}, {"system", "S2 mid"}}},
+    {4, {{"system", "Be brief."}, {"user", "Hello"}, {"assistant", "Hi!"}, {"user", "Again"}}},
+    {4, {{"system", " Sys \n"}, {"user", "  padded \n"}, {"assistant", "\t answer \u3000\u00a0"}, {"user", "x\u2028"}}},
+    {3, {{"user", "Q1"}, {"assistant", "<think>\nplan\n</think>\n\nA1"}, {"user", "Q2"}}},
+    {2, {{"user", "Q"}, {"assistant", "<think>r</think>final"}}},
+    {3,
+     {{"user", "a</think>b"}, {"assistant", "\nx</think>y</think>\n\nz"}, {"user", "<tool_response>t</tool_response>"}}},
+    {2, {{"user", "Hi"}, {"assistant", ""}}},
+    {2, {{"user", "u1"}, {"user", "u2"}}},
+    {3, {{"system", "Sys"}, {"user", "U"}, {"assistant", "A"}}},
 };
 enum { N_CONVS = sizeof CONVS / sizeof CONVS[0] };
 
@@ -49,70 +58,302 @@ static char *slurp(const char *path, size_t *n)
     return b;
 }
 
-/* Detects the template tests/data/chat/<name>.jinja and compares every rendering with <name>.expected. */
-static void check_template(const char *name, const char *want_system)
+/* One record of an .expected file: the rendering of CONVS[conv] (with the generation prompt when gen), or
+ * text == NULL where the template raises. */
+typedef struct record {
+    const char *text;
+    size_t len;
+} record;
+
+typedef struct expected {
+    char *data;
+    record rec[N_CONVS][2];
+} expected;
+
+static void load_expected(const char *name, expected *x)
 {
     char path[256];
-    size_t tl, el;
-    snprintf(path, sizeof path, "tests/data/chat/%s.jinja", name);
-    char *tmpl_text = slurp(path, &tl);
-    assert_non_null(tmpl_text);
+    size_t el;
     snprintf(path, sizeof path, "tests/data/chat/%s.expected", name);
-    char *exp = slurp(path, &el);
-    assert_non_null(exp);
-
-    zl_chat_tmpl t;
-    zl_err e;
-    assert_int_equal(zl_chat_tmpl_detect(tmpl_text, tl, &t, &e), ZL_OK);
-    assert_int_equal(t.kind, ZL_TMPL_CHATML);
-    assert_string_equal(zl_chat_tmpl_name(t), "chatml");
-    assert_string_equal(t.default_system, want_system);
-
+    x->data = slurp(path, &el);
+    assert_non_null(x->data);
+    bool seen[N_CONVS][2] = {{false}};
     size_t pos = 0, records = 0;
     while (pos < el) {
-        /* header "@@ conv=N gen=G len=L\n" */
-        const char *h = exp + pos, *hend = memchr(h, '\n', el - pos);
+        /* header "@@ conv=N gen=G len=L\n" or "@@ conv=N gen=G error\n" */
+        const char *h = x->data + pos, *hend = memchr(h, '\n', el - pos);
         assert_non_null(hend);
         assert_true(strncmp(h, "@@ conv=", 8) == 0);
         char *q;
         long ci = strtol(h + 8, &q, 10);
         assert_true(strncmp(q, " gen=", 5) == 0);
         long gen = strtol(q + 5, &q, 10);
-        assert_true(strncmp(q, " len=", 5) == 0);
-        long len = strtol(q + 5, &q, 10);
-        assert_ptr_equal(q, hend);
-        assert_true(ci >= 0 && ci < N_CONVS && len >= 0);
-        pos = (size_t)(hend - exp) + 1;
-        assert_true(pos + (size_t)len + 1 <= el);
-        char *got = NULL;
-        assert_int_equal(zl_chat_render(t, CONVS[ci].m, CONVS[ci].n, gen != 0, &got, &e), ZL_OK);
-        if (strlen(got) != (size_t)len || memcmp(got, exp + pos, (size_t)len) != 0)
-            fail_msg("%s conv %ld gen %ld:\n--- expected\n%.*s\n--- got\n%s\n", name, ci, gen, (int)len, exp + pos, got);
-        free(got);
-        pos += (size_t)len + 1;
+        assert_true(ci >= 0 && ci < N_CONVS && (gen == 0 || gen == 1) && !seen[ci][gen]);
+        seen[ci][gen] = true;
+        record *r = &x->rec[ci][gen];
+        pos = (size_t)(hend - x->data) + 1;
+        if (strncmp(q, " error", 6) == 0 && q + 6 == hend) {
+            r->text = NULL;
+        } else {
+            assert_true(strncmp(q, " len=", 5) == 0);
+            long len = strtol(q + 5, &q, 10);
+            assert_ptr_equal(q, hend);
+            assert_true(len >= 0 && pos + (size_t)len + 1 <= el);
+            r->text = x->data + pos;
+            r->len = (size_t)len;
+            pos += (size_t)len + 1;
+        }
         records++;
     }
     assert_int_equal(records, 2 * N_CONVS);
+}
+
+/* Renders every conversation with t and compares with want's records: the same bytes, or a refusal (ZL_EINVAL)
+ * where the template raises. Where it raises and alt is given, zili's deliberate choice is alt's record instead
+ * (Gemma 2 refuses system messages; zili folds them as Gemma 3 does). */
+static void compare_renderings(const char *name, const zl_chat_tmpl *t, const expected *want, const expected *alt)
+{
+    zl_err e;
+    size_t compared = 0, refused = 0;
+    for (int ci = 0; ci < N_CONVS; ci++)
+        for (int gen = 0; gen < 2; gen++) {
+            const record *r = &want->rec[ci][gen];
+            if (!r->text && alt && alt->rec[ci][gen].text)
+                r = &alt->rec[ci][gen];
+            char *got = NULL;
+            const int rc = zl_chat_render(*t, CONVS[ci].m, CONVS[ci].n, gen != 0, &got, &e);
+            if (!r->text) {
+                if (rc != ZL_EINVAL)
+                    fail_msg("%s conv %d gen %d: the template refuses it, zili rendered:\n%s\n", name, ci, gen,
+                             got ? got : "(null)");
+                assert_null(got);
+                refused++;
+                continue;
+            }
+            if (rc != ZL_OK)
+                fail_msg("%s conv %d gen %d: refused (%s)", name, ci, gen, e.msg);
+            if (strlen(got) != r->len || memcmp(got, r->text, r->len) != 0)
+                fail_msg("%s conv %d gen %d:\n--- expected\n%.*s\n--- got\n%s\n", name, ci, gen, (int)r->len, r->text,
+                         got);
+            free(got);
+            compared++;
+        }
+    assert_int_equal(compared + refused, 2 * N_CONVS);
+    assert_true(compared >= N_CONVS); /* most conversations render in every family */
+}
+
+/* Detects tests/data/chat/<name>.jinja and compares every rendering with <name>.expected (alt: see above). */
+static void check_template_alt(const char *name, zl_chat_kind kind, unsigned flags, const char *want_system,
+                               const char *alt)
+{
+    char path[256];
+    size_t tl;
+    snprintf(path, sizeof path, "tests/data/chat/%s.jinja", name);
+    char *tmpl_text = slurp(path, &tl);
+    assert_non_null(tmpl_text);
+
+    zl_chat_tmpl t;
+    zl_err e;
+    if (zl_chat_tmpl_detect(tmpl_text, tl, &t, &e) != ZL_OK)
+        fail_msg("%s: %s", name, e.msg);
+    assert_int_equal(t.kind, kind);
+    assert_int_equal(t.flags, flags);
+    assert_string_equal(t.default_system, want_system);
+
+    expected want, other;
+    load_expected(name, &want);
+    if (alt)
+        load_expected(alt, &other);
+    compare_renderings(name, &t, &want, alt ? &other : NULL);
+    free(want.data);
+    if (alt)
+        free(other.data);
     free(tmpl_text);
-    free(exp);
+}
+
+static void check_template(const char *name, zl_chat_kind kind, unsigned flags, const char *want_system)
+{
+    check_template_alt(name, kind, flags, want_system, NULL);
+}
+
+/* The named template renders like the real one. */
+static void check_named(const char *tmpl_name, const char *data_name)
+{
+    zl_chat_tmpl t;
+    zl_err e;
+    assert_int_equal(zl_chat_tmpl_from_name(tmpl_name, &t, &e), ZL_OK);
+    expected want;
+    load_expected(data_name, &want);
+    compare_renderings(tmpl_name, &t, &want, NULL);
+    free(want.data);
 }
 
 static void test_smollm2(void **st)
 {
     (void)st;
-    check_template("smollm2", "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
+    check_template("smollm2", ZL_TMPL_CHATML, 0,
+                   "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
 }
 
 static void test_qwen2_escaped_newlines(void **st)
 {
     (void)st;
-    check_template("qwen2", "You are a helpful assistant.");
+    check_template("qwen2", ZL_TMPL_CHATML, 0, "You are a helpful assistant.");
 }
 
 static void test_plain_chatml(void **st)
 {
     (void)st;
-    check_template("chatml", "");
+    check_template("chatml", ZL_TMPL_CHATML, 0, "");
+    check_named("chatml", "chatml");
+}
+
+static void test_qwen25(void **st)
+{
+    (void)st;
+    check_template("qwen2.5", ZL_TMPL_CHATML, 0,
+                   "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
+    check_named("qwen2.5", "qwen2.5");
+}
+
+static void test_qwen3(void **st)
+{
+    (void)st;
+    check_template("qwen3", ZL_TMPL_QWEN3, 0, "");
+    check_named("qwen3", "qwen3");
+}
+
+static void test_llama3(void **st)
+{
+    (void)st;
+    check_template("llama3", ZL_TMPL_LLAMA3, ZL_CHAT_BOS, "");
+    check_named("llama3", "llama3");
+}
+
+static void test_llama31(void **st)
+{
+    (void)st;
+    check_template("llama3.1", ZL_TMPL_LLAMA3, ZL_CHAT_BOS | ZL_CHAT_LLAMA3_SYSTEM, "");
+    check_template("llama3.2", ZL_TMPL_LLAMA3, ZL_CHAT_BOS | ZL_CHAT_LLAMA3_SYSTEM, "");
+    check_named("llama3.1", "llama3.1");
+}
+
+static void test_gemma(void **st)
+{
+    (void)st;
+    check_template("gemma3", ZL_TMPL_GEMMA, ZL_CHAT_BOS, "");
+    check_template_alt("gemma2", ZL_TMPL_GEMMA, ZL_CHAT_BOS, "", "gemma3");
+    check_named("gemma", "gemma3");
+}
+
+static void test_deepseek_r1(void **st)
+{
+    (void)st;
+    check_template("deepseek-r1", ZL_TMPL_DEEPSEEK_R1, ZL_CHAT_BOS | ZL_CHAT_THINK_PROMPT, "");
+    check_named("deepseek-r1", "deepseek-r1");
+}
+
+static void test_mistral(void **st)
+{
+    (void)st;
+    check_template("mistral-v0.2", ZL_TMPL_MISTRAL, ZL_CHAT_BOS, "");
+    check_template("mistral-v3", ZL_TMPL_MISTRAL, ZL_CHAT_BOS | ZL_CHAT_MISTRAL_V3 | ZL_CHAT_MISTRAL_TRIM, "");
+    check_template("mistral-nemo", ZL_TMPL_MISTRAL, ZL_CHAT_BOS | ZL_CHAT_MISTRAL_V3 | ZL_CHAT_MISTRAL_NOSPACE, "");
+    check_named("mistral", "mistral-v0.2");
+    check_named("mistral-v3", "mistral-v3");
+    check_named("mistral-nemo", "mistral-nemo");
+}
+
+/* The BOS text a caller must not double, and the family names zili info prints. */
+static void test_bos_and_names(void **st)
+{
+    (void)st;
+    static const struct {
+        const char *name, *family, *bos;
+    } cases[] = {
+        {"chatml", "chatml", ""},         {"qwen2.5", "chatml", ""},
+        {"qwen3", "qwen3", ""},           {"llama3", "llama3", "<|begin_of_text|>"},
+        {"llama3.1", "llama3", "<|begin_of_text|>"}, {"gemma", "gemma", "<bos>"},
+        {"deepseek-r1", "deepseek-r1", "<｜begin▁of▁sentence｜>"}, {"mistral", "mistral", "<s>"},
+        {"mistral-v3", "mistral", "<s>"}, {"mistral-nemo", "mistral", "<s>"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        zl_chat_tmpl t;
+        zl_err e;
+        assert_int_equal(zl_chat_tmpl_from_name(cases[i].name, &t, &e), ZL_OK);
+        assert_string_equal(zl_chat_tmpl_name(t), cases[i].family);
+        assert_string_equal(zl_chat_tmpl_bos(t), cases[i].bos);
+        char *out = NULL;
+        zl_chat_msg m[] = {{"user", "x"}};
+        assert_int_equal(zl_chat_render(t, m, 1, true, &out, &e), ZL_OK);
+        assert_true(strncmp(out, cases[i].bos, strlen(cases[i].bos)) == 0);
+        free(out);
+    }
+    /* Gemma 1's template has no bos_token: no BOS text. */
+    const char *g1 = "{% for message in messages %}{{ '<start_of_turn>' + message['role'] + '\\n' + message['content'] "
+                     "| trim + '<end_of_turn>\\n' }}{% endfor %}";
+    zl_chat_tmpl t;
+    zl_err e;
+    assert_int_equal(zl_chat_tmpl_detect(g1, strlen(g1), &t, &e), ZL_OK);
+    assert_int_equal(t.kind, ZL_TMPL_GEMMA);
+    assert_string_equal(zl_chat_tmpl_bos(t), "");
+}
+
+/* Markers of a family with forms zili does not render: refused, never rendered differently. */
+static void test_unknown_variants(void **st)
+{
+    (void)st;
+    static const char *const texts[] = {
+        /* Llama 3.1-style system block with another knowledge date */
+        "<|start_header_id|><|end_header_id|><|eot_id|> {{- \"Cutting Knowledge Date: March 2025\\n\" }}",
+        /* ... or no date_string default */
+        ("<|start_header_id|><|end_header_id|><|eot_id|> {{- \"Cutting Knowledge Date: December 2023\\n\" }}"
+         "{{- \"Today Date: \" + date_string + \"\\n\\n\" }}"),
+        /* Gemma folding with template syntax in the separator */
+        "<start_of_turn><end_of_turn>{%- set first_user_prefix = messages[0]['content'] + '{{x}}' -%}",
+        /* DeepSeek without the R1 think stripping (V3), and the enable_thinking variant */
+        "<｜User｜><｜Assistant｜><｜end▁of▁sentence｜>",
+        "<｜User｜><｜Assistant｜><｜end▁of▁sentence｜>content.split('</think>')[-1] enable_thinking",
+        /* Mistral v7 and a v3 whose system rule zili does not know */
+        "[SYSTEM_PROMPT] [INST] [/INST]",
+        "[INST] [/INST] (message == user_messages[-1]) and system_message is defined",
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        zl_chat_tmpl t;
+        zl_err e;
+        if (zl_chat_tmpl_detect(texts[i], strlen(texts[i]), &t, &e) != ZL_EUNSUPPORTED)
+            fail_msg("variant %zu was accepted as %s", i, zl_chat_tmpl_name(t));
+        assert_int_equal(t.kind, ZL_TMPL_NONE);
+        assert_non_null(strstr(e.msg, "--chat-template"));
+    }
+}
+
+/* Python's str.strip() whitespace, and bytes that are not UTF-8, at the edges of trimmed (llama3) content. */
+static void test_trim_edges(void **st)
+{
+    (void)st;
+    zl_chat_tmpl t;
+    zl_err e;
+    assert_int_equal(zl_chat_tmpl_from_name("llama3", &t, &e), ZL_OK);
+    static const struct {
+        const char *in, *want;
+    } cases[] = {
+        {" \t\n\v\f\r\x1c\x1f a \xc2\x85\xe1\x9a\x80\xe2\x80\x8a\xe2\x80\xaf\xe2\x81\x9f\xe3\x80\x80", "a"},
+        {"\xe2\x80\x8b" "a" "\xe2\x80\x8b", "\xe2\x80\x8b" "a" "\xe2\x80\x8b"}, /* U+200B is not whitespace */
+        {"\x80 a \xe3\x80", "\x80 a \xe3\x80"},                                 /* broken UTF-8 stays */
+        {" \xe3\x80\x80", ""},
+        {"", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        zl_chat_msg m[] = {{"user", cases[i].in}};
+        char *out = NULL;
+        assert_int_equal(zl_chat_render(t, m, 1, false, &out, &e), ZL_OK);
+        char want[128];
+        snprintf(want, sizeof want, "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n%s<|eot_id|>",
+                 cases[i].want);
+        assert_string_equal(out, want);
+        free(out);
+    }
 }
 
 static void test_unrecognised(void **st)
@@ -120,13 +361,19 @@ static void test_unrecognised(void **st)
     (void)st;
     zl_chat_tmpl t;
     zl_err e;
-    const char *llama3 = "{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
-                         "{{ m['content'] }}<|eot_id|>{% endfor %}";
-    assert_int_equal(zl_chat_tmpl_detect(llama3, strlen(llama3), &t, &e), ZL_EUNSUPPORTED);
+    const char *vicuna = "{% for m in messages %}USER: {{ m['content'] }} ASSISTANT:{% endfor %}";
+    assert_int_equal(zl_chat_tmpl_detect(vicuna, strlen(vicuna), &t, &e), ZL_EUNSUPPORTED);
+    assert_int_equal(t.kind, ZL_TMPL_NONE);
     assert_int_equal(zl_chat_tmpl_detect("", 0, &t, &e), ZL_EUNSUPPORTED);
     assert_int_equal(zl_chat_tmpl_detect(NULL, 0, &t, &e), ZL_EUNSUPPORTED);
-    /* Only one marker. */
+    /* Only one marker of a family. */
     assert_int_equal(zl_chat_tmpl_detect("<|im_start|>", 12, &t, &e), ZL_EUNSUPPORTED);
+    assert_int_equal(zl_chat_tmpl_detect("<|start_header_id|><|eot_id|>", 29, &t, &e), ZL_EUNSUPPORTED);
+    assert_int_equal(zl_chat_tmpl_detect("<start_of_turn>", 15, &t, &e), ZL_EUNSUPPORTED);
+    /* The markers past the given length do not count. */
+    const char *cut = "xx<start_of_turn><end_of_turn>";
+    assert_int_equal(zl_chat_tmpl_detect(cut, 20, &t, &e), ZL_EUNSUPPORTED);
+    assert_int_equal(zl_chat_tmpl_detect(cut, strlen(cut), &t, &e), ZL_OK);
 }
 
 static void test_system_literal_is_never_evaluated(void **st)
@@ -176,6 +423,7 @@ static void test_by_name_and_bad_messages(void **st)
     assert_string_equal(t.default_system, "");
     assert_int_equal(zl_chat_tmpl_from_name("jinja", &t, &e), ZL_EINVAL);
     assert_non_null(strstr(e.msg, "chatml"));
+    assert_non_null(strstr(e.msg, "mistral-nemo"));
     assert_int_equal(zl_chat_tmpl_from_name(NULL, &t, &e), ZL_EINVAL);
 
     assert_int_equal(zl_chat_tmpl_from_name("chatml", &t, &e), ZL_OK);
@@ -188,6 +436,12 @@ static void test_by_name_and_bad_messages(void **st)
     zl_chat_tmpl none = {0};
     zl_chat_msg ok[] = {{"user", "x"}};
     assert_int_equal(zl_chat_render(none, ok, 1, true, &out, &e), ZL_EINVAL);
+    assert_int_equal(zl_chat_render(t, ok, 0, true, &out, &e), ZL_EINVAL); /* no messages */
+    assert_null(out);
+    assert_int_equal(zl_chat_render(t, NULL, 1, true, &out, &e), ZL_EINVAL);
+    zl_chat_tmpl bogus = t;
+    bogus.kind = (zl_chat_kind)99;
+    assert_int_equal(zl_chat_render(bogus, ok, 1, true, &out, &e), ZL_EINVAL);
     assert_int_equal(zl_chat_render(t, ok, 1, false, &out, &e), ZL_OK);
     assert_string_equal(out, "<|im_start|>user\nx<|im_end|>\n");
     free(out);
@@ -199,6 +453,16 @@ int main(void)
         cmocka_unit_test(test_smollm2),
         cmocka_unit_test(test_qwen2_escaped_newlines),
         cmocka_unit_test(test_plain_chatml),
+        cmocka_unit_test(test_qwen25),
+        cmocka_unit_test(test_qwen3),
+        cmocka_unit_test(test_llama3),
+        cmocka_unit_test(test_llama31),
+        cmocka_unit_test(test_gemma),
+        cmocka_unit_test(test_deepseek_r1),
+        cmocka_unit_test(test_mistral),
+        cmocka_unit_test(test_bos_and_names),
+        cmocka_unit_test(test_unknown_variants),
+        cmocka_unit_test(test_trim_edges),
         cmocka_unit_test(test_unrecognised),
         cmocka_unit_test(test_system_literal_is_never_evaluated),
         cmocka_unit_test(test_by_name_and_bad_messages),
