@@ -247,7 +247,8 @@ static int detect_mistral(const char *text, size_t len, zl_chat_tmpl *out, zl_er
 int zl_chat_tmpl_detect(const char *text, size_t len, zl_chat_tmpl *out, zl_err *err)
 {
     memset(out, 0, sizeof *out);
-    int rc = -1;
+    int rc = ZL_OK;
+    bool matched = true;
     if (text && contains(text, len, IM_START) && contains(text, len, IM_END))
         rc = detect_chatml(text, len, out, err);
     else if (text && contains(text, len, "<|start_header_id|>") && contains(text, len, "<|end_header_id|>") &&
@@ -260,10 +261,14 @@ int zl_chat_tmpl_detect(const char *text, size_t len, zl_chat_tmpl *out, zl_err 
         rc = detect_deepseek(text, len, out, err);
     else if (text && contains(text, len, "[INST]") && contains(text, len, "[/INST]"))
         rc = detect_mistral(text, len, out, err);
-    if (rc < 0)
+    else
+        matched = false;
+    if (!matched)
         return zl_err_set(err, ZL_EUNSUPPORTED, "chat template not recognised (known: %s); name one with "
                           "--chat-template", KNOWN_NAMES);
-    if (rc == ZL_OK && out->kind != ZL_TMPL_CHATML && out->kind != ZL_TMPL_QWEN3 && contains(text, len, "bos_token"))
+    if (rc != ZL_OK)
+        memset(out, 0, sizeof *out); /* a refused template leaves no kind behind */
+    else if (out->kind != ZL_TMPL_CHATML && out->kind != ZL_TMPL_QWEN3 && contains(text, len, "bos_token"))
         out->flags |= ZL_CHAT_BOS;
     return rc;
 }

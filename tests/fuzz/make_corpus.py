@@ -151,6 +151,9 @@ def main() -> int:
             msgs = [b"\x00user\x00" + strings[i].encode("utf-8", "surrogateescape"),
                     b"\x00assistant\x00" + strings[i + 1].encode("utf-8", "surrogateescape")]
             put(out, "chat", t + b"".join(msgs))
+        # system first, alternating turns, reasoning in an assistant turn, whitespace to trim (every family's paths)
+        put(out, "chat", t + b"\x00system\x00 Be brief. \x00user\x00 Hi\xe3\x80\x80\x00assistant\x00<think>\nr\n"
+            b"</think>\n\nA\x00user\x00<tool_response>x</tool_response>")
     for g in gguf_seeds():
         put(out, "gguf", g)
     for b in bodies(strings):

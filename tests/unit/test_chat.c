@@ -410,6 +410,8 @@ static void test_system_literal_is_never_evaluated(void **st)
     memset(g + k, 'x', big);
     strcpy(g + k + big, "<|im_end|>\\n'");
     assert_int_equal(zl_chat_tmpl_detect(g, strlen(g), &t, &e), ZL_EUNSUPPORTED);
+    assert_int_equal(t.kind, ZL_TMPL_NONE);
+    assert_non_null(strstr(e.msg, "longer than")); /* the specific reason, not "not recognised" */
     free(g);
 }
 
