@@ -50,9 +50,20 @@ test: all
 	@scripts/run_tests.sh $(BUILD)
 
 # Unit tests under AddressSanitizer + UBSan, in a separate build tree.
+ASAN_MAKE = $(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	        LDFLAGS="-fsanitize=address,undefined" LDLIBS="-fsanitize=address,undefined -lmicrohttpd -ljansson -lpcre2-8 -lm -pthread"
 asan:
-	UNIT_TIMEOUT=$${UNIT_TIMEOUT:-2400} $(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-	        LDFLAGS="-fsanitize=address,undefined" LDLIBS="-fsanitize=address,undefined -lmicrohttpd -ljansson -lpcre2-8 -lm -pthread" unit
+	UNIT_TIMEOUT=$${UNIT_TIMEOUT:-2400} $(ASAN_MAKE) unit
+
+# The server and hostile-client tests (tests/server) against an ASan + UBSan build of zili serve. Any sanitizer
+# report, and any leak LeakSanitizer finds when a server exits, makes that server exit non-zero, which fails the
+# test that stops it; ZILI_SANITIZED=1 gives the tests longer deadlines and fewer load rounds.
+.PHONY: asan-server
+asan-server: $(DEFAULT_MODEL)
+	$(ASAN_MAKE) build-asan/zili
+	ZILI=build-asan/zili ZILI_SANITIZED=1 ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    $(PYTHON) -m pytest -q --tb=short -p no:cacheprovider --durations=5 tests/server
 
 models: $(DEFAULT_MODEL)
 $(DEFAULT_MODEL):

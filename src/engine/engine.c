@@ -588,7 +588,8 @@ int zl_engine_create(const zl_model *m, const zl_engine_params *params, zl_engin
                        .block_size = p.block_size,
                        .n_blocks = p.n_blocks,
                        .max_seqs = p.n_parallel,
-                       .type = p.kv_f16 ? ZL_F16 : ZL_F32};
+                       .type = p.kv_f16 ? ZL_F16 : ZL_F32,
+                       .prefault = p.kv_prefault};
     if ((rc = zl_kv_create(&kp, &e->kv, err)) != ZL_OK)
         goto fail;
     if ((rc = zl_fwd_create(m, p.n_batch, &e->fwd, err)) != ZL_OK)

@@ -25,6 +25,7 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/dtype.h"
 
@@ -98,6 +99,15 @@ int zl_kv_create(const zl_kv_params *p, zl_kv **out, zl_err *err)
         zl_kv_destroy(kv);
         return zl_err_set(err, ZL_ENOMEM, "kv cache: out of memory for %zu bytes (%d layers, %d blocks of %d)",
                           total, p->n_layer, p->n_blocks, p->block_size);
+    }
+    /* calloc's pages are mapped lazily: without this, resident memory creeps up as blocks are first used (a
+     * server's looked like a leak until the whole pool had been touched). */
+    if (p->prefault) {
+        const long pg = sysconf(_SC_PAGESIZE);
+        const size_t step = pg > 0 ? (size_t)pg : 4096;
+        volatile unsigned char *d = kv->data;
+        for (size_t i = 0; i < total; i += step)
+            d[i] = 0;
     }
     for (int32_t i = 0; i < p->n_blocks; i++)
         kv->free_ids[i] = p->n_blocks - 1 - i;

@@ -32,6 +32,7 @@ typedef struct zl_kv_params {
     int32_t n_blocks;    /* physical blocks in the pool */
     int32_t max_seqs;    /* sequence ids are 0 .. max_seqs-1 */
     uint32_t type;       /* zl_dtype of stored K/V: ZL_F32 or ZL_F16 */
+    bool prefault;       /* write every page of the pool at creation, so its memory is resident from the start */
 } zl_kv_params;
 
 int zl_kv_create(const zl_kv_params *p, zl_kv **out, zl_err *err);

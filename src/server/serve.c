@@ -836,6 +836,8 @@ int zl_serve_main(int argc, char **argv)
     const char *model_path = NULL, *host = "127.0.0.1", *tmpl_name = NULL, *api_key = getenv("ZILI_API_KEY");
     long long port = 8080, timeout = 60, grace = 5, max_body = 4 << 20, v;
     zl_engine_params ep = zl_engine_default_params();
+    /* A server's memory should be what it will be from the first request on (and fail at start, not later). */
+    ep.kv_prefault = true;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;

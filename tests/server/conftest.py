@@ -1,5 +1,6 @@
 """Fixtures for the zili serve tests: a server process on a free loopback port, started from build/zili with the
-SmolLM2 model (tests are skipped when either is missing). ZILI_BIN and ZILI_TEST_MODEL override the paths."""
+SmolLM2 model (tests are skipped when either is missing). ZILI_BIN and ZILI_TEST_MODEL override the paths.
+ZILI_SANITIZED=1 says the binary is an ASan/UBSan build (`make asan-server`): deadlines are SLOW times longer."""
 import os
 import socket
 import subprocess
@@ -11,6 +12,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("ZILI") or os.environ.get("ZILI_BIN", os.path.join(ROOT, "build", "zili"))
 MODEL = os.environ.get("ZILI_TEST_MODEL", os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+SANITIZED = os.environ.get("ZILI_SANITIZED") == "1"
+SLOW = 4 if SANITIZED else 1
 
 
 def free_port():
@@ -28,7 +31,7 @@ class Server:
         self.log = open(os.path.join("/tmp", "zili-serve-%d.log" % self.port), "w+")
         self.proc = subprocess.Popen([BIN, "serve", "-m", MODEL, "--host", "127.0.0.1", "--port", str(self.port),
                                       *extra], stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 60
+        deadline = time.time() + 60 * SLOW
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("zili serve exited with %d" % self.proc.returncode)
@@ -40,6 +43,7 @@ class Server:
         raise RuntimeError("zili serve did not come up")
 
     def stop(self, timeout=30):
+        timeout *= SLOW
         if self.proc.poll() is None:
             self.proc.terminate()
             try:

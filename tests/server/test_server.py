@@ -340,7 +340,7 @@ def test_50_cut_streams_free_kv(server):
     with cf.ThreadPoolExecutor(16) as ex:
         ok = list(ex.map(lambda i: cut_stream(server.port, PROMPTS[i % len(PROMPTS)] + " %d" % i), range(50)))
     assert all(ok)
-    deadline = time.time() + 30
+    deadline = time.time() + 30 * SLOW
     while time.time() < deadline:
         m = metrics(server)
         if m["zili_kv_blocks_used"] == 0 and m["zili_running_sequences"] == 0:
@@ -365,7 +365,7 @@ def test_disconnect_during_prefill(server):
                   b"Content-Length: %d\r\n\r\n" % len(body) + body)
         time.sleep(0.3)
         s.close()
-    deadline = time.time() + 30
+    deadline = time.time() + 30 * SLOW
     while time.time() < deadline:
         m = metrics(server)
         done = m['zili_requests_finished_total{reason="cancelled"}'] - \
@@ -419,6 +419,6 @@ def test_sigterm_exits_zero():
     r.read(10)
     s.proc.send_signal(signal.SIGTERM)
     rest = r.read()  # the stream ends (finished or cancelled) rather than hanging
-    assert s.proc.wait(30) == 0
+    assert s.proc.wait(30 * SLOW) == 0
     s.log.close()
     assert isinstance(rest, bytes)
