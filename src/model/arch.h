@@ -1,6 +1,7 @@
 /*
- * arch.h - what model.c shares with the per-family files (llama.c, qwen.c, later gemma.c): the weight table,
+ * arch.h - what model.c shares with the per-family files: the weight table,
  * the forward-pass scratch, the registry entry of an architecture, and helpers to bind tensors with checks.
+ * (Family files: llama.c, qwen.c, gemma3.c.)
  *
  * Only model.c and the family files include this; everything else sees zl_model through model.h.
  *
@@ -27,11 +28,14 @@ typedef struct zl_layer {
     const float *bk, *bv;   /* (n_head_kv * head_dim) or NULL */
     const float *bo;        /* (n_embd) or NULL */
     const float *attn_q_norm; /* (head_dim) per-head RMSNorm gain of Q (qwen3), or NULL */
-    const float *attn_k_norm; /* (head_dim) per-head RMSNorm gain of K (qwen3), or NULL */
+    const float *attn_k_norm; /* (head_dim) per-head RMSNorm gain of K (qwen3, gemma3), or NULL */
+    const float *attn_post_norm; /* (n_embd) RMSNorm gain of the attention output (gemma3), or NULL */
     const float *ffn_norm;  /* (n_embd) */
     zl_tensor w_gate;       /* (n_embd, n_ff) */
     zl_tensor w_up;         /* (n_embd, n_ff) */
     zl_tensor w_down;       /* (n_ff, n_embd) */
+    const float *ffn_post_norm; /* (n_embd) RMSNorm gain of the FFN output (gemma3), or NULL */
+    bool swa;               /* sliding-window layer: attends to the last hp.n_swa positions (gemma3) */
 } zl_layer;
 
 typedef struct zl_arch_impl zl_arch_impl;
@@ -47,6 +51,8 @@ struct zl_model {
     zl_tensor output;         /* (n_embd, n_vocab); a copy of tok_embd's view when tied */
     const float *rope_freqs;  /* (n_rot / 2) llama3 frequency factors (angle divided by them), or NULL */
     zl_layer *layers;         /* n_layer */
+    float kq_scale;           /* attention scores = (q . k) * kq_scale; 1 / sqrt(head_dim) unless the family
+                               * scales q itself (gemma3: 1) */
 
     /* RoPE constants derived at load (see model.c: rope_setup). */
     float rope_freq_scale;    /* 1 / factor for linear and YaRN, else 1 */
@@ -79,6 +85,7 @@ struct zl_fwd {
     float *hb;   /* (max_tokens, n_ff) gate, then silu(gate) * up */
     float *hb2;  /* (max_tokens, n_ff) up */
     float *cs;   /* (max_tokens, n_rot) RoPE cos/sin of each token's position */
+    float *cs_swa; /* (max_tokens, n_rot) the same for sliding-window layers (hp.n_swa > 0), else NULL */
     int8_t *tok_gemm; /* (max_tokens) per token: llama.cpp's multi-token arithmetic (see zl_batch.gemm) */
     int8_t *out_gemm; /* (max_tokens) per logits row: the same for the output matmul (2+ rows of its sequence) */
 
@@ -107,7 +114,6 @@ struct zl_arch_impl {
                    zl_err *err);
 };
 
-/* Family entry points (one file each). */
 /* Shared forward-pass blocks (blocks.c), each over the whole batch b of n tokens. */
 /* x = token_embd[token], cs = each token's RoPE table. */
 void zl_block_embed(const zl_model *m, zl_fwd *f, const zl_batch *b);
@@ -127,6 +133,10 @@ int zl_qwen3_bind(zl_model *m, zl_err *err);
 int zl_qwen_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, float *out,
                     zl_err *err);
 
+int zl_gemma3_bind(zl_model *m, zl_err *err);
+int zl_gemma3_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, float *out,
+                      zl_err *err);
+
 /* Binds tensor `name` as a matmul weight of shape exactly (ne0, ne1) with a computable type.
  * Missing and !required: t->data = NULL, ZL_OK. */
 int zl_model_bind_matrix(zl_model *m, const char *name, int64_t ne0, int64_t ne1, bool required, zl_tensor *t,
@@ -136,8 +146,8 @@ int zl_model_bind_matrix(zl_model *m, const char *name, int64_t ne0, int64_t ne1
 int zl_model_bind_vector(zl_model *m, const char *name, int64_t n, bool required, const float **out, zl_err *err);
 
 /* Attention over the paged cache for every (token, head) of a batch whose K/V rows of layer il are already in
- * kv: att[i, h] = softmax_t(q[i, h] . K[seq_i, t, h / group] * scale) . V[seq_i, t, h / group], t in
- * [0, pos_i]. q: (n, n_head * head_dim), att: same shape. Parallel over (token, head) pairs on cpu's pool. */
+ * kv: att[i, h] = softmax_t(q[i, h] . K[seq_i, t, h / group] * m->kq_scale) . V[seq_i, t, h / group], t in
+ * [0, pos_i] (in [pos_i - hp.n_swa + 1, pos_i] on a sliding-window layer). q: (n, n_head * head_dim), att: same shape. Parallel over (token, head) pairs on cpu's pool. */
 void zl_attention_paged(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, int32_t il,
                         const float *q, float *att);
 

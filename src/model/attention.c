@@ -4,9 +4,11 @@
  * For token i of a batch (sequence s_i at position p_i) and query head h:
  *   score[t] = (q[i, h] . K[s_i, t, h / group]) * scale        for t in [0, p_i]
  *   att[i, h] = sum_t softmax(score)[t] * V[s_i, t, h / group]
- * with group = n_head / n_head_kv (grouped-query attention) and scale = 1 / sqrt(head_dim). Positions are walked
- * block by block through the sequence's block table. Causality needs no mask: a token reads only positions up
- * to its own, and the batch wrote every position it reads before attention runs.
+ * with group = n_head / n_head_kv (grouped-query attention) and scale = m->kq_scale (1 / sqrt(head_dim) unless
+ * the family scales q itself). Positions are walked block by block through the sequence's block table. Causality
+ * needs no mask: a token reads only positions up to its own, and the batch wrote every position it reads before
+ * attention runs. On a sliding-window layer (gemma3) t runs over [lo, p_i], lo = max(0, p_i - n_swa + 1), as
+ * llama.cpp's SWA mask allows.
  *
  * The arithmetic is ggml's (llama.cpp without flash attention), so that logits agree with llama.cpp bit for bit
  * where the rest of the pass does. It depends on the CPU's vector width w (zl_cpu_simd_width: 16 with AVX-512,
@@ -21,6 +23,12 @@
  *     (a0 + a2) + (a1 + a3)) or L = w for 2+ tokens, and the w lanes are summed in ggml's reduction tree. With an
  *     F16 cache the softmax weights are rounded to F16 first (ggml converts them to V's type). Positions past p_i
  *     (weight 0 in ggml's masked row) add exact zeros there, so the result does not depend on its padding.
+ *   - sliding window: ggml's row holds every cached position, those before lo masked to -inf (weight exactly 0).
+ *     The softmax's per-vector partial sums are grouped by cell index, so the scores keep their positions and the
+ *     softmax starts at lo rounded down to a multiple of 16 (the masked vectors before it add exact zeros; those
+ *     between it and lo are -inf here too); the weighted sum of V skips the masked positions (exact zeros). This
+ *     is llama.cpp's arithmetic while its SWA cache holds position t in cell t, which it does until a sequence
+ *     outgrows that cache (n_swa + n_ubatch cells, rounded up to 256, at most n_ctx).
  *
  * Threads: zl_attention_paged runs on the zl_cpu's pool, each (token, head) pair on one thread, writing only its
  * own head_dim slice of att and its own thread's scratch; the cache is only read.
@@ -118,7 +126,10 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
     const int32_t hd = hp->head_dim, kv_dim = p->kv_dim, bs = p->block_size;
     const int32_t hk = h / (hp->n_head / hp->n_head_kv);
     const int32_t n_ctx = t->b->pos[i] + 1;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const int32_t n_swa = t->m->layers[t->il].swa ? hp->n_swa : 0;
+    const int32_t lo = n_swa > 0 && n_ctx > n_swa ? n_ctx - n_swa : 0; /* first position attended to */
+    const int32_t sm0 = lo & ~15;                                       /* first position of the softmax */
+    const float scale = t->m->kq_scale;
     const float *q = t->q + (size_t)i * (size_t)hp->n_head * hd + (size_t)h * hd;
     float *o = t->att + (size_t)i * (size_t)hp->n_head * hd + (size_t)h * hd;
     float *sc = t->f->scores + (size_t)ith * (size_t)t->f->ctx_cap;
@@ -141,26 +152,28 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
     }
 
     /* Scores, block by block: slot j of a block holds K at base + j*kv_dim, V at base + (bs + j)*kv_dim. */
-    for (int32_t t0 = 0; t0 < n_ctx; t0 += bs) {
+    for (int32_t p0 = sm0; p0 < lo; p0++)
+        sc[p0] = -INFINITY;
+    for (int32_t t0 = lo - lo % bs; t0 < n_ctx; t0 += bs) {
         const char *base = zl_kv_block(t->kv, t->il, tab[t0 / bs]);
         const int32_t n = n_ctx - t0 < bs ? n_ctx - t0 : bs;
-        for (int32_t j = 0; j < n; j++) {
+        for (int32_t j = t0 < lo ? lo - t0 : 0; j < n; j++) {
             const char *krow = base + ((size_t)j * kv_dim + (size_t)hk * hd) * elt;
             float s;
             kdot(hd, &s, krow, qv);
             sc[t0 + j] = s * scale;
         }
     }
-    zl_softmax(sc, n_ctx);
+    zl_softmax(sc + sm0, n_ctx - sm0);
 
     /* Weighted sum of V rows, lane by lane (see the file header). */
     const int n_lanes = n_acc * w;
     float *lanes = t->f->v_lanes + (size_t)ith * ZL_ATT_MAX_LANES * hd;
     memset(lanes, 0, (size_t)n_lanes * hd * sizeof *lanes);
-    for (int32_t t0 = 0; t0 < n_ctx; t0 += bs) {
+    for (int32_t t0 = lo - lo % bs; t0 < n_ctx; t0 += bs) {
         const char *base = zl_kv_block(t->kv, t->il, tab[t0 / bs]);
         const int32_t n = n_ctx - t0 < bs ? n_ctx - t0 : bs;
-        for (int32_t j = 0; j < n; j++) {
+        for (int32_t j = t0 < lo ? lo - t0 : 0; j < n; j++) {
             const char *vp = base + ((size_t)(bs + j) * kv_dim + (size_t)hk * hd) * elt;
             const float wt = f16 ? zl_fp16_to_fp32(zl_fp32_to_fp16(sc[t0 + j])) : sc[t0 + j];
             float *acc = lanes + (size_t)((t0 + j) % n_lanes) * hd;

@@ -29,6 +29,8 @@ static const zl_arch_impl k_archs[] = {
      .forward = zl_llama_forward},
     {.name = "qwen2", .arch = ZL_ARCH_QWEN2, .rope_neox = true, .bind = zl_qwen2_bind, .forward = zl_qwen_forward},
     {.name = "qwen3", .arch = ZL_ARCH_QWEN3, .rope_neox = true, .bind = zl_qwen3_bind, .forward = zl_qwen_forward},
+    {.name = "gemma3", .arch = ZL_ARCH_GEMMA3, .rope_neox = true, .bind = zl_gemma3_bind,
+     .forward = zl_gemma3_forward},
 };
 
 /* Bounds on hyperparameters: generous for any published model, small enough that products stay far from
@@ -411,7 +413,7 @@ int zl_model_load(const char *path, const zl_model_opts *opts, zl_model **out, z
             m->impl = &k_archs[i];
     if (!m->impl) {
         rc = zl_err_set(err, ZL_EUNSUPPORTED,
-                        "%s: architecture '%.*s' is not supported (supported: llama, qwen2, qwen3)", path,
+                        "%s: architecture '%.*s' is not supported (supported: llama, qwen2, qwen3, gemma3)", path,
                         (int)(arch.len < 64 ? arch.len : 64), arch.ptr);
         goto fail;
     }
@@ -433,6 +435,7 @@ int zl_model_load(const char *path, const zl_model_opts *opts, zl_model **out, z
         m->hp.n_vocab = n_tok;
     }
 
+    m->kq_scale = 1.0f / sqrtf((float)m->hp.head_dim);
     if ((rc = m->impl->bind(m, err)) != ZL_OK)
         goto fail;
     m->hp.tied_embeddings = m->output.data == m->tok_embd.data;
@@ -510,6 +513,8 @@ int zl_fwd_create(const zl_model *m, int32_t max_tokens, zl_fwd **out, zl_err *e
     f->hb = alloc_rows(max_tokens, h->n_ff, sizeof(float), &ok);
     f->hb2 = alloc_rows(max_tokens, h->n_ff, sizeof(float), &ok);
     f->cs = alloc_rows(max_tokens, h->n_rot, sizeof(float), &ok);
+    if (h->n_swa > 0)
+        f->cs_swa = alloc_rows(max_tokens, h->n_rot, sizeof(float), &ok);
     f->seq_list = alloc_rows(max_tokens, 1, sizeof(int32_t), &ok);
     f->tok_gemm = alloc_rows(max_tokens, 1, 1, &ok);
     f->out_gemm = alloc_rows(max_tokens, 1, 1, &ok);
@@ -535,6 +540,7 @@ void zl_fwd_destroy(zl_fwd *f)
     free(f->hb);
     free(f->hb2);
     free(f->cs);
+    free(f->cs_swa);
     free(f->seq_list);
     free(f->tok_gemm);
     free(f->out_gemm);

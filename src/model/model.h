@@ -23,7 +23,7 @@
 #include "format/gguf.h"
 #include "tokenizer/vocab.h"
 
-typedef enum zl_arch { ZL_ARCH_LLAMA = 1, ZL_ARCH_QWEN2, ZL_ARCH_QWEN3 } zl_arch;
+typedef enum zl_arch { ZL_ARCH_LLAMA = 1, ZL_ARCH_QWEN2, ZL_ARCH_QWEN3, ZL_ARCH_GEMMA3 } zl_arch;
 
 typedef enum zl_rope_scaling { ZL_ROPE_NONE = 0, ZL_ROPE_LINEAR, ZL_ROPE_YARN, ZL_ROPE_LLAMA3 } zl_rope_scaling;
 
@@ -47,6 +47,11 @@ typedef struct zl_hparams {
     int32_t rope_orig_ctx; /* original context of scaled models */
     float llama3_low_freq_factor, llama3_high_freq_factor;
     bool tied_embeddings;  /* output projection reuses token_embd */
+    /* Sliding-window attention (gemma3): layers marked swa attend to the last n_swa positions only (their own
+     * included) and rotate with rope_theta_swa, unscaled; 0 / unused elsewhere. */
+    int32_t n_swa;
+    float rope_theta_swa;
+    float logit_softcap;   /* logits = softcap * tanh(logits / softcap) when > 0 (gemma3 option), else 0 */
 } zl_hparams;
 
 typedef struct zl_model zl_model;

@@ -25,8 +25,12 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-ORDER = ["attn_norm", "Qcur_normed", "Kcur_normed", "Qcur", "Kcur", "Vcur", "kqv_out", "attn_out", "ffn_inp",
-         "ffn_norm", "ffn_gate", "ffn_up", "ffn_swiglu", "ffn_out", "l_out"]
+# llama.cpp's graph names, in graph order (a name a model's graph lacks is skipped; gemma3 adds inp_scaled,
+# attn_post_norm, sa_out, ffn_geglu and ffn_post_norm).
+FIRST = ["inp_scaled"]
+ORDER = ["attn_norm", "Qcur_normed", "Kcur_normed", "Qcur", "Kcur", "Vcur", "kqv_out", "attn_out", "attn_post_norm",
+         "sa_out", "ffn_inp", "ffn_norm", "ffn_gate", "ffn_up", "ffn_swiglu", "ffn_geglu", "ffn_out", "ffn_post_norm",
+         "l_out"]
 FINAL = ["result_norm", "result_output"]
 
 
@@ -40,7 +44,7 @@ class GgmlTensor(ctypes.Structure):
 
 def llama_dumps(model: str, ids: list[int], steps: int) -> tuple[list[dict], list[int]]:
     import llama_cpp
-    want = re.compile(r"^(%s)-(\d+)$|^(%s)$" % ("|".join(ORDER), "|".join(FINAL)))
+    want = re.compile(r"^(%s)-(\d+)$|^(%s)$" % ("|".join(ORDER), "|".join(FIRST + FINAL)))
     cur: dict = {}
 
     @ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_bool, ctypes.c_void_p)
@@ -120,7 +124,7 @@ def main() -> int:
         lines = 0
         for step, tensors in enumerate(ref):
             layers = sorted({k[1] for k in tensors if k[1] >= 0})
-            keys = [(n, il) for il in layers for n in ORDER] + [(n, -1) for n in FINAL]
+            keys = [(n, -1) for n in FIRST] + [(n, il) for il in layers for n in ORDER] + [(n, -1) for n in FINAL]
             for key in keys:
                 if key not in tensors:
                     continue
