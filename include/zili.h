@@ -102,7 +102,9 @@ typedef struct zili_chat_msg {
     const char *content;
 } zili_chat_msg;
 
-/* Renders msgs with the model's template (tmpl_name NULL) or a named one ("chatml"). *out: caller frees. */
+/* Renders msgs with the model's template (tmpl_name NULL) or a named one (zili --help lists them). *out: caller
+ * frees. The text is meant for zili_tokenize with add_special and parse_special: when the model's tokenizer adds
+ * BOS itself, the template's own BOS text is left out of *out, so the tokens hold exactly one. */
 int zili_chat_apply(const zili_model *m, const char *tmpl_name, const zili_chat_msg *msgs, size_t n,
                     bool add_assistant, char **out, char *err, size_t err_len);
 

@@ -206,6 +206,8 @@ int zili_chat_apply(const zili_model *m, const char *tmpl_name, const zili_chat_
         return report(rc, &e, err, err_len);
     static_assert(sizeof(zili_chat_msg) == sizeof(zl_chat_msg), "chat message layouts must agree");
     rc = zl_chat_render(t, (const zl_chat_msg *)msgs, n, add_assistant, out, &e);
+    if (rc == ZL_OK) /* callers tokenize with the vocabulary's own BOS rule: never two */
+        zl_chat_strip_bos(t, zl_vocab_add_bos(zl_model_vocab(m->m)), *out);
     return report(rc, &e, err, err_len);
 }
 

@@ -146,6 +146,7 @@ static int chat_prompt(const zl_model *m, const zl_chat_tmpl *tmpl, json_t *root
         rc = fail(e, "messages", "%s", err.msg);
         goto done;
     }
+    zl_chat_strip_bos(*tmpl, zl_vocab_add_bos(zl_model_vocab(m)), prompt);
     rc = zl_tokenize(zl_model_vocab(m), prompt, strlen(prompt), true, true, &out->prompt, &out->n_prompt, &err);
     free(prompt);
     if (rc != ZL_OK)

@@ -784,7 +784,8 @@ static const char SERVE_USAGE[] =
     "      --timeout S        idle connection timeout, and the most a request body may take, in seconds (default 60)\n"
     "      --grace S          seconds to let running requests finish on SIGTERM (default 5)\n"
     "      --no-prefix-cache  do not share prompt KV blocks between requests\n"
-    "      --chat-template NAME  use a named template (chatml) instead of the model's\n"
+    "      --chat-template NAME use a named template instead of the model's: chatml, qwen2.5, qwen3,\n"
+    "                         llama3, llama3.1, gemma, deepseek-r1, mistral, mistral-v3, mistral-nemo\n"
     "      --kv-f32           KV cache in F32 (default F16)\n"
     "  -t, --threads N        threads (default: all CPUs)\n";
 

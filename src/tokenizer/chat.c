@@ -337,6 +337,15 @@ const char *zl_chat_tmpl_bos(zl_chat_tmpl t)
     }
 }
 
+void zl_chat_strip_bos(zl_chat_tmpl t, bool tokenizer_adds_bos, char *prompt)
+{
+    const char *bos = zl_chat_tmpl_bos(t);
+    const size_t n = strlen(bos);
+    if (!tokenizer_adds_bos || !prompt || n == 0 || strncmp(prompt, bos, n) != 0)
+        return;
+    memmove(prompt, prompt + n, strlen(prompt + n) + 1);
+}
+
 /* ---- output buffer ---------------------------------------------------------------------------------------- */
 
 typedef struct sbuf {

@@ -94,6 +94,9 @@ const char *zl_chat_tmpl_name(zl_chat_tmpl t);
  * A caller that tokenizes the prompt with its special tokens parsed gets the BOS token from this text, so it must
  * not add one itself (or it strips this prefix and lets the tokenizer add BOS). */
 const char *zl_chat_tmpl_bos(zl_chat_tmpl t);
+/* For a caller whose tokenizer prepends BOS itself (tokenizer_adds_bos): removes t's BOS text from the start of a
+ * rendered prompt, in place, so the tokens hold one BOS, not two (as llama.cpp does). Otherwise leaves it. */
+void zl_chat_strip_bos(zl_chat_tmpl t, bool tokenizer_adds_bos, char *prompt);
 
 /* Renders msgs into a malloc'd NUL-terminated prompt string (caller frees). add_assistant: end with the opening
  * of an assistant turn, so the model writes the reply (the mistral templates have none and ignore it). No

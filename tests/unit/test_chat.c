@@ -287,6 +287,14 @@ static void test_bos_and_names(void **st)
         zl_chat_msg m[] = {{"user", "x"}};
         assert_int_equal(zl_chat_render(t, m, 1, true, &out, &e), ZL_OK);
         assert_true(strncmp(out, cases[i].bos, strlen(cases[i].bos)) == 0);
+        /* A tokenizer that adds BOS itself gets the prompt without the BOS text; one that does not keeps it. */
+        const size_t full = strlen(out), nb = strlen(cases[i].bos);
+        zl_chat_strip_bos(t, false, out);
+        assert_int_equal(strlen(out), full);
+        zl_chat_strip_bos(t, true, out);
+        assert_int_equal(strlen(out), full - nb);
+        zl_chat_strip_bos(t, true, out); /* only one BOS text is ever removed */
+        assert_int_equal(strlen(out), full - nb);
         free(out);
     }
     /* Gemma 1's template has no bos_token: no BOS text. */
