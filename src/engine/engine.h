@@ -42,7 +42,7 @@ typedef struct zl_engine_params {
     int32_t max_queue;    /* requests waiting for a slot before submit says ZL_EFULL (default 256) */
     bool kv_f16;          /* default true */
     bool prefix_cache;    /* share full prompt blocks between requests (default true) */
-    bool kv_prefault;     /* make the whole KV pool resident at creation (servers; default false) */
+    bool kv_prefault;     /* make the whole KV pool resident at creation (default false: pages come on first use) */
 } zl_engine_params;
 
 zl_engine_params zl_engine_default_params(void);

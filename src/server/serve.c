@@ -784,6 +784,8 @@ static const char SERVE_USAGE[] =
     "      --timeout S        idle connection timeout, and the most a request body may take, in seconds (default 60)\n"
     "      --grace S          seconds to let running requests finish on SIGTERM (default 5)\n"
     "      --no-prefix-cache  do not share prompt KV blocks between requests\n"
+    "      --kv-prefault      make the whole KV pool resident at start (default: pages are taken as blocks are\n"
+    "                         first used, so resident memory rises to the pool size and stays there)\n"
     "      --chat-template NAME use a named template instead of the model's: chatml, qwen2.5, qwen3,\n"
     "                         llama3, llama3.1, gemma, deepseek-r1, mistral, mistral-v3, mistral-nemo\n"
     "      --kv-f32           KV cache in F32 (default F16)\n"
@@ -837,8 +839,6 @@ int zl_serve_main(int argc, char **argv)
     const char *model_path = NULL, *host = "127.0.0.1", *tmpl_name = NULL, *api_key = getenv("ZILI_API_KEY");
     long long port = 8080, timeout = 60, grace = 5, max_body = 4 << 20, v;
     zl_engine_params ep = zl_engine_default_params();
-    /* A server's memory should be what it will be from the first request on (and fail at start, not later). */
-    ep.kv_prefault = true;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -893,6 +893,8 @@ int zl_serve_main(int argc, char **argv)
         } else if (IS("--chat-template")) {
             NEED();
             tmpl_name = val;
+        } else if (IS("--kv-prefault")) {
+            ep.kv_prefault = true;
         } else if (IS("--no-prefix-cache")) {
             ep.prefix_cache = false;
         } else if (IS("--kv-f32")) {
