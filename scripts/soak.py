@@ -150,6 +150,9 @@ def main() -> int:
     ap.add_argument("--url")
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--serve-args", default="-c 1024 --kv-prefault",
+                    help="extra zili serve options (default: KV pool resident from the start, so memory growth "
+                         "seen here is not first use of KV pages)")
     a = ap.parse_args()
 
     proc = None
@@ -160,7 +163,8 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}"
         binary = os.environ.get("ZILI", os.path.join(ROOT, "build", "zili"))
         proc = subprocess.Popen([binary, "serve", "-m", a.model, "--port", str(port), "--parallel",
-                                 str(a.clients)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 str(a.clients), *a.serve_args.split()],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(600):
             try:
                 urllib.request.urlopen(url + "/health", timeout=1).read()
@@ -183,6 +187,13 @@ def main() -> int:
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(a.clients)]
     for t in threads:
         t.start()
+    samples = []  # (minute, RssAnon MiB) once a minute, to tell a plateau from steady growth
+    t_start, k = stop_at - a.minutes * 60, 1
+    while any(t.is_alive() for t in threads):
+        time.sleep(0.5)
+        if proc and k <= a.minutes and time.time() >= t_start + 60 * k:
+            samples.append((k, rss_kib(proc.pid, "RssAnon") / 1024))
+            k += 1
     for t in threads:
         t.join()
     time.sleep(2)
@@ -204,6 +215,7 @@ def main() -> int:
     if proc:
         print(f"  server RSS: start {rss0 / 1024:.1f} MiB, end {rss1 / 1024:.1f} MiB; anonymous (without the "
               f"mapped weights): start {anon0 / 1024:.1f} MiB, end {anon1 / 1024:.1f} MiB")
+        print("  anonymous MiB by minute: " + ", ".join(f"{m}: {v:.1f}" for m, v in samples))
     print(f"  KV blocks in use after the load: {used:g}")
     return 1 if bad or used != 0 else 0
 

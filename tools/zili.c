@@ -1,5 +1,5 @@
 /*
- * zili.c - the `zili` command: run, chat, tokenize, detokenize, info, perplexity, logits.
+ * zili.c - the `zili` command: run, chat, tokenize, detokenize, info, perplexity, logits, bench.
  *
  * Uses only the public API (include/zili.h). Errors are one line on stderr ("zili: ...") and a non-zero exit:
  * 2 for a usage error, 1 for anything else. Generated text goes to stdout; timings to stderr.
@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,6 +31,7 @@ static const char USAGE[] =
     "  info        -m MODEL             architecture, sizes, types, tokenizer, template\n"
     "  perplexity  -m MODEL -f FILE     perplexity over a text file (llama-perplexity's method)\n"
     "  logits      -m MODEL -p PROMPT -o FILE   raw float32 logits of every prompt position\n"
+    "  bench       -m MODEL             prompt and generation speed, like llama-bench (zili bench --help)\n"
     "  serve       -m MODEL             OpenAI-compatible HTTP server (zili serve --help for its options)\n"
     "\n"
     "options:\n"
@@ -701,10 +703,175 @@ static int cmd_logits(const opts *o)
     return 0;
 }
 
+/* ---- bench ----------------------------------------------------------------------------------------------- */
+
+static const char BENCH_USAGE[] =
+    "usage: zili bench -m MODEL [-p N] [-n N] [-t T] [-r R] [-b B] [--json] [--no-mmap] [--mlock] [--kv-f32]\n"
+    "\n"
+    "Measures llama-bench's two tests on one sequence: ppN evaluates N random prompt tokens in one call (batches\n"
+    "of -b) from an empty cache; tgN generates N tokens one forward pass at a time from an empty cache (the next\n"
+    "token is the previous pass's argmax, so no sampler time is counted). One untimed warm-up run of each, then R\n"
+    "timed repetitions; prints mean and standard deviation of tokens/s and the process's peak resident memory.\n"
+    "\n"
+    "  -p N        prompt tokens (default 512; 0 skips the test)\n"
+    "  -n N        generated tokens (default 128; 0 skips the test)\n"
+    "  -t T        threads (default: all CPUs)\n"
+    "  -r R        repetitions (default 5)\n"
+    "  -b B        tokens per forward pass in ppN (default 512)\n"
+    "  --json      one JSON object on stdout instead of the table\n"
+    "  --no-mmap, --mlock, --kv-f32   as for the other commands\n";
+
+typedef struct bench_result {
+    const char *test; /* "pp" or "tg" */
+    int32_t n;
+    double mean, sd;  /* tokens/s */
+} bench_result;
+
+static zili_token argmax_token(const float *l, int32_t n)
+{
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (l[i] > l[best])
+            best = i;
+    return best;
+}
+
+/* One timed run of a test; returns tokens/s. */
+static double bench_once(zili_session *s, const zili_model *m, const char *test, const zili_token *prompt,
+                         int32_t n)
+{
+    zili_session_truncate(s, 0);
+    const double t0 = now_s();
+    if (!strcmp(test, "pp")) {
+        eval_or_die(s, prompt, (size_t)n, false);
+    } else {
+        zili_token t = prompt[0];
+        for (int32_t i = 0; i < n; i++) {
+            eval_or_die(s, &t, 1, false);
+            t = argmax_token(zili_session_logits(s, -1), zili_n_vocab(m));
+        }
+    }
+    const double dt = now_s() - t0;
+    return (double)n / (dt > 0 ? dt : 1e-9);
+}
+
+static int cmd_bench(int argc, char **argv)
+{
+    opts o;
+    memset(&o, 0, sizeof o);
+    o.n_batch = 512;
+    int32_t n_pp = 512, n_tg = 128, reps = 5;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+#define VAL() (i + 1 < argc ? argv[++i] : (die(EXIT_USAGE, "bench: %s needs a value", a), (char *)NULL))
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(BENCH_USAGE, stdout);
+            return 0;
+        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) o.model = VAL();
+        else if (!strcmp(a, "-p")) n_pp = (int32_t)parse_int(a, VAL(), 0, 1 << 20);
+        else if (!strcmp(a, "-n")) n_tg = (int32_t)parse_int(a, VAL(), 0, 1 << 20);
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) o.n_threads = (int32_t)parse_int(a, VAL(), 1, 1024);
+        else if (!strcmp(a, "-r")) reps = (int32_t)parse_int(a, VAL(), 1, 1000);
+        else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) o.n_batch = (int32_t)parse_int(a, VAL(), 1, 1 << 16);
+        else if (!strcmp(a, "--json")) json = true;
+        else if (!strcmp(a, "--no-mmap")) o.no_mmap = true;
+        else if (!strcmp(a, "--mlock")) o.mlock = true;
+        else if (!strcmp(a, "--kv-f32")) o.kv_f32 = true;
+        else die(EXIT_USAGE, "bench: unknown option '%s' (try 'zili bench --help')", a);
+#undef VAL
+    }
+    if (!o.model)
+        die(EXIT_USAGE, "bench: no model given (-m FILE)");
+    if (n_pp == 0 && n_tg == 0)
+        die(EXIT_USAGE, "bench: nothing to measure (-p 0 and -n 0)");
+    zili_model *m = load_model(&o);
+    zili_model_info info;
+    zili_model_get_info(m, &info);
+    o.n_ctx = (n_pp > n_tg ? n_pp : n_tg) + 1;
+    zili_session *s = make_session(m, &o);
+    const int n_threads = o.n_threads > 0 ? o.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+
+    /* Random prompt ids (fixed seed: the same prompt every run), BOS first when the vocabulary adds one. */
+    const int32_t n_ids = n_pp > 1 ? n_pp : 1;
+    zili_token *ids = malloc((size_t)n_ids * sizeof *ids);
+    if (!ids)
+        die(1, "out of memory");
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    for (int32_t i = 0; i < n_ids; i++) {
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        ids[i] = (zili_token)(rng % (uint64_t)info.n_vocab);
+    }
+    if (info.add_bos && info.bos >= 0)
+        ids[0] = info.bos;
+
+    bench_result res[2];
+    int n_res = 0;
+    double *tps = malloc((size_t)reps * sizeof *tps);
+    if (!tps)
+        die(1, "out of memory");
+    for (int k = 0; k < 2; k++) {
+        const char *test = k == 0 ? "pp" : "tg";
+        const int32_t n = k == 0 ? n_pp : n_tg;
+        if (n == 0)
+            continue;
+        bench_once(s, m, test, ids, n); /* warm-up: pages in the weights, sizes the scratch buffers */
+        double sum = 0;
+        for (int r = 0; r < reps; r++)
+            sum += tps[r] = bench_once(s, m, test, ids, n);
+        const double mean = sum / reps;
+        double var = 0;
+        for (int r = 0; r < reps; r++)
+            var += (tps[r] - mean) * (tps[r] - mean);
+        res[n_res++] = (bench_result){test, n, mean, reps > 1 ? sqrt(var / (reps - 1)) : 0};
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    const double peak_mib = (double)ru.ru_maxrss / 1024.0; /* Linux: kilobytes */
+    const double size_mib = (double)info.file_size / 1048576.0;
+    const char *base = strrchr(o.model, '/') ? strrchr(o.model, '/') + 1 : o.model;
+    if (json) {
+        printf("{\"model\": \"");
+        for (const char *c = base; *c; c++) /* file names: escape what JSON needs */
+            if (*c == '"' || *c == '\\') printf("\\%c", *c);
+            else if ((unsigned char)*c < 0x20) printf("\\u%04x", *c);
+            else putchar(*c);
+        printf("\", \"arch\": \"%s\", \"size_mib\": %.2f, \"params\": %llu, \"kernels\": \"%s\", \"threads\": %d, "
+               "\"reps\": %d, \"mmap\": %s, \"peak_rss_mib\": %.1f, \"results\": [",
+               info.arch, size_mib, (unsigned long long)info.n_params, info.kernels, n_threads, reps,
+               o.no_mmap ? "false" : "true", peak_mib);
+        for (int i = 0; i < n_res; i++)
+            printf("%s{\"test\": \"%s%d\", \"tokens_per_s\": %.3f, \"sd\": %.3f}", i ? ", " : "", res[i].test,
+                   res[i].n, res[i].mean, res[i].sd);
+        printf("]}\n");
+    } else {
+        printf("| %-32s | %-8s | %10s | %9s | %-8s | %7s | %8s | %20s |\n", "model", "arch", "size", "params",
+               "kernels", "threads", "test", "t/s");
+        printf("| %.32s | %.8s | %.10s | %.9s | %.8s | %.7s | %.8s | %.20s |\n", "--------------------------------",
+               "--------", "----------", "---------", "--------", "-------", "--------", "--------------------");
+        for (int i = 0; i < n_res; i++) {
+            char test[32], tps_s[48];
+            snprintf(test, sizeof test, "%s%d", res[i].test, res[i].n);
+            snprintf(tps_s, sizeof tps_s, "%.2f ± %.2f", res[i].mean, res[i].sd);
+            printf("| %-32.32s | %-8s | %6.1f MiB | %7.1f M | %-8s | %7d | %8s | %20s |\n", base, info.arch, size_mib,
+                   (double)info.n_params / 1e6, info.kernels, n_threads, test, tps_s);
+        }
+        printf("\npeak resident memory %.1f MiB (model file %.1f MiB, %s); %d repetitions after one warm-up\n",
+               peak_mib, size_mib, o.no_mmap ? "read in" : "mapped", reps);
+    }
+    free(tps);
+    free(ids);
+    zili_session_free(s);
+    zili_model_free(m);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "serve"))
         return zl_serve_main(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "bench"))
+        return cmd_bench(argc - 1, argv + 1);
     opts o;
     parse_args(argc, argv, &o);
     if (!strcmp(o.cmd, "run")) return cmd_run(&o);

@@ -1,0 +1,37 @@
+"""`zili bench`: runs both tests on SmolLM2 and on a random model, prints well-formed JSON and a table, and refuses
+bad arguments with a usage error. Checks shape only: speed is not a test."""
+import json
+import subprocess
+
+import pytest
+
+from common import SMOLLM2, random_models, zili_bin
+
+
+def bench(*args):
+    return subprocess.run([zili_bin(), "bench", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("model", [SMOLLM2, None], ids=["smollm2", "random-spm-q8_0"])
+def test_bench_json(model):
+    if model is None:
+        model = next(m.path for m in random_models() if m.name == "spm-q8_0")
+    r = bench("-m", model, "-p", "16", "-n", "4", "-r", "2", "-t", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    j = json.loads(r.stdout)
+    assert [x["test"] for x in j["results"]] == ["pp16", "tg4"]
+    assert all(x["tokens_per_s"] > 0 and x["sd"] >= 0 for x in j["results"])
+    assert j["threads"] == 2 and j["reps"] == 2 and j["peak_rss_mib"] > 0 and j["size_mib"] > 0
+
+
+def test_bench_table_and_errors():
+    r = bench("-m", SMOLLM2, "-p", "0", "-n", "2", "-r", "1", "--no-mmap")
+    assert r.returncode == 0, r.stderr
+    assert "tg2" in r.stdout and "pp" not in r.stdout.split("peak")[0].split("test")[1]
+    assert "read in" in r.stdout
+    for bad in (["-p", "0", "-n", "0"], ["-r", "0"], ["-p", "-3"], ["--frobnicate"], ["-n"]):
+        r = bench("-m", SMOLLM2, *bad)
+        assert r.returncode == 2, (bad, r.stdout, r.stderr)
+        assert r.stderr.startswith("zili: ") and r.stderr.count("\n") == 1, r.stderr
+    r = bench("-m", "/nonexistent.gguf")
+    assert r.returncode == 1 and "nonexistent" in r.stderr
