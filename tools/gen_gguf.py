@@ -28,8 +28,10 @@ weights whatever the --type, so models of different types differ only by their q
 
 Architectures live in ARCHS: each is a function returning the metadata and the tensor list for a config:
 `llama`, `qwen2` (Q/K/V biases; llama.cpp runs it with NEOX rope) and `qwen3` (per-head Q/K RMSNorm, NEOX rope,
-head_dim may differ from n_embd / n_head: --head-dim). gemma3 (extra norms, embedding scaling) would be a further
-entry built from the same pieces.
+head_dim may differ from n_embd / n_head: --head-dim) and `gemma3` (per-head Q/K RMSNorm, norms after the attention
+and FFN outputs, GeGLU, tied embeddings, sliding-window layers: --swa WINDOW, --swa-pattern N; llama.cpp scales its
+embeddings by sqrt(n_embd), so the model draws them N(0, 1/n_embd^2) to keep the scaled rows at norm about 1).
+gguf-py cannot write K-quants; tools/quantize_gguf.py makes them from an F32 model with llama.cpp's quantizer.
 
 Usage: gen_gguf.py --preset tiny --type q4_0 --vocab-from models/SmolLM2-135M-Instruct.Q4_1.gguf -o out.gguf
 """
@@ -92,6 +94,8 @@ class Config:
     wtype: str = "q8_0"        # 2-D weights
     embd_type: str = ""        # token_embd ("" = same as wtype)
     seed: int = 1
+    swa: int = 0               # gemma3: sliding window (0: none)
+    swa_pattern: int = 0       # gemma3: every swa_pattern-th layer is global (0: llama.cpp's default, 6)
 
     @property
     def hd(self) -> int:
@@ -224,8 +228,29 @@ def qwen3_arch(cfg: Config) -> tuple[dict, list[TensorSpec]]:
     return dense_arch(cfg, qk_norm=True, always_head_dims=True)
 
 
+def gemma3_arch(cfg: Config) -> tuple[dict, list[TensorSpec]]:
+    """Gemma 3 (text): qwen3's per-head Q/K norms, RMSNorms after attention and FFN outputs (post_attention_norm,
+    post_ffw_norm), GeGLU, sliding-window layers. Always tied, as every published Gemma 3."""
+    meta, ts = dense_arch(cfg, qk_norm=True, always_head_dims=True)
+    u32 = gguf.GGUFValueType.UINT32
+    if cfg.swa:
+        meta[f"{cfg.arch}.attention.sliding_window"] = (cfg.swa, u32)
+    if cfg.swa_pattern:
+        meta[f"{cfg.arch}.attention.sliding_window_pattern"] = (cfg.swa_pattern, u32)
+    out = []
+    for t in ts:
+        if t.kind == "embd":
+            t = TensorSpec(t.name, t.shape, "embd_scaled")
+        out.append(t)
+        if t.name.endswith(".attn_output.weight"):
+            out.append(TensorSpec(t.name.replace("attn_output", "post_attention_norm"), (cfg.n_embd,), "norm"))
+        if t.name.endswith(".ffn_down.weight"):
+            out.append(TensorSpec(t.name.replace("ffn_down", "post_ffw_norm"), (cfg.n_embd,), "norm"))
+    return meta, out
+
+
 ARCHS: dict[str, Callable[[Config], tuple[dict, list[TensorSpec]]]] = {
-    "llama": llama_arch, "qwen2": qwen2_arch, "qwen3": qwen3_arch}
+    "llama": llama_arch, "qwen2": qwen2_arch, "qwen3": qwen3_arch, "gemma3": gemma3_arch}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -245,7 +270,9 @@ def make_weights(cfg: Config, spec: TensorSpec, control: np.ndarray) -> np.ndarr
         return (BIAS_SIGMA * rng.standard_normal(spec.shape)).astype(np.float32)
     n_in = spec.shape[-1]
     w = rng.standard_normal(spec.shape, dtype=np.float32) / np.float32(np.sqrt(n_in))
-    is_output = spec.kind == "output" or (spec.kind == "embd" and cfg.tied)
+    if spec.kind == "embd_scaled":  # gemma3: the model multiplies the rows by sqrt(n_embd)
+        w /= np.float32(np.sqrt(n_in))
+    is_output = spec.kind == "output" or (spec.kind in ("embd", "embd_scaled") and cfg.tied)
     if is_output:
         row = np.exp(OUT_ROW_LOG_SIGMA * tensor_rng(cfg.seed, spec.name + "#rows").standard_normal(spec.shape[0]))
         row[control[: spec.shape[0]]] *= CONTROL_ROW_SCALE
@@ -265,7 +292,7 @@ def encode(w: np.ndarray, qt: GT) -> np.ndarray:
 def tensor_type(cfg: Config, spec: TensorSpec) -> GT:
     if spec.kind in ("norm", "bias"):
         return GT.F32
-    if spec.kind == "embd":
+    if spec.kind in ("embd", "embd_scaled"):
         return TYPES[cfg.embd_type or cfg.wtype][0]
     return TYPES[cfg.wtype][0]
 
@@ -324,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--type", default="q8_0", choices=sorted(TYPES), help="type of the 2-D weights")
     p.add_argument("--embd-type", choices=sorted(TYPES), help="type of token_embd (default: --type)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--swa", type=int, default=0, help="gemma3: sliding window of the SWA layers (0: none)")
+    p.add_argument("--swa-pattern", type=int, default=0,
+                   help="gemma3: every N-th layer attends globally (default: not written; llama.cpp uses 6)")
     p.add_argument("--vocab-from", required=True, metavar="FILE.gguf",
                    help="copy the tokenizer (all tokenizer.* keys) from this GGUF; n_vocab = its token count")
     p.add_argument("--name", help="general.name (default: a description of the model)")
@@ -336,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
         if v is not None:
             setattr(cfg, field, v)
     cfg.wtype, cfg.embd_type, cfg.seed = a.type, a.embd_type or "", a.seed
+    cfg.swa, cfg.swa_pattern = a.swa, a.swa_pattern
+    if cfg.arch == "gemma3" and not cfg.tied:
+        p.error("gemma3 models are tied (--tied)")
     if cfg.n_head <= 0 or cfg.n_head_kv <= 0 or cfg.n_head % cfg.n_head_kv:
         p.error(f"n_head ({cfg.n_head}) must be a positive multiple of n_head_kv ({cfg.n_head_kv})")
     if not cfg.head_dim and cfg.n_embd % cfg.n_head:

@@ -3,6 +3,9 @@
 Test models:
   * SmolLM2-135M-Instruct Q4_1 (a real model; gpt2 byte-level BPE vocabulary, no BOS), fetched by
     scripts/fetch_models.sh into models/.
+  * Gemma 3 270M Q4_K_M (a real gemma3 model: sliding-window layers, GeGLU, SentencePiece vocabulary of 262144
+    without a space prefix, BOS added), fetched by the same script. Only the llama.cpp tests use it (the float
+    reference of its 262144 x 640 embedding would take gigabytes); they skip, saying so, when it is absent.
   * Random-weight llama models written by tools/gen_gguf.py (preset tiny), one per tensor type, with the gpt2
     vocabulary of SmolLM2 (tied embeddings, 4 kv heads) and with the SentencePiece vocabulary of Llama 2 (BOS added;
     separate output matrix, 2 kv heads). They live in models/random/<hash of gen_gguf.py>/, so a change to the
@@ -10,6 +13,8 @@ Test models:
   * Random-weight qwen2 and qwen3 models (gpt2 vocabulary of SmolLM2), Q8_0 and F16 each: qwen2 tied with 4 kv
     heads and untied with 2; qwen3 tied with head_dim 64 (so n_head * head_dim = 512 != n_embd = 256) and untied
     with 2 kv heads.
+  * Random-weight gemma3 models (SentencePiece vocabulary): Q8_0, and Q4_K_M quantized by llama.cpp's own
+    quantizer (tools/quantize_gguf.py), with sliding-window layers of window 16 (see GEMMA3_MODELS).
 
 `python3 tests/ref/common.py` fetches and generates whatever is missing (run_tests.sh does this first).
 Environment: ZILI = path of the zili binary (default build/zili).
@@ -25,6 +30,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODELS = os.path.join(ROOT, "models")
 SMOLLM2 = os.path.join(MODELS, "SmolLM2-135M-Instruct.Q4_1.gguf")
+GEMMA3 = os.path.join(MODELS, "gemma-3-270m-q4_k_m.gguf")
 SPM_VOCAB = os.path.join(ROOT, "tests", "data", "vocab", "ggml-vocab-llama-spm.gguf")
 GEN = os.path.join(ROOT, "tools", "gen_gguf.py")
 DATA = os.path.join(ROOT, "tests", "data")
@@ -42,6 +48,7 @@ class TestModel:
     path: str
     wtype: str                # tensor type of the 2-D weights ("q4_1" for SmolLM2)
     gen_args: tuple = ()      # gen_gguf.py arguments; empty for downloaded models
+    quantize: str = ""        # then tools/quantize_gguf.py to this file type (gen_args write F32)
 
     def __str__(self) -> str:
         return self.name
@@ -54,6 +61,19 @@ QWEN_MODELS = [
     ("qwen3-q8_0", "q8_0", ("--arch", "qwen3", "--seed", "4", "--tied", "--head-dim", "64")),
     ("qwen3-f16", "f16", ("--arch", "qwen3", "--seed", "6", "--no-tied", "--n-head-kv", "2")),
 ]
+
+
+# Random gemma3 models (SentencePiece vocabulary of the spm models): 6 layers with llama.cpp's default pattern (layers
+# 0-4 slide, 5 is global), window 16 (shorter than every prompt + 64 generated tokens), 1 kv head of 64, n_ff 512
+# (a multiple of 256, so that K-quants apply to every matrix). Q8_0 from gen_gguf.py; Q4_K_M (Q4_K, Q6_K and Q8_0
+# for the embedding... as llama-quantize mixes them) from an F32 one through tools/quantize_gguf.py.
+GEMMA3_SHAPE = ("--arch", "gemma3", "--n-layer", "6", "--n-head", "4", "--n-head-kv", "1", "--head-dim", "64",
+                "--n-ff", "512", "--swa", "16", "--tied")
+GEMMA3_MODELS = [
+    ("gemma3-q8_0", "q8_0", ("--seed", "7"), ""),
+    ("gemma3-q4_k_m", "q4_k_m", ("--seed", "8"), "q4_k_m"),
+]
+QUANTIZE = os.path.join(ROOT, "tools", "quantize_gguf.py")
 
 
 def _random_dir() -> str:
@@ -75,6 +95,10 @@ def random_models() -> list[TestModel]:
     for name, t, args in QWEN_MODELS:
         out.append(TestModel(name, os.path.join(d, f"{name}.gguf"), t,
                              ("--preset", "tiny", "--type", t, *args, "--vocab-from", SMOLLM2)))
+    for name, t, args, quant in GEMMA3_MODELS:
+        out.append(TestModel(name, os.path.join(d, f"{name}.gguf"), t,
+                             ("--preset", "tiny", *GEMMA3_SHAPE, "--type", "f32" if quant else t, *args,
+                              "--vocab-from", SPM_VOCAB), quant))
     return out
 
 
@@ -82,14 +106,34 @@ def smollm2() -> TestModel:
     return TestModel("smollm2", SMOLLM2, "q4_1")
 
 
+def gemma3_270m() -> TestModel:
+    return TestModel("gemma3-270m", GEMMA3, "q4_k_m")
+
+
 def all_models() -> list[TestModel]:
+    """SmolLM2 and the random models: every model the float reference checks."""
     return [smollm2()] + random_models()
 
 
+def llamacpp_models() -> list[TestModel]:
+    """The models checked against llama.cpp: all_models() and Gemma 3 270M."""
+    return all_models() + [gemma3_270m()]
+
+
+def skip_if_absent(model: TestModel) -> None:
+    """Skips (with the reason) a test of a downloaded model that is not there; SmolLM2 is always required."""
+    if model.path == GEMMA3 and not os.path.exists(model.path):
+        import pytest
+        pytest.skip(f"{os.path.relpath(model.path, ROOT)} is absent (scripts/fetch_models.sh models fetches it)")
+
+
 def ensure_models(verbose: bool = True) -> None:
-    """Fetches SmolLM2 and writes the random models that are missing (atomically: temp name, then rename)."""
-    if not os.path.exists(SMOLLM2):
-        subprocess.run([os.path.join(ROOT, "scripts", "fetch_models.sh"), MODELS], check=True)
+    """Fetches the real models and writes the random models that are missing (atomically: temp name, then
+    rename). SmolLM2 is required; Gemma 3 270M may stay absent (its tests then skip, saying so)."""
+    if not os.path.exists(SMOLLM2) or not os.path.exists(GEMMA3):
+        subprocess.run([os.path.join(ROOT, "scripts", "fetch_models.sh"), MODELS], check=False)
+        if not os.path.exists(SMOLLM2):
+            raise RuntimeError(f"could not fetch {SMOLLM2} (scripts/fetch_models.sh {MODELS})")
     for m in random_models():
         if os.path.exists(m.path):
             continue
@@ -99,6 +143,10 @@ def ensure_models(verbose: bool = True) -> None:
             print(f"generating {os.path.relpath(m.path, ROOT)}", file=sys.stderr)
         subprocess.run([sys.executable, GEN, *m.gen_args, "-o", tmp], check=True,
                        stderr=None if verbose else subprocess.DEVNULL)
+        if m.quantize:
+            subprocess.run([sys.executable, QUANTIZE, tmp, tmp + ".q", m.quantize], check=True,
+                           stdout=subprocess.DEVNULL, stderr=None if verbose else subprocess.DEVNULL)
+            os.replace(tmp + ".q", tmp)
         os.replace(tmp, m.path)
 
 

@@ -6,15 +6,16 @@
     divergence), evaluates them in one batch, then takes the argmax of the logits one token at a time, stopping at
     an end-of-generation token; the 64 tokens must be identical to `zili run --temp 0 --ids`. Printed per case:
     "tokens matched k/64" (k = length of the common prefix).
-  * Perplexity: llama-perplexity's method computed here from llama.cpp's logits (whole text tokenized once, with
-    BOS if the vocabulary adds it; chunks of CTX tokens, each evaluated from an empty cache with its first token
+  * Perplexity (SmolLM2, Gemma 3 270M): llama-perplexity's method from llama.cpp's logits (whole text tokenized
+    once, with BOS if the vocabulary adds it; chunks of CTX tokens, each evaluated from an empty cache with its first token
     replaced by BOS when the vocabulary adds it; positions CTX/2 .. CTX-2 scored with log-softmax); zili's
     `PPL = ` must be within 1%.
 
 llama-cpp-python is required: if it cannot be imported every test here FAILS (it is not an optional extra).
 llama.cpp runs on 2 threads without flash attention (its CPU default), F16 KV cache (its default), and without
 weight repacking (llama-cli's --no-repack): repacked Q4_0/Q4_K/... weights use other kernels whose sums are
-ordered differently; zili mirrors ggml's standard kernels. Greedy runs compute logits for the last token only,
+ordered differently; zili mirrors ggml's standard kernels (and its tiled K-quant matmul for batches of 8+ tokens,
+see src/backend/cpu/ops.c). Greedy runs compute logits for the last token only,
 as llama-cli does (so the output matmul has one row); perplexity asks for every row, as llama-perplexity does.
 """
 from __future__ import annotations
@@ -113,16 +114,35 @@ def llama_perplexity(llm, text: bytes, n_ctx: int) -> float:
 
 
 def vocab_models() -> list[common.TestModel]:
-    """One model per vocabulary: SmolLM2 (gpt2 BPE) and the SentencePiece random model."""
-    return [common.smollm2()] + [m for m in common.random_models() if m.name == "spm-f32"]
+    """One model per vocabulary: SmolLM2 (gpt2 BPE), the SentencePiece random model and Gemma 3 (SentencePiece of
+    262144 pieces, no space prefix, byte fallback, many special and user-defined tokens)."""
+    return [common.smollm2()] + [m for m in common.random_models() if m.name == "spm-f32"] + [common.gemma3_270m()]
+
+
+# Text that exercises a SentencePiece vocabulary's corners: CJK, emoji (byte fallback and multi-codepoint clusters),
+# code with tabs and whitespace runs, leading/trailing spaces, CR LF, odd code points, special and user-defined
+# tokens written in the text.
+VARIED_TEXTS = [
+    "你好，世界！这是一个测试。日本語のテキストも。",
+    "emoji 😀🎉👍🏽 and 🇫🇷 flags",
+    "def f(x):\n\tif x  >  0:\n        return    x ** 2\n\n\n   end  ",
+    "<start_of_turn>user\nHi there!<end_of_turn>\n<start_of_turn>model\n",
+    "  leading spaces and trailing   ",
+    "\n\n\nnewlines\r\n\r\ncrlf",
+    "a\u00a0b\u200bc \x01\x7f \u00ff",
+    "<table><tr><td>x</td></tr></table> <unused3> <mask>",
+]
 
 
 @pytest.mark.parametrize("model", vocab_models(), ids=str)
 def test_tokenize_matches_llamacpp(model, zili_ready):
+    common.skip_if_absent(model)
     llm = llama(model.path)
     texts = list(common.PROMPTS) + [open(PPL_TEXT, encoding="utf-8").read()]
     if model.name == "smollm2":
         texts.append("<|im_start|>user\nHi there!<|im_end|>\n<|im_start|>assistant\n")
+    if model.name == "gemma3-270m":
+        texts += VARIED_TEXTS
     bad = 0
     for t in texts:
         z = common.zili_tokenize(model.path, t)
@@ -137,8 +157,9 @@ def test_tokenize_matches_llamacpp(model, zili_ready):
 
 
 @pytest.mark.parametrize("prompt", range(len(common.PROMPTS)), ids=lambda i: f"p{i}")
-@pytest.mark.parametrize("model", common.all_models(), ids=str)
+@pytest.mark.parametrize("model", common.llamacpp_models(), ids=str)
 def test_greedy_matches_llamacpp(model, prompt, zili_ready):
+    common.skip_if_absent(model)
     text = common.PROMPTS[prompt]
     ids = common.zili_tokenize(model.path, text)
     llm = llama(model.path)
@@ -159,8 +180,9 @@ def test_greedy_matches_llamacpp(model, prompt, zili_ready):
     assert got == ref
 
 
-def test_perplexity_matches_llamacpp(zili_ready):
-    model = common.smollm2()
+@pytest.mark.parametrize("model", [common.smollm2(), common.gemma3_270m()], ids=str)
+def test_perplexity_matches_llamacpp(model, zili_ready):
+    common.skip_if_absent(model)
     llm = llama(model.path, logits_all=True)
     with open(PPL_TEXT, "rb") as f:
         ref = llama_perplexity(llm, f.read(), PPL_CTX)

@@ -29,7 +29,9 @@ zl_pool *zl_cpu_pool(zl_cpu *cpu);
 int zl_matmul(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_tok, float *y);
 /* zl_matmul with the arithmetic chosen per token: gemm[k] != 0 gives token k the dot llama.cpp's tinyBLAS
  * computes for batches of 2+ tokens (F32/F16 weights; the traits' vec_dot_gemm), 0 its single-token vec_dot.
- * gemm NULL: llama.cpp's rule for one batch (tinyBLAS when n_tok >= 2), which is what zl_matmul does. */
+ * gemm NULL: llama.cpp's rule for one batch (tinyBLAS when n_tok >= 2), which is what zl_matmul does.
+ * Q4_K/Q5_K/Q6_K weights with n_tok >= 8: the tokens in multi-token mode get the order of llama.cpp's tiled
+ * K-quant matmul instead (see ops.c), as llama.cpp does for batches of 8+ rows. */
 int zl_matmul_modes(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_tok, float *y, const int8_t *gemm);
 
 /* Row `row` of w, converted to float: y[0 .. w->ne[0]). (Embedding lookup.) w's type must have a to_float
