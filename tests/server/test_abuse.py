@@ -33,7 +33,7 @@ def srv():
 
 
 def metrics(s):
-    text = urllib.request.urlopen(s.url + "/metrics", timeout=10).read().decode()
+    text = urllib.request.urlopen(s.url + "/metrics", timeout=10 * SLOW).read().decode()
     out = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):

@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""side_by_side.py - zili and llama.cpp on the same model files, threads and lengths: llama-bench's ppN and tgN,
+as tokens/s and as the ratio zili / llama.cpp, plus peak memory and each model's memory-bandwidth ceiling for tgN.
+
+    python3 bench/side_by_side.py                              # SmolLM2 (and Gemma 3 270M if fetched)
+    python3 bench/side_by_side.py -m a.gguf -m b.gguf -p 512 -n 128 -t 2 -r 3 --rounds 2 [--json out.json]
+
+zili runs as `zili bench --json --no-mmap` (ZILI overrides build/zili). llama.cpp runs through llama-cpp-python
+(the package on PyPI, which builds llama.cpp for this CPU) in a child process of this script, with its default
+configuration (weights read in, not mapped; repacking of weights for this CPU on, flash attention off): ppN is one
+llama_decode-driven eval of N random tokens (batch 512), tgN is N one-token evals from an empty cache, each after
+one untimed warm-up, as llama-bench does. The two engines alternate, --rounds times (zili first in odd rounds,
+llama.cpp first in even ones), and their repetitions are pooled, so a slow phase of a shared machine hits both.
+
+Peak memory: zili's is the process's peak RSS; llama.cpp's is the child's peak RSS, which includes the Python
+interpreter and numpy (about 30-40 MiB), so it is an upper bound. The tg ceiling is the read bandwidth measured
+here (numpy, one thread, a 1 GiB array) divided by the weight bytes one token reads (every tensor except an untied
+token embedding); with 2 threads the machine may stream faster, so the percentage is generous to both engines.
+
+Not a test: numbers depend on the machine and its load.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_MODELS = [os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+                  os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf")]
+
+
+def llama_worker(model: str, pp: int, tg: int, threads: int, reps: int) -> None:
+    """Runs in a child process: prints one JSON line with the tokens/s of each repetition and peak RSS."""
+    import random
+
+    import llama_cpp
+    llm = llama_cpp.Llama(model_path=model, n_ctx=max(pp, tg) + 8, n_batch=512, n_ubatch=512, n_threads=threads,
+                          n_threads_batch=threads, use_mmap=False, flash_attn=False, verbose=False)
+    n_vocab = llm.n_vocab()
+    rng = random.Random(1)
+    ids = [rng.randrange(n_vocab) for _ in range(max(pp, 1))]
+    bos = llm.tokenize(b"", add_bos=True)  # [BOS] when the vocabulary adds one, as zili bench does
+    if bos:
+        ids[0] = bos[0]
+    gen = [rng.randrange(n_vocab) for _ in range(max(tg, 1))]
+    out = {"pp": [], "tg": []}
+
+    def run(test: str) -> float:
+        llm.reset()  # n_tokens = 0: eval drops the cached positions from there on
+        t0 = time.perf_counter()
+        if test == "pp":
+            llm.eval(ids[:pp])
+            n = pp
+        else:
+            for t in gen[:tg]:
+                llm.eval([t])
+            n = tg
+        return n / (time.perf_counter() - t0)
+
+    for test, n in (("pp", pp), ("tg", tg)):
+        if n == 0:
+            continue
+        run(test)  # warm-up
+        out[test] = [run(test) for _ in range(reps)]
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(out))
+
+
+def run_zili(model: str, a) -> dict:
+    binary = os.environ.get("ZILI", os.path.join(ROOT, "build", "zili"))
+    r = subprocess.run([binary, "bench", "-m", model, "-p", str(a.p), "-n", str(a.n), "-t", str(a.t), "-r", str(a.r),
+                        "--json", "--no-mmap"], capture_output=True, text=True, check=True)
+    j = json.loads(r.stdout)
+    # zili bench reports mean and sd per test; keep the mean once per repetition for pooling.
+    out = {"pp": [], "tg": [], "peak_rss_mib": j["peak_rss_mib"]}
+    for x in j["results"]:
+        out[x["test"][:2]] += [x["tokens_per_s"]] * a.r
+    return out
+
+
+def run_llama(model: str, a) -> dict:
+    r = subprocess.run([sys.executable, os.path.abspath(__file__), "--llama-worker", model, "-p", str(a.p), "-n",
+                        str(a.n), "-t", str(a.t), "-r", str(a.r)], capture_output=True, text=True, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def weight_bytes_per_token(model: str) -> int:
+    import gguf
+    rd = gguf.GGUFReader(model)
+    names = {t.name: int(t.n_bytes) for t in rd.tensors}
+    total = sum(names.values())
+    if "output.weight" in names and "token_embd.weight" in names:
+        total -= names["token_embd.weight"]  # untied: only one embedding row per token is read
+    return total
+
+
+def read_bandwidth() -> float:
+    """In a child process: a child's peak RSS starts from its parent's at fork, so this script stays small."""
+    code = ("import sys; sys.path.insert(0, %r); import side_by_side as s; print(s._bandwidth())"
+            % os.path.dirname(os.path.abspath(__file__)))
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+def _bandwidth() -> float:
+    import numpy as np
+    a = np.ones(1 << 28, dtype=np.float32)  # 1 GiB
+    a.sum()
+    best = 0.0
+    for _ in range(3):
+        t0 = time.perf_counter()
+        a.sum()
+        best = max(best, a.nbytes / (time.perf_counter() - t0))
+    return best
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("-m", "--model", action="append", help="GGUF file (repeatable)")
+    ap.add_argument("-p", type=int, default=512)
+    ap.add_argument("-n", type=int, default=128)
+    ap.add_argument("-t", type=int, default=2)
+    ap.add_argument("-r", type=int, default=3, help="repetitions per engine per round")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--json", help="write all figures here")
+    ap.add_argument("--llama-worker", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.llama_worker:
+        llama_worker(a.llama_worker, a.p, a.n, a.t, a.r)
+        return 0
+    models = a.model or [m for m in DEFAULT_MODELS if os.path.exists(m)]
+    bw = read_bandwidth()
+    print(f"read bandwidth (numpy, 1 thread): {bw / 1e9:.1f} GB/s; {a.t} threads; pp{a.p} tg{a.n}; "
+          f"{a.r} repetitions x {a.rounds} rounds per engine\n")
+    rows = []
+    for model in models:
+        z = {"pp": [], "tg": [], "peak_rss_mib": 0.0}
+        ll = {"pp": [], "tg": [], "peak_rss_mib": 0.0}
+        for rnd in range(a.rounds):
+            order = [("zili", run_zili, z), ("llama", run_llama, ll)]
+            for _, fn, acc in (order if rnd % 2 == 0 else order[::-1]):
+                got = fn(model, a)
+                acc["pp"] += got["pp"]
+                acc["tg"] += got["tg"]
+                acc["peak_rss_mib"] = max(acc["peak_rss_mib"], got["peak_rss_mib"])
+        wb = weight_bytes_per_token(model)
+        ceiling = bw / wb
+        for test, n in (("pp", a.p), ("tg", a.n)):
+            if n == 0:
+                continue
+            zm, lm = statistics.mean(z[test]), statistics.mean(ll[test])
+            rows.append({"model": os.path.basename(model), "test": f"{test}{n}", "zili": zm, "llama_cpp": lm,
+                         "ratio": zm / lm, "zili_peak_rss_mib": z["peak_rss_mib"],
+                         "llama_peak_rss_mib": ll["peak_rss_mib"], "model_mib": os.path.getsize(model) / 2**20,
+                         "tg_ceiling": ceiling if test == "tg" else None})
+    hdr = f"| {'model':34} | {'test':6} | {'zili t/s':>9} | {'llama.cpp t/s':>13} | {'ratio':>6} | " \
+          f"{'tg ceiling':>10} | {'zili % ceil':>11} | {'peak MiB zili / llama.cpp (file)':>33} |"
+    print(hdr)
+    print("|" + "|".join("-" * (len(c)) for c in hdr.split("|")[1:-1]) + "|")
+    for r in rows:
+        ceil = f"{r['tg_ceiling']:.1f}" if r["tg_ceiling"] else "-"
+        pct = f"{100 * r['zili'] / r['tg_ceiling']:.0f}%" if r["tg_ceiling"] else "-"
+        mem = f"{r['zili_peak_rss_mib']:.0f} / {r['llama_peak_rss_mib']:.0f} ({r['model_mib']:.0f})"
+        print(f"| {r['model'][:34]:34} | {r['test']:6} | {r['zili']:9.2f} | {r['llama_cpp']:13.2f} | "
+              f"{r['ratio']:5.2f}x | {ceil:>10} | {pct:>11} | {mem:>33} |")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"bandwidth_bytes_per_s": bw, "threads": a.t, "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
