@@ -101,6 +101,7 @@ typedef struct matmul_task {
     const char *xq; /* converted activations: token t at xq + t * xq_stride */
     size_t xq_stride;
     zl_vec_dot_fn vec_dot_gemm; /* NULL: every token uses vec_dot */
+    zl_vec_dot4_fn vec_dot4;    /* vec_dot for 4 tokens at once (NULL: none; used only when vec_dot_gemm is NULL) */
     const int8_t *modes;        /* per token: use vec_dot_gemm (NULL: all do, when vec_dot_gemm is set) */
     float *y;
     int64_t n_tok;
@@ -131,7 +132,12 @@ static void matmul_chunks(void *arg, int ith, int nth)
         const int64_t t1 = t0 + t->chunk_toks < t->n_tok ? t0 + t->chunk_toks : t->n_tok;
         for (int64_t r = r0; r < r1; r++) {
             const void *wr = t->w + (size_t)r * t->nb1;
-            for (int64_t k = t0; k < t1; k++) {
+            int64_t k = t0;
+            if (t->vec_dot4)
+                for (; k + 4 <= t1; k += 4)
+                    t->vec_dot4(t->ne0, &t->y[k * t->ne1 + r], (size_t)t->ne1, wr,
+                                t->xq + (size_t)k * t->xq_stride, t->xq_stride);
+            for (; k < t1; k++) {
                 const zl_vec_dot_fn dot = t->vec_dot_gemm && (!t->modes || t->modes[k]) ? t->vec_dot_gemm
                                                                                          : t->vec_dot;
                 dot(t->ne0, &t->y[k * t->ne1 + r], wr, t->xq + (size_t)k * t->xq_stride);
@@ -163,23 +169,34 @@ static void k4_scale_min(const uint8_t *q, int j, int *sc, int *m)
 }
 
 
+/* sum of a[l] * b[l] over n int8 pairs (exact in int32 for a block) */
+static int32_t idot8(const int8_t *a, const int8_t *b, int n)
+{
+    int32_t s = 0;
+    for (int l = 0; l < n; l++)
+        s += (int32_t)a[l] * (int32_t)b[l];
+    return s;
+}
+
 /* Q4_K (qh NULL) or Q5_K (qh: the fifth bits) block: s1, s2 of one 256-block. */
 static void tiled_k4_sums(const uint8_t *qs, const uint8_t *qh, const uint8_t *scales, const zl_block_q8_K *y,
                           int32_t *s1, int32_t *s2)
 {
+    int8_t w[ZL_QK_K]; /* codes 0..31 in element order: sub-block s is w[32 s .. 32 s + 31] */
+    for (int h = 0; h < 4; h++)
+        for (int l = 0; l < 32; l++) {
+            w[64 * h + l] = (int8_t)(qs[32 * h + l] & 0x0f);
+            w[64 * h + 32 + l] = (int8_t)(qs[32 * h + l] >> 4);
+        }
+    if (qh)
+        for (int s = 0; s < 8; s++)
+            for (int l = 0; l < 32; l++)
+                w[32 * s + l] = (int8_t)(w[32 * s + l] | (((qh[l] >> s) & 1) << 4));
     int32_t a = 0, b = 0;
-    for (int s = 0; s < 8; s++) { /* sub-block s: elements 32 s .. 32 s + 31 */
-        const int h = s / 2, hi = s % 2;
+    for (int s = 0; s < 8; s++) {
         int sc, m;
         k4_scale_min(scales, s, &sc, &m);
-        int32_t raw = 0;
-        for (int l = 0; l < 32; l++) {
-            int q = (qs[32 * h + l] >> (4 * hi)) & 0x0f;
-            if (qh)
-                q |= ((qh[l] >> s) & 1) << 4;
-            raw += q * y->qs[32 * s + l];
-        }
-        a += sc * raw;
+        a += sc * idot8(w + 32 * s, y->qs + 32 * s, 32);
         b += m * (y->bsums[2 * s] + y->bsums[2 * s + 1]);
     }
     *s1 = a;
@@ -220,17 +237,18 @@ static void tiled_dot_q6_K(int64_t n, float *out, const void *vx, const void *vy
     const zl_block_q8_K *y = vy;
     float acc = 0.0f;
     for (int64_t b = 0; b < n / ZL_QK_K; b++) {
-        int32_t s1 = 0;
-        for (int s = 0; s < 16; s++) { /* sub-block s: elements 16 s .. 16 s + 15 */
-            int32_t raw = 0;
-            for (int e = 16 * s; e < 16 * s + 16; e++) {
-                const int hh = e / 128, k = (e % 128) / 32, l = e % 32;
-                const int lo = (x[b].ql[64 * hh + l + 32 * (k & 1)] >> (4 * (k >> 1))) & 0x0f;
-                const int hi = (x[b].qh[32 * hh + l] >> (2 * k)) & 3;
-                raw += ((lo | (hi << 4)) - 32) * y[b].qs[e];
+        int8_t w[ZL_QK_K]; /* signed codes q - 32 in element order */
+        for (int hh = 0; hh < 2; hh++)
+            for (int l = 0; l < 32; l++) {
+                const uint8_t lo0 = x[b].ql[64 * hh + l], lo1 = x[b].ql[64 * hh + 32 + l], hi = x[b].qh[32 * hh + l];
+                w[128 * hh + l] = (int8_t)(((lo0 & 0x0f) | ((hi & 3) << 4)) - 32);
+                w[128 * hh + 32 + l] = (int8_t)(((lo1 & 0x0f) | (((hi >> 2) & 3) << 4)) - 32);
+                w[128 * hh + 64 + l] = (int8_t)(((lo0 >> 4) | (((hi >> 4) & 3) << 4)) - 32);
+                w[128 * hh + 96 + l] = (int8_t)(((lo1 >> 4) | (((hi >> 6) & 3) << 4)) - 32);
             }
-            s1 += x[b].scales[s] * raw;
-        }
+        int32_t s1 = 0;
+        for (int s = 0; s < 16; s++)
+            s1 += x[b].scales[s] * idot8(w + 16 * s, y[b].qs + 16 * s, 16);
         acc = fmaf(zl_fp16_to_fp32(x[b].d) * (float)s1, y[b].d, acc);
     }
     *out = acc;
@@ -287,6 +305,9 @@ int zl_matmul_modes(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_t
         t.vec_dot_gemm = tiled_dot(w->type);
         t.modes = gemm;
     }
+    /* Several tokens all in vec_dot mode: 4 at a time where the type has such a kernel (same results). */
+    if (!t.vec_dot_gemm && n_tok >= 4)
+        t.vec_dot4 = tr->vec_dot4;
 
     if (tr->vec_dot_type == ZL_F32) {
         t.xq = (const char *)x;
