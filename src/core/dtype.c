@@ -103,23 +103,24 @@ typedef struct kernel_swap {
     zl_dtype type;
     zl_vec_dot_fn vec_dot;          /* NULL: keep the reference one */
     zl_from_float_fn from_float_act; /* NULL: keep the reference one */
+    zl_vec_dot4_fn vec_dot4;         /* NULL: none */
 } kernel_swap;
 
 static const kernel_swap k_avx2_swaps[] = {
-    { ZL_F32, zl_f32_vec_dot_avx2, NULL },
-    { ZL_F16, zl_f16_vec_dot_avx2, zl_f16_from_float_avx2 },
-    { ZL_BF16, zl_bf16_vec_dot_avx2, NULL },
-    { ZL_Q4_0, zl_q4_0_vec_dot_avx2, NULL },
-    { ZL_Q4_1, zl_q4_1_vec_dot_avx2, NULL },
-    { ZL_Q8_0, zl_q8_0_vec_dot_avx2, zl_q8_0_from_float_act_avx2 },
-    { ZL_Q8_1, NULL, zl_q8_1_from_float_act_avx2 },
-    { ZL_Q5_0, zl_q5_0_vec_dot_avx2, NULL },
-    { ZL_Q5_1, zl_q5_1_vec_dot_avx2, NULL },
-    { ZL_Q2_K, zl_q2_K_vec_dot_avx2, NULL },
-    { ZL_Q3_K, zl_q3_K_vec_dot_avx2, NULL },
-    { ZL_Q4_K, zl_q4_K_vec_dot_avx2, NULL },
-    { ZL_Q5_K, zl_q5_K_vec_dot_avx2, NULL },
-    { ZL_Q6_K, zl_q6_K_vec_dot_avx2, NULL },
+    { ZL_F32, zl_f32_vec_dot_avx2, NULL, NULL },
+    { ZL_F16, zl_f16_vec_dot_avx2, zl_f16_from_float_avx2, NULL },
+    { ZL_BF16, zl_bf16_vec_dot_avx2, NULL, NULL },
+    { ZL_Q4_0, zl_q4_0_vec_dot_avx2, NULL, zl_q4_0_vec_dot4_avx2 },
+    { ZL_Q4_1, zl_q4_1_vec_dot_avx2, NULL, zl_q4_1_vec_dot4_avx2 },
+    { ZL_Q8_0, zl_q8_0_vec_dot_avx2, zl_q8_0_from_float_act_avx2, zl_q8_0_vec_dot4_avx2 },
+    { ZL_Q8_1, NULL, zl_q8_1_from_float_act_avx2, NULL },
+    { ZL_Q5_0, zl_q5_0_vec_dot_avx2, NULL, NULL },
+    { ZL_Q5_1, zl_q5_1_vec_dot_avx2, NULL, NULL },
+    { ZL_Q2_K, zl_q2_K_vec_dot_avx2, NULL, NULL },
+    { ZL_Q3_K, zl_q3_K_vec_dot_avx2, NULL, NULL },
+    { ZL_Q4_K, zl_q4_K_vec_dot_avx2, NULL, NULL },
+    { ZL_Q5_K, zl_q5_K_vec_dot_avx2, NULL, NULL },
+    { ZL_Q6_K, zl_q6_K_vec_dot_avx2, NULL, NULL },
 };
 #endif
 
@@ -177,6 +178,7 @@ static void choose_table(void)
         zl_type_traits *t = &g_choice.table[k_avx2_swaps[i].type];
         if (k_avx2_swaps[i].vec_dot) t->vec_dot = k_avx2_swaps[i].vec_dot;
         if (k_avx2_swaps[i].from_float_act) t->from_float_act = k_avx2_swaps[i].from_float_act;
+        t->vec_dot4 = k_avx2_swaps[i].vec_dot4;
     }
     g_choice.name = "avx2";
     g_choice.width = 8;

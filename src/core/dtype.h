@@ -60,6 +60,9 @@ typedef void (*zl_to_float_fn)(const void *x, float *y, int64_t n);
 typedef void (*zl_from_float_fn)(const float *x, void *y, int64_t n);
 /* *s = dot(x, y) over n elements; x is of this type, y of vec_dot_type; n a multiple of both block sizes. */
 typedef void (*zl_vec_dot_fn)(int64_t n, float *s, const void *x, const void *y);
+/* One weight row x against 4 activation rows: s[k * s_stride] = dot(x, y + k * y_stride) for k = 0..3, each
+ * bit-identical to vec_dot's result (the same operations per token; x's blocks are unpacked once for all 4). */
+typedef void (*zl_vec_dot4_fn)(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
 
 typedef struct zl_type_traits {
     const char *name;     /* "q4_0", ... as ggml names them */
@@ -80,6 +83,8 @@ typedef struct zl_type_traits {
      * only for n a multiple of gemm_k. */
     zl_vec_dot_fn vec_dot_gemm;
     int64_t gemm_k;
+    /* vec_dot for 4 tokens at once where a SIMD kernel has one (NULL otherwise); used for tokens in vec_dot mode. */
+    zl_vec_dot4_fn vec_dot4;
 } zl_type_traits;
 
 /* Traits of type id t, or NULL if t is not a type the format defines. The returned kernels are the fastest

@@ -354,6 +354,49 @@ static void test_vec_dot_simd_vs_scalar(void **state)
     free(xq);
 }
 
+/* vec_dot4 (one weight row, 4 tokens) must give exactly vec_dot's bits for each token: odd block counts, rows of
+ * different scales, an output stride, and one token of zeros. */
+static void test_vec_dot4_equals_vec_dot(void **state)
+{
+    (void)state;
+    static const uint32_t types[] = { ZL_Q4_0, ZL_Q4_1, ZL_Q8_0 };
+    enum { NBMAX = 67, NMAX = 32 * NBMAX, STRIDE = 5 };
+    float *w = malloc(NMAX * sizeof(float)), *x = malloc(NMAX * sizeof(float));
+    uint8_t *wq = malloc(NMAX * 2), *xq = malloc(4 * NMAX * 2);
+    int tested = 0;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const zl_type_traits *t = zl_type_traits_get(types[ti]);
+        if (!t->vec_dot4)
+            continue; /* scalar kernels (ZILI_CPU=scalar or no AVX2): no 4-token kernel */
+        const zl_type_traits *vt = zl_type_traits_get(t->vec_dot_type);
+        for (int nb = 1; nb <= NBMAX; nb += 3) {
+            const int n = nb * 32;
+            size_t xrow;
+            assert_true(zl_row_size(t->vec_dot_type, n, &xrow));
+            fill_random(w, n, (unsigned)nb, 1.0f);
+            t->from_float(w, wq, n);
+            for (int k = 0; k < 4; k++) {
+                fill_random(x, n, (unsigned)(nb * 4 + k + 77), k == 2 ? 0.0f : 0.5f + (float)k);
+                vt->from_float_act(x, xq + (size_t)k * xrow, n);
+            }
+            float one[4], four[4 * STRIDE];
+            for (int k = 0; k < 4; k++)
+                t->vec_dot(n, &one[k], wq, xq + (size_t)k * xrow);
+            t->vec_dot4(n, four, STRIDE, wq, xq, xrow);
+            for (int k = 0; k < 4; k++)
+                if (memcmp(&one[k], &four[k * STRIDE], sizeof(float)) != 0)
+                    fail_msg("%s n=%d token %d: vec_dot %.9g, vec_dot4 %.9g", t->name, n, k, one[k], four[k * STRIDE]);
+            tested++;
+        }
+    }
+    if (zl_cpu_simd_width() > 1)
+        assert_true(tested > 0);
+    free(w);
+    free(x);
+    free(wq);
+    free(xq);
+}
+
 /* ---- fp16 / bf16 ---- */
 
 static uint64_t fnv1a64(const uint8_t *p, size_t n)
@@ -448,6 +491,7 @@ int main(void)
         cmocka_unit_test(test_q8_act_simd_equals_scalar),
         cmocka_unit_test(test_vec_dot_vs_double),
         cmocka_unit_test(test_vec_dot_simd_vs_scalar),
+        cmocka_unit_test(test_vec_dot4_equals_vec_dot),
         cmocka_unit_test(test_fp16_to_fp32_all),
         cmocka_unit_test(test_fp32_to_fp16_vs_numpy),
         cmocka_unit_test(test_bf16_roundtrip),

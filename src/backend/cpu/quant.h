@@ -23,6 +23,7 @@
 #define ZL_CPU_QUANT_H
 
 #include <assert.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define ZL_QK 32 /* elements per block of the 32-wide legacy quant types */
@@ -217,6 +218,9 @@ void zl_bf16_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 void zl_q4_0_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 void zl_q4_1_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 void zl_q8_0_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
+void zl_q4_0_vec_dot4_avx2(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
+void zl_q4_1_vec_dot4_avx2(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
+void zl_q8_0_vec_dot4_avx2(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
 void zl_q8_0_from_float_act_avx2(const float *x, void *y, int64_t n);
 void zl_q8_1_from_float_act_avx2(const float *x, void *y, int64_t n);
 void zl_q5_0_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);

@@ -188,6 +188,83 @@ void zl_q8_0_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
     *s = hsum8(acc);
 }
 
+/* ---- four tokens per weight row: the dots above, with each weight block unpacked once ----
+ * Per token, the same operations in the same order as the single-token kernel (so the results are identical); only
+ * the weight loads, nibble unpacking and sign handling are shared. */
+
+#define Y4(k) ((const void *)((const char *)vy + (size_t)(k) * y_stride))
+/* The four token steps are written out (STEP4) so that the accumulators stay in registers. */
+#define STEP4(STEP) STEP(0) STEP(1) STEP(2) STEP(3)
+
+void zl_q4_0_vec_dot4_avx2(int64_t n, float *s, size_t s_stride, const void *vx, const void *vy, size_t y_stride)
+{
+    const zl_block_q4_0 *x = vx;
+    const zl_block_q8_0 *y0 = Y4(0), *y1 = Y4(1), *y2 = Y4(2), *y3 = Y4(3);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    for (int64_t b = 0; b < n / ZL_QK; b++) {
+        const float dx = h2f(x[b].d);
+        const __m256i qx = _mm256_sub_epi8(unpack_nibbles(x[b].qs), _mm256_set1_epi8(8));
+        const __m256i ax = _mm256_sign_epi8(qx, qx);
+#define Q4_0_STEP(k)                                                                                              \
+    acc##k = _mm256_fmadd_ps(_mm256_set1_ps(dx * h2f(y##k[b].d)),                                                 \
+                             dot_u8_s8(ax, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y##k[b].qs), qx)), \
+                             acc##k);
+        STEP4(Q4_0_STEP)
+#undef Q4_0_STEP
+    }
+    s[0] = hsum8(acc0);
+    s[s_stride] = hsum8(acc1);
+    s[2 * s_stride] = hsum8(acc2);
+    s[3 * s_stride] = hsum8(acc3);
+}
+
+void zl_q4_1_vec_dot4_avx2(int64_t n, float *s, size_t s_stride, const void *vx, const void *vy, size_t y_stride)
+{
+    const zl_block_q4_1 *x = vx;
+    const zl_block_q8_1 *y0 = Y4(0), *y1 = Y4(1), *y2 = Y4(2), *y3 = Y4(3);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    float mins0 = 0.0f, mins1 = 0.0f, mins2 = 0.0f, mins3 = 0.0f;
+    for (int64_t b = 0; b < n / ZL_QK; b++) {
+        const float dx = h2f(x[b].d), mx = h2f(x[b].m);
+        const __m256i qx = unpack_nibbles(x[b].qs);
+#define Q4_1_STEP(k)                                                                                              \
+    mins##k = fmaf(mx, h2f(y##k[b].s), mins##k);                                                                  \
+    acc##k = _mm256_fmadd_ps(_mm256_set1_ps(dx * h2f(y##k[b].d)),                                                 \
+                             dot_u8_s8(qx, _mm256_loadu_si256((const __m256i *)y##k[b].qs)), acc##k);
+        STEP4(Q4_1_STEP)
+#undef Q4_1_STEP
+    }
+    s[0] = hsum8(acc0) + mins0;
+    s[s_stride] = hsum8(acc1) + mins1;
+    s[2 * s_stride] = hsum8(acc2) + mins2;
+    s[3 * s_stride] = hsum8(acc3) + mins3;
+}
+
+void zl_q8_0_vec_dot4_avx2(int64_t n, float *s, size_t s_stride, const void *vx, const void *vy, size_t y_stride)
+{
+    const zl_block_q8_0 *x = vx;
+    const zl_block_q8_0 *y0 = Y4(0), *y1 = Y4(1), *y2 = Y4(2), *y3 = Y4(3);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    for (int64_t b = 0; b < n / ZL_QK; b++) {
+        const float dx = h2f(x[b].d);
+        const __m256i qx = _mm256_loadu_si256((const __m256i *)x[b].qs);
+        const __m256i ax = _mm256_sign_epi8(qx, qx);
+#define Q8_0_STEP(k)                                                                                              \
+    acc##k = _mm256_fmadd_ps(_mm256_set1_ps(dx * h2f(y##k[b].d)),                                                 \
+                             dot_u8_s8(ax, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y##k[b].qs), qx)), \
+                             acc##k);
+        STEP4(Q8_0_STEP)
+#undef Q8_0_STEP
+    }
+    s[0] = hsum8(acc0);
+    s[s_stride] = hsum8(acc1);
+    s[2 * s_stride] = hsum8(acc2);
+    s[3 * s_stride] = hsum8(acc3);
+}
+
+#undef STEP4
+#undef Y4
+
 /* 32 bits (little-endian) -> 32 bytes, byte j = 0xff if bit j is set, else 0. */
 static inline __m256i bits_to_bytes(const uint8_t *p)
 {
