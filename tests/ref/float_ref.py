@@ -23,6 +23,16 @@ Architectures `qwen2` (Qwen2, Qwen2.5, DeepSeek-R1-Distill-Qwen) and `qwen3` cha
     rope(q), rope(k)   rotating the pairs (i, i + n_rot/2) of each head (NEOX: Qwen's rows are not permuted)
 and qwen3's head_dim (attention.key_length) may differ from n_embd / n_head.
 
+Architecture `gemma3` (Gemma 3 text models):
+    x = token_embd[tokens] * sqrt(n_embd)
+    per block:  h = rmsnorm(x) * attn_norm; q, k, v as qwen3 (per-head Q/K norms, NEOX rope), the rope base
+                rope.freq_base on global layers and rope.freq_base_swa (10000) on sliding-window layers
+                x += rmsnorm(softmax(q k^T * attn_scale + mask) v Wo^T) * post_attention_norm
+                h = rmsnorm(x) * ffn_norm
+                x += rmsnorm((gelu_tanh(h Wg^T) * (h Wu^T)) Wd^T) * post_ffw_norm
+    attn_scale = 1 / sqrt(head_dim); sliding-window layers (every layer but each sliding_window_pattern-th, 6 by
+    default) also mask keys more than sliding_window - 1 positions back.
+
 Only the model file is read; nothing here depends on zili or llama.cpp.
 """
 from __future__ import annotations
@@ -43,9 +53,9 @@ class FloatModel:
                      or k in ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
                               "tokenizer.ggml.add_bos_token", "tokenizer.ggml.model")}
         self.arch = self.meta["general.architecture"]
-        if self.arch not in ("llama", "qwen2", "qwen3"):
-            raise NotImplementedError(f"float_ref: architecture {self.arch!r} (llama, qwen2 and qwen3 only)")
-        self.neox = self.arch in ("qwen2", "qwen3")
+        if self.arch not in ("llama", "qwen2", "qwen3", "gemma3"):
+            raise NotImplementedError(f"float_ref: architecture {self.arch!r} (llama, qwen2, qwen3, gemma3 only)")
+        self.neox = self.arch in ("qwen2", "qwen3", "gemma3")
         a = self.arch
         self.n_embd = int(self.meta[f"{a}.embedding_length"])
         self.n_layer = int(self.meta[f"{a}.block_count"])
@@ -55,6 +65,10 @@ class FloatModel:
         self.n_rot = int(self.meta.get(f"{a}.rope.dimension_count", self.head_dim))
         self.rope_base = float(self.meta.get(f"{a}.rope.freq_base", 10000.0))
         self.eps = float(self.meta[f"{a}.attention.layer_norm_rms_epsilon"])
+        self.n_swa = int(self.meta.get(f"{a}.attention.sliding_window", 0)) if a == "gemma3" else 0
+        pattern = int(self.meta.get(f"{a}.attention.sliding_window_pattern", 6))
+        self.swa = [self.n_swa > 0 and (pattern == 0 or i % pattern < pattern - 1) for i in range(self.n_layer)]
+        self.rope_base_swa = float(self.meta.get(f"{a}.rope.freq_base_swa", 10000.0))
         if f"{a}.rope.scaling.type" in self.meta and self.meta[f"{a}.rope.scaling.type"] not in ("none", ""):
             raise NotImplementedError("float_ref: rope scaling")
         self.w: dict[str, np.ndarray] = {}
@@ -79,11 +93,12 @@ class FloatModel:
             y = y + self.w[name + ".bias"].astype(self.dtype)
         return y
 
-    def _rope(self, x: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    def _rope(self, x: np.ndarray, pos: np.ndarray, base: float | None = None) -> np.ndarray:
         """x: (n, heads, head_dim); rotates pair i < n_rot/2 by pos * base^(-2i/n_rot). The pair is (2i, 2i+1)
-        for llama and (i, i + n_rot/2) for NEOX (qwen2, qwen3)."""
+        for llama and (i, i + n_rot/2) for NEOX (qwen2, qwen3, gemma3)."""
         half = self.n_rot // 2
-        theta = self.rope_base ** (-2.0 * np.arange(half, dtype=np.float64) / self.n_rot)
+        base = self.rope_base if base is None else base
+        theta = base ** (-2.0 * np.arange(half, dtype=np.float64) / self.n_rot)
         ang = pos.astype(np.float64)[:, None] * theta[None, :]          # (n, half)
         c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
         out = x.copy()
@@ -101,7 +116,13 @@ class FloatModel:
         hd, nh, nkv = self.head_dim, self.n_head, self.n_head_kv
         pos = np.arange(pos0, pos0 + n)
         x = self.w["token_embd.weight"][toks].astype(self.dtype)
+        gemma = self.arch == "gemma3"
+        if gemma:
+            x = x * np.sqrt(self.n_embd)
         mask = np.triu(np.full((n, n), -np.inf), k=1)
+        swa_mask = mask.copy()
+        if self.n_swa:
+            swa_mask[pos[:, None] - pos[None, :] >= self.n_swa] = -np.inf
         for i in range(self.n_layer):
             b = f"blk.{i}."
             h = self._rmsnorm(x, b + "attn_norm.weight")
@@ -111,17 +132,23 @@ class FloatModel:
             if b + "attn_q_norm.weight" in self.w:
                 q = self._rmsnorm(q, b + "attn_q_norm.weight")
                 k = self._rmsnorm(k, b + "attn_k_norm.weight")
-            q, k = self._rope(q, pos), self._rope(k, pos)
+            base = self.rope_base_swa if self.swa[i] else self.rope_base
+            q, k = self._rope(q, pos, base), self._rope(k, pos, base)
             grp = nh // nkv
             k = np.repeat(k, grp, axis=1)                                  # (n, nh, hd)
             v = np.repeat(v, grp, axis=1)
-            s = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(hd) + mask       # (nh, n, n)
+            s = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(hd) + (swa_mask if self.swa[i] else mask)  # (nh, n, n)
             s = np.exp(s - s.max(axis=-1, keepdims=True))
             s /= s.sum(axis=-1, keepdims=True)
             o = np.einsum("hqk,khd->qhd", s, v).reshape(n, nh * hd)
-            x = x + self._mm(o, b + "attn_output.weight")
+            a = self._mm(o, b + "attn_output.weight")
+            x = x + (self._rmsnorm(a, b + "post_attention_norm.weight") if gemma else a)
             h = self._rmsnorm(x, b + "ffn_norm.weight")
             g = self._mm(h, b + "ffn_gate.weight")
             u = self._mm(h, b + "ffn_up.weight")
-            x = x + self._mm(g / (1.0 + np.exp(-g)) * u, b + "ffn_down.weight")
+            if gemma:
+                act = 0.5 * g * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (g + 0.044715 * g ** 3)))
+                x = x + self._rmsnorm(self._mm(act * u, b + "ffn_down.weight"), b + "post_ffw_norm.weight")
+            else:
+                x = x + self._mm(g / (1.0 + np.exp(-g)) * u, b + "ffn_down.weight")
         return self._mm(self._rmsnorm(x, "output_norm.weight"), self.out_w)
