@@ -102,7 +102,7 @@ struct zl_engine {
     zl_prefix *pc;
     int32_t *b_tok, *b_pos, *b_seq; /* n_batch */
     int8_t *b_want;
-    int8_t *b_gemm; /* per token: prompt token of a 2+ token prompt (zl_batch.gemm) */
+    int8_t *b_gemm; /* per token: ZL_MODE_* of its own prompt's batch (zl_batch.gemm) */
     float *logits;                  /* n_parallel rows of n_vocab */
     zl_req **slots;                 /* n_parallel */
     int32_t *blk;                   /* scratch block ids for lookups: ceil(n_ctx / block_size) */
@@ -956,7 +956,10 @@ static void scheduler_step(zl_engine *e)
             e->b_pos[n] = pos;
             e->b_seq[n] = s;
             e->b_want[n] = pos == r->n_toks - 1;
-            e->b_gemm[n] = pos < r->n_prompt && r->n_prompt >= 2;
+            /* the mode of the batch llama.cpp would run this prompt in alone (all of it at once) */
+            e->b_gemm[n] = pos >= r->n_prompt ? ZL_MODE_ONE
+                           : r->n_prompt >= 8 ? ZL_MODE_MULTI8
+                           : r->n_prompt >= 2 ? ZL_MODE_MULTI : ZL_MODE_ONE;
             if (e->b_want[n])
                 e->row_slot[n_rows++] = s;
             n++;

@@ -680,14 +680,16 @@ int zl_model_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *fwd, con
     }
     /* Which arithmetic each token and each logits row gets (see zl_batch.gemm): the output matmul of llama.cpp
      * is one over the rows that want logits, so a row takes the multi-token form when its sequence asks for 2+. */
+    const int8_t batch_mode = b->n >= 8 ? ZL_MODE_MULTI8 : b->n >= 2 ? ZL_MODE_MULTI : ZL_MODE_ONE;
     for (int32_t i = 0, r = 0; i < b->n; i++) {
-        fwd->tok_gemm[i] = (int8_t)(b->gemm ? b->gemm[i] != 0 : b->n >= 2);
+        const int8_t g = b->gemm ? b->gemm[i] : batch_mode;
+        fwd->tok_gemm[i] = g < ZL_MODE_ONE ? ZL_MODE_ONE : g > ZL_MODE_MULTI8 ? ZL_MODE_MULTI8 : g;
         if (!b->logits[i])
             continue;
         int32_t same = 0;
-        for (int32_t j = 0; j < b->n && same < 2; j++)
+        for (int32_t j = 0; j < b->n && same < 8; j++)
             same += b->logits[j] && b->seq[j] == b->seq[i];
-        fwd->out_gemm[r++] = (int8_t)(same >= 2);
+        fwd->out_gemm[r++] = (int8_t)(same >= 8 ? ZL_MODE_MULTI8 : same >= 2 ? ZL_MODE_MULTI : ZL_MODE_ONE);
     }
     rc = m->impl->forward(m, cpu, kv, fwd, b, out, err);
     if (rc != ZL_OK)

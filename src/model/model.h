@@ -84,11 +84,11 @@ typedef struct zl_batch {
     const int32_t *pos;
     const int32_t *seq;
     const int8_t *logits;
-    /* Optional, per token: 1 to compute it with the arithmetic llama.cpp uses for a batch of 2+ tokens (tinyBLAS
-     * float dots; see ops.h), 0 for that of a single-token batch. Only float weights and attention differ.
-     * NULL: llama.cpp's rule for this batch as a whole (1 for every token when n >= 2). The engine passes 1 for
-     * prompt tokens of prompts of 2+ tokens and 0 for generated tokens, so that a sequence's results do not
-     * depend on what it is batched with. */
+    /* Optional, per token: the ZL_MODE_* (ops.h) of the batch llama.cpp would compute it in: ZL_MODE_MULTI for a
+     * batch of 2+ tokens (tinyBLAS float dots, including attention), ZL_MODE_MULTI8 for 8+ (also the tiled
+     * K-quant matmul), ZL_MODE_ONE for a single token. NULL: llama.cpp's rule for this batch as a whole. The
+     * engine gives prompt tokens the mode of their own prompt's length and generated tokens ZL_MODE_ONE, so a
+     * sequence's results do not depend on what it is batched with. */
     const int8_t *gemm;
 } zl_batch;
 

@@ -23,13 +23,13 @@ def free_port():
 
 
 class Server:
-    def __init__(self, *extra):
-        if not os.path.exists(BIN) or not os.path.exists(MODEL):
-            pytest.skip("needs build/zili and the SmolLM2 model")
+    def __init__(self, *extra, model=MODEL):
+        if not os.path.exists(BIN) or not os.path.exists(model):
+            pytest.skip(f"needs {BIN} and {model}")
         self.port = free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.log = open(os.path.join("/tmp", "zili-serve-%d.log" % self.port), "w+")
-        self.proc = subprocess.Popen([BIN, "serve", "-m", MODEL, "--host", "127.0.0.1", "--port", str(self.port),
+        self.proc = subprocess.Popen([BIN, "serve", "-m", model, "--host", "127.0.0.1", "--port", str(self.port),
                                       *extra], stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 60 * SLOW
         while time.time() < deadline:

@@ -102,7 +102,8 @@ typedef struct matmul_task {
     size_t xq_stride;
     zl_vec_dot_fn vec_dot_gemm; /* NULL: every token uses vec_dot */
     zl_vec_dot4_fn vec_dot4;    /* vec_dot for 4 tokens at once (NULL: none; used only when vec_dot_gemm is NULL) */
-    const int8_t *modes;        /* per token: use vec_dot_gemm (NULL: all do, when vec_dot_gemm is set) */
+    const int8_t *modes;        /* per token: use vec_dot_gemm if modes[k] >= min_mode (NULL: all do) */
+    int8_t min_mode;            /* 1: tinyBLAS (batches of 2+), 2: tiled K-quant (batches of 8+) */
     float *y;
     int64_t n_tok;
     int64_t chunk_rows, chunk_toks; /* chunk geometry */
@@ -138,7 +139,7 @@ static void matmul_chunks(void *arg, int ith, int nth)
                     t->vec_dot4(t->ne0, &t->y[k * t->ne1 + r], (size_t)t->ne1, wr,
                                 t->xq + (size_t)k * t->xq_stride, t->xq_stride);
             for (; k < t1; k++) {
-                const zl_vec_dot_fn dot = t->vec_dot_gemm && (!t->modes || t->modes[k]) ? t->vec_dot_gemm
+                const zl_vec_dot_fn dot = t->vec_dot_gemm && (!t->modes || t->modes[k] >= t->min_mode) ? t->vec_dot_gemm
                                                                                          : t->vec_dot;
                 dot(t->ne0, &t->y[k * t->ne1 + r], wr, t->xq + (size_t)k * t->xq_stride);
             }
@@ -299,11 +300,13 @@ int zl_matmul_modes(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_t
     if (tr->vec_dot_gemm && ne0 % tr->gemm_k == 0 && ne1 % 4 == 0 && (gemm || n_tok >= 2)) {
         t.vec_dot_gemm = tr->vec_dot_gemm;
         t.modes = gemm;
+        t.min_mode = ZL_MODE_MULTI;
     }
     /* K-quant weights and 8+ tokens: llama.cpp's tiled matmul (above), for the tokens in multi-token mode. */
-    if (n_tok >= TILED_MIN_TOKENS && tiled_dot(w->type)) {
+    if ((gemm || n_tok >= TILED_MIN_TOKENS) && tiled_dot(w->type)) {
         t.vec_dot_gemm = tiled_dot(w->type);
         t.modes = gemm;
+        t.min_mode = ZL_MODE_MULTI8;
     }
     /* Several tokens all in vec_dot mode: 4 at a time where the type has such a kernel (same results). */
     if (!t.vec_dot_gemm && n_tok >= 4)

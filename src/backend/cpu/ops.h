@@ -27,11 +27,14 @@ zl_pool *zl_cpu_pool(zl_cpu *cpu);
  * (through the traits table); parallel over rows and tokens on all threads. Returns ZL_OK, ZL_ENOMEM if the
  * scratch buffer cannot grow, ZL_EUNSUPPORTED if w's type has no kernels, ZL_EINVAL on a bad shape. */
 int zl_matmul(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_tok, float *y);
-/* zl_matmul with the arithmetic chosen per token: gemm[k] != 0 gives token k the dot llama.cpp's tinyBLAS
- * computes for batches of 2+ tokens (F32/F16 weights; the traits' vec_dot_gemm), 0 its single-token vec_dot.
- * gemm NULL: llama.cpp's rule for one batch (tinyBLAS when n_tok >= 2), which is what zl_matmul does.
- * Q4_K/Q5_K/Q6_K weights with n_tok >= 8: the tokens in multi-token mode get the order of llama.cpp's tiled
- * K-quant matmul instead (see ops.c), as llama.cpp does for batches of 8+ rows. */
+/* Per-token arithmetic modes: the size of the batch llama.cpp would multiply this token in. */
+enum {
+    ZL_MODE_ONE = 0,    /* a batch of one token: ggml's vec_dot */
+    ZL_MODE_MULTI = 1,  /* 2+ tokens: tinyBLAS's float dots (F32/F16/BF16 weights; the traits' vec_dot_gemm) */
+    ZL_MODE_MULTI8 = 2, /* 8+ tokens: also llama.cpp's tiled K-quant matmul for Q4_K/Q5_K/Q6_K weights (ops.c) */
+};
+/* zl_matmul with the arithmetic chosen per token by gemm[k], a ZL_MODE_* value. gemm NULL: llama.cpp's rule for
+ * one batch of n_tok tokens (tinyBLAS when n_tok >= 2, tiled K-quant when n_tok >= 8), as zl_matmul does. */
 int zl_matmul_modes(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_tok, float *y, const int8_t *gemm);
 
 /* Row `row` of w, converted to float: y[0 .. w->ne[0]). (Embedding lookup.) w's type must have a to_float
