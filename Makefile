@@ -65,7 +65,9 @@ asan-server: $(DEFAULT_MODEL)
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    $(PYTHON) -m pytest -q --tb=short -p no:cacheprovider --durations=5 tests/server
 
-models: $(DEFAULT_MODEL)
+# Every test model that is downloaded (SmolLM2, Gemma 3 270M); the script keeps files already there.
+models:
+	scripts/fetch_models.sh $(MODEL_DIR)
 $(DEFAULT_MODEL):
 	scripts/fetch_models.sh $(MODEL_DIR)
 
