@@ -144,6 +144,11 @@ int zl_model_bind_matrix(zl_model *m, const char *name, int64_t ne0, int64_t ne1
 /* Binds 1-D tensor `name` of exactly n elements as float (F32 zero-copy; F16/BF16 converted into an owned
  * buffer). Missing and !required: *out = NULL, ZL_OK. */
 int zl_model_bind_vector(zl_model *m, const char *name, int64_t n, bool required, const float **out, zl_err *err);
+/* The same for layer il's tensor "blk.<il>.<suffix>" (every family's per-layer tensors are named this way). */
+int zl_model_bind_layer_matrix(zl_model *m, int32_t il, const char *suffix, int64_t ne0, int64_t ne1, bool required,
+                               zl_tensor *t, zl_err *err);
+int zl_model_bind_layer_vector(zl_model *m, int32_t il, const char *suffix, int64_t n, bool required,
+                               const float **out, zl_err *err);
 
 /* Attention over the paged cache for every (token, head) of a batch whose K/V rows of layer il are already in
  * kv: att[i, h] = softmax_t(q[i, h] . K[seq_i, t, h / group] * m->kq_scale) . V[seq_i, t, h / group], t in

@@ -27,7 +27,6 @@ int zl_llama_bind(zl_model *m, zl_err *err)
     const zl_hparams *h = &m->hp;
     const int64_t d = h->n_embd, q_dim = (int64_t)h->n_head * h->head_dim;
     const int64_t kv_dim = (int64_t)h->n_head_kv * h->head_dim;
-    char name[96];
     int rc;
 
     if ((rc = zl_model_bind_matrix(m, "token_embd.weight", d, h->n_vocab, true, &m->tok_embd, err)) != ZL_OK)
@@ -46,17 +45,15 @@ int zl_llama_bind(zl_model *m, zl_err *err)
         return zl_err_set(err, ZL_ENOMEM, "%s: out of memory for %d layers", gguf_path(m->gguf), h->n_layer);
     for (int32_t il = 0; il < h->n_layer; il++) {
         zl_layer *l = &m->layers[il];
-#define MAT(suffix, ne0, ne1, field)                                                                            \
-    do {                                                                                                        \
-        snprintf(name, sizeof name, "blk.%d." suffix, il);                                                      \
-        if ((rc = zl_model_bind_matrix(m, name, ne0, ne1, true, &l->field, err)) != ZL_OK)                      \
-            return rc;                                                                                          \
+#define MAT(suffix, ne0, ne1, field)                                                                                \
+    do {                                                                                                            \
+        if ((rc = zl_model_bind_layer_matrix(m, il, suffix, ne0, ne1, true, &l->field, err)) != ZL_OK)              \
+            return rc;                                                                                              \
     } while (0)
-#define VEC(suffix, n, req, field)                                                                              \
-    do {                                                                                                        \
-        snprintf(name, sizeof name, "blk.%d." suffix, il);                                                      \
-        if ((rc = zl_model_bind_vector(m, name, n, req, &l->field, err)) != ZL_OK)                              \
-            return rc;                                                                                          \
+#define VEC(suffix, n, req, field)                                                                                  \
+    do {                                                                                                            \
+        if ((rc = zl_model_bind_layer_vector(m, il, suffix, n, req, &l->field, err)) != ZL_OK)                      \
+            return rc;                                                                                              \
     } while (0)
         VEC("attn_norm.weight", d, true, attn_norm);
         MAT("attn_q.weight", d, q_dim, wq);

@@ -338,6 +338,22 @@ int zl_model_bind_matrix(zl_model *m, const char *name, int64_t ne0, int64_t ne1
     return ZL_OK;
 }
 
+int zl_model_bind_layer_matrix(zl_model *m, int32_t il, const char *suffix, int64_t ne0, int64_t ne1, bool required,
+                               zl_tensor *t, zl_err *err)
+{
+    char name[128];
+    snprintf(name, sizeof name, "blk.%d.%s", il, suffix);
+    return zl_model_bind_matrix(m, name, ne0, ne1, required, t, err);
+}
+
+int zl_model_bind_layer_vector(zl_model *m, int32_t il, const char *suffix, int64_t n, bool required,
+                               const float **out, zl_err *err)
+{
+    char name[128];
+    snprintf(name, sizeof name, "blk.%d.%s", il, suffix);
+    return zl_model_bind_vector(m, name, n, required, out, err);
+}
+
 int zl_model_bind_vector(zl_model *m, const char *name, int64_t n, bool required, const float **out, zl_err *err)
 {
     const gguf_tensor *g;
