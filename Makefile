@@ -1,6 +1,6 @@
 # zili build. Plain make; every .c under src/ goes into build/libzili.a, tools/zili.c into build/zili,
-# every tests/unit/test_*.c into its own test binary. Files named *_avx2.c get AVX2/FMA/F16C flags and are
-# only called after a run-time CPU check.
+# every tests/unit/test_*.c into its own test binary. Files named *_avx2.c get AVX2/FMA/F16C flags, *_avx512.c
+# AVX-512 F/DQ, *_vnni.c AVX-512 BW/VL/VNNI and AVX-VNNI; each is only called after a run-time CPU check.
 
 CC      ?= cc
 BUILD   ?= build
@@ -27,7 +27,7 @@ all: $(LIB) $(BIN) $(TEST_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(if $(findstring _avx2.c,$<),-mavx2 -mfma -mf16c)$(if $(findstring _avx512.c,$<),-mavx512f -mavx512dq -mavx2 -mfma -mf16c) -MMD -MP -c $< -o $@
+	$(CC) $(CFLAGS) $(if $(findstring _avx2.c,$<),-mavx2 -mfma -mf16c)$(if $(findstring _avx512.c,$<),-mavx512f -mavx512dq -mavx2 -mfma -mf16c)$(if $(findstring _vnni.c,$<),-mavx512f -mavx512dq -mavx512bw -mavx512vl -mavx512vnni -mavxvnni -mavx2 -mfma -mf16c) -MMD -MP -c $< -o $@
 
 $(LIB): $(OBJ)
 	@rm -f $@
