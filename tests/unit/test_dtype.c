@@ -359,7 +359,7 @@ static void test_vec_dot_simd_vs_scalar(void **state)
 static void test_vec_dot4_equals_vec_dot(void **state)
 {
     (void)state;
-    static const uint32_t types[] = { ZL_Q4_0, ZL_Q4_1, ZL_Q8_0 };
+    static const uint32_t types[] = { ZL_Q4_0, ZL_Q4_1, ZL_Q8_0, ZL_Q5_0 };
     enum { NBMAX = 67, NMAX = 32 * NBMAX, STRIDE = 5 };
     float *w = malloc(NMAX * sizeof(float)), *x = malloc(NMAX * sizeof(float));
     uint8_t *wq = malloc(NMAX * 2), *xq = malloc(4 * NMAX * 2);
