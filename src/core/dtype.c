@@ -165,6 +165,29 @@ static bool cpu_has_avx512f_dq(void)
 }
 #endif
 
+#ifdef ZL_HAVE_VNNI_KERNELS
+/* AVX-512 BW, VL and VNNI, and the OS saves opmask and ZMM state (call after cpu_has_avx512f_dq). */
+static bool cpu_has_avx512_vnni(void)
+{
+    unsigned a, b, c, d;
+    unsigned xcr0_lo, xcr0_hi;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    (void)xcr0_hi;
+    if ((xcr0_lo & 0xe6u) != 0xe6u) return false;
+    __cpuid_count(7, 0, a, b, c, d);
+    return (b & (1u << 30)) && (b & (1u << 31)) && (c & (1u << 11)); /* BW, VL; VNNI */
+}
+
+/* The "avx512vnni" set: the AVX-512 one with these dots swapped in (same bits, see quant_vnni.c). */
+static const kernel_swap k_vnni_swaps[] = {
+    { ZL_Q4_0, zl_q4_0_vec_dot_vnni, NULL, zl_q4_0_vec_dot4_vnni },
+    { ZL_Q4_1, zl_q4_1_vec_dot_vnni, NULL, zl_q4_1_vec_dot4_vnni },
+    { ZL_Q5_0, zl_q5_0_vec_dot_vnni, NULL, zl_q5_0_vec_dot4_vnni },
+    { ZL_Q5_1, zl_q5_1_vec_dot_vnni, NULL, zl_q5_1_vec_dot4_vnni },
+    { ZL_Q8_0, zl_q8_0_vec_dot_vnni, NULL, zl_q8_0_vec_dot4_vnni },
+};
+#endif
+
 static void choose_table(void)
 {
     memcpy(g_choice.table, k_traits_ref, sizeof k_traits_ref);
@@ -194,6 +217,16 @@ static void choose_table(void)
     f32->gemm_k = f16->gemm_k = 16;
     g_choice.name = "avx512";
     g_choice.width = 16;
+#ifdef ZL_HAVE_VNNI_KERNELS
+    /* ZILI_CPU=avx512 keeps the set above (its kernels stay testable); avx512vnni or no variable goes on */
+    if ((env && strcmp(env, "avx512") == 0) || !cpu_has_avx512_vnni()) return;
+    for (size_t i = 0; i < sizeof k_vnni_swaps / sizeof k_vnni_swaps[0]; i++) {
+        zl_type_traits *t = &g_choice.table[k_vnni_swaps[i].type];
+        t->vec_dot = k_vnni_swaps[i].vec_dot;
+        t->vec_dot4 = k_vnni_swaps[i].vec_dot4;
+    }
+    g_choice.name = "avx512vnni";
+#endif
 #endif
 }
 

@@ -397,6 +397,118 @@ static void test_vec_dot4_equals_vec_dot(void **state)
     free(xq);
 }
 
+/* ---- AVX-512 VNNI dots: the AVX2 kernels' bits ---- */
+
+#ifdef ZL_HAVE_VNNI_KERNELS
+typedef struct vnni_case {
+    const char *name;
+    size_t xsize, ysize;   /* weight block bytes, activation block bytes (Q8_0 34, Q8_1 36) */
+    int x_halves;          /* fp16 fields at the start of a weight block (d; d, m) */
+    zl_vec_dot_fn avx2, vnni;
+    zl_vec_dot4_fn vnni4;
+} vnni_case;
+
+static uint64_t vnni_rand(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* A finite fp16: random, or (one in 8) one of the extremes: largest, smallest normal, smallest subnormal, 0. */
+static uint16_t vnni_half(uint64_t *s)
+{
+    static const uint16_t extremes[] = { 0x7bff, 0xfbff, 0x0400, 0x8001, 0x0001, 0x0000 };
+    const uint64_t r = vnni_rand(s);
+    if (r % 8 == 0) return extremes[(r >> 8) % (sizeof extremes / sizeof extremes[0])];
+    const uint16_t h = (uint16_t)(r >> 16);
+    return (h & 0x7c00) == 0x7c00 ? (uint16_t)(h & 0x83ff) : h; /* no inf / NaN */
+}
+
+/* Random blocks: fp16 fields as above, every other byte random, so codes cover the whole byte range (-128 and 127
+ * activations, -128 Q8_0 weights, all fifth-bit patterns). mode 1: activation codes all -128, 2: all 127. */
+static void vnni_fill(uint8_t *p, size_t bsize, int halves, int nb, int mode, uint64_t *s)
+{
+    for (int b = 0; b < nb; b++) {
+        uint8_t *blk = p + (size_t)b * bsize;
+        for (int h = 0; h < halves; h++) {
+            const uint16_t v = vnni_half(s);
+            memcpy(blk + 2 * h, &v, 2);
+        }
+        for (size_t j = 2 * (size_t)halves; j < bsize; j++)
+            blk[j] = mode == 1 ? 0x80 : mode == 2 ? 0x7f : (uint8_t)(vnni_rand(s) >> 24);
+    }
+}
+#endif
+
+/* Every VNNI dot (vec_dot and vec_dot4, all 4 token slots) gives the AVX2 vec_dot's float bits exactly, on 1..40
+ * blocks of random and extreme codes and scales, with strided activation rows and outputs. */
+static void test_vnni_dots_equal_avx2(void **state)
+{
+    (void)state;
+#ifdef ZL_HAVE_VNNI_KERNELS
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+        !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512vnni")) {
+        print_message("skipped: this CPU has no AVX-512 VNNI (the VNNI kernels are not tested here)\n");
+        skip();
+    }
+    const vnni_case cases[] = {
+        { "q4_0", sizeof(zl_block_q4_0), sizeof(zl_block_q8_0), 1, zl_q4_0_vec_dot_avx2, zl_q4_0_vec_dot_vnni,
+          zl_q4_0_vec_dot4_vnni },
+        { "q4_1", sizeof(zl_block_q4_1), sizeof(zl_block_q8_1), 2, zl_q4_1_vec_dot_avx2, zl_q4_1_vec_dot_vnni,
+          zl_q4_1_vec_dot4_vnni },
+        { "q5_0", sizeof(zl_block_q5_0), sizeof(zl_block_q8_0), 1, zl_q5_0_vec_dot_avx2, zl_q5_0_vec_dot_vnni,
+          zl_q5_0_vec_dot4_vnni },
+        { "q5_1", sizeof(zl_block_q5_1), sizeof(zl_block_q8_1), 2, zl_q5_1_vec_dot_avx2, zl_q5_1_vec_dot_vnni,
+          zl_q5_1_vec_dot4_vnni },
+        { "q8_0", sizeof(zl_block_q8_0), sizeof(zl_block_q8_0), 1, zl_q8_0_vec_dot_avx2, zl_q8_0_vec_dot_vnni,
+          zl_q8_0_vec_dot4_vnni },
+    };
+    enum { NBMAX = 40, S_STRIDE = 3, Y_PAD = 12 };
+    uint8_t *xq = malloc(NBMAX * 36), *yq = malloc(4 * (NBMAX * 36 + Y_PAD));
+    uint64_t rng = 0x5eed5eed1234ull;
+    long compared = 0;
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const vnni_case *c = &cases[ci];
+        for (int nb = 1; nb <= NBMAX; nb++) {
+            for (int round = 0; round < 4; round++) {
+                const int n = nb * 32;
+                const size_t y_stride = (size_t)nb * c->ysize + Y_PAD; /* rows not back to back */
+                vnni_fill(xq, c->xsize, c->x_halves, nb, 0, &rng);
+                /* round 1: token 1's codes all -128, token 3's all 127; round 2: tokens 2 and 0 so; else random */
+                static const int modes[4][4] = { { 0, 0, 0, 0 }, { 0, 1, 0, 2 }, { 2, 0, 1, 0 }, { 0, 0, 0, 0 } };
+                for (int k = 0; k < 4; k++) {
+                    const int mode = modes[round][k];
+                    vnni_fill(yq + k * y_stride, c->ysize, c->ysize == 36 ? 2 : 1, nb, mode, &rng);
+                }
+                float want[4], got1, got4[4 * S_STRIDE];
+                for (int k = 0; k < 4; k++) {
+                    c->avx2(n, &want[k], xq, yq + k * y_stride);
+                    c->vnni(n, &got1, xq, yq + k * y_stride);
+                    if (memcmp(&want[k], &got1, sizeof got1) != 0)
+                        fail_msg("%s vec_dot_vnni nb=%d token %d: %a, avx2 %a", c->name, nb, k, (double)got1,
+                                 (double)want[k]);
+                }
+                c->vnni4(n, got4, S_STRIDE, xq, yq, y_stride);
+                for (int k = 0; k < 4; k++)
+                    if (memcmp(&want[k], &got4[k * S_STRIDE], sizeof(float)) != 0)
+                        fail_msg("%s vec_dot4_vnni nb=%d slot %d: %a, avx2 vec_dot %a", c->name, nb, k,
+                                 (double)got4[k * S_STRIDE], (double)want[k]);
+                compared += 8;
+            }
+        }
+    }
+    assert_int_equal(compared, 5 * NBMAX * 4 * 8);
+    free(xq);
+    free(yq);
+#else
+    print_message("skipped: VNNI kernels exist only on x86-64\n");
+    skip();
+#endif
+}
+
 /* ---- fp16 / bf16 ---- */
 
 static uint64_t fnv1a64(const uint8_t *p, size_t n)
@@ -495,6 +607,7 @@ int main(void)
         cmocka_unit_test(test_fp16_to_fp32_all),
         cmocka_unit_test(test_fp32_to_fp16_vs_numpy),
         cmocka_unit_test(test_bf16_roundtrip),
+        cmocka_unit_test(test_vnni_dots_equal_avx2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -246,6 +246,22 @@ void zl_f32_vec_dot_gemm_avx512(int64_t n, float *s, const void *x, const void *
 void zl_f16_vec_dot_gemm_avx512(int64_t n, float *s, const void *x, const void *y); /* n % 16 == 0 */
 float zl_softmax_exp_avx512(float *x, int64_t n, float max);
 void zl_silu_mul_avx512(float *y, const float *g, const float *u, int64_t n);
+
+/* ---- VNNI (quant_vnni.c): AVX-512 F/BW/VL + VNNI versions of the 32-wide quantized dots, bit-identical to the
+ * _avx2 ones (same int32 lane sums, same float steps per token); x86-64 only, call only when the CPU has them. ---- */
+#if defined(__x86_64__)
+#define ZL_HAVE_VNNI_KERNELS 1
+void zl_q4_0_vec_dot_vnni(int64_t n, float *s, const void *x, const void *y);
+void zl_q4_1_vec_dot_vnni(int64_t n, float *s, const void *x, const void *y);
+void zl_q5_0_vec_dot_vnni(int64_t n, float *s, const void *x, const void *y);
+void zl_q5_1_vec_dot_vnni(int64_t n, float *s, const void *x, const void *y);
+void zl_q8_0_vec_dot_vnni(int64_t n, float *s, const void *x, const void *y);
+void zl_q4_0_vec_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
+void zl_q4_1_vec_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
+void zl_q5_0_vec_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
+void zl_q5_1_vec_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
+void zl_q8_0_vec_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
+#endif
 #endif
 
 #endif
