@@ -255,11 +255,22 @@ static void tiled_dot_q6_K(int64_t n, float *out, const void *vx, const void *vy
     *out = acc;
 }
 
-/* The tiled dot for weight type `type` on this CPU, or NULL where ggml has none (or zili does not mirror it). */
+/* The tiled dot for weight type `type` on this CPU, or NULL where ggml has none (or zili does not mirror it). The
+ * AVX2 versions sum the same integers with vector instructions; the float steps are the ones above. */
 static zl_vec_dot_fn tiled_dot(uint32_t type)
 {
-    if (zl_cpu_simd_width() == 1)
+    const int width = zl_cpu_simd_width();
+    if (width == 1)
         return NULL;
+#ifdef ZL_HAVE_AVX2_KERNELS
+    if (width >= 8)
+        switch (type) {
+        case ZL_Q4_K: return zl_q4_K_tiled_dot_avx2;
+        case ZL_Q5_K: return zl_q5_K_tiled_dot_avx2;
+        case ZL_Q6_K: return zl_q6_K_tiled_dot_avx2;
+        default: return NULL;
+        }
+#endif
     switch (type) {
     case ZL_Q4_K: return tiled_dot_q4_K;
     case ZL_Q5_K: return tiled_dot_q5_K;

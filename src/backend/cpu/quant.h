@@ -231,6 +231,11 @@ void zl_q3_K_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 void zl_q4_K_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 void zl_q5_K_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 void zl_q6_K_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
+/* llama.cpp's tiled K-quant order for batches of 8+ tokens (see ops.c; exact integer block sums, float steps
+ * per block as its AVX2 tile kernel); y: Q8_K. */
+void zl_q4_K_tiled_dot_avx2(int64_t n, float *s, const void *x, const void *y);
+void zl_q5_K_tiled_dot_avx2(int64_t n, float *s, const void *x, const void *y);
+void zl_q6_K_tiled_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 /* tinyBLAS's 8-lane accumulation (llama.cpp's float matmul for batches of 2+ tokens); n % 8 == 0. */
 void zl_f32_vec_dot_gemm_avx2(int64_t n, float *s, const void *x, const void *y);
 void zl_f16_vec_dot_gemm_avx2(int64_t n, float *s, const void *x, const void *y);

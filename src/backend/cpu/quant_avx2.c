@@ -449,11 +449,49 @@ static inline __m128i k4_min_products(const int m[8], const int16_t *bsums)
     return _mm_madd_epi16(mins, per32);
 }
 
+/* 8 int32 lanes whose total is sum_s sc[s] * (q_s . q8_s) over the 8 sub-blocks of a Q4_K block (lane i: bytes
+ * 4i..4i+3 of each 32-value chunk). */
+static inline __m256i q4_K_sumi(const zl_block_q4_K *x, const int sc[8], const int8_t *q8)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int h = 0; h < 4; h++) {
+        const __m256i bits = load32(x->qs + 32 * h);
+        const __m256i lo = _mm256_and_si256(bits, m4), hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+        const __m256i pl = maddubs(lo, load32(q8 + 64 * h));
+        const __m256i ph = maddubs(hi, load32(q8 + 64 * h + 32));
+        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(scale_halves(pl, sc[2 * h], sc[2 * h]),
+                                                       scale_halves(ph, sc[2 * h + 1], sc[2 * h + 1])));
+    }
+    return sumi;
+}
+
+/* The same for a Q5_K block (codes with their fifth bit). */
+static inline __m256i q5_K_sumi(const zl_block_q5_K *x, const int sc[8], const int8_t *q8)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0f), sixteen = _mm256_set1_epi8(16), zero = _mm256_setzero_si256();
+    const __m256i qh = load32(x->qh);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int h = 0; h < 4; h++) {
+        const __m256i bits = load32(x->qs + 32 * h);
+        const __m256i hlo = _mm256_and_si256(qh, _mm256_set1_epi8((char)(1 << (2 * h))));
+        const __m256i hhi = _mm256_and_si256(qh, _mm256_set1_epi8((char)(1 << (2 * h + 1))));
+        const __m256i lo = _mm256_or_si256(_mm256_and_si256(bits, m4),
+                                           _mm256_andnot_si256(_mm256_cmpeq_epi8(hlo, zero), sixteen));
+        const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4),
+                                           _mm256_andnot_si256(_mm256_cmpeq_epi8(hhi, zero), sixteen));
+        const __m256i pl = maddubs(lo, load32(q8 + 64 * h));
+        const __m256i ph = maddubs(hi, load32(q8 + 64 * h + 32));
+        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(scale_halves(pl, sc[2 * h], sc[2 * h]),
+                                                       scale_halves(ph, sc[2 * h + 1], sc[2 * h + 1])));
+    }
+    return sumi;
+}
+
 void zl_q4_K_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
 {
     const zl_block_q4_K *x = vx;
     const zl_block_q8_K *y = vy;
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
     __m256 acc = _mm256_setzero_ps();
     __m128 acc_m = _mm_setzero_ps();
     for (int64_t b = 0; b < n / ZL_QK_K; b++) {
@@ -462,16 +500,7 @@ void zl_q4_K_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
         int sc[8], m[8];
         k4_scales_mins(x[b].scales, sc, m);
         acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(k4_min_products(m, y[b].bsums)), acc_m);
-        __m256i sumi = _mm256_setzero_si256();
-        for (int h = 0; h < 4; h++) {
-            const __m256i bits = load32(x[b].qs + 32 * h);
-            const __m256i lo = _mm256_and_si256(bits, m4), hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
-            const __m256i pl = maddubs(lo, load32(y[b].qs + 64 * h));
-            const __m256i ph = maddubs(hi, load32(y[b].qs + 64 * h + 32));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(scale_halves(pl, sc[2 * h], sc[2 * h]),
-                                                           scale_halves(ph, sc[2 * h + 1], sc[2 * h + 1])));
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(q4_K_sumi(&x[b], sc, y[b].qs)), acc);
     }
     acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
     acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
@@ -482,7 +511,6 @@ void zl_q5_K_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
 {
     const zl_block_q5_K *x = vx;
     const zl_block_q8_K *y = vy;
-    const __m256i m4 = _mm256_set1_epi8(0x0f), sixteen = _mm256_set1_epi8(16), zero = _mm256_setzero_si256();
     __m256 acc = _mm256_setzero_ps();
     float mins = 0.0f;
     for (int64_t b = 0; b < n / ZL_QK_K; b++) {
@@ -495,56 +523,46 @@ void zl_q5_K_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
         t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(2, 3, 0, 1)));
         mins = fmaf(dmin, (float)_mm_cvtsi128_si32(t), mins); /* integer total: exact in any order */
 
-        const __m256i qh = load32(x[b].qh);
-        __m256i sumi = _mm256_setzero_si256();
-        for (int h = 0; h < 4; h++) {
-            const __m256i bits = load32(x[b].qs + 32 * h);
-            const __m256i hlo = _mm256_and_si256(qh, _mm256_set1_epi8((char)(1 << (2 * h))));
-            const __m256i hhi = _mm256_and_si256(qh, _mm256_set1_epi8((char)(1 << (2 * h + 1))));
-            const __m256i lo = _mm256_or_si256(_mm256_and_si256(bits, m4),
-                                               _mm256_andnot_si256(_mm256_cmpeq_epi8(hlo, zero), sixteen));
-            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4),
-                                               _mm256_andnot_si256(_mm256_cmpeq_epi8(hhi, zero), sixteen));
-            const __m256i pl = maddubs(lo, load32(y[b].qs + 64 * h));
-            const __m256i ph = maddubs(hi, load32(y[b].qs + 64 * h + 32));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(scale_halves(pl, sc[2 * h], sc[2 * h]),
-                                                           scale_halves(ph, sc[2 * h + 1], sc[2 * h + 1])));
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(q5_K_sumi(&x[b], sc, y[b].qs)), acc);
     }
     *s = hsum8(acc) + mins;
+}
+
+/* 8 int32 lanes whose total is sum_s scales[s] * ((q_s - 32) . q8_s) over the 16 sub-blocks of a Q6_K block.
+ * The -32 offset is applied once per block through the activation sums (as current ggml does): lane i gets
+ * 32 (sc[2i] bsums[2i] + sc[2i+1] bsums[2i+1]) subtracted; this fixes which lane holds which part of the integer
+ * total, and so vec_dot's float result. */
+static inline __m256i q6_K_sumi(const zl_block_q6_K *x, const zl_block_q8_K *y)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3);
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
+    const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(load32(y->bsums), sc16), 5);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        const __m256i l0 = load32(x->ql + 64 * h), l1 = load32(x->ql + 64 * h + 32);
+        const __m256i hb = load32(x->qh + 32 * h);
+        const __m256i low[4] = { _mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
+                                 _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                 _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4) };
+        for (int k = 0; k < 4; k++) {
+            const __m256i high = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * k), m3), 4);
+            const __m256i q = _mm256_or_si256(low[k], high); /* q + 32, in [0, 63] */
+            const __m256i p = maddubs(q, load32(y->qs + 128 * h + 32 * k));
+            const int sb = 8 * h + 2 * k;
+            sumi = _mm256_add_epi32(sumi, scale_halves(p, x->scales[sb], x->scales[sb + 1]));
+        }
+    }
+    return _mm256_sub_epi32(sumi, offset);
 }
 
 void zl_q6_K_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
 {
     const zl_block_q6_K *x = vx;
     const zl_block_q8_K *y = vy;
-    const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / ZL_QK_K; b++) {
         const float d = y[b].d * h2f(x[b].d);
-        /* the -32 offset, applied once per block through the activation sums (as current ggml does): lane i
-         * gets 32 (sc[2i] bsums[2i] + sc[2i+1] bsums[2i+1]); this changes which lane holds which part of the
-         * integer total, and so the float result */
-        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales));
-        const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(load32(y[b].bsums), sc16), 5);
-        __m256i sumi = _mm256_setzero_si256();
-        for (int h = 0; h < 2; h++) {
-            const __m256i l0 = load32(x[b].ql + 64 * h), l1 = load32(x[b].ql + 64 * h + 32);
-            const __m256i hb = load32(x[b].qh + 32 * h);
-            const __m256i low[4] = { _mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
-                                     _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                     _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4) };
-            for (int k = 0; k < 4; k++) {
-                const __m256i high = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * k), m3), 4);
-                const __m256i q = _mm256_or_si256(low[k], high); /* q + 32, in [0, 63] */
-                const __m256i p = maddubs(q, load32(y[b].qs + 128 * h + 32 * k));
-                const int sb = 8 * h + 2 * k;
-                sumi = _mm256_add_epi32(sumi, scale_halves(p, x[b].scales[sb], x[b].scales[sb + 1]));
-            }
-        }
-        sumi = _mm256_sub_epi32(sumi, offset);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(q6_K_sumi(&x[b], &y[b])), acc);
     }
     *s = hsum8(acc);
 }
@@ -612,6 +630,61 @@ void zl_q8_1_from_float_act_avx2(const float *x, void *vy, int64_t n)
         y[b].s = zl_fp32_to_fp16((float)isum * d);
         store_q8(y[b].qs, q);
     }
+}
+
+/* ---- llama.cpp's tiled K-quant order (batches of 8+ tokens; see ops.c): per 256-block the exact integer sums
+ * s1 (and s2 = sum of minimum times activation sums), r = d * s1 (Q4_K / Q5_K: fma(-dmin, s2, d * s1)), then
+ * acc = fma(r, d8, acc). The integer sums are the vec_dot ones above added up in any order (exact); only these
+ * float steps fix the result. ---- */
+
+static inline int32_t k4_min_total(const int m[8], const int16_t *bsums)
+{
+    const __m128i p = k4_min_products(m, bsums);
+    __m128i t = _mm_add_epi32(p, _mm_unpackhi_epi64(p, p));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(t);
+}
+
+void zl_q4_K_tiled_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const zl_block_q4_K *x = vx;
+    const zl_block_q8_K *y = vy;
+    float acc = 0.0f;
+    for (int64_t b = 0; b < n / ZL_QK_K; b++) {
+        int sc[8], m[8];
+        k4_scales_mins(x[b].scales, sc, m);
+        const int32_t s1 = hsum_i32x8(q4_K_sumi(&x[b], sc, y[b].qs)), s2 = k4_min_total(m, y[b].bsums);
+        const float r = fmaf(-h2f(x[b].dmin), (float)s2, h2f(x[b].d) * (float)s1);
+        acc = fmaf(r, y[b].d, acc);
+    }
+    *s = acc;
+}
+
+void zl_q5_K_tiled_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const zl_block_q5_K *x = vx;
+    const zl_block_q8_K *y = vy;
+    float acc = 0.0f;
+    for (int64_t b = 0; b < n / ZL_QK_K; b++) {
+        int sc[8], m[8];
+        k4_scales_mins(x[b].scales, sc, m);
+        const int32_t s1 = hsum_i32x8(q5_K_sumi(&x[b], sc, y[b].qs)), s2 = k4_min_total(m, y[b].bsums);
+        const float r = fmaf(-h2f(x[b].dmin), (float)s2, h2f(x[b].d) * (float)s1);
+        acc = fmaf(r, y[b].d, acc);
+    }
+    *s = acc;
+}
+
+void zl_q6_K_tiled_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const zl_block_q6_K *x = vx;
+    const zl_block_q8_K *y = vy;
+    float acc = 0.0f;
+    for (int64_t b = 0; b < n / ZL_QK_K; b++) {
+        const int32_t s1 = hsum_i32x8(q6_K_sumi(&x[b], &y[b]));
+        acc = fmaf(h2f(x[b].d) * (float)s1, y[b].d, acc);
+    }
+    *s = acc;
 }
 
 #endif
