@@ -227,7 +227,8 @@ void zl_q5_0_vec_dot_vnni(int64_t n, float *s, const void *vx, const void *vy)
     }
     if (b < nb) {
         const __m256i nib = nibbles_one(x[b].qs);
-        const __m256i qx = _mm256_mask_sub_epi8(nib, (__mmask32)~fifth_bits(x[b].qh, x[b].qh), nib, _mm256_set1_epi8(16));
+        const __mmask32 clear = (__mmask32)~fifth_bits(x[b].qh, x[b].qh);
+        const __m256i qx = _mm256_mask_sub_epi8(nib, clear, nib, _mm256_set1_epi8(16));
         const __m256 f = _mm256_cvtepi32_ps(dot_s8_s8_x1(qx, load256(y[b].qs)));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[b].d) * h2f(y[b].d)), f, acc);
     }
@@ -252,7 +253,8 @@ void zl_q5_1_vec_dot_vnni(int64_t n, float *s, const void *vx, const void *vy)
     if (b < nb) {
         mins = fmaf(h2f(x[b].m), h2f(y[b].s), mins);
         const __m256i nib = nibbles_one(x[b].qs);
-        const __m256i qx = _mm256_mask_add_epi8(nib, (__mmask32)fifth_bits(x[b].qh, x[b].qh), nib, _mm256_set1_epi8(16));
+        const __mmask32 set = (__mmask32)fifth_bits(x[b].qh, x[b].qh);
+        const __m256i qx = _mm256_mask_add_epi8(nib, set, nib, _mm256_set1_epi8(16));
         const __m256i sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), qx, load256(y[b].qs));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[b].d) * h2f(y[b].d)), _mm256_cvtepi32_ps(sums), acc);
     }
@@ -277,6 +279,12 @@ static inline __m256 head_words4(const uint8_t *p0, const uint8_t *p1, const uin
     return _mm256_cvtph_ps(_mm_setr_epi32((int)w0, (int)w1, (int)w2, (int)w3));
 }
 
+/* An fp16 value as 8 float lanes (vpbroadcastw + vcvtph2ps: no scalar round trip). */
+static inline __m256 h2f_x8(uint16_t h)
+{
+    return _mm256_cvtph_ps(_mm_set1_epi16((short)h));
+}
+
 /* [lane a x 8 | lane b x 8] of v. */
 static inline __m512 spread2(__m256 v, int a, int b)
 {
@@ -295,41 +303,41 @@ static inline void store4(float *s, size_t s_stride, __m512 acc01, __m512 acc23)
 /* Shared body of the 4-token kernels. Per block: CODES(b) sets qx (the weight block's codes, duplicated in both
  * halves), SIGNED says whether they are signed (sign moved onto the activations) or unsigned; WITH_MINS and
  * MINS_STEP add the Q4_1/Q5_1 minimum terms; XT / YT are the weight and activation block types. */
-#define DOT4_BODY(XT, YT, CODES, SIGNED, WITH_MINS, MINS_STEP)                                                                \
-    const XT *x = vx;                                                                                             \
-    const YT *y0 = YROW(0), *y1 = YROW(1), *y2 = YROW(2), *y3 = YROW(3);                                          \
-    __m512 acc01 = _mm512_setzero_ps(), acc23 = acc01;                                                            \
-    __m256 mins = _mm256_setzero_ps(); /* lanes 2k + 1: token k's fused sum of m_x * s_y */                      \
-    for (int64_t b = 0; b < n / ZL_QK; b++) {                                                                     \
-        __m512i qx = CODES(b);                                                                                     \
-        __mmask64 neg = 0;                                                                                         \
-        if (SIGNED) {                                                                                              \
-            neg = _mm512_movepi8_mask(qx);                                                                         \
-            qx = _mm512_abs_epi8(qx);                                                                              \
-        }                                                                                                          \
-        const __m256 hw = head_words4((const uint8_t *)&y0[b], (const uint8_t *)&y1[b], (const uint8_t *)&y2[b], \
-                                      (const uint8_t *)&y3[b]);                                                    \
-        MINS_STEP(b)                                                                                               \
-        const __m256 d = _mm256_mul_ps(_mm256_set1_ps(h2f(x[b].d)), hw); /* lanes 2k: dx * dy_k */                 \
-        __m512i a01 = load_pair(y0[b].qs, y1[b].qs), a23 = load_pair(y2[b].qs, y3[b].qs);                          \
-        if (SIGNED) {                                                                                              \
-            a01 = sign_from(a01, neg);                                                                             \
-            a23 = sign_from(a23, neg);                                                                             \
-        }                                                                                                          \
-        const __m512i s01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qx, a01);                                 \
-        const __m512i s23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qx, a23);                                 \
-        acc01 = _mm512_fmadd_ps(spread2(d, 0, 2), _mm512_cvtepi32_ps(s01), acc01);                                \
-        acc23 = _mm512_fmadd_ps(spread2(d, 4, 6), _mm512_cvtepi32_ps(s23), acc23);                                \
-    }                                                                                                              \
-    store4(s, s_stride, acc01, acc23);                                                                             \
-    if (WITH_MINS) {                                                                                               \
-        float m[8];                                                                                                \
-        _mm256_storeu_ps(m, mins);                                                                                 \
-        for (int k = 0; k < 4; k++) s[k * s_stride] += m[2 * k + 1];                                               \
+#define DOT4_BODY(XT, YT, CODES, SIGNED, WITH_MINS, MINS_STEP)                                                         \
+    const XT *x = vx;                                                                                                  \
+    const YT *y0 = YROW(0), *y1 = YROW(1), *y2 = YROW(2), *y3 = YROW(3);                                               \
+    __m512 acc01 = _mm512_setzero_ps(), acc23 = acc01;                                                                 \
+    __m256 mins = _mm256_setzero_ps(); /* lanes 2k + 1: token k's fused sum of m_x * s_y */                            \
+    for (int64_t b = 0; b < n / ZL_QK; b++) {                                                                          \
+        __m512i qx = CODES(b);                                                                                         \
+        __mmask64 neg = 0;                                                                                             \
+        if (SIGNED) {                                                                                                  \
+            neg = _mm512_movepi8_mask(qx);                                                                             \
+            qx = _mm512_abs_epi8(qx);                                                                                  \
+        }                                                                                                              \
+        const __m256 hw = head_words4((const uint8_t *)&y0[b], (const uint8_t *)&y1[b], (const uint8_t *)&y2[b],       \
+                                      (const uint8_t *)&y3[b]);                                                        \
+        MINS_STEP(b)                                                                                                   \
+        const __m256 d = _mm256_mul_ps(h2f_x8(x[b].d), hw); /* lanes 2k: dx * dy_k */                                  \
+        __m512i a01 = load_pair(y0[b].qs, y1[b].qs), a23 = load_pair(y2[b].qs, y3[b].qs);                              \
+        if (SIGNED) {                                                                                                  \
+            a01 = sign_from(a01, neg);                                                                                 \
+            a23 = sign_from(a23, neg);                                                                                 \
+        }                                                                                                              \
+        const __m512i s01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qx, a01);                                      \
+        const __m512i s23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qx, a23);                                      \
+        acc01 = _mm512_fmadd_ps(spread2(d, 0, 2), _mm512_cvtepi32_ps(s01), acc01);                                     \
+        acc23 = _mm512_fmadd_ps(spread2(d, 4, 6), _mm512_cvtepi32_ps(s23), acc23);                                     \
+    }                                                                                                                  \
+    store4(s, s_stride, acc01, acc23);                                                                                 \
+    if (WITH_MINS) {                                                                                                   \
+        float m[8];                                                                                                    \
+        _mm256_storeu_ps(m, mins);                                                                                     \
+        for (int k = 0; k < 4; k++) s[k * s_stride] += m[2 * k + 1];                                                   \
     }
 
 /* Q4_1 / Q5_1: mins_k = fma(m_x, s_y of token k, mins_k), in lanes 2k + 1 (where head_words4 put s_y). */
-#define MINS_FMA(b) mins = _mm256_mask3_fmadd_ps(_mm256_set1_ps(h2f(x[b].m)), hw, mins, 0xaa);
+#define MINS_FMA(b) mins = _mm256_mask3_fmadd_ps(h2f_x8(x[b].m), hw, mins, 0xaa);
 #define NO_MINS(b)
 
 #define Q4_0_CODES(b) _mm512_sub_epi8(nibbles_dup(x[b].qs), _mm512_set1_epi8(8))
