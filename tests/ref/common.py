@@ -10,11 +10,11 @@ Test models:
     vocabulary of SmolLM2 (tied embeddings, 4 kv heads) and with the SentencePiece vocabulary of Llama 2 (BOS added;
     separate output matrix, 2 kv heads). They live in models/random/<hash of gen_gguf.py>/, so a change to the
     generator makes fresh ones instead of testing stale files.
-  * Random-weight qwen2 and qwen3 models (gpt2 vocabulary of SmolLM2), Q8_0 and F16 each: qwen2 tied with 4 kv
-    heads and untied with 2; qwen3 tied with head_dim 64 (so n_head * head_dim = 512 != n_embd = 256) and untied
-    with 2 kv heads.
-  * Random-weight gemma3 models (SentencePiece vocabulary): Q8_0, and Q4_K_M quantized by llama.cpp's own
-    quantizer (tools/quantize_gguf.py), with sliding-window layers of window 16 (see GEMMA3_MODELS).
+  * Random-weight qwen2 and qwen3 models (gpt2 vocabulary of SmolLM2) in Q8_0, F16, and the Q4_K_M, Q5_K_M and
+    Q6_K mixes quantized by llama.cpp's own quantizer (tools/quantize_gguf.py): tied with 4 kv heads and untied with
+    2; qwen3 also with head_dim 64 (so n_head * head_dim = 512 != n_embd = 256). See QWEN_MODELS.
+  * Random-weight gemma3 models (SentencePiece vocabulary): Q8_0, and Q4_K_M, Q5_K_M and Q6_K quantized the same
+    way, with sliding-window layers of window 16 (see GEMMA3_MODELS).
 
 `python3 tests/ref/common.py` fetches and generates whatever is missing (run_tests.sh does this first).
 Environment: ZILI = path of the zili binary (default build/zili).
@@ -54,12 +54,25 @@ class TestModel:
         return self.name
 
 
-# (name, tensor type, gen_gguf.py arguments) of the random Qwen-family models.
+# (name, tensor type, gen_gguf.py arguments, quantize_gguf.py file type or "") of the random Qwen-family models.
+# The K-quant mixes are quantized from F32 by llama.cpp's own quantizer (tools/quantize_gguf.py), as llama-quantize
+# writes them (Q4_K_M: Q4_K with Q6_K for the output / embedding and some attn_v / ffn_down; Q5_K_M: Q5_K with Q6_K
+# the same way; Q6_K: all Q6_K); n_ff 512 so that every matrix row is a multiple of 256 and no fallback type is needed.
+QWEN_KQ = ("--n-ff", "512")
 QWEN_MODELS = [
-    ("qwen2-q8_0", "q8_0", ("--arch", "qwen2", "--seed", "3", "--tied")),
-    ("qwen2-f16", "f16", ("--arch", "qwen2", "--seed", "5", "--no-tied", "--n-head-kv", "2")),
-    ("qwen3-q8_0", "q8_0", ("--arch", "qwen3", "--seed", "4", "--tied", "--head-dim", "64")),
-    ("qwen3-f16", "f16", ("--arch", "qwen3", "--seed", "6", "--no-tied", "--n-head-kv", "2")),
+    ("qwen2-q8_0", "q8_0", ("--arch", "qwen2", "--seed", "3", "--tied"), ""),
+    ("qwen2-f16", "f16", ("--arch", "qwen2", "--seed", "5", "--no-tied", "--n-head-kv", "2"), ""),
+    ("qwen3-q8_0", "q8_0", ("--arch", "qwen3", "--seed", "4", "--tied", "--head-dim", "64"), ""),
+    ("qwen3-f16", "f16", ("--arch", "qwen3", "--seed", "6", "--no-tied", "--n-head-kv", "2"), ""),
+    ("qwen2-q4_k_m", "q4_k_m", ("--arch", "qwen2", "--seed", "11", "--tied", *QWEN_KQ), "q4_k_m"),
+    ("qwen2-q5_k_m", "q5_k_m", ("--arch", "qwen2", "--seed", "12", "--no-tied", "--n-head-kv", "2", *QWEN_KQ),
+     "q5_k_m"),
+    ("qwen2-q6_k", "q6_k", ("--arch", "qwen2", "--seed", "13", "--tied", *QWEN_KQ), "q6_k"),
+    ("qwen3-q4_k_m", "q4_k_m", ("--arch", "qwen3", "--seed", "14", "--no-tied", "--n-head-kv", "2", *QWEN_KQ),
+     "q4_k_m"),
+    ("qwen3-q5_k_m", "q5_k_m", ("--arch", "qwen3", "--seed", "15", "--tied", "--head-dim", "64", *QWEN_KQ),
+     "q5_k_m"),
+    ("qwen3-q6_k", "q6_k", ("--arch", "qwen3", "--seed", "16", "--no-tied", "--n-head-kv", "2", *QWEN_KQ), "q6_k"),
 ]
 
 
@@ -72,6 +85,8 @@ GEMMA3_SHAPE = ("--arch", "gemma3", "--n-layer", "6", "--n-head", "4", "--n-head
 GEMMA3_MODELS = [
     ("gemma3-q8_0", "q8_0", ("--seed", "7"), ""),
     ("gemma3-q4_k_m", "q4_k_m", ("--seed", "8"), "q4_k_m"),
+    ("gemma3-q5_k_m", "q5_k_m", ("--seed", "9"), "q5_k_m"),
+    ("gemma3-q6_k", "q6_k", ("--seed", "10"), "q6_k"),
 ]
 QUANTIZE = os.path.join(ROOT, "tools", "quantize_gguf.py")
 
@@ -92,9 +107,10 @@ def random_models() -> list[TestModel]:
         out.append(TestModel(f"spm-{t}", os.path.join(d, f"spm-{t}.gguf"), t,
                              ("--preset", "tiny", "--type", t, "--seed", "2", "--no-tied", "--n-head-kv", "2",
                               "--vocab-from", SPM_VOCAB)))
-    for name, t, args in QWEN_MODELS:
+    for name, t, args, quant in QWEN_MODELS:
         out.append(TestModel(name, os.path.join(d, f"{name}.gguf"), t,
-                             ("--preset", "tiny", "--type", t, *args, "--vocab-from", SMOLLM2)))
+                             ("--preset", "tiny", "--type", "f32" if quant else t, *args, "--vocab-from", SMOLLM2),
+                             quant))
     for name, t, args, quant in GEMMA3_MODELS:
         out.append(TestModel(name, os.path.join(d, f"{name}.gguf"), t,
                              ("--preset", "tiny", *GEMMA3_SHAPE, "--type", "f32" if quant else t, *args,
