@@ -91,6 +91,9 @@ static int scratch_reserve(zl_cpu *cpu, size_t bytes)
 
 /* ---- matmul ---- */
 
+/* Four weight rows bx bytes apart against one activation row: s[i] = vec_dot(row i, y) bit for bit. */
+typedef void (*rows4_fn)(int64_t n, float *s, const void *x, size_t bx, const void *y);
+
 typedef struct matmul_task {
     zl_vec_dot_fn vec_dot;
     zl_from_float_fn convert; /* activations -> vec_dot_type; NULL when x is used as is (F32) */
@@ -102,6 +105,7 @@ typedef struct matmul_task {
     size_t xq_stride;
     zl_vec_dot_fn vec_dot_gemm; /* NULL: every token uses vec_dot */
     zl_vec_dot4_fn vec_dot4;    /* vec_dot for 4 tokens at once (NULL: none; used only when vec_dot_gemm is NULL) */
+    rows4_fn rows4;             /* vec_dot for 4 rows at once (NULL: none; set only for one token in vec_dot mode) */
     const int8_t *modes;        /* per token: use vec_dot_gemm if modes[k] >= min_mode (NULL: all do) */
     int8_t min_mode;            /* 1: tinyBLAS (batches of 2+), 2: tiled K-quant (batches of 8+) */
     float *y;
@@ -131,7 +135,11 @@ static void matmul_chunks(void *arg, int ith, int nth)
         const int64_t t0 = (c % t->n_tok_chunks) * t->chunk_toks;
         const int64_t r1 = r0 + t->chunk_rows < t->ne1 ? r0 + t->chunk_rows : t->ne1;
         const int64_t t1 = t0 + t->chunk_toks < t->n_tok ? t0 + t->chunk_toks : t->n_tok;
-        for (int64_t r = r0; r < r1; r++) {
+        int64_t r = r0;
+        if (t->rows4)
+            for (; r + 4 <= r1; r += 4)
+                t->rows4(t->ne0, &t->y[r], t->w + (size_t)r * t->nb1, t->nb1, t->xq);
+        for (; r < r1; r++) {
             const void *wr = t->w + (size_t)r * t->nb1;
             int64_t k = t0;
             if (t->vec_dot4)
@@ -279,6 +287,20 @@ static zl_vec_dot_fn tiled_dot(uint32_t type)
     }
 }
 
+/* The 4-row kernel for one token in vec_dot mode on weights of type `type`, or NULL. Every x86 kernel set above
+ * scalar computes Q8_0 dots with the AVX2 kernel's bits (the AVX-512 VNNI ones are tested equal to it), so the
+ * AVX2 4-row kernel may stand in for whichever vec_dot is active. */
+static rows4_fn rows4_dot(uint32_t type)
+{
+#ifdef ZL_HAVE_AVX2_KERNELS
+    if (zl_cpu_simd_width() >= 8 && type == ZL_Q8_0)
+        return strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0 ? zl_q8_0_vec_dot_rows4_avx512vnni
+                                                               : zl_q8_0_vec_dot_rows4_avx2;
+#endif
+    (void)type;
+    return NULL;
+}
+
 int zl_matmul(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_tok, float *y)
 {
     return zl_matmul_modes(cpu, w, x, n_tok, y, NULL);
@@ -322,6 +344,9 @@ int zl_matmul_modes(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_t
     /* Several tokens all in vec_dot mode: 4 at a time where the type has such a kernel (same results). */
     if (!t.vec_dot_gemm && n_tok >= 4)
         t.vec_dot4 = tr->vec_dot4;
+    /* One token in vec_dot mode: 4 weight rows per call where the type has such a kernel (same results). */
+    if (n_tok == 1 && (!t.vec_dot_gemm || (t.modes && t.modes[0] < t.min_mode)))
+        t.rows4 = rows4_dot(w->type);
 
     if (tr->vec_dot_type == ZL_F32) {
         t.xq = (const char *)x;
@@ -342,6 +367,7 @@ int zl_matmul_modes(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_t
     if (n_tok == 1) {
         /* ~8 chunks per thread: small enough to balance a busy core, big enough to amortise the atomic. */
         int64_t rows = (ne1 + 8 * nth - 1) / (8 * nth);
+        rows = (rows + 3) / 4 * 4; /* whole groups for the 4-row kernels */
         t.chunk_rows = rows < 4 ? 4 : rows;
         t.chunk_toks = 1;
     } else {

@@ -221,6 +221,8 @@ void zl_q8_0_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 void zl_q4_0_vec_dot4_avx2(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
 void zl_q4_1_vec_dot4_avx2(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
 void zl_q8_0_vec_dot4_avx2(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
+/* Four weight rows bx bytes apart against one activation row: s[i] = vec_dot of row i, bit for bit. */
+void zl_q8_0_vec_dot_rows4_avx2(int64_t n, float *s, const void *x, size_t bx, const void *y);
 void zl_q8_0_from_float_act_avx2(const float *x, void *y, int64_t n);
 void zl_q8_1_from_float_act_avx2(const float *x, void *y, int64_t n);
 void zl_q5_0_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
@@ -249,6 +251,9 @@ void zl_f32_vec_dot_avx512(int64_t n, float *s, const void *x, const void *y);
 void zl_f16_vec_dot_avx512(int64_t n, float *s, const void *x, const void *y);
 void zl_f32_vec_dot_gemm_avx512(int64_t n, float *s, const void *x, const void *y); /* n % 16 == 0 */
 void zl_f16_vec_dot_gemm_avx512(int64_t n, float *s, const void *x, const void *y); /* n % 16 == 0 */
+/* zl_q8_0_vec_dot_rows4_avx2 with AVX-512 BW/VL/VNNI (a function-level target): the same bits; call only when the
+ * "avx512vnni" kernel set is active. */
+void zl_q8_0_vec_dot_rows4_avx512vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
 float zl_softmax_exp_avx512(float *x, int64_t n, float max);
 void zl_silu_mul_avx512(float *y, const float *g, const float *u, int64_t n);
 

@@ -265,6 +265,42 @@ void zl_q8_0_vec_dot4_avx2(int64_t n, float *s, size_t s_stride, const void *vx,
 #undef STEP4
 #undef Y4
 
+/* ---- four weight rows per activation row (one-token decode) ----
+ * zl_q8_0_vec_dot_avx2 of rows x, x + bx, x + 2 bx, x + 3 bx against one activation row, each row with its own
+ * accumulator and the same operations in the same order as vec_dot (so the bits are the same); the activation
+ * block is loaded once for the 4 rows, and the next 4 rows are prefetched while these are summed. For matrices of
+ * short rows (Gemma 3's 640-wide output matrix: 20 blocks) the per-row call and reduction overhead dominates
+ * vec_dot. */
+void zl_q8_0_vec_dot_rows4_avx2(int64_t n, float *s, const void *vx, size_t bx, const void *vy)
+{
+    const zl_block_q8_0 *x0 = vx, *x1 = (const void *)((const char *)vx + bx),
+                        *x2 = (const void *)((const char *)vx + 2 * bx),
+                        *x3 = (const void *)((const char *)vx + 3 * bx);
+    const zl_block_q8_0 *y = vy;
+    const char *next = (const char *)vx + 4 * bx; /* the next group of rows (prefetch only: never read) */
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    for (int64_t b = 0; b < n / ZL_QK; b++) {
+        _mm_prefetch(next + (size_t)b * 4 * sizeof(zl_block_q8_0), _MM_HINT_T0);
+        _mm_prefetch(next + (size_t)b * 4 * sizeof(zl_block_q8_0) + 64, _MM_HINT_T0);
+        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[b].qs);
+        /* the 4 rows' scales d_x * d_y, each the one rounded product vec_dot computes */
+        const __m128i dx = _mm_setr_epi16((short)x0[b].d, (short)x1[b].d, (short)x2[b].d, (short)x3[b].d, 0, 0, 0, 0);
+        const __m256 d4 = _mm256_castps128_ps256(_mm_mul_ps(_mm_cvtph_ps(dx), _mm_set1_ps(h2f(y[b].d))));
+#define Q8_0_ROW(k)                                                                                               \
+    {                                                                                                             \
+        const __m256i qx = _mm256_loadu_si256((const __m256i *)x##k[b].qs);                                       \
+        acc##k = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d4, _mm256_set1_epi32(k)),                               \
+                                 dot_u8_s8(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx)), acc##k);          \
+    }
+        Q8_0_ROW(0) Q8_0_ROW(1) Q8_0_ROW(2) Q8_0_ROW(3)
+#undef Q8_0_ROW
+    }
+    s[0] = hsum8(acc0);
+    s[1] = hsum8(acc1);
+    s[2] = hsum8(acc2);
+    s[3] = hsum8(acc3);
+}
+
 /* 32 bits (little-endian) -> 32 bytes, byte j = 0xff if bit j is set, else 0. */
 static inline __m256i bits_to_bytes(const uint8_t *p)
 {

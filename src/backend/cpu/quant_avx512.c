@@ -17,6 +17,16 @@
 #include "backend/cpu/quant.h"
 #include "core/fp16.h"
 
+/* Sum of 8 lanes in the order of ggml's AVX2 hsum_float_8 (the quantized dots' final step; quant_avx2.c's
+ * hsum8): (hi128 + lo128), then 2 + 2, then 1 + 1. */
+static inline float hsum8_ggml(__m256 v)
+{
+    __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
 /* The lane order of _mm512_reduce_add_ps as GCC and clang implement it: halves, then quarters, then pairs. */
 static inline float reduce16(__m512 v)
 {
@@ -144,4 +154,47 @@ void zl_silu_mul_avx512(float *y, const float *g, const float *u, int64_t n)
         const float v = g[i];
         y[i] = (v / (1.0f + expf(-v))) * u[i];
     }
+}
+
+/* ---- one-token decode, 4 Q8_0 weight rows per call, with AVX-512 BW + VL + VNNI ----
+ * zl_q8_0_vec_dot_avx2 of rows x + i bx (i < 4) against one activation row, bit for bit: rows 2p and 2p + 1 share
+ * a 512-bit register, each in its own 256-bit half, so every lane sees vec_dot's operations in vec_dot's order.
+ * |x| and y with x's sign are the bytes vpsignb gives (where x is 0 the product is 0 either way); vpdpbusd adds
+ * the 4 products of a lane exactly, as vpmaddubsw + vpmaddwd do (|x| <= 128 and |y| <= 127 never saturate a pair
+ * sum). The scale of each half is its row's d times the activation's d, and the fma is per lane. Only for
+ * zl_cpu_kernels_name() "avx512vnni" (dtype.c has checked the CPU and OS). */
+__attribute__((target("avx512bw,avx512vl,avx512vnni"))) void
+zl_q8_0_vec_dot_rows4_avx512vnni(int64_t n, float *s, const void *vx, size_t bx, const void *vy)
+{
+    const zl_block_q8_0 *x0 = vx, *x1 = (const void *)((const char *)vx + bx),
+                        *x2 = (const void *)((const char *)vx + 2 * bx),
+                        *x3 = (const void *)((const char *)vx + 3 * bx);
+    const zl_block_q8_0 *y = vy;
+    const char *next = (const char *)vx + 4 * bx; /* the next group of rows (prefetch only: never read) */
+    const __m512i zero = _mm512_setzero_si512();
+    __m512 acc01 = _mm512_setzero_ps(), acc23 = acc01;
+    for (int64_t b = 0; b < n / ZL_QK; b++) {
+        _mm_prefetch(next + (size_t)b * 4 * sizeof(zl_block_q8_0), _MM_HINT_T0);
+        _mm_prefetch(next + (size_t)b * 4 * sizeof(zl_block_q8_0) + 64, _MM_HINT_T0);
+        const __m512i qy = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)y[b].qs));
+        /* the 4 rows' scales d_x * d_y (each one rounded product, as vec_dot's), then each pair's halves */
+        const __m128i dx = _mm_setr_epi16((short)x0[b].d, (short)x1[b].d, (short)x2[b].d, (short)x3[b].d, 0, 0, 0, 0);
+        const __m512 d4 = _mm512_castps128_ps512(_mm_mul_ps(_mm_cvtph_ps(dx), _mm_set1_ps(_cvtsh_ss(y[b].d))));
+#define ROW_PAIR(a, c)                                                                                            \
+    {                                                                                                             \
+        const __m512i qx = _mm512_inserti64x4(                                                                    \
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x##a[b].qs)),                              \
+            _mm256_loadu_si256((const __m256i *)x##c[b].qs), 1);                                                  \
+        const __m512i sy = _mm512_mask_sub_epi8(qy, _mm512_movepi8_mask(qx), zero, qy);                           \
+        const __m512 f = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, _mm512_abs_epi8(qx), sy));                  \
+        const __m512 d = _mm512_permutexvar_ps(_mm512_setr_epi32(a, a, a, a, a, a, a, a, c, c, c, c, c, c, c, c), d4); \
+        acc##a##c = _mm512_fmadd_ps(d, f, acc##a##c);                                                             \
+    }
+        ROW_PAIR(0, 1) ROW_PAIR(2, 3)
+#undef ROW_PAIR
+    }
+    s[0] = hsum8_ggml(_mm512_castps512_ps256(acc01));
+    s[1] = hsum8_ggml(_mm512_extractf32x8_ps(acc01, 1));
+    s[2] = hsum8_ggml(_mm512_castps512_ps256(acc23));
+    s[3] = hsum8_ggml(_mm512_extractf32x8_ps(acc23, 1));
 }
