@@ -512,9 +512,9 @@ static float tiled_want(uint32_t t, const uint8_t *w, const zl_block_q8_K *y, in
 }
 
 /* A matmul of 9 tokens (llama.cpp's tiled order) on Q4_K / Q5_K / Q6_K weights, 7 rows of 1..4 blocks of random
- * codes and scales, equals the tiled order computed from its definition, bit for bit; with the scalar kernels
- * (no tiled order: ggml's scalar build has none) it equals vec_dot. The AVX2 tiled dots are also checked directly
- * on 1..9 blocks. */
+ * codes and scales, equals the tiled order computed from its definition, bit for bit (a token in one-token mode:
+ * vec_dot); with the scalar kernels (no tiled order: ggml's scalar build has none) it equals vec_dot. The AVX2
+ * tiled dots, one token and 4 at a time, are also checked directly on 1..9 blocks. */
 static void test_matmul_tiled_order(void **state)
 {
     (void)state;
@@ -537,12 +537,15 @@ static void test_matmul_tiled_order(void **state)
             random_blocks(t, wq, NE1 * nb, (unsigned)(nb * 10 + ti));
             fill_random(x, ne0 * NTOK, (unsigned)(nb + 40 * ti), 3.0f);
             zl_tensor w = { .name = "w", .type = t, .ne = { ne0, NE1, 1, 1 }, .nb1 = row, .data = wq };
-            assert_int_equal(zl_matmul(cpu, &w, x, NTOK, y), ZL_OK);
+            /* all 9 tokens in the tiled order (nb odd), or token 3 in one-token mode, which splits the first group of
+             * 4 (nb even) */
+            const int8_t modes[NTOK] = { 2, 2, 2, (int8_t)(nb % 2 ? 2 : 0), 2, 2, 2, 2, 2 };
+            assert_int_equal(zl_matmul_modes(cpu, &w, x, NTOK, y, modes), ZL_OK);
             for (int k = 0; k < NTOK; k++) {
                 zl_type_traits_get(ZL_Q8_K)->from_float_act(x + (size_t)k * ne0, xq, ne0);
                 for (int r = 0; r < NE1; r++) {
                     float want;
-                    if (tiled)
+                    if (tiled && modes[k] == 2)
                         want = tiled_want(t, wq + (size_t)r * row, xq, nb);
                     else
                         tr->vec_dot(ne0, &want, wq + (size_t)r * row, xq);
@@ -570,6 +573,25 @@ static void test_matmul_tiled_order(void **state)
                 if (zl_fp32_to_bits(got) != zl_fp32_to_bits(want))
                     fail_msg("%s tiled dot avx2 nb=%d: %a, want %a", zl_type_name(types[ti]), nb, (double)got,
                              (double)want);
+            }
+        /* the 4-token versions: 4 activation rows (the third all zeros), outputs 3 apart */
+        static const zl_vec_dot4_fn avx2_4[] = { zl_q4_K_tiled_dot4_avx2, NULL, zl_q6_K_tiled_dot4_avx2 };
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+            for (int nb = 1; avx2_4[ti] && nb <= NBMAX; nb += 2) {
+                const int ne0 = nb * ZL_QK_K;
+                random_blocks(types[ti], wq, nb, (unsigned)(nb + 200 * ti));
+                for (int k = 0; k < 4; k++) {
+                    fill_random(x, ne0, (unsigned)(nb * 7 + k + ti), k == 2 ? 0.0f : 0.5f + 20.0f * (float)k);
+                    zl_type_traits_get(ZL_Q8_K)->from_float_act(x, xq + k * nb, ne0);
+                }
+                float got[4 * 3];
+                avx2_4[ti](ne0, got, 3, wq, xq, (size_t)nb * sizeof(zl_block_q8_K));
+                for (int k = 0; k < 4; k++) {
+                    const float want = tiled_want(types[ti], wq, xq + k * nb, nb);
+                    if (zl_fp32_to_bits(got[3 * k]) != zl_fp32_to_bits(want))
+                        fail_msg("%s tiled dot4 avx2 nb=%d token %d: %a, want %a", zl_type_name(types[ti]), nb, k,
+                                 (double)got[3 * k], (double)want);
+                }
             }
     }
 #endif

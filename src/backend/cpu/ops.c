@@ -106,6 +106,7 @@ typedef struct matmul_task {
     zl_vec_dot_fn vec_dot_gemm; /* NULL: every token uses vec_dot */
     zl_vec_dot4_fn vec_dot4;    /* vec_dot for 4 tokens at once (NULL: none; used only when vec_dot_gemm is NULL) */
     rows4_fn rows4;             /* vec_dot for 4 rows at once (NULL: none; set only for one token in vec_dot mode) */
+    zl_vec_dot4_fn gemm4;       /* vec_dot_gemm for 4 tokens at once (NULL: none), for 4 tokens all in gemm mode */
     const int8_t *modes;        /* per token: use vec_dot_gemm if modes[k] >= min_mode (NULL: all do) */
     int8_t min_mode;            /* 1: tinyBLAS (batches of 2+), 2: tiled K-quant (batches of 8+) */
     float *y;
@@ -120,6 +121,12 @@ static void convert_rows(void *arg, int ith, int nth)
     matmul_task *t = arg;
     for (int64_t i = ith; i < t->n_tok; i += nth)
         t->convert(t->x + i * t->ne0, (void *)(t->xq + (size_t)i * t->xq_stride), t->ne0);
+}
+
+/* Whether token k takes vec_dot_gemm (its mode reaches min_mode) rather than vec_dot. */
+static inline bool uses_gemm(const matmul_task *t, int64_t k)
+{
+    return t->vec_dot_gemm && (!t->modes || t->modes[k] >= t->min_mode);
 }
 
 static void matmul_chunks(void *arg, int ith, int nth)
@@ -146,10 +153,17 @@ static void matmul_chunks(void *arg, int ith, int nth)
                 for (; k + 4 <= t1; k += 4)
                     t->vec_dot4(t->ne0, &t->y[k * t->ne1 + r], (size_t)t->ne1, wr,
                                 t->xq + (size_t)k * t->xq_stride, t->xq_stride);
-            for (; k < t1; k++) {
-                const zl_vec_dot_fn dot = t->vec_dot_gemm && (!t->modes || t->modes[k] >= t->min_mode) ? t->vec_dot_gemm
-                                                                                         : t->vec_dot;
+            while (k < t1) {
+                if (t->gemm4 && k + 4 <= t1 && uses_gemm(t, k) && uses_gemm(t, k + 1) && uses_gemm(t, k + 2) &&
+                    uses_gemm(t, k + 3)) {
+                    t->gemm4(t->ne0, &t->y[k * t->ne1 + r], (size_t)t->ne1, wr, t->xq + (size_t)k * t->xq_stride,
+                             t->xq_stride);
+                    k += 4;
+                    continue;
+                }
+                const zl_vec_dot_fn dot = uses_gemm(t, k) ? t->vec_dot_gemm : t->vec_dot;
                 dot(t->ne0, &t->y[k * t->ne1 + r], wr, t->xq + (size_t)k * t->xq_stride);
+                k++;
             }
         }
     }
@@ -287,6 +301,21 @@ static zl_vec_dot_fn tiled_dot(uint32_t type)
     }
 }
 
+/* The tiled dot for 4 tokens at once (same results per token as tiled_dot's), or NULL. */
+static zl_vec_dot4_fn tiled_dot4(uint32_t type)
+{
+#ifdef ZL_HAVE_AVX2_KERNELS
+    if (zl_cpu_simd_width() >= 8)
+        switch (type) {
+        case ZL_Q4_K: return zl_q4_K_tiled_dot4_avx2;
+        case ZL_Q6_K: return zl_q6_K_tiled_dot4_avx2;
+        default: return NULL;
+        }
+#endif
+    (void)type;
+    return NULL;
+}
+
 /* The 4-row kernel for one token in vec_dot mode on weights of type `type`, or NULL. Every x86 kernel set above
  * scalar computes Q8_0 dots with the AVX2 kernel's bits (the AVX-512 VNNI ones are tested equal to it), so the
  * AVX2 4-row kernel may stand in for whichever vec_dot is active. */
@@ -338,6 +367,7 @@ int zl_matmul_modes(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_t
     /* K-quant weights and 8+ tokens: llama.cpp's tiled matmul (above), for the tokens in multi-token mode. */
     if ((gemm || n_tok >= TILED_MIN_TOKENS) && tiled_dot(w->type)) {
         t.vec_dot_gemm = tiled_dot(w->type);
+        t.gemm4 = tiled_dot4(w->type);
         t.modes = gemm;
         t.min_mode = ZL_MODE_MULTI8;
     }

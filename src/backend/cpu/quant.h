@@ -238,6 +238,9 @@ void zl_q6_K_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 void zl_q4_K_tiled_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 void zl_q5_K_tiled_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 void zl_q6_K_tiled_dot_avx2(int64_t n, float *s, const void *x, const void *y);
+/* The same for 4 tokens (the zl_vec_dot4_fn shape): each token's result identical to the one-token version. */
+void zl_q4_K_tiled_dot4_avx2(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
+void zl_q6_K_tiled_dot4_avx2(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
 /* tinyBLAS's 8-lane accumulation (llama.cpp's float matmul for batches of 2+ tokens); n % 8 == 0. */
 void zl_f32_vec_dot_gemm_avx2(int64_t n, float *s, const void *x, const void *y);
 void zl_f16_vec_dot_gemm_avx2(int64_t n, float *s, const void *x, const void *y);
