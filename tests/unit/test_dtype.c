@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -513,58 +514,75 @@ static void test_vnni_dots_equal_avx2(void **state)
 }
 
 /* One-token decode takes 4 weight rows per call for Q8_0 (zl_q8_0_vec_dot_rows4_avx2, and _avx512vnni where that
- * set is active): each row's result must be vec_dot's bits. Directly on odd block counts with rows of different scales (one row of zeros), and through
- * zl_matmul on 1 token and 39 rows (chunks of 4 and a tail of 3, 2 threads). */
+ * set is active) and Q5_0 (zl_q5_0_vec_dot_rows4_avx512vnni): each row's result must be vec_dot's bits. Directly
+ * on odd block counts with rows of different scales (one row of zeros), and through zl_matmul on 1 token and 39
+ * rows (chunks of 4 and a tail of 3, 2 threads). */
 static void test_rows4_equals_vec_dot(void **state)
 {
     (void)state;
     enum { NBMAX = 67, NMAX = 32 * NBMAX, NE1 = 39, NE0 = 640 };
-    const zl_type_traits *t = zl_type_traits_get(ZL_Q8_0), *vt = zl_type_traits_get(t->vec_dot_type);
     float *w = malloc(NE1 * NMAX * sizeof(float)), *x = malloc(NMAX * sizeof(float));
     uint8_t *wq = malloc(NE1 * NMAX * 2), *xq = malloc(NMAX * 2);
     size_t row;
 #ifdef ZL_HAVE_AVX2_KERNELS
     typedef void (*rows4_fn)(int64_t, float *, const void *, size_t, const void *);
-    const rows4_fn kernels[] = { zl_q8_0_vec_dot_rows4_avx2, zl_q8_0_vec_dot_rows4_avx512vnni };
-    const int n_kernels = zl_cpu_simd_width() < 8 ? 0 : strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0 ? 2 : 1;
-    for (int ki = 0; ki < n_kernels; ki++)
+    static const struct {
+        uint32_t type;
+        rows4_fn kernel;
+        bool vnni; /* needs the avx512vnni set */
+    } cases[] = {
+        { ZL_Q8_0, zl_q8_0_vec_dot_rows4_avx2, false },
+        { ZL_Q8_0, zl_q8_0_vec_dot_rows4_avx512vnni, true },
+        { ZL_Q5_0, zl_q5_0_vec_dot_rows4_avx512vnni, true },
+    };
+    const bool have_vnni = strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0;
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        if (zl_cpu_simd_width() < 8 || (cases[ci].vnni && !have_vnni))
+            continue;
+        const zl_type_traits *t = zl_type_traits_get(cases[ci].type), *vt = zl_type_traits_get(t->vec_dot_type);
         for (int nb = 1; nb <= NBMAX; nb += 3) {
             const int n = nb * 32;
-            assert_true(zl_row_size(ZL_Q8_0, n, &row));
+            assert_true(zl_row_size(cases[ci].type, n, &row));
             for (int r = 0; r < 4; r++) {
                 fill_random(w + r * n, n, (unsigned)(nb * 8 + r), r == 1 ? 0.0f : 0.25f + 3.0f * (float)r);
                 t->from_float(w + r * n, wq + r * row, n);
             }
-            for (int b = 0; b < nb; b++) /* -128: a code the quantizer never writes but a file may hold */
-                ((zl_block_q8_0 *)(void *)(wq + 3 * row))[b].qs[b % 32] = -128;
+            if (cases[ci].type == ZL_Q8_0)
+                for (int b = 0; b < nb; b++) /* -128: a code the quantizer never writes but a file may hold */
+                    ((zl_block_q8_0 *)(void *)(wq + 3 * row))[b].qs[b % 32] = -128;
             fill_random(x, n, (unsigned)(nb + 1000), 2.0f);
             vt->from_float_act(x, xq, n);
             float four[4];
-            kernels[ki](n, four, wq, row, xq);
+            cases[ci].kernel(n, four, wq, row, xq);
             for (int r = 0; r < 4; r++) {
                 float one;
                 t->vec_dot(n, &one, wq + r * row, xq);
                 if (memcmp(&one, &four[r], sizeof one) != 0)
-                    fail_msg("q8_0 rows4 kernel %d n=%d row %d: vec_dot %a, rows4 %a", ki, n, r, (double)one,
+                    fail_msg("%s rows4 case %zu n=%d row %d: vec_dot %a, rows4 %a", t->name, ci, n, r, (double)one,
                              (double)four[r]);
             }
         }
+    }
 #endif
     zl_cpu *cpu = zl_cpu_create(2);
     assert_non_null(cpu);
-    assert_true(zl_row_size(ZL_Q8_0, NE0, &row));
-    fill_random(w, NE0 * NE1, 9, 1.0f);
-    t->from_float(w, wq, NE0 * NE1);
-    fill_random(x, NE0, 10, 1.0f);
-    float y[NE1];
-    zl_tensor wt = { .name = "w", .type = ZL_Q8_0, .ne = { NE0, NE1, 1, 1 }, .nb1 = row, .data = wq };
-    assert_int_equal(zl_matmul(cpu, &wt, x, 1, y), ZL_OK);
-    vt->from_float_act(x, xq, NE0);
-    for (int r = 0; r < NE1; r++) {
-        float want;
-        t->vec_dot(NE0, &want, wq + r * row, xq);
-        if (memcmp(&want, &y[r], sizeof want) != 0)
-            fail_msg("q8_0 matmul 1 token row %d: %a, vec_dot %a", r, (double)y[r], (double)want);
+    static const uint32_t types[] = { ZL_Q8_0, ZL_Q5_0 };
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const zl_type_traits *t = zl_type_traits_get(types[ti]), *vt = zl_type_traits_get(t->vec_dot_type);
+        assert_true(zl_row_size(types[ti], NE0, &row));
+        fill_random(w, NE0 * NE1, 9 + (unsigned)ti, 1.0f);
+        t->from_float(w, wq, NE0 * NE1);
+        fill_random(x, NE0, 10, 1.0f);
+        float y[NE1];
+        zl_tensor wt = { .name = "w", .type = types[ti], .ne = { NE0, NE1, 1, 1 }, .nb1 = row, .data = wq };
+        assert_int_equal(zl_matmul(cpu, &wt, x, 1, y), ZL_OK);
+        vt->from_float_act(x, xq, NE0);
+        for (int r = 0; r < NE1; r++) {
+            float want;
+            t->vec_dot(NE0, &want, wq + r * row, xq);
+            if (memcmp(&want, &y[r], sizeof want) != 0)
+                fail_msg("%s matmul 1 token row %d: %a, vec_dot %a", t->name, r, (double)y[r], (double)want);
+        }
     }
     zl_cpu_destroy(cpu);
     free(w);

@@ -318,14 +318,18 @@ static zl_vec_dot4_fn tiled_dot4(uint32_t type)
 }
 
 /* The 4-row kernel for one token in vec_dot mode on weights of type `type`, or NULL. Every x86 kernel set above
- * scalar computes Q8_0 dots with the AVX2 kernel's bits (the AVX-512 VNNI ones are tested equal to it), so the
- * AVX2 4-row kernel may stand in for whichever vec_dot is active. */
+ * scalar computes Q8_0 / Q5_0 dots with the AVX2 kernel's bits (the AVX-512 VNNI ones are tested equal to it), so
+ * a 4-row kernel with those bits may stand in for whichever vec_dot is active. */
 static rows4_fn rows4_dot(uint32_t type)
 {
 #ifdef ZL_HAVE_AVX2_KERNELS
-    if (zl_cpu_simd_width() >= 8 && type == ZL_Q8_0)
-        return strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0 ? zl_q8_0_vec_dot_rows4_avx512vnni
-                                                               : zl_q8_0_vec_dot_rows4_avx2;
+    if (zl_cpu_simd_width() < 8)
+        return NULL;
+    const bool vnni = strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0;
+    if (type == ZL_Q8_0)
+        return vnni ? zl_q8_0_vec_dot_rows4_avx512vnni : zl_q8_0_vec_dot_rows4_avx2;
+    if (type == ZL_Q5_0 && vnni)
+        return zl_q5_0_vec_dot_rows4_avx512vnni;
 #endif
     (void)type;
     return NULL;

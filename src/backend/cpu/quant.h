@@ -257,6 +257,7 @@ void zl_f16_vec_dot_gemm_avx512(int64_t n, float *s, const void *x, const void *
 /* zl_q8_0_vec_dot_rows4_avx2 with AVX-512 BW/VL/VNNI (a function-level target): the same bits; call only when the
  * "avx512vnni" kernel set is active. */
 void zl_q8_0_vec_dot_rows4_avx512vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
+void zl_q5_0_vec_dot_rows4_avx512vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
 float zl_softmax_exp_avx512(float *x, int64_t n, float max);
 void zl_silu_mul_avx512(float *y, const float *g, const float *u, int64_t n);
 

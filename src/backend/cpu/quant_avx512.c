@@ -13,6 +13,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "backend/cpu/quant.h"
 #include "core/fp16.h"
@@ -186,6 +187,52 @@ zl_q8_0_vec_dot_rows4_avx512vnni(int64_t n, float *s, const void *vx, size_t bx,
             _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x##a[b].qs)),                              \
             _mm256_loadu_si256((const __m256i *)x##c[b].qs), 1);                                                  \
         const __m512i sy = _mm512_mask_sub_epi8(qy, _mm512_movepi8_mask(qx), zero, qy);                           \
+        const __m512 f = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, _mm512_abs_epi8(qx), sy));                  \
+        const __m512 d = _mm512_permutexvar_ps(_mm512_setr_epi32(a, a, a, a, a, a, a, a, c, c, c, c, c, c, c, c), d4); \
+        acc##a##c = _mm512_fmadd_ps(d, f, acc##a##c);                                                             \
+    }
+        ROW_PAIR(0, 1) ROW_PAIR(2, 3)
+#undef ROW_PAIR
+    }
+    s[0] = hsum8_ggml(_mm512_castps512_ps256(acc01));
+    s[1] = hsum8_ggml(_mm512_extractf32x8_ps(acc01, 1));
+    s[2] = hsum8_ggml(_mm512_castps512_ps256(acc23));
+    s[3] = hsum8_ggml(_mm512_extractf32x8_ps(acc23, 1));
+}
+
+/* zl_q5_0_vec_dot_avx2 of 4 rows against one activation row, bit for bit, in the layout of
+ * zl_q8_0_vec_dot_rows4_avx512vnni: each 256-bit half holds one row's 32 codes q - 16 (low nibbles, then high ones,
+ * with 0xf0 or-ed in where the fifth bit is clear: exactly the negative codes), so |q| and y with q's sign are
+ * vpsignb's bytes and vpdpbusd's lane sums are vec_dot's. */
+__attribute__((target("avx512bw,avx512vl,avx512vnni"))) void
+zl_q5_0_vec_dot_rows4_avx512vnni(int64_t n, float *s, const void *vx, size_t bx, const void *vy)
+{
+    const zl_block_q5_0 *x0 = vx, *x1 = (const void *)((const char *)vx + bx),
+                        *x2 = (const void *)((const char *)vx + 2 * bx),
+                        *x3 = (const void *)((const char *)vx + 3 * bx);
+    const zl_block_q8_0 *y = vy;
+    const char *next = (const char *)vx + 4 * bx; /* the next group of rows (prefetch only: never read) */
+    const __m512i zero = _mm512_setzero_si512(), m4 = _mm512_set1_epi8(0x0f), f0 = _mm512_set1_epi8((char)0xf0);
+    const __m512i shift = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4); /* 128-bit lanes: low nibbles, high nibbles */
+    __m512 acc01 = _mm512_setzero_ps(), acc23 = acc01;
+    for (int64_t b = 0; b < n / ZL_QK; b++) {
+        _mm_prefetch(next + (size_t)b * 4 * sizeof(zl_block_q5_0), _MM_HINT_T0);
+        _mm_prefetch(next + (size_t)b * 4 * sizeof(zl_block_q5_0) + 64, _MM_HINT_T0);
+        const __m512i qy = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)y[b].qs));
+        const __m128i dx = _mm_setr_epi16((short)x0[b].d, (short)x1[b].d, (short)x2[b].d, (short)x3[b].d, 0, 0, 0, 0);
+        const __m512 d4 = _mm512_castps128_ps512(_mm_mul_ps(_mm_cvtph_ps(dx), _mm_set1_ps(_cvtsh_ss(y[b].d))));
+#define ROW_PAIR(a, c)                                                                                            \
+    {                                                                                                             \
+        const __m512i raw = _mm512_inserti64x4(                                                                   \
+            _mm512_castsi256_si512(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)x##a[b].qs))),    \
+            _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)x##c[b].qs)), 1);                        \
+        uint32_t ha, hc;                                                                                          \
+        memcpy(&ha, x##a[b].qh, 4);                                                                               \
+        memcpy(&hc, x##c[b].qh, 4);                                                                               \
+        const __mmask64 neg = _knot_mask64((__mmask64)ha | (__mmask64)hc << 32);                                  \
+        const __m512i qx = _mm512_or_si512(_mm512_and_si512(_mm512_srlv_epi64(raw, shift), m4),                   \
+                                           _mm512_maskz_mov_epi8(neg, f0));                                       \
+        const __m512i sy = _mm512_mask_sub_epi8(qy, neg, zero, qy);                                               \
         const __m512 f = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, _mm512_abs_epi8(qx), sy));                  \
         const __m512 d = _mm512_permutexvar_ps(_mm512_setr_epi32(a, a, a, a, a, a, a, a, c, c, c, c, c, c, c, c), d4); \
         acc##a##c = _mm512_fmadd_ps(d, f, acc##a##c);                                                             \
