@@ -1,6 +1,8 @@
 # zili build. Plain make; every .c under src/ goes into build/libzili.a, tools/zili.c into build/zili,
 # every tests/unit/test_*.c into its own test binary. Files named *_avx2.c get AVX2/FMA/F16C flags, *_avx512.c
-# AVX-512 F/DQ, *_vnni.c AVX-512 BW/VL/VNNI and AVX-VNNI; each is only called after a run-time CPU check.
+# AVX-512 F/DQ, *_vnni.c AVX-512 BW/VL/VNNI and AVX-VNNI (x86 targets only), *_neon.c ARMv8.2-A with the dot-product
+# extension (aarch64 targets only); each is only called after a run-time CPU check. The target is what
+# `$(CC) -dumpmachine` names, so `make CC=aarch64-linux-gnu-gcc BUILD=build-arm64` cross-builds for ARM.
 
 CC      ?= cc
 BUILD   ?= build
@@ -11,7 +13,20 @@ CFLAGS  += $(CFLAGS_BASE)
 LDLIBS  += -lmicrohttpd -ljansson -lpcre2-8 -lm -pthread
 PYTHON  ?= python3
 
-SRC      := $(shell find src -name '*.c' | sort)
+SRC_ALL  := $(shell find src -name '*.c' | sort)
+# Per-file ISA flags, by target architecture; another architecture's kernel files are left out of the build.
+TARGET_ARCH_NAME := $(firstword $(subst -, ,$(shell $(CC) -dumpmachine)))
+ifneq ($(filter x86_64 i386 i486 i586 i686,$(TARGET_ARCH_NAME)),)
+SRC      := $(filter-out %_neon.c,$(SRC_ALL))
+ISA_FLAGS = $(if $(findstring _avx2.c,$<),-mavx2 -mfma -mf16c)$(if $(findstring _avx512.c,$<),-mavx512f -mavx512dq -mavx2 -mfma -mf16c)$(if $(findstring _vnni.c,$<),-mavx512f -mavx512dq -mavx512bw -mavx512vl -mavx512vnni -mavxvnni -mavx2 -mfma -mf16c)
+else ifeq ($(TARGET_ARCH_NAME),aarch64)
+SRC      := $(filter-out %_avx2.c %_avx512.c %_vnni.c,$(SRC_ALL))
+ISA_FLAGS = $(if $(findstring _neon.c,$<),-march=armv8.2-a+dotprod)
+else
+SRC      := $(filter-out %_avx2.c %_avx512.c %_vnni.c %_neon.c,$(SRC_ALL))
+ISA_FLAGS =
+endif
+
 OBJ      := $(SRC:%.c=$(BUILD)/%.o)
 LIB      := $(BUILD)/libzili.a
 BIN      := $(BUILD)/zili
@@ -27,7 +42,7 @@ all: $(LIB) $(BIN) $(TEST_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(if $(findstring _avx2.c,$<),-mavx2 -mfma -mf16c)$(if $(findstring _avx512.c,$<),-mavx512f -mavx512dq -mavx2 -mfma -mf16c)$(if $(findstring _vnni.c,$<),-mavx512f -mavx512dq -mavx512bw -mavx512vl -mavx512vnni -mavxvnni -mavx2 -mfma -mf16c) -MMD -MP -c $< -o $@
+	$(CC) $(CFLAGS) $(ISA_FLAGS) -MMD -MP -c $< -o $@
 
 $(LIB): $(OBJ)
 	@rm -f $@
@@ -48,6 +63,17 @@ unit: $(TEST_BIN)
 # Everything: unit tests, tokenizer vectors, agreement with our float reference and with llama.cpp.
 test: all
 	@scripts/run_tests.sh $(BUILD)
+
+# aarch64: cross-build into build-arm64 (gcc-aarch64-linux-gnu and the arm64 dev libraries, see .ci/run) and run
+# the kernel unit tests under qemu-user with the NEON sets and ZILI_CPU=scalar, plus a greedy generation compared
+# with this machine's build (scripts/test_arm.sh says what it ran).
+ARM_CC ?= aarch64-linux-gnu-gcc
+ARM_TESTS ?= test_dtype test_kquant test_ops
+.PHONY: test-arm
+test-arm: $(BIN)
+	$(MAKE) BUILD=build-arm64 CC=$(ARM_CC) build-arm64/libzili.a build-arm64/zili \
+	    $(ARM_TESTS:%=build-arm64/tests/%)
+	ARM_TESTS="$(ARM_TESTS)" BUILD_X86=$(BUILD) scripts/test_arm.sh build-arm64
 
 # Unit tests under AddressSanitizer + UBSan, in a separate build tree.
 ASAN_MAKE = $(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
@@ -122,6 +148,6 @@ $(FUZZ_BUILD)/fuzz/fuzz_tok_%: tests/fuzz/fuzz_tokenizer.c $(FUZZ_BUILD)/libzili
 	    $(LDLIBS) -o $@
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-arm64
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

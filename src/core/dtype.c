@@ -1,9 +1,10 @@
 /*
  * dtype.c - the type traits tables: names, block geometry and kernels of every ggml/GGUF type id.
  *
- * Two constant tables: the scalar reference and the AVX2 one (which differs only in the kernels it has faster
- * versions of). zl_type_traits_get() chooses between them once per process (pthread_once) from cpuid and the
- * ZILI_CPU environment variable; the choice is the only state here and is never changed after it is made.
+ * One constant table, the scalar reference; the kernel set in use is that table with an ISA's faster kernels
+ * swapped in (AVX2 / AVX-512 on x86, NEON on AArch64), chosen once per process (pthread_once) from cpuid or
+ * getauxval(AT_HWCAP) and the ZILI_CPU environment variable (scalar, avx2, avx512, neon); the choice is the only
+ * state here and is never changed after it is made.
  *
  * Block sizes and byte sizes are ggml's (gguf-py's GGML_QUANT_SIZES agrees, except that gguf-py still lists
  * Q8_1 at 40 bytes from when its d and s were floats; ggml's Q8_1 block is 36 bytes and Q8_1 never occurs in
@@ -14,6 +15,10 @@
 #include <pthread.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
+#endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
 #endif
 #include <stdlib.h>
 #include <string.h>
@@ -188,11 +193,66 @@ static const kernel_swap k_vnni_swaps[] = {
 };
 #endif
 
+#ifdef ZL_HAVE_NEON_KERNELS
+/* The NEON kernels, with (dp) and without SDOT: the same ggml NEON arithmetic with each variant's lane grouping. */
+typedef struct neon_swap {
+    zl_dtype type;
+    zl_vec_dot_fn vec_dot, vec_dot_dp; /* NULL: keep the reference one */
+    zl_from_float_fn from_float_act;   /* NULL: keep the reference one */
+} neon_swap;
+
+static const neon_swap k_neon_swaps[] = {
+    { ZL_F32, zl_f32_vec_dot_neon, zl_f32_vec_dot_neon, NULL },
+    { ZL_F16, zl_f16_vec_dot_neon, zl_f16_vec_dot_neon, NULL },
+    { ZL_Q4_0, zl_q4_0_vec_dot_neon, zl_q4_0_vec_dot_neon_dp, NULL },
+    { ZL_Q4_1, zl_q4_1_vec_dot_neon, zl_q4_1_vec_dot_neon_dp, NULL },
+    { ZL_Q8_0, zl_q8_0_vec_dot_neon, zl_q8_0_vec_dot_neon_dp, zl_q8_0_from_float_act_neon },
+    { ZL_Q8_1, NULL, NULL, zl_q8_1_from_float_act_neon },
+    { ZL_Q5_0, zl_q5_0_vec_dot_neon, zl_q5_0_vec_dot_neon_dp, NULL },
+    { ZL_Q5_1, zl_q5_1_vec_dot_neon, zl_q5_1_vec_dot_neon_dp, NULL },
+    { ZL_Q2_K, zl_q2_K_vec_dot_neon, zl_q2_K_vec_dot_neon_dp, NULL },
+    { ZL_Q3_K, zl_q3_K_vec_dot_neon, zl_q3_K_vec_dot_neon_dp, NULL },
+    { ZL_Q4_K, zl_q4_K_vec_dot_neon, zl_q4_K_vec_dot_neon_dp, NULL },
+    { ZL_Q5_K, zl_q5_K_vec_dot_neon, zl_q5_K_vec_dot_neon_dp, NULL },
+    { ZL_Q6_K, zl_q6_K_vec_dot_neon, zl_q6_K_vec_dot_neon_dp, NULL },
+};
+
+/* The dot-product instructions (SDOT/UDOT), as the kernel reports them. */
+static bool cpu_has_asimddp(void)
+{
+#if defined(__linux__) && defined(HWCAP_ASIMDDP)
+    return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#else
+    return false;
+#endif
+}
+
+/* Every AArch64 CPU has Advanced SIMD; the dot-product kernels only where the CPU has SDOT. */
+static void choose_neon(const char *env)
+{
+    if (env && strcmp(env, "scalar") == 0) return;
+    const bool dp = cpu_has_asimddp();
+    for (size_t i = 0; i < sizeof k_neon_swaps / sizeof k_neon_swaps[0]; i++) {
+        zl_type_traits *t = &g_choice.table[k_neon_swaps[i].type];
+        const zl_vec_dot_fn vd = dp ? k_neon_swaps[i].vec_dot_dp : k_neon_swaps[i].vec_dot;
+        if (vd) t->vec_dot = vd;
+        if (k_neon_swaps[i].from_float_act) t->from_float_act = k_neon_swaps[i].from_float_act;
+    }
+    g_choice.table[ZL_F32].vec_dot_gemm = zl_f32_vec_dot_gemm_neon;
+    g_choice.table[ZL_F32].gemm_k = 4;
+    g_choice.name = dp ? "neon" : "neon-nodot";
+    g_choice.width = 4;
+}
+#endif
+
 static void choose_table(void)
 {
     memcpy(g_choice.table, k_traits_ref, sizeof k_traits_ref);
     g_choice.name = "scalar";
     g_choice.width = 1;
+#ifdef ZL_HAVE_NEON_KERNELS
+    choose_neon(getenv("ZILI_CPU"));
+#endif
 #ifdef ZL_HAVE_AVX2_KERNELS
     const char *env = getenv("ZILI_CPU");
     if (env && strcmp(env, "scalar") == 0) return;

@@ -88,7 +88,7 @@ typedef struct zl_type_traits {
 } zl_type_traits;
 
 /* Traits of type id t, or NULL if t is not a type the format defines. The returned kernels are the fastest
- * this CPU supports (chosen once; ZILI_CPU=scalar forces the portable reference). */
+ * this CPU supports (chosen once; ZILI_CPU=scalar forces the portable reference, =avx2 caps x86 at AVX2). */
 const zl_type_traits *zl_type_traits_get(uint32_t t);
 
 /* The portable scalar reference traits (for tests of the SIMD kernels). NULL if unknown. */
@@ -101,10 +101,12 @@ bool zl_row_size(uint32_t t, int64_t n, size_t *out);
 /* Name of a type id ("q4_0"), or "unknown". */
 const char *zl_type_name(uint32_t t);
 
-/* Name of the kernel set in use ("scalar", "avx2"). */
+/* Name of the kernel set in use ("scalar", "avx2", "avx512", "neon", or "neon-nodot" on AArch64 CPUs without the
+ * dot-product instructions). */
 const char *zl_cpu_kernels_name(void);
-/* Floats per vector of the active kernel set: 16 (AVX-512), 8 (AVX2) or 1 (scalar). Float ops whose rounding
- * depends on it (exp, softmax sums, attention lane order) follow the same choice, as a native ggml build does. */
+/* Floats per vector of the active kernel set: 16 (AVX-512), 8 (AVX2), 4 (NEON) or 1 (scalar). Float ops whose
+ * rounding depends on it (exp, softmax sums, attention lane order) follow the same choice, as a native ggml build
+ * does (on NEON only the dots do so far; see docs/ARCHITECTURE.md). */
 int zl_cpu_simd_width(void);
 
 #endif

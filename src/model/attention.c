@@ -58,8 +58,11 @@ void zl_kv_store(zl_kv *kv, const zl_batch *b, int32_t il, const float *k, const
     }
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+#define ZL_ATT_AVX2_ROWS 1 /* attention_avx2.c is built only for x86 targets */
 void zl_attn_fma_row_avx2(float *acc, const float *v, float w, int32_t n);
 void zl_attn_fma_row_f16_avx2(float *acc, const uint16_t *v, float w, int32_t n);
+#endif
 
 static void fma_row(float *acc, const float *v, float w, int32_t n)
 {
@@ -177,13 +180,16 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
             const char *vp = base + ((size_t)(bs + j) * kv_dim + (size_t)hk * hd) * elt;
             const float wt = f16 ? zl_fp16_to_fp32(zl_fp32_to_fp16(sc[t0 + j])) : sc[t0 + j];
             float *acc = lanes + (size_t)((t0 + j) % n_lanes) * hd;
+#ifdef ZL_ATT_AVX2_ROWS
             if (f16 && simd) {
                 zl_attn_fma_row_f16_avx2(acc, (const uint16_t *)vp, wt, hd);
-            } else if (f16) {
+            } else if (simd && !f16) {
+                zl_attn_fma_row_avx2(acc, (const float *)vp, wt, hd);
+            } else
+#endif
+            if (f16) {
                 tr->to_float(vp, vrow, hd);
                 fma_row(acc, vrow, wt, hd);
-            } else if (simd) {
-                zl_attn_fma_row_avx2(acc, (const float *)vp, wt, hd);
             } else {
                 fma_row(acc, (const float *)vp, wt, hd);
             }

@@ -3,8 +3,8 @@
  *
  * Block layouts are ggml's, byte for byte (a GGUF tensor's data is an array of these blocks; the sizes are
  * static_assert'ed below). Every kernel has a portable scalar version (quant_ref.c, suffix _ref) and, where it
- * pays, an AVX2+FMA+F16C version (quant_avx2.c, suffix _avx2) that is only called after a run-time CPU check
- * (dtype.c picks the table once).
+ * pays, an AVX2+FMA+F16C version (quant_avx2.c, suffix _avx2) on x86 or a NEON version (quant_neon.c, suffix _neon
+ * and _neon_dp) on AArch64, only called after a run-time CPU check (dtype.c picks the table once).
  *
  * Numeric recipe (why results track llama.cpp): a quantized dot product sums integer products per block and
  * multiplies the block sum by the two float scales; activations are quantized per 32-value block with
@@ -276,6 +276,33 @@ void zl_q5_0_vec_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, 
 void zl_q5_1_vec_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
 void zl_q8_0_vec_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
 #endif
+#endif
+
+/* ---- AArch64 NEON (quant_neon.c); _neon_dp kernels only when the CPU has the dot-product extension
+ * (HWCAP_ASIMDDP), _neon ones on any AArch64 CPU. ---- */
+
+#if defined(__aarch64__)
+#define ZL_HAVE_NEON_KERNELS 1
+void zl_f32_vec_dot_neon(int64_t n, float *s, const void *x, const void *y);
+void zl_f16_vec_dot_neon(int64_t n, float *s, const void *x, const void *y);
+/* tinyBLAS's 4-lane accumulation on ARM (F32 weights, batches of 2+ tokens); n % 4 == 0. */
+void zl_f32_vec_dot_gemm_neon(int64_t n, float *s, const void *x, const void *y);
+void zl_q8_0_from_float_act_neon(const float *x, void *y, int64_t n);
+void zl_q8_1_from_float_act_neon(const float *x, void *y, int64_t n);
+#define ZL_NEON_DOT_DECL(t)                                                                                    \
+    void zl_##t##_vec_dot_neon(int64_t n, float *s, const void *x, const void *y);                             \
+    void zl_##t##_vec_dot_neon_dp(int64_t n, float *s, const void *x, const void *y);
+ZL_NEON_DOT_DECL(q4_0)
+ZL_NEON_DOT_DECL(q4_1)
+ZL_NEON_DOT_DECL(q5_0)
+ZL_NEON_DOT_DECL(q5_1)
+ZL_NEON_DOT_DECL(q8_0)
+ZL_NEON_DOT_DECL(q2_K)
+ZL_NEON_DOT_DECL(q3_K)
+ZL_NEON_DOT_DECL(q4_K)
+ZL_NEON_DOT_DECL(q5_K)
+ZL_NEON_DOT_DECL(q6_K)
+#undef ZL_NEON_DOT_DECL
 #endif
 
 #endif
