@@ -223,7 +223,9 @@ static void test_matches_ggml_kernels(void **state)
         }
         free(got);
     }
-    const bool exact = zl_cpu_simd_width() > 1; /* K-quant dots are the AVX2 ones in the AVX-512 set too */
+    /* K-quant dots are the AVX2 ones in the AVX-512 set too; the fixtures are ggml's x86 results, so the NEON and
+     * scalar sets agree to float rounding only */
+    const bool exact = strncmp(zl_cpu_kernels_name(), "avx", 3) == 0;
     for (size_t i = 0; i < sizeof k_llama_types / sizeof k_llama_types[0]; i++) {
         const ktype *kt = &k_llama_types[i];
         char name[64];
@@ -380,7 +382,7 @@ static void test_vec_dot_simd_vs_scalar(void **state)
             double mag = 0;
             for (int j = 0; j < n; j++) mag += fabs((double)wd[j] * xd[j]);
             if (fabs((double)a - b) > 1e-6 * mag)
-                fail_msg("%s nb=%d: scalar %.9g, avx2 %.9g", ref->name, nb, a, b);
+                fail_msg("%s nb=%d: scalar %.9g, %s %.9g", ref->name, nb, a, zl_cpu_kernels_name(), b);
         }
     }
     free(w);
