@@ -58,6 +58,10 @@ typedef struct zili_model_info {
     int32_t n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_rot;
     float rope_theta, norm_eps;
     const char *rope_scaling;    /* "none", "linear", "yarn", "llama3" */
+    float rope_scale;            /* scaling factor (1 when none; llama3's factors are per pair, in the file) */
+    int32_t rope_orig_ctx;       /* original context of a scaled model */
+    int32_t n_swa;               /* sliding window in positions, 0 when none */
+    int32_t n_swa_layers;        /* layers that use it (the others attend to the whole context) */
     bool tied_embeddings;
     uint64_t n_params;
     uint64_t file_size;

@@ -31,6 +31,10 @@ Architectures live in ARCHS: each is a function returning the metadata and the t
 head_dim may differ from n_embd / n_head: --head-dim) and `gemma3` (per-head Q/K RMSNorm, norms after the attention
 and FFN outputs, GeGLU, tied embeddings, sliding-window layers: --swa WINDOW, --swa-pattern N; llama.cpp scales its
 embeddings by sqrt(n_embd), so the model draws them N(0, 1/n_embd^2) to keep the scaled rows at norm about 1).
+RoPE scaling as real files carry it: --rope-scaling linear|yarn with --rope-factor and --rope-orig-ctx writes the
+rope.scaling.* keys (gemma3 applies them to its global layers only); --rope-freqs FACTOR writes Llama 3.1's
+rope_freqs.weight (per-pair divisors of the angle, from Meta's published formula with low/high frequency factors 1
+and 4 over --rope-orig-ctx, default 8192), which llama.cpp and zili apply with no scaling key.
 gguf-py cannot write K-quants; tools/quantize_gguf.py makes them from an F32 model with llama.cpp's quantizer.
 
 Usage: gen_gguf.py --preset tiny --type q4_0 --vocab-from models/SmolLM2-135M-Instruct.Q4_1.gguf -o out.gguf
@@ -96,6 +100,10 @@ class Config:
     seed: int = 1
     swa: int = 0               # gemma3: sliding window (0: none)
     swa_pattern: int = 0       # gemma3: every swa_pattern-th layer is global (0: llama.cpp's default, 6)
+    rope_scaling: str = ""     # "linear" / "yarn": write rope.scaling.type and .factor
+    rope_factor: float = 0.0
+    rope_orig_ctx: int = 0     # rope.scaling.original_context_length (0: not written)
+    rope_freqs: float = 0.0    # > 0: write rope_freqs.weight, Llama 3.1's scheme with this factor
 
     @property
     def hd(self) -> int:
@@ -173,12 +181,19 @@ def dense_arch(cfg: Config, qkv_bias: bool = False, qk_norm: bool = False,
         f"{a}.attention.layer_norm_rms_epsilon": (cfg.norm_eps, f32),
         f"{a}.vocab_size": (cfg.n_vocab, u32),
     }
+    if cfg.rope_scaling:
+        meta[f"{a}.rope.scaling.type"] = (cfg.rope_scaling, gguf.GGUFValueType.STRING)
+        meta[f"{a}.rope.scaling.factor"] = (cfg.rope_factor, f32)
+    if cfg.rope_orig_ctx and cfg.rope_scaling:
+        meta[f"{a}.rope.scaling.original_context_length"] = (cfg.rope_orig_ctx, u32)
     if always_head_dims or (cfg.head_dim and cfg.head_dim != cfg.n_embd // cfg.n_head):
         meta[f"{a}.attention.key_length"] = (cfg.hd, u32)
         meta[f"{a}.attention.value_length"] = (cfg.hd, u32)
     E, F, V = cfg.n_embd, cfg.n_ff, cfg.n_vocab
     q, kv = cfg.n_head * cfg.hd, cfg.n_head_kv * cfg.hd
     ts = [TensorSpec("token_embd.weight", (V, E), "embd")]
+    if cfg.rope_freqs:
+        ts.append(TensorSpec("rope_freqs.weight", (cfg.hd // 2,), "rope_freqs"))
     for i in range(cfg.n_layer):
         b = f"blk.{i}."
         ts += [
@@ -212,7 +227,11 @@ def dense_arch(cfg: Config, qkv_bias: bool = False, qk_norm: bool = False,
 
 
 def llama_arch(cfg: Config) -> tuple[dict, list[TensorSpec]]:
-    return dense_arch(cfg)
+    """Llama (and Mistral: --swa WINDOW writes a sliding window that every layer uses, as Mistral 7B v0.1's)."""
+    meta, ts = dense_arch(cfg)
+    if cfg.swa:
+        meta[f"{cfg.arch}.attention.sliding_window"] = (cfg.swa, gguf.GGUFValueType.UINT32)
+    return meta, ts
 
 
 def qwen2_arch(cfg: Config) -> tuple[dict, list[TensorSpec]]:
@@ -261,8 +280,28 @@ def tensor_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
+def llama3_rope_freqs(cfg: Config) -> np.ndarray:
+    """Llama 3.1's per-pair divisors: 1 for wavelengths under orig_ctx / 4, the factor above orig_ctx, and a smooth
+    blend between (low / high frequency factors 1 and 4)."""
+    orig = cfg.rope_orig_ctx or 8192
+    low_wavelen, high_wavelen = orig / 1.0, orig / 4.0
+    out = []
+    for i in range(cfg.hd // 2):
+        wavelen = 2 * np.pi * cfg.rope_base ** (2 * i / cfg.hd)
+        if wavelen < high_wavelen:
+            out.append(1.0)
+        elif wavelen > low_wavelen:
+            out.append(cfg.rope_freqs)
+        else:
+            smooth = (orig / wavelen - 1.0) / (4.0 - 1.0)
+            out.append(1.0 / ((1 - smooth) / cfg.rope_freqs + smooth))
+    return np.array(out, dtype=np.float32)
+
+
 def make_weights(cfg: Config, spec: TensorSpec, control: np.ndarray) -> np.ndarray:
     """float32 values of one tensor, following the statistics in the file comment."""
+    if spec.kind == "rope_freqs":
+        return llama3_rope_freqs(cfg)
     rng = tensor_rng(cfg.seed, spec.name)
     if spec.kind == "norm":
         return (spec.gain * rng.uniform(0.8, 1.2, spec.shape)).astype(np.float32)
@@ -290,7 +329,7 @@ def encode(w: np.ndarray, qt: GT) -> np.ndarray:
 
 
 def tensor_type(cfg: Config, spec: TensorSpec) -> GT:
-    if spec.kind in ("norm", "bias"):
+    if spec.kind in ("norm", "bias", "rope_freqs"):
         return GT.F32
     if spec.kind in ("embd", "embd_scaled"):
         return TYPES[cfg.embd_type or cfg.wtype][0]
@@ -351,9 +390,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--type", default="q8_0", choices=sorted(TYPES), help="type of the 2-D weights")
     p.add_argument("--embd-type", choices=sorted(TYPES), help="type of token_embd (default: --type)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--swa", type=int, default=0, help="gemma3: sliding window of the SWA layers (0: none)")
+    p.add_argument("--swa", type=int, default=0,
+                   help="sliding window (0: none): gemma3's SWA layers, every layer of a llama (Mistral) model")
     p.add_argument("--swa-pattern", type=int, default=0,
                    help="gemma3: every N-th layer attends globally (default: not written; llama.cpp uses 6)")
+    p.add_argument("--rope-scaling", choices=("linear", "yarn"), help="write rope.scaling.type (and --rope-factor)")
+    p.add_argument("--rope-factor", type=float, default=4.0, help="rope.scaling.factor (default 4)")
+    p.add_argument("--rope-orig-ctx", type=int, default=0,
+                   help="rope.scaling.original_context_length; with --rope-freqs, the context of its formula")
+    p.add_argument("--rope-freqs", type=float, default=0.0, metavar="FACTOR",
+                   help="write Llama 3.1's rope_freqs.weight with this factor (llama arch)")
     p.add_argument("--vocab-from", required=True, metavar="FILE.gguf",
                    help="copy the tokenizer (all tokenizer.* keys) from this GGUF; n_vocab = its token count")
     p.add_argument("--name", help="general.name (default: a description of the model)")
@@ -367,6 +413,12 @@ def main(argv: list[str] | None = None) -> int:
             setattr(cfg, field, v)
     cfg.wtype, cfg.embd_type, cfg.seed = a.type, a.embd_type or "", a.seed
     cfg.swa, cfg.swa_pattern = a.swa, a.swa_pattern
+    cfg.rope_scaling, cfg.rope_factor = a.rope_scaling or "", a.rope_factor
+    cfg.rope_orig_ctx, cfg.rope_freqs = a.rope_orig_ctx, a.rope_freqs
+    if cfg.rope_scaling and not cfg.rope_factor >= 1.0:
+        p.error(f"--rope-factor must be at least 1, got {cfg.rope_factor}")
+    if cfg.rope_freqs and cfg.arch != "llama":
+        p.error("--rope-freqs is Llama 3.1's scheme (llama arch only)")
     if cfg.arch == "gemma3" and not cfg.tied:
         p.error("gemma3 models are tied (--tied)")
     if cfg.n_head <= 0 or cfg.n_head_kv <= 0 or cfg.n_head % cfg.n_head_kv:

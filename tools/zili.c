@@ -590,7 +590,13 @@ static int cmd_info(const opts *o)
     printf("heads:           %d (kv %d, head dim %d, rotary dims %d)\n", i.n_head, i.n_head_kv, i.head_dim, i.n_rot);
     printf("feed-forward:    %d\n", i.n_ff);
     printf("context (train): %d\n", i.n_ctx_train);
-    printf("rope:            base %g, scaling %s\n", i.rope_theta, i.rope_scaling);
+    if (strcmp(i.rope_scaling, "linear") == 0 || strcmp(i.rope_scaling, "yarn") == 0)
+        printf("rope:            base %g, scaling %s x%g (original context %d)\n", i.rope_theta, i.rope_scaling,
+               i.rope_scale, i.rope_orig_ctx);
+    else
+        printf("rope:            base %g, scaling %s\n", i.rope_theta, i.rope_scaling);
+    if (i.n_swa > 0)
+        printf("sliding window:  %d positions on %d of %d layers\n", i.n_swa, i.n_swa_layers, i.n_layer);
     printf("norm epsilon:    %g\n", i.norm_eps);
     printf("tied embeddings: %s\n", i.tied_embeddings ? "yes" : "no");
     printf("vocabulary:      %d tokens, %s tokenizer, pre-tokenizer %s\n", i.n_vocab, i.tokenizer_model,

@@ -116,6 +116,10 @@ void zili_model_get_info(const zili_model *m, zili_model_info *info)
     info->rope_theta = h->rope_theta;
     info->norm_eps = h->norm_eps;
     info->rope_scaling = rope_scaling_name(h->rope_scaling);
+    info->rope_scale = h->rope_scale;
+    info->rope_orig_ctx = h->rope_orig_ctx;
+    info->n_swa_layers = zl_model_n_swa_layers(m->m);
+    info->n_swa = info->n_swa_layers > 0 ? h->n_swa : 0;
     info->tied_embeddings = h->tied_embeddings;
     info->n_params = zl_model_n_params(m->m);
     info->file_size = gguf_file_size(f);

@@ -159,6 +159,9 @@ void zl_attention_paged(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, co
 /* Writes rows k, v (n, kv_dim) of the batch's tokens into layer il of the cache at (seq_i, pos_i). */
 void zl_kv_store(zl_kv *kv, const zl_batch *b, int32_t il, const float *k, const float *v);
 
+/* hp.n_swa from "<arch>.attention.sliding_window" (0 when absent); a clear error when out of range. */
+int zl_model_read_sliding_window(zl_model *m, zl_err *err);
+
 /* The RoPE cos/sin table (n_rot floats) of position pos for this model (linear, llama3 and YaRN included). */
 void zl_model_rope_table(const zl_model *m, int32_t pos, float *cs);
 

@@ -45,19 +45,12 @@ static int read_gemma3_hparams(zl_model *m, zl_err *err)
     const char *path = gguf_path(f);
     char key[128];
     zl_err e = {{0}};
-    int64_t v;
+    int rc;
 
-    h->n_swa = 0;
     h->rope_theta_swa = 10000.0f;
     h->logit_softcap = 0.0f;
-    snprintf(key, sizeof key, "%s.attention.sliding_window", h->arch_name);
-    if (gguf_get_i64(f, key, &v, &e)) {
-        if (v < 0 || v > INT32_MAX)
-            return zl_err_set(err, ZL_EFORMAT, "%s: %s = %lld out of range", path, key, (long long)v);
-        h->n_swa = (int32_t)v;
-    } else if (e.msg[0]) {
-        return zl_err_set(err, ZL_EFORMAT, "%s", e.msg);
-    }
+    if ((rc = zl_model_read_sliding_window(m, err)) != ZL_OK)
+        return rc;
 
     snprintf(key, sizeof key, "%s.rope.freq_base_swa", h->arch_name);
     if (gguf_get_f32(f, key, &h->rope_theta_swa, &e)) {
@@ -192,7 +185,7 @@ static void embed(const zl_model *m, zl_fwd *f, const zl_batch *b)
     if (f->cs_swa)
         for (int32_t i = 0; i < b->n; i++)
             zl_rope_cos_sin(f->cs_swa + (size_t)i * (size_t)h->n_rot, h->n_rot, b->pos[i], h->rope_theta_swa, 1.0f,
-                            NULL, 1.0f);
+                            NULL, m->rope_attn_factor);
     zl_dump("inp_scaled", -1, f->x, b->n, h->n_embd);
 }
 

@@ -40,11 +40,17 @@ int zl_llama_bind(zl_model *m, zl_err *err)
     if ((rc = zl_model_bind_vector(m, "rope_freqs.weight", h->n_rot / 2, false, &m->rope_freqs, err)) != ZL_OK)
         return rc;
 
+    /* Mistral-style sliding window: when the file sets one, every layer attends to that many positions only.
+     * (llama.cpp ignores this key for the llama architecture; the converters do not write it for Mistral.) */
+    if ((rc = zl_model_read_sliding_window(m, err)) != ZL_OK)
+        return rc;
+
     m->layers = calloc((size_t)h->n_layer, sizeof *m->layers);
     if (!m->layers)
         return zl_err_set(err, ZL_ENOMEM, "%s: out of memory for %d layers", gguf_path(m->gguf), h->n_layer);
     for (int32_t il = 0; il < h->n_layer; il++) {
         zl_layer *l = &m->layers[il];
+        l->swa = h->n_swa > 0;
 #define MAT(suffix, ne0, ne1, field)                                                                                \
     do {                                                                                                            \
         if ((rc = zl_model_bind_layer_matrix(m, il, suffix, ne0, ne1, true, &l->field, err)) != ZL_OK)              \

@@ -161,7 +161,9 @@ static int read_hparams(zl_model *m, zl_err *err)
     zl_err e = {{0}};
     h->rope_scaling = ZL_ROPE_NONE;
     h->rope_scale = 1.0f;
+    bool typed = false; /* llama.cpp reads a factor without a type as linear */
     if (gguf_get_str(f, key, &st, &e)) {
+        typed = true;
         if (gguf_str_eq(st, "linear"))
             h->rope_scaling = ZL_ROPE_LINEAR;
         else if (gguf_str_eq(st, "yarn"))
@@ -178,9 +180,9 @@ static int read_hparams(zl_model *m, zl_err *err)
     if (factor == 0.0f) {
         if ((rc = get_float(f, a, "rope.scale_linear", 0.0f, &factor, err)) != ZL_OK)
             return rc;
-        if (factor != 0.0f && h->rope_scaling == ZL_ROPE_NONE)
-            h->rope_scaling = ZL_ROPE_LINEAR;
     }
+    if (factor != 0.0f && !typed)
+        h->rope_scaling = ZL_ROPE_LINEAR;
     if (h->rope_scaling != ZL_ROPE_NONE) {
         if (factor == 0.0f)
             factor = 1.0f;
@@ -189,6 +191,11 @@ static int read_hparams(zl_model *m, zl_err *err)
                               (double)factor);
         h->rope_scale = factor;
     }
+    if ((rc = get_float(f, a, "rope.scaling.attn_factor", 1.0f, &h->rope_attn_factor, err)) != ZL_OK)
+        return rc;
+    if (!(h->rope_attn_factor > 0.0f && h->rope_attn_factor <= 16.0f))
+        return zl_err_set(err, ZL_EFORMAT, "%s: rope.scaling.attn_factor %g out of range (0 .. 16]", path,
+                          (double)h->rope_attn_factor);
     INT_KEY("rope.scaling.original_context_length", false, h->n_ctx_train, 1, MAX_CTX, rope_orig_ctx);
 #undef INT_KEY
     return ZL_OK;
@@ -201,7 +208,7 @@ static void rope_setup(zl_model *m)
 {
     const zl_hparams *h = &m->hp;
     m->rope_freq_scale = 1.0f;
-    m->rope_attn_factor = 1.0f;
+    m->rope_attn_factor = h->rope_attn_factor;
     m->yarn_ext_factor = 0.0f;
     if (h->rope_scaling == ZL_ROPE_LINEAR || h->rope_scaling == ZL_ROPE_YARN)
         m->rope_freq_scale = 1.0f / h->rope_scale;
@@ -214,6 +221,11 @@ static void rope_setup(zl_model *m)
         m->yarn_corr[0] = fmaxf(0.0f, floorf(lo));
         m->yarn_corr[1] = fminf(n - 1.0f, ceilf(hi));
         m->yarn_ext_factor = 1.0f;
+        /* llama.cpp scales the file's attn_factor by YaRN's magnitude factor and by its inverse (the kernel
+         * applies the magnitude itself); the product is kept as it rounds. */
+        const float factor = 1.0f / m->rope_freq_scale;
+        const float mag = fmaf(0.1f, logf(factor), 1.0f);
+        m->rope_attn_factor = mag * (1.0f / mag) * h->rope_attn_factor;
     }
 }
 
@@ -226,7 +238,7 @@ void zl_model_rope_table(const zl_model *m, int32_t pos, float *cs)
     }
     /* YaRN: per pair, a mix of the interpolated and the extrapolated angle along a linear ramp. */
     const float step = powf(h->rope_theta, -2.0f / (float)h->n_rot);
-    const float mscale = m->rope_attn_factor * (1.0f + 0.1f * logf(1.0f / m->rope_freq_scale));
+    const float mscale = m->rope_attn_factor * fmaf(0.1f, logf(1.0f / m->rope_freq_scale), 1.0f);
     float theta = (float)pos;
     for (int32_t i = 0; i < h->n_rot / 2; i++) {
         const float ff = m->rope_freqs ? m->rope_freqs[i] : 1.0f;
@@ -234,7 +246,7 @@ void zl_model_rope_table(const zl_model *m, int32_t pos, float *cs)
         const float interp = m->rope_freq_scale * extrap;
         const float y = ((float)i - m->yarn_corr[0]) / fmaxf(0.001f, m->yarn_corr[1] - m->yarn_corr[0]);
         const float ramp = (1.0f - fminf(1.0f, fmaxf(0.0f, y))) * m->yarn_ext_factor;
-        const float angle = interp * (1.0f - ramp) + extrap * ramp;
+        const float angle = fmaf(interp, 1.0f - ramp, extrap * ramp);
         cs[2 * i] = cosf(angle) * mscale;
         cs[2 * i + 1] = sinf(angle) * mscale;
         theta *= step;
@@ -352,6 +364,24 @@ int zl_model_bind_layer_vector(zl_model *m, int32_t il, const char *suffix, int6
     char name[128];
     snprintf(name, sizeof name, "blk.%d.%s", il, suffix);
     return zl_model_bind_vector(m, name, n, required, out, err);
+}
+
+int zl_model_read_sliding_window(zl_model *m, zl_err *err)
+{
+    zl_hparams *h = &m->hp;
+    char key[128];
+    zl_err e = {{0}};
+    int64_t v;
+    h->n_swa = 0;
+    snprintf(key, sizeof key, "%s.attention.sliding_window", h->arch_name);
+    if (gguf_get_i64(m->gguf, key, &v, &e)) {
+        if (v < 0 || v > INT32_MAX)
+            return zl_err_set(err, ZL_EFORMAT, "%s: %s = %lld out of range", gguf_path(m->gguf), key, (long long)v);
+        h->n_swa = (int32_t)v;
+    } else if (e.msg[0]) {
+        return zl_err_set(err, ZL_EFORMAT, "%s", e.msg);
+    }
+    return ZL_OK;
 }
 
 int zl_model_bind_vector(zl_model *m, const char *name, int64_t n, bool required, const float **out, zl_err *err)
@@ -489,6 +519,14 @@ const zl_hparams *zl_model_hparams(const zl_model *m) { return &m->hp; }
 const zl_vocab *zl_model_vocab(const zl_model *m) { return m->vocab; }
 const gguf_file *zl_model_gguf(const zl_model *m) { return m->gguf; }
 uint64_t zl_model_n_params(const zl_model *m) { return m->n_params; }
+
+int32_t zl_model_n_swa_layers(const zl_model *m)
+{
+    int32_t n = 0;
+    for (int32_t il = 0; m->layers && il < m->hp.n_layer; il++)
+        n += m->layers[il].swa ? 1 : 0;
+    return n;
+}
 const char *zl_model_warning(const zl_model *m) { return m->warning[0] ? m->warning : NULL; }
 
 /* ------------------------------------------------------------------------------------------------------------ */

@@ -45,6 +45,7 @@ typedef struct zl_hparams {
     zl_rope_scaling rope_scaling;
     float rope_scale;      /* factor (linear / yarn / llama3) */
     int32_t rope_orig_ctx; /* original context of scaled models */
+    float rope_attn_factor; /* rope.scaling.attn_factor (1 when absent): cos/sin magnitude */
     float llama3_low_freq_factor, llama3_high_freq_factor;
     bool tied_embeddings;  /* output projection reuses token_embd */
     /* Sliding-window attention (gemma3): layers marked swa attend to the last n_swa positions only (their own
@@ -71,6 +72,8 @@ const zl_hparams *zl_model_hparams(const zl_model *m);
 const zl_vocab *zl_model_vocab(const zl_model *m);
 const gguf_file *zl_model_gguf(const zl_model *m);
 uint64_t zl_model_n_params(const zl_model *m);
+/* How many layers attend through a sliding window of hp.n_swa positions (0 when the model has none). */
+int32_t zl_model_n_swa_layers(const zl_model *m);
 /* A warning from load (e.g. mlock failed), or NULL. */
 const char *zl_model_warning(const zl_model *m);
 

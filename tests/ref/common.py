@@ -15,6 +15,9 @@ Test models:
     2; qwen3 also with head_dim 64 (so n_head * head_dim = 512 != n_embd = 256). See QWEN_MODELS.
   * Random-weight gemma3 models (SentencePiece vocabulary): Q8_0, and Q4_K_M, Q5_K_M and Q6_K quantized the same
     way, with sliding-window layers of window 16 (see GEMMA3_MODELS).
+  * Random-weight Q8_0 models with RoPE scaling: YaRN (llama, qwen2), linear (llama, gemma3's global layers) and
+    Llama 3.1's rope_freqs.weight (see ROPE_MODELS), and a llama model with a Mistral-style sliding window
+    (MISTRAL_SWA; float reference only, llama.cpp ignores the window for this architecture).
 
 `python3 tests/ref/common.py` fetches and generates whatever is missing (run_tests.sh does this first).
 Environment: ZILI = path of the zili binary (default build/zili).
@@ -49,6 +52,7 @@ class TestModel:
     wtype: str                # tensor type of the 2-D weights ("q4_1" for SmolLM2)
     gen_args: tuple = ()      # gen_gguf.py arguments; empty for downloaded models
     quantize: str = ""        # then tools/quantize_gguf.py to this file type (gen_args write F32)
+    llamacpp: bool = True     # False: llama.cpp computes another model from this file (see MISTRAL_SWA)
 
     def __str__(self) -> str:
         return self.name
@@ -90,6 +94,25 @@ GEMMA3_MODELS = [
 ]
 QUANTIZE = os.path.join(ROOT, "tools", "quantize_gguf.py")
 
+# Random Q8_0 models with RoPE scaling as real files carry it (name, vocabulary, gen_gguf.py arguments). The original
+# contexts are short (64, 128, 256) so that the prompts and their 64 generated tokens run past them and YaRN's ramp
+# covers several pairs of the 32-wide heads.
+ROPE_MODELS = [
+    ("llama-yarn", "bpe", ("--seed", "21", "--tied", "--rope-scaling", "yarn", "--rope-factor", "4",
+                           "--rope-orig-ctx", "64")),
+    ("llama-linear", "spm", ("--seed", "23", "--no-tied", "--n-head-kv", "2", "--rope-scaling", "linear",
+                             "--rope-factor", "4")),
+    ("llama-rope-freqs", "bpe", ("--seed", "22", "--tied", "--rope-freqs", "8", "--rope-orig-ctx", "256")),
+    ("qwen2-yarn", "bpe", ("--arch", "qwen2", "--seed", "24", "--tied", "--rope-scaling", "yarn", "--rope-factor", "4",
+                           "--rope-orig-ctx", "128")),
+    ("gemma3-linear", "spm", (*GEMMA3_SHAPE, "--seed", "25", "--rope-scaling", "linear", "--rope-factor", "8")),
+]
+
+# A llama model with a Mistral-style sliding window of 8 on every layer (llama.attention.sliding_window). llama.cpp
+# ignores that key for the llama architecture (and its converters do not write it), so this one is checked against
+# the float reference only, whose prompts (10-23 tokens) run past the window.
+MISTRAL_SWA = ("--seed", "26", "--no-tied", "--n-head-kv", "2", "--swa", "8")
+
 
 def _random_dir() -> str:
     with open(GEN, "rb") as f:
@@ -115,6 +138,13 @@ def random_models() -> list[TestModel]:
         out.append(TestModel(name, os.path.join(d, f"{name}.gguf"), t,
                              ("--preset", "tiny", *GEMMA3_SHAPE, "--type", "f32" if quant else t, *args,
                               "--vocab-from", SPM_VOCAB), quant))
+    for name, vocab, args in ROPE_MODELS:
+        out.append(TestModel(name, os.path.join(d, f"{name}.gguf"), "q8_0",
+                             ("--preset", "tiny", "--type", "q8_0", *args, "--vocab-from",
+                              SMOLLM2 if vocab == "bpe" else SPM_VOCAB)))
+    out.append(TestModel("mistral-swa", os.path.join(d, "mistral-swa.gguf"), "q8_0",
+                         ("--preset", "tiny", "--type", "q8_0", *MISTRAL_SWA, "--vocab-from", SPM_VOCAB),
+                         llamacpp=False))
     return out
 
 
@@ -132,8 +162,8 @@ def all_models() -> list[TestModel]:
 
 
 def llamacpp_models() -> list[TestModel]:
-    """The models checked against llama.cpp: all_models() and Gemma 3 270M."""
-    return all_models() + [gemma3_270m()]
+    """The models checked against llama.cpp: all_models() that llama.cpp runs as written, and Gemma 3 270M."""
+    return [m for m in all_models() if m.llamacpp] + [gemma3_270m()]
 
 
 def skip_if_absent(model: TestModel) -> None:
@@ -154,7 +184,7 @@ def ensure_models(verbose: bool = True) -> None:
         if os.path.exists(m.path):
             continue
         os.makedirs(os.path.dirname(m.path), exist_ok=True)
-        tmp = m.path + ".tmp"
+        tmp = f"{m.path}.{os.getpid()}.tmp"  # several test runs may generate at once
         if verbose:
             print(f"generating {os.path.relpath(m.path, ROOT)}", file=sys.stderr)
         subprocess.run([sys.executable, GEN, *m.gen_args, "-o", tmp], check=True,

@@ -65,18 +65,29 @@ class FloatModel:
         self.n_rot = int(self.meta.get(f"{a}.rope.dimension_count", self.head_dim))
         self.rope_base = float(self.meta.get(f"{a}.rope.freq_base", 10000.0))
         self.eps = float(self.meta[f"{a}.attention.layer_norm_rms_epsilon"])
-        self.n_swa = int(self.meta.get(f"{a}.attention.sliding_window", 0)) if a == "gemma3" else 0
-        pattern = int(self.meta.get(f"{a}.attention.sliding_window_pattern", 6))
+        self.n_swa = int(self.meta.get(f"{a}.attention.sliding_window", 0)) if a in ("gemma3", "llama") else 0
+        # gemma3: every 6th layer (by default) is global; llama (Mistral): every layer slides.
+        pattern = int(self.meta.get(f"{a}.attention.sliding_window_pattern", 6)) if a == "gemma3" else 0
         self.swa = [self.n_swa > 0 and (pattern == 0 or i % pattern < pattern - 1) for i in range(self.n_layer)]
         self.rope_base_swa = float(self.meta.get(f"{a}.rope.freq_base_swa", 10000.0))
-        if f"{a}.rope.scaling.type" in self.meta and self.meta[f"{a}.rope.scaling.type"] not in ("none", ""):
-            raise NotImplementedError("float_ref: rope scaling")
+        # RoPE scaling (global layers only in gemma3): "linear" divides every angle by the factor; "yarn" divides
+        # only the low-frequency pairs, with a linear ramp between, and scales cos/sin by 1 + 0.1 ln(factor)
+        # (Peng et al. 2023, as Hugging Face's reference implements it); a factor without a type means linear.
+        self.rope_type = str(self.meta.get(f"{a}.rope.scaling.type", ""))
+        self.rope_factor = float(self.meta.get(f"{a}.rope.scaling.factor", 0.0))
+        if not self.rope_type and self.rope_factor:
+            self.rope_type = "linear"
+        if self.rope_type not in ("", "none", "linear", "yarn"):
+            raise NotImplementedError(f"float_ref: rope scaling {self.rope_type}")
+        self.rope_orig_ctx = int(self.meta.get(f"{a}.rope.scaling.original_context_length",
+                                               self.meta.get(f"{a}.context_length", 2048)))
         self.w: dict[str, np.ndarray] = {}
         for t in r.tensors:
             # gguf-py gives numpy order (n_out, n_in) for 2-D tensors.
             self.w[t.name] = np.ascontiguousarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
         self.n_vocab = self.w["token_embd.weight"].shape[0]
         self.out_w = self.w.get("output.weight", self.w["token_embd.weight"])
+        self.rope_freqs = self.w.get("rope_freqs.weight")  # Llama 3.1: per-pair divisors of the angle
 
     def _mm(self, x: np.ndarray, name_or_w) -> np.ndarray:
         w = self.w[name_or_w] if isinstance(name_or_w, str) else name_or_w
@@ -93,14 +104,31 @@ class FloatModel:
             y = y + self.w[name + ".bias"].astype(self.dtype)
         return y
 
-    def _rope(self, x: np.ndarray, pos: np.ndarray, base: float | None = None) -> np.ndarray:
-        """x: (n, heads, head_dim); rotates pair i < n_rot/2 by pos * base^(-2i/n_rot). The pair is (2i, 2i+1)
-        for llama and (i, i + n_rot/2) for NEOX (qwen2, qwen3, gemma3)."""
+    def _rope(self, x: np.ndarray, pos: np.ndarray, base: float | None = None, scaled: bool = True) -> np.ndarray:
+        """x: (n, heads, head_dim); rotates pair i < n_rot/2 by pos * base^(-2i/n_rot) (scaled as the file says
+        unless scaled=False). The pair is (2i, 2i+1) for llama and (i, i + n_rot/2) for NEOX (qwen2, qwen3,
+        gemma3)."""
         half = self.n_rot // 2
         base = self.rope_base if base is None else base
         theta = base ** (-2.0 * np.arange(half, dtype=np.float64) / self.n_rot)
+        mag = 1.0
+        if scaled and self.rope_freqs is not None:
+            theta = theta / self.rope_freqs.astype(np.float64)
+        if scaled and self.rope_type == "linear":
+            theta = theta / self.rope_factor
+        elif scaled and self.rope_type == "yarn":
+            f, orig = self.rope_factor, self.rope_orig_ctx
+
+            def pair_of(rotations: float) -> float:  # the pair index that turns `rotations` times over orig
+                return self.n_rot * np.log(orig / (rotations * 2 * np.pi)) / (2 * np.log(base))
+            lo = max(np.floor(pair_of(32.0)), 0.0)
+            hi = min(np.ceil(pair_of(1.0)), self.n_rot - 1.0)
+            ramp = np.clip((np.arange(half) - lo) / max(hi - lo, 0.001), 0.0, 1.0)
+            keep = 1.0 - ramp                      # 1: high frequency, extrapolated (unscaled)
+            theta = theta / f * (1.0 - keep) + theta * keep
+            mag = 1.0 + 0.1 * np.log(f)
         ang = pos.astype(np.float64)[:, None] * theta[None, :]          # (n, half)
-        c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+        c, s = mag * np.cos(ang)[:, None, :], mag * np.sin(ang)[:, None, :]
         out = x.copy()
         i0 = np.arange(half) if self.neox else np.arange(0, self.n_rot, 2)
         i1 = i0 + half if self.neox else i0 + 1
@@ -132,8 +160,9 @@ class FloatModel:
             if b + "attn_q_norm.weight" in self.w:
                 q = self._rmsnorm(q, b + "attn_q_norm.weight")
                 k = self._rmsnorm(k, b + "attn_k_norm.weight")
-            base = self.rope_base_swa if self.swa[i] else self.rope_base
-            q, k = self._rope(q, pos, base), self._rope(k, pos, base)
+            local = gemma and self.swa[i]  # gemma3's sliding-window layers: their own base, unscaled
+            base = self.rope_base_swa if local else self.rope_base
+            q, k = self._rope(q, pos, base, not local), self._rope(k, pos, base, not local)
             grp = nh // nkv
             k = np.repeat(k, grp, axis=1)                                  # (n, nh, hd)
             v = np.repeat(v, grp, axis=1)

@@ -41,6 +41,7 @@ typedef struct tiny_opts {
     bool tied;             /* no output.weight */
     bool rope_freqs;       /* llama3-style rope_freqs.weight: per-pair divisors of the angle */
     float linear_factor;   /* rope.scaling.type linear with this factor; 0: none */
+    bool untyped_factor;   /* write only rope.scaling.factor (llama.cpp reads that as linear) */
 } tiny_opts;
 
 static tiny_opts tiny_default(void)
@@ -134,7 +135,7 @@ static char *tiny_write(const tiny_model *tm, const tiny_opts *o)
     int n_written = 0;
     for (int i = 0; i < tm->n; i++)
         n_written += !(o->omit && strcmp(o->omit, tm->t[i].name) == 0);
-    const int n_kv = 14 - (o->no_embd_key ? 1 : 0) + (o->linear_factor != 0 ? 2 : 0);
+    const int n_kv = 14 - (o->no_embd_key ? 1 : 0) + (o->linear_factor != 0 ? (o->untyped_factor ? 1 : 2) : 0);
     gb_header(&b, 3, (uint64_t)n_written, (uint64_t)n_kv);
     gb_kv_str(&b, "general.architecture", o->arch);
     gb_kv_u32(&b, "llama.context_length", CTX);
@@ -148,7 +149,8 @@ static char *tiny_write(const tiny_model *tm, const tiny_opts *o)
     gb_kv_f32(&b, "llama.attention.layer_norm_rms_epsilon", EPS);
     gb_kv_u32(&b, "llama.rope.dimension_count", HD);
     if (o->linear_factor != 0) {
-        gb_kv_str(&b, "llama.rope.scaling.type", "linear");
+        if (!o->untyped_factor)
+            gb_kv_str(&b, "llama.rope.scaling.type", "linear");
         gb_kv_f32(&b, "llama.rope.scaling.factor", o->linear_factor);
     }
     gb_kv_str(&b, "tokenizer.ggml.model", "llama");
@@ -551,19 +553,21 @@ static void test_tiny_matches_reference(void **st)
     tiny_free(&tm);
 }
 
-/* RoPE variants: llama3 frequency factors (rope_freqs.weight) and linear position scaling. */
+/* RoPE variants: llama3 frequency factors (rope_freqs.weight) and linear position scaling, with and without the
+ * rope.scaling.type key (a factor alone means linear, as llama.cpp reads it). */
 static void test_tiny_rope_scaling(void **st)
 {
     (void)st;
     enum { N = 12 };
     static double ref[N * VOCAB];
     static float got[N * VOCAB], ref_f[N * VOCAB];
-    for (int variant = 0; variant < 2; variant++) {
+    for (int variant = 0; variant < 3; variant++) {
         tiny_opts o = tiny_default();
         if (variant == 0)
             o.rope_freqs = true;
         else
             o.linear_factor = 4.0f;
+        o.untyped_factor = variant == 2;
         tiny_model tm;
         zl_model *m;
         zl_err e = {{0}};
@@ -577,7 +581,8 @@ static void test_tiny_rope_scaling(void **st)
         runner r = runner_make(m, 4, 8, 1, ZL_F32, 16);
         eval_chunked(m, &r, 0, k_prompt, N, 7, got);
         const double d = max_rel_diff(got, ref_f, N * VOCAB);
-        print_message("tiny model, %s: max rel diff %.3g\n", variant == 0 ? "rope_freqs" : "linear x4", d);
+        print_message("tiny model, %s: max rel diff %.3g\n",
+                      variant == 0 ? "rope_freqs" : variant == 1 ? "linear x4" : "factor 4 without a type", d);
         assert_true(d < 1e-4);
         runner_free(&r);
         zl_model_free(m);
