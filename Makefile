@@ -68,7 +68,7 @@ test: all
 # the kernel unit tests under qemu-user with the NEON sets and ZILI_CPU=scalar, plus a greedy generation compared
 # with this machine's build (scripts/test_arm.sh says what it ran).
 ARM_CC ?= aarch64-linux-gnu-gcc
-ARM_TESTS ?= test_dtype test_kquant test_ops
+ARM_TESTS ?= test_dtype test_kquant test_ops test_threadpool test_gguf test_tokenizer
 .PHONY: test-arm
 test-arm: $(BIN)
 	$(MAKE) BUILD=build-arm64 CC=$(ARM_CC) build-arm64/libzili.a build-arm64/zili \

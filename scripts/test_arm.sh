@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_arm.sh [BUILD] - runs the aarch64 cross build (made by `make test-arm`) under qemu-user.
 #
-# 1. The kernel unit tests (test_dtype, test_kquant, test_ops by default; ARM_TESTS overrides) three times: with the
+# 1. The unit tests test_dtype, test_kquant, test_ops (kernels), test_threadpool, test_gguf and test_tokenizer
+#    (ARM_TESTS overrides) three times: with the
 #    NEON set using the dot-product instructions (qemu's default "max" CPU has them), with ZILI_CPU=scalar, and on
 #    an emulated Cortex-A72 (ARMv8.0, no SDOT), which takes the plain-NEON set ("neon-nodot"); an ARMv8.2
 #    instruction slipping into that path would die there with SIGILL.
@@ -9,18 +10,23 @@
 #    build in BUILD_X86 (default build), when the model file is present; it says how many tokens match.
 # Each binary gets ARM_TIMEOUT seconds (default 600). Exit status 0 only when everything ran and passed.
 #
-# Known limit: under qemu-user, tests that start a zl_pool with 2+ threads have been seen to stall (see
-# docs/ARCHITECTURE.md); a stall shows as a timeout and fails the run.
+# Loader: with Debian's multiarch arm64 libraries installed (libc6:arm64 comes with the :arm64 dev packages), the
+# binaries must run with that libc's own /lib/ld-linux-aarch64.so.1, so QEMU_LD_PREFIX stays unset. Pointing it at
+# the cross toolchain's /usr/aarch64-linux-gnu pairs that tree's ld.so with the multiarch libc.so.6 (found through
+# /lib/aarch64-linux-gnu), two builds whose private loader/libc structures differ: the first pthread_create then
+# spins forever. The prefix is used only where there is no multiarch loader.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 
 BUILD=${1:-build-arm64}
 BUILD_X86=${BUILD_X86:-build}
-TESTS=${ARM_TESTS:-test_dtype test_kquant test_ops}
+TESTS=${ARM_TESTS:-test_dtype test_kquant test_ops test_threadpool test_gguf test_tokenizer}
 TIMEOUT=${ARM_TIMEOUT:-600}
 MODEL=${ARM_MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 PROMPT=${ARM_PROMPT:-The capital of France is}
-export QEMU_LD_PREFIX=${QEMU_LD_PREFIX:-/usr/aarch64-linux-gnu}
+if [ -z "${QEMU_LD_PREFIX+x}" ] && [ ! -e /lib/ld-linux-aarch64.so.1 ]; then
+    export QEMU_LD_PREFIX=/usr/aarch64-linux-gnu
+fi
 QEMU=${QEMU:-qemu-aarch64}
 
 command -v "$QEMU" >/dev/null || { echo "test_arm: $QEMU not found (apt-get install qemu-user)" >&2; exit 2; }
