@@ -88,7 +88,8 @@ typedef struct zl_type_traits {
 } zl_type_traits;
 
 /* Traits of type id t, or NULL if t is not a type the format defines. The returned kernels are the fastest
- * this CPU supports (chosen once; ZILI_CPU=scalar forces the portable reference, =avx2 caps x86 at AVX2). */
+ * this CPU supports (chosen once; ZILI_CPU=scalar forces the portable reference, =avx2 / =avx512 cap x86
+ * at that set, =neon picks AArch64's NEON set). */
 const zl_type_traits *zl_type_traits_get(uint32_t t);
 
 /* The portable scalar reference traits (for tests of the SIMD kernels). NULL if unknown. */
