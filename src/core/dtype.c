@@ -157,16 +157,24 @@ static bool cpu_has_avx2_fma_f16c(void)
     return b & (1u << 5); /* AVX2 */
 }
 
-/* AVX-512 F and DQ, and the OS saves opmask and ZMM state (call after cpu_has_avx2_fma_f16c). */
-static bool cpu_has_avx512f_dq(void)
+/* Whether the OS saves opmask and ZMM state, and if so cpuid leaf 7's ebx / ecx (call after
+ * cpu_has_avx2_fma_f16c, which checks that leaf 7 exists). */
+static bool cpu_avx512_leaf7(unsigned *ebx, unsigned *ecx)
 {
-    unsigned a, b, c, d;
+    unsigned a, d;
     unsigned xcr0_lo, xcr0_hi;
     __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
     (void)xcr0_hi;
     if ((xcr0_lo & 0xe6u) != 0xe6u) return false;
-    __cpuid_count(7, 0, a, b, c, d);
-    return (b & (1u << 16)) && (b & (1u << 17));
+    __cpuid_count(7, 0, a, *ebx, *ecx, d);
+    return true;
+}
+
+/* AVX-512 F and DQ, and the OS saves opmask and ZMM state. */
+static bool cpu_has_avx512f_dq(void)
+{
+    unsigned b, c;
+    return cpu_avx512_leaf7(&b, &c) && (b & (1u << 16)) && (b & (1u << 17));
 }
 #endif
 
@@ -174,13 +182,8 @@ static bool cpu_has_avx512f_dq(void)
 /* AVX-512 BW, VL and VNNI, and the OS saves opmask and ZMM state (call after cpu_has_avx512f_dq). */
 static bool cpu_has_avx512_vnni(void)
 {
-    unsigned a, b, c, d;
-    unsigned xcr0_lo, xcr0_hi;
-    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
-    (void)xcr0_hi;
-    if ((xcr0_lo & 0xe6u) != 0xe6u) return false;
-    __cpuid_count(7, 0, a, b, c, d);
-    return (b & (1u << 30)) && (b & (1u << 31)) && (c & (1u << 11)); /* BW, VL; VNNI */
+    unsigned b, c;
+    return cpu_avx512_leaf7(&b, &c) && (b & (1u << 30)) && (b & (1u << 31)) && (c & (1u << 11)); /* BW, VL; VNNI */
 }
 
 /* The "avx512vnni" set: the AVX-512 one with these dots swapped in (same bits, see quant_vnni.c). */

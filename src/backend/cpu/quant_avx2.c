@@ -25,20 +25,7 @@
 
 #include "core/fp16.h"
 
-/* One half -> float with F16C (the portable zl_fp16_to_fp32 branches; this is on every block's path). */
-static inline float h2f(uint16_t h)
-{
-    return _cvtsh_ss(h);
-}
-
-/* Sum of the 8 lanes, in the pairing ggml uses: (hi128 + lo128), then 2 + 2, then 1 + 1. */
-static inline float hsum8(__m256 v)
-{
-    __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
+#include "backend/cpu/simd_x86.h" /* h2f, hsum8 */
 
 /* Sum of 4 accumulators of 8 floats: (a0 + a2) + (a1 + a3), then 128-bit halves, then two horizontal adds. */
 static inline float reduce4x8(__m256 a0, __m256 a1, __m256 a2, __m256 a3)

@@ -18,15 +18,7 @@
 #include "backend/cpu/quant.h"
 #include "core/fp16.h"
 
-/* Sum of 8 lanes in the order of ggml's AVX2 hsum_float_8 (the quantized dots' final step; quant_avx2.c's
- * hsum8): (hi128 + lo128), then 2 + 2, then 1 + 1. */
-static inline float hsum8_ggml(__m256 v)
-{
-    __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
+#include "backend/cpu/simd_x86.h" /* h2f, hsum8 */
 
 /* The lane order of _mm512_reduce_add_ps as GCC and clang implement it: halves, then quarters, then pairs. */
 static inline float reduce16(__m512 v)
@@ -194,10 +186,10 @@ zl_q8_0_vec_dot_rows4_avx512vnni(int64_t n, float *s, const void *vx, size_t bx,
         ROW_PAIR(0, 1) ROW_PAIR(2, 3)
 #undef ROW_PAIR
     }
-    s[0] = hsum8_ggml(_mm512_castps512_ps256(acc01));
-    s[1] = hsum8_ggml(_mm512_extractf32x8_ps(acc01, 1));
-    s[2] = hsum8_ggml(_mm512_castps512_ps256(acc23));
-    s[3] = hsum8_ggml(_mm512_extractf32x8_ps(acc23, 1));
+    s[0] = hsum8(_mm512_castps512_ps256(acc01));
+    s[1] = hsum8(_mm512_extractf32x8_ps(acc01, 1));
+    s[2] = hsum8(_mm512_castps512_ps256(acc23));
+    s[3] = hsum8(_mm512_extractf32x8_ps(acc23, 1));
 }
 
 /* zl_q5_0_vec_dot_avx2 of 4 rows against one activation row, bit for bit, in the layout of
@@ -240,8 +232,8 @@ zl_q5_0_vec_dot_rows4_avx512vnni(int64_t n, float *s, const void *vx, size_t bx,
         ROW_PAIR(0, 1) ROW_PAIR(2, 3)
 #undef ROW_PAIR
     }
-    s[0] = hsum8_ggml(_mm512_castps512_ps256(acc01));
-    s[1] = hsum8_ggml(_mm512_extractf32x8_ps(acc01, 1));
-    s[2] = hsum8_ggml(_mm512_castps512_ps256(acc23));
-    s[3] = hsum8_ggml(_mm512_extractf32x8_ps(acc23, 1));
+    s[0] = hsum8(_mm512_castps512_ps256(acc01));
+    s[1] = hsum8(_mm512_extractf32x8_ps(acc01, 1));
+    s[2] = hsum8(_mm512_castps512_ps256(acc23));
+    s[3] = hsum8(_mm512_extractf32x8_ps(acc23, 1));
 }

@@ -34,19 +34,7 @@
 #include <math.h>
 #include <string.h>
 
-static inline float h2f(uint16_t h)
-{
-    return _cvtsh_ss(h);
-}
-
-/* Sum of 8 lanes in ggml's pairing (quant_avx2.c's hsum8): (hi128 + lo128), then 2 + 2, then 1 + 1. */
-static inline float hsum8(__m256 v)
-{
-    __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
+#include "backend/cpu/simd_x86.h" /* h2f, hsum8 */
 
 static inline __m256 lo256(__m512 v)
 {
