@@ -196,6 +196,25 @@ def ensure_models(verbose: bool = True) -> None:
         os.replace(tmp, m.path)
 
 
+def no_repack(llama_cpp) -> None:
+    """Makes llama-cpp-python load models without weight repacking (llama-cli's --no-repack): repacked
+    Q4_0/Q4_K/Q2_K/... weights use other kernels whose sums are ordered differently, and zili mirrors ggml's
+    standard ones. Idempotent."""
+    if getattr(llama_cpp, "_zili_no_repack", False):
+        return
+    default = llama_cpp.llama_model_default_params
+
+    def params():
+        p = default()
+        if hasattr(p, "use_extra_bufts"):
+            p.use_extra_bufts = False
+        return p
+
+    llama_cpp.llama_model_default_params = params
+    llama_cpp.llama_cpp.llama_model_default_params = params
+    llama_cpp._zili_no_repack = True
+
+
 def zili(*args: str, stdin: str | None = None, timeout: float = 600) -> str:
     """Runs `zili ARGS`; returns stdout; raises with zili's stderr on a non-zero exit."""
     p = subprocess.run([zili_bin(), *args], input=stdin.encode() if stdin is not None else None,

@@ -4,8 +4,8 @@
     python3 tests/ref/diverge.py MODEL.gguf [--ids "1 2 3" | --prompt TEXT | --random N] [--trials K]
 
 Evaluates the same token ids in one batch with `zili logits` and with llama.cpp (llama-cpp-python, 2 threads, no
-flash attention, F16 KV cache) and prints, per trial, the first position whose logits differ at all, the largest
-difference, and the median over positions. With weights in an 8-bit-activation type (Q4_0/Q4_1/Q8_0) a single
+flash attention, F16 KV cache, weights not repacked) and prints, per trial, the first position whose logits differ
+at all, the largest difference, and the median over positions. With weights in an 8-bit-activation type (Q4_0/Q4_1/Q8_0) a single
 one-ulp difference anywhere upstream of an activation quantization can flip one rounding, and that flip cascades
 into a logit difference of the size of the quantization noise itself (1-2% of max|logit|; see test_float_ref.py),
 so "first differing position" is the place to look for the op that is not bit-identical. Use gen_gguf.py
@@ -33,6 +33,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=7)
     a = p.parse_args()
     import llama_cpp
+    common.no_repack(llama_cpp)
     llm = llama_cpp.Llama(model_path=a.model, n_ctx=2048, n_batch=2048, n_ubatch=2048, n_threads=common.THREADS,
                           logits_all=True, flash_attn=False, verbose=False)
     rng = np.random.default_rng(a.seed)

@@ -66,7 +66,6 @@ def llama_dumps(model: str, ids: list[int], steps: int) -> tuple[list[dict], lis
         return True
 
     default = llama_cpp.llama_context_default_params
-    mdefault = llama_cpp.llama_model_default_params
 
     def ctx_params():
         p = default()
@@ -74,16 +73,9 @@ def llama_dumps(model: str, ids: list[int], steps: int) -> tuple[list[dict], lis
         p.cb_eval_user_data = None
         return p
 
-    def model_params():
-        p = mdefault()
-        if hasattr(p, "use_extra_bufts"):
-            p.use_extra_bufts = False
-        return p
-
     llama_cpp.llama_context_default_params = ctx_params
     llama_cpp.llama_cpp.llama_context_default_params = ctx_params
-    llama_cpp.llama_model_default_params = model_params
-    llama_cpp.llama_cpp.llama_model_default_params = model_params
+    common.no_repack(llama_cpp)
     llm = llama_cpp.Llama(model_path=model, n_ctx=512, n_batch=512, n_ubatch=512, n_threads=common.THREADS,
                           n_threads_batch=common.THREADS, logits_all=False, flash_attn=False, verbose=False)
     out = []

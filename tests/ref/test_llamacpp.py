@@ -41,17 +41,8 @@ except ImportError as e:  # reported by every test, see the file comment
     IMPORT_ERROR = e
 
 
-def _no_repack_params():
-    """llama_model_default_params with weight repacking off (llama.cpp's --no-repack)."""
-    p = _default_model_params()
-    p.use_extra_bufts = False
-    return p
-
-
 if llama_cpp is not None:
-    _default_model_params = llama_cpp.llama_model_default_params
-    llama_cpp.llama_model_default_params = _no_repack_params
-    llama_cpp.llama_cpp.llama_model_default_params = _no_repack_params
+    common.no_repack(llama_cpp)
 
 
 @functools.lru_cache(maxsize=2)

@@ -441,6 +441,24 @@ static void test_matmul_k_rows(void **state)
  * Q5_K) or 16-value (Q6_K) sub-block's scale and minimum, decoded from the layouts in quant.h. */
 static int k_decode(uint32_t t, const uint8_t *blk, int code[ZL_QK_K], int sc[16], int mn[16])
 {
+    if (t == ZL_Q2_K || t == ZL_Q3_K) { /* 2-bit codes: element 128 h + 32 k + l in bits 2k of qs[32 h + l] */
+        const uint8_t *qs = t == ZL_Q2_K ? ((const zl_block_q2_K *)(const void *)blk)->qs
+                                         : ((const zl_block_q3_K *)(const void *)blk)->qs;
+        for (int e = 0; e < ZL_QK_K; e++) code[e] = qs[32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32)) & 3;
+        if (t == ZL_Q2_K) {
+            const zl_block_q2_K *x = (const void *)blk;
+            for (int s = 0; s < 16; s++) sc[s] = x->scales[s] & 15, mn[s] = x->scales[s] >> 4;
+            return 16;
+        }
+        const zl_block_q3_K *x = (const void *)blk; /* minus 4 where the element's hmask bit is clear */
+        for (int e = 0; e < ZL_QK_K; e++) code[e] -= (x->hmask[e % 32] >> (e / 32) & 1) ? 0 : 4;
+        for (int s = 0; s < 16; s++) { /* 6-bit scales - 32: low 4 bits in nibbles, high 2 bits in bytes 8..11 */
+            const int lo = (s < 8 ? x->scales[s] : x->scales[s - 8] >> 4) & 15;
+            sc[s] = (lo | (x->scales[8 + s % 4] >> (2 * (s / 4)) & 3) << 4) - 32;
+            mn[s] = 0;
+        }
+        return 16;
+    }
     if (t == ZL_Q6_K) {
         const zl_block_q6_K *x = (const void *)blk;
         for (int h = 0; h < 2; h++)
@@ -500,20 +518,22 @@ static float tiled_want(uint32_t t, const uint8_t *w, const zl_block_q8_K *y, in
             s2 += mn[s] * sum;
         }
         uint16_t hd, hm = 0;
-        if (t == ZL_Q6_K) {
-            memcpy(&hd, blk + offsetof(zl_block_q6_K, d), 2);
-        } else {
-            memcpy(&hd, blk, 2);
-            memcpy(&hm, blk + 2, 2);
-        }
+        const bool mins = t != ZL_Q3_K && t != ZL_Q6_K;
+        const size_t d_off = t == ZL_Q2_K   ? offsetof(zl_block_q2_K, d)
+                             : t == ZL_Q3_K ? offsetof(zl_block_q3_K, d)
+                             : t == ZL_Q6_K ? offsetof(zl_block_q6_K, d)
+                                            : 0;
+        memcpy(&hd, blk + d_off, 2);
+        if (mins)
+            memcpy(&hm, blk + d_off + 2, 2);
         const float d = zl_fp16_to_fp32(hd) * (float)s1;
-        const float r = t == ZL_Q6_K ? d : fmaf(-zl_fp16_to_fp32(hm), (float)s2, d);
+        const float r = mins ? fmaf(-zl_fp16_to_fp32(hm), (float)s2, d) : d;
         acc = fmaf(r, y[b].d, acc);
     }
     return acc;
 }
 
-/* A matmul of 9 tokens (llama.cpp's tiled order) on Q4_K / Q5_K / Q6_K weights, 7 rows of 1..4 blocks of random
+/* A matmul of 9 tokens (llama.cpp's tiled order) on Q2_K .. Q6_K weights, 7 rows of 1..4 blocks of random
  * codes and scales, equals the tiled order computed from its definition, bit for bit (a token in one-token mode:
  * vec_dot); with the scalar kernels (no tiled order: ggml's scalar build has none) it equals vec_dot. The AVX2
  * tiled dots, one token and 4 at a time, are also checked directly on 1..9 blocks. */
@@ -521,7 +541,8 @@ static void test_matmul_tiled_order(void **state)
 {
     (void)state;
     enum { NB = 4, NE1 = 7, NTOK = 9, NBMAX = 9 };
-    static const uint32_t types[] = { ZL_Q4_K, ZL_Q5_K, ZL_Q6_K };
+    static const uint32_t types[] = { ZL_Q2_K, ZL_Q3_K, ZL_Q4_K, ZL_Q5_K, ZL_Q6_K };
+    enum { NTYPES = sizeof types / sizeof types[0] };
     zl_cpu *cpu = zl_cpu_create(2);
     assert_non_null(cpu);
     float *x = malloc(NBMAX * ZL_QK_K * NTOK * sizeof(float)), *y = malloc(NE1 * NTOK * sizeof(float));
@@ -560,10 +581,26 @@ static void test_matmul_tiled_order(void **state)
             }
         }
     }
-    assert_int_equal(compared, 3 * NB * NE1 * NTOK);
+    assert_int_equal(compared, NTYPES * NB * NE1 * NTOK);
+    /* the portable versions (what the NEON set runs) on 1..9 blocks, tiny and large activations */
+    static const zl_vec_dot_fn ref[NTYPES] = { zl_q2_K_tiled_dot_ref, zl_q3_K_tiled_dot_ref, zl_q4_K_tiled_dot_ref,
+                                               zl_q5_K_tiled_dot_ref, zl_q6_K_tiled_dot_ref };
+    for (size_t ti = 0; ti < NTYPES; ti++)
+        for (int nb = 1; nb <= NBMAX; nb++) {
+            random_blocks(types[ti], wq, nb, (unsigned)(nb + 300 * ti));
+            fill_random(x, nb * ZL_QK_K, (unsigned)(nb * 5 + ti), nb == 4 ? 1e-3f : 40.0f);
+            zl_type_traits_get(ZL_Q8_K)->from_float_act(x, xq, nb * ZL_QK_K);
+            float got;
+            ref[ti](nb * ZL_QK_K, &got, wq, xq);
+            const float want = tiled_want(types[ti], wq, xq, nb);
+            if (zl_fp32_to_bits(got) != zl_fp32_to_bits(want))
+                fail_msg("%s tiled dot ref nb=%d: %a, want %a", zl_type_name(types[ti]), nb, (double)got, (double)want);
+        }
 #ifdef ZL_HAVE_AVX2_KERNELS
     if (zl_cpu_simd_width() >= 8) {
-        static const zl_vec_dot_fn avx2[] = { zl_q4_K_tiled_dot_avx2, zl_q5_K_tiled_dot_avx2, zl_q6_K_tiled_dot_avx2 };
+        static const zl_vec_dot_fn avx2[NTYPES] = { zl_q2_K_tiled_dot_avx2, zl_q3_K_tiled_dot_avx2,
+                                                    zl_q4_K_tiled_dot_avx2, zl_q5_K_tiled_dot_avx2,
+                                                    zl_q6_K_tiled_dot_avx2 };
         for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
             for (int nb = 1; nb <= NBMAX; nb++) {
                 random_blocks(types[ti], wq, nb, (unsigned)(nb + 100 * ti));
@@ -577,7 +614,8 @@ static void test_matmul_tiled_order(void **state)
                              (double)want);
             }
         /* the 4-token versions: 4 activation rows (the third all zeros), outputs 3 apart */
-        static const zl_vec_dot4_fn avx2_4[] = { zl_q4_K_tiled_dot4_avx2, NULL, zl_q6_K_tiled_dot4_avx2 };
+        static const zl_vec_dot4_fn avx2_4[NTYPES] = { NULL, NULL, zl_q4_K_tiled_dot4_avx2, NULL,
+                                                       zl_q6_K_tiled_dot4_avx2 };
         for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
             for (int nb = 1; avx2_4[ti] && nb <= NBMAX; nb += 2) {
                 const int ne0 = nb * ZL_QK_K;

@@ -172,114 +172,18 @@ static void matmul_chunks(void *arg, int ith, int nth)
 
 /* ---- llama.cpp's tiled K-quant matmul (ggml-cpu/tiled), for batches of 8+ tokens ----
  *
- * For Q4_K/Q5_K/Q6_K weights (Q2_K/Q3_K too, not mirrored here) and a batch of at least 8 activation rows, ggml
- * multiplies in tiles instead of with vec_dot. Per weight row and token its float arithmetic is: for each
- * 256-block b in order, the exact integer sums s1 = sum_s scale_s * (q_s . q8_s) (Q6_K: codes minus 32) and, for
- * Q4_K/Q5_K, s2 = sum_s min_s * bsum_s; r = d * s1 (Q4_K/Q5_K: fma(-dmin, s2, d * s1)); then acc = fma(r, d8,
- * acc) from acc = 0. That is its AVX2 kernel, which llama-cpp-python's native build runs on AVX-512 CPUs too
- * (checked bit for bit on Gemma 3 270M's Q4_K and Q6_K weights); its AVX-512 VNNI kernel would add r * d8
- * unfused. */
+ * For Q2_K..Q6_K weights and a batch of at least 8 activation rows, ggml's x86 build multiplies in tiles instead
+ * of with vec_dot. Per weight row and token its float arithmetic is: for each 256-block b in order, the exact
+ * integer sums s1 = sum_s scale_s * (q_s . q8_s) (Q3_K: signed scales and codes, Q6_K: codes minus 32) and, for
+ * the types with minimums (Q2_K, Q4_K, Q5_K), s2 = sum_s min_s * bsum_s; r = d * s1 (with minimums:
+ * fma(-dmin, s2, d * s1)); then acc = fma(r, d8, acc) from acc = 0 (zl_qX_K_tiled_dot_ref in quant_k_ref.c).
+ * That is its AVX2 kernel, which llama-cpp-python's native build runs on AVX-512 CPUs too (checked bit for bit
+ * on Gemma 3 270M's Q4_K and Q6_K weights and on random Q2_K / Q3_K_M models); its AVX-512 VNNI kernel would
+ * add r * d8 unfused. Q3_K's kernel adds 128 to the activations and subtracts the correction afterwards, and
+ * Q6_K's works on codes + 32: both exact integer rewrites of the same s1. */
 
-/* Q4_K/Q5_K 6-bit scale and min of sub-block j (the format's packing of 8 pairs into 12 bytes). */
-static void k4_scale_min(const uint8_t *q, int j, int *sc, int *m)
-{
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4);
-        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
-
-
-/* sum of a[l] * b[l] over n int8 pairs (exact in int32 for a block) */
-static int32_t idot8(const int8_t *a, const int8_t *b, int n)
-{
-    int32_t s = 0;
-    for (int l = 0; l < n; l++)
-        s += (int32_t)a[l] * (int32_t)b[l];
-    return s;
-}
-
-/* Q4_K (qh NULL) or Q5_K (qh: the fifth bits) block: s1, s2 of one 256-block. */
-static void tiled_k4_sums(const uint8_t *qs, const uint8_t *qh, const uint8_t *scales, const zl_block_q8_K *y,
-                          int32_t *s1, int32_t *s2)
-{
-    int8_t w[ZL_QK_K]; /* codes 0..31 in element order: sub-block s is w[32 s .. 32 s + 31] */
-    for (int h = 0; h < 4; h++)
-        for (int l = 0; l < 32; l++) {
-            w[64 * h + l] = (int8_t)(qs[32 * h + l] & 0x0f);
-            w[64 * h + 32 + l] = (int8_t)(qs[32 * h + l] >> 4);
-        }
-    if (qh)
-        for (int s = 0; s < 8; s++)
-            for (int l = 0; l < 32; l++)
-                w[32 * s + l] = (int8_t)(w[32 * s + l] | (((qh[l] >> s) & 1) << 4));
-    int32_t a = 0, b = 0;
-    for (int s = 0; s < 8; s++) {
-        int sc, m;
-        k4_scale_min(scales, s, &sc, &m);
-        a += sc * idot8(w + 32 * s, y->qs + 32 * s, 32);
-        b += m * (y->bsums[2 * s] + y->bsums[2 * s + 1]);
-    }
-    *s1 = a;
-    *s2 = b;
-}
-
-static void tiled_dot_q4_K(int64_t n, float *out, const void *vx, const void *vy)
-{
-    const zl_block_q4_K *x = vx;
-    const zl_block_q8_K *y = vy;
-    float acc = 0.0f;
-    for (int64_t b = 0; b < n / ZL_QK_K; b++) {
-        int32_t s1, s2;
-        tiled_k4_sums(x[b].qs, NULL, x[b].scales, &y[b], &s1, &s2);
-        const float r = fmaf(-zl_fp16_to_fp32(x[b].dmin), (float)s2, zl_fp16_to_fp32(x[b].d) * (float)s1);
-        acc = fmaf(r, y[b].d, acc);
-    }
-    *out = acc;
-}
-
-static void tiled_dot_q5_K(int64_t n, float *out, const void *vx, const void *vy)
-{
-    const zl_block_q5_K *x = vx;
-    const zl_block_q8_K *y = vy;
-    float acc = 0.0f;
-    for (int64_t b = 0; b < n / ZL_QK_K; b++) {
-        int32_t s1, s2;
-        tiled_k4_sums(x[b].qs, x[b].qh, x[b].scales, &y[b], &s1, &s2);
-        const float r = fmaf(-zl_fp16_to_fp32(x[b].dmin), (float)s2, zl_fp16_to_fp32(x[b].d) * (float)s1);
-        acc = fmaf(r, y[b].d, acc);
-    }
-    *out = acc;
-}
-
-static void tiled_dot_q6_K(int64_t n, float *out, const void *vx, const void *vy)
-{
-    const zl_block_q6_K *x = vx;
-    const zl_block_q8_K *y = vy;
-    float acc = 0.0f;
-    for (int64_t b = 0; b < n / ZL_QK_K; b++) {
-        int8_t w[ZL_QK_K]; /* signed codes q - 32 in element order */
-        for (int hh = 0; hh < 2; hh++)
-            for (int l = 0; l < 32; l++) {
-                const uint8_t lo0 = x[b].ql[64 * hh + l], lo1 = x[b].ql[64 * hh + 32 + l], hi = x[b].qh[32 * hh + l];
-                w[128 * hh + l] = (int8_t)(((lo0 & 0x0f) | ((hi & 3) << 4)) - 32);
-                w[128 * hh + 32 + l] = (int8_t)(((lo1 & 0x0f) | (((hi >> 2) & 3) << 4)) - 32);
-                w[128 * hh + 64 + l] = (int8_t)(((lo0 >> 4) | (((hi >> 4) & 3) << 4)) - 32);
-                w[128 * hh + 96 + l] = (int8_t)(((lo1 >> 4) | (((hi >> 6) & 3) << 4)) - 32);
-            }
-        int32_t s1 = 0;
-        for (int s = 0; s < 16; s++)
-            s1 += x[b].scales[s] * idot8(w + 16 * s, y[b].qs + 16 * s, 16);
-        acc = fmaf(zl_fp16_to_fp32(x[b].d) * (float)s1, y[b].d, acc);
-    }
-    *out = acc;
-}
-
-/* The tiled dot for weight type `type` on this CPU, or NULL where ggml has none (or zili does not mirror it). The
- * AVX2 versions sum the same integers with vector instructions; the float steps are the ones above. */
+/* The tiled dot for weight type `type` on this CPU, or NULL where ggml has none. The AVX2 versions sum the same
+ * integers with vector instructions; the float steps are the reference ones. */
 static zl_vec_dot_fn tiled_dot(uint32_t type)
 {
     const int width = zl_cpu_simd_width();
@@ -288,6 +192,8 @@ static zl_vec_dot_fn tiled_dot(uint32_t type)
 #ifdef ZL_HAVE_AVX2_KERNELS
     if (width >= 8)
         switch (type) {
+        case ZL_Q2_K: return zl_q2_K_tiled_dot_avx2;
+        case ZL_Q3_K: return zl_q3_K_tiled_dot_avx2;
         case ZL_Q4_K: return zl_q4_K_tiled_dot_avx2;
         case ZL_Q5_K: return zl_q5_K_tiled_dot_avx2;
         case ZL_Q6_K: return zl_q6_K_tiled_dot_avx2;
@@ -295,9 +201,11 @@ static zl_vec_dot_fn tiled_dot(uint32_t type)
         }
 #endif
     switch (type) {
-    case ZL_Q4_K: return tiled_dot_q4_K;
-    case ZL_Q5_K: return tiled_dot_q5_K;
-    case ZL_Q6_K: return tiled_dot_q6_K;
+    case ZL_Q2_K: return zl_q2_K_tiled_dot_ref;
+    case ZL_Q3_K: return zl_q3_K_tiled_dot_ref;
+    case ZL_Q4_K: return zl_q4_K_tiled_dot_ref;
+    case ZL_Q5_K: return zl_q5_K_tiled_dot_ref;
+    case ZL_Q6_K: return zl_q6_K_tiled_dot_ref;
     default: return NULL;
     }
 }

@@ -31,7 +31,7 @@ int zl_matmul(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_tok, fl
 enum {
     ZL_MODE_ONE = 0,    /* a batch of one token: ggml's vec_dot */
     ZL_MODE_MULTI = 1,  /* 2+ tokens: tinyBLAS's float dots (F32/F16/BF16 weights; the traits' vec_dot_gemm) */
-    ZL_MODE_MULTI8 = 2, /* 8+ tokens: also llama.cpp's tiled K-quant matmul for Q4_K/Q5_K/Q6_K weights (ops.c) */
+    ZL_MODE_MULTI8 = 2, /* 8+ tokens: also llama.cpp's tiled K-quant matmul for Q2_K..Q6_K weights (ops.c) */
 };
 /* zl_matmul with the arithmetic chosen per token by gemm[k], a ZL_MODE_* value. gemm NULL: llama.cpp's rule for
  * one batch of n_tok tokens (tinyBLAS when n_tok >= 2, tiled K-quant when n_tok >= 8), as zl_matmul does. */

@@ -203,6 +203,14 @@ void zl_q6_K_to_float_ref(const void *x, float *y, int64_t n);
 void zl_q6_K_from_float_ref(const float *x, void *y, int64_t n);
 void zl_q6_K_vec_dot_ref(int64_t n, float *s, const void *x, const void *y); /* y: Q8_K */
 
+/* llama.cpp's tiled K-quant order (its matmul for batches of 8+ tokens on x86; see ops.c): per block the exact
+ * integer sums, then r = d * s1 (minus dmin * s2 in one fma where the type has minimums) and acc = fma(r, d8, acc). */
+void zl_q2_K_tiled_dot_ref(int64_t n, float *s, const void *x, const void *y);
+void zl_q3_K_tiled_dot_ref(int64_t n, float *s, const void *x, const void *y);
+void zl_q4_K_tiled_dot_ref(int64_t n, float *s, const void *x, const void *y);
+void zl_q5_K_tiled_dot_ref(int64_t n, float *s, const void *x, const void *y);
+void zl_q6_K_tiled_dot_ref(int64_t n, float *s, const void *x, const void *y);
+
 /* Q8_K's from_float is ggml's reference quantizer, which is also what ggml runs for activations on x86. */
 void zl_q8_K_to_float_ref(const void *x, float *y, int64_t n);
 void zl_q8_K_from_float_ref(const float *x, void *y, int64_t n);
@@ -235,6 +243,8 @@ void zl_q5_K_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 void zl_q6_K_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 /* llama.cpp's tiled K-quant order for batches of 8+ tokens (see ops.c; exact integer block sums, float steps
  * per block as its AVX2 tile kernel); y: Q8_K. */
+void zl_q2_K_tiled_dot_avx2(int64_t n, float *s, const void *x, const void *y);
+void zl_q3_K_tiled_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 void zl_q4_K_tiled_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 void zl_q5_K_tiled_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 void zl_q6_K_tiled_dot_avx2(int64_t n, float *s, const void *x, const void *y);

@@ -386,66 +386,82 @@ static inline __m256i load32(const void *p)
     return _mm256_loadu_si256((const __m256i *)p);
 }
 
+/* The integer sums sum_s sc_s (q_s . q8_s) of one Q2_K block in 8 int32 lanes. */
+static inline __m256i q2_K_sumi(const zl_block_q2_K *x, const int8_t *q8)
+{
+    const __m256i m3 = _mm256_set1_epi8(3);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        const __m256i bits = load32(x->qs + 32 * h);
+        for (int k = 0; k < 4; k++) {
+            const __m256i q = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * k), m3);
+            const __m256i p = maddubs(q, load32(q8 + 128 * h + 32 * k));
+            const int sb = 8 * h + 2 * k;
+            sumi = _mm256_add_epi32(sumi, scale_halves(p, x->scales[sb] & 0x0f, x->scales[sb + 1] & 0x0f));
+        }
+    }
+    return sumi;
+}
+
+/* Q2_K minimums against the activation sums: lane i = m[2i] bsums[2i] + m[2i+1] bsums[2i+1]. */
+static inline __m256i q2_K_min_products(const zl_block_q2_K *x, const int16_t *bsums)
+{
+    const __m128i packed = _mm_loadu_si128((const __m128i *)x->scales);
+    const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0f)));
+    return _mm256_madd_epi16(mins, load32(bsums));
+}
+
 void zl_q2_K_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
 {
     const zl_block_q2_K *x = vx;
     const zl_block_q8_K *y = vy;
-    const __m256i m3 = _mm256_set1_epi8(3);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / ZL_QK_K; b++) {
         const float d = y[b].d * h2f(x[b].d);
         const float dmin = -y[b].d * h2f(x[b].dmin);
-        /* minimums: lane i = m[2i] bsums[2i] + m[2i+1] bsums[2i+1] */
-        const __m128i packed = _mm_loadu_si128((const __m128i *)x[b].scales);
-        const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0f)));
-        const __m256i prod = _mm256_madd_epi16(mins, load32(y[b].bsums));
+        const __m256i prod = q2_K_min_products(&x[b], y[b].bsums);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc);
-
-        __m256i sumi = _mm256_setzero_si256();
-        for (int h = 0; h < 2; h++) {
-            const __m256i bits = load32(x[b].qs + 32 * h);
-            for (int k = 0; k < 4; k++) {
-                const __m256i q = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * k), m3);
-                const __m256i p = maddubs(q, load32(y[b].qs + 128 * h + 32 * k));
-                const int sb = 8 * h + 2 * k;
-                sumi = _mm256_add_epi32(sumi, scale_halves(p, x[b].scales[sb] & 0x0f, x[b].scales[sb + 1] & 0x0f));
-            }
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(q2_K_sumi(&x[b], y[b].qs)), acc);
     }
     *s = hsum8(acc);
+}
+
+/* The integer sums sum_s (sc_s - 32) (q_s . q8_s) of one Q3_K block in 8 int32 lanes. */
+static inline __m256i q3_K_sumi(const zl_block_q3_K *x, const int8_t *q8)
+{
+    const __m256i m3 = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4), zero = _mm256_setzero_si256();
+    int sc[16];
+    for (int j = 0; j < 16; j++) {
+        const int lo = j < 8 ? x->scales[j] & 0x0f : x->scales[j - 8] >> 4;
+        sc[j] = (lo | ((x->scales[8 + j % 4] >> (2 * (j / 4))) & 3) << 4) - 32;
+    }
+    const __m256i hmask = load32(x->hmask);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        const __m256i bits = load32(x->qs + 32 * h);
+        for (int k = 0; k < 4; k++) {
+            /* q = low 2 bits - (4 where the high bit is clear); the two parts are multiplied separately
+             * because maddubs wants an unsigned operand */
+            const __m256i ql = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * k), m3);
+            const __m256i hbit = _mm256_and_si256(hmask, _mm256_set1_epi8((char)(1 << (4 * h + k))));
+            const __m256i qh = _mm256_and_si256(_mm256_cmpeq_epi8(hbit, zero), four);
+            const __m256i q8v = load32(q8 + 128 * h + 32 * k);
+            const __m256i p = _mm256_sub_epi16(maddubs(ql, q8v), maddubs(qh, q8v));
+            const int sb = 8 * h + 2 * k;
+            sumi = _mm256_add_epi32(sumi, scale_halves(p, sc[sb], sc[sb + 1]));
+        }
+    }
+    return sumi;
 }
 
 void zl_q3_K_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
 {
     const zl_block_q3_K *x = vx;
     const zl_block_q8_K *y = vy;
-    const __m256i m3 = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4), zero = _mm256_setzero_si256();
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / ZL_QK_K; b++) {
         const float d = y[b].d * h2f(x[b].d);
-        int sc[16];
-        for (int j = 0; j < 16; j++) {
-            const int lo = j < 8 ? x[b].scales[j] & 0x0f : x[b].scales[j - 8] >> 4;
-            sc[j] = (lo | ((x[b].scales[8 + j % 4] >> (2 * (j / 4))) & 3) << 4) - 32;
-        }
-        const __m256i hmask = load32(x[b].hmask);
-        __m256i sumi = _mm256_setzero_si256();
-        for (int h = 0; h < 2; h++) {
-            const __m256i bits = load32(x[b].qs + 32 * h);
-            for (int k = 0; k < 4; k++) {
-                /* q = low 2 bits - (4 where the high bit is clear); the two parts are multiplied separately
-                 * because maddubs wants an unsigned operand */
-                const __m256i ql = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * k), m3);
-                const __m256i hbit = _mm256_and_si256(hmask, _mm256_set1_epi8((char)(1 << (4 * h + k))));
-                const __m256i qh = _mm256_and_si256(_mm256_cmpeq_epi8(hbit, zero), four);
-                const __m256i q8 = load32(y[b].qs + 128 * h + 32 * k);
-                const __m256i p = _mm256_sub_epi16(maddubs(ql, q8), maddubs(qh, q8));
-                const int sb = 8 * h + 2 * k;
-                sumi = _mm256_add_epi32(sumi, scale_halves(p, sc[sb], sc[sb + 1]));
-            }
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(q3_K_sumi(&x[b], y[b].qs)), acc);
     }
     *s = hsum8(acc);
 }
@@ -666,6 +682,30 @@ static inline int32_t k4_min_total(const int m[8], const int16_t *bsums)
     __m128i t = _mm_add_epi32(p, _mm_unpackhi_epi64(p, p));
     t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(2, 3, 0, 1)));
     return _mm_cvtsi128_si32(t);
+}
+
+void zl_q2_K_tiled_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const zl_block_q2_K *x = vx;
+    const zl_block_q8_K *y = vy;
+    float acc = 0.0f;
+    for (int64_t b = 0; b < n / ZL_QK_K; b++) {
+        const int32_t s1 = hsum_i32x8(q2_K_sumi(&x[b], y[b].qs));
+        const int32_t s2 = hsum_i32x8(q2_K_min_products(&x[b], y[b].bsums));
+        const float r = fmaf(-h2f(x[b].dmin), (float)s2, h2f(x[b].d) * (float)s1);
+        acc = fmaf(r, y[b].d, acc);
+    }
+    *s = acc;
+}
+
+void zl_q3_K_tiled_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const zl_block_q3_K *x = vx;
+    const zl_block_q8_K *y = vy;
+    float acc = 0.0f;
+    for (int64_t b = 0; b < n / ZL_QK_K; b++)
+        acc = fmaf(h2f(x[b].d) * (float)hsum_i32x8(q3_K_sumi(&x[b], y[b].qs)), y[b].d, acc);
+    *s = acc;
 }
 
 void zl_q4_K_tiled_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)

@@ -264,19 +264,30 @@ void zl_q3_K_vec_dot_ref(int64_t n, float *s, const void *vx, const void *vy)
     *s = sum;
 }
 
+/* The integer sums of one Q4_K / Q5_K block (qh NULL for Q4_K) against one Q8_K block: s1 = sum sc (q . q8),
+ * s2 = sum m bsum. */
+static void q45_sums(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh, const zl_block_q8_K *y,
+                           int *s1, int *s2)
+{
+    int q[ZL_QK_K];
+    q45_unpack(qs, qh, q);
+    int a = 0, m_sum = 0;
+    for (int sb = 0; sb < 8; sb++) {
+        int sc, m;
+        k4_scale_min(sb, scales, &sc, &m);
+        a += sc * idot(q + 32 * sb, y->qs + 32 * sb, 32);
+        m_sum += m * (y->bsums[2 * sb] + y->bsums[2 * sb + 1]);
+    }
+    *s1 = a;
+    *s2 = m_sum;
+}
+
 /* One Q4_K / Q5_K super-block against one Q8_K block: d_x d_y sum(sc q p) - dmin_x d_y sum(m bsums). */
 static float q45_block_dot(uint16_t hd, uint16_t hdmin, const uint8_t *scales, const uint8_t *qs,
                            const uint8_t *qh, const zl_block_q8_K *y)
 {
-    int q[ZL_QK_K];
-    q45_unpack(qs, qh, q);
-    int isum = 0, msum = 0;
-    for (int sb = 0; sb < 8; sb++) {
-        int sc, m;
-        k4_scale_min(sb, scales, &sc, &m);
-        isum += sc * idot(q + 32 * sb, y->qs + 32 * sb, 32);
-        msum += m * (y->bsums[2 * sb] + y->bsums[2 * sb + 1]);
-    }
+    int isum, msum;
+    q45_sums(scales, qs, qh, y, &isum, &msum);
     const float d = y->d * zl_fp16_to_fp32(hd);
     const float dmin = y->d * zl_fp16_to_fp32(hdmin);
     return d * (float)isum - dmin * (float)msum;
@@ -315,4 +326,90 @@ void zl_q6_K_vec_dot_ref(int64_t n, float *s, const void *vx, const void *vy)
         sum += y[b].d * zl_fp16_to_fp32(x[b].d) * (float)isum;
     }
     *s = sum;
+}
+
+/* ---- llama.cpp's tiled K-quant order (its matmul for batches of 8+ tokens; see ops.c) ----
+ * Per 256-block the exact integer sums s1 = sum_s sc_s (q_s . q8_s) and, for the types with minimums,
+ * s2 = sum_s m_s bsum_s (the same integers as the dots above); then r = d * s1 (with minimums:
+ * fma(-dmin, s2, d * s1)) and acc = fma(r, d8, acc), from acc = 0. */
+
+static float tiled_step(float acc, uint16_t hd, const uint16_t *hdmin, int s1, int s2, float d8)
+{
+    const float r = zl_fp16_to_fp32(hd) * (float)s1;
+    return fmaf(hdmin ? fmaf(-zl_fp16_to_fp32(*hdmin), (float)s2, r) : r, d8, acc);
+}
+
+void zl_q2_K_tiled_dot_ref(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const zl_block_q2_K *x = vx;
+    const zl_block_q8_K *y = vy;
+    int q[ZL_QK_K];
+    float acc = 0.0f;
+    for (int64_t b = 0; b < n / ZL_QK_K; b++) {
+        q2_unpack(&x[b], q);
+        int s1 = 0, s2 = 0;
+        for (int sb = 0; sb < 16; sb++) {
+            s1 += (x[b].scales[sb] & 0x0f) * idot(q + 16 * sb, y[b].qs + 16 * sb, 16);
+            s2 += (x[b].scales[sb] >> 4) * y[b].bsums[sb];
+        }
+        acc = tiled_step(acc, x[b].d, &x[b].dmin, s1, s2, y[b].d);
+    }
+    *s = acc;
+}
+
+void zl_q3_K_tiled_dot_ref(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const zl_block_q3_K *x = vx;
+    const zl_block_q8_K *y = vy;
+    int q[ZL_QK_K], sc[16];
+    float acc = 0.0f;
+    for (int64_t b = 0; b < n / ZL_QK_K; b++) {
+        q3_unpack(&x[b], q);
+        q3_scales(x[b].scales, sc);
+        int s1 = 0;
+        for (int sb = 0; sb < 16; sb++) s1 += sc[sb] * idot(q + 16 * sb, y[b].qs + 16 * sb, 16);
+        acc = tiled_step(acc, x[b].d, NULL, s1, 0, y[b].d);
+    }
+    *s = acc;
+}
+
+void zl_q4_K_tiled_dot_ref(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const zl_block_q4_K *x = vx;
+    const zl_block_q8_K *y = vy;
+    float acc = 0.0f;
+    for (int64_t b = 0; b < n / ZL_QK_K; b++) {
+        int s1, s2;
+        q45_sums(x[b].scales, x[b].qs, NULL, &y[b], &s1, &s2);
+        acc = tiled_step(acc, x[b].d, &x[b].dmin, s1, s2, y[b].d);
+    }
+    *s = acc;
+}
+
+void zl_q5_K_tiled_dot_ref(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const zl_block_q5_K *x = vx;
+    const zl_block_q8_K *y = vy;
+    float acc = 0.0f;
+    for (int64_t b = 0; b < n / ZL_QK_K; b++) {
+        int s1, s2;
+        q45_sums(x[b].scales, x[b].qs, x[b].qh, &y[b], &s1, &s2);
+        acc = tiled_step(acc, x[b].d, &x[b].dmin, s1, s2, y[b].d);
+    }
+    *s = acc;
+}
+
+void zl_q6_K_tiled_dot_ref(int64_t n, float *s, const void *vx, const void *vy)
+{
+    const zl_block_q6_K *x = vx;
+    const zl_block_q8_K *y = vy;
+    int q[ZL_QK_K];
+    float acc = 0.0f;
+    for (int64_t b = 0; b < n / ZL_QK_K; b++) {
+        q6_unpack(&x[b], q);
+        int s1 = 0;
+        for (int sb = 0; sb < 16; sb++) s1 += x[b].scales[sb] * idot(q + 16 * sb, y[b].qs + 16 * sb, 16);
+        acc = tiled_step(acc, x[b].d, NULL, s1, 0, y[b].d);
+    }
+    *s = acc;
 }
