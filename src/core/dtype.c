@@ -3,8 +3,8 @@
  *
  * One constant table, the scalar reference; the kernel set in use is that table with an ISA's faster kernels
  * swapped in (AVX2 / AVX-512 on x86, NEON on AArch64), chosen once per process (pthread_once) from cpuid or
- * getauxval(AT_HWCAP) and the ZILI_CPU environment variable (scalar, avx2, avx512, neon); the choice is the only
- * state here and is never changed after it is made.
+ * getauxval(AT_HWCAP) and the ZILI_CPU environment variable (scalar, avx2, avx512, avx512vnni, neon); the choice is
+ * the only state here and is never changed after it is made.
  *
  * Block sizes and byte sizes are ggml's (gguf-py's GGML_QUANT_SIZES agrees, except that gguf-py still lists
  * Q8_1 at 40 bytes from when its d and s were floats; ggml's Q8_1 block is 36 bytes and Q8_1 never occurs in
@@ -196,6 +196,20 @@ static const kernel_swap k_vnni_swaps[] = {
 };
 #endif
 
+#ifdef ZL_HAVE_BF16_KERNELS
+/* AVX512-BF16 (cpuid leaf 7 subleaf 1, eax bit 5) with AVX-512 VL, and the OS saves opmask and ZMM state (call after
+ * cpu_has_avx512f_dq). */
+static bool cpu_has_avx512_bf16(void)
+{
+    unsigned a, b, c, d;
+    if (!cpu_avx512_leaf7(&b, &c) || !(b & (1u << 31))) return false; /* VL */
+    __cpuid_count(7, 0, a, b, c, d); /* eax: the highest subleaf of leaf 7 */
+    if (a < 1) return false;
+    __cpuid_count(7, 1, a, b, c, d);
+    return a & (1u << 5);
+}
+#endif
+
 #ifdef ZL_HAVE_NEON_KERNELS
 /* The NEON kernels, with (dp) and without SDOT: the same ggml NEON arithmetic with each variant's lane grouping. */
 typedef struct neon_swap {
@@ -289,6 +303,17 @@ static void choose_table(void)
         t->vec_dot4 = k_vnni_swaps[i].vec_dot4;
     }
     g_choice.name = "avx512vnni";
+#ifdef ZL_HAVE_BF16_KERNELS
+    /* BF16 weights with VDPBF16PS, as ggml built for an AVX512-BF16 CPU computes them (one token and tinyBLAS's
+     * 2+-token order, whose steps are 32 elements). A capability of this set rather than a set of its own: the
+     * other kernels (and the name other code keys on) are avx512vnni's; ZILI_CPU=avx512 leaves it off. */
+    if (cpu_has_avx512_bf16()) {
+        zl_type_traits *bf16 = &g_choice.table[ZL_BF16];
+        bf16->vec_dot = zl_bf16_vec_dot_avx512bf16;
+        bf16->vec_dot_gemm = zl_bf16_vec_dot_gemm_avx512bf16;
+        bf16->gemm_k = 32;
+    }
+#endif
 #endif
 #endif
 }

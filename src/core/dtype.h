@@ -79,8 +79,8 @@ typedef struct zl_type_traits {
      * last-step roundings. The scalar and AVX2 versions give identical bytes. Same as from_float otherwise. */
     zl_from_float_fn from_float_act;
     /* The dot llama.cpp's tinyBLAS computes when a matmul has 2+ tokens (F32 and F16: one accumulator of
-     * simd-width lanes instead of four, then one lane reduction); NULL where it is the same as vec_dot. Valid
-     * only for n a multiple of gemm_k. */
+     * simd-width lanes instead of four, then one lane reduction; BF16 with AVX512-BF16: one VDPBF16PS accumulator
+     * instead of two); NULL where it is the same as vec_dot. Valid only for n a multiple of gemm_k. */
     zl_vec_dot_fn vec_dot_gemm;
     int64_t gemm_k;
     /* vec_dot for 4 tokens at once where a SIMD kernel has one (NULL otherwise); used for tokens in vec_dot mode. */
@@ -89,7 +89,9 @@ typedef struct zl_type_traits {
 
 /* Traits of type id t, or NULL if t is not a type the format defines. The returned kernels are the fastest
  * this CPU supports (chosen once; ZILI_CPU=scalar forces the portable reference, =avx2 / =avx512 cap x86
- * at that set, =neon picks AArch64's NEON set). */
+ * at that set, =avx512vnni or no variable takes the best x86 set, =neon picks AArch64's NEON set). On a CPU with
+ * AVX512-BF16 the avx512vnni set dots BF16 weights with VDPBF16PS, as llama.cpp does there (=avx512 and below keep
+ * the float-conversion BF16 dot). */
 const zl_type_traits *zl_type_traits_get(uint32_t t);
 
 /* The portable scalar reference traits (for tests of the SIMD kernels). NULL if unknown. */
@@ -102,8 +104,8 @@ bool zl_row_size(uint32_t t, int64_t n, size_t *out);
 /* Name of a type id ("q4_0"), or "unknown". */
 const char *zl_type_name(uint32_t t);
 
-/* Name of the kernel set in use ("scalar", "avx2", "avx512", "neon", or "neon-nodot" on AArch64 CPUs without the
- * dot-product instructions). */
+/* Name of the kernel set in use ("scalar", "avx2", "avx512", "avx512vnni" (with the AVX512-BF16 BF16 dots where
+ * the CPU has them), "neon", or "neon-nodot" on AArch64 CPUs without the dot-product instructions). */
 const char *zl_cpu_kernels_name(void);
 /* Floats per vector of the active kernel set: 16 (AVX-512), 8 (AVX2), 4 (NEON) or 1 (scalar). Float ops whose
  * rounding depends on it (exp, softmax sums, attention lane order) follow the same choice, as a native ggml build

@@ -286,6 +286,15 @@ void zl_q5_0_vec_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, 
 void zl_q5_1_vec_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
 void zl_q8_0_vec_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
 #endif
+
+/* ---- AVX512-BF16 (quant_bf16.c): BF16 dots with VDPBF16PS in ggml's order for CPUs with that extension (their
+ * rounding differs from the _avx2 BF16 dot's); x86-64 only, call only when the CPU has AVX512-BF16. ---- */
+#if defined(__x86_64__)
+#define ZL_HAVE_BF16_KERNELS 1
+void zl_bf16_vec_dot_avx512bf16(int64_t n, float *s, const void *x, const void *y);
+/* tinyBLAS's order (batches of 2+ tokens): one 16-lane accumulator over steps of 32; n % 32 == 0. */
+void zl_bf16_vec_dot_gemm_avx512bf16(int64_t n, float *s, const void *x, const void *y);
+#endif
 #endif
 
 /* ---- AArch64 NEON (quant_neon.c); _neon_dp kernels only when the CPU has the dot-product extension
