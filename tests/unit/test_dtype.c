@@ -608,6 +608,204 @@ static void test_rows4_equals_vec_dot(void **state)
     free(xq);
 }
 
+/* ---- AVX512-BF16 dots: ggml's VDPBF16PS order, against a scalar emulation ---- */
+
+#ifdef ZL_HAVE_BF16_KERNELS
+#include <cpuid.h>
+
+/* AVX512-BF16 and VL (cpuid leaf 7 subleaf 1 eax bit 5; leaf 7 ebx bit 31) with opmask and ZMM state saved by the
+ * OS: what the kernels need, checked here independently of dtype.c's choice. */
+static bool cpu_has_avx512bf16(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return false; /* OSXSAVE */
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    (void)hi;
+    if ((lo & 0xe6u) != 0xe6u || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    if (!(b & (1u << 16)) || !(b & (1u << 31)) || a < 1) return false; /* AVX-512 F, VL; subleaf 1 exists */
+    __get_cpuid_count(7, 1, &a, &b, &c, &d);
+    return a & (1u << 5);
+}
+
+/* Subnormals read as (signed) zero: VDPBF16PS's DAZ on its inputs and FTZ on its results. */
+static float bf16_flush(float f)
+{
+    return fpclassify(f) == FP_SUBNORMAL ? copysignf(0.0f, f) : f;
+}
+
+/* One lane of VDPBF16PS as the Intel SDM defines it: the odd pair first, then the even one, each a fused
+ * multiply-add (the bf16 product is exact) rounded to nearest even, flushed as above. */
+static float emu_dpbf16_lane(float acc, const uint16_t *a, const uint16_t *b)
+{
+    acc = bf16_flush(acc);
+    acc = bf16_flush(fmaf(bf16_flush(zl_bf16_to_fp32(a[1])), bf16_flush(zl_bf16_to_fp32(b[1])), acc));
+    return bf16_flush(fmaf(bf16_flush(zl_bf16_to_fp32(a[0])), bf16_flush(zl_bf16_to_fp32(b[0])), acc));
+}
+
+/* 32 bf16 pairs into 16 lanes. */
+static void emu_dpbf16(float acc[16], const uint16_t *a, const uint16_t *b)
+{
+    for (int j = 0; j < 16; j++) acc[j] = emu_dpbf16_lane(acc[j], a + 2 * j, b + 2 * j);
+}
+
+/* _mm512_reduce_add_ps's tree in GCC's and clang's headers: upper 8 + lower 8, 4 + 4, then (0 + 2) + (1 + 3). */
+static float emu_reduce16(const float v[16])
+{
+    float h[8], q[4];
+    for (int k = 0; k < 8; k++) h[k] = v[k + 8] + v[k];
+    for (int k = 0; k < 4; k++) q[k] = h[k + 4] + h[k];
+    return (q[0] + q[2]) + (q[1] + q[3]);
+}
+
+/* ggml_vec_dot_bf16 built with __AVX512BF16__: accumulators c1 (elements i..i+31) and c2 (i+32..i+63) over steps
+ * of 64, each reduced into a double, then the tail as float products added in double. */
+static float emu_bf16_vec_dot(int n, const uint16_t *x, const uint16_t *y)
+{
+    float c1[16] = { 0 }, c2[16] = { 0 };
+    int i = 0;
+    for (; i + 64 <= n; i += 64) {
+        emu_dpbf16(c1, x + i, y + i);
+        emu_dpbf16(c2, x + i + 32, y + i + 32);
+    }
+    double sum = 0.0;
+    sum += (double)emu_reduce16(c1);
+    sum += (double)emu_reduce16(c2);
+    for (; i < n; i++) sum += (double)(zl_bf16_to_fp32(x[i]) * zl_bf16_to_fp32(y[i]));
+    return (float)sum;
+}
+
+/* tinyBLAS<32, __m512, __m512bh> with AVX512-BF16: one accumulator over steps of 32, one reduction; n % 32 == 0. */
+static float emu_bf16_gemm_dot(int n, const uint16_t *x, const uint16_t *y)
+{
+    float c[16] = { 0 };
+    for (int i = 0; i < n; i += 32) emu_dpbf16(c, x + i, y + i);
+    return emu_reduce16(c);
+}
+
+static uint64_t bf16_rand(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* A finite bf16. mode 0: exponents within 2^-20..2^20 of 1 (no subnormal anywhere); mode 1: one in 4 subnormal or
+ * zero and the rest near 2^-63, so products and sums underflow (DAZ/FTZ matter); mode 2: a few large values of both
+ * signs among small ones (cancellation). */
+static uint16_t rand_bf16(uint64_t *s, int mode)
+{
+    const uint64_t r = bf16_rand(s);
+    const uint16_t sign_mant = (uint16_t)(r & 0x807f);
+    unsigned e;
+    if (mode == 1)
+        e = (r >> 20) % 4 == 0 ? 0 : 64 + (unsigned)((r >> 24) % 8);
+    else if (mode == 2)
+        e = (r >> 20) % 16 == 0 ? 127 + 12 : 127 - 8 + (unsigned)((r >> 24) % 8);
+    else
+        e = 107 + (unsigned)((r >> 20) % 41);
+    return (uint16_t)(sign_mant | (e << 7));
+}
+
+/* zl_bf16_vec_dot_avx512bf16 and zl_bf16_vec_dot_gemm_avx512bf16 give the emulation's bits exactly: lengths below
+ * 32, around 64, ragged tails and long rows, in three value regimes; the kernels are called directly (whatever
+ * ZILI_CPU says), then the dispatched table and zl_matmul are checked to use them (1 token: vec_dot; 4 tokens:
+ * tinyBLAS's order) when the active set is avx512vnni on such a CPU, and not otherwise. */
+static void test_bf16_avx512bf16_dots(void **state)
+{
+    (void)state;
+    if (!cpu_has_avx512bf16()) {
+        print_message("skipped: this CPU has no AVX512-BF16 (the VDPBF16PS kernels are not tested here)\n");
+        skip();
+    }
+    enum { NMAX = 4096 + 96 };
+    uint16_t *x = malloc(NMAX * sizeof(uint16_t)), *y = malloc(NMAX * sizeof(uint16_t));
+    static const int lens[] = { 1, 2, 7, 31, 32, 33, 63, 64, 65, 95, 96, 97, 127, 128, 160, 192, 200, 576, 1000,
+                                1024, 4096, 4096 + 32, 4096 + 64 + 17, NMAX };
+    uint64_t rng = 0xbf16bf16f00dull;
+    long compared = 0, differ_fp32 = 0;
+    for (int mode = 0; mode < 3; mode++) {
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+            for (int round = 0; round < 3; round++) {
+                const int n = lens[li];
+                for (int i = 0; i < n; i++) {
+                    x[i] = rand_bf16(&rng, mode);
+                    y[i] = rand_bf16(&rng, mode);
+                }
+                float got, old;
+                const float want = emu_bf16_vec_dot(n, x, y);
+                zl_bf16_vec_dot_avx512bf16(n, &got, x, y);
+                if (memcmp(&got, &want, sizeof got) != 0)
+                    fail_msg("bf16 vec_dot_avx512bf16 mode %d n=%d: %a, emulation %a", mode, n, (double)got,
+                             (double)want);
+                zl_bf16_vec_dot_avx2(n, &old, x, y);
+                differ_fp32 += memcmp(&old, &want, sizeof old) != 0;
+                compared++;
+                if (n % 32 == 0) {
+                    const float want_gemm = emu_bf16_gemm_dot(n, x, y);
+                    zl_bf16_vec_dot_gemm_avx512bf16(n, &got, x, y);
+                    if (memcmp(&got, &want_gemm, sizeof got) != 0)
+                        fail_msg("bf16 vec_dot_gemm_avx512bf16 mode %d n=%d: %a, emulation %a", mode, n,
+                                 (double)got, (double)want_gemm);
+                    compared++;
+                }
+            }
+        }
+    }
+    assert_int_equal(compared, 3 * 3 * (24 + 11)); /* 24 lengths, 11 of them multiples of 32 */
+    /* the inputs reach the roundings where VDPBF16PS and the float-conversion dot part (else this proves little) */
+    assert_true(differ_fp32 > 10);
+
+    /* The dispatch: the avx512vnni set on this CPU takes these kernels; capped sets (ZILI_CPU) keep the old ones. */
+    const zl_type_traits *t = zl_type_traits_get(ZL_BF16);
+    const bool active = strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0;
+    if (!active) {
+        assert_ptr_not_equal(t->vec_dot, zl_bf16_vec_dot_avx512bf16);
+        assert_ptr_not_equal(t->vec_dot_gemm, zl_bf16_vec_dot_gemm_avx512bf16);
+        print_message("note: kernel set %s, so the BF16 matmul dispatch is not checked here\n", zl_cpu_kernels_name());
+    } else {
+        assert_ptr_equal(t->vec_dot, zl_bf16_vec_dot_avx512bf16);
+        assert_ptr_equal(t->vec_dot_gemm, zl_bf16_vec_dot_gemm_avx512bf16);
+        assert_int_equal(t->gemm_k, 32);
+        /* zl_matmul: 1 token is vec_dot, 4 tokens tinyBLAS's order (rows a multiple of 4, length of 32); activations
+         * are rounded to bf16 as ggml's fp32 -> bf16 conversion does. */
+        enum { NE0 = 96 + 64, NE1 = 12, NT = 4 };
+        float *xf = malloc(NT * NE0 * sizeof(float)), out[NT * NE1];
+        uint16_t *w = malloc(NE1 * NE0 * sizeof(uint16_t)), xb[NT * NE0];
+        for (int i = 0; i < NE1 * NE0; i++) w[i] = rand_bf16(&rng, 0);
+        fill_random(xf, NT * NE0, 4242, 3.0f);
+        for (int i = 0; i < NT * NE0; i++) xb[i] = zl_fp32_to_bf16(xf[i]);
+        zl_cpu *cpu = zl_cpu_create(2);
+        assert_non_null(cpu);
+        zl_tensor wt = { .name = "w", .type = ZL_BF16, .ne = { NE0, NE1, 1, 1 }, .nb1 = NE0 * 2, .data = w };
+        for (int nt = 1; nt <= NT; nt += NT - 1) {
+            assert_int_equal(zl_matmul(cpu, &wt, xf, nt, out), ZL_OK);
+            for (int k = 0; k < nt; k++)
+                for (int r = 0; r < NE1; r++) {
+                    const float want = nt == 1 ? emu_bf16_vec_dot(NE0, w + r * NE0, xb + k * NE0)
+                                               : emu_bf16_gemm_dot(NE0, w + r * NE0, xb + k * NE0);
+                    if (memcmp(&want, &out[k * NE1 + r], sizeof want) != 0)
+                        fail_msg("bf16 zl_matmul %d tokens, token %d row %d: %a, emulation %a", nt, k, r,
+                                 (double)out[k * NE1 + r], (double)want);
+                }
+        }
+        zl_cpu_destroy(cpu);
+        free(xf);
+        free(w);
+    }
+    free(x);
+    free(y);
+}
+#else
+static void test_bf16_avx512bf16_dots(void **state)
+{
+    (void)state;
+    print_message("skipped: AVX512-BF16 kernels exist only on x86-64\n");
+    skip();
+}
+#endif
+
 /* ---- fp16 / bf16 ---- */
 
 static uint64_t fnv1a64(const uint8_t *p, size_t n)
@@ -708,6 +906,7 @@ int main(void)
         cmocka_unit_test(test_fp32_to_fp16_vs_numpy),
         cmocka_unit_test(test_bf16_roundtrip),
         cmocka_unit_test(test_vnni_dots_equal_avx2),
+        cmocka_unit_test(test_bf16_avx512bf16_dots),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
