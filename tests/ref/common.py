@@ -11,10 +11,11 @@ Test models:
     separate output matrix, 2 kv heads). They live in models/random/<hash of gen_gguf.py>/, so a change to the
     generator makes fresh ones instead of testing stale files.
   * Random-weight qwen2 and qwen3 models (gpt2 vocabulary of SmolLM2) in Q8_0, F16, and the Q4_K_M, Q5_K_M and
-    Q6_K mixes quantized by llama.cpp's own quantizer (tools/quantize_gguf.py): tied with 4 kv heads and untied with
-    2; qwen3 also with head_dim 64 (so n_head * head_dim = 512 != n_embd = 256). See QWEN_MODELS.
-  * Random-weight gemma3 models (SentencePiece vocabulary): Q8_0, and Q4_K_M, Q5_K_M and Q6_K quantized the same
-    way, with sliding-window layers of window 16 (see GEMMA3_MODELS).
+    Q6_K mixes quantized by llama.cpp's own quantizer (tools/quantize_gguf.py), and the same for the Q2_K and Q3_K_M
+    mixes, Q5_0 and Q5_1: tied with 4 kv heads and untied with 2; qwen3 also with head_dim 64 (so n_head * head_dim
+    = 512 != n_embd = 256). See QWEN_MODELS.
+  * Random-weight gemma3 models (SentencePiece vocabulary): Q8_0, and Q4_K_M, Q5_K_M, Q6_K, Q2_K, Q3_K_M, Q5_0 and
+    Q5_1 quantized the same way, with sliding-window layers of window 16 (see GEMMA3_MODELS).
   * Random-weight Q8_0 models with RoPE scaling: YaRN (llama, qwen2), linear (llama, gemma3's global layers) and
     Llama 3.1's rope_freqs.weight (see ROPE_MODELS), and a llama model with a Mistral-style sliding window
     (MISTRAL_SWA; float reference only, llama.cpp ignores the window for this architecture).
@@ -77,6 +78,18 @@ QWEN_MODELS = [
     ("qwen3-q5_k_m", "q5_k_m", ("--arch", "qwen3", "--seed", "15", "--tied", "--head-dim", "64", *QWEN_KQ),
      "q5_k_m"),
     ("qwen3-q6_k", "q6_k", ("--arch", "qwen3", "--seed", "16", "--no-tied", "--n-head-kv", "2", *QWEN_KQ), "q6_k"),
+    # the other types a file can carry: the Q2_K mix (Q2_K with Q3_K / Q4_K for some attn_v and ffn_down, Q6_K
+    # output), the Q3_K_M mix (Q3_K with Q4_K / Q5_K), and Q5_0 / Q5_1 (with a Q6_K output or embedding)
+    ("qwen2-q2_k", "q2_k", ("--arch", "qwen2", "--seed", "31", "--tied", *QWEN_KQ), "q2_k"),
+    ("qwen2-q3_k_m", "q3_k_m", ("--arch", "qwen2", "--seed", "32", "--no-tied", "--n-head-kv", "2", *QWEN_KQ),
+     "q3_k_m"),
+    ("qwen2-q5_0", "q5_0", ("--arch", "qwen2", "--seed", "33", "--tied", *QWEN_KQ), "q5_0"),
+    ("qwen2-q5_1", "q5_1", ("--arch", "qwen2", "--seed", "34", "--no-tied", "--n-head-kv", "2", *QWEN_KQ), "q5_1"),
+    ("qwen3-q2_k", "q2_k", ("--arch", "qwen3", "--seed", "35", "--no-tied", "--n-head-kv", "2", *QWEN_KQ), "q2_k"),
+    ("qwen3-q3_k_m", "q3_k_m", ("--arch", "qwen3", "--seed", "36", "--tied", "--head-dim", "64", *QWEN_KQ),
+     "q3_k_m"),
+    ("qwen3-q5_0", "q5_0", ("--arch", "qwen3", "--seed", "37", "--no-tied", "--n-head-kv", "2", *QWEN_KQ), "q5_0"),
+    ("qwen3-q5_1", "q5_1", ("--arch", "qwen3", "--seed", "38", "--tied", "--head-dim", "64", *QWEN_KQ), "q5_1"),
 ]
 
 
@@ -91,6 +104,10 @@ GEMMA3_MODELS = [
     ("gemma3-q4_k_m", "q4_k_m", ("--seed", "8"), "q4_k_m"),
     ("gemma3-q5_k_m", "q5_k_m", ("--seed", "9"), "q5_k_m"),
     ("gemma3-q6_k", "q6_k", ("--seed", "10"), "q6_k"),
+    ("gemma3-q2_k", "q2_k", ("--seed", "27"), "q2_k"),
+    ("gemma3-q3_k_m", "q3_k_m", ("--seed", "28"), "q3_k_m"),
+    ("gemma3-q5_0", "q5_0", ("--seed", "29"), "q5_0"),
+    ("gemma3-q5_1", "q5_1", ("--seed", "30"), "q5_1"),
 ]
 QUANTIZE = os.path.join(ROOT, "tools", "quantize_gguf.py")
 
