@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# run_tests.sh BUILD - every test: the unit tests (scripts/run_unit.sh), then the Python tests: tests/ref (zili
+# run_tests.sh BUILD - every test: the models first (so that the unit tests that load SmolLM2 or the random models run
+# instead of skipping), the unit tests (scripts/run_unit.sh), then the Python tests: tests/ref (zili
 # against our float reference and against llama.cpp), tests/server (zili serve through the openai SDK and raw
 # HTTP) and tests/hostile (malformed files and requests), with the models they need fetched (SmolLM2,
 # scripts/fetch_models.sh) or generated (random models, tools/gen_gguf.py) when missing.
@@ -19,9 +20,6 @@ junit=$(mktemp --suffix=.xml)
 trap 'rm -f "$counts" "$junit"' EXIT
 extra_fail=0
 
-echo "== unit tests ($BUILD)"
-ZILI_COUNTS=$counts scripts/run_unit.sh "$BUILD"
-
 echo "== models"
 if ! scripts/fetch_models.sh models; then
     echo "run_tests: FAIL: could not fetch the default model" >&2
@@ -31,6 +29,9 @@ if ! "$PYTHON" tests/ref/common.py; then
     echo "run_tests: FAIL: could not generate the random test models" >&2
     extra_fail=$((extra_fail + 1))
 fi
+
+echo "== unit tests ($BUILD)"
+ZILI_COUNTS=$counts scripts/run_unit.sh "$BUILD"
 
 PY_DIRS="tests/ref tests/server"
 [ -d tests/hostile ] && PY_DIRS="$PY_DIRS tests/hostile"
