@@ -18,9 +18,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const char IM_START[] = "<|im_start|>";
-#define KNOWN_NAMES "chatml, qwen2.5, qwen3, llama3, llama3.1, gemma, deepseek-r1, mistral, mistral-v3, mistral-nemo"
+#define KNOWN_NAMES                                                                                            \
+    "chatml, qwen2.5, qwen3, llama3, llama3.1, gemma, deepseek-r1, deepseek-v3, mistral, mistral-v3, "           \
+    "mistral-nemo, mistral-v7"
 static const char IM_END[] = "<|im_end|>";
 
 /* Ways a template may test whether the conversation starts with a system message. */
@@ -140,42 +143,42 @@ static int detect_chatml(const char *text, size_t len, zl_chat_tmpl *out, zl_err
 }
 
 /* Reads the quoted literal whose opening quote is t[p - 1] (t[p] is its first character) into out (cap bytes, NUL
- * included), decoding \n, \t, \\ and quote escapes. Returns false if it does not close within cap - 1 characters,
- * or holds template syntax or another escape. */
-static bool literal_at(const char *t, size_t n, size_t p, char *out, size_t cap)
+ * included), decoding \n, \t, \\ and quote escapes. Returns the index just past its closing quote, or 0 if it does
+ * not close within cap - 1 characters, or holds template syntax or another escape. */
+static size_t literal_at(const char *t, size_t n, size_t p, char *out, size_t cap)
 {
     if (p == 0 || (t[p - 1] != '\'' && t[p - 1] != '"'))
-        return false;
+        return 0;
     const char q = t[p - 1];
     size_t o = 0;
     for (size_t i = p; i < n; i++) {
         char c = t[i];
         if (c == q) {
             out[o] = 0;
-            return true;
+            return i + 1;
         }
         if (c == '{' || c == '}' || c == '%')
-            return false;
+            return 0;
         if (c == '\\') {
             if (i + 1 >= n)
-                return false;
+                return 0;
             const char e = t[++i];
             c = e == 'n' ? '\n' : e == 't' ? '\t' : (e == '\\' || e == '\'' || e == '"') ? e : 0;
             if (!c)
-                return false;
+                return 0;
         }
         if (o + 1 >= cap)
-            return false;
+            return 0;
         out[o++] = c;
     }
-    return false;
+    return 0;
 }
 
 /* The literal right after the first occurrence of prefix (which must end with its opening quote). */
 static bool literal_after(const char *t, size_t n, const char *prefix, char *out, size_t cap)
 {
     const char *m = memmem(t, n, prefix, strlen(prefix));
-    return m && literal_at(t, n, (size_t)(m - t) + strlen(prefix), out, cap);
+    return m && literal_at(t, n, (size_t)(m - t) + strlen(prefix), out, cap) != 0;
 }
 
 static int unsupported(zl_chat_tmpl *out, zl_err *err, const char *family, const char *what)
@@ -213,8 +216,16 @@ static int detect_gemma(const char *text, size_t len, zl_chat_tmpl *out, zl_err 
 static int detect_deepseek(const char *text, size_t len, zl_chat_tmpl *out, zl_err *err)
 {
     out->kind = ZL_TMPL_DEEPSEEK_R1;
-    if (!contains(text, len, "content.split('</think>')[-1]") || contains(text, len, "enable_thinking"))
-        return unsupported(out, err, "DeepSeek", "other than the R1 distills'");
+    if (!contains(text, len, "</think>") && !contains(text, len, "is_last_user") && !contains(text, len, "thinking") &&
+        contains(text, len, "{% set ns.system_prompt = ns.system_prompt + '\\n\\n' + message['content'] %}") &&
+        contains(text, len, "{{'<｜Assistant｜>' + message['content'] + '<｜end▁of▁sentence｜>'}}") &&
+        contains(text, len, "{% if add_generation_prompt and not ns.is_tool %}{{'<｜Assistant｜>'}}{% endif %}")) {
+        out->flags |= ZL_CHAT_DEEPSEEK_JOIN_SYSTEM | ZL_CHAT_DEEPSEEK_WHOLE_REPLY; /* V3 */
+        return ZL_OK;
+    }
+    if (!contains(text, len, "content.split('</think>')[-1]") || contains(text, len, "enable_thinking") ||
+        contains(text, len, "is_first_sp"))
+        return unsupported(out, err, "DeepSeek", "other than V3's and the R1 distills'");
     if (contains(text, len, "'<｜Assistant｜><think>\\n'"))
         out->flags |= ZL_CHAT_THINK_PROMPT;
     return ZL_OK;
@@ -244,6 +255,40 @@ static int detect_mistral(const char *text, size_t len, zl_chat_tmpl *out, zl_er
     return unsupported(out, err, "Mistral v3", "variant");
 }
 
+/* Mistral v7: Large 2411's form, or Small 3.2's (default system text with the date, alternation check). */
+static int detect_mistral_v7(const char *text, size_t len, zl_chat_tmpl *out, zl_err *err)
+{
+    out->kind = ZL_TMPL_MISTRAL_V7;
+    if (contains(text, len, "'[INST] ' + message['content'] + '[/INST]'") &&
+        contains(text, len, "'[SYSTEM_PROMPT] ' + message['content'] + '[/SYSTEM_PROMPT]'") &&
+        contains(text, len, "' ' + message['content'] + eos_token") && !contains(text, len, "system_message") &&
+        !contains(text, len, "system_prompt") && !contains(text, len, "loop_messages"))
+        return ZL_OK; /* Large 2411: every message in order */
+    if (!contains(text, len, "{{- '[SYSTEM_PROMPT]' + system_prompt + '[/SYSTEM_PROMPT]' }}") ||
+        !contains(text, len, "{%- set system_prompt = messages[0]['content'] %}") ||
+        !contains(text, len, "{%- set system_prompt = default_system_message %}") ||
+        !contains(text, len, "(message[\"role\"] == \"user\") != (ns.index % 2 == 0)") ||
+        !contains(text, len, "{{- '[SYSTEM_PROMPT]' + message['content'] + '[/SYSTEM_PROMPT]' }}") ||
+        !contains(text, len, "{{- '[INST]' }}") || !contains(text, len, "{{- '[/INST]' }}") ||
+        !contains(text, len, "{{- message['content'] + eos_token }}") ||
+        !contains(text, len, "{%- set today = strftime_now(\"%Y-%m-%d\") %}"))
+        return unsupported(out, err, "Mistral v7", "variant");
+    /* The default: "A" + today + "B", both plain literals. */
+    static const char prefix[] = "{%- set default_system_message = \"", mid[] = " + today + \"", end[] = " %}";
+    const char *m = memmem(text, len, prefix, strlen(prefix));
+    const size_t a_end = m ? literal_at(text, len, (size_t)(m - text) + strlen(prefix), out->default_system,
+                                        sizeof out->default_system) : 0;
+    if (!a_end || len - a_end < strlen(mid) || memcmp(text + a_end, mid, strlen(mid)) != 0)
+        return unsupported(out, err, "Mistral v7", "with a default system message zili does not know");
+    out->date_at = strlen(out->default_system);
+    const size_t b_end = literal_at(text, len, a_end + strlen(mid), out->default_system + out->date_at,
+                                    sizeof out->default_system - out->date_at);
+    if (!b_end || len - b_end < strlen(end) || memcmp(text + b_end, end, strlen(end)) != 0)
+        return unsupported(out, err, "Mistral v7", "with a default system message zili does not know");
+    out->flags |= ZL_CHAT_MISTRAL_NOSPACE | ZL_CHAT_MISTRAL_SYSTEM_FIRST;
+    return ZL_OK;
+}
+
 int zl_chat_tmpl_detect(const char *text, size_t len, zl_chat_tmpl *out, zl_err *err)
 {
     memset(out, 0, sizeof *out);
@@ -259,6 +304,9 @@ int zl_chat_tmpl_detect(const char *text, size_t len, zl_chat_tmpl *out, zl_err 
     else if (text && contains(text, len, "<｜User｜>") && contains(text, len, "<｜Assistant｜>") &&
              contains(text, len, "<｜end▁of▁sentence｜>"))
         rc = detect_deepseek(text, len, out, err);
+    else if (text && contains(text, len, "[SYSTEM_PROMPT]") && contains(text, len, "[/SYSTEM_PROMPT]") &&
+             contains(text, len, "[INST]") && contains(text, len, "[/INST]"))
+        rc = detect_mistral_v7(text, len, out, err); /* before mistral: it has the same [INST] markers */
     else if (text && contains(text, len, "[INST]") && contains(text, len, "[/INST]"))
         rc = detect_mistral(text, len, out, err);
     else
@@ -289,9 +337,11 @@ static const named_tmpl NAMED[] = {
     {"llama3.1", ZL_TMPL_LLAMA3, ZL_CHAT_BOS | ZL_CHAT_LLAMA3_SYSTEM, ""},
     {"gemma", ZL_TMPL_GEMMA, ZL_CHAT_BOS, ""},
     {"deepseek-r1", ZL_TMPL_DEEPSEEK_R1, ZL_CHAT_BOS | ZL_CHAT_THINK_PROMPT, ""},
+    {"deepseek-v3", ZL_TMPL_DEEPSEEK_R1, ZL_CHAT_BOS | ZL_CHAT_DEEPSEEK_JOIN_SYSTEM | ZL_CHAT_DEEPSEEK_WHOLE_REPLY, ""},
     {"mistral", ZL_TMPL_MISTRAL, ZL_CHAT_BOS, ""},
     {"mistral-v3", ZL_TMPL_MISTRAL, ZL_CHAT_BOS | ZL_CHAT_MISTRAL_V3 | ZL_CHAT_MISTRAL_TRIM, ""},
     {"mistral-nemo", ZL_TMPL_MISTRAL, ZL_CHAT_BOS | ZL_CHAT_MISTRAL_V3 | ZL_CHAT_MISTRAL_NOSPACE, ""},
+    {"mistral-v7", ZL_TMPL_MISTRAL_V7, ZL_CHAT_BOS, ""},
 };
 
 int zl_chat_tmpl_from_name(const char *name, zl_chat_tmpl *out, zl_err *err)
@@ -318,8 +368,9 @@ const char *zl_chat_tmpl_name(zl_chat_tmpl t)
     case ZL_TMPL_QWEN3: return "qwen3";
     case ZL_TMPL_LLAMA3: return "llama3";
     case ZL_TMPL_GEMMA: return "gemma";
-    case ZL_TMPL_DEEPSEEK_R1: return "deepseek-r1";
+    case ZL_TMPL_DEEPSEEK_R1: return t.flags & ZL_CHAT_DEEPSEEK_WHOLE_REPLY ? "deepseek-v3" : "deepseek-r1";
     case ZL_TMPL_MISTRAL: return "mistral";
+    case ZL_TMPL_MISTRAL_V7: return "mistral-v7";
     default: return "none";
     }
 }
@@ -332,7 +383,8 @@ const char *zl_chat_tmpl_bos(zl_chat_tmpl t)
     case ZL_TMPL_LLAMA3: return "<|begin_of_text|>";
     case ZL_TMPL_GEMMA: return "<bos>";
     case ZL_TMPL_DEEPSEEK_R1: return "<｜begin▁of▁sentence｜>";
-    case ZL_TMPL_MISTRAL: return "<s>";
+    case ZL_TMPL_MISTRAL:
+    case ZL_TMPL_MISTRAL_V7: return "<s>";
     default: return "";
     }
 }
@@ -626,18 +678,31 @@ static int render_gemma(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t n
 
 static void render_deepseek(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t n, bool add_assistant, sbuf *b)
 {
-    const char *sys = "";
-    for (size_t i = 0; i < n; i++)
-        if (is_role(&msgs[i], "system"))
-            sys = msgs[i].content; /* the last one wins, written first */
-    put(b, sys);
+    if (t->flags & ZL_CHAT_DEEPSEEK_JOIN_SYSTEM) {
+        bool first = true;
+        for (size_t i = 0; i < n; i++) {
+            if (!is_role(&msgs[i], "system"))
+                continue;
+            if (!first)
+                put(b, "\n\n");
+            put(b, msgs[i].content);
+            first = false;
+        }
+    } else {
+        const char *sys = "";
+        for (size_t i = 0; i < n; i++)
+            if (is_role(&msgs[i], "system"))
+                sys = msgs[i].content; /* the last one wins, written first */
+        put(b, sys);
+    }
     for (size_t i = 0; i < n; i++) {
         if (is_role(&msgs[i], "user")) {
             put(b, "<｜User｜>");
             put(b, msgs[i].content);
         } else if (is_role(&msgs[i], "assistant")) {
             put(b, "<｜Assistant｜>");
-            put_span(b, after_last(span_of(msgs[i].content), "</think>"));
+            span c = span_of(msgs[i].content);
+            put_span(b, t->flags & ZL_CHAT_DEEPSEEK_WHOLE_REPLY ? c : after_last(c, "</think>"));
             put(b, "<｜end▁of▁sentence｜>");
         }
     }
@@ -684,6 +749,51 @@ static int render_mistral(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t
     return ZL_OK;
 }
 
+/* Today's local date as "%Y-%m-%d", what the template's strftime_now writes. */
+static void put_today(sbuf *b)
+{
+    const time_t now = time(NULL);
+    struct tm tm;
+    char d[ZL_CHAT_DATE_MAX];
+    if (now != (time_t)-1 && localtime_r(&now, &tm) && strftime(d, sizeof d, "%Y-%m-%d", &tm) > 0)
+        put(b, d);
+}
+
+static int render_mistral_v7(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t n, sbuf *b, zl_err *err)
+{
+    const char *sp = t->flags & ZL_CHAT_MISTRAL_NOSPACE ? "" : " ";
+    if (t->flags & ZL_CHAT_MISTRAL_SYSTEM_FIRST) {
+        const bool sys = is_role(&msgs[0], "system");
+        const size_t bad = first_unalternating(msgs + sys, n - sys);
+        if (bad < n - sys)
+            return zl_err_set(err, ZL_EINVAL, "chat render: mistral-v7: user and assistant turns must alternate "
+                              "(message %zu is '%.32s')", bad + sys, msgs[bad + sys].role);
+        put(b, "[SYSTEM_PROMPT]");
+        if (sys) {
+            put(b, msgs[0].content);
+        } else {
+            const size_t at = t->date_at < strlen(t->default_system) ? t->date_at : strlen(t->default_system);
+            put_n(b, t->default_system, at);
+            if (t->date[0])
+                put(b, t->date);
+            else
+                put_today(b);
+            put(b, t->default_system + at);
+        }
+        put(b, "[/SYSTEM_PROMPT]");
+        msgs += sys;
+        n -= sys;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const bool system = is_role(&msgs[i], "system"), user = is_role(&msgs[i], "user");
+        put(b, system ? "[SYSTEM_PROMPT]" : user ? "[INST]" : "");
+        put(b, sp);
+        put(b, msgs[i].content);
+        put(b, system ? "[/SYSTEM_PROMPT]" : user ? "[/INST]" : "</s>");
+    }
+    return ZL_OK;
+}
+
 static bool known_role(const char *r)
 {
     return strcmp(r, "system") == 0 || strcmp(r, "user") == 0 || strcmp(r, "assistant") == 0;
@@ -692,7 +802,7 @@ static bool known_role(const char *r)
 int zl_chat_render(zl_chat_tmpl t, const zl_chat_msg *msgs, size_t n, bool add_assistant, char **out, zl_err *err)
 {
     *out = NULL;
-    if (t.kind <= ZL_TMPL_NONE || t.kind > ZL_TMPL_MISTRAL)
+    if (t.kind <= ZL_TMPL_NONE || t.kind > ZL_TMPL_MISTRAL_V7)
         return zl_err_set(err, ZL_EINVAL, "chat render: no template");
     if (n == 0 || !msgs)
         return zl_err_set(err, ZL_EINVAL, "chat render: no messages");
@@ -715,6 +825,7 @@ int zl_chat_render(zl_chat_tmpl t, const zl_chat_msg *msgs, size_t n, bool add_a
     case ZL_TMPL_GEMMA: rc = render_gemma(&t, msgs, n, add_assistant, &b, err); break;
     case ZL_TMPL_DEEPSEEK_R1: render_deepseek(&t, msgs, n, add_assistant, &b); break;
     case ZL_TMPL_MISTRAL: rc = render_mistral(&t, msgs, n, &b, err); break;
+    case ZL_TMPL_MISTRAL_V7: rc = render_mistral_v7(&t, msgs, n, &b, err); break;
     default: break;
     }
     if (rc == ZL_OK && b.oom)

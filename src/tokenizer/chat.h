@@ -23,11 +23,25 @@
  *   deepseek-r1  "<｜User｜>", "<｜Assistant｜>", "<｜end▁of▁sentence｜>", "</think>": the DeepSeek R1 distills; the last
  *                system message goes first, assistant turns lose everything up to their last "</think>", and the
  *                newer templates open the reply with "<think>\n".
+ *   deepseek-v3  the same markers without "</think>": DeepSeek-V3's template (Dec 2024). Every system message goes
+ *                first, joined by "\n\n"; assistant turns are written whole; the reply opens with "<｜Assistant｜>".
+ *                A flag set of the deepseek-r1 kind (ZL_CHAT_DEEPSEEK_*), named "deepseek-v3". The later templates
+ *                (V3-0324 / R1-0528 with is_last_user, V3.1+ with thinking modes) are refused.
  *   mistral      "[INST]" / "[/INST]": Mistral 7B Instruct v0.1/v0.2 ("[INST] x [/INST]", no system message), and the
  *                v3 family (Mistral v0.3 / Large 2407 "[INST] x[/INST]", Nemo "[INST]x[/INST]") where the system
  *                message is put into the user turn when that turn is the last message.
- * Families whose templates refuse some conversations (gemma and mistral: roles that do not alternate user /
- * assistant) refuse the same ones here (ZL_EINVAL). Templates that begin with bos_token render the family's BOS text
+ *   mistral-v7   "[SYSTEM_PROMPT]" / "[/SYSTEM_PROMPT]" with "[INST]" / "[/INST]" (tested before mistral, whose markers it
+ *                also has). Two forms: Mistral Large 2411's "v7" (every message in order: "[SYSTEM_PROMPT] x[/SYSTEM_PROMPT]",
+ *                "[INST] x[/INST]", " x</s>"), and Mistral Small 3.2's "v7-tekken" (no spaces; the output always opens
+ *                with one system prompt, the first message if it is a system message or else the template's default
+ *                text, which holds the current date; user and assistant must alternate after it). The default text is
+ *                copied from the template with the date's place (zl_chat_tmpl.date_at); the date written is
+ *                zl_chat_tmpl.date when set, else today's local date as "%Y-%m-%d" (as the template's strftime_now),
+ *                so that form's prompt without a system message changes with the day. Mistral Small 3 (2501) and 3.1,
+ *                whose templates do not check the alternation, are not recognised; tool calls, tool results and
+ *                image blocks are not rendered (zili's messages are text with system/user/assistant roles only).
+ * Families whose templates refuse some conversations (gemma, mistral and Mistral Small 3.2's v7: roles that do not
+ * alternate user / assistant) refuse the same ones here (ZL_EINVAL). Templates that begin with bos_token render the family's BOS text
  * first (zl_chat_tmpl_bos); a caller that tokenizes the result must not add a second BOS.
  *
  * A zl_chat_tmpl is a plain value (no allocation); it may be copied and shared freely.
@@ -48,6 +62,7 @@ typedef enum zl_chat_kind {
     ZL_TMPL_GEMMA,       /* <start_of_turn>role\ncontent<end_of_turn>\n */
     ZL_TMPL_DEEPSEEK_R1, /* <｜User｜>content<｜Assistant｜>content<｜end▁of▁sentence｜> */
     ZL_TMPL_MISTRAL,     /* [INST] content [/INST]content</s> and the v3 forms */
+    ZL_TMPL_MISTRAL_V7,  /* [SYSTEM_PROMPT] s[/SYSTEM_PROMPT][INST] content[/INST] content</s> and v7-tekken */
 } zl_chat_kind;
 
 /* zl_chat_tmpl.flags: variants within a family. */
@@ -56,13 +71,17 @@ enum {
     ZL_CHAT_LLAMA3_SYSTEM = 1u << 1,    /* llama3: 3.1+ system block, always written, with knowledge and date lines */
     ZL_CHAT_THINK_PROMPT = 1u << 2,     /* deepseek-r1: the reply opens with "<think>\n" */
     ZL_CHAT_MISTRAL_V3 = 1u << 3,       /* mistral: v3 forms, system message into the last message's user turn */
-    ZL_CHAT_MISTRAL_NOSPACE = 1u << 4,  /* mistral v3: "[INST]x[/INST]" and "x</s>" (Nemo, "tekken") */
+    ZL_CHAT_MISTRAL_NOSPACE = 1u << 4,  /* mistral v3 / v7: "[INST]x[/INST]" and "x</s>" (Nemo, "tekken") */
     ZL_CHAT_MISTRAL_TRIM = 1u << 5,     /* mistral v3: assistant turns " " + trimmed content + "</s>" */
+    ZL_CHAT_MISTRAL_SYSTEM_FIRST = 1u << 6, /* mistral v7: one system prompt first (messages[0] or the default with
+                                             * the date), user / assistant alternating after it (Small 3.2) */
+    ZL_CHAT_DEEPSEEK_JOIN_SYSTEM = 1u << 7, /* deepseek: every system message first, joined by "\n\n" (V3) */
+    ZL_CHAT_DEEPSEEK_WHOLE_REPLY = 1u << 8, /* deepseek: assistant turns kept whole, no "</think>" split (V3) */
 };
 
 enum {
-    ZL_CHAT_SYSTEM_MAX = 1024, /* room for the default system text, NUL included */
-    ZL_CHAT_DATE_MAX = 32,     /* llama3: room for the date_string default */
+    ZL_CHAT_SYSTEM_MAX = 4096, /* room for the default system text, NUL included (Mistral Small 3.2's: 2.3 KB) */
+    ZL_CHAT_DATE_MAX = 32,     /* llama3: room for the date_string default; mistral v7: the date, "" for today */
     ZL_CHAT_SEP_MAX = 8,       /* gemma: room for the separator after a folded system message */
 };
 
@@ -72,7 +91,10 @@ typedef struct zl_chat_tmpl {
     /* chatml: inserted as a first system message when the conversation's first message is not "system".
      * NUL-terminated UTF-8; empty when the template has none. */
     char default_system[ZL_CHAT_SYSTEM_MAX];
-    char date[ZL_CHAT_DATE_MAX];   /* llama3 with ZL_CHAT_LLAMA3_SYSTEM: the "Today Date" text */
+    size_t date_at;                /* mistral v7 with ZL_CHAT_MISTRAL_SYSTEM_FIRST: the date goes before
+                                    * default_system[date_at] */
+    char date[ZL_CHAT_DATE_MAX];   /* llama3 with ZL_CHAT_LLAMA3_SYSTEM: the "Today Date" text; mistral v7: the
+                                    * date in the default system text, "" for today's */
     char sys_sep[ZL_CHAT_SEP_MAX]; /* gemma: written between a folded system message and the first turn */
 } zl_chat_tmpl;
 
@@ -85,10 +107,13 @@ typedef struct zl_chat_msg {
 int zl_chat_tmpl_detect(const char *text, size_t len, zl_chat_tmpl *out, zl_err *err);
 /* By name: "chatml" (plain, no default system message), "qwen2.5" (ChatML with Qwen2.5's default system text),
  * "qwen3", "llama3", "llama3.1" (the 3.1/3.2/3.3 system block), "gemma", "deepseek-r1" (with "<think>\n"),
- * "mistral" (v0.1/v0.2), "mistral-v3", "mistral-nemo"; each as the official template renders, BOS included.
+ * "deepseek-v3", "mistral" (v0.1/v0.2), "mistral-v3", "mistral-nemo", "mistral-v7" (Large 2411); each as the
+ * official template renders, BOS included. (Mistral Small 3.2's form has no name: its default system text is only
+ * taken from the model's template.)
  * ZL_EINVAL if unknown; the message lists the known names. */
 int zl_chat_tmpl_from_name(const char *name, zl_chat_tmpl *out, zl_err *err);
-/* Static name of the family ("chatml", "qwen3", "llama3", "gemma", "deepseek-r1", "mistral"), or "none". */
+/* Static name of the family ("chatml", "qwen3", "llama3", "gemma", "deepseek-r1", "deepseek-v3", "mistral",
+ * "mistral-v7"), or "none". */
 const char *zl_chat_tmpl_name(zl_chat_tmpl t);
 /* Static BOS text the rendered prompt begins with ("<|begin_of_text|>", "<bos>", ...), or "" when it has none.
  * A caller that tokenizes the prompt with its special tokens parsed gets the BOS token from this text, so it must
@@ -101,7 +126,8 @@ void zl_chat_strip_bos(zl_chat_tmpl t, bool tokenizer_adds_bos, char *prompt);
 /* Renders msgs into a malloc'd NUL-terminated prompt string (caller frees). add_assistant: end with the opening
  * of an assistant turn, so the model writes the reply (the mistral templates have none and ignore it). No
  * messages, roles other than system/user/assistant, NULL role/content, or an order the family's template refuses
- * (gemma, mistral: user and assistant must alternate): ZL_EINVAL with a one-line message. */
+ * (gemma, mistral, mistral-v7 with ZL_CHAT_MISTRAL_SYSTEM_FIRST: user and assistant must alternate): ZL_EINVAL with
+ * a one-line message. */
 int zl_chat_render(zl_chat_tmpl t, const zl_chat_msg *msgs, size_t n, bool add_assistant, char **out,
                    zl_err *err);
 

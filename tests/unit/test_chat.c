@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tokenizer/chat.h"
 
@@ -142,20 +143,26 @@ static void compare_renderings(const char *name, const zl_chat_tmpl *t, const ex
     assert_true(compared >= N_CONVS); /* most conversations render in every family */
 }
 
-/* Detects tests/data/chat/<name>.jinja and compares every rendering with <name>.expected (alt: see above). */
-static void check_template_alt(const char *name, zl_chat_kind kind, unsigned flags, const char *want_system,
-                               const char *alt)
+/* Detects tests/data/chat/<name>.jinja into *t. */
+static void detect_file(const char *name, zl_chat_tmpl *t)
 {
     char path[256];
     size_t tl;
     snprintf(path, sizeof path, "tests/data/chat/%s.jinja", name);
     char *tmpl_text = slurp(path, &tl);
     assert_non_null(tmpl_text);
-
-    zl_chat_tmpl t;
     zl_err e;
-    if (zl_chat_tmpl_detect(tmpl_text, tl, &t, &e) != ZL_OK)
+    if (zl_chat_tmpl_detect(tmpl_text, tl, t, &e) != ZL_OK)
         fail_msg("%s: %s", name, e.msg);
+    free(tmpl_text);
+}
+
+/* Detects tests/data/chat/<name>.jinja and compares every rendering with <name>.expected (alt: see above). */
+static void check_template_alt(const char *name, zl_chat_kind kind, unsigned flags, const char *want_system,
+                               const char *alt)
+{
+    zl_chat_tmpl t;
+    detect_file(name, &t);
     assert_int_equal(t.kind, kind);
     assert_int_equal(t.flags, flags);
     assert_string_equal(t.default_system, want_system);
@@ -168,7 +175,6 @@ static void check_template_alt(const char *name, zl_chat_kind kind, unsigned fla
     free(want.data);
     if (alt)
         free(other.data);
-    free(tmpl_text);
 }
 
 static void check_template(const char *name, zl_chat_kind kind, unsigned flags, const char *want_system)
@@ -253,6 +259,76 @@ static void test_deepseek_r1(void **st)
     check_named("deepseek-r1", "deepseek-r1");
 }
 
+static void test_deepseek_v3(void **st)
+{
+    (void)st;
+    const unsigned v3 = ZL_CHAT_BOS | ZL_CHAT_DEEPSEEK_JOIN_SYSTEM | ZL_CHAT_DEEPSEEK_WHOLE_REPLY;
+    check_template("deepseek-v3", ZL_TMPL_DEEPSEEK_R1, v3, "");
+    check_named("deepseek-v3", "deepseek-v3");
+    /* The R1 forms stay as they were. */
+    zl_chat_tmpl t;
+    detect_file("deepseek-r1", &t);
+    assert_string_equal(zl_chat_tmpl_name(t), "deepseek-r1");
+    detect_file("deepseek-v3", &t);
+    assert_string_equal(zl_chat_tmpl_name(t), "deepseek-v3");
+}
+
+/* make_expected.py's strftime_now date for Mistral Small 3.2's template. */
+static const char FIXED_DATE[] = "2025-06-20";
+
+static void today(char out[16])
+{
+    const time_t now = time(NULL);
+    struct tm tm;
+    assert_non_null(localtime_r(&now, &tm));
+    assert_int_equal(strftime(out, 16, "%Y-%m-%d", &tm), 10);
+}
+
+static void test_mistral_v7(void **st)
+{
+    (void)st;
+    check_template("mistral-v7", ZL_TMPL_MISTRAL_V7, ZL_CHAT_BOS, "");
+    check_named("mistral-v7", "mistral-v7");
+
+    /* Small 3.2 (v7-tekken): its default system text, with the date's place, comes from the template. */
+    zl_chat_tmpl t;
+    detect_file("mistral-small-3.2", &t);
+    assert_int_equal(t.kind, ZL_TMPL_MISTRAL_V7);
+    assert_int_equal(t.flags, ZL_CHAT_BOS | ZL_CHAT_MISTRAL_NOSPACE | ZL_CHAT_MISTRAL_SYSTEM_FIRST);
+    assert_string_equal(zl_chat_tmpl_name(t), "mistral-v7");
+    static const char before_date[] = "Your knowledge base was last updated on 2023-10-01. The current date is ";
+    assert_true(t.date_at >= strlen(before_date) && t.date_at < strlen(t.default_system));
+    assert_memory_equal(t.default_system + t.date_at - strlen(before_date), before_date, strlen(before_date));
+    static const char after_date[] = ".\n\nWhen you're not sure";
+    assert_memory_equal(t.default_system + t.date_at, after_date, strlen(after_date));
+    assert_string_equal(t.date, "");
+    expected want;
+    load_expected("mistral-small-3.2", &want);
+    strcpy(t.date, FIXED_DATE);
+    compare_renderings("mistral-small-3.2", &t, &want, NULL);
+
+    /* No date set: today's, as strftime_now writes it; the rest of the prompt is the same. */
+    t.date[0] = 0;
+    char before[16], after[16], got_date[16] = "";
+    today(before);
+    char *got = NULL;
+    zl_err e;
+    assert_int_equal(zl_chat_render(t, CONVS[0].m, CONVS[0].n, true, &got, &e), ZL_OK);
+    today(after);
+    const record *r = &want.rec[0][1];
+    const char *d = memmem(r->text, r->len, FIXED_DATE, strlen(FIXED_DATE));
+    assert_non_null(d);
+    const size_t at = (size_t)(d - r->text), dl = strlen(FIXED_DATE);
+    assert_int_equal(strlen(got), r->len);
+    assert_memory_equal(got, r->text, at);
+    assert_memory_equal(got + at + dl, r->text + at + dl, r->len - at - dl);
+    memcpy(got_date, got + at, dl);
+    if (strcmp(got_date, before) != 0 && strcmp(got_date, after) != 0)
+        fail_msg("date %s, today is %s", got_date, before);
+    free(got);
+    free(want.data);
+}
+
 static void test_mistral(void **st)
 {
     (void)st;
@@ -276,6 +352,7 @@ static void test_bos_and_names(void **st)
         {"llama3.1", "llama3", "<|begin_of_text|>"}, {"gemma", "gemma", "<bos>"},
         {"deepseek-r1", "deepseek-r1", "<｜begin▁of▁sentence｜>"}, {"mistral", "mistral", "<s>"},
         {"mistral-v3", "mistral", "<s>"}, {"mistral-nemo", "mistral", "<s>"},
+        {"deepseek-v3", "deepseek-v3", "<｜begin▁of▁sentence｜>"}, {"mistral-v7", "mistral-v7", "<s>"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         zl_chat_tmpl t;
@@ -319,11 +396,20 @@ static void test_unknown_variants(void **st)
          "{{- \"Today Date: \" + date_string + \"\\n\\n\" }}"),
         /* Gemma folding with template syntax in the separator */
         "<start_of_turn><end_of_turn>{%- set first_user_prefix = messages[0]['content'] + '{{x}}' -%}",
-        /* DeepSeek without the R1 think stripping (V3), and the enable_thinking variant */
+        /* DeepSeek with neither V3's forms nor the R1 think stripping, and the enable_thinking variant */
         "<｜User｜><｜Assistant｜><｜end▁of▁sentence｜>",
         "<｜User｜><｜Assistant｜><｜end▁of▁sentence｜>content.split('</think>')[-1] enable_thinking",
-        /* Mistral v7 and a v3 whose system rule zili does not know */
+        /* R1's own template (system messages joined, as V3's) and V3-0324's (is_last_user): not rendered yet */
+        "<｜User｜><｜Assistant｜><｜end▁of▁sentence｜>is_first_sp content.split('</think>')[-1]",
+        ("<｜User｜><｜Assistant｜><｜end▁of▁sentence｜>"
+         "{% set ns.system_prompt = ns.system_prompt + '\\n\\n' + message['content'] %}"
+         "{{'<｜Assistant｜>' + message['content'] + '<｜end▁of▁sentence｜>'}} ns.is_last_user "
+         "{% if add_generation_prompt and not ns.is_tool %}{{'<｜Assistant｜>'}}{% endif %}"),
+        /* Mistral v7 without its known forms, and Small 3 (2501)'s, which has no alternation check */
         "[SYSTEM_PROMPT] [INST] [/INST]",
+        ("{%- set today = strftime_now(\"%Y-%m-%d\") %}{%- set default_system_message = \"A \" + today + \".\" %}"
+         "{%- set system_message = default_system_message %}{{- '[SYSTEM_PROMPT]' + system_message + "
+         "'[/SYSTEM_PROMPT]' }}{{- '[INST]' + message['content'] + '[/INST]' }}"),
         "[INST] [/INST] (message == user_messages[-1]) and system_message is defined",
     };
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
@@ -334,6 +420,37 @@ static void test_unknown_variants(void **st)
         assert_int_equal(t.kind, ZL_TMPL_NONE);
         assert_non_null(strstr(e.msg, "--chat-template"));
     }
+
+    /* Mistral Small 3.2's template with its default system text changed: a date expression other than "today",
+     * template syntax inside the text, the text cut off. Each is refused, never half-copied. */
+    size_t tl;
+    char *real = slurp("tests/data/chat/mistral-small-3.2.jinja", &tl);
+    assert_non_null(real);
+    static const struct {
+        const char *from, *to;
+    } edits[] = {
+        {"\" + today + \"", "\" + today|upper + \""},
+        {"Paris.\\n", "Paris {{ x }}.\\n"},
+        {"the moment.\" %}", "the moment. %}"},
+    };
+    for (size_t i = 0; i < sizeof edits / sizeof edits[0]; i++) {
+        const char *m = strstr(real, edits[i].from);
+        assert_non_null(m);
+        const size_t at = (size_t)(m - real), fl = strlen(edits[i].from), toll = strlen(edits[i].to);
+        char *ed = malloc(tl - fl + toll + 1);
+        assert_non_null(ed);
+        memcpy(ed, real, at);
+        memcpy(ed + at, edits[i].to, toll);
+        memcpy(ed + at + toll, real + at + fl, tl - at - fl + 1);
+        zl_chat_tmpl t;
+        zl_err e;
+        if (zl_chat_tmpl_detect(ed, strlen(ed), &t, &e) != ZL_EUNSUPPORTED)
+            fail_msg("Mistral Small 3.2 edit %zu was accepted", i);
+        assert_int_equal(t.kind, ZL_TMPL_NONE);
+        assert_string_equal(t.default_system, "");
+        free(ed);
+    }
+    free(real);
 }
 
 /* Python's str.strip() whitespace, and bytes that are not UTF-8, at the edges of trimmed (llama3) content. */
@@ -434,6 +551,8 @@ static void test_by_name_and_bad_messages(void **st)
     assert_int_equal(zl_chat_tmpl_from_name("jinja", &t, &e), ZL_EINVAL);
     assert_non_null(strstr(e.msg, "chatml"));
     assert_non_null(strstr(e.msg, "mistral-nemo"));
+    assert_non_null(strstr(e.msg, "mistral-v7"));
+    assert_non_null(strstr(e.msg, "deepseek-v3"));
     assert_int_equal(zl_chat_tmpl_from_name(NULL, &t, &e), ZL_EINVAL);
 
     assert_int_equal(zl_chat_tmpl_from_name("chatml", &t, &e), ZL_OK);
@@ -470,6 +589,8 @@ int main(void)
         cmocka_unit_test(test_gemma),
         cmocka_unit_test(test_deepseek_r1),
         cmocka_unit_test(test_mistral),
+        cmocka_unit_test(test_mistral_v7),
+        cmocka_unit_test(test_deepseek_v3),
         cmocka_unit_test(test_bos_and_names),
         cmocka_unit_test(test_unknown_variants),
         cmocka_unit_test(test_trim_edges),

@@ -5,7 +5,9 @@ SOURCE.md) into <template>.expected: the independent reference for zili's native
 Run from the repository root: python3 tests/data/chat/make_expected.py
 The environment is the one transformers' apply_chat_template uses (sandboxed, trim_blocks, lstrip_blocks,
 raise_exception), with each model's own bos_token / eos_token, and no other variables (no tools, no date_string,
-no strftime_now, no enable_thinking).
+no strftime_now, no enable_thinking). Exception: Mistral Small 3.2's template calls strftime_now("%Y-%m-%d")
+unconditionally (its default system message holds the current date), so for it alone strftime_now returns the fixed
+date FIXED_DATE; test_chat.c renders that template with the same date.
 Record format: a line "@@ conv=N gen=G len=L", then exactly L bytes of rendered text, then a newline; or, where the
 template raises (e.g. roles that do not alternate), a line "@@ conv=N gen=G error".
 The conversation list must stay identical to CONVS in test_chat.c.
@@ -48,6 +50,15 @@ TEMPLATES = {
     "mistral-v0.2": ("<s>", "</s>"),
     "mistral-v3": ("<s>", "</s>"),
     "mistral-nemo": ("<s>", "</s>"),
+    "mistral-v7": ("<s>", "</s>"),
+    "mistral-small-3.2": ("<s>", "</s>"),
+    "deepseek-v3": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"),
+}
+
+FIXED_DATE = "2025-06-20"  # what strftime_now returns where a template needs it (see above); also in test_chat.c
+# name -> extra variables for that template only
+EXTRA = {
+    "mistral-small-3.2": {"strftime_now": lambda fmt: FIXED_DATE if fmt == "%Y-%m-%d" else None},
 }
 
 
@@ -65,7 +76,7 @@ for name, (bos, eos) in TEMPLATES.items():
                 msgs = [{"role": r, "content": c} for r, c in conv]
                 try:
                     out = tmpl.render(messages=msgs, add_generation_prompt=bool(gen), bos_token=bos,
-                                      eos_token=eos).encode("utf-8")
+                                      eos_token=eos, **EXTRA.get(name, {})).encode("utf-8")
                 except jinja2.exceptions.TemplateError:
                     f.write(b"@@ conv=%d gen=%d error\n" % (i, gen))
                     continue
