@@ -76,6 +76,9 @@ PRESETS = {
     "small": dict(n_embd=512, n_layer=8, n_head=8, n_head_kv=2, n_ff=1408, ctx=4096),
     # SmolLM2-135M's shape.
     "smollm2-135m": dict(n_embd=576, n_layer=30, n_head=9, n_head_kv=3, n_ff=1536, ctx=8192, rope_base=100000.0),
+    # Llama-3.2-1B's shape (for benchmarks; with --n-vocab 128256 about 2.5 GB in f16). Tied embeddings, as the
+    # real model.
+    "llama3.2-1b": dict(n_embd=2048, n_layer=16, n_head=32, n_head_kv=8, n_ff=8192, ctx=8192, rope_base=500000.0),
     # Llama-2-7B's shape (for benchmarks; about 13 GB in f16).
     "llama2-7b": dict(n_embd=4096, n_layer=32, n_head=32, n_head_kv=32, n_ff=11008, ctx=4096, tied=False),
 }
@@ -129,6 +132,26 @@ class Vocab:
     kvs: dict[str, tuple[object, gguf.GGUFValueType, gguf.GGUFValueType | None]]
     n_tokens: int
     control: np.ndarray        # bool per token: token_type == CONTROL
+
+
+def pad_vocab(v: Vocab, n: int) -> Vocab:
+    """The vocabulary grown to n tokens with control tokens "<|reserved_special_token_K|>" (as Llama 3 reserves
+    hundreds), so that a benchmark model gets the embedding and output sizes of the model it imitates (Llama 3's
+    128256) from any vocabulary file. The added tokens are never produced by the tokenizer's merges."""
+    if n <= v.n_tokens:
+        return v
+    kvs = dict(v.kvs)
+    extra = n - v.n_tokens
+    toks, vt, sub = kvs["tokenizer.ggml.tokens"]
+    kvs["tokenizer.ggml.tokens"] = (list(toks) + [f"<|reserved_special_token_{k}|>".encode() for k in range(extra)],
+                                    vt, sub)
+    if "tokenizer.ggml.token_type" in kvs:
+        types, vt, sub = kvs["tokenizer.ggml.token_type"]
+        kvs["tokenizer.ggml.token_type"] = (list(types) + [int(gguf.TokenType.CONTROL)] * extra, vt, sub)
+    if "tokenizer.ggml.scores" in kvs:
+        scores, vt, sub = kvs["tokenizer.ggml.scores"]
+        kvs["tokenizer.ggml.scores"] = (list(scores) + [0.0] * extra, vt, sub)
+    return Vocab(kvs, n, np.concatenate([v.control, np.ones(extra, dtype=bool)]))
 
 
 def read_vocab(path: str) -> Vocab:
@@ -402,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="write Llama 3.1's rope_freqs.weight with this factor (llama arch)")
     p.add_argument("--vocab-from", required=True, metavar="FILE.gguf",
                    help="copy the tokenizer (all tokenizer.* keys) from this GGUF; n_vocab = its token count")
+    p.add_argument("--n-vocab", type=int, default=0,
+                   help="grow the vocabulary to this many tokens with reserved control tokens (benchmark shapes)")
     p.add_argument("--name", help="general.name (default: a description of the model)")
     p.add_argument("-o", "--output", required=True)
     a = p.parse_args(argv)
@@ -428,6 +453,10 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.hd % 2:
         p.error(f"head_dim ({cfg.hd}) must be even for RoPE")
     vocab = read_vocab(a.vocab_from)
+    if a.n_vocab:
+        if a.n_vocab < vocab.n_tokens:
+            p.error(f"--n-vocab {a.n_vocab} is below the vocabulary's {vocab.n_tokens} tokens")
+        vocab = pad_vocab(vocab, a.n_vocab)
     cfg.n_vocab = vocab.n_tokens
     name = a.name or (f"random {cfg.arch} {cfg.n_layer}x{cfg.n_embd} {cfg.wtype} seed {cfg.seed}")
     n = write_model(cfg, vocab, a.output, name)
