@@ -228,19 +228,49 @@ static int idot(const int *a, const int8_t *b, int len)
     return s;
 }
 
+/* The integer sums of one Q2_K block against one Q8_K block: s1 = sum sc (q . q8), s2 = sum m bsum. */
+static void q2_sums(const zl_block_q2_K *x, const zl_block_q8_K *y, int *s1, int *s2)
+{
+    int q[ZL_QK_K];
+    q2_unpack(x, q);
+    int a = 0, m_sum = 0;
+    for (int sb = 0; sb < 16; sb++) {
+        a += (x->scales[sb] & 0x0f) * idot(q + 16 * sb, y->qs + 16 * sb, 16);
+        m_sum += (x->scales[sb] >> 4) * y->bsums[sb];
+    }
+    *s1 = a;
+    *s2 = m_sum;
+}
+
+/* sum_s (sc_s - 32) (q_s . q8_s) of one Q3_K block. */
+static int q3_sum(const zl_block_q3_K *x, const zl_block_q8_K *y)
+{
+    int q[ZL_QK_K], sc[16];
+    q3_unpack(x, q);
+    q3_scales(x->scales, sc);
+    int isum = 0;
+    for (int sb = 0; sb < 16; sb++) isum += sc[sb] * idot(q + 16 * sb, y->qs + 16 * sb, 16);
+    return isum;
+}
+
+/* sum_s sc_s ((q_s - 32) . q8_s) of one Q6_K block. */
+static int q6_sum(const zl_block_q6_K *x, const zl_block_q8_K *y)
+{
+    int q[ZL_QK_K];
+    q6_unpack(x, q);
+    int isum = 0;
+    for (int sb = 0; sb < 16; sb++) isum += x->scales[sb] * idot(q + 16 * sb, y->qs + 16 * sb, 16);
+    return isum;
+}
+
 void zl_q2_K_vec_dot_ref(int64_t n, float *s, const void *vx, const void *vy)
 {
     const zl_block_q2_K *x = vx;
     const zl_block_q8_K *y = vy;
-    int q[ZL_QK_K];
     float sum = 0.0f;
     for (int64_t b = 0; b < n / ZL_QK_K; b++) {
-        q2_unpack(&x[b], q);
-        int isum = 0, msum = 0;
-        for (int sb = 0; sb < 16; sb++) {
-            isum += (x[b].scales[sb] & 0x0f) * idot(q + 16 * sb, y[b].qs + 16 * sb, 16);
-            msum += (x[b].scales[sb] >> 4) * y[b].bsums[sb];
-        }
+        int isum, msum;
+        q2_sums(&x[b], &y[b], &isum, &msum);
         const float d = y[b].d * zl_fp16_to_fp32(x[b].d);
         const float dmin = y[b].d * zl_fp16_to_fp32(x[b].dmin);
         sum += d * (float)isum - dmin * (float)msum;
@@ -252,22 +282,15 @@ void zl_q3_K_vec_dot_ref(int64_t n, float *s, const void *vx, const void *vy)
 {
     const zl_block_q3_K *x = vx;
     const zl_block_q8_K *y = vy;
-    int q[ZL_QK_K], sc[16];
     float sum = 0.0f;
-    for (int64_t b = 0; b < n / ZL_QK_K; b++) {
-        q3_unpack(&x[b], q);
-        q3_scales(x[b].scales, sc);
-        int isum = 0;
-        for (int sb = 0; sb < 16; sb++) isum += sc[sb] * idot(q + 16 * sb, y[b].qs + 16 * sb, 16);
-        sum += y[b].d * zl_fp16_to_fp32(x[b].d) * (float)isum;
-    }
+    for (int64_t b = 0; b < n / ZL_QK_K; b++) sum += y[b].d * zl_fp16_to_fp32(x[b].d) * (float)q3_sum(&x[b], &y[b]);
     *s = sum;
 }
 
 /* The integer sums of one Q4_K / Q5_K block (qh NULL for Q4_K) against one Q8_K block: s1 = sum sc (q . q8),
  * s2 = sum m bsum. */
 static void q45_sums(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh, const zl_block_q8_K *y,
-                           int *s1, int *s2)
+                     int *s1, int *s2)
 {
     int q[ZL_QK_K];
     q45_unpack(qs, qh, q);
@@ -317,14 +340,8 @@ void zl_q6_K_vec_dot_ref(int64_t n, float *s, const void *vx, const void *vy)
 {
     const zl_block_q6_K *x = vx;
     const zl_block_q8_K *y = vy;
-    int q[ZL_QK_K];
     float sum = 0.0f;
-    for (int64_t b = 0; b < n / ZL_QK_K; b++) {
-        q6_unpack(&x[b], q);
-        int isum = 0;
-        for (int sb = 0; sb < 16; sb++) isum += x[b].scales[sb] * idot(q + 16 * sb, y[b].qs + 16 * sb, 16);
-        sum += y[b].d * zl_fp16_to_fp32(x[b].d) * (float)isum;
-    }
+    for (int64_t b = 0; b < n / ZL_QK_K; b++) sum += y[b].d * zl_fp16_to_fp32(x[b].d) * (float)q6_sum(&x[b], &y[b]);
     *s = sum;
 }
 
@@ -343,15 +360,10 @@ void zl_q2_K_tiled_dot_ref(int64_t n, float *s, const void *vx, const void *vy)
 {
     const zl_block_q2_K *x = vx;
     const zl_block_q8_K *y = vy;
-    int q[ZL_QK_K];
     float acc = 0.0f;
     for (int64_t b = 0; b < n / ZL_QK_K; b++) {
-        q2_unpack(&x[b], q);
-        int s1 = 0, s2 = 0;
-        for (int sb = 0; sb < 16; sb++) {
-            s1 += (x[b].scales[sb] & 0x0f) * idot(q + 16 * sb, y[b].qs + 16 * sb, 16);
-            s2 += (x[b].scales[sb] >> 4) * y[b].bsums[sb];
-        }
+        int s1, s2;
+        q2_sums(&x[b], &y[b], &s1, &s2);
         acc = tiled_step(acc, x[b].d, &x[b].dmin, s1, s2, y[b].d);
     }
     *s = acc;
@@ -361,15 +373,8 @@ void zl_q3_K_tiled_dot_ref(int64_t n, float *s, const void *vx, const void *vy)
 {
     const zl_block_q3_K *x = vx;
     const zl_block_q8_K *y = vy;
-    int q[ZL_QK_K], sc[16];
     float acc = 0.0f;
-    for (int64_t b = 0; b < n / ZL_QK_K; b++) {
-        q3_unpack(&x[b], q);
-        q3_scales(x[b].scales, sc);
-        int s1 = 0;
-        for (int sb = 0; sb < 16; sb++) s1 += sc[sb] * idot(q + 16 * sb, y[b].qs + 16 * sb, 16);
-        acc = tiled_step(acc, x[b].d, NULL, s1, 0, y[b].d);
-    }
+    for (int64_t b = 0; b < n / ZL_QK_K; b++) acc = tiled_step(acc, x[b].d, NULL, q3_sum(&x[b], &y[b]), 0, y[b].d);
     *s = acc;
 }
 
@@ -403,13 +408,7 @@ void zl_q6_K_tiled_dot_ref(int64_t n, float *s, const void *vx, const void *vy)
 {
     const zl_block_q6_K *x = vx;
     const zl_block_q8_K *y = vy;
-    int q[ZL_QK_K];
     float acc = 0.0f;
-    for (int64_t b = 0; b < n / ZL_QK_K; b++) {
-        q6_unpack(&x[b], q);
-        int s1 = 0;
-        for (int sb = 0; sb < 16; sb++) s1 += x[b].scales[sb] * idot(q + 16 * sb, y[b].qs + 16 * sb, 16);
-        acc = tiled_step(acc, x[b].d, NULL, s1, 0, y[b].d);
-    }
+    for (int64_t b = 0; b < n / ZL_QK_K; b++) acc = tiled_step(acc, x[b].d, NULL, q6_sum(&x[b], &y[b]), 0, y[b].d);
     *s = acc;
 }
