@@ -533,6 +533,25 @@ static float tiled_want(uint32_t t, const uint8_t *w, const zl_block_q8_K *y, in
     return acc;
 }
 
+/* One-token tiled dots fns[i] (weight type types[i]) on 1..9 blocks of random codes and activations (the block
+ * count 4 with tiny activations), each equal to the tiled order from its definition, bit for bit. */
+static void check_tiled_dots(const char *set, const zl_vec_dot_fn *fns, const uint32_t *types, size_t n_types,
+                             unsigned seed, uint8_t *wq, float *x, zl_block_q8_K *xq)
+{
+    for (size_t ti = 0; ti < n_types; ti++)
+        for (int nb = 1; nb <= 9; nb++) {
+            random_blocks(types[ti], wq, nb, (unsigned)nb + seed * (unsigned)ti);
+            fill_random(x, nb * ZL_QK_K, (unsigned)nb * 5 + (unsigned)ti + seed, nb == 4 ? 1e-3f : 40.0f);
+            zl_type_traits_get(ZL_Q8_K)->from_float_act(x, xq, nb * ZL_QK_K);
+            float got;
+            fns[ti](nb * ZL_QK_K, &got, wq, xq);
+            const float want = tiled_want(types[ti], wq, xq, nb);
+            if (zl_fp32_to_bits(got) != zl_fp32_to_bits(want))
+                fail_msg("%s tiled dot %s nb=%d: %a, want %a", zl_type_name(types[ti]), set, nb, (double)got,
+                         (double)want);
+        }
+}
+
 /* A matmul of 9 tokens (llama.cpp's tiled order) on Q2_K .. Q6_K weights, 7 rows of 1..4 blocks of random
  * codes and scales, equals the tiled order computed from its definition, bit for bit (a token in one-token mode:
  * vec_dot); with the scalar kernels (no tiled order: ggml's scalar build has none) it equals vec_dot. The AVX2
@@ -585,34 +604,13 @@ static void test_matmul_tiled_order(void **state)
     /* the portable versions (what the NEON set runs) on 1..9 blocks, tiny and large activations */
     static const zl_vec_dot_fn ref[NTYPES] = { zl_q2_K_tiled_dot_ref, zl_q3_K_tiled_dot_ref, zl_q4_K_tiled_dot_ref,
                                                zl_q5_K_tiled_dot_ref, zl_q6_K_tiled_dot_ref };
-    for (size_t ti = 0; ti < NTYPES; ti++)
-        for (int nb = 1; nb <= NBMAX; nb++) {
-            random_blocks(types[ti], wq, nb, (unsigned)(nb + 300 * ti));
-            fill_random(x, nb * ZL_QK_K, (unsigned)(nb * 5 + ti), nb == 4 ? 1e-3f : 40.0f);
-            zl_type_traits_get(ZL_Q8_K)->from_float_act(x, xq, nb * ZL_QK_K);
-            float got;
-            ref[ti](nb * ZL_QK_K, &got, wq, xq);
-            const float want = tiled_want(types[ti], wq, xq, nb);
-            if (zl_fp32_to_bits(got) != zl_fp32_to_bits(want))
-                fail_msg("%s tiled dot ref nb=%d: %a, want %a", zl_type_name(types[ti]), nb, (double)got, (double)want);
-        }
+    check_tiled_dots("ref", ref, types, NTYPES, 300, wq, x, xq);
 #ifdef ZL_HAVE_AVX2_KERNELS
     if (zl_cpu_simd_width() >= 8) {
         static const zl_vec_dot_fn avx2[NTYPES] = { zl_q2_K_tiled_dot_avx2, zl_q3_K_tiled_dot_avx2,
                                                     zl_q4_K_tiled_dot_avx2, zl_q5_K_tiled_dot_avx2,
                                                     zl_q6_K_tiled_dot_avx2 };
-        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
-            for (int nb = 1; nb <= NBMAX; nb++) {
-                random_blocks(types[ti], wq, nb, (unsigned)(nb + 100 * ti));
-                fill_random(x, nb * ZL_QK_K, (unsigned)(nb * 3 + ti), nb == 5 ? 1e-3f : 50.0f);
-                zl_type_traits_get(ZL_Q8_K)->from_float_act(x, xq, nb * ZL_QK_K);
-                float got;
-                avx2[ti](nb * ZL_QK_K, &got, wq, xq);
-                const float want = tiled_want(types[ti], wq, xq, nb);
-                if (zl_fp32_to_bits(got) != zl_fp32_to_bits(want))
-                    fail_msg("%s tiled dot avx2 nb=%d: %a, want %a", zl_type_name(types[ti]), nb, (double)got,
-                             (double)want);
-            }
+        check_tiled_dots("avx2", avx2, types, NTYPES, 100, wq, x, xq);
         /* the 4-token versions: 4 activation rows (the third all zeros), outputs 3 apart */
         static const zl_vec_dot4_fn avx2_4[NTYPES] = { NULL, NULL, zl_q4_K_tiled_dot4_avx2, NULL,
                                                        zl_q6_K_tiled_dot4_avx2 };
