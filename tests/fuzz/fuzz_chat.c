@@ -6,9 +6,9 @@
  * "developer") so that the renderer is reached often; longer ones are used as given.
  * Checks: recognition never reads past the text (the template is handed over in an exactly sized buffer), its
  * extracted texts are NUL-terminated and fit, and a refusal leaves no kind; rendering (with the detected template
- * and with every named one) refuses unknown roles and empty conversations, refuses only gemma / mistral role
- * orders otherwise, starts with the family's BOS text, stays within a bound made from its messages, and for ChatML
- * returns exactly the ChatML length, computed here independently.
+ * and with every named one) refuses unknown roles and empty conversations, refuses only gemma / mistral /
+ * mistral-v7 role orders otherwise, starts with the family's BOS text, stays within a bound made from its messages,
+ * and for ChatML returns exactly the ChatML length, computed here independently.
  *
  * tests/unit/test_fuzz_regress.c includes this file with ZL_FUZZ_REPLAY defined to replay saved inputs.
  */
@@ -35,7 +35,8 @@ enum { FUZZ_CHAT_MAX_MSGS = 64 };
 
 /* Every --chat-template name: each input's messages are rendered with all of them too. */
 static const char *const fuzz_chat_names[] = {"chatml", "qwen2.5", "qwen3", "llama3", "llama3.1", "gemma",
-                                              "deepseek-r1", "mistral", "mistral-v3", "mistral-nemo"};
+                                              "deepseek-r1", "deepseek-v3", "mistral", "mistral-v3", "mistral-nemo",
+                                              "mistral-v7"};
 
 static void fuzz_chat_render(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t n, bool add_assistant)
 {
@@ -50,8 +51,8 @@ static void fuzz_chat_render(const zl_chat_tmpl *t, const zl_chat_msg *msgs, siz
         FUZZ_CHECK(rc == ZL_EINVAL && !out, "zl_chat_render accepted an unknown role or no messages");
         return;
     }
-    /* gemma and mistral refuse what their templates refuse (roles out of order); the others render anything. */
-    if (t->kind == ZL_TMPL_GEMMA || t->kind == ZL_TMPL_MISTRAL) {
+    /* gemma and the mistrals refuse what their templates refuse (roles out of order); the others render anything. */
+    if (t->kind == ZL_TMPL_GEMMA || t->kind == ZL_TMPL_MISTRAL || t->kind == ZL_TMPL_MISTRAL_V7) {
         FUZZ_CHECK(rc == ZL_OK || rc == ZL_EINVAL, "zl_chat_render: unexpected status");
         FUZZ_CHECK((rc == ZL_OK) == (out != NULL), "zl_chat_render: output and status disagree");
         if (rc != ZL_OK)
@@ -96,7 +97,7 @@ static void fuzz_chat_input(const uint8_t *data, size_t size)
     FUZZ_CHECK(memchr(t.default_system, 0, sizeof t.default_system) != NULL, "default system text not terminated");
     FUZZ_CHECK(memchr(t.date, 0, sizeof t.date) != NULL, "date text not terminated");
     FUZZ_CHECK(memchr(t.sys_sep, 0, sizeof t.sys_sep) != NULL, "system separator not terminated");
-    FUZZ_CHECK(rc != ZL_OK || (t.kind > ZL_TMPL_NONE && t.kind <= ZL_TMPL_MISTRAL),
+    FUZZ_CHECK(rc != ZL_OK || (t.kind > ZL_TMPL_NONE && t.kind <= ZL_TMPL_MISTRAL_V7),
                "recognised template without a kind");
     FUZZ_CHECK(rc == ZL_OK || t.kind == ZL_TMPL_NONE, "refused template left a kind");
     if (rc != ZL_OK)
