@@ -530,17 +530,32 @@ static void test_vnni_dots_equal_avx2(void **state)
 #endif
 }
 
+/* Byte offsets of a block's fp16 scale fields (kept from the quantizer when the rest is scrambled), or -1. */
+static void k_scale_fields(uint32_t type, int f[2])
+{
+    f[0] = f[1] = -1;
+    if (type == ZL_Q4_K) { /* d, dmin, scales[12], qs[128] */
+        f[0] = 0;
+        f[1] = 2;
+    } else if (type == ZL_Q6_K) { /* ql[128], qh[64], scales[16], d */
+        f[0] = 208;
+    }
+}
+
 /* One-token decode takes 4 weight rows per call for Q8_0 (zl_q8_0_vec_dot_rows4_avx2, and _avx512vnni where that
- * set is active) and Q5_0 (zl_q5_0_vec_dot_rows4_avx512vnni): each row's result must be vec_dot's bits. Directly
- * on odd block counts with rows of different scales (one row of zeros), and through zl_matmul on 1 token and 39
- * rows (chunks of 4 and a tail of 3, 2 threads). */
+ * set is active), Q5_0 (zl_q5_0_vec_dot_rows4_avx512vnni) and, in the avx512vnni set, Q4_0, Q4_1, Q4_K and Q6_K
+ * (quant_rows4_vnni.c): each row's result must be vec_dot's bits. Directly on odd block counts with rows of
+ * different scales (one row of zeros; for Q4_K / Q6_K one row of random bytes under the quantizer's fp16 scales, so
+ * that every code and sub-block scale occurs), and through zl_matmul on 1 token and 39 rows (chunks of 4 and a tail
+ * of 3, 2 threads). */
 static void test_rows4_equals_vec_dot(void **state)
 {
     (void)state;
-    enum { NBMAX = 67, NMAX = 32 * NBMAX, NE1 = 39, NE0 = 640 };
+    enum { NBMAX = 67, NMAX = 32 * NBMAX, NE1 = 39, NE0 = 768 };
     float *w = malloc(NE1 * NMAX * sizeof(float)), *x = malloc(NMAX * sizeof(float));
     uint8_t *wq = malloc(NE1 * NMAX * 2), *xq = malloc(NMAX * 2);
     size_t row;
+    int checked = 0;
 #ifdef ZL_HAVE_AVX2_KERNELS
     typedef void (*rows4_fn)(int64_t, float *, const void *, size_t, const void *);
     static const struct {
@@ -551,14 +566,23 @@ static void test_rows4_equals_vec_dot(void **state)
         { ZL_Q8_0, zl_q8_0_vec_dot_rows4_avx2, false },
         { ZL_Q8_0, zl_q8_0_vec_dot_rows4_avx512vnni, true },
         { ZL_Q5_0, zl_q5_0_vec_dot_rows4_avx512vnni, true },
+#ifdef ZL_HAVE_VNNI_KERNELS
+        { ZL_Q4_0, zl_q4_0_vec_dot_rows4_vnni, true },
+        { ZL_Q4_1, zl_q4_1_vec_dot_rows4_vnni, true },
+        { ZL_Q4_K, zl_q4_K_vec_dot_rows4_vnni, true },
+        { ZL_Q6_K, zl_q6_K_vec_dot_rows4_vnni, true },
+#endif
     };
     const bool have_vnni = strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0;
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         if (zl_cpu_simd_width() < 8 || (cases[ci].vnni && !have_vnni))
             continue;
         const zl_type_traits *t = zl_type_traits_get(cases[ci].type), *vt = zl_type_traits_get(t->vec_dot_type);
-        for (int nb = 1; nb <= NBMAX; nb += 3) {
-            const int n = nb * 32;
+        const int bs = (int)t->block_size;
+        int fields[2];
+        k_scale_fields(cases[ci].type, fields);
+        for (int nb = 1; nb * bs <= NMAX; nb += bs == 32 ? 3 : 1) {
+            const int n = nb * bs;
             assert_true(zl_row_size(cases[ci].type, n, &row));
             for (int r = 0; r < 4; r++) {
                 fill_random(w + r * n, n, (unsigned)(nb * 8 + r), r == 1 ? 0.0f : 0.25f + 3.0f * (float)r);
@@ -567,6 +591,16 @@ static void test_rows4_equals_vec_dot(void **state)
             if (cases[ci].type == ZL_Q8_0)
                 for (int b = 0; b < nb; b++) /* -128: a code the quantizer never writes but a file may hold */
                     ((zl_block_q8_0 *)(void *)(wq + 3 * row))[b].qs[b % 32] = -128;
+            if (fields[0] >= 0) { /* row 2: random bytes except the fp16 scales */
+                uint64_t st = 0x243F6A8885A308D3ull + (uint64_t)nb;
+                const size_t bb = t->type_size;
+                for (size_t i = 0; i < row; i++) {
+                    const int off = (int)(i % bb);
+                    st = st * 6364136223846793005ull + 1442695040888963407ull;
+                    if (off != fields[0] && off != fields[0] + 1 && off != fields[1] && off != fields[1] + 1)
+                        wq[2 * row + i] = (uint8_t)(st >> 56);
+                }
+            }
             fill_random(x, n, (unsigned)(nb + 1000), 2.0f);
             vt->from_float_act(x, xq, n);
             float four[4];
@@ -577,13 +611,14 @@ static void test_rows4_equals_vec_dot(void **state)
                 if (memcmp(&one, &four[r], sizeof one) != 0)
                     fail_msg("%s rows4 case %zu n=%d row %d: vec_dot %a, rows4 %a", t->name, ci, n, r, (double)one,
                              (double)four[r]);
+                checked++;
             }
         }
     }
 #endif
     zl_cpu *cpu = zl_cpu_create(2);
     assert_non_null(cpu);
-    static const uint32_t types[] = { ZL_Q8_0, ZL_Q5_0 };
+    static const uint32_t types[] = { ZL_Q8_0, ZL_Q5_0, ZL_Q4_0, ZL_Q4_1, ZL_Q4_K, ZL_Q6_K };
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         const zl_type_traits *t = zl_type_traits_get(types[ti]), *vt = zl_type_traits_get(t->vec_dot_type);
         assert_true(zl_row_size(types[ti], NE0, &row));
@@ -601,6 +636,7 @@ static void test_rows4_equals_vec_dot(void **state)
                 fail_msg("%s matmul 1 token row %d: %a, vec_dot %a", t->name, r, (double)y[r], (double)want);
         }
     }
+    print_message("rows4: %d rows checked directly under the %s set\n", checked, zl_cpu_kernels_name());
     zl_cpu_destroy(cpu);
     free(w);
     free(x);

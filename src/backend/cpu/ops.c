@@ -227,7 +227,8 @@ static zl_vec_dot4_fn tiled_dot4(uint32_t type)
 
 /* The 4-row kernel for one token in vec_dot mode on weights of type `type`, or NULL. Every x86 kernel set above
  * scalar computes Q8_0 / Q5_0 dots with the AVX2 kernel's bits (the AVX-512 VNNI ones are tested equal to it), so
- * a 4-row kernel with those bits may stand in for whichever vec_dot is active. */
+ * a 4-row kernel with those bits may stand in for whichever vec_dot is active; the Q4_0, Q4_1, Q4_K and Q6_K ones
+ * need the avx512vnni set's instructions. */
 static rows4_fn rows4_dot(uint32_t type)
 {
 #ifdef ZL_HAVE_AVX2_KERNELS
@@ -238,6 +239,16 @@ static rows4_fn rows4_dot(uint32_t type)
         return vnni ? zl_q8_0_vec_dot_rows4_avx512vnni : zl_q8_0_vec_dot_rows4_avx2;
     if (type == ZL_Q5_0 && vnni)
         return zl_q5_0_vec_dot_rows4_avx512vnni;
+#ifdef ZL_HAVE_VNNI_KERNELS
+    if (vnni)
+        switch (type) {
+        case ZL_Q4_0: return zl_q4_0_vec_dot_rows4_vnni;
+        case ZL_Q4_1: return zl_q4_1_vec_dot_rows4_vnni;
+        case ZL_Q4_K: return zl_q4_K_vec_dot_rows4_vnni;
+        case ZL_Q6_K: return zl_q6_K_vec_dot_rows4_vnni;
+        default: break;
+        }
+#endif
 #endif
     (void)type;
     return NULL;

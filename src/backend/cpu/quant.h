@@ -285,6 +285,12 @@ void zl_q4_1_vec_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, 
 void zl_q5_0_vec_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
 void zl_q5_1_vec_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
 void zl_q8_0_vec_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
+/* quant_rows4_vnni.c: one-token decode, 4 weight rows bx bytes apart per call; s[i] is, bit for bit, what the
+ * "avx512vnni" set's vec_dot gives for row i (zl_q4_0/q4_1_vec_dot_vnni, zl_q4_K/q6_K_vec_dot_avx2). */
+void zl_q4_0_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
+void zl_q4_1_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
+void zl_q4_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
+void zl_q6_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
 #endif
 
 /* ---- AVX512-BF16 (quant_bf16.c): BF16 dots with VDPBF16PS in ggml's order for CPUs with that extension (their
