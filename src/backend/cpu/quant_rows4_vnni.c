@@ -24,7 +24,6 @@
 #if defined(__x86_64__)
 
 #include <immintrin.h>
-#include <stddef.h>
 #include <string.h>
 
 #include "backend/cpu/simd_x86.h" /* h2f, hsum8 */
@@ -59,13 +58,10 @@ static inline __m512i nibble_pair(const uint8_t *a, const uint8_t *c)
     return _mm512_and_si512(shifted, _mm512_set1_epi8(0x0f));
 }
 
-/* The 4 rows' fp16 words at byte offset `off` of block b, as 4 floats. */
-static inline __m128 f16x4(const void *vx, size_t bx, size_t block, int64_t b, size_t off)
+/* 4 fp16 values as 4 floats. */
+static inline __m128 f16x4(uint16_t a, uint16_t b, uint16_t c, uint16_t d)
 {
-    uint16_t h[4];
-    for (int k = 0; k < 4; k++)
-        memcpy(&h[k], (const char *)vx + (size_t)k * bx + (size_t)b * block + off, 2);
-    return _mm_cvtph_ps(_mm_setr_epi16((short)h[0], (short)h[1], (short)h[2], (short)h[3], 0, 0, 0, 0));
+    return _mm_cvtph_ps(_mm_setr_epi16((short)a, (short)b, (short)c, (short)d, 0, 0, 0, 0));
 }
 
 /* Lanes a (x 8) and c (x 8) of the 4 values in v. */
@@ -73,6 +69,13 @@ static inline __m512 spread_pair(__m128 v, int a, int c)
 {
     const __m512i idx = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(a)), _mm256_set1_epi32(c), 1);
     return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(v));
+}
+
+/* Lanes a (x 8) and c (x 8) of the 8 values in v. */
+static inline __m512 spread_pair8(__m256 v, int a, int c)
+{
+    const __m512i idx = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(a)), _mm256_set1_epi32(c), 1);
+    return _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(v));
 }
 
 static inline void store_pairs(float *s, __m512 acc01, __m512 acc23)
@@ -92,27 +95,80 @@ static inline void prefetch_next(const void *vx, size_t bx, size_t block, int64_
         _mm_prefetch(next + off, _MM_HINT_T0);
 }
 
+/* The 16 nibble bytes of block b of the 4 rows, row k in 128-bit lane k. */
+#define LANES4(x0, x1, x2, x3, b)                                                                                 \
+    _mm512_inserti32x4(                                                                                           \
+        _mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)x0[b].qs)),  \
+                                              _mm_loadu_si128((const __m128i *)x1[b].qs), 1),                     \
+                           _mm_loadu_si128((const __m128i *)x2[b].qs), 2),                                        \
+        _mm_loadu_si128((const __m128i *)x3[b].qs), 3)
+
+/* Row k's 8 lanes from lanes 4k..4k+3 of lo (its lanes 0-3: elements 0-15) and of hi (lanes 4-7: 16-31), summed
+ * as hsum8 sums them: (lanes 4-7 + lanes 0-3), then 2 + 2, then 1 + 1. */
+static inline void store_lanes4(float *s, __m512 lo, __m512 hi)
+{
+    const __m512 h = _mm512_add_ps(hi, lo);
+    float v[16];
+    _mm512_storeu_ps(v, _mm512_add_ps(h, _mm512_permute_ps(h, _MM_SHUFFLE(1, 0, 3, 2))));
+    for (int k = 0; k < 4; k++) {
+        const __m128 r = _mm_set_ss(v[4 * k]), t = _mm_set_ss(v[4 * k + 1]);
+        s[k] = _mm_cvtss_f32(_mm_add_ss(r, t));
+    }
+}
+
 /* ---- Q4_0: lane sums of (q - 8) * y. ggml forms them as |q - 8| times y signed by q - 8, which is the same
- * integer; here VPDPBUSD adds q * y (q unsigned) onto -8 * (sum of the lane's 4 y bytes). */
+ * integer; here VPDPBUSD adds q * y (q unsigned) onto -8 * (sum of the lane's 4 y bytes). Row k sits in 128-bit
+ * lane k of two registers: its low nibbles (elements 0-15, vec_dot's lanes 0-3) in one, its high nibbles (16-31,
+ * lanes 4-7) in the other, so one shift serves 4 rows and both registers take the same scales. */
 void zl_q4_0_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, const void *vy)
 {
     const zl_block_q8_0 *y = vy;
     const zl_block_q4_0 *x0 = ROW(0, zl_block_q4_0), *x1 = ROW(1, zl_block_q4_0), *x2 = ROW(2, zl_block_q4_0),
                         *x3 = ROW(3, zl_block_q4_0);
-    const __m512i zero = _mm512_setzero_si512(), eight = _mm512_set1_epi8(8);
-    __m512 acc01 = _mm512_setzero_ps(), acc23 = acc01;
-    for (int64_t b = 0; b < n / ZL_QK; b++) {
-        prefetch_next(vx, bx, sizeof(zl_block_q4_0), b);
-        const __m512i qy = load_both(y[b].qs);
-        const __m512i base = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, eight, qy));
-        const __m128 d4 = _mm_mul_ps(f16x4(vx, bx, sizeof(zl_block_q4_0), b, offsetof(zl_block_q4_0, d)),
-                                     _mm_set1_ps(h2f(y[b].d)));
-        const __m512i s01 = _mm512_dpbusd_epi32(base, nibble_pair(x0[b].qs, x1[b].qs), qy);
-        const __m512i s23 = _mm512_dpbusd_epi32(base, nibble_pair(x2[b].qs, x3[b].qs), qy);
-        acc01 = _mm512_fmadd_ps(spread_pair(d4, 0, 1), _mm512_cvtepi32_ps(s01), acc01);
-        acc23 = _mm512_fmadd_ps(spread_pair(d4, 2, 3), _mm512_cvtepi32_ps(s23), acc23);
+    const char *next = (const char *)vx + 4 * bx;
+    const __m512i zero = _mm512_setzero_si512(), eight = _mm512_set1_epi8(8), m4 = _mm512_set1_epi8(0x0f);
+    const __m512i row_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    __m512 acc_lo = _mm512_setzero_ps(), acc_hi = acc_lo;
+    const int64_t nb = n / ZL_QK;
+    int64_t b = 0;
+#define Q4_0_BLOCK(B, D)                                                                                          \
+    {                                                                                                             \
+        const __m512i ylo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)y[B].qs));                    \
+        const __m512i yhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(y[B].qs + 16)));             \
+        const __m512i raw = LANES4(x0, x1, x2, x3, B);                                                            \
+        const __m512i slo = _mm512_dpbusd_epi32(_mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, eight, ylo)),    \
+                                                _mm512_and_si512(raw, m4), ylo);                                  \
+        const __m512i shi = _mm512_dpbusd_epi32(_mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, eight, yhi)),    \
+                                                _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4), yhi);            \
+        acc_lo = _mm512_fmadd_ps(D, _mm512_cvtepi32_ps(slo), acc_lo);                                             \
+        acc_hi = _mm512_fmadd_ps(D, _mm512_cvtepi32_ps(shi), acc_hi);                                             \
     }
-    store_pairs(s, acc01, acc23);
+    for (; b + 2 <= nb; b += 2) {
+        _mm_prefetch(next + (size_t)b * 4 * sizeof(zl_block_q4_0), _MM_HINT_T0);
+        _mm_prefetch(next + (size_t)b * 4 * sizeof(zl_block_q4_0) + 64, _MM_HINT_T0);
+        _mm_prefetch(next + (size_t)b * 4 * sizeof(zl_block_q4_0) + 128, _MM_HINT_T0);
+        /* lanes 0-3: the 4 rows' d_x * d_y of block b, 4-7: of block b + 1 */
+        const __m256 dx = _mm256_cvtph_ps(_mm_setr_epi16((short)x0[b].d, (short)x1[b].d, (short)x2[b].d,
+                                                         (short)x3[b].d, (short)x0[b + 1].d, (short)x1[b + 1].d,
+                                                         (short)x2[b + 1].d, (short)x3[b + 1].d));
+        const __m256 dy = _mm256_cvtph_ps(_mm_setr_epi16((short)y[b].d, (short)y[b].d, (short)y[b].d, (short)y[b].d,
+                                                         (short)y[b + 1].d, (short)y[b + 1].d, (short)y[b + 1].d,
+                                                         (short)y[b + 1].d));
+        const __m512 d8 = _mm512_castps256_ps512(_mm256_mul_ps(dx, dy));
+        const __m512 d_b0 = _mm512_permutexvar_ps(row_of_lane, d8);
+        const __m512 d_b1 = _mm512_permutexvar_ps(_mm512_add_epi32(row_of_lane, _mm512_set1_epi32(4)), d8);
+        Q4_0_BLOCK(b, d_b0)
+        Q4_0_BLOCK(b + 1, d_b1)
+    }
+    if (b < nb) {
+        const __m128 d4 = _mm_mul_ps(
+            _mm_cvtph_ps(_mm_setr_epi16((short)x0[b].d, (short)x1[b].d, (short)x2[b].d, (short)x3[b].d, 0, 0, 0, 0)),
+            _mm_set1_ps(h2f(y[b].d)));
+        const __m512 d = _mm512_permutexvar_ps(row_of_lane, _mm512_castps128_ps512(d4));
+        Q4_0_BLOCK(b, d)
+    }
+#undef Q4_0_BLOCK
+    store_lanes4(s, acc_lo, acc_hi);
 }
 
 /* ---- Q4_1: lane sums of q * y (q unsigned), and per row the fused sum of m_x * s_y, block by block, added after
@@ -128,9 +184,9 @@ void zl_q4_1_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, 
     for (int64_t b = 0; b < n / ZL_QK; b++) {
         prefetch_next(vx, bx, sizeof(zl_block_q4_1), b);
         const __m512i qy = load_both(y[b].qs);
-        const __m128 d4 = _mm_mul_ps(f16x4(vx, bx, sizeof(zl_block_q4_1), b, offsetof(zl_block_q4_1, d)),
+        const __m128 d4 = _mm_mul_ps(f16x4(x0[b].d, x1[b].d, x2[b].d, x3[b].d),
                                      _mm_set1_ps(h2f(y[b].d)));
-        mins = _mm_fmadd_ps(f16x4(vx, bx, sizeof(zl_block_q4_1), b, offsetof(zl_block_q4_1, m)),
+        mins = _mm_fmadd_ps(f16x4(x0[b].m, x1[b].m, x2[b].m, x3[b].m),
                             _mm_set1_ps(h2f(y[b].s)), mins);
         const __m512i s01 = _mm512_dpbusd_epi32(zero, nibble_pair(x0[b].qs, x1[b].qs), qy);
         const __m512i s23 = _mm512_dpbusd_epi32(zero, nibble_pair(x2[b].qs, x3[b].qs), qy);
@@ -146,26 +202,29 @@ void zl_q4_1_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, 
 
 /* ---- Q4_K ---- */
 
-/* A Q4_K block's 12 scale bytes -> the 8 six-bit scales (sc) and minimums (m), one byte each. */
-static inline void k4_unpack(const uint8_t *q, uint64_t *sc, uint64_t *m)
+/* The 4 rows' Q4_K scale bytes unpacked: 128-bit lane k = row k's 8 six-bit scales (bytes 0-7) and 8 minimums
+ * (bytes 8-15). Per row, with u0..u2 its 12 bytes as 3 little-endian words: scales 0-3 = u0 & 0x3f..,
+ * 4-7 = (u2 & 0x0f..) | ((u0 >> 6) & 0x03..) << 4; minimums 0-3 = u1 & 0x3f.., 4-7 = ((u2 >> 4) & 0x0f..) |
+ * ((u1 >> 6) & 0x03..) << 4. */
+static inline __m512i k4_unpack4(const zl_block_q4_K *const x[4], int64_t b)
 {
-    uint32_t u0, u1, u2;
-    memcpy(&u0, q, 4);
-    memcpy(&u1, q + 4, 4);
-    memcpy(&u2, q + 8, 4);
-    const uint32_t s_lo = u0 & 0x3f3f3f3fu, m_lo = u1 & 0x3f3f3f3fu;
-    const uint32_t s_hi = (u2 & 0x0f0f0f0fu) | ((u0 >> 6) & 0x03030303u) << 4;
-    const uint32_t m_hi = ((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 6) & 0x03030303u) << 4;
-    *sc = (uint64_t)s_lo | (uint64_t)s_hi << 32;
-    *m = (uint64_t)m_lo | (uint64_t)m_hi << 32;
+    const __m512i v = _mm512_inserti32x4(
+        _mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)x[0][b].scales)),
+                                              _mm_loadu_si128((const __m128i *)x[1][b].scales), 1),
+                           _mm_loadu_si128((const __m128i *)x[2][b].scales), 2),
+        _mm_loadu_si128((const __m128i *)x[3][b].scales), 3); /* each lane: u0 u1 u2 (and 4 bytes of qs) */
+    const __m512i a = _mm512_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0));  /* u0 u2 u1 u2 */
+    const __m512i c = _mm512_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0));  /* u0 u0 u1 u1 */
+    const __m512i low = _mm512_and_si512(_mm512_srlv_epi32(a, _mm512_set4_epi32(4, 0, 0, 0)),
+                                         _mm512_set4_epi32(0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f));
+    const __m512i top = _mm512_and_si512(_mm512_srli_epi32(c, 6), _mm512_set4_epi32(0x03030303, 0, 0x03030303, 0));
+    return _mm512_or_si512(low, _mm512_slli_epi32(top, 4)); /* scales 0-3, 4-7, minimums 0-3, 4-7 */
 }
 
-/* Words 0-15 = sub-block j's scale of row a, 16-31 = of row c, from scales as 16 words (a's 8, then c's 8). */
-static inline __m512i pick_scale(__m512i sc, int j)
+/* Each 128-bit lane: word j of every word position (an in-lane broadcast of a lane's 8 words). */
+static inline __m512i pick_word(__m512i v, int j)
 {
-    const __m512i idx = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16((short)j)),
-                                           _mm256_set1_epi16((short)(8 + j)), 1);
-    return _mm512_permutexvar_epi16(idx, sc);
+    return _mm512_shuffle_epi8(v, _mm512_set1_epi16((short)((2 * j + 1) << 8 | 2 * j)));
 }
 
 /* zl_q4_K_vec_dot_avx2 for 4 rows: per row and block, 8 int32 lanes sum_j sc_j * (lane's 4 products of
@@ -184,40 +243,38 @@ void zl_q4_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, 
     for (int64_t b = 0; b < n / ZL_QK_K; b++) {
         prefetch_next(vx, bx, sizeof(zl_block_q4_K), b);
         const __m128 yd = _mm_set1_ps(y[b].d);
-        const __m128 d4 = _mm_mul_ps(yd, f16x4(vx, bx, sizeof(zl_block_q4_K), b, offsetof(zl_block_q4_K, d)));
+        const __m128 d4 = _mm_mul_ps(yd, f16x4(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d));
         const __m128 dmin4 = _mm_mul_ps(_mm_xor_ps(yd, _mm_set1_ps(-0.0f)), /* -y.d, exactly */
-                                        f16x4(vx, bx, sizeof(zl_block_q4_K), b, offsetof(zl_block_q4_K, dmin)));
-        uint64_t sc[4], m[4];
-        for (int k = 0; k < 4; k++)
-            k4_unpack(x[k][b].scales, &sc[k], &m[k]);
+                                        f16x4(x[0][b].dmin, x[1][b].dmin, x[2][b].dmin, x[3][b].dmin));
+        const __m512i sm = k4_unpack4(x, b);
         /* minimums: 4 rows x 4 lanes */
         const __m128i per32 = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)y[b].bsums),
                                              _mm_loadu_si128((const __m128i *)(y[b].bsums + 8)));
-        const __m512i mins = _mm512_cvtepu8_epi16(_mm256_setr_epi64x((long long)m[0], (long long)m[1],
-                                                                     (long long)m[2], (long long)m[3]));
+        const __m512i mins = _mm512_cvtepu8_epi16(
+            _mm512_castsi512_si256(_mm512_permutexvar_epi64(_mm512_setr_epi64(1, 3, 5, 7, 0, 0, 0, 0), sm)));
         const __m512i mprod = _mm512_madd_epi16(mins, _mm512_broadcast_i32x4(per32));
         acc_m = _mm512_fmadd_ps(_mm512_permutexvar_ps(row_of_lane, _mm512_castps128_ps512(dmin4)),
                                 _mm512_cvtepi32_ps(mprod), acc_m);
-        /* scale sums, row pairs (0, 1) and (2, 3) */
-        const __m512i sc01 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_set_epi64x((long long)sc[1],
-                                                                                         (long long)sc[0])));
-        const __m512i sc23 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_set_epi64x((long long)sc[3],
-                                                                                         (long long)sc[2])));
+        /* scales as words, 128-bit lanes [a a c c] for row pairs (0, 1) and (2, 3) */
+        const __m512i sc_w = _mm512_cvtepu8_epi16(
+            _mm512_castsi512_si256(_mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 0, 0, 0, 0), sm)));
+        const __m512i sc01 = _mm512_shuffle_i64x2(sc_w, sc_w, _MM_SHUFFLE(1, 1, 0, 0));
+        const __m512i sc23 = _mm512_shuffle_i64x2(sc_w, sc_w, _MM_SHUFFLE(3, 3, 2, 2));
         __m512i sum01 = zero, sum23 = zero;
         for (int h = 0; h < 4; h++) {
             const __m512i ylo = load_both(y[b].qs + 64 * h), yhi = load_both(y[b].qs + 64 * h + 32);
             const __m512i bits01 = load_pair(x[0][b].qs + 32 * h, x[1][b].qs + 32 * h);
             const __m512i bits23 = load_pair(x[2][b].qs + 32 * h, x[3][b].qs + 32 * h);
             sum01 = _mm512_dpwssd_epi32(sum01, _mm512_maddubs_epi16(_mm512_and_si512(bits01, m4), ylo),
-                                        pick_scale(sc01, 2 * h));
+                                        pick_word(sc01, 2 * h));
             sum01 = _mm512_dpwssd_epi32(
                 sum01, _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(bits01, 4), m4), yhi),
-                pick_scale(sc01, 2 * h + 1));
+                pick_word(sc01, 2 * h + 1));
             sum23 = _mm512_dpwssd_epi32(sum23, _mm512_maddubs_epi16(_mm512_and_si512(bits23, m4), ylo),
-                                        pick_scale(sc23, 2 * h));
+                                        pick_word(sc23, 2 * h));
             sum23 = _mm512_dpwssd_epi32(
                 sum23, _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(bits23, 4), m4), yhi),
-                pick_scale(sc23, 2 * h + 1));
+                pick_word(sc23, 2 * h + 1));
         }
         acc01 = _mm512_fmadd_ps(spread_pair(d4, 0, 1), _mm512_cvtepi32_ps(sum01), acc01);
         acc23 = _mm512_fmadd_ps(spread_pair(d4, 2, 3), _mm512_cvtepi32_ps(sum23), acc23);
@@ -239,14 +296,15 @@ void zl_q4_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, 
 
 /* ---- Q6_K ---- */
 
-/* Words 0-7 = scale sb of row a, 8-15 = sb + 1 of row a, 16-23 = sb of row c, 24-31 = sb + 1 of row c, from the
- * pair's scales as 32 words (a's 16, then c's 16). */
+/* From the scale bytes of a row pair in 128-bit lanes [a a c c]: words of lanes 0 and 2 = scale sb of their row,
+ * of lanes 1 and 3 = scale sb + 1, sign-extended (the byte is picked into both halves of each word, then shifted
+ * down arithmetically). */
 static inline __m512i pick_scale2(__m512i sc, int sb)
 {
-    const __m512i base = _mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_setr_epi16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)),
-        _mm256_setr_epi16(16, 16, 16, 16, 16, 16, 16, 16, 17, 17, 17, 17, 17, 17, 17, 17), 1);
-    return _mm512_permutexvar_epi16(_mm512_add_epi16(base, _mm512_set1_epi16((short)sb)), sc);
+    const __m512i idx = _mm512_add_epi8(_mm512_setr_epi32(0, 0, 0, 0, 0x01010101, 0x01010101, 0x01010101, 0x01010101, 0, 0, 0, 0, 0x01010101,
+                                             0x01010101, 0x01010101, 0x01010101),
+                                         _mm512_set1_epi8((char)sb));
+    return _mm512_srai_epi16(_mm512_shuffle_epi8(sc, idx), 8);
 }
 
 /* zl_q6_K_vec_dot_avx2 for 4 rows: per row and block, 8 int32 lanes sum_sb scale_sb * ((q + 32) products of the
@@ -261,18 +319,23 @@ void zl_q6_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, 
     for (int64_t b = 0; b < n / ZL_QK_K; b++) {
         prefetch_next(vx, bx, sizeof(zl_block_q6_K), b);
         const __m128 d4 = _mm_mul_ps(_mm_set1_ps(y[b].d),
-                                     f16x4(vx, bx, sizeof(zl_block_q6_K), b, offsetof(zl_block_q6_K, d)));
-        const __m512i sc01 = _mm512_inserti64x4(
-            _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[0][b].scales))),
-            _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[1][b].scales)), 1);
-        const __m512i sc23 = _mm512_inserti64x4(
-            _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[2][b].scales))),
-            _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[3][b].scales)), 1);
+                                     f16x4(x[0][b].d, x[1][b].d, x[2][b].d, x[3][b].d));
+        const __m512i sc_all = _mm512_inserti32x4(
+            _mm512_inserti32x4(
+                _mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)x[0][b].scales)),
+                                   _mm_loadu_si128((const __m128i *)x[1][b].scales), 1),
+                _mm_loadu_si128((const __m128i *)x[2][b].scales), 2),
+            _mm_loadu_si128((const __m128i *)x[3][b].scales), 3); /* lane k: row k's 16 scales */
+        const __m512i sc01 = _mm512_shuffle_i64x2(sc_all, sc_all, _MM_SHUFFLE(1, 1, 0, 0));
+        const __m512i sc23 = _mm512_shuffle_i64x2(sc_all, sc_all, _MM_SHUFFLE(3, 3, 2, 2));
+        /* the scales as words: row 0's 16 then row 1's (and rows 2, 3), for the offset */
+        const __m512i w01 = _mm512_cvtepi8_epi16(_mm512_castsi512_si256(sc_all));
+        const __m512i w23 = _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(sc_all, 1));
         const __m512i bsums = load_both(y[b].bsums);
         __m512i sum01 = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                         _mm512_slli_epi32(_mm512_madd_epi16(bsums, sc01), 5));
+                                         _mm512_slli_epi32(_mm512_madd_epi16(bsums, w01), 5));
         __m512i sum23 = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                         _mm512_slli_epi32(_mm512_madd_epi16(bsums, sc23), 5));
+                                         _mm512_slli_epi32(_mm512_madd_epi16(bsums, w23), 5));
         for (int h = 0; h < 2; h++) {
             const __m512i l0_01 = load_pair(x[0][b].ql + 64 * h, x[1][b].ql + 64 * h);
             const __m512i l1_01 = load_pair(x[0][b].ql + 64 * h + 32, x[1][b].ql + 64 * h + 32);
