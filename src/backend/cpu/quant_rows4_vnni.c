@@ -71,13 +71,6 @@ static inline __m512 spread_pair(__m128 v, int a, int c)
     return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(v));
 }
 
-/* Lanes a (x 8) and c (x 8) of the 8 values in v. */
-static inline __m512 spread_pair8(__m256 v, int a, int c)
-{
-    const __m512i idx = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(a)), _mm256_set1_epi32(c), 1);
-    return _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(v));
-}
-
 static inline void store_pairs(float *s, __m512 acc01, __m512 acc23)
 {
     s[0] = hsum8(_mm512_castps512_ps256(acc01));
@@ -260,22 +253,25 @@ void zl_q4_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, 
             _mm512_castsi512_si256(_mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 0, 0, 0, 0), sm)));
         const __m512i sc01 = _mm512_shuffle_i64x2(sc_w, sc_w, _MM_SHUFFLE(1, 1, 0, 0));
         const __m512i sc23 = _mm512_shuffle_i64x2(sc_w, sc_w, _MM_SHUFFLE(3, 3, 2, 2));
-        __m512i sum01 = zero, sum23 = zero;
+        /* two chains per pair (low and high nibbles), added at the end: integer sums, exact in any order */
+        __m512i lo01 = zero, hi01 = zero, lo23 = zero, hi23 = zero;
+#pragma GCC unroll 4
         for (int h = 0; h < 4; h++) {
             const __m512i ylo = load_both(y[b].qs + 64 * h), yhi = load_both(y[b].qs + 64 * h + 32);
             const __m512i bits01 = load_pair(x[0][b].qs + 32 * h, x[1][b].qs + 32 * h);
             const __m512i bits23 = load_pair(x[2][b].qs + 32 * h, x[3][b].qs + 32 * h);
-            sum01 = _mm512_dpwssd_epi32(sum01, _mm512_maddubs_epi16(_mm512_and_si512(bits01, m4), ylo),
-                                        pick_word(sc01, 2 * h));
-            sum01 = _mm512_dpwssd_epi32(
-                sum01, _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(bits01, 4), m4), yhi),
+            lo01 = _mm512_dpwssd_epi32(lo01, _mm512_maddubs_epi16(_mm512_and_si512(bits01, m4), ylo),
+                                       pick_word(sc01, 2 * h));
+            hi01 = _mm512_dpwssd_epi32(
+                hi01, _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(bits01, 4), m4), yhi),
                 pick_word(sc01, 2 * h + 1));
-            sum23 = _mm512_dpwssd_epi32(sum23, _mm512_maddubs_epi16(_mm512_and_si512(bits23, m4), ylo),
-                                        pick_word(sc23, 2 * h));
-            sum23 = _mm512_dpwssd_epi32(
-                sum23, _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(bits23, 4), m4), yhi),
+            lo23 = _mm512_dpwssd_epi32(lo23, _mm512_maddubs_epi16(_mm512_and_si512(bits23, m4), ylo),
+                                       pick_word(sc23, 2 * h));
+            hi23 = _mm512_dpwssd_epi32(
+                hi23, _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(bits23, 4), m4), yhi),
                 pick_word(sc23, 2 * h + 1));
         }
+        const __m512i sum01 = _mm512_add_epi32(lo01, hi01), sum23 = _mm512_add_epi32(lo23, hi23);
         acc01 = _mm512_fmadd_ps(spread_pair(d4, 0, 1), _mm512_cvtepi32_ps(sum01), acc01);
         acc23 = _mm512_fmadd_ps(spread_pair(d4, 2, 3), _mm512_cvtepi32_ps(sum23), acc23);
     }
@@ -296,17 +292,6 @@ void zl_q4_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, 
 
 /* ---- Q6_K ---- */
 
-/* From the scale bytes of a row pair in 128-bit lanes [a a c c]: words of lanes 0 and 2 = scale sb of their row,
- * of lanes 1 and 3 = scale sb + 1, sign-extended (the byte is picked into both halves of each word, then shifted
- * down arithmetically). */
-static inline __m512i pick_scale2(__m512i sc, int sb)
-{
-    const __m512i idx = _mm512_add_epi8(_mm512_setr_epi32(0, 0, 0, 0, 0x01010101, 0x01010101, 0x01010101, 0x01010101, 0, 0, 0, 0, 0x01010101,
-                                             0x01010101, 0x01010101, 0x01010101),
-                                         _mm512_set1_epi8((char)sb));
-    return _mm512_srai_epi16(_mm512_shuffle_epi8(sc, idx), 8);
-}
-
 /* zl_q6_K_vec_dot_avx2 for 4 rows: per row and block, 8 int32 lanes sum_sb scale_sb * ((q + 32) products of the
  * lane) minus 32 * (sc[2i] bsums[2i] + sc[2i+1] bsums[2i+1]), fma'd with d = y.d * d_x; s = hsum8(acc). */
 void zl_q6_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, const void *vy)
@@ -314,7 +299,7 @@ void zl_q6_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, 
     const zl_block_q8_K *y = vy;
     const zl_block_q6_K *x[4] = {ROW(0, zl_block_q6_K), ROW(1, zl_block_q6_K), ROW(2, zl_block_q6_K),
                                  ROW(3, zl_block_q6_K)};
-    const __m512i m4 = _mm512_set1_epi8(0x0f), m3 = _mm512_set1_epi8(3);
+    const __m512i zero = _mm512_setzero_si512(), m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
     __m512 acc01 = _mm512_setzero_ps(), acc23 = acc01;
     for (int64_t b = 0; b < n / ZL_QK_K; b++) {
         prefetch_next(vx, bx, sizeof(zl_block_q6_K), b);
@@ -326,16 +311,20 @@ void zl_q6_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, 
                                    _mm_loadu_si128((const __m128i *)x[1][b].scales), 1),
                 _mm_loadu_si128((const __m128i *)x[2][b].scales), 2),
             _mm_loadu_si128((const __m128i *)x[3][b].scales), 3); /* lane k: row k's 16 scales */
-        const __m512i sc01 = _mm512_shuffle_i64x2(sc_all, sc_all, _MM_SHUFFLE(1, 1, 0, 0));
-        const __m512i sc23 = _mm512_shuffle_i64x2(sc_all, sc_all, _MM_SHUFFLE(3, 3, 2, 2));
-        /* the scales as words: row 0's 16 then row 1's (and rows 2, 3), for the offset */
+        /* scales as words, 128-bit lanes [a even, a odd, c even, c odd] for row pairs (0, 1) and (2, 3): the
+         * sub-block pair (sb, sb + 1) of a 32-value chunk is word sb / 2 of every lane */
+        const __m512i deint = _mm512_shuffle_epi8(
+            sc_all, _mm512_broadcast_i32x4(_mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15)));
+        const __m512i sc01 = _mm512_cvtepi8_epi16(_mm512_castsi512_si256(deint));
+        const __m512i sc23 = _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(deint, 1));
+        /* the scales as words in order, row 0's 16 then row 1's (and rows 2, 3), for the offset */
         const __m512i w01 = _mm512_cvtepi8_epi16(_mm512_castsi512_si256(sc_all));
         const __m512i w23 = _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(sc_all, 1));
         const __m512i bsums = load_both(y[b].bsums);
-        __m512i sum01 = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                         _mm512_slli_epi32(_mm512_madd_epi16(bsums, w01), 5));
-        __m512i sum23 = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                         _mm512_slli_epi32(_mm512_madd_epi16(bsums, w23), 5));
+        /* two chains per pair (even and odd k), added at the end: integer sums, exact in any order */
+        __m512i sum01[2] = {_mm512_sub_epi32(zero, _mm512_slli_epi32(_mm512_madd_epi16(bsums, w01), 5)), zero};
+        __m512i sum23[2] = {_mm512_sub_epi32(zero, _mm512_slli_epi32(_mm512_madd_epi16(bsums, w23), 5)), zero};
+#pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const __m512i l0_01 = load_pair(x[0][b].ql + 64 * h, x[1][b].ql + 64 * h);
             const __m512i l1_01 = load_pair(x[0][b].ql + 64 * h + 32, x[1][b].ql + 64 * h + 32);
@@ -343,6 +332,7 @@ void zl_q6_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, 
             const __m512i l0_23 = load_pair(x[2][b].ql + 64 * h, x[3][b].ql + 64 * h);
             const __m512i l1_23 = load_pair(x[2][b].ql + 64 * h + 32, x[3][b].ql + 64 * h + 32);
             const __m512i hb23 = load_pair(x[2][b].qh + 32 * h, x[3][b].qh + 32 * h);
+#pragma GCC unroll 4
             for (int k = 0; k < 4; k++) {
                 const __m512i yv = load_both(y[b].qs + 128 * h + 32 * k);
                 const int sb = 8 * h + 2 * k;
@@ -350,17 +340,18 @@ void zl_q6_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, 
     {                                                                                                             \
         const __m512i src = (k & 1) ? l1_##P : l0_##P;                                                            \
         const __m512i low = _mm512_and_si512(k >= 2 ? _mm512_srli_epi16(src, 4) : src, m4);                      \
-        const __m512i high = _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hb##P, 2 * k), m3), 4);        \
-        sum##P = _mm512_dpwssd_epi32(sum##P, _mm512_maddubs_epi16(_mm512_or_si512(low, high), yv),                \
-                                     pick_scale2(sc##P, sb));                                                     \
+        const __m512i high = _mm512_and_si512(k == 2 ? hb##P : k < 2 ? _mm512_slli_epi16(hb##P, 4 - 2 * k)        \
+                                                                     : _mm512_srli_epi16(hb##P, 2), m30);          \
+        sum##P[k & 1] = _mm512_dpwssd_epi32(sum##P[k & 1], _mm512_maddubs_epi16(_mm512_or_si512(low, high), yv),  \
+                                            pick_word(sc##P, sb / 2));                                            \
     }
                 Q6_PAIR(01)
                 Q6_PAIR(23)
 #undef Q6_PAIR
             }
         }
-        acc01 = _mm512_fmadd_ps(spread_pair(d4, 0, 1), _mm512_cvtepi32_ps(sum01), acc01);
-        acc23 = _mm512_fmadd_ps(spread_pair(d4, 2, 3), _mm512_cvtepi32_ps(sum23), acc23);
+        acc01 = _mm512_fmadd_ps(spread_pair(d4, 0, 1), _mm512_cvtepi32_ps(_mm512_add_epi32(sum01[0], sum01[1])), acc01);
+        acc23 = _mm512_fmadd_ps(spread_pair(d4, 2, 3), _mm512_cvtepi32_ps(_mm512_add_epi32(sum23[0], sum23[1])), acc23);
     }
     store_pairs(s, acc01, acc23);
 }
