@@ -767,10 +767,12 @@ void zl_q4_K_tiled_dot4_avx2(int64_t n, float *s, size_t s_stride, const void *v
         k4_scales_mins(x[b].scales, sc, m);
         __m256i sumi[4] = { _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
                             _mm256_setzero_si256() };
+#pragma GCC unroll 4
         for (int h = 0; h < 4; h++) {
             const __m256i bits = load32(x[b].qs + 32 * h);
             const __m256i lo = _mm256_and_si256(bits, m4), hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
             const __m256i sl = _mm256_set1_epi16((short)sc[2 * h]), sh = _mm256_set1_epi16((short)sc[2 * h + 1]);
+#pragma GCC unroll 4
             for (int k = 0; k < 4; k++) {
                 const __m256i pl = _mm256_madd_epi16(sl, maddubs(lo, load32(y[k][b].qs + 64 * h)));
                 const __m256i ph = _mm256_madd_epi16(sh, maddubs(hi, load32(y[k][b].qs + 64 * h + 32)));
@@ -778,6 +780,7 @@ void zl_q4_K_tiled_dot4_avx2(int64_t n, float *s, size_t s_stride, const void *v
             }
         }
         const float d = h2f(x[b].d), dmin = h2f(x[b].dmin);
+#pragma GCC unroll 4
         for (int k = 0; k < 4; k++) {
             const int32_t s1 = hsum_i32x8(sumi[k]), s2 = k4_min_total(m, y[k][b].bsums);
             acc[k] = fmaf(fmaf(-dmin, (float)s2, d * (float)s1), y[k][b].d, acc[k]);
@@ -796,27 +799,32 @@ void zl_q6_K_tiled_dot4_avx2(int64_t n, float *s, size_t s_stride, const void *v
         __m256i sumi[4];
         /* codes are stored + 32: subtract 32 sum_s sc_s bsum_s per token (exact, like q6_K_sumi) */
         const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales));
+#pragma GCC unroll 4
         for (int k = 0; k < 4; k++)
             sumi[k] = _mm256_sub_epi32(_mm256_setzero_si256(),
                                        _mm256_slli_epi32(_mm256_madd_epi16(load32(y[k][b].bsums), sc16), 5));
+#pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const __m256i l0 = load32(x[b].ql + 64 * h), l1 = load32(x[b].ql + 64 * h + 32);
             const __m256i hb = load32(x[b].qh + 32 * h);
             const __m256i low[4] = { _mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
                                      _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
                                      _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4) };
+#pragma GCC unroll 4
             for (int j = 0; j < 4; j++) {
                 const __m256i high = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j), m3), 4);
                 const __m256i q = _mm256_or_si256(low[j], high); /* q + 32, in [0, 63] */
                 const int sb = 8 * h + 2 * j;
                 const __m256i scv = _mm256_setr_m128i(_mm_set1_epi16(x[b].scales[sb]),
                                                       _mm_set1_epi16(x[b].scales[sb + 1]));
+#pragma GCC unroll 4
                 for (int k = 0; k < 4; k++)
                     sumi[k] = _mm256_add_epi32(
                         sumi[k], _mm256_madd_epi16(scv, maddubs(q, load32(y[k][b].qs + 128 * h + 32 * j))));
             }
         }
         const float d = h2f(x[b].d);
+#pragma GCC unroll 4
         for (int k = 0; k < 4; k++) acc[k] = fmaf(d * (float)hsum_i32x8(sumi[k]), y[k][b].d, acc[k]);
     }
     for (int k = 0; k < 4; k++) s[(size_t)k * s_stride] = acc[k];
