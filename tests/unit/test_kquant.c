@@ -614,8 +614,18 @@ static void test_matmul_tiled_order(void **state)
         /* the 4-token versions: 4 activation rows (the third all zeros), outputs 3 apart */
         static const zl_vec_dot4_fn avx2_4[NTYPES] = { NULL, NULL, zl_q4_K_tiled_dot4_avx2, NULL,
                                                        zl_q6_K_tiled_dot4_avx2 };
+#ifdef ZL_HAVE_VNNI_KERNELS
+        /* and the VNNI ones, where the avx512vnni set is active */
+        static const zl_vec_dot4_fn vnni_4[NTYPES] = { NULL, NULL, zl_q4_K_tiled_dot4_vnni, NULL, NULL };
+        const int n_sets = strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0 ? 2 : 1;
+#else
+        static const zl_vec_dot4_fn *const vnni_4 = NULL;
+        const int n_sets = 1;
+#endif
+        int checked4 = 0;
+        for (int set = 0; set < n_sets; set++)
         for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
-            for (int nb = 1; avx2_4[ti] && nb <= NBMAX; nb += 2) {
+            for (int nb = 1; (set ? vnni_4 : avx2_4)[ti] && nb <= NBMAX; nb += 2) {
                 const int ne0 = nb * ZL_QK_K;
                 random_blocks(types[ti], wq, nb, (unsigned)(nb + 200 * ti));
                 for (int k = 0; k < 4; k++) {
@@ -623,14 +633,16 @@ static void test_matmul_tiled_order(void **state)
                     zl_type_traits_get(ZL_Q8_K)->from_float_act(x, xq + k * nb, ne0);
                 }
                 float got[4 * 3];
-                avx2_4[ti](ne0, got, 3, wq, xq, (size_t)nb * sizeof(zl_block_q8_K));
+                (set ? vnni_4 : avx2_4)[ti](ne0, got, 3, wq, xq, (size_t)nb * sizeof(zl_block_q8_K));
                 for (int k = 0; k < 4; k++) {
                     const float want = tiled_want(types[ti], wq, xq + k * nb, nb);
                     if (zl_fp32_to_bits(got[3 * k]) != zl_fp32_to_bits(want))
-                        fail_msg("%s tiled dot4 avx2 nb=%d token %d: %a, want %a", zl_type_name(types[ti]), nb, k,
-                                 (double)got[3 * k], (double)want);
+                        fail_msg("%s tiled dot4 %s nb=%d token %d: %a, want %a", zl_type_name(types[ti]),
+                                 set ? "vnni" : "avx2", nb, k, (double)got[3 * k], (double)want);
+                    checked4++;
                 }
             }
+        print_message("tiled dot4: %d results checked (%d kernel sets)\n", checked4, n_sets);
     }
 #endif
     free(x);

@@ -214,6 +214,10 @@ static zl_vec_dot_fn tiled_dot(uint32_t type)
 static zl_vec_dot4_fn tiled_dot4(uint32_t type)
 {
 #ifdef ZL_HAVE_AVX2_KERNELS
+#ifdef ZL_HAVE_VNNI_KERNELS
+    if (type == ZL_Q4_K && strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0)
+        return zl_q4_K_tiled_dot4_vnni;
+#endif
     if (zl_cpu_simd_width() >= 8)
         switch (type) {
         case ZL_Q4_K: return zl_q4_K_tiled_dot4_avx2;

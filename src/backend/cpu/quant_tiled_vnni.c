@@ -1,0 +1,94 @@
+/*
+ * quant_tiled_vnni.c - llama.cpp's tiled K-quant order (batches of 8+ tokens, see ops.c) for one Q4_K weight row
+ * and 4 tokens at once, with AVX-512 BW/VL/VNNI; each token's result bit-identical to zl_q4_K_tiled_dot_ref.
+ *
+ * The order fixes only the float steps per (row, token, 256-block): the exact integer totals
+ * s1 = sum_j sc_j * (q_j . y_j) and s2 = sum_j m_j * (sum of y_j), then r = fma(-dmin, s2, d * s1) and
+ * acc = fma(r, d8, acc). The integers may be formed any way, so they are formed wide here:
+ *   - one register holds a 32-byte chunk's low nibbles (sub-block 2h) in its low half and high nibbles (2h + 1) in
+ *     its high half, which is exactly the layout of the activation bytes 64h..64h+63: one maddubs and one VPDPWSSD
+ *     (with sub-block 2h's scale in the low half, 2h + 1's in the high) per token cover 64 values;
+ *   - the codes are unpacked once for the 4 tokens;
+ *   - the 4 tokens' totals are reduced together (horizontal adds), and their float steps run in the 4 lanes of
+ *     one vector, each lane the scalar operation.
+ *
+ * Compiled with the *_vnni.c flags; called only when zl_cpu_kernels_name() is "avx512vnni" (ops.c). Pure.
+ */
+#include "backend/cpu/quant.h"
+
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "backend/cpu/simd_x86.h" /* h2f */
+
+/* The 8 lanes' totals of 4 vectors: [sum a, sum b, sum c, sum d] (exact integer sums). */
+static inline __m128i totals4(__m256i a, __m256i b, __m256i c, __m256i d)
+{
+    const __m256i t = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+    return _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+}
+
+static inline __m256i fold512(__m512i v)
+{
+    return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+}
+
+void zl_q4_K_tiled_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *vx, const void *vy, size_t y_stride)
+{
+    const zl_block_q4_K *x = vx;
+    const zl_block_q8_K *y[4];
+    for (int k = 0; k < 4; k++)
+        y[k] = (const zl_block_q8_K *)(const void *)((const char *)vy + (size_t)k * y_stride);
+    const __m512i m4 = _mm512_set1_epi8(0x0f), zero = _mm512_setzero_si512();
+    /* per-word shift counts: 0 in the low half (low nibbles), 4 in the high half (high nibbles) */
+    const __m512i shift = _mm512_inserti64x4(zero, _mm256_set1_epi16(4), 1);
+    __m128 acc = _mm_setzero_ps(); /* lane k: token k */
+    for (int64_t b = 0; b < n / ZL_QK_K; b++) {
+        /* scales and minimums, one byte each (see k4_unpack4 in quant_rows4_vnni.c for the bit layout) */
+        uint32_t u0, u1, u2;
+        memcpy(&u0, x[b].scales, 4);
+        memcpy(&u1, x[b].scales + 4, 4);
+        memcpy(&u2, x[b].scales + 8, 4);
+        const uint64_t sc = (uint64_t)(u0 & 0x3f3f3f3fu) |
+                            (uint64_t)((u2 & 0x0f0f0f0fu) | ((u0 >> 6) & 0x03030303u) << 4) << 32;
+        const uint64_t mn = (uint64_t)(u1 & 0x3f3f3f3fu) |
+                            (uint64_t)(((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 6) & 0x03030303u) << 4) << 32;
+        const __m512i scw = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc)));
+        __m512i sum[4] = {zero, zero, zero, zero};
+#pragma GCC unroll 4
+        for (int h = 0; h < 4; h++) {
+            const __m512i codes = _mm512_and_si512(
+                _mm512_srlv_epi16(_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x[b].qs + 32 * h))),
+                                  shift),
+                m4);
+            const __m512i idx =
+                _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * h)), _mm256_set1_epi16((short)(2 * h + 1)), 1);
+            const __m512i scv = _mm512_permutexvar_epi16(idx, scw);
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++)
+                sum[k] = _mm512_dpwssd_epi32(
+                    sum[k], _mm512_maddubs_epi16(codes, _mm512_loadu_si512((const void *)(y[k][b].qs + 64 * h))),
+                    scv);
+        }
+        const __m128i s1 = totals4(fold512(sum[0]), fold512(sum[1]), fold512(sum[2]), fold512(sum[3]));
+        /* s2: each minimum times the sum of its 32 activations (bsums 2j and 2j + 1) */
+        const __m128i mb = _mm_cvtsi64_si128((long long)mn);
+        const __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mb, mb)); /* m0 m0 m1 m1 ... m7 m7 */
+        __m256i p[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++)
+            p[k] = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y[k][b].bsums), m16);
+        const __m128i s2 = totals4(p[0], p[1], p[2], p[3]);
+        const __m128 r = _mm_fmadd_ps(_mm_set1_ps(-h2f(x[b].dmin)), _mm_cvtepi32_ps(s2),
+                                      _mm_mul_ps(_mm_set1_ps(h2f(x[b].d)), _mm_cvtepi32_ps(s1)));
+        acc = _mm_fmadd_ps(r, _mm_setr_ps(y[0][b].d, y[1][b].d, y[2][b].d, y[3][b].d), acc);
+    }
+    float out[4];
+    _mm_storeu_ps(out, acc);
+    for (int k = 0; k < 4; k++)
+        s[(size_t)k * s_stride] = out[k];
+}
+
+#endif
