@@ -616,7 +616,8 @@ static void test_matmul_tiled_order(void **state)
                                                        zl_q6_K_tiled_dot4_avx2 };
 #ifdef ZL_HAVE_VNNI_KERNELS
         /* and the VNNI ones, where the avx512vnni set is active */
-        static const zl_vec_dot4_fn vnni_4[NTYPES] = { NULL, NULL, zl_q4_K_tiled_dot4_vnni, NULL, NULL };
+        static const zl_vec_dot4_fn vnni_4[NTYPES] = { NULL, NULL, zl_q4_K_tiled_dot4_vnni, NULL,
+                                                       zl_q6_K_tiled_dot4_vnni };
         const int n_sets = strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0 ? 2 : 1;
 #else
         static const zl_vec_dot4_fn *const vnni_4 = NULL;

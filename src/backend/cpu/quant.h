@@ -291,8 +291,9 @@ void zl_q4_0_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, c
 void zl_q4_1_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
 void zl_q4_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
 void zl_q6_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
-/* quant_tiled_vnni.c: zl_q4_K_tiled_dot4_avx2 with VNNI, the same bits per token. */
+/* quant_tiled_vnni.c: zl_q4_K / q6_K_tiled_dot4_avx2 with VNNI, the same bits per token. */
 void zl_q4_K_tiled_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
+void zl_q6_K_tiled_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
 #endif
 
 /* ---- AVX512-BF16 (quant_bf16.c): BF16 dots with VDPBF16PS in ggml's order for CPUs with that extension (their

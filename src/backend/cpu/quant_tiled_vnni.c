@@ -1,13 +1,17 @@
 /*
- * quant_tiled_vnni.c - llama.cpp's tiled K-quant order (batches of 8+ tokens, see ops.c) for one Q4_K weight row
- * and 4 tokens at once, with AVX-512 BW/VL/VNNI; each token's result bit-identical to zl_q4_K_tiled_dot_ref.
+ * quant_tiled_vnni.c - llama.cpp's tiled K-quant order (batches of 8+ tokens, see ops.c) for one Q4_K or Q6_K
+ * weight row and 4 tokens at once, with AVX-512 BW/VL/VNNI; each token's result bit-identical to
+ * zl_q4_K_tiled_dot_ref / zl_q6_K_tiled_dot_ref.
  *
  * The order fixes only the float steps per (row, token, 256-block): the exact integer totals
  * s1 = sum_j sc_j * (q_j . y_j) and s2 = sum_j m_j * (sum of y_j), then r = fma(-dmin, s2, d * s1) and
- * acc = fma(r, d8, acc). The integers may be formed any way, so they are formed wide here:
+ * acc = fma(r, d8, acc) (Q6_K: s1 over codes - 32, acc = fma(d * s1, d8, acc)). The integers may be formed any
+ * way, so they are formed wide here:
  *   - one register holds a 32-byte chunk's low nibbles (sub-block 2h) in its low half and high nibbles (2h + 1) in
  *     its high half, which is exactly the layout of the activation bytes 64h..64h+63: one maddubs and one VPDPWSSD
  *     (with sub-block 2h's scale in the low half, 2h + 1's in the high) per token cover 64 values;
+ *   - Q6_K likewise puts two 32-value chunks (4 sub-blocks of 16) in one register, matching 64 consecutive
+ *     activation bytes, and takes its -32 offset once per block from the activation sums;
  *   - the codes are unpacked once for the 4 tokens;
  *   - the 4 tokens' totals are reduced together (horizontal adds), and their float steps run in the 4 lanes of
  *     one vector, each lane the scalar operation.
@@ -84,6 +88,67 @@ void zl_q4_K_tiled_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *v
         const __m128 r = _mm_fmadd_ps(_mm_set1_ps(-h2f(x[b].dmin)), _mm_cvtepi32_ps(s2),
                                       _mm_mul_ps(_mm_set1_ps(h2f(x[b].d)), _mm_cvtepi32_ps(s1)));
         acc = _mm_fmadd_ps(r, _mm_setr_ps(y[0][b].d, y[1][b].d, y[2][b].d, y[3][b].d), acc);
+    }
+    float out[4];
+    _mm_storeu_ps(out, acc);
+    for (int k = 0; k < 4; k++)
+        s[(size_t)k * s_stride] = out[k];
+}
+
+/* Q6_K: per 128 values h, ql's 64 bytes give the low 4 bits of chunks 0, 1 (low nibbles) and 2, 3 (high nibbles);
+ * qh's 32 bytes hold bits 4-5 of chunk c at bits 2c, 2c + 1. */
+void zl_q6_K_tiled_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *vx, const void *vy, size_t y_stride)
+{
+    const zl_block_q6_K *x = vx;
+    const zl_block_q8_K *y[4];
+    for (int k = 0; k < 4; k++)
+        y[k] = (const zl_block_q8_K *)(const void *)((const char *)vy + (size_t)k * y_stride);
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30), zero = _mm512_setzero_si512();
+    const __m512i up = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);   /* chunks 0 | 1 */
+    const __m512i down = _mm512_inserti64x4(zero, _mm256_set1_epi16(2), 1);                 /* chunks 2 | 3 */
+    __m128 acc = _mm_setzero_ps();
+    for (int64_t b = 0; b < n / ZL_QK_K; b++) {
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales));
+        const __m512i scw = _mm512_castsi256_si512(sc16);
+        __m512i sum[4] = {zero, zero, zero, zero};
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const __m512i ql = _mm512_loadu_si512((const void *)(x[b].ql + 64 * h));
+            const __m512i hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x[b].qh + 32 * h)));
+            const __m512i c01 = _mm512_or_si512(_mm512_and_si512(ql, m4),
+                                                _mm512_and_si512(_mm512_sllv_epi16(hb, up), m30));
+            const __m512i c23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                                _mm512_and_si512(_mm512_srlv_epi16(hb, down), m30));
+            /* 128-bit lane i of chunk pair t's scales: sub-block 8h + 4t + i */
+            const __m512i s01 = _mm512_permutexvar_epi16(
+                _mm512_add_epi16(_mm512_set1_epi16((short)(8 * h)),
+                                 _mm512_setr_epi32(0, 0, 0, 0, 0x00010001, 0x00010001, 0x00010001, 0x00010001,
+                                                   0x00020002, 0x00020002, 0x00020002, 0x00020002, 0x00030003,
+                                                   0x00030003, 0x00030003, 0x00030003)),
+                scw);
+            const __m512i s23 = _mm512_permutexvar_epi16(
+                _mm512_add_epi16(_mm512_set1_epi16((short)(8 * h + 4)),
+                                 _mm512_setr_epi32(0, 0, 0, 0, 0x00010001, 0x00010001, 0x00010001, 0x00010001,
+                                                   0x00020002, 0x00020002, 0x00020002, 0x00020002, 0x00030003,
+                                                   0x00030003, 0x00030003, 0x00030003)),
+                scw);
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                const int8_t *q8 = y[k][b].qs + 128 * h;
+                sum[k] = _mm512_dpwssd_epi32(sum[k], _mm512_maddubs_epi16(c01, _mm512_loadu_si512((const void *)q8)),
+                                             s01);
+                sum[k] = _mm512_dpwssd_epi32(
+                    sum[k], _mm512_maddubs_epi16(c23, _mm512_loadu_si512((const void *)(q8 + 64))), s23);
+            }
+        }
+        __m256i p[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++)
+            p[k] = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y[k][b].bsums), sc16);
+        const __m128i s1 = _mm_sub_epi32(totals4(fold512(sum[0]), fold512(sum[1]), fold512(sum[2]), fold512(sum[3])),
+                                         _mm_slli_epi32(totals4(p[0], p[1], p[2], p[3]), 5));
+        acc = _mm_fmadd_ps(_mm_mul_ps(_mm_set1_ps(h2f(x[b].d)), _mm_cvtepi32_ps(s1)),
+                           _mm_setr_ps(y[0][b].d, y[1][b].d, y[2][b].d, y[3][b].d), acc);
     }
     float out[4];
     _mm_storeu_ps(out, acc);
