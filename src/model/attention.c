@@ -45,6 +45,9 @@ void zl_kv_store(zl_kv *kv, const zl_batch *b, int32_t il, const float *k, const
 {
     const zl_kv_params *p = zl_kv_get_params(kv);
     const zl_type_traits *tr = zl_type_traits_get(p->type);
+    /* F16: the kernel set's conversion (F16C where present; test_dtype proves it equal to the scalar one and to
+     * numpy on every case); Q8_0 keeps the reference quantizer */
+    const zl_from_float_fn store = p->type == ZL_F16 ? tr->from_float_act : tr->from_float;
     for (int32_t i = 0; i < b->n; i++) {
         const float *ki = k + (size_t)i * (size_t)p->kv_dim, *vi = v + (size_t)i * (size_t)p->kv_dim;
         void *kd = zl_kv_k(kv, il, b->seq[i], b->pos[i]), *vd = zl_kv_v(kv, il, b->seq[i], b->pos[i]);
@@ -52,8 +55,8 @@ void zl_kv_store(zl_kv *kv, const zl_batch *b, int32_t il, const float *k, const
             memcpy(kd, ki, (size_t)p->kv_dim * sizeof(float));
             memcpy(vd, vi, (size_t)p->kv_dim * sizeof(float));
         } else {
-            tr->from_float(ki, kd, p->kv_dim);
-            tr->from_float(vi, vd, p->kv_dim);
+            store(ki, kd, p->kv_dim);
+            store(vi, vd, p->kv_dim);
         }
     }
 }
@@ -150,7 +153,7 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
     const void *qv = q;
     if (f16) {
         void *qc = (char *)t->f->q_conv + (size_t)ith * hd * sizeof(float);
-        tr->from_float(q, qc, hd);
+        tr->from_float_act(q, qc, hd); /* f16: the same halves as from_float, with F16C where present */
         qv = qc;
     }
 
