@@ -644,6 +644,83 @@ static void test_rows4_equals_vec_dot(void **state)
     free(xq);
 }
 
+/* Batched decode and short prompts take 4 rows x 4 tokens per call for Q4_0 and Q4_1 in the avx512vnni set
+ * (zl_q4_0/q4_1_vec_dot_4x4_vnni): each (row, token) must be vec_dot's bits. Directly on odd block counts (one
+ * weight row of zeros, one token of zeros, scales over a wide range), and through zl_matmul on 9 tokens and 39 rows
+ * (tiles, a tail of 3 rows, a token left over, 2 threads). */
+static void test_tile44_equals_vec_dot(void **state)
+{
+    (void)state;
+    enum { NBMAX = 41, NMAX = 32 * NBMAX, NE1 = 39, NE0 = 640, NTOK = 9 };
+    float *w = malloc(NE1 * NMAX * sizeof(float)), *x = malloc(NTOK * NMAX * sizeof(float));
+    uint8_t *wq = malloc(NE1 * NMAX * 2), *xq = malloc(NTOK * NMAX * 2);
+    static const uint32_t types[] = { ZL_Q4_0, ZL_Q4_1 };
+    int checked = 0;
+#ifdef ZL_HAVE_VNNI_KERNELS
+    typedef void (*tile_fn)(int64_t, float *, size_t, const void *, size_t, const void *, size_t);
+    static const tile_fn kernels[] = { zl_q4_0_vec_dot_4x4_vnni, zl_q4_1_vec_dot_4x4_vnni };
+    if (strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0)
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+            const zl_type_traits *t = zl_type_traits_get(types[ti]), *vt = zl_type_traits_get(t->vec_dot_type);
+            for (int nb = 1; nb <= NBMAX; nb += 4) {
+                const int n = nb * 32;
+                size_t row, xrow;
+                assert_true(zl_row_size(types[ti], n, &row));
+                assert_true(zl_row_size(t->vec_dot_type, n, &xrow));
+                for (int r = 0; r < 4; r++) {
+                    fill_random(w + r * n, n, (unsigned)(nb * 8 + r), r == 2 ? 0.0f : 0.01f + 7.0f * (float)r);
+                    t->from_float(w + r * n, wq + r * row, n);
+                }
+                for (int k = 0; k < 4; k++) {
+                    fill_random(x + k * n, n, (unsigned)(nb + 100 * k), k == 1 ? 0.0f : 0.3f + 5.0f * (float)k);
+                    vt->from_float_act(x + k * n, xq + k * xrow, n);
+                }
+                float out[4 * 5];
+                kernels[ti](n, out, 5, wq, row, xq, xrow);
+                for (int k = 0; k < 4; k++)
+                    for (int r = 0; r < 4; r++) {
+                        float want;
+                        t->vec_dot(n, &want, wq + r * row, xq + k * xrow);
+                        if (memcmp(&want, &out[k * 5 + r], sizeof want) != 0)
+                            fail_msg("%s 4x4 n=%d row %d token %d: vec_dot %a, tile %a", t->name, n, r, k,
+                                     (double)want, (double)out[k * 5 + r]);
+                        checked++;
+                    }
+            }
+        }
+#endif
+    zl_cpu *cpu = zl_cpu_create(2);
+    assert_non_null(cpu);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const zl_type_traits *t = zl_type_traits_get(types[ti]), *vt = zl_type_traits_get(t->vec_dot_type);
+        size_t row, xrow;
+        assert_true(zl_row_size(types[ti], NE0, &row));
+        assert_true(zl_row_size(t->vec_dot_type, NE0, &xrow));
+        fill_random(w, NE0 * NE1, 19 + (unsigned)ti, 1.0f);
+        t->from_float(w, wq, NE0 * NE1);
+        fill_random(x, NE0 * NTOK, 20, 1.0f);
+        float y[NE1 * NTOK];
+        zl_tensor wt = { .name = "w", .type = types[ti], .ne = { NE0, NE1, 1, 1 }, .nb1 = row, .data = wq };
+        assert_int_equal(zl_matmul(cpu, &wt, x, NTOK, y), ZL_OK);
+        for (int k = 0; k < NTOK; k++) {
+            vt->from_float_act(x + k * NE0, xq, NE0);
+            for (int r = 0; r < NE1; r++) {
+                float want;
+                t->vec_dot(NE0, &want, wq + r * row, xq);
+                if (memcmp(&want, &y[k * NE1 + r], sizeof want) != 0)
+                    fail_msg("%s matmul %d tokens row %d token %d: %a, vec_dot %a", t->name, NTOK, r, k,
+                             (double)y[k * NE1 + r], (double)want);
+            }
+        }
+    }
+    print_message("4x4 tiles: %d results checked directly under the %s set\n", checked, zl_cpu_kernels_name());
+    zl_cpu_destroy(cpu);
+    free(w);
+    free(x);
+    free(wq);
+    free(xq);
+}
+
 /* ---- AVX512-BF16 dots: ggml's VDPBF16PS order, against a scalar emulation ---- */
 
 #ifdef ZL_HAVE_BF16_KERNELS
@@ -938,6 +1015,7 @@ int main(void)
         cmocka_unit_test(test_vec_dot_simd_vs_scalar),
         cmocka_unit_test(test_vec_dot4_equals_vec_dot),
         cmocka_unit_test(test_rows4_equals_vec_dot),
+        cmocka_unit_test(test_tile44_equals_vec_dot),
         cmocka_unit_test(test_fp16_to_fp32_all),
         cmocka_unit_test(test_fp32_to_fp16_vs_numpy),
         cmocka_unit_test(test_bf16_roundtrip),

@@ -94,6 +94,9 @@ static int scratch_reserve(zl_cpu *cpu, size_t bytes)
 
 /* Four weight rows bx bytes apart against one activation row: s[i] = vec_dot(row i, y) bit for bit. */
 typedef void (*rows4_fn)(int64_t n, float *s, const void *x, size_t bx, const void *y);
+/* Four weight rows against four activation rows: s[t * s_stride + i] = vec_dot(row i, token t) bit for bit. */
+typedef void (*tile44_fn)(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
+                          size_t y_stride);
 
 typedef struct matmul_task {
     zl_vec_dot_fn vec_dot;
@@ -107,6 +110,7 @@ typedef struct matmul_task {
     zl_vec_dot_fn vec_dot_gemm; /* NULL: every token uses vec_dot */
     zl_vec_dot4_fn vec_dot4;    /* vec_dot for 4 tokens at once (NULL: none; used only when vec_dot_gemm is NULL) */
     rows4_fn rows4;             /* vec_dot for 4 rows at once (NULL: none; set only for one token in vec_dot mode) */
+    tile44_fn tile44;           /* vec_dot for 4 rows x 4 tokens (NULL: none; set only when no token uses gemm) */
     zl_vec_dot4_fn gemm4;       /* vec_dot_gemm for 4 tokens at once (NULL: none), for 4 tokens all in gemm mode */
     const int8_t *modes;        /* per token: use vec_dot_gemm if modes[k] >= min_mode (NULL: all do) */
     int8_t min_mode;            /* 1: tinyBLAS (batches of 2+), 2: tiled K-quant (batches of 8+) */
@@ -144,6 +148,18 @@ static void matmul_chunks(void *arg, int ith, int nth)
         const int64_t r1 = r0 + t->chunk_rows < t->ne1 ? r0 + t->chunk_rows : t->ne1;
         const int64_t t1 = t0 + t->chunk_toks < t->n_tok ? t0 + t->chunk_toks : t->n_tok;
         int64_t r = r0;
+        if (t->tile44)
+            for (; r + 4 <= r1; r += 4) {
+                const char *w4 = t->w + (size_t)r * t->nb1;
+                int64_t k = t0;
+                for (; k + 4 <= t1; k += 4)
+                    t->tile44(t->ne0, &t->y[k * t->ne1 + r], (size_t)t->ne1, w4, t->nb1,
+                              t->xq + (size_t)k * t->xq_stride, t->xq_stride);
+                for (; k < t1; k++)
+                    for (int64_t i = 0; i < 4; i++)
+                        t->vec_dot(t->ne0, &t->y[k * t->ne1 + r + i], w4 + (size_t)i * t->nb1,
+                                   t->xq + (size_t)k * t->xq_stride);
+            }
         if (t->rows4)
             for (; r + 4 <= r1; r += 4)
                 t->rows4(t->ne0, &t->y[r], t->w + (size_t)r * t->nb1, t->nb1, t->xq);
@@ -258,6 +274,21 @@ static rows4_fn rows4_dot(uint32_t type)
     return NULL;
 }
 
+/* The 4 rows x 4 tokens kernel on weights of type `type` for this kernel set, or NULL. */
+static tile44_fn tile44_dot(uint32_t type)
+{
+#ifdef ZL_HAVE_VNNI_KERNELS
+    if (strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0)
+        switch (type) {
+        case ZL_Q4_0: return zl_q4_0_vec_dot_4x4_vnni;
+        case ZL_Q4_1: return zl_q4_1_vec_dot_4x4_vnni;
+        default: break;
+        }
+#endif
+    (void)type;
+    return NULL;
+}
+
 int zl_matmul(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_tok, float *y)
 {
     return zl_matmul_modes(cpu, w, x, n_tok, y, NULL);
@@ -299,9 +330,12 @@ int zl_matmul_modes(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_t
         t.modes = gemm;
         t.min_mode = ZL_MODE_MULTI8;
     }
-    /* Several tokens all in vec_dot mode: 4 at a time where the type has such a kernel (same results). */
-    if (!t.vec_dot_gemm && n_tok >= 4)
+    /* Several tokens all in vec_dot mode: 4 at a time where the type has such a kernel (same results), and 4 rows x
+     * 4 tokens where it has that. */
+    if (!t.vec_dot_gemm && n_tok >= 4) {
         t.vec_dot4 = tr->vec_dot4;
+        t.tile44 = tile44_dot(w->type);
+    }
     /* One token in vec_dot mode: 4 weight rows per call where the type has such a kernel (same results). */
     if (n_tok == 1 && (!t.vec_dot_gemm || (t.modes && t.modes[0] < t.min_mode)))
         t.rows4 = rows4_dot(w->type);

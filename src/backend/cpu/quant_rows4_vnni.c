@@ -24,6 +24,7 @@
 #if defined(__x86_64__)
 
 #include <immintrin.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "backend/cpu/simd_x86.h" /* h2f, hsum8 */
@@ -192,6 +193,99 @@ void zl_q4_1_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, 
     for (int k = 0; k < 4; k++)
         s[k] += m[k];
 }
+
+/* ---- 4 rows x 4 tokens (batched decode and short prompts), Q4_0 and Q4_1 ----
+ * Each (row, token) gets vec_dot's bits: the weight block's codes are unpacked once for the 4 tokens (row k in
+ * 128-bit lane k, low nibbles = vec_dot's lanes 0-3, high nibbles = lanes 4-7), each token's activation bytes once
+ * for the 4 rows; per token two accumulators hold the 4 rows' 8 lanes, fed fma(d_x * d_y, lanes) per block in block
+ * order; the Q4_1 minimum terms of all 16 pairs sit in one 16-lane vector (lane 4 row + token), one fma per block.
+ * At the end each (row, token) is reduced in hsum8's pairing and the minimum sum added. */
+
+#define TILE_Y(t) ((const void *)((const char *)vy + (size_t)(t) * y_stride))
+
+static inline void tile_store(float *s, size_t s_stride, const __m512 lo[4], const __m512 hi[4], __m512 mins,
+                              bool with_mins)
+{
+    float m[16];
+    _mm512_storeu_ps(m, mins);
+    for (int t = 0; t < 4; t++) {
+        const __m512 h = _mm512_add_ps(hi[t], lo[t]);                             /* lanes 4-7 + lanes 0-3 */
+        const __m512 p = _mm512_add_ps(h, _mm512_permute_ps(h, _MM_SHUFFLE(1, 0, 3, 2))); /* 0 + 2, 1 + 3 */
+        const __m512 r = _mm512_add_ps(p, _mm512_permute_ps(p, _MM_SHUFFLE(2, 3, 0, 1))); /* (0 + 2) + (1 + 3) */
+        float v[16];
+        _mm512_storeu_ps(v, r);
+        for (int k = 0; k < 4; k++)
+            s[(size_t)t * s_stride + (size_t)k] = with_mins ? v[4 * k] + m[4 * k + t] : v[4 * k];
+    }
+}
+
+#define TILE_BODY(XT, YT, Q4_0)                                                                                   \
+    const XT *x0 = ROW(0, XT), *x1 = ROW(1, XT), *x2 = ROW(2, XT), *x3 = ROW(3, XT);                              \
+    const YT *y[4] = {TILE_Y(0), TILE_Y(1), TILE_Y(2), TILE_Y(3)};                                                \
+    const __m512i zero = _mm512_setzero_si512(), m4 = _mm512_set1_epi8(0x0f), eight = _mm512_set1_epi8(8);        \
+    const __m512i row_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);                \
+    const __m512i tok_of_lane = _mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);                \
+    __m512 lo[4], hi[4], mins = _mm512_setzero_ps();                                                              \
+    for (int t = 0; t < 4; t++)                                                                                   \
+        lo[t] = hi[t] = _mm512_setzero_ps();                                                                      \
+    for (int64_t b = 0; b < n / ZL_QK; b++) {                                                                     \
+        const __m512i raw = _mm512_inserti32x4(                                                                   \
+            _mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)x0[b].qs)), \
+                                                  _mm_loadu_si128((const __m128i *)x1[b].qs), 1),                 \
+                               _mm_loadu_si128((const __m128i *)x2[b].qs), 2),                                    \
+            _mm_loadu_si128((const __m128i *)x3[b].qs), 3);                                                       \
+        const __m512i qlo = _mm512_and_si512(raw, m4), qhi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);     \
+        const __m512 dx = _mm512_permutexvar_ps(                                                                  \
+            row_of_lane, _mm512_castps128_ps512(f16x4(x0[b].d, x1[b].d, x2[b].d, x3[b].d)));                      \
+        const __m128 dy4 = f16x4(y[0][b].d, y[1][b].d, y[2][b].d, y[3][b].d);                                     \
+        if (!(Q4_0))                                                                                              \
+            mins = _mm512_fmadd_ps(                                                                               \
+                _mm512_permutexvar_ps(row_of_lane,                                                                \
+                                      _mm512_castps128_ps512(f16x4(TILE_M(x0), TILE_M(x1), TILE_M(x2), TILE_M(x3)))), \
+                _mm512_permutexvar_ps(tok_of_lane, _mm512_castps128_ps512(                                        \
+                                                       f16x4(TILE_S(0), TILE_S(1), TILE_S(2), TILE_S(3)))),       \
+                mins);                                                                                            \
+        _Pragma("GCC unroll 4") for (int t = 0; t < 4; t++)                                                       \
+        {                                                                                                         \
+            const __m512i ylo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)y[t][b].qs));             \
+            const __m512i yhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(y[t][b].qs + 16)));      \
+            __m512i slo = zero, shi = zero;                                                                       \
+            if (Q4_0) {                                                                                           \
+                slo = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, eight, ylo));                              \
+                shi = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, eight, yhi));                              \
+            }                                                                                                     \
+            slo = _mm512_dpbusd_epi32(slo, qlo, ylo);                                                             \
+            shi = _mm512_dpbusd_epi32(shi, qhi, yhi);                                                             \
+            const __m512 d = _mm512_mul_ps(dx, _mm512_permutexvar_ps(_mm512_set1_epi32(t),                        \
+                                                                      _mm512_castps128_ps512(dy4)));              \
+            lo[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(slo), lo[t]);                                           \
+            hi[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(shi), hi[t]);                                           \
+        }                                                                                                         \
+    }                                                                                                             \
+    tile_store(s, s_stride, lo, hi, mins, !(Q4_0));
+
+void zl_q4_0_vec_dot_4x4_vnni(int64_t n, float *s, size_t s_stride, const void *vx, size_t bx, const void *vy,
+                              size_t y_stride)
+{
+#define TILE_M(xr) 0
+#define TILE_S(t) 0
+    TILE_BODY(zl_block_q4_0, zl_block_q8_0, 1)
+}
+
+void zl_q4_1_vec_dot_4x4_vnni(int64_t n, float *s, size_t s_stride, const void *vx, size_t bx, const void *vy,
+                              size_t y_stride)
+{
+#undef TILE_M
+#undef TILE_S
+#define TILE_M(xr) xr[b].m
+#define TILE_S(t) y[t][b].s
+    TILE_BODY(zl_block_q4_1, zl_block_q8_1, 0)
+}
+
+#undef TILE_M
+#undef TILE_S
+#undef TILE_BODY
+#undef TILE_Y
 
 /* ---- Q4_K ---- */
 
