@@ -97,17 +97,21 @@ static inline void prefetch_next(const void *vx, size_t bx, size_t block, int64_
                            _mm_loadu_si128((const __m128i *)x2[b].qs), 2),                                        \
         _mm_loadu_si128((const __m128i *)x3[b].qs), 3)
 
-/* Row k's 8 lanes from lanes 4k..4k+3 of lo (its lanes 0-3: elements 0-15) and of hi (lanes 4-7: 16-31), summed
- * as hsum8 sums them: (lanes 4-7 + lanes 0-3), then 2 + 2, then 1 + 1. */
+/* Lane 4k of the result: row k's total of its 8 lanes, held in lanes 4k..4k+3 of lo (its lanes 0-3: elements 0-15)
+ * and of hi (lanes 4-7: 16-31), summed as hsum8 sums them: (lanes 4-7 + lanes 0-3), then 2 + 2, then 1 + 1. */
+static inline __m512 hsum8_lanes4(__m512 lo, __m512 hi)
+{
+    const __m512 h = _mm512_add_ps(hi, lo);                                           /* lanes 4-7 + lanes 0-3 */
+    const __m512 p = _mm512_add_ps(h, _mm512_permute_ps(h, _MM_SHUFFLE(1, 0, 3, 2))); /* 0 + 2, 1 + 3 */
+    return _mm512_add_ps(p, _mm512_permute_ps(p, _MM_SHUFFLE(2, 3, 0, 1)));           /* (0 + 2) + (1 + 3) */
+}
+
 static inline void store_lanes4(float *s, __m512 lo, __m512 hi)
 {
-    const __m512 h = _mm512_add_ps(hi, lo);
     float v[16];
-    _mm512_storeu_ps(v, _mm512_add_ps(h, _mm512_permute_ps(h, _MM_SHUFFLE(1, 0, 3, 2))));
-    for (int k = 0; k < 4; k++) {
-        const __m128 r = _mm_set_ss(v[4 * k]), t = _mm_set_ss(v[4 * k + 1]);
-        s[k] = _mm_cvtss_f32(_mm_add_ss(r, t));
-    }
+    _mm512_storeu_ps(v, hsum8_lanes4(lo, hi));
+    for (int k = 0; k < 4; k++)
+        s[k] = v[4 * k];
 }
 
 /* ---- Q4_0: lane sums of (q - 8) * y. ggml forms them as |q - 8| times y signed by q - 8, which is the same
@@ -209,11 +213,8 @@ static inline void tile_store(float *s, size_t s_stride, const __m512 lo[4], con
     float m[16];
     _mm512_storeu_ps(m, mins);
     for (int t = 0; t < 4; t++) {
-        const __m512 h = _mm512_add_ps(hi[t], lo[t]);                             /* lanes 4-7 + lanes 0-3 */
-        const __m512 p = _mm512_add_ps(h, _mm512_permute_ps(h, _MM_SHUFFLE(1, 0, 3, 2))); /* 0 + 2, 1 + 3 */
-        const __m512 r = _mm512_add_ps(p, _mm512_permute_ps(p, _MM_SHUFFLE(2, 3, 0, 1))); /* (0 + 2) + (1 + 3) */
         float v[16];
-        _mm512_storeu_ps(v, r);
+        _mm512_storeu_ps(v, hsum8_lanes4(lo[t], hi[t]));
         for (int k = 0; k < 4; k++)
             s[(size_t)t * s_stride + (size_t)k] = with_mins ? v[4 * k] + m[4 * k + t] : v[4 * k];
     }
