@@ -13,9 +13,10 @@ one untimed warm-up, as llama-bench does. The two engines alternate, --rounds ti
 llama.cpp first in even ones), and their repetitions are pooled, so a slow phase of a shared machine hits both.
 
 Peak memory: zili's is the process's peak RSS; llama.cpp's is the child's peak RSS, which includes the Python
-interpreter and numpy (about 30-40 MiB), so it is an upper bound. The tg ceiling is the read bandwidth measured
-here (numpy, one thread, a 1 GiB array) divided by the weight bytes one token reads (every tensor except an untied
-token embedding); with 2 threads the machine may stream faster, so the percentage is generous to both engines.
+interpreter and numpy (about 30-40 MiB), so it is an upper bound. The tg ceiling is the memory read bandwidth of the
+same thread count (`zili bench --membw`: 1 GiB, widest vector reads, best of 5; re-measured after each model and
+the best value so far kept) divided by the weight bytes one token reads (every tensor except an untied token
+embedding).
 
 Not a test: numbers depend on the machine and its load.
 """
@@ -102,23 +103,12 @@ def weight_bytes_per_token(model: str) -> int:
     return total
 
 
-def read_bandwidth() -> float:
-    """In a child process: a child's peak RSS starts from its parent's at fork, so this script stays small."""
-    code = ("import sys; sys.path.insert(0, %r); import side_by_side as s; print(s._bandwidth())"
-            % os.path.dirname(os.path.abspath(__file__)))
-    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
-
-
-def _bandwidth() -> float:
-    import numpy as np
-    a = np.ones(1 << 28, dtype=np.float32)  # 1 GiB
-    a.sum()
-    best = 0.0
-    for _ in range(3):
-        t0 = time.perf_counter()
-        a.sum()
-        best = max(best, a.nbytes / (time.perf_counter() - t0))
-    return best
+def read_bandwidth(threads: int) -> float:
+    """Memory read bandwidth of `threads` threads, measured by `zili bench --membw` (1 GiB, widest vector reads)."""
+    binary = os.environ.get("ZILI", os.path.join(ROOT, "build", "zili"))
+    r = subprocess.run([binary, "bench", "--membw", "-t", str(threads), "--json"], capture_output=True, text=True,
+                       check=True)
+    return float(json.loads(r.stdout)["read_bytes_per_s"])
 
 
 def main() -> int:
@@ -136,8 +126,8 @@ def main() -> int:
         llama_worker(a.llama_worker, a.p, a.n, a.t, a.r)
         return 0
     models = a.model or [m for m in DEFAULT_MODELS if os.path.exists(m)]
-    bw = read_bandwidth()
-    print(f"read bandwidth (numpy, 1 thread): {bw / 1e9:.1f} GB/s; {a.t} threads; pp{a.p} tg{a.n}; "
+    bw = read_bandwidth(a.t)
+    print(f"read bandwidth ({a.t} threads, zili bench --membw): {bw / 1e9:.1f} GB/s at the start; pp{a.p} tg{a.n}; "
           f"{a.r} repetitions x {a.rounds} rounds per engine\n")
     rows = []
     for model in models:
@@ -150,6 +140,7 @@ def main() -> int:
                 acc["pp"] += got["pp"]
                 acc["tg"] += got["tg"]
                 acc["peak_rss_mib"] = max(acc["peak_rss_mib"], got["peak_rss_mib"])
+        bw = max(bw, read_bandwidth(a.t))  # the best seen so far: a busy phase of the machine must not lower it
         wb = weight_bytes_per_token(model)
         ceiling = bw / wb
         for test, n in (("pp", a.p), ("tg", a.n)):

@@ -5,6 +5,7 @@
  * 2 for a usage error, 1 for anything else. Generated text goes to stdout; timings to stderr.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -714,6 +715,7 @@ static int cmd_logits(const opts *o)
 
 static const char BENCH_USAGE[] =
     "usage: zili bench -m MODEL [-p N] [-n N] [-t T] [-r R] [-b B] [--json] [--no-mmap] [--mlock] [--kv-f32]\n"
+    "       zili bench --membw [-t T] [--json]\n"
     "\n"
     "Measures llama-bench's two tests on one sequence: ppN evaluates N random prompt tokens in one call (batches\n"
     "of -b) from an empty cache; tgN generates N tokens one forward pass at a time from an empty cache (the next\n"
@@ -726,6 +728,7 @@ static const char BENCH_USAGE[] =
     "  -r R        repetitions (default 5)\n"
     "  -b B        tokens per forward pass in ppN (default 512)\n"
     "  --json      one JSON object on stdout instead of the table\n"
+    "  --membw     measure only the memory read bandwidth of T threads (1 GiB buffer; the decode ceiling)\n"
     "  --no-mmap, --mlock, --kv-f32   as for the other commands\n";
 
 typedef struct bench_result {
@@ -756,6 +759,86 @@ static zili_token argmax_token(const float *l, int32_t n)
     return 0;
 }
 
+/* Memory read bandwidth with T threads, for the decode ceiling (bench/side_by_side.py): a 1 GiB buffer (far past
+ * any cache), each thread reading its own slice with 8 independent XOR chains of the widest vectors the CPU has
+ * (16-byte reads are instruction-bound on slow cores: 4.4 vs 6.6 GB/s on one core of the CI machine), so that the
+ * memory is the limit; best of 5 passes, bytes / wall time of the slowest thread. The XOR total is kept so that
+ * the reads cannot be dropped. */
+typedef struct membw_part {
+    const unsigned char *p;
+    size_t bytes;       /* a multiple of 512 */
+    pthread_barrier_t *go;
+    unsigned long long x;
+} membw_part;
+
+#define MEMBW_READER(name, width, attr)                                                                           \
+    attr static void *name(void *arg)                                                                            \
+    {                                                                                                             \
+        typedef unsigned long long vec __attribute__((vector_size(width)));                                      \
+        membw_part *w = arg;                                                                                      \
+        const vec *p = (const vec *)(const void *)w->p;                                                           \
+        const size_t n = w->bytes / (width);                                                                      \
+        vec a[8] = {{0}};                                                                                         \
+        pthread_barrier_wait(w->go);                                                                              \
+        for (size_t i = 0; i + 8 <= n; i += 8)                                                                    \
+            for (int k = 0; k < 8; k++)                                                                           \
+                a[k] ^= p[i + k];                                                                                 \
+        for (int k = 1; k < 8; k++)                                                                               \
+            a[0] ^= a[k];                                                                                         \
+        w->x = a[0][0];                                                                                           \
+        return NULL;                                                                                              \
+    }
+MEMBW_READER(membw_read16, 16, )
+#if defined(__x86_64__) && defined(__GNUC__)
+MEMBW_READER(membw_read32, 32, __attribute__((target("avx2"))))
+MEMBW_READER(membw_read64, 64, __attribute__((target("avx512f"))))
+#endif
+#undef MEMBW_READER
+
+static double measure_read_bandwidth(int n_threads, unsigned long long *sink)
+{
+    const size_t bytes = (size_t)1 << 30;
+    void *(*reader)(void *) = membw_read16;
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f"))
+        reader = membw_read64;
+    else if (__builtin_cpu_supports("avx2"))
+        reader = membw_read32;
+#endif
+    unsigned char *buf = NULL;
+    if (posix_memalign((void **)&buf, 64, bytes))
+        die(1, "bench: out of memory for the 1 GiB bandwidth buffer");
+    memset(buf, 0x5a, bytes); /* touched: every page resident before timing */
+    membw_part part[64];
+    pthread_t tid[64];
+    if (n_threads > 64)
+        n_threads = 64;
+    double best = 0;
+    for (int pass = 0; pass < 5; pass++) {
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, (unsigned)n_threads + 1);
+        const size_t per = bytes / (size_t)n_threads / 512 * 512;
+        for (int t = 0; t < n_threads; t++) {
+            part[t] = (membw_part){buf + (size_t)t * per, per, &go, 0};
+            if (pthread_create(&tid[t], NULL, reader, &part[t]))
+                die(1, "bench: cannot create a thread");
+        }
+        pthread_barrier_wait(&go);
+        const double t0 = now_s();
+        for (int t = 0; t < n_threads; t++) {
+            pthread_join(tid[t], NULL);
+            *sink ^= part[t].x;
+        }
+        const double dt = now_s() - t0;
+        pthread_barrier_destroy(&go);
+        const double bw = (double)(per * (size_t)n_threads) / (dt > 0 ? dt : 1e-9);
+        best = bw > best ? bw : best;
+    }
+    free(buf);
+    return best;
+}
+
 /* One timed run of a test; returns tokens/s. */
 static double bench_once(zili_session *s, const zili_model *m, const char *test, const zili_token *prompt,
                          int32_t n)
@@ -781,7 +864,7 @@ static int cmd_bench(int argc, char **argv)
     memset(&o, 0, sizeof o);
     o.n_batch = 512;
     int32_t n_pp = 512, n_tg = 128, reps = 5;
-    bool json = false;
+    bool json = false, membw = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
 #define VAL() (i + 1 < argc ? argv[++i] : (die(EXIT_USAGE, "bench: %s needs a value", a), (char *)NULL))
@@ -795,11 +878,25 @@ static int cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "-r")) reps = (int32_t)parse_int(a, VAL(), 1, 1000);
         else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) o.n_batch = (int32_t)parse_int(a, VAL(), 1, 1 << 16);
         else if (!strcmp(a, "--json")) json = true;
+        else if (!strcmp(a, "--membw")) membw = true;
         else if (!strcmp(a, "--no-mmap")) o.no_mmap = true;
         else if (!strcmp(a, "--mlock")) o.mlock = true;
         else if (!strcmp(a, "--kv-f32")) o.kv_f32 = true;
         else die(EXIT_USAGE, "bench: unknown option '%s' (try 'zili bench --help')", a);
 #undef VAL
+    }
+    if (membw) {
+        if (o.model)
+            die(EXIT_USAGE, "bench: --membw measures memory alone; give it no model");
+        const int nt = o.n_threads > 0 ? o.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+        unsigned long long sink = 0;
+        const double bw = measure_read_bandwidth(nt, &sink);
+        if (json)
+            printf("{\"threads\": %d, \"read_bytes_per_s\": %.0f, \"check\": %llu}\n", nt, bw, sink & 1);
+        else
+            printf("memory read bandwidth: %.2f GB/s with %d thread%s (1 GiB buffer, best of 5)\n", bw / 1e9, nt,
+                   nt == 1 ? "" : "s");
+        return 0;
     }
     if (!o.model)
         die(EXIT_USAGE, "bench: no model given (-m FILE)");
