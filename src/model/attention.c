@@ -95,9 +95,9 @@ static float tree16(const float *v) /* _mm512_reduce_add_ps: halves, quarters, t
 }
 
 /* out[c] = the lane sum of column c: lanes (n_acc * w, hd), n_acc 4 (vec_dot) or 1 (tinyBLAS). */
-static void reduce_lanes(const float *lanes, int32_t hd, int w, int n_acc, float *out)
+static void reduce_lanes_scalar(const float *lanes, int32_t hd, int32_t c0, int w, int n_acc, float *out)
 {
-    for (int32_t c = 0; c < hd; c++) {
+    for (int32_t c = c0; c < hd; c++) {
         float v[16];
         for (int l = 0; l < w; l++) {
             if (n_acc == 4) {
@@ -110,6 +110,49 @@ static void reduce_lanes(const float *lanes, int32_t hd, int w, int n_acc, float
         }
         out[c] = w == 16 ? tree16(v) : n_acc == 4 ? tree8_hadd(v) : tree8_movehl(v);
     }
+}
+
+/* The same sums, 16 columns at a time: every column goes through exactly reduce_lanes_scalar's additions in its
+ * order, but the lanes are read row-wise (contiguous) and the compiler can keep 16 columns in vectors. A decode
+ * step reduces n_acc * w * hd floats per (token, head), as many as the V accumulation itself at short contexts. */
+static void reduce_lanes(const float *lanes, int32_t hd, int w, int n_acc, float *out)
+{
+    enum { CB = 16 };
+    int32_t c0 = 0;
+    for (; c0 + CB <= hd; c0 += CB) {
+        float v[16][CB];
+        for (int l = 0; l < w; l++) {
+            const float *r0 = lanes + (size_t)l * hd + c0;
+            if (n_acc == 4) {
+                const float *r1 = r0 + (size_t)w * hd, *r2 = r0 + (size_t)(2 * w) * hd;
+                const float *r3 = r0 + (size_t)(3 * w) * hd;
+                for (int j = 0; j < CB; j++)
+                    v[l][j] = (r0[j] + r2[j]) + (r1[j] + r3[j]);
+            } else {
+                for (int j = 0; j < CB; j++)
+                    v[l][j] = r0[j];
+            }
+        }
+        float *o = out + c0;
+        if (w == 16) { /* tree16 */
+            float h[8][CB];
+            for (int l = 0; l < 8; l++)
+                for (int j = 0; j < CB; j++)
+                    h[l][j] = v[l][j] + v[l + 8][j];
+            for (int j = 0; j < CB; j++) {
+                const float q0 = h[0][j] + h[4][j], q1 = h[1][j] + h[5][j];
+                const float q2 = h[2][j] + h[6][j], q3 = h[3][j] + h[7][j];
+                o[j] = (q0 + q2) + (q1 + q3);
+            }
+        } else {
+            for (int j = 0; j < CB; j++) {
+                const float t0 = v[0][j] + v[4][j], t1 = v[1][j] + v[5][j];
+                const float t2 = v[2][j] + v[6][j], t3 = v[3][j] + v[7][j];
+                o[j] = n_acc == 4 ? (t0 + t1) + (t2 + t3) /* tree8_hadd */ : (t0 + t2) + (t1 + t3); /* movehl */
+            }
+        }
+    }
+    reduce_lanes_scalar(lanes, hd, c0, w, n_acc, out);
 }
 
 typedef struct att_task {
