@@ -644,8 +644,8 @@ static void test_rows4_equals_vec_dot(void **state)
     free(xq);
 }
 
-/* Batched decode and short prompts take 4 rows x 4 tokens per call for Q4_0 and Q4_1 in the avx512vnni set
- * (zl_q4_0/q4_1_vec_dot_4x4_vnni): each (row, token) must be vec_dot's bits. Directly on odd block counts (one
+/* Batched decode and short prompts take 4 rows x 4 tokens per call for Q4_0, Q4_1 and Q5_0 in the avx512vnni set
+ * (zl_q4_0/q4_1/q5_0_vec_dot_4x4_vnni): each (row, token) must be vec_dot's bits. Directly on odd block counts (one
  * weight row of zeros, one token of zeros, scales over a wide range), and through zl_matmul on 9 tokens and 39 rows
  * (tiles, a tail of 3 rows, a token left over, 2 threads). */
 static void test_tile44_equals_vec_dot(void **state)
@@ -654,11 +654,11 @@ static void test_tile44_equals_vec_dot(void **state)
     enum { NBMAX = 41, NMAX = 32 * NBMAX, NE1 = 39, NE0 = 640, NTOK = 9 };
     float *w = malloc(NE1 * NMAX * sizeof(float)), *x = malloc(NTOK * NMAX * sizeof(float));
     uint8_t *wq = malloc(NE1 * NMAX * 2), *xq = malloc(NTOK * NMAX * 2);
-    static const uint32_t types[] = { ZL_Q4_0, ZL_Q4_1 };
+    static const uint32_t types[] = { ZL_Q4_0, ZL_Q4_1, ZL_Q5_0 };
     int checked = 0;
 #ifdef ZL_HAVE_VNNI_KERNELS
     typedef void (*tile_fn)(int64_t, float *, size_t, const void *, size_t, const void *, size_t);
-    static const tile_fn kernels[] = { zl_q4_0_vec_dot_4x4_vnni, zl_q4_1_vec_dot_4x4_vnni };
+    static const tile_fn kernels[] = { zl_q4_0_vec_dot_4x4_vnni, zl_q4_1_vec_dot_4x4_vnni, zl_q5_0_vec_dot_4x4_vnni };
     if (strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0)
         for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
             const zl_type_traits *t = zl_type_traits_get(types[ti]), *vt = zl_type_traits_get(t->vec_dot_type);

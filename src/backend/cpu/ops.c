@@ -282,6 +282,7 @@ static tile44_fn tile44_dot(uint32_t type)
         switch (type) {
         case ZL_Q4_0: return zl_q4_0_vec_dot_4x4_vnni;
         case ZL_Q4_1: return zl_q4_1_vec_dot_4x4_vnni;
+        case ZL_Q5_0: return zl_q5_0_vec_dot_4x4_vnni;
         default: break;
         }
 #endif

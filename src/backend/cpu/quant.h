@@ -292,10 +292,12 @@ void zl_q4_1_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, c
 void zl_q4_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
 void zl_q6_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
 /* 4 weight rows (bx bytes apart) x 4 activation rows (y_stride bytes apart): s[t * s_stride + r] is vec_dot of row r
- * and token t, bit for bit (the avx512vnni set's zl_q4_0 / q4_1_vec_dot_vnni). */
+ * and token t, bit for bit (the avx512vnni set's zl_q4_0 / q4_1 / q5_0_vec_dot_vnni). */
 void zl_q4_0_vec_dot_4x4_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
                               size_t y_stride);
 void zl_q4_1_vec_dot_4x4_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
+                              size_t y_stride);
+void zl_q5_0_vec_dot_4x4_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
                               size_t y_stride);
 /* quant_tiled_vnni.c: zl_q4_K / q6_K_tiled_dot4_avx2 with VNNI, the same bits per token. */
 void zl_q4_K_tiled_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);

@@ -198,12 +198,14 @@ void zl_q4_1_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, 
         s[k] += m[k];
 }
 
-/* ---- 4 rows x 4 tokens (batched decode and short prompts), Q4_0 and Q4_1 ----
+/* ---- 4 rows x 4 tokens (batched decode and short prompts), Q4_0, Q4_1 and Q5_0 ----
  * Each (row, token) gets vec_dot's bits: the weight block's codes are unpacked once for the 4 tokens (row k in
  * 128-bit lane k, low nibbles = vec_dot's lanes 0-3, high nibbles = lanes 4-7), each token's activation bytes once
  * for the 4 rows; per token two accumulators hold the 4 rows' 8 lanes, fed fma(d_x * d_y, lanes) per block in block
  * order; the Q4_1 minimum terms of all 16 pairs sit in one 16-lane vector (lane 4 row + token), one fma per block.
- * At the end each (row, token) is reduced in hsum8's pairing and the minimum sum added. */
+ * At the end each (row, token) is reduced in hsum8's pairing and the minimum sum added. Q5_0 is Q4_0 with a fifth
+ * code bit (set byte by byte from a 64-bit mask built from the 4 rows' qh words) and an offset of 16 instead of 8:
+ * ggml forms the same lane sums of (q - 16) * y. KIND: 0 Q4_0, 1 Q4_1, 2 Q5_0. */
 
 #define TILE_Y(t) ((const void *)((const char *)vy + (size_t)(t) * y_stride))
 
@@ -220,10 +222,18 @@ static inline void tile_store(float *s, size_t s_stride, const __m512 lo[4], con
     }
 }
 
-#define TILE_BODY(XT, YT, Q4_0)                                                                                   \
+static inline uint32_t qh_word(const uint8_t qh[4])
+{
+    uint32_t h;
+    memcpy(&h, qh, sizeof h);
+    return h;
+}
+
+#define TILE_BODY(XT, YT, KIND)                                                                                   \
     const XT *x0 = ROW(0, XT), *x1 = ROW(1, XT), *x2 = ROW(2, XT), *x3 = ROW(3, XT);                              \
     const YT *y[4] = {TILE_Y(0), TILE_Y(1), TILE_Y(2), TILE_Y(3)};                                                \
-    const __m512i zero = _mm512_setzero_si512(), m4 = _mm512_set1_epi8(0x0f), eight = _mm512_set1_epi8(8);        \
+    const __m512i zero = _mm512_setzero_si512(), m4 = _mm512_set1_epi8(0x0f), sixteen = _mm512_set1_epi8(16);     \
+    const __m512i offset = (KIND) == 2 ? sixteen : _mm512_set1_epi8(8);                                           \
     const __m512i row_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);                \
     const __m512i tok_of_lane = _mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);                \
     __m512 lo[4], hi[4], mins = _mm512_setzero_ps();                                                              \
@@ -235,11 +245,18 @@ static inline void tile_store(float *s, size_t s_stride, const __m512 lo[4], con
                                                   _mm_loadu_si128((const __m128i *)x1[b].qs), 1),                 \
                                _mm_loadu_si128((const __m128i *)x2[b].qs), 2),                                    \
             _mm_loadu_si128((const __m128i *)x3[b].qs), 3);                                                       \
-        const __m512i qlo = _mm512_and_si512(raw, m4), qhi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);     \
+        __m512i qlo = _mm512_and_si512(raw, m4), qhi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);           \
+        if ((KIND) == 2) { /* byte i of lane k: element i (qlo) or 16 + i (qhi) of row k, fifth bit in qh bit i */ \
+            const uint64_t h0 = TILE_QH(x0), h1 = TILE_QH(x1), h2 = TILE_QH(x2), h3 = TILE_QH(x3);               \
+            const uint64_t mlo = (h0 & 0xffff) | (h1 & 0xffff) << 16 | (h2 & 0xffff) << 32 | (h3 & 0xffff) << 48; \
+            const uint64_t mhi = h0 >> 16 | (h1 >> 16) << 16 | (h2 >> 16) << 32 | (h3 >> 16) << 48;               \
+            qlo = _mm512_mask_add_epi8(qlo, (__mmask64)mlo, qlo, sixteen);                                        \
+            qhi = _mm512_mask_add_epi8(qhi, (__mmask64)mhi, qhi, sixteen);                                        \
+        }                                                                                                         \
         const __m512 dx = _mm512_permutexvar_ps(                                                                  \
             row_of_lane, _mm512_castps128_ps512(f16x4(x0[b].d, x1[b].d, x2[b].d, x3[b].d)));                      \
         const __m128 dy4 = f16x4(y[0][b].d, y[1][b].d, y[2][b].d, y[3][b].d);                                     \
-        if (!(Q4_0))                                                                                              \
+        if ((KIND) == 1)                                                                                          \
             mins = _mm512_fmadd_ps(                                                                               \
                 _mm512_permutexvar_ps(row_of_lane,                                                                \
                                       _mm512_castps128_ps512(f16x4(TILE_M(x0), TILE_M(x1), TILE_M(x2), TILE_M(x3)))), \
@@ -251,9 +268,9 @@ static inline void tile_store(float *s, size_t s_stride, const __m512 lo[4], con
             const __m512i ylo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)y[t][b].qs));             \
             const __m512i yhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(y[t][b].qs + 16)));      \
             __m512i slo = zero, shi = zero;                                                                       \
-            if (Q4_0) {                                                                                           \
-                slo = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, eight, ylo));                              \
-                shi = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, eight, yhi));                              \
+            if ((KIND) != 1) { /* - offset * (the lane's 4 y bytes) */                                            \
+                slo = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, offset, ylo));                             \
+                shi = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, offset, yhi));                             \
             }                                                                                                     \
             slo = _mm512_dpbusd_epi32(slo, qlo, ylo);                                                             \
             shi = _mm512_dpbusd_epi32(shi, qhi, yhi);                                                             \
@@ -263,14 +280,23 @@ static inline void tile_store(float *s, size_t s_stride, const __m512 lo[4], con
             hi[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(shi), hi[t]);                                           \
         }                                                                                                         \
     }                                                                                                             \
-    tile_store(s, s_stride, lo, hi, mins, !(Q4_0));
+    tile_store(s, s_stride, lo, hi, mins, (KIND) == 1);
 
 void zl_q4_0_vec_dot_4x4_vnni(int64_t n, float *s, size_t s_stride, const void *vx, size_t bx, const void *vy,
                               size_t y_stride)
 {
 #define TILE_M(xr) 0
 #define TILE_S(t) 0
-    TILE_BODY(zl_block_q4_0, zl_block_q8_0, 1)
+#define TILE_QH(xr) 0
+    TILE_BODY(zl_block_q4_0, zl_block_q8_0, 0)
+}
+
+void zl_q5_0_vec_dot_4x4_vnni(int64_t n, float *s, size_t s_stride, const void *vx, size_t bx, const void *vy,
+                              size_t y_stride)
+{
+#undef TILE_QH
+#define TILE_QH(xr) qh_word(xr[b].qh)
+    TILE_BODY(zl_block_q5_0, zl_block_q8_0, 2)
 }
 
 void zl_q4_1_vec_dot_4x4_vnni(int64_t n, float *s, size_t s_stride, const void *vx, size_t bx, const void *vy,
@@ -280,11 +306,14 @@ void zl_q4_1_vec_dot_4x4_vnni(int64_t n, float *s, size_t s_stride, const void *
 #undef TILE_S
 #define TILE_M(xr) xr[b].m
 #define TILE_S(t) y[t][b].s
-    TILE_BODY(zl_block_q4_1, zl_block_q8_1, 0)
+#undef TILE_QH
+#define TILE_QH(xr) 0
+    TILE_BODY(zl_block_q4_1, zl_block_q8_1, 1)
 }
 
 #undef TILE_M
 #undef TILE_S
+#undef TILE_QH
 #undef TILE_BODY
 #undef TILE_Y
 
