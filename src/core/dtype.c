@@ -119,6 +119,7 @@ static const kernel_swap k_avx2_swaps[] = {
     { ZL_Q4_1, zl_q4_1_vec_dot_avx2, NULL, zl_q4_1_vec_dot4_avx2 },
     { ZL_Q8_0, zl_q8_0_vec_dot_avx2, zl_q8_0_from_float_act_avx2, zl_q8_0_vec_dot4_avx2 },
     { ZL_Q8_1, NULL, zl_q8_1_from_float_act_avx2, NULL },
+    { ZL_Q8_K, NULL, zl_q8_K_from_float_act_avx2, NULL },
     { ZL_Q5_0, zl_q5_0_vec_dot_avx2, NULL, zl_q5_0_vec_dot4_avx2 },
     { ZL_Q5_1, zl_q5_1_vec_dot_avx2, NULL, NULL },
     { ZL_Q2_K, zl_q2_K_vec_dot_avx2, NULL, NULL },

@@ -269,7 +269,6 @@ static void test_q8_K_by_hand(void **state)
     const zl_type_traits *tr = zl_type_traits_get(ZL_Q8_K);
     assert_false(tr->supported); /* activation type only */
     assert_int_equal(tr->block_size, 256);
-    assert_ptr_equal(tr->from_float_act, tr->from_float); /* ggml's x86 path uses the reference quantizer */
     tr->from_float(x, q, 2 * ZL_QK_K);
 
     assert_true(q[0].d == 1.0f);
@@ -298,6 +297,57 @@ static void test_q8_K_by_hand(void **state)
     float back[ZL_QK_K];
     tr->to_float(&q[1], back, ZL_QK_K);
     assert_true(back[0] == 254.0f && back[1] == -254.0f && back[2] == 4.0f && back[20] == -4.0f);
+}
+
+/* The kernel set's Q8_K activation quantizer (vectorized on x86) must write the reference's bytes, which are what
+ * ggml's x86 build writes: random blocks of many magnitudes, the hand-made blocks above, ties of magnitude with
+ * opposite signs (the first one sets the sign of d), one-value blocks, zeros and negative zeros, and blocks with a
+ * NaN or an infinity. */
+static void test_q8_K_act_equals_ref(void **state)
+{
+    (void)state;
+    enum { NB = 40 };
+    float *x = malloc(NB * ZL_QK_K * sizeof *x);
+    zl_block_q8_K *got = malloc(NB * sizeof *got), *want = malloc(NB * sizeof *want);
+    assert_non_null(x);
+    assert_non_null(got);
+    assert_non_null(want);
+    uint32_t st = 12345;
+    for (int i = 0; i < NB * ZL_QK_K; i++) {
+        st = st * 1664525u + 1013904223u;
+        const float u = (float)(st >> 8) / 16777216.0f - 0.5f;
+        x[i] = u * powf(10.0f, (float)(i / ZL_QK_K % 9) - 4.0f);
+    }
+    float *b = x + 20 * ZL_QK_K;
+    b[7] = 3.0f, b[100] = -3.0f; /* tie: first is positive */
+    b += ZL_QK_K;
+    memset(b, 0, ZL_QK_K * sizeof *b), b[33] = -3.0f, b[200] = 3.0f; /* tie: first is negative */
+    b += ZL_QK_K;
+    memset(b, 0, ZL_QK_K * sizeof *b), b[255] = 1e-30f; /* one tiny value */
+    b += ZL_QK_K;
+    for (int j = 0; j < ZL_QK_K; j++) b[j] = -0.0f;
+    b += ZL_QK_K;
+    b[5] = NAN;
+    b += ZL_QK_K;
+    b[9] = -INFINITY;
+    b += ZL_QK_K;
+    for (int j = 0; j < ZL_QK_K; j++) b[j] = (float)(j % 17) - 8.0f + 0.5f; /* halves: ties to even */
+    b += ZL_QK_K;
+    b[0] = -127.0f, b[1] = 127.0f, b[2] = 2.5f, b[3] = -3.5f, b[4] = 0.5f, b[17] = 1.5f, b[255] = -0.5f;
+    const zl_type_traits *tr = zl_type_traits_get(ZL_Q8_K);
+    memset(got, 0x55, NB * sizeof *got);
+    memset(want, 0xaa, NB * sizeof *want);
+    tr->from_float_act(x, got, NB * ZL_QK_K);
+    zl_q8_K_from_float_ref(x, want, NB * ZL_QK_K);
+    for (int k = 0; k < NB; k++)
+        if (memcmp(&got[k], &want[k], sizeof got[k]) != 0)
+            fail_msg("Q8_K block %d: the %s set's quantizer differs from the reference (d %a vs %a)", k,
+                     zl_cpu_kernels_name(), (double)got[k].d, (double)want[k].d);
+    print_message("Q8_K activations: %d blocks equal to the reference under the %s set\n", NB,
+                  zl_cpu_kernels_name());
+    free(x);
+    free(got);
+    free(want);
 }
 
 /* ---- dot products ---- */
@@ -660,6 +710,7 @@ int main(void)
         cmocka_unit_test(test_to_float_matches_gguf_py),
         cmocka_unit_test(test_matches_ggml_kernels),
         cmocka_unit_test(test_q8_K_by_hand),
+        cmocka_unit_test(test_q8_K_act_equals_ref),
         cmocka_unit_test(test_vec_dot_vs_double),
         cmocka_unit_test(test_vec_dot_simd_vs_scalar),
         cmocka_unit_test(test_matmul_k_rows),

@@ -233,6 +233,7 @@ void zl_q8_0_vec_dot4_avx2(int64_t n, float *s, size_t s_stride, const void *x, 
 void zl_q8_0_vec_dot_rows4_avx2(int64_t n, float *s, const void *x, size_t bx, const void *y);
 void zl_q8_0_from_float_act_avx2(const float *x, void *y, int64_t n);
 void zl_q8_1_from_float_act_avx2(const float *x, void *y, int64_t n);
+void zl_q8_K_from_float_act_avx2(const float *x, void *y, int64_t n);
 void zl_q5_0_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 void zl_q5_0_vec_dot4_avx2(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
 void zl_q5_1_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);

@@ -671,6 +671,60 @@ void zl_q8_1_from_float_act_avx2(const float *x, void *vy, int64_t n)
     }
 }
 
+/* Q8_K activations (the K-quants' vec_dot_type): zl_q8_K_from_float_ref's bytes, block for block. ggml's x86 build
+ * quantizes with its scalar reference, whose steps are kept: the first value of largest magnitude v (its sign
+ * included), iscale = -127 / v, q = round-half-even(iscale * x) capped at 127 (the magic-constant rounding equals
+ * cvtps's default rounding on |iscale * x| <= 127-and-a-bit), d = 1 / iscale. A block holding a NaN or an infinity
+ * goes to the reference, so even those come out the same. */
+void zl_q8_K_from_float_act_avx2(const float *x, void *vy, int64_t n)
+{
+    zl_block_q8_K *y = vy;
+    const __m256 sign = _mm256_set1_ps(-0.0f), inf = _mm256_set1_ps(INFINITY);
+    for (int64_t b = 0; b < n / ZL_QK_K; b++, x += ZL_QK_K) {
+        __m256 amax = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+        for (int j = 0; j < ZL_QK_K; j += 8) {
+            const __m256 a = _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j));
+            amax = _mm256_max_ps(amax, a);
+            bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, inf, _CMP_NLT_UQ)); /* NaN or infinite */
+        }
+        if (_mm256_movemask_ps(bad)) {
+            zl_q8_K_from_float_ref(x, &y[b], ZL_QK_K);
+            continue;
+        }
+        __m128 m = _mm_max_ps(_mm256_extractf128_ps(amax, 1), _mm256_castps256_ps128(amax));
+        m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_max_ss(m, _mm_movehdup_ps(m));
+        const float amax_s = _mm_cvtss_f32(m);
+        if (amax_s == 0.0f) {
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        float vmax = amax_s;
+        const __m256 am = _mm256_set1_ps(amax_s);
+        for (int j = 0; j < ZL_QK_K; j += 8) {
+            const int hit = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)), am,
+                                                             _CMP_EQ_OQ));
+            if (hit) {
+                vmax = x[j + __builtin_ctz((unsigned)hit)];
+                break;
+            }
+        }
+        const float iscale = -127.0f / vmax;
+        const __m256 is = _mm256_set1_ps(iscale);
+        const __m256i cap = _mm256_set1_epi32(127);
+        for (int c = 0; c < ZL_QK_K / 32; c++) {
+            __m256i q[4];
+            for (int k = 0; k < 4; k++)
+                q[k] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(is, _mm256_loadu_ps(x + 32 * c + 8 * k))),
+                                        cap);
+            store_q8(y[b].qs + 32 * c, q);
+            y[b].bsums[2 * c] = (int16_t)hsum_i32x8(_mm256_add_epi32(q[0], q[1]));
+            y[b].bsums[2 * c + 1] = (int16_t)hsum_i32x8(_mm256_add_epi32(q[2], q[3]));
+        }
+        y[b].d = 1.0f / iscale;
+    }
+}
+
 /* ---- llama.cpp's tiled K-quant order (batches of 8+ tokens; see ops.c): per 256-block the exact integer sums
  * s1 (and s2 = sum of minimum times activation sums), r = d * s1 (Q4_K / Q5_K: fma(-dmin, s2, d * s1)), then
  * acc = fma(r, d8, acc). The integer sums are the vec_dot ones above added up in any order (exact); only these
