@@ -721,6 +721,76 @@ static void test_tile44_equals_vec_dot(void **state)
     free(xq);
 }
 
+/* F16 weights and 2+ tokens (tinyBLAS's order) take 4 rows x 4 tokens per call on the AVX-512 sets
+ * (zl_f16_gemm_4x4_avx512): each (row, token) must be the set's vec_dot_gemm bits. Directly on lengths 16..656
+ * (a zero row, a zero token, wide magnitudes), and through zl_matmul on 9 tokens x 40 rows (tiles, a token left
+ * over, 2 threads), where every set with a tinyBLAS-order dot must give that dot's bits. */
+static void test_f16_gemm44_equals_gemm_dot(void **state)
+{
+    (void)state;
+    enum { NMAX = 656, NE1 = 40, NE0 = 640, NTOK = 9 }; /* tinyBLAS's order needs rows in fours */
+    float *w = malloc(NE1 * NMAX * sizeof(float)), *x = malloc(NTOK * NMAX * sizeof(float));
+    uint16_t *wq = malloc(NE1 * NMAX * 2), *xq = malloc(NTOK * NMAX * 2);
+    const zl_type_traits *t = zl_type_traits_get(ZL_F16);
+    int checked = 0;
+#ifdef ZL_HAVE_AVX512_KERNELS
+    if (t->vec_dot_gemm == zl_f16_vec_dot_gemm_avx512)
+        for (int n = 16; n <= NMAX; n += 80) {
+            for (int r = 0; r < 4; r++) {
+                fill_random(w + r * n, n, (unsigned)(n + r), r == 2 ? 0.0f : 0.01f + 7.0f * (float)r);
+                t->from_float(w + r * n, wq + r * n, n);
+            }
+            for (int k = 0; k < 4; k++) {
+                fill_random(x + k * n, n, (unsigned)(n + 100 * k), k == 1 ? 0.0f : 0.3f + 5.0f * (float)k);
+                t->from_float_act(x + k * n, xq + k * n, n);
+            }
+            float out[4 * 5];
+            zl_f16_gemm_4x4_avx512(n, out, 5, wq, (size_t)n * 2, xq, (size_t)n * 2);
+            for (int k = 0; k < 4; k++)
+                for (int r = 0; r < 4; r++) {
+                    float want;
+                    t->vec_dot_gemm(n, &want, wq + r * n, xq + k * n);
+                    if (memcmp(&want, &out[k * 5 + r], sizeof want) != 0)
+                        fail_msg("F16 4x4 n=%d row %d token %d: vec_dot_gemm %a, tile %a", n, r, k, (double)want,
+                                 (double)out[k * 5 + r]);
+                    checked++;
+                }
+        }
+#endif
+    if (!t->vec_dot_gemm) { /* the scalar set keeps vec_dot for every batch */
+        print_message("F16 4x4 tiles: the %s set has no tinyBLAS-order dot\n", zl_cpu_kernels_name());
+        free(w);
+        free(x);
+        free(wq);
+        free(xq);
+        return;
+    }
+    zl_cpu *cpu = zl_cpu_create(2);
+    assert_non_null(cpu);
+    fill_random(w, NE0 * NE1, 29, 1.0f);
+    t->from_float(w, wq, NE0 * NE1);
+    fill_random(x, NE0 * NTOK, 30, 1.0f);
+    float y[NE1 * NTOK];
+    zl_tensor wt = { .name = "w", .type = ZL_F16, .ne = { NE0, NE1, 1, 1 }, .nb1 = NE0 * 2, .data = wq };
+    assert_int_equal(zl_matmul(cpu, &wt, x, NTOK, y), ZL_OK);
+    for (int k = 0; k < NTOK; k++) {
+        t->from_float_act(x + k * NE0, xq, NE0);
+        for (int r = 0; r < NE1; r++) {
+            float want;
+            t->vec_dot_gemm(NE0, &want, wq + r * NE0, xq);
+            if (memcmp(&want, &y[k * NE1 + r], sizeof want) != 0)
+                fail_msg("F16 matmul %d tokens row %d token %d: %a, vec_dot_gemm %a", NTOK, r, k,
+                         (double)y[k * NE1 + r], (double)want);
+        }
+    }
+    print_message("F16 4x4 tiles: %d results checked directly under the %s set\n", checked, zl_cpu_kernels_name());
+    zl_cpu_destroy(cpu);
+    free(w);
+    free(x);
+    free(wq);
+    free(xq);
+}
+
 /* ---- AVX512-BF16 dots: ggml's VDPBF16PS order, against a scalar emulation ---- */
 
 #ifdef ZL_HAVE_BF16_KERNELS
@@ -1016,6 +1086,7 @@ int main(void)
         cmocka_unit_test(test_vec_dot4_equals_vec_dot),
         cmocka_unit_test(test_rows4_equals_vec_dot),
         cmocka_unit_test(test_tile44_equals_vec_dot),
+        cmocka_unit_test(test_f16_gemm44_equals_gemm_dot),
         cmocka_unit_test(test_fp16_to_fp32_all),
         cmocka_unit_test(test_fp32_to_fp16_vs_numpy),
         cmocka_unit_test(test_bf16_roundtrip),

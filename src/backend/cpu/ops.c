@@ -112,6 +112,7 @@ typedef struct matmul_task {
     rows4_fn rows4;             /* vec_dot for 4 rows at once (NULL: none; set only for one token in vec_dot mode) */
     tile44_fn tile44;           /* vec_dot for 4 rows x 4 tokens (NULL: none; set only when no token uses gemm) */
     zl_vec_dot4_fn gemm4;       /* vec_dot_gemm for 4 tokens at once (NULL: none), for 4 tokens all in gemm mode */
+    tile44_fn gemm44;           /* vec_dot_gemm for 4 rows x 4 tokens (NULL: none), for 4 tokens all in gemm mode */
     const int8_t *modes;        /* per token: use vec_dot_gemm if modes[k] >= min_mode (NULL: all do) */
     int8_t min_mode;            /* 1: tinyBLAS (batches of 2+), 2: tiled K-quant (batches of 8+) */
     float *y;
@@ -148,6 +149,24 @@ static void matmul_chunks(void *arg, int ith, int nth)
         const int64_t r1 = r0 + t->chunk_rows < t->ne1 ? r0 + t->chunk_rows : t->ne1;
         const int64_t t1 = t0 + t->chunk_toks < t->n_tok ? t0 + t->chunk_toks : t->n_tok;
         int64_t r = r0;
+        if (t->gemm44)
+            for (; r + 4 <= r1; r += 4) {
+                const char *w4 = t->w + (size_t)r * t->nb1;
+                for (int64_t k = t0; k < t1;) {
+                    if (k + 4 <= t1 && uses_gemm(t, k) && uses_gemm(t, k + 1) && uses_gemm(t, k + 2) &&
+                        uses_gemm(t, k + 3)) {
+                        t->gemm44(t->ne0, &t->y[k * t->ne1 + r], (size_t)t->ne1, w4, t->nb1,
+                                  t->xq + (size_t)k * t->xq_stride, t->xq_stride);
+                        k += 4;
+                        continue;
+                    }
+                    const zl_vec_dot_fn dot = uses_gemm(t, k) ? t->vec_dot_gemm : t->vec_dot;
+                    for (int64_t i = 0; i < 4; i++)
+                        dot(t->ne0, &t->y[k * t->ne1 + r + i], w4 + (size_t)i * t->nb1,
+                            t->xq + (size_t)k * t->xq_stride);
+                    k++;
+                }
+            }
         if (t->tile44)
             for (; r + 4 <= r1; r += 4) {
                 const char *w4 = t->w + (size_t)r * t->nb1;
@@ -324,6 +343,11 @@ int zl_matmul_modes(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_t
         t.modes = gemm;
         t.min_mode = ZL_MODE_MULTI;
     }
+#ifdef ZL_HAVE_AVX512_KERNELS
+    /* F16 weights in tinyBLAS's order on an AVX-512 set: 4 rows x 4 tokens per call (same bits per pair). */
+    if (t.vec_dot_gemm == zl_f16_vec_dot_gemm_avx512)
+        t.gemm44 = zl_f16_gemm_4x4_avx512;
+#endif
     /* K-quant weights and 8+ tokens: llama.cpp's tiled matmul (above), for the tokens in multi-token mode. */
     if ((gemm || n_tok >= TILED_MIN_TOKENS) && tiled_dot(w->type)) {
         t.vec_dot_gemm = tiled_dot(w->type);

@@ -265,6 +265,10 @@ void zl_f32_vec_dot_avx512(int64_t n, float *s, const void *x, const void *y);
 void zl_f16_vec_dot_avx512(int64_t n, float *s, const void *x, const void *y);
 void zl_f32_vec_dot_gemm_avx512(int64_t n, float *s, const void *x, const void *y); /* n % 16 == 0 */
 void zl_f16_vec_dot_gemm_avx512(int64_t n, float *s, const void *x, const void *y); /* n % 16 == 0 */
+/* 4 weight rows (bx bytes apart) x 4 tokens (y_stride bytes apart): s[t * s_stride + r] is
+ * zl_f16_vec_dot_gemm_avx512 of row r and token t, bit for bit. n % 16 == 0. */
+void zl_f16_gemm_4x4_avx512(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
+                            size_t y_stride);
 /* zl_q8_0_vec_dot_rows4_avx2 with AVX-512 BW/VL/VNNI (a function-level target): the same bits; call only when the
  * "avx512vnni" kernel set is active. */
 void zl_q8_0_vec_dot_rows4_avx512vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);

@@ -91,6 +91,41 @@ void zl_f16_vec_dot_gemm_avx512(int64_t n, float *s, const void *vx, const void 
     *s = reduce16(a);
 }
 
+/* 4 F16 weight rows x 4 F16 activation rows in tinyBLAS's order: s[t * s_stride + r] is
+ * zl_f16_vec_dot_gemm_avx512(row r, token t) bit for bit (one accumulator per pair, fma over steps of 16, the same
+ * final reduction); each weight and activation vector is converted once for 4 uses. n % 16 == 0. */
+void zl_f16_gemm_4x4_avx512(int64_t n, float *s, size_t s_stride, const void *vx, size_t bx, const void *vy,
+                            size_t y_stride)
+{
+    const uint16_t *w[4], *y[4];
+    for (int k = 0; k < 4; k++) {
+        w[k] = (const uint16_t *)(const void *)((const char *)vx + (size_t)k * bx);
+        y[k] = (const uint16_t *)(const void *)((const char *)vy + (size_t)k * y_stride);
+    }
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < 4; t++)
+            acc[r][t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        __m512 wv[4], yv[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            wv[k] = load_f16x16(w[k] + i);
+            yv[k] = load_f16x16(y[k] + i);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++)
+#pragma GCC unroll 4
+            for (int t = 0; t < 4; t++)
+                acc[r][t] = _mm512_fmadd_ps(wv[r], yv[t], acc[r][t]);
+    }
+    for (int r = 0; r < 4; r++)
+        for (int t = 0; t < 4; t++)
+            s[(size_t)t * s_stride + (size_t)r] = reduce16(acc[r][t]);
+}
+
 /* exp(x), 16 lanes: the Arm optimized-routines polynomial as ggml's AVX-512 build evaluates it. */
 static inline __m512 exp16(__m512 x)
 {
