@@ -73,86 +73,61 @@ static void fma_row(float *acc, const float *v, float w, int32_t n)
         acc[c] = fmaf(v[c], w, acc[c]);
 }
 
-/* The lane reductions of ggml's kernels, for 8 and 16 lanes. */
-static float tree8_hadd(const float *v) /* GGML_F32x8_REDUCE (vec_dot): two horizontal adds */
-{
-    const float t0 = v[0] + v[4], t1 = v[1] + v[5], t2 = v[2] + v[6], t3 = v[3] + v[7];
-    return (t0 + t1) + (t2 + t3);
-}
+/* out[c] = the lane sum of column c: lanes (n_acc * w, hd), n_acc 4 (vec_dot) or 1 (tinyBLAS), in the order of
+ * ggml's reduction for w lanes:
+ *   - w 16: _mm512_reduce_add_ps (halves, quarters, then pairs);
+ *   - w 8, vec_dot: GGML_F32x8_REDUCE (two horizontal adds);
+ *   - w 8, tinyBLAS: its hsum (movehl, then movehdup).
+ * Columns go 16 at a time with the lanes read row-wise (contiguous), so the compiler keeps the columns in vectors;
+ * each column still gets exactly these scalar additions in this order. A decode step reduces n_acc * w * hd floats per (token, head),
+ * as many as the V accumulation itself at short contexts. */
+enum { CB = 16 };
 
-static float tree8_movehl(const float *v) /* tinyBLAS hsum(__m256): movehl, then movehdup */
+/* Columns c0 .. c0 + nc - 1 (nc <= CB); inlined with nc = CB for whole blocks, so those loops have a constant trip
+ * count and are vectorized. */
+static inline __attribute__((always_inline)) void reduce_cols(const float *lanes, int32_t hd, int w, int n_acc,
+                                                              int32_t c0, int nc, float *out)
 {
-    const float t0 = v[0] + v[4], t1 = v[1] + v[5], t2 = v[2] + v[6], t3 = v[3] + v[7];
-    return (t0 + t2) + (t1 + t3);
-}
-
-static float tree16(const float *v) /* _mm512_reduce_add_ps: halves, quarters, then pairs */
-{
-    float h[8];
-    for (int l = 0; l < 8; l++) h[l] = v[l] + v[l + 8];
-    const float q0 = h[0] + h[4], q1 = h[1] + h[5], q2 = h[2] + h[6], q3 = h[3] + h[7];
-    return (q0 + q2) + (q1 + q3);
-}
-
-/* out[c] = the lane sum of column c: lanes (n_acc * w, hd), n_acc 4 (vec_dot) or 1 (tinyBLAS). */
-static void reduce_lanes_scalar(const float *lanes, int32_t hd, int32_t c0, int w, int n_acc, float *out)
-{
-    for (int32_t c = c0; c < hd; c++) {
-        float v[16];
-        for (int l = 0; l < w; l++) {
-            if (n_acc == 4) {
-                const float a0 = lanes[(size_t)l * hd + c], a1 = lanes[(size_t)(w + l) * hd + c];
-                const float a2 = lanes[(size_t)(2 * w + l) * hd + c], a3 = lanes[(size_t)(3 * w + l) * hd + c];
-                v[l] = (a0 + a2) + (a1 + a3);
-            } else {
-                v[l] = lanes[(size_t)l * hd + c];
-            }
+    float v[16][CB];
+    for (int l = 0; l < w; l++) {
+        const float *r0 = lanes + (size_t)l * hd + c0;
+        if (n_acc == 4) { /* the 4 accumulators of vec_dot: (a0 + a2) + (a1 + a3) */
+            const float *r1 = r0 + (size_t)w * hd, *r2 = r0 + (size_t)(2 * w) * hd;
+            const float *r3 = r0 + (size_t)(3 * w) * hd;
+            for (int j = 0; j < nc; j++)
+                v[l][j] = (r0[j] + r2[j]) + (r1[j] + r3[j]);
+        } else {
+            for (int j = 0; j < nc; j++)
+                v[l][j] = r0[j];
         }
-        out[c] = w == 16 ? tree16(v) : n_acc == 4 ? tree8_hadd(v) : tree8_movehl(v);
+    }
+    float *o = out + c0;
+    if (w == 16) {
+        float h[8][CB];
+        for (int l = 0; l < 8; l++)
+            for (int j = 0; j < nc; j++)
+                h[l][j] = v[l][j] + v[l + 8][j];
+        for (int j = 0; j < nc; j++) {
+            const float q0 = h[0][j] + h[4][j], q1 = h[1][j] + h[5][j];
+            const float q2 = h[2][j] + h[6][j], q3 = h[3][j] + h[7][j];
+            o[j] = (q0 + q2) + (q1 + q3);
+        }
+    } else {
+        for (int j = 0; j < nc; j++) {
+            const float t0 = v[0][j] + v[4][j], t1 = v[1][j] + v[5][j];
+            const float t2 = v[2][j] + v[6][j], t3 = v[3][j] + v[7][j];
+            o[j] = n_acc == 4 ? (t0 + t1) + (t2 + t3) : (t0 + t2) + (t1 + t3);
+        }
     }
 }
 
-/* The same sums, 16 columns at a time: every column goes through exactly reduce_lanes_scalar's additions in its
- * order, but the lanes are read row-wise (contiguous) and the compiler can keep 16 columns in vectors. A decode
- * step reduces n_acc * w * hd floats per (token, head), as many as the V accumulation itself at short contexts. */
 static void reduce_lanes(const float *lanes, int32_t hd, int w, int n_acc, float *out)
 {
-    enum { CB = 16 };
     int32_t c0 = 0;
-    for (; c0 + CB <= hd; c0 += CB) {
-        float v[16][CB];
-        for (int l = 0; l < w; l++) {
-            const float *r0 = lanes + (size_t)l * hd + c0;
-            if (n_acc == 4) {
-                const float *r1 = r0 + (size_t)w * hd, *r2 = r0 + (size_t)(2 * w) * hd;
-                const float *r3 = r0 + (size_t)(3 * w) * hd;
-                for (int j = 0; j < CB; j++)
-                    v[l][j] = (r0[j] + r2[j]) + (r1[j] + r3[j]);
-            } else {
-                for (int j = 0; j < CB; j++)
-                    v[l][j] = r0[j];
-            }
-        }
-        float *o = out + c0;
-        if (w == 16) { /* tree16 */
-            float h[8][CB];
-            for (int l = 0; l < 8; l++)
-                for (int j = 0; j < CB; j++)
-                    h[l][j] = v[l][j] + v[l + 8][j];
-            for (int j = 0; j < CB; j++) {
-                const float q0 = h[0][j] + h[4][j], q1 = h[1][j] + h[5][j];
-                const float q2 = h[2][j] + h[6][j], q3 = h[3][j] + h[7][j];
-                o[j] = (q0 + q2) + (q1 + q3);
-            }
-        } else {
-            for (int j = 0; j < CB; j++) {
-                const float t0 = v[0][j] + v[4][j], t1 = v[1][j] + v[5][j];
-                const float t2 = v[2][j] + v[6][j], t3 = v[3][j] + v[7][j];
-                o[j] = n_acc == 4 ? (t0 + t1) + (t2 + t3) /* tree8_hadd */ : (t0 + t2) + (t1 + t3); /* movehl */
-            }
-        }
-    }
-    reduce_lanes_scalar(lanes, hd, c0, w, n_acc, out);
+    for (; c0 + CB <= hd; c0 += CB)
+        reduce_cols(lanes, hd, w, n_acc, c0, CB, out);
+    if (c0 < hd)
+        reduce_cols(lanes, hd, w, n_acc, c0, (int)(hd - c0), out);
 }
 
 typedef struct att_task {

@@ -644,6 +644,36 @@ static void test_rows4_equals_vec_dot(void **state)
     free(xq);
 }
 
+/* zl_matmul of random weights of `type` (ne1 rows of ne0) by ntok random tokens on `cpu` must give, for every
+ * (row, token), `dot` (named dot_name in messages) of the row and the token's converted activations, bit for bit.
+ * w, wq, x, xq: scratch of at least ne0 * ne1 floats, their quantized bytes, ne0 * ntok floats, one activation row. */
+static void check_matmul_equals_dot(zl_cpu *cpu, uint32_t type, zl_vec_dot_fn dot, const char *dot_name, float *w,
+                                    void *wq, float *x, void *xq, int ne0, int ne1, int ntok, unsigned seed_w,
+                                    unsigned seed_x)
+{
+    const zl_type_traits *t = zl_type_traits_get(type), *vt = zl_type_traits_get(t->vec_dot_type);
+    size_t row;
+    assert_true(zl_row_size(type, ne0, &row));
+    fill_random(w, ne0 * ne1, seed_w, 1.0f);
+    t->from_float(w, wq, (int64_t)ne0 * ne1);
+    fill_random(x, ne0 * ntok, seed_x, 1.0f);
+    float *y = malloc((size_t)ne1 * (size_t)ntok * sizeof *y);
+    assert_non_null(y);
+    zl_tensor wt = { .name = "w", .type = type, .ne = { ne0, ne1, 1, 1 }, .nb1 = row, .data = wq };
+    assert_int_equal(zl_matmul(cpu, &wt, x, ntok, y), ZL_OK);
+    for (int k = 0; k < ntok; k++) {
+        vt->from_float_act(x + (size_t)k * ne0, xq, ne0);
+        for (int r = 0; r < ne1; r++) {
+            float want;
+            dot(ne0, &want, (const char *)wq + (size_t)r * row, xq);
+            if (memcmp(&want, &y[k * ne1 + r], sizeof want) != 0)
+                fail_msg("%s matmul %d tokens row %d token %d: %a, %s %a", t->name, ntok, r, k,
+                         (double)y[k * ne1 + r], dot_name, (double)want);
+        }
+    }
+    free(y);
+}
+
 /* Batched decode and short prompts take 4 rows x 4 tokens per call for Q4_0, Q4_1 and Q5_0 in the avx512vnni set
  * (zl_q4_0/q4_1/q5_0_vec_dot_4x4_vnni): each (row, token) must be vec_dot's bits. Directly on odd block counts (one
  * weight row of zeros, one token of zeros, scales over a wide range), and through zl_matmul on 9 tokens and 39 rows
@@ -691,28 +721,9 @@ static void test_tile44_equals_vec_dot(void **state)
 #endif
     zl_cpu *cpu = zl_cpu_create(2);
     assert_non_null(cpu);
-    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
-        const zl_type_traits *t = zl_type_traits_get(types[ti]), *vt = zl_type_traits_get(t->vec_dot_type);
-        size_t row, xrow;
-        assert_true(zl_row_size(types[ti], NE0, &row));
-        assert_true(zl_row_size(t->vec_dot_type, NE0, &xrow));
-        fill_random(w, NE0 * NE1, 19 + (unsigned)ti, 1.0f);
-        t->from_float(w, wq, NE0 * NE1);
-        fill_random(x, NE0 * NTOK, 20, 1.0f);
-        float y[NE1 * NTOK];
-        zl_tensor wt = { .name = "w", .type = types[ti], .ne = { NE0, NE1, 1, 1 }, .nb1 = row, .data = wq };
-        assert_int_equal(zl_matmul(cpu, &wt, x, NTOK, y), ZL_OK);
-        for (int k = 0; k < NTOK; k++) {
-            vt->from_float_act(x + k * NE0, xq, NE0);
-            for (int r = 0; r < NE1; r++) {
-                float want;
-                t->vec_dot(NE0, &want, wq + r * row, xq);
-                if (memcmp(&want, &y[k * NE1 + r], sizeof want) != 0)
-                    fail_msg("%s matmul %d tokens row %d token %d: %a, vec_dot %a", t->name, NTOK, r, k,
-                             (double)y[k * NE1 + r], (double)want);
-            }
-        }
-    }
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+        check_matmul_equals_dot(cpu, types[ti], zl_type_traits_get(types[ti])->vec_dot, "vec_dot", w, wq, x, xq, NE0,
+                                NE1, NTOK, 19 + (unsigned)ti, 20);
     print_message("4x4 tiles: %d results checked directly under the %s set\n", checked, zl_cpu_kernels_name());
     zl_cpu_destroy(cpu);
     free(w);
@@ -757,34 +768,15 @@ static void test_f16_gemm44_equals_gemm_dot(void **state)
                 }
         }
 #endif
-    if (!t->vec_dot_gemm) { /* the scalar set keeps vec_dot for every batch */
+    if (t->vec_dot_gemm) {
+        zl_cpu *cpu = zl_cpu_create(2);
+        assert_non_null(cpu);
+        check_matmul_equals_dot(cpu, ZL_F16, t->vec_dot_gemm, "vec_dot_gemm", w, wq, x, xq, NE0, NE1, NTOK, 29, 30);
+        zl_cpu_destroy(cpu);
+    } else { /* the scalar set keeps vec_dot for every batch */
         print_message("F16 4x4 tiles: the %s set has no tinyBLAS-order dot\n", zl_cpu_kernels_name());
-        free(w);
-        free(x);
-        free(wq);
-        free(xq);
-        return;
-    }
-    zl_cpu *cpu = zl_cpu_create(2);
-    assert_non_null(cpu);
-    fill_random(w, NE0 * NE1, 29, 1.0f);
-    t->from_float(w, wq, NE0 * NE1);
-    fill_random(x, NE0 * NTOK, 30, 1.0f);
-    float y[NE1 * NTOK];
-    zl_tensor wt = { .name = "w", .type = ZL_F16, .ne = { NE0, NE1, 1, 1 }, .nb1 = NE0 * 2, .data = wq };
-    assert_int_equal(zl_matmul(cpu, &wt, x, NTOK, y), ZL_OK);
-    for (int k = 0; k < NTOK; k++) {
-        t->from_float_act(x + k * NE0, xq, NE0);
-        for (int r = 0; r < NE1; r++) {
-            float want;
-            t->vec_dot_gemm(NE0, &want, wq + r * NE0, xq);
-            if (memcmp(&want, &y[k * NE1 + r], sizeof want) != 0)
-                fail_msg("F16 matmul %d tokens row %d token %d: %a, vec_dot_gemm %a", NTOK, r, k,
-                         (double)y[k * NE1 + r], (double)want);
-        }
     }
     print_message("F16 4x4 tiles: %d results checked directly under the %s set\n", checked, zl_cpu_kernels_name());
-    zl_cpu_destroy(cpu);
     free(w);
     free(x);
     free(wq);
