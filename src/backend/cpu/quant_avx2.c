@@ -610,6 +610,15 @@ void zl_q6_K_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
 
 /* Quantizes one block of 32 floats to q = round-half-even(x * 127/amax); returns d = amax/127 and the 32 int32
  * quants in four vectors (elements 0-7, 8-15, 16-23, 24-31). */
+/* The largest of 8 lanes (none NaN). */
+static inline float hmax8(__m256 v)
+{
+    __m128 m = _mm_max_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
 static inline float quantize_block_act(const float *x, __m256i q[4])
 {
     __m256 v[4];
@@ -619,10 +628,7 @@ static inline float quantize_block_act(const float *x, __m256i q[4])
         v[k] = _mm256_loadu_ps(x + 8 * k);
         amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v[k]));
     }
-    __m128 m = _mm_max_ps(_mm256_extractf128_ps(amax, 1), _mm256_castps256_ps128(amax));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    const float amax_s = _mm_cvtss_f32(m);
+    const float amax_s = hmax8(amax);
     const __m256 id = _mm256_set1_ps(amax_s != 0.0f ? 127.0f / amax_s : 0.0f);
     for (int k = 0; k < 4; k++)
         q[k] = _mm256_cvtps_epi32(
@@ -691,10 +697,7 @@ void zl_q8_K_from_float_act_avx2(const float *x, void *vy, int64_t n)
             zl_q8_K_from_float_ref(x, &y[b], ZL_QK_K);
             continue;
         }
-        __m128 m = _mm_max_ps(_mm256_extractf128_ps(amax, 1), _mm256_castps256_ps128(amax));
-        m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-        m = _mm_max_ss(m, _mm_movehdup_ps(m));
-        const float amax_s = _mm_cvtss_f32(m);
+        const float amax_s = hmax8(amax);
         if (amax_s == 0.0f) {
             memset(&y[b], 0, sizeof y[b]);
             continue;
