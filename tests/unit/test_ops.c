@@ -304,6 +304,45 @@ static void test_gelu_mul(void **state)
     }
 }
 
+/* ggml's table gelu, one value at a time: the bits every kernel set's zl_gelu_mul must give. */
+static float gelu_table_ref(float v)
+{
+    if (v <= -10.0f) return 0.0f;
+    if (v >= 10.0f) return v;
+    const float x = zl_fp16_to_fp32(zl_fp32_to_fp16(v));
+    const float r = 0.5f * x * (1.0f + tanhf(0.79788456080286535587989211986876f * x * fmaf(0.044715f * x, x, 1.0f)));
+    return zl_fp16_to_fp32(zl_fp32_to_fp16(r));
+}
+
+/* The vector path (8 at a time, then a tail) gives the scalar steps' bits, over magnitudes from half subnormals
+ * to beyond the clamps, both signs, the clamp edges, zeros and a NaN. */
+static void test_gelu_mul_bits(void **state)
+{
+    (void)state;
+    enum { N = 1003 };
+    static float g[N], u[N], y[N];
+    fill_random(u, N, 9, 3.0f);
+    fill_random(g, N, 10, 1.0f);
+    for (int i = 0; i < N; i++) g[i] *= powf(2.0f, (float)(i % 40 - 26)); /* 2^-26 .. 2^13 */
+    g[3] = -10.0f;
+    g[4] = 10.0f;
+    g[5] = nextafterf(-10.0f, 0.0f);
+    g[6] = nextafterf(10.0f, 0.0f);
+    g[7] = -0.0f;
+    g[8] = 0.0f;
+    g[9] = NAN;
+    g[N - 1] = 9.99f; /* in the tail */
+    zl_gelu_mul(y, g, u, N);
+    assert_true(isnan(y[9]));
+    for (int i = 0; i < N; i++) {
+        if (i == 9) continue;
+        const float want = gelu_table_ref(g[i]) * u[i];
+        if (memcmp(&want, &y[i], sizeof want) != 0)
+            fail_msg("gelu_mul[%d]: g %a -> %a, want %a (kernels %s)", i, (double)g[i], (double)y[i], (double)want,
+                     zl_cpu_kernels_name());
+    }
+}
+
 static void test_add_and_dot(void **state)
 {
     (void)state;
@@ -333,6 +372,7 @@ int main(void)
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_silu_mul),
         cmocka_unit_test(test_gelu_mul),
+        cmocka_unit_test(test_gelu_mul_bits),
         cmocka_unit_test(test_add_and_dot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

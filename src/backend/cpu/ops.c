@@ -513,7 +513,7 @@ static float gelu_tanh(float x)
 /* ggml evaluates gelu from a table indexed by fp16(v), holding fp16 results: entry h is
  * fp16(gelu_tanh(float(h))) for every half h. Built once per process (pthread_once), read-only afterwards; a
  * lookup costs far less than the tanhf it replaces (which was a quarter of Gemma 3's prompt time). */
-static uint16_t g_gelu_table[1 << 16];
+static uint16_t g_gelu_table[(1 << 16) + 1]; /* + 1: padding for the vector kernel's 32-bit gathers */
 static pthread_once_t g_gelu_once = PTHREAD_ONCE_INIT;
 
 static void gelu_table_init(void)
@@ -525,7 +525,11 @@ static void gelu_table_init(void)
 void zl_gelu_mul(float *y, const float *g, const float *u, int64_t n)
 {
     pthread_once(&g_gelu_once, gelu_table_init);
-    for (int64_t i = 0; i < n; i++) {
+    int64_t i = 0;
+#ifdef ZL_HAVE_AVX2_KERNELS
+    if (zl_cpu_simd_width() >= 8) i = zl_gelu_mul_avx2(y, g, u, n, g_gelu_table);
+#endif
+    for (; i < n; i++) {
         const float v = g[i];
         float a;
         if (v <= -10.0f)

@@ -258,6 +258,8 @@ void zl_f16_vec_dot_gemm_avx2(int64_t n, float *s, const void *x, const void *y)
 /* Softmax exp pass (x[i] = exp(x[i] - max) in place, returns 1/sum) and y = silu(g) * u with ggml's AVX2 exp. */
 float zl_softmax_exp_avx2(float *x, int64_t n, float max);
 void zl_silu_mul_avx2(float *y, const float *g, const float *u, int64_t n);
+/* zl_gelu_mul's steps for the first n & ~7 values (returned), looking up `table` (65537 entries). */
+int64_t zl_gelu_mul_avx2(float *y, const float *g, const float *u, int64_t n, const uint16_t *table);
 
 /* ---- AVX-512 F + DQ (quant_avx512.c): the width-dependent float kernels (see that file). ---- */
 #define ZL_HAVE_AVX512_KERNELS 1

@@ -975,3 +975,24 @@ void zl_silu_mul_avx2(float *y, const float *g, const float *u, int64_t n)
         y[i] = (v / (1.0f + expf(-v))) * u[i];
     }
 }
+
+int64_t zl_gelu_mul_avx2(float *y, const float *g, const float *u, int64_t n, const uint16_t *table)
+{
+    /* The scalar loop's steps 8 at a time: F16C's round-to-nearest-even conversion is the scalar one (test_dtype),
+     * the table entries are gathered as 32-bit words at 2-byte steps (the table has one padding entry, so the
+     * last index reads inside it) and masked to their low half. */
+    int64_t i = 0;
+    const __m256 lo = _mm256_set1_ps(-10.0f), hi = _mm256_set1_ps(10.0f);
+    const __m256i low16 = _mm256_set1_epi32(0xffff);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(g + i);
+        const __m256i idx = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+        const __m256i e = _mm256_and_si256(_mm256_i32gather_epi32((const int *)table, idx, 2), low16);
+        const __m128i e16 = _mm_packus_epi32(_mm256_castsi256_si128(e), _mm256_extracti128_si256(e, 1));
+        __m256 a = _mm256_cvtph_ps(e16);
+        a = _mm256_blendv_ps(a, v, _mm256_cmp_ps(v, hi, _CMP_GE_OQ));
+        a = _mm256_andnot_ps(_mm256_cmp_ps(v, lo, _CMP_LE_OQ), a);
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(a, _mm256_loadu_ps(u + i)));
+    }
+    return i;
+}
