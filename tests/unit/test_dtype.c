@@ -674,21 +674,25 @@ static void check_matmul_equals_dot(zl_cpu *cpu, uint32_t type, zl_vec_dot_fn do
     free(y);
 }
 
-/* Batched decode and short prompts take 4 rows x 4 tokens per call for Q4_0, Q4_1 and Q5_0 in the avx512vnni set
- * (zl_q4_0/q4_1/q5_0_vec_dot_4x4_vnni): each (row, token) must be vec_dot's bits. Directly on odd block counts (one
- * weight row of zeros, one token of zeros, scales over a wide range), and through zl_matmul on 9 tokens and 39 rows
- * (tiles, a tail of 3 rows, a token left over, 2 threads). */
+/* Batched decode and short prompts take 4 rows x 4 or 8 tokens per call for Q4_0, Q4_1 and Q5_0 in the avx512vnni
+ * set (zl_q4_0/q4_1/q5_0_tile4/tile8_vnni, reading the per-token zl_tile_aux): each (row, token) must be vec_dot's
+ * bits. Directly on odd block counts (one weight row of zeros, one token of zeros, scales over a wide range), and
+ * through zl_matmul on 15 tokens and 39 rows (an 8-token tile, a 4-token tile, 3 tokens left over, a tail of 3
+ * rows, 2 threads). */
 static void test_tile44_equals_vec_dot(void **state)
 {
     (void)state;
-    enum { NBMAX = 41, NMAX = 32 * NBMAX, NE1 = 39, NE0 = 640, NTOK = 9 };
+    enum { NBMAX = 41, NMAX = 32 * NBMAX, NE1 = 39, NE0 = 640, NTOK = 15 };
     float *w = malloc(NE1 * NMAX * sizeof(float)), *x = malloc(NTOK * NMAX * sizeof(float));
     uint8_t *wq = malloc(NE1 * NMAX * 2), *xq = malloc(NTOK * NMAX * 2);
     static const uint32_t types[] = { ZL_Q4_0, ZL_Q4_1, ZL_Q5_0 };
     int checked = 0;
 #ifdef ZL_HAVE_VNNI_KERNELS
-    typedef void (*tile_fn)(int64_t, float *, size_t, const void *, size_t, const void *, size_t);
-    static const tile_fn kernels[] = { zl_q4_0_vec_dot_4x4_vnni, zl_q4_1_vec_dot_4x4_vnni, zl_q5_0_vec_dot_4x4_vnni };
+    static const zl_tile_fn tile4[] = { zl_q4_0_tile4_vnni, zl_q4_1_tile4_vnni, zl_q5_0_tile4_vnni };
+    static const zl_tile_fn tile8[] = { zl_q4_0_tile8_vnni, zl_q4_1_tile8_vnni, zl_q5_0_tile8_vnni };
+    static const zl_tile_aux_fn aux_of[] = { zl_tile_aux_q4_0, zl_tile_aux_q4_1, zl_tile_aux_q5_0 };
+    zl_tile_aux *aux = malloc(8 * NBMAX * sizeof *aux);
+    assert_non_null(aux);
     if (strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0)
         for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
             const zl_type_traits *t = zl_type_traits_get(types[ti]), *vt = zl_type_traits_get(t->vec_dot_type);
@@ -701,30 +705,34 @@ static void test_tile44_equals_vec_dot(void **state)
                     fill_random(w + r * n, n, (unsigned)(nb * 8 + r), r == 2 ? 0.0f : 0.01f + 7.0f * (float)r);
                     t->from_float(w + r * n, wq + r * row, n);
                 }
-                for (int k = 0; k < 4; k++) {
+                for (int k = 0; k < 8; k++) {
                     fill_random(x + k * n, n, (unsigned)(nb + 100 * k), k == 1 ? 0.0f : 0.3f + 5.0f * (float)k);
                     vt->from_float_act(x + k * n, xq + k * xrow, n);
+                    aux_of[ti](xq + k * xrow, aux + k * nb, n);
                 }
-                float out[4 * 5];
-                kernels[ti](n, out, 5, wq, row, xq, xrow);
-                for (int k = 0; k < 4; k++)
-                    for (int r = 0; r < 4; r++) {
-                        float want;
-                        t->vec_dot(n, &want, wq + r * row, xq + k * xrow);
-                        if (memcmp(&want, &out[k * 5 + r], sizeof want) != 0)
-                            fail_msg("%s 4x4 n=%d row %d token %d: vec_dot %a, tile %a", t->name, n, r, k,
-                                     (double)want, (double)out[k * 5 + r]);
-                        checked++;
-                    }
+                for (int nt = 4; nt <= 8; nt += 4) {
+                    float out[8 * 5];
+                    (nt == 4 ? tile4 : tile8)[ti](n, out, 5, wq, row, xq, xrow, aux, nb * sizeof *aux);
+                    for (int k = 0; k < nt; k++)
+                        for (int r = 0; r < 4; r++) {
+                            float want;
+                            t->vec_dot(n, &want, wq + r * row, xq + k * xrow);
+                            if (memcmp(&want, &out[k * 5 + r], sizeof want) != 0)
+                                fail_msg("%s 4x%d n=%d row %d token %d: vec_dot %a, tile %a", t->name, nt, n, r, k,
+                                         (double)want, (double)out[k * 5 + r]);
+                            checked++;
+                        }
+                }
             }
         }
+    free(aux);
 #endif
     zl_cpu *cpu = zl_cpu_create(2);
     assert_non_null(cpu);
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
         check_matmul_equals_dot(cpu, types[ti], zl_type_traits_get(types[ti])->vec_dot, "vec_dot", w, wq, x, xq, NE0,
                                 NE1, NTOK, 19 + (unsigned)ti, 20);
-    print_message("4x4 tiles: %d results checked directly under the %s set\n", checked, zl_cpu_kernels_name());
+    print_message("4x4 / 4x8 tiles: %d results checked directly under the %s set\n", checked, zl_cpu_kernels_name());
     zl_cpu_destroy(cpu);
     free(w);
     free(x);

@@ -97,6 +97,11 @@ typedef void (*rows4_fn)(int64_t n, float *s, const void *x, size_t bx, const vo
 /* Four weight rows against four activation rows: s[t * s_stride + i] = vec_dot(row i, token t) bit for bit. */
 typedef void (*tile44_fn)(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
                           size_t y_stride);
+/* The Q4_0 / Q4_1 / Q5_0 tiles of one type for this kernel set (all NULL: none). */
+typedef struct tile_set {
+    zl_tile_fn tile4, tile8;
+    zl_tile_aux_fn aux; /* the per-token data they read, made once per token after conversion */
+} tile_set;
 
 typedef struct matmul_task {
     zl_vec_dot_fn vec_dot;
@@ -110,7 +115,10 @@ typedef struct matmul_task {
     zl_vec_dot_fn vec_dot_gemm; /* NULL: every token uses vec_dot */
     zl_vec_dot4_fn vec_dot4;    /* vec_dot for 4 tokens at once (NULL: none; used only when vec_dot_gemm is NULL) */
     rows4_fn rows4;             /* vec_dot for 4 rows at once (NULL: none; set only for one token in vec_dot mode) */
-    tile44_fn tile44;           /* vec_dot for 4 rows x 4 tokens (NULL: none; set only when no token uses gemm) */
+    tile_set tiles;             /* vec_dot for 4 rows x 4 / 8 tokens (tiles.tile4 NULL: none; set only when no
+                                 * token uses gemm) */
+    zl_tile_aux *aux;           /* the tiles' per-token data: token t at aux + t * aux_stride bytes */
+    size_t aux_stride;
     zl_vec_dot4_fn gemm4;       /* vec_dot_gemm for 4 tokens at once (NULL: none), for 4 tokens all in gemm mode */
     tile44_fn gemm44;           /* vec_dot_gemm for 4 rows x 4 tokens (NULL: none), for 4 tokens all in gemm mode */
     const int8_t *modes;        /* per token: use vec_dot_gemm if modes[k] >= min_mode (NULL: all do) */
@@ -122,11 +130,19 @@ typedef struct matmul_task {
     atomic_llong next_chunk;
 } matmul_task;
 
+static inline zl_tile_aux *aux_row(const matmul_task *t, int64_t k)
+{
+    return (zl_tile_aux *)(void *)((char *)t->aux + (size_t)k * t->aux_stride);
+}
+
 static void convert_rows(void *arg, int ith, int nth)
 {
     matmul_task *t = arg;
-    for (int64_t i = ith; i < t->n_tok; i += nth)
-        t->convert(t->x + i * t->ne0, (void *)(t->xq + (size_t)i * t->xq_stride), t->ne0);
+    for (int64_t i = ith; i < t->n_tok; i += nth) {
+        void *xq = (void *)(t->xq + (size_t)i * t->xq_stride);
+        t->convert(t->x + i * t->ne0, xq, t->ne0);
+        if (t->aux) t->tiles.aux(xq, aux_row(t, i), t->ne0);
+    }
 }
 
 /* Whether token k takes vec_dot_gemm (its mode reaches min_mode) rather than vec_dot. */
@@ -167,13 +183,17 @@ static void matmul_chunks(void *arg, int ith, int nth)
                     k++;
                 }
             }
-        if (t->tile44)
+        if (t->tiles.tile4)
             for (; r + 4 <= r1; r += 4) {
                 const char *w4 = t->w + (size_t)r * t->nb1;
                 int64_t k = t0;
-                for (; k + 4 <= t1; k += 4)
-                    t->tile44(t->ne0, &t->y[k * t->ne1 + r], (size_t)t->ne1, w4, t->nb1,
-                              t->xq + (size_t)k * t->xq_stride, t->xq_stride);
+                while (k + 4 <= t1) {
+                    const int step = k + 8 <= t1 ? 8 : 4;
+                    (step == 8 ? t->tiles.tile8 : t->tiles.tile4)(t->ne0, &t->y[k * t->ne1 + r], (size_t)t->ne1, w4,
+                                                                  t->nb1, t->xq + (size_t)k * t->xq_stride,
+                                                                  t->xq_stride, aux_row(t, k), t->aux_stride);
+                    k += step;
+                }
                 for (; k < t1; k++)
                     for (int64_t i = 0; i < 4; i++)
                         t->vec_dot(t->ne0, &t->y[k * t->ne1 + r + i], w4 + (size_t)i * t->nb1,
@@ -293,20 +313,20 @@ static rows4_fn rows4_dot(uint32_t type)
     return NULL;
 }
 
-/* The 4 rows x 4 tokens kernel on weights of type `type` for this kernel set, or NULL. */
-static tile44_fn tile44_dot(uint32_t type)
+/* The 4 rows x 4 / 8 tokens kernels on weights of type `type` for this kernel set (all NULL: none). */
+static tile_set tile_dots(uint32_t type)
 {
 #ifdef ZL_HAVE_VNNI_KERNELS
     if (strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0)
         switch (type) {
-        case ZL_Q4_0: return zl_q4_0_vec_dot_4x4_vnni;
-        case ZL_Q4_1: return zl_q4_1_vec_dot_4x4_vnni;
-        case ZL_Q5_0: return zl_q5_0_vec_dot_4x4_vnni;
+        case ZL_Q4_0: return (tile_set){ zl_q4_0_tile4_vnni, zl_q4_0_tile8_vnni, zl_tile_aux_q4_0 };
+        case ZL_Q4_1: return (tile_set){ zl_q4_1_tile4_vnni, zl_q4_1_tile8_vnni, zl_tile_aux_q4_1 };
+        case ZL_Q5_0: return (tile_set){ zl_q5_0_tile4_vnni, zl_q5_0_tile8_vnni, zl_tile_aux_q5_0 };
         default: break;
         }
 #endif
     (void)type;
-    return NULL;
+    return (tile_set){ NULL, NULL, NULL };
 }
 
 int zl_matmul(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_tok, float *y)
@@ -359,7 +379,7 @@ int zl_matmul_modes(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_t
      * 4 tokens where it has that. */
     if (!t.vec_dot_gemm && n_tok >= 4) {
         t.vec_dot4 = tr->vec_dot4;
-        t.tile44 = tile44_dot(w->type);
+        t.tiles = tile_dots(w->type);
     }
     /* One token in vec_dot mode: 4 weight rows per call where the type has such a kernel (same results). */
     if (n_tok == 1 && (!t.vec_dot_gemm || (t.modes && t.modes[0] < t.min_mode)))
@@ -369,12 +389,19 @@ int zl_matmul_modes(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_t
         t.xq = (const char *)x;
         t.xq_stride = (size_t)ne0 * sizeof(float);
     } else {
-        if ((uint64_t)n_tok > SIZE_MAX / xrow) return ZL_ENOMEM;
-        const int rc = scratch_reserve(cpu, (size_t)n_tok * xrow);
+        /* the converted rows, then (for the tiles) their zl_tile_aux rows from the next 64-byte boundary */
+        const size_t aux_row_bytes = t.tiles.tile4 ? (size_t)(ne0 / tr->block_size) * sizeof(zl_tile_aux) : 0;
+        if ((uint64_t)n_tok > (SIZE_MAX / 2 - 64) / (xrow + aux_row_bytes)) return ZL_ENOMEM;
+        const size_t xq_bytes = ((size_t)n_tok * xrow + 63) & ~(size_t)63;
+        const int rc = scratch_reserve(cpu, xq_bytes + (size_t)n_tok * aux_row_bytes);
         if (rc != ZL_OK) return rc;
         t.convert = vt->from_float_act;
         t.xq = cpu->scratch;
         t.xq_stride = xrow;
+        if (t.tiles.tile4) {
+            t.aux = (zl_tile_aux *)(void *)((char *)cpu->scratch + xq_bytes);
+            t.aux_stride = aux_row_bytes;
+        }
         if (n_tok * ne0 < CONVERT_SERIAL || nth == 1)
             convert_rows(&t, 0, 1);
         else

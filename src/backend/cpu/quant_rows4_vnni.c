@@ -25,6 +25,7 @@
 
 #include <immintrin.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "backend/cpu/simd_x86.h" /* h2f, hsum8 */
@@ -198,27 +199,47 @@ void zl_q4_1_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, 
         s[k] += m[k];
 }
 
-/* ---- 4 rows x 4 tokens (batched decode and short prompts), Q4_0, Q4_1 and Q5_0 ----
- * Each (row, token) gets vec_dot's bits: the weight block's codes are unpacked once for the 4 tokens (row k in
- * 128-bit lane k, low nibbles = vec_dot's lanes 0-3, high nibbles = lanes 4-7), each token's activation bytes once
- * for the 4 rows; per token two accumulators hold the 4 rows' 8 lanes, fed fma(d_x * d_y, lanes) per block in block
- * order; the Q4_1 minimum terms of all 16 pairs sit in one 16-lane vector (lane 4 row + token), one fma per block.
- * At the end each (row, token) is reduced in hsum8's pairing and the minimum sum added. Q5_0 is Q4_0 with a fifth
- * code bit (set byte by byte from a 64-bit mask built from the 4 rows' qh words) and an offset of 16 instead of 8:
- * ggml forms the same lane sums of (q - 16) * y. KIND: 0 Q4_0, 1 Q4_1, 2 Q5_0. */
+/* ---- 4 rows x 4 or 8 tokens (batched decode and short prompts), Q4_0, Q4_1 and Q5_0 ----
+ * Each (row, token) gets vec_dot's bits: the weight block's codes are unpacked once for all the call's tokens (row
+ * k in 128-bit lane k, low nibbles = vec_dot's lanes 0-3, high nibbles = lanes 4-7), each token's activation bytes
+ * once for the 4 rows; per token two accumulators hold the 4 rows' 8 lanes, fed fma(d_x * d_y, lanes) per block in
+ * block order; the Q4_1 minimum terms sit in one 16-lane vector per 4 tokens (lane 4 row + token), one fma per
+ * block. At the end each (row, token) is reduced in hsum8's pairing and the minimum sum added.
+ *
+ * What depends on the token alone is prepared once per matmul (zl_tile_aux, below) instead of once per 4 rows: the
+ * activation scale as a float, Q4_1's s, and the offset terms -8 * (sum of each lane's 4 y bytes) (Q5_0: -16 *)
+ * that VPDPBUSD adds q * y onto, since it takes the codes unsigned. Q5_0 is Q4_0 with a fifth code bit, set byte
+ * by byte from a 64-bit mask built from the 4 rows' qh words; ggml forms the same lane sums of (q - 16) * y.
+ * KIND: 0 Q4_0, 1 Q4_1, 2 Q5_0. */
 
-#define TILE_Y(t) ((const void *)((const char *)vy + (size_t)(t) * y_stride))
-
-static inline void tile_store(float *s, size_t s_stride, const __m512 lo[4], const __m512 hi[4], __m512 mins,
-                              bool with_mins)
+static void tile_aux_offsets(const zl_block_q8_0 *y, zl_tile_aux *a, int64_t nb, int32_t offset)
 {
-    float m[16];
-    _mm512_storeu_ps(m, mins);
-    for (int t = 0; t < 4; t++) {
-        float v[16];
-        _mm512_storeu_ps(v, hsum8_lanes4(lo[t], hi[t]));
-        for (int k = 0; k < 4; k++)
-            s[(size_t)t * s_stride + (size_t)k] = with_mins ? v[4 * k] + m[4 * k + t] : v[4 * k];
+    for (int64_t b = 0; b < nb; b++) {
+        a[b].d = h2f(y[b].d);
+        a[b].s = 0.0f;
+        for (int l = 0; l < 8; l++)
+            a[b].off[l] = -offset * ((int32_t)y[b].qs[4 * l] + y[b].qs[4 * l + 1] + y[b].qs[4 * l + 2] +
+                                     y[b].qs[4 * l + 3]);
+    }
+}
+
+void zl_tile_aux_q4_0(const void *y, zl_tile_aux *a, int64_t n)
+{
+    tile_aux_offsets(y, a, n / ZL_QK, 8);
+}
+
+void zl_tile_aux_q5_0(const void *y, zl_tile_aux *a, int64_t n)
+{
+    tile_aux_offsets(y, a, n / ZL_QK, 16);
+}
+
+void zl_tile_aux_q4_1(const void *vy, zl_tile_aux *a, int64_t n)
+{
+    const zl_block_q8_1 *y = vy;
+    for (int64_t b = 0; b < n / ZL_QK; b++) {
+        a[b].d = h2f(y[b].d);
+        a[b].s = h2f(y[b].s);
+        memset(a[b].off, 0, sizeof a[b].off);
     }
 }
 
@@ -229,93 +250,103 @@ static inline uint32_t qh_word(const uint8_t qh[4])
     return h;
 }
 
-#define TILE_BODY(XT, YT, KIND)                                                                                   \
-    const XT *x0 = ROW(0, XT), *x1 = ROW(1, XT), *x2 = ROW(2, XT), *x3 = ROW(3, XT);                              \
-    const YT *y[4] = {TILE_Y(0), TILE_Y(1), TILE_Y(2), TILE_Y(3)};                                                \
-    const __m512i zero = _mm512_setzero_si512(), m4 = _mm512_set1_epi8(0x0f), sixteen = _mm512_set1_epi8(16);     \
-    const __m512i offset = (KIND) == 2 ? sixteen : _mm512_set1_epi8(8);                                           \
-    const __m512i row_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);                \
-    const __m512i tok_of_lane = _mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);                \
-    __m512 lo[4], hi[4], mins = _mm512_setzero_ps();                                                              \
-    for (int t = 0; t < 4; t++)                                                                                   \
-        lo[t] = hi[t] = _mm512_setzero_ps();                                                                      \
-    for (int64_t b = 0; b < n / ZL_QK; b++) {                                                                     \
-        const __m512i raw = _mm512_inserti32x4(                                                                   \
-            _mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)x0[b].qs)), \
-                                                  _mm_loadu_si128((const __m128i *)x1[b].qs), 1),                 \
-                               _mm_loadu_si128((const __m128i *)x2[b].qs), 2),                                    \
-            _mm_loadu_si128((const __m128i *)x3[b].qs), 3);                                                       \
-        __m512i qlo = _mm512_and_si512(raw, m4), qhi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);           \
-        if ((KIND) == 2) { /* byte i of lane k: element i (qlo) or 16 + i (qhi) of row k, fifth bit in qh bit i */ \
-            const uint64_t h0 = TILE_QH(x0), h1 = TILE_QH(x1), h2 = TILE_QH(x2), h3 = TILE_QH(x3);               \
-            const uint64_t mlo = (h0 & 0xffff) | (h1 & 0xffff) << 16 | (h2 & 0xffff) << 32 | (h3 & 0xffff) << 48; \
-            const uint64_t mhi = h0 >> 16 | (h1 >> 16) << 16 | (h2 >> 16) << 32 | (h3 >> 16) << 48;               \
-            qlo = _mm512_mask_add_epi8(qlo, (__mmask64)mlo, qlo, sixteen);                                        \
-            qhi = _mm512_mask_add_epi8(qhi, (__mmask64)mhi, qhi, sixteen);                                        \
-        }                                                                                                         \
-        const __m512 dx = _mm512_permutexvar_ps(                                                                  \
-            row_of_lane, _mm512_castps128_ps512(f16x4(x0[b].d, x1[b].d, x2[b].d, x3[b].d)));                      \
-        const __m128 dy4 = f16x4(y[0][b].d, y[1][b].d, y[2][b].d, y[3][b].d);                                     \
-        if ((KIND) == 1)                                                                                          \
-            mins = _mm512_fmadd_ps(                                                                               \
-                _mm512_permutexvar_ps(row_of_lane,                                                                \
-                                      _mm512_castps128_ps512(f16x4(TILE_M(x0), TILE_M(x1), TILE_M(x2), TILE_M(x3)))), \
-                _mm512_permutexvar_ps(tok_of_lane, _mm512_castps128_ps512(                                        \
-                                                       f16x4(TILE_S(0), TILE_S(1), TILE_S(2), TILE_S(3)))),       \
-                mins);                                                                                            \
-        _Pragma("GCC unroll 4") for (int t = 0; t < 4; t++)                                                       \
-        {                                                                                                         \
-            const __m512i ylo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)y[t][b].qs));             \
-            const __m512i yhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(y[t][b].qs + 16)));      \
-            __m512i slo = zero, shi = zero;                                                                       \
-            if ((KIND) != 1) { /* - offset * (the lane's 4 y bytes) */                                            \
-                slo = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, offset, ylo));                             \
-                shi = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, offset, yhi));                             \
-            }                                                                                                     \
-            slo = _mm512_dpbusd_epi32(slo, qlo, ylo);                                                             \
-            shi = _mm512_dpbusd_epi32(shi, qhi, yhi);                                                             \
-            const __m512 d = _mm512_mul_ps(dx, _mm512_permutexvar_ps(_mm512_set1_epi32(t),                        \
-                                                                      _mm512_castps128_ps512(dy4)));              \
-            lo[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(slo), lo[t]);                                           \
-            hi[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(shi), hi[t]);                                           \
-        }                                                                                                         \
-    }                                                                                                             \
-    tile_store(s, s_stride, lo, hi, mins, (KIND) == 1);
+/* Block b of weight row k (blocks of xb bytes): its fp16 scale is the first field in all three types. */
+#define TILE_XB(k) ((const char *)vx + (size_t)(k) * bx + (size_t)b * xb)
 
-void zl_q4_0_vec_dot_4x4_vnni(int64_t n, float *s, size_t s_stride, const void *vx, size_t bx, const void *vy,
-                              size_t y_stride)
+static inline __attribute__((always_inline)) void tile_body(const int kind, const int nt, int64_t n, float *s,
+                                                            size_t s_stride, const void *vx, size_t bx,
+                                                            const void *vy, size_t y_stride, const zl_tile_aux *va,
+                                                            size_t a_stride)
 {
-#define TILE_M(xr) 0
-#define TILE_S(t) 0
-#define TILE_QH(xr) 0
-    TILE_BODY(zl_block_q4_0, zl_block_q8_0, 0)
+    const size_t xb = kind == 0 ? sizeof(zl_block_q4_0) : kind == 1 ? sizeof(zl_block_q4_1) : sizeof(zl_block_q5_0);
+    const size_t x_qs = kind == 0 ? offsetof(zl_block_q4_0, qs)
+                        : kind == 1 ? offsetof(zl_block_q4_1, qs)
+                                    : offsetof(zl_block_q5_0, qs);
+    const size_t yb = kind == 1 ? sizeof(zl_block_q8_1) : sizeof(zl_block_q8_0);
+    const size_t y_qs = kind == 1 ? offsetof(zl_block_q8_1, qs) : offsetof(zl_block_q8_0, qs);
+    const __m512i m4 = _mm512_set1_epi8(0x0f), sixteen = _mm512_set1_epi8(16);
+    const __m512i row_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const __m512i tok_of_lane = _mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);
+    __m512 lo[8], hi[8], mins[2];
+    for (int t = 0; t < nt; t++)
+        lo[t] = hi[t] = _mm512_setzero_ps();
+    mins[0] = mins[1] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < n / ZL_QK; b++) {
+        uint16_t d16[4];
+        for (int k = 0; k < 4; k++)
+            memcpy(&d16[k], TILE_XB(k), sizeof d16[k]);
+        const __m512i raw = _mm512_inserti32x4(
+            _mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(TILE_XB(0) + x_qs))),
+                                                  _mm_loadu_si128((const __m128i *)(TILE_XB(1) + x_qs)), 1),
+                               _mm_loadu_si128((const __m128i *)(TILE_XB(2) + x_qs)), 2),
+            _mm_loadu_si128((const __m128i *)(TILE_XB(3) + x_qs)), 3);
+        __m512i qlo = _mm512_and_si512(raw, m4), qhi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+        if (kind == 2) { /* byte i of lane k: element i (qlo) or 16 + i (qhi) of row k, fifth bit in qh bit i */
+            uint64_t h[4];
+            for (int k = 0; k < 4; k++)
+                h[k] = qh_word(((const zl_block_q5_0 *)(const void *)TILE_XB(k))->qh);
+            const uint64_t mlo = (h[0] & 0xffff) | (h[1] & 0xffff) << 16 | (h[2] & 0xffff) << 32 | (h[3] & 0xffff) << 48;
+            const uint64_t mhi = h[0] >> 16 | (h[1] >> 16) << 16 | (h[2] >> 16) << 32 | (h[3] >> 16) << 48;
+            qlo = _mm512_mask_add_epi8(qlo, (__mmask64)mlo, qlo, sixteen);
+            qhi = _mm512_mask_add_epi8(qhi, (__mmask64)mhi, qhi, sixteen);
+        }
+        const __m512 dx =
+            _mm512_permutexvar_ps(row_of_lane, _mm512_castps128_ps512(f16x4(d16[0], d16[1], d16[2], d16[3])));
+        if (kind == 1) {
+            uint16_t m16[4];
+            for (int k = 0; k < 4; k++)
+                m16[k] = ((const zl_block_q4_1 *)(const void *)TILE_XB(k))->m;
+            const __m512 mx = _mm512_permutexvar_ps(row_of_lane,
+                                                    _mm512_castps128_ps512(f16x4(m16[0], m16[1], m16[2], m16[3])));
+            for (int g = 0; g < nt / 4; g++) {
+                const zl_tile_aux *a0 = (const zl_tile_aux *)(const void *)((const char *)va + (size_t)(4 * g) * a_stride);
+                const __m128 s4 = _mm_setr_ps(a0[b].s, ((const zl_tile_aux *)(const void *)((const char *)a0 + a_stride))[b].s,
+                                              ((const zl_tile_aux *)(const void *)((const char *)a0 + 2 * a_stride))[b].s,
+                                              ((const zl_tile_aux *)(const void *)((const char *)a0 + 3 * a_stride))[b].s);
+                mins[g] = _mm512_fmadd_ps(mx, _mm512_permutexvar_ps(tok_of_lane, _mm512_castps128_ps512(s4)), mins[g]);
+            }
+        }
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++)
+        {
+            const int8_t *yq = (const int8_t *)vy + (size_t)t * y_stride + (size_t)b * yb + y_qs;
+            const zl_tile_aux *a = (const zl_tile_aux *)(const void *)((const char *)va + (size_t)t * a_stride) + b;
+            const __m512i ylo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)yq));
+            const __m512i yhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(yq + 16)));
+            __m512i slo = _mm512_setzero_si512(), shi = slo;
+            if (kind != 1) {
+                slo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)a->off));
+                shi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(a->off + 4)));
+            }
+            slo = _mm512_dpbusd_epi32(slo, qlo, ylo);
+            shi = _mm512_dpbusd_epi32(shi, qhi, yhi);
+            const __m512 d = _mm512_mul_ps(dx, _mm512_set1_ps(a->d));
+            lo[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(slo), lo[t]);
+            hi[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(shi), hi[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        float v[16], m[16];
+        _mm512_storeu_ps(v, hsum8_lanes4(lo[t], hi[t]));
+        _mm512_storeu_ps(m, mins[t / 4]);
+        for (int k = 0; k < 4; k++)
+            s[(size_t)t * s_stride + (size_t)k] = kind == 1 ? v[4 * k] + m[4 * k + t % 4] : v[4 * k];
+    }
 }
+#undef TILE_XB
 
-void zl_q5_0_vec_dot_4x4_vnni(int64_t n, float *s, size_t s_stride, const void *vx, size_t bx, const void *vy,
-                              size_t y_stride)
-{
-#undef TILE_QH
-#define TILE_QH(xr) qh_word(xr[b].qh)
-    TILE_BODY(zl_block_q5_0, zl_block_q8_0, 2)
-}
-
-void zl_q4_1_vec_dot_4x4_vnni(int64_t n, float *s, size_t s_stride, const void *vx, size_t bx, const void *vy,
-                              size_t y_stride)
-{
-#undef TILE_M
-#undef TILE_S
-#define TILE_M(xr) xr[b].m
-#define TILE_S(t) y[t][b].s
-#undef TILE_QH
-#define TILE_QH(xr) 0
-    TILE_BODY(zl_block_q4_1, zl_block_q8_1, 1)
-}
-
-#undef TILE_M
-#undef TILE_S
-#undef TILE_QH
-#undef TILE_BODY
-#undef TILE_Y
+#define TILE_FN(NAME, KIND, NT)                                                                                    \
+    void NAME(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y, size_t y_stride,      \
+              const zl_tile_aux *a, size_t a_stride)                                                              \
+    {                                                                                                             \
+        tile_body(KIND, NT, n, s, s_stride, x, bx, y, y_stride, a, a_stride);                                     \
+    }
+TILE_FN(zl_q4_0_tile4_vnni, 0, 4)
+TILE_FN(zl_q4_0_tile8_vnni, 0, 8)
+TILE_FN(zl_q4_1_tile4_vnni, 1, 4)
+TILE_FN(zl_q4_1_tile8_vnni, 1, 8)
+TILE_FN(zl_q5_0_tile4_vnni, 2, 4)
+TILE_FN(zl_q5_0_tile8_vnni, 2, 8)
+#undef TILE_FN
 
 /* ---- Q4_K ---- */
 
