@@ -674,8 +674,8 @@ static void check_matmul_equals_dot(zl_cpu *cpu, uint32_t type, zl_vec_dot_fn do
     free(y);
 }
 
-/* Batched decode and short prompts take 4 rows x 4 or 8 tokens per call for Q4_0, Q4_1 and Q5_0 in the avx512vnni
- * set (zl_q4_0/q4_1/q5_0_tile4/tile8_vnni, reading the per-token zl_tile_aux): each (row, token) must be vec_dot's
+/* Batched decode and short prompts take 4 rows x 4 or 8 tokens per call for Q4_0, Q4_1, Q5_0 and Q8_0 in the
+ * avx512vnni set (zl_q4_0/q4_1/q5_0/q8_0_tile4/tile8_vnni, reading the per-token zl_tile_aux): each (row, token) must be vec_dot's
  * bits. Directly on odd block counts (one weight row of zeros, one token of zeros, scales over a wide range), and
  * through zl_matmul on 15 tokens and 39 rows (an 8-token tile, a 4-token tile, 3 tokens left over, a tail of 3
  * rows, 2 threads). */
@@ -685,12 +685,15 @@ static void test_tile44_equals_vec_dot(void **state)
     enum { NBMAX = 41, NMAX = 32 * NBMAX, NE1 = 39, NE0 = 640, NTOK = 15 };
     float *w = malloc(NE1 * NMAX * sizeof(float)), *x = malloc(NTOK * NMAX * sizeof(float));
     uint8_t *wq = malloc(NE1 * NMAX * 2), *xq = malloc(NTOK * NMAX * 2);
-    static const uint32_t types[] = { ZL_Q4_0, ZL_Q4_1, ZL_Q5_0 };
+    static const uint32_t types[] = { ZL_Q4_0, ZL_Q4_1, ZL_Q5_0, ZL_Q8_0 };
     int checked = 0;
 #ifdef ZL_HAVE_VNNI_KERNELS
-    static const zl_tile_fn tile4[] = { zl_q4_0_tile4_vnni, zl_q4_1_tile4_vnni, zl_q5_0_tile4_vnni };
-    static const zl_tile_fn tile8[] = { zl_q4_0_tile8_vnni, zl_q4_1_tile8_vnni, zl_q5_0_tile8_vnni };
-    static const zl_tile_aux_fn aux_of[] = { zl_tile_aux_q4_0, zl_tile_aux_q4_1, zl_tile_aux_q5_0 };
+    static const zl_tile_fn tile4[] = { zl_q4_0_tile4_vnni, zl_q4_1_tile4_vnni, zl_q5_0_tile4_vnni,
+                                        zl_q8_0_tile4_vnni };
+    static const zl_tile_fn tile8[] = { zl_q4_0_tile8_vnni, zl_q4_1_tile8_vnni, zl_q5_0_tile8_vnni,
+                                        zl_q8_0_tile8_vnni };
+    static const zl_tile_aux_fn aux_of[] = { zl_tile_aux_q4_0, zl_tile_aux_q4_1, zl_tile_aux_q5_0,
+                                             zl_tile_aux_q8_0 };
     zl_tile_aux *aux = malloc(8 * NBMAX * sizeof *aux);
     assert_non_null(aux);
     if (strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0)

@@ -97,7 +97,7 @@ typedef void (*rows4_fn)(int64_t n, float *s, const void *x, size_t bx, const vo
 /* Four weight rows against four activation rows: s[t * s_stride + i] = vec_dot(row i, token t) bit for bit. */
 typedef void (*tile44_fn)(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
                           size_t y_stride);
-/* The Q4_0 / Q4_1 / Q5_0 tiles of one type for this kernel set (all NULL: none). */
+/* The Q4_0 / Q4_1 / Q5_0 / Q8_0 tiles of one type for this kernel set (all NULL: none). */
 typedef struct tile_set {
     zl_tile_fn tile4, tile8;
     zl_tile_aux_fn aux; /* the per-token data they read, made once per token after conversion */
@@ -322,6 +322,7 @@ static tile_set tile_dots(uint32_t type)
         case ZL_Q4_0: return (tile_set){ zl_q4_0_tile4_vnni, zl_q4_0_tile8_vnni, zl_tile_aux_q4_0 };
         case ZL_Q4_1: return (tile_set){ zl_q4_1_tile4_vnni, zl_q4_1_tile8_vnni, zl_tile_aux_q4_1 };
         case ZL_Q5_0: return (tile_set){ zl_q5_0_tile4_vnni, zl_q5_0_tile8_vnni, zl_tile_aux_q5_0 };
+        case ZL_Q8_0: return (tile_set){ zl_q8_0_tile4_vnni, zl_q8_0_tile8_vnni, zl_tile_aux_q8_0 };
         default: break;
         }
 #endif

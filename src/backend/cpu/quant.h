@@ -298,9 +298,9 @@ void zl_q4_0_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, c
 void zl_q4_1_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
 void zl_q4_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
 void zl_q6_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
-/* What the Q4_0 / Q4_1 / Q5_0 tiles need of one activation row that depends on the token alone, per 32-block:
+/* What the Q4_0 / Q4_1 / Q5_0 / Q8_0 tiles need of one activation row that depends on the token alone, per 32-block:
  * the scale as a float, Q8_1's s as a float (Q4_1), and -offset * (sum of each lane's 4 bytes) for the lanes of
- * 4 adjacent bytes (offset 8 for Q4_0, 16 for Q5_0; zero for Q4_1). Made once per matmul and token. */
+ * 4 adjacent bytes (offset 8 for Q4_0, 16 for Q5_0, 128 for Q8_0; zero for Q4_1). Made once per matmul and token. */
 typedef struct zl_tile_aux {
     float d, s;
     int32_t off[8];
@@ -308,10 +308,11 @@ typedef struct zl_tile_aux {
 typedef void (*zl_tile_aux_fn)(const void *y, zl_tile_aux *a, int64_t n);
 void zl_tile_aux_q4_0(const void *y, zl_tile_aux *a, int64_t n); /* y: Q8_0 */
 void zl_tile_aux_q5_0(const void *y, zl_tile_aux *a, int64_t n); /* y: Q8_0 */
+void zl_tile_aux_q8_0(const void *y, zl_tile_aux *a, int64_t n); /* y: Q8_0, offset 128 */
 void zl_tile_aux_q4_1(const void *y, zl_tile_aux *a, int64_t n); /* y: Q8_1 */
 /* 4 weight rows (bx bytes apart) x 4 or 8 activation rows (y_stride bytes apart, their zl_tile_aux rows a_stride
  * bytes apart): s[t * s_stride + r] is vec_dot of row r and token t, bit for bit (the avx512vnni set's zl_q4_0 /
- * q4_1 / q5_0_vec_dot_vnni). */
+ * q4_1 / q5_0 / q8_0_vec_dot_vnni). */
 typedef void (*zl_tile_fn)(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
                            size_t y_stride, const zl_tile_aux *a, size_t a_stride);
 void zl_q4_0_tile4_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
@@ -325,6 +326,10 @@ void zl_q4_1_tile8_vnni(int64_t n, float *s, size_t s_stride, const void *x, siz
 void zl_q5_0_tile4_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
                         size_t y_stride, const zl_tile_aux *a, size_t a_stride);
 void zl_q5_0_tile8_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
+                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
+void zl_q8_0_tile4_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
+                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
+void zl_q8_0_tile8_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
                         size_t y_stride, const zl_tile_aux *a, size_t a_stride);
 /* quant_tiled_vnni.c: zl_q4_K / q6_K_tiled_dot4_avx2 with VNNI, the same bits per token. */
 void zl_q4_K_tiled_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);

@@ -199,7 +199,7 @@ void zl_q4_1_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, 
         s[k] += m[k];
 }
 
-/* ---- 4 rows x 4 or 8 tokens (batched decode and short prompts), Q4_0, Q4_1 and Q5_0 ----
+/* ---- 4 rows x 4 or 8 tokens (batched decode and short prompts), Q4_0, Q4_1, Q5_0 and Q8_0 ----
  * Each (row, token) gets vec_dot's bits: the weight block's codes are unpacked once for all the call's tokens (row
  * k in 128-bit lane k, low nibbles = vec_dot's lanes 0-3, high nibbles = lanes 4-7), each token's activation bytes
  * once for the 4 rows; per token two accumulators hold the 4 rows' 8 lanes, fed fma(d_x * d_y, lanes) per block in
@@ -210,7 +210,8 @@ void zl_q4_1_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, 
  * activation scale as a float, Q4_1's s, and the offset terms -8 * (sum of each lane's 4 y bytes) (Q5_0: -16 *)
  * that VPDPBUSD adds q * y onto, since it takes the codes unsigned. Q5_0 is Q4_0 with a fifth code bit, set byte
  * by byte from a 64-bit mask built from the 4 rows' qh words; ggml forms the same lane sums of (q - 16) * y.
- * KIND: 0 Q4_0, 1 Q4_1, 2 Q5_0. */
+ * Q8_0 takes its signed codes plus 128 (a sign-bit flip) and an offset of 128. KIND: 0 Q4_0, 1 Q4_1, 2 Q5_0,
+ * 3 Q8_0. */
 
 static void tile_aux_offsets(const zl_block_q8_0 *y, zl_tile_aux *a, int64_t nb, int32_t offset)
 {
@@ -233,6 +234,11 @@ void zl_tile_aux_q5_0(const void *y, zl_tile_aux *a, int64_t n)
     tile_aux_offsets(y, a, n / ZL_QK, 16);
 }
 
+void zl_tile_aux_q8_0(const void *y, zl_tile_aux *a, int64_t n)
+{
+    tile_aux_offsets(y, a, n / ZL_QK, 128);
+}
+
 void zl_tile_aux_q4_1(const void *vy, zl_tile_aux *a, int64_t n)
 {
     const zl_block_q8_1 *y = vy;
@@ -250,6 +256,15 @@ static inline uint32_t qh_word(const uint8_t qh[4])
     return h;
 }
 
+/* 16 bytes from each of a..d, in 128-bit lanes 0..3. */
+static inline __m512i lanes4(const void *a, const void *b, const void *c, const void *d)
+{
+    return _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(a)),
+                                                                    _mm_loadu_si128(b), 1),
+                                                 _mm_loadu_si128(c), 2),
+                              _mm_loadu_si128(d), 3);
+}
+
 /* Block b of weight row k (blocks of xb bytes): its fp16 scale is the first field in all three types. */
 #define TILE_XB(k) ((const char *)vx + (size_t)(k) * bx + (size_t)b * xb)
 
@@ -258,13 +273,17 @@ static inline __attribute__((always_inline)) void tile_body(const int kind, cons
                                                             const void *vy, size_t y_stride, const zl_tile_aux *va,
                                                             size_t a_stride)
 {
-    const size_t xb = kind == 0 ? sizeof(zl_block_q4_0) : kind == 1 ? sizeof(zl_block_q4_1) : sizeof(zl_block_q5_0);
-    const size_t x_qs = kind == 0 ? offsetof(zl_block_q4_0, qs)
+    const size_t xb = kind == 0   ? sizeof(zl_block_q4_0)
+                      : kind == 1 ? sizeof(zl_block_q4_1)
+                      : kind == 2 ? sizeof(zl_block_q5_0)
+                                  : sizeof(zl_block_q8_0);
+    const size_t x_qs = kind == 0   ? offsetof(zl_block_q4_0, qs)
                         : kind == 1 ? offsetof(zl_block_q4_1, qs)
-                                    : offsetof(zl_block_q5_0, qs);
+                        : kind == 2 ? offsetof(zl_block_q5_0, qs)
+                                    : offsetof(zl_block_q8_0, qs);
     const size_t yb = kind == 1 ? sizeof(zl_block_q8_1) : sizeof(zl_block_q8_0);
     const size_t y_qs = kind == 1 ? offsetof(zl_block_q8_1, qs) : offsetof(zl_block_q8_0, qs);
-    const __m512i m4 = _mm512_set1_epi8(0x0f), sixteen = _mm512_set1_epi8(16);
+    const __m512i m4 = _mm512_set1_epi8(0x0f), sixteen = _mm512_set1_epi8(16), flip = _mm512_set1_epi8(-128);
     const __m512i row_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     const __m512i tok_of_lane = _mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);
     __m512 lo[8], hi[8], mins[2];
@@ -275,12 +294,18 @@ static inline __attribute__((always_inline)) void tile_body(const int kind, cons
         uint16_t d16[4];
         for (int k = 0; k < 4; k++)
             memcpy(&d16[k], TILE_XB(k), sizeof d16[k]);
-        const __m512i raw = _mm512_inserti32x4(
-            _mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(TILE_XB(0) + x_qs))),
-                                                  _mm_loadu_si128((const __m128i *)(TILE_XB(1) + x_qs)), 1),
-                               _mm_loadu_si128((const __m128i *)(TILE_XB(2) + x_qs)), 2),
-            _mm_loadu_si128((const __m128i *)(TILE_XB(3) + x_qs)), 3);
-        __m512i qlo = _mm512_and_si512(raw, m4), qhi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+        __m512i qlo, qhi;
+        if (kind == 3) { /* signed bytes made unsigned (+128, undone by the offset terms) */
+            qlo = _mm512_xor_si512(lanes4(TILE_XB(0) + x_qs, TILE_XB(1) + x_qs, TILE_XB(2) + x_qs, TILE_XB(3) + x_qs),
+                                   flip);
+            qhi = _mm512_xor_si512(lanes4(TILE_XB(0) + x_qs + 16, TILE_XB(1) + x_qs + 16, TILE_XB(2) + x_qs + 16,
+                                          TILE_XB(3) + x_qs + 16),
+                                   flip);
+        } else {
+            const __m512i raw = lanes4(TILE_XB(0) + x_qs, TILE_XB(1) + x_qs, TILE_XB(2) + x_qs, TILE_XB(3) + x_qs);
+            qlo = _mm512_and_si512(raw, m4);
+            qhi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+        }
         if (kind == 2) { /* byte i of lane k: element i (qlo) or 16 + i (qhi) of row k, fifth bit in qh bit i */
             uint64_t h[4];
             for (int k = 0; k < 4; k++)
@@ -346,6 +371,8 @@ TILE_FN(zl_q4_1_tile4_vnni, 1, 4)
 TILE_FN(zl_q4_1_tile8_vnni, 1, 8)
 TILE_FN(zl_q5_0_tile4_vnni, 2, 4)
 TILE_FN(zl_q5_0_tile8_vnni, 2, 8)
+TILE_FN(zl_q8_0_tile4_vnni, 3, 4)
+TILE_FN(zl_q8_0_tile8_vnni, 3, 8)
 #undef TILE_FN
 
 /* ---- Q4_K ---- */
