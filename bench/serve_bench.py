@@ -161,10 +161,13 @@ def main():
     ap.add_argument("--per-client", type=int, default=2, help="requests per client at each level")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--llama", action="store_true", help="also benchmark llama_cpp.server on the same model")
+    ap.add_argument("--llama-levels", help="client counts for llama_cpp.server (default: --levels); it serves one "
+                    "request at a time, so its 64-client level takes over 12 minutes on 2 cores")
     ap.add_argument("--serve-args", default="", help="extra options for zili serve, e.g. '--batch 64'")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
     levels = [int(x) for x in a.levels.split(",")]
+    llama_levels = [int(x) for x in (a.llama_levels or a.levels).split(",")]
     results = {}
     procs = []
     try:
@@ -191,7 +194,7 @@ def main():
             p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             procs.append(p)
             wait_up(lurl, p, "llama_cpp.server")
-            results["llama_cpp_server"] = bench("llama_cpp.server", lurl, levels, a.max_tokens,
+            results["llama_cpp_server"] = bench("llama_cpp.server", lurl, llama_levels, a.max_tokens,
                                                 {"ignore_eos": True}, a.per_client)
     finally:
         for p in procs:
