@@ -692,7 +692,7 @@ static void test_tile44_equals_vec_dot(void **state)
                                         zl_q8_0_tile4_vnni };
     static const zl_tile_fn tile8[] = { zl_q4_0_tile8_vnni, zl_q4_1_tile8_vnni, zl_q5_0_tile8_vnni,
                                         zl_q8_0_tile8_vnni };
-    static const zl_tile_aux_fn aux_of[] = { zl_tile_aux_q4_0, zl_tile_aux_q4_1, zl_tile_aux_q5_0,
+    static const zl_tile_aux_fn aux_of[] = { zl_tile_aux_q8_0, zl_tile_aux_q8_1, zl_tile_aux_q8_0,
                                              zl_tile_aux_q8_0 };
     zl_tile_aux *aux = malloc(8 * NBMAX * sizeof *aux);
     assert_non_null(aux);

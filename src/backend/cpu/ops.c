@@ -319,9 +319,9 @@ static tile_set tile_dots(uint32_t type)
 #ifdef ZL_HAVE_VNNI_KERNELS
     if (strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0)
         switch (type) {
-        case ZL_Q4_0: return (tile_set){ zl_q4_0_tile4_vnni, zl_q4_0_tile8_vnni, zl_tile_aux_q4_0 };
-        case ZL_Q4_1: return (tile_set){ zl_q4_1_tile4_vnni, zl_q4_1_tile8_vnni, zl_tile_aux_q4_1 };
-        case ZL_Q5_0: return (tile_set){ zl_q5_0_tile4_vnni, zl_q5_0_tile8_vnni, zl_tile_aux_q5_0 };
+        case ZL_Q4_0: return (tile_set){ zl_q4_0_tile4_vnni, zl_q4_0_tile8_vnni, zl_tile_aux_q8_0 };
+        case ZL_Q4_1: return (tile_set){ zl_q4_1_tile4_vnni, zl_q4_1_tile8_vnni, zl_tile_aux_q8_1 };
+        case ZL_Q5_0: return (tile_set){ zl_q5_0_tile4_vnni, zl_q5_0_tile8_vnni, zl_tile_aux_q8_0 };
         case ZL_Q8_0: return (tile_set){ zl_q8_0_tile4_vnni, zl_q8_0_tile8_vnni, zl_tile_aux_q8_0 };
         default: break;
         }

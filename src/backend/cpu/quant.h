@@ -299,17 +299,15 @@ void zl_q4_1_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, c
 void zl_q4_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
 void zl_q6_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
 /* What the Q4_0 / Q4_1 / Q5_0 / Q8_0 tiles need of one activation row that depends on the token alone, per 32-block:
- * the scale as a float, Q8_1's s as a float (Q4_1), and -offset * (sum of each lane's 4 bytes) for the lanes of
- * 4 adjacent bytes (offset 8 for Q4_0, 16 for Q5_0, 128 for Q8_0; zero for Q4_1). Made once per matmul and token. */
+ * the scale as a float, Q8_1's s as a float (Q4_1), and the bytes plus 128 (Q8_0 activations; unused for Q4_1).
+ * Made once per matmul and token. */
 typedef struct zl_tile_aux {
     float d, s;
-    int32_t off[8];
+    uint8_t yu[32];
 } zl_tile_aux;
 typedef void (*zl_tile_aux_fn)(const void *y, zl_tile_aux *a, int64_t n);
-void zl_tile_aux_q4_0(const void *y, zl_tile_aux *a, int64_t n); /* y: Q8_0 */
-void zl_tile_aux_q5_0(const void *y, zl_tile_aux *a, int64_t n); /* y: Q8_0 */
-void zl_tile_aux_q8_0(const void *y, zl_tile_aux *a, int64_t n); /* y: Q8_0, offset 128 */
-void zl_tile_aux_q4_1(const void *y, zl_tile_aux *a, int64_t n); /* y: Q8_1 */
+void zl_tile_aux_q8_0(const void *y, zl_tile_aux *a, int64_t n); /* for Q4_0, Q5_0 and Q8_0 weights */
+void zl_tile_aux_q8_1(const void *y, zl_tile_aux *a, int64_t n); /* for Q4_1 weights */
 /* 4 weight rows (bx bytes apart) x 4 or 8 activation rows (y_stride bytes apart, their zl_tile_aux rows a_stride
  * bytes apart): s[t * s_stride + r] is vec_dot of row r and token t, bit for bit (the avx512vnni set's zl_q4_0 /
  * q4_1 / q5_0 / q8_0_vec_dot_vnni). */

@@ -207,45 +207,31 @@ void zl_q4_1_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, 
  * block. At the end each (row, token) is reduced in hsum8's pairing and the minimum sum added.
  *
  * What depends on the token alone is prepared once per matmul (zl_tile_aux, below) instead of once per 4 rows: the
- * activation scale as a float, Q4_1's s, and the offset terms -8 * (sum of each lane's 4 y bytes) (Q5_0: -16 *)
- * that VPDPBUSD adds q * y onto, since it takes the codes unsigned. Q5_0 is Q4_0 with a fifth code bit, set byte
- * by byte from a 64-bit mask built from the 4 rows' qh words; ggml forms the same lane sums of (q - 16) * y.
- * Q8_0 takes its signed codes plus 128 (a sign-bit flip) and an offset of 128. KIND: 0 Q4_0, 1 Q4_1, 2 Q5_0,
- * 3 Q8_0. */
+ * activation scale as a float, Q4_1's s, and the activation bytes plus 128 (a sign-bit flip). VPDPBUSD takes one
+ * unsigned operand: Q4_1's codes are unsigned and meet the bytes as they are; for the signed codes c of Q4_0
+ * (q - 8), Q5_0 (q - 16) and Q8_0, sum of (y + 128) * c over a lane's 4 bytes is added onto -128 * (sum of the
+ * lane's 4 c), a per-row term made once per block for all the call's tokens. Q5_0 is Q4_0 with a fifth code bit,
+ * set byte by byte from a 64-bit mask built from the 4 rows' qh words; ggml forms the same lane sums of
+ * (q - 16) * y. KIND: 0 Q4_0, 1 Q4_1, 2 Q5_0, 3 Q8_0. */
 
-static void tile_aux_offsets(const zl_block_q8_0 *y, zl_tile_aux *a, int64_t nb, int32_t offset)
+void zl_tile_aux_q8_0(const void *vy, zl_tile_aux *a, int64_t n)
 {
-    for (int64_t b = 0; b < nb; b++) {
+    const zl_block_q8_0 *y = vy;
+    for (int64_t b = 0; b < n / ZL_QK; b++) {
         a[b].d = h2f(y[b].d);
         a[b].s = 0.0f;
-        for (int l = 0; l < 8; l++)
-            a[b].off[l] = -offset * ((int32_t)y[b].qs[4 * l] + y[b].qs[4 * l + 1] + y[b].qs[4 * l + 2] +
-                                     y[b].qs[4 * l + 3]);
+        for (int i = 0; i < ZL_QK; i++)
+            a[b].yu[i] = (uint8_t)(y[b].qs[i] ^ 0x80);
     }
 }
 
-void zl_tile_aux_q4_0(const void *y, zl_tile_aux *a, int64_t n)
-{
-    tile_aux_offsets(y, a, n / ZL_QK, 8);
-}
-
-void zl_tile_aux_q5_0(const void *y, zl_tile_aux *a, int64_t n)
-{
-    tile_aux_offsets(y, a, n / ZL_QK, 16);
-}
-
-void zl_tile_aux_q8_0(const void *y, zl_tile_aux *a, int64_t n)
-{
-    tile_aux_offsets(y, a, n / ZL_QK, 128);
-}
-
-void zl_tile_aux_q4_1(const void *vy, zl_tile_aux *a, int64_t n)
+void zl_tile_aux_q8_1(const void *vy, zl_tile_aux *a, int64_t n)
 {
     const zl_block_q8_1 *y = vy;
     for (int64_t b = 0; b < n / ZL_QK; b++) {
         a[b].d = h2f(y[b].d);
         a[b].s = h2f(y[b].s);
-        memset(a[b].off, 0, sizeof a[b].off);
+        memset(a[b].yu, 0, sizeof a[b].yu); /* unused: Q4_1's codes are unsigned and meet y as it is */
     }
 }
 
@@ -283,7 +269,8 @@ static inline __attribute__((always_inline)) void tile_body(const int kind, cons
                                     : offsetof(zl_block_q8_0, qs);
     const size_t yb = kind == 1 ? sizeof(zl_block_q8_1) : sizeof(zl_block_q8_0);
     const size_t y_qs = kind == 1 ? offsetof(zl_block_q8_1, qs) : offsetof(zl_block_q8_0, qs);
-    const __m512i m4 = _mm512_set1_epi8(0x0f), sixteen = _mm512_set1_epi8(16), flip = _mm512_set1_epi8(-128);
+    const __m512i m4 = _mm512_set1_epi8(0x0f), eight = _mm512_set1_epi8(8), sixteen = _mm512_set1_epi8(16);
+    const __m512i flip = _mm512_set1_epi8(-128); /* 0x80: as VPDPBUSD's unsigned operand, 128 */
     const __m512i row_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     const __m512i tok_of_lane = _mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);
     __m512 lo[8], hi[8], mins[2];
@@ -295,12 +282,9 @@ static inline __attribute__((always_inline)) void tile_body(const int kind, cons
         for (int k = 0; k < 4; k++)
             memcpy(&d16[k], TILE_XB(k), sizeof d16[k]);
         __m512i qlo, qhi;
-        if (kind == 3) { /* signed bytes made unsigned (+128, undone by the offset terms) */
-            qlo = _mm512_xor_si512(lanes4(TILE_XB(0) + x_qs, TILE_XB(1) + x_qs, TILE_XB(2) + x_qs, TILE_XB(3) + x_qs),
-                                   flip);
-            qhi = _mm512_xor_si512(lanes4(TILE_XB(0) + x_qs + 16, TILE_XB(1) + x_qs + 16, TILE_XB(2) + x_qs + 16,
-                                          TILE_XB(3) + x_qs + 16),
-                                   flip);
+        if (kind == 3) {
+            qlo = lanes4(TILE_XB(0) + x_qs, TILE_XB(1) + x_qs, TILE_XB(2) + x_qs, TILE_XB(3) + x_qs);
+            qhi = lanes4(TILE_XB(0) + x_qs + 16, TILE_XB(1) + x_qs + 16, TILE_XB(2) + x_qs + 16, TILE_XB(3) + x_qs + 16);
         } else {
             const __m512i raw = lanes4(TILE_XB(0) + x_qs, TILE_XB(1) + x_qs, TILE_XB(2) + x_qs, TILE_XB(3) + x_qs);
             qlo = _mm512_and_si512(raw, m4);
@@ -314,6 +298,17 @@ static inline __attribute__((always_inline)) void tile_body(const int kind, cons
             const uint64_t mhi = h[0] >> 16 | (h[1] >> 16) << 16 | (h[2] >> 16) << 32 | (h[3] >> 16) << 48;
             qlo = _mm512_mask_add_epi8(qlo, (__mmask64)mlo, qlo, sixteen);
             qhi = _mm512_mask_add_epi8(qhi, (__mmask64)mhi, qhi, sixteen);
+        }
+        /* signed codes, and -128 * (their lane sums): the start of every token's lane sums */
+        __m512i clo = qlo, chi = qhi;
+        if (kind == 0 || kind == 2) {
+            clo = _mm512_sub_epi8(qlo, kind == 0 ? eight : sixteen);
+            chi = _mm512_sub_epi8(qhi, kind == 0 ? eight : sixteen);
+        }
+        __m512i c0lo = _mm512_setzero_si512(), c0hi = c0lo;
+        if (kind != 1) {
+            c0lo = _mm512_sub_epi32(c0lo, _mm512_dpbusd_epi32(c0lo, flip, clo));
+            c0hi = _mm512_sub_epi32(c0hi, _mm512_dpbusd_epi32(c0hi, flip, chi));
         }
         const __m512 dx =
             _mm512_permutexvar_ps(row_of_lane, _mm512_castps128_ps512(f16x4(d16[0], d16[1], d16[2], d16[3])));
@@ -333,17 +328,20 @@ static inline __attribute__((always_inline)) void tile_body(const int kind, cons
         }
         _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++)
         {
-            const int8_t *yq = (const int8_t *)vy + (size_t)t * y_stride + (size_t)b * yb + y_qs;
             const zl_tile_aux *a = (const zl_tile_aux *)(const void *)((const char *)va + (size_t)t * a_stride) + b;
+            /* Q4_1: y as it is, times the unsigned codes; the others: y + 128, times the signed codes */
+            const int8_t *yq = kind == 1 ? (const int8_t *)vy + (size_t)t * y_stride + (size_t)b * yb + y_qs
+                                         : (const int8_t *)a->yu;
             const __m512i ylo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)yq));
             const __m512i yhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(yq + 16)));
-            __m512i slo = _mm512_setzero_si512(), shi = slo;
-            if (kind != 1) {
-                slo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)a->off));
-                shi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(a->off + 4)));
+            __m512i slo, shi;
+            if (kind == 1) {
+                slo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), clo, ylo);
+                shi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), chi, yhi);
+            } else {
+                slo = _mm512_dpbusd_epi32(c0lo, ylo, clo);
+                shi = _mm512_dpbusd_epi32(c0hi, yhi, chi);
             }
-            slo = _mm512_dpbusd_epi32(slo, qlo, ylo);
-            shi = _mm512_dpbusd_epi32(shi, qhi, yhi);
             const __m512 d = _mm512_mul_ps(dx, _mm512_set1_ps(a->d));
             lo[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(slo), lo[t]);
             hi[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(shi), hi[t]);
