@@ -235,10 +235,19 @@ void zl_tile_aux_q8_1(const void *vy, zl_tile_aux *a, int64_t n)
     }
 }
 
-static inline uint32_t qh_word(const uint8_t qh[4])
+static inline uint32_t qh_word(const void *qh)
 {
     uint32_t h;
     memcpy(&h, qh, sizeof h);
+    return h;
+}
+
+static_assert(offsetof(zl_block_q4_1, m) == 2 && offsetof(zl_block_q5_0, qh) == 2, "a second field right after d");
+
+static inline uint16_t half_at(const void *p)
+{
+    uint16_t h;
+    memcpy(&h, p, sizeof h);
     return h;
 }
 
@@ -251,7 +260,7 @@ static inline __m512i lanes4(const void *a, const void *b, const void *c, const 
                               _mm_loadu_si128(d), 3);
 }
 
-/* Block b of weight row k (blocks of xb bytes): its fp16 scale is the first field in all three types. */
+/* Block b of weight row k (blocks of xb bytes): its fp16 scale is the first field in all four types. */
 #define TILE_XB(k) ((const char *)vx + (size_t)(k) * bx + (size_t)b * xb)
 
 static inline __attribute__((always_inline)) void tile_body(const int kind, const int nt, int64_t n, float *s,
@@ -278,9 +287,6 @@ static inline __attribute__((always_inline)) void tile_body(const int kind, cons
         lo[t] = hi[t] = _mm512_setzero_ps();
     mins[0] = mins[1] = _mm512_setzero_ps();
     for (int64_t b = 0; b < n / ZL_QK; b++) {
-        uint16_t d16[4];
-        for (int k = 0; k < 4; k++)
-            memcpy(&d16[k], TILE_XB(k), sizeof d16[k]);
         __m512i qlo, qhi;
         if (kind == 3) {
             qlo = lanes4(TILE_XB(0) + x_qs, TILE_XB(1) + x_qs, TILE_XB(2) + x_qs, TILE_XB(3) + x_qs);
@@ -291,9 +297,8 @@ static inline __attribute__((always_inline)) void tile_body(const int kind, cons
             qhi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
         }
         if (kind == 2) { /* byte i of lane k: element i (qlo) or 16 + i (qhi) of row k, fifth bit in qh bit i */
-            uint64_t h[4];
-            for (int k = 0; k < 4; k++)
-                h[k] = qh_word(((const zl_block_q5_0 *)(const void *)TILE_XB(k))->qh);
+            const uint64_t h[4] = { qh_word(TILE_XB(0) + 2), qh_word(TILE_XB(1) + 2), qh_word(TILE_XB(2) + 2),
+                                    qh_word(TILE_XB(3) + 2) }; /* qh follows d */
             const uint64_t mlo = (h[0] & 0xffff) | (h[1] & 0xffff) << 16 | (h[2] & 0xffff) << 32 | (h[3] & 0xffff) << 48;
             const uint64_t mhi = h[0] >> 16 | (h[1] >> 16) << 16 | (h[2] >> 16) << 32 | (h[3] >> 16) << 48;
             qlo = _mm512_mask_add_epi8(qlo, (__mmask64)mlo, qlo, sixteen);
@@ -311,13 +316,12 @@ static inline __attribute__((always_inline)) void tile_body(const int kind, cons
             c0hi = _mm512_sub_epi32(c0hi, _mm512_dpbusd_epi32(c0hi, flip, chi));
         }
         const __m512 dx =
-            _mm512_permutexvar_ps(row_of_lane, _mm512_castps128_ps512(f16x4(d16[0], d16[1], d16[2], d16[3])));
+            _mm512_permutexvar_ps(row_of_lane, _mm512_castps128_ps512(f16x4(half_at(TILE_XB(0)), half_at(TILE_XB(1)),
+                                                                            half_at(TILE_XB(2)), half_at(TILE_XB(3)))));
         if (kind == 1) {
-            uint16_t m16[4];
-            for (int k = 0; k < 4; k++)
-                m16[k] = ((const zl_block_q4_1 *)(const void *)TILE_XB(k))->m;
-            const __m512 mx = _mm512_permutexvar_ps(row_of_lane,
-                                                    _mm512_castps128_ps512(f16x4(m16[0], m16[1], m16[2], m16[3])));
+            const __m512 mx = _mm512_permutexvar_ps( /* m follows d */
+                row_of_lane, _mm512_castps128_ps512(f16x4(half_at(TILE_XB(0) + 2), half_at(TILE_XB(1) + 2),
+                                                          half_at(TILE_XB(2) + 2), half_at(TILE_XB(3) + 2))));
             for (int g = 0; g < nt / 4; g++) {
                 const zl_tile_aux *a0 = (const zl_tile_aux *)(const void *)((const char *)va + (size_t)(4 * g) * a_stride);
                 const __m128 s4 = _mm_setr_ps(a0[b].s, ((const zl_tile_aux *)(const void *)((const char *)a0 + a_stride))[b].s,
