@@ -120,6 +120,7 @@ typedef struct matmul_task {
     zl_tile_aux *aux;           /* the tiles' per-token data: token t at aux + t * aux_stride bytes */
     size_t aux_stride;
     zl_vec_dot4_fn gemm4;       /* vec_dot_gemm for 4 tokens at once (NULL: none), for 4 tokens all in gemm mode */
+    zl_vec_dot4_fn gemm8;       /* the same for 8 tokens (NULL: none; set only with gemm4) */
     tile44_fn gemm44;           /* vec_dot_gemm for 4 rows x 4 tokens (NULL: none), for 4 tokens all in gemm mode */
     const int8_t *modes;        /* per token: use vec_dot_gemm if modes[k] >= min_mode (NULL: all do) */
     int8_t min_mode;            /* 1: tinyBLAS (batches of 2+), 2: tiled K-quant (batches of 8+) */
@@ -149,6 +150,15 @@ static void convert_rows(void *arg, int ith, int nth)
 static inline bool uses_gemm(const matmul_task *t, int64_t k)
 {
     return t->vec_dot_gemm && (!t->modes || t->modes[k] >= t->min_mode);
+}
+
+/* Whether tokens k .. k + m - 1 exist (below t1) and all take vec_dot_gemm. */
+static inline bool all_gemm(const matmul_task *t, int64_t k, int64_t m, int64_t t1)
+{
+    if (k + m > t1) return false;
+    for (int64_t i = k; i < k + m; i++)
+        if (!uses_gemm(t, i)) return false;
+    return true;
 }
 
 static void matmul_chunks(void *arg, int ith, int nth)
@@ -210,11 +220,11 @@ static void matmul_chunks(void *arg, int ith, int nth)
                     t->vec_dot4(t->ne0, &t->y[k * t->ne1 + r], (size_t)t->ne1, wr,
                                 t->xq + (size_t)k * t->xq_stride, t->xq_stride);
             while (k < t1) {
-                if (t->gemm4 && k + 4 <= t1 && uses_gemm(t, k) && uses_gemm(t, k + 1) && uses_gemm(t, k + 2) &&
-                    uses_gemm(t, k + 3)) {
-                    t->gemm4(t->ne0, &t->y[k * t->ne1 + r], (size_t)t->ne1, wr, t->xq + (size_t)k * t->xq_stride,
-                             t->xq_stride);
-                    k += 4;
+                const int64_t m = t->gemm8 && all_gemm(t, k, 8, t1) ? 8 : t->gemm4 && all_gemm(t, k, 4, t1) ? 4 : 0;
+                if (m) {
+                    (m == 8 ? t->gemm8 : t->gemm4)(t->ne0, &t->y[k * t->ne1 + r], (size_t)t->ne1, wr,
+                                                   t->xq + (size_t)k * t->xq_stride, t->xq_stride);
+                    k += m;
                     continue;
                 }
                 const zl_vec_dot_fn dot = uses_gemm(t, k) ? t->vec_dot_gemm : t->vec_dot;
@@ -279,6 +289,17 @@ static zl_vec_dot4_fn tiled_dot4(uint32_t type)
         case ZL_Q6_K: return zl_q6_K_tiled_dot4_avx2;
         default: return NULL;
         }
+#endif
+    (void)type;
+    return NULL;
+}
+
+/* The tiled dot for 8 tokens at once (same results per token as tiled_dot's), or NULL. */
+static zl_vec_dot4_fn tiled_dot8(uint32_t type)
+{
+#ifdef ZL_HAVE_VNNI_KERNELS
+    if (type == ZL_Q4_K && strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0)
+        return zl_q4_K_tiled_dot8_vnni;
 #endif
     (void)type;
     return NULL;
@@ -373,6 +394,7 @@ int zl_matmul_modes(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_t
     if ((gemm || n_tok >= TILED_MIN_TOKENS) && tiled_dot(w->type)) {
         t.vec_dot_gemm = tiled_dot(w->type);
         t.gemm4 = tiled_dot4(w->type);
+        t.gemm8 = t.gemm4 ? tiled_dot8(w->type) : NULL;
         t.modes = gemm;
         t.min_mode = ZL_MODE_MULTI8;
     }

@@ -331,6 +331,7 @@ void zl_q8_0_tile8_vnni(int64_t n, float *s, size_t s_stride, const void *x, siz
                         size_t y_stride, const zl_tile_aux *a, size_t a_stride);
 /* quant_tiled_vnni.c: zl_q4_K / q6_K_tiled_dot4_avx2 with VNNI, the same bits per token. */
 void zl_q4_K_tiled_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
+void zl_q4_K_tiled_dot8_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
 void zl_q6_K_tiled_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
 #endif
 

@@ -1,6 +1,6 @@
 /*
  * quant_tiled_vnni.c - llama.cpp's tiled K-quant order (batches of 8+ tokens, see ops.c) for one Q4_K or Q6_K
- * weight row and 4 tokens at once, with AVX-512 BW/VL/VNNI; each token's result bit-identical to
+ * weight row and 4 (Q4_K: or 8) tokens at once, with AVX-512 BW/VL/VNNI; each token's result bit-identical to
  * zl_q4_K_tiled_dot_ref / zl_q6_K_tiled_dot_ref.
  *
  * The order fixes only the float steps per (row, token, 256-block): the exact integer totals
@@ -39,16 +39,20 @@ static inline __m256i fold512(__m512i v)
     return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
 }
 
-void zl_q4_K_tiled_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *vx, const void *vy, size_t y_stride)
+/* nt = 4 or 8 tokens (a compile-time constant at each call): the codes unpacked once for all of them; each group of
+ * 4 tokens' totals reduced together and stepped in the 4 lanes of one vector. */
+static inline __attribute__((always_inline)) void q4_K_tiled(const int nt, int64_t n, float *s, size_t s_stride,
+                                                             const void *vx, const void *vy, size_t y_stride)
 {
     const zl_block_q4_K *x = vx;
-    const zl_block_q8_K *y[4];
-    for (int k = 0; k < 4; k++)
+    const zl_block_q8_K *y[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < nt; k++)
         y[k] = (const zl_block_q8_K *)(const void *)((const char *)vy + (size_t)k * y_stride);
     const __m512i m4 = _mm512_set1_epi8(0x0f), zero = _mm512_setzero_si512();
     /* per-word shift counts: 0 in the low half (low nibbles), 4 in the high half (high nibbles) */
     const __m512i shift = _mm512_inserti64x4(zero, _mm256_set1_epi16(4), 1);
-    __m128 acc = _mm_setzero_ps(); /* lane k: token k */
+    __m128 acc[2] = {_mm_setzero_ps(), _mm_setzero_ps()}; /* lane k of acc[g]: token 4g + k */
     for (int64_t b = 0; b < n / ZL_QK_K; b++) {
         /* scales and minimums, one byte each (see k4_unpack4 in quant_rows4_vnni.c for the bit layout) */
         uint32_t u0, u1, u2;
@@ -60,7 +64,10 @@ void zl_q4_K_tiled_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *v
         const uint64_t mn = (uint64_t)(u1 & 0x3f3f3f3fu) |
                             (uint64_t)(((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 6) & 0x03030303u) << 4) << 32;
         const __m512i scw = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc)));
-        __m512i sum[4] = {zero, zero, zero, zero};
+        __m512i sum[8];
+#pragma GCC unroll 8
+        for (int k = 0; k < nt; k++)
+            sum[k] = zero;
 #pragma GCC unroll 4
         for (int h = 0; h < 4; h++) {
             const __m512i codes = _mm512_and_si512(
@@ -70,29 +77,46 @@ void zl_q4_K_tiled_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *v
             const __m512i idx =
                 _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * h)), _mm256_set1_epi16((short)(2 * h + 1)), 1);
             const __m512i scv = _mm512_permutexvar_epi16(idx, scw);
-#pragma GCC unroll 4
-            for (int k = 0; k < 4; k++)
+#pragma GCC unroll 8
+            for (int k = 0; k < nt; k++)
                 sum[k] = _mm512_dpwssd_epi32(
                     sum[k], _mm512_maddubs_epi16(codes, _mm512_loadu_si512((const void *)(y[k][b].qs + 64 * h))),
                     scv);
         }
-        const __m128i s1 = totals4(fold512(sum[0]), fold512(sum[1]), fold512(sum[2]), fold512(sum[3]));
         /* s2: each minimum times the sum of its 32 activations (bsums 2j and 2j + 1) */
         const __m128i mb = _mm_cvtsi64_si128((long long)mn);
         const __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mb, mb)); /* m0 m0 m1 m1 ... m7 m7 */
-        __m256i p[4];
+        const __m128 d = _mm_set1_ps(h2f(x[b].d)), mdmin = _mm_set1_ps(-h2f(x[b].dmin));
+#pragma GCC unroll 2
+        for (int g = 0; g < nt / 4; g++) {
+            const zl_block_q8_K *const *yg = y + 4 * g;
+            const __m128i s1 =
+                totals4(fold512(sum[4 * g]), fold512(sum[4 * g + 1]), fold512(sum[4 * g + 2]), fold512(sum[4 * g + 3]));
+            __m256i p[4];
 #pragma GCC unroll 4
-        for (int k = 0; k < 4; k++)
-            p[k] = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y[k][b].bsums), m16);
-        const __m128i s2 = totals4(p[0], p[1], p[2], p[3]);
-        const __m128 r = _mm_fmadd_ps(_mm_set1_ps(-h2f(x[b].dmin)), _mm_cvtepi32_ps(s2),
-                                      _mm_mul_ps(_mm_set1_ps(h2f(x[b].d)), _mm_cvtepi32_ps(s1)));
-        acc = _mm_fmadd_ps(r, _mm_setr_ps(y[0][b].d, y[1][b].d, y[2][b].d, y[3][b].d), acc);
+            for (int k = 0; k < 4; k++)
+                p[k] = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)yg[k][b].bsums), m16);
+            const __m128i s2 = totals4(p[0], p[1], p[2], p[3]);
+            const __m128 r = _mm_fmadd_ps(mdmin, _mm_cvtepi32_ps(s2), _mm_mul_ps(d, _mm_cvtepi32_ps(s1)));
+            acc[g] = _mm_fmadd_ps(r, _mm_setr_ps(yg[0][b].d, yg[1][b].d, yg[2][b].d, yg[3][b].d), acc[g]);
+        }
     }
-    float out[4];
-    _mm_storeu_ps(out, acc);
-    for (int k = 0; k < 4; k++)
-        s[(size_t)k * s_stride] = out[k];
+    for (int g = 0; g < nt / 4; g++) {
+        float out[4];
+        _mm_storeu_ps(out, acc[g]);
+        for (int k = 0; k < 4; k++)
+            s[(size_t)(4 * g + k) * s_stride] = out[k];
+    }
+}
+
+void zl_q4_K_tiled_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *vx, const void *vy, size_t y_stride)
+{
+    q4_K_tiled(4, n, s, s_stride, vx, vy, y_stride);
+}
+
+void zl_q4_K_tiled_dot8_vnni(int64_t n, float *s, size_t s_stride, const void *vx, const void *vy, size_t y_stride)
+{
+    q4_K_tiled(8, n, s, s_stride, vx, vy, y_stride);
 }
 
 /* Q6_K: per 128 values h, ql's 64 bytes give the low 4 bits of chunks 0, 1 (low nibbles) and 2, 3 (high nibbles);
