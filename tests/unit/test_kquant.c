@@ -695,24 +695,28 @@ static void test_matmul_tiled_order(void **state)
             }
         print_message("tiled dot4: %d results checked (%d kernel sets)\n", checked4, n_sets);
 #ifdef ZL_HAVE_VNNI_KERNELS
-        /* Q4_K's 8-token version: 8 activation rows (the third all zeros), outputs 3 apart */
+        /* the 8-token versions (Q4_K, Q6_K): 8 activation rows (the third all zeros), outputs 3 apart */
         int checked8 = 0;
-        for (int nb = 1; n_sets == 2 && nb <= NBMAX; nb += 2) {
-            const int ne0 = nb * ZL_QK_K;
-            random_blocks(ZL_Q4_K, wq, nb, (unsigned)(nb + 900));
-            for (int k = 0; k < 8; k++) {
-                fill_random(x, ne0, (unsigned)(nb * 11 + k), k == 2 ? 0.0f : 0.5f + 9.0f * (float)k);
-                zl_type_traits_get(ZL_Q8_K)->from_float_act(x, xq + k * nb, ne0);
+        static const uint32_t types8[] = { ZL_Q4_K, ZL_Q6_K };
+        static const zl_vec_dot4_fn dot8[] = { zl_q4_K_tiled_dot8_vnni, zl_q6_K_tiled_dot8_vnni };
+        for (int i = 0; n_sets == 2 && i < 2; i++)
+            for (int nb = 1; nb <= NBMAX; nb += 2) {
+                const int ne0 = nb * ZL_QK_K;
+                random_blocks(types8[i], wq, nb, (unsigned)(nb + 900 + 50 * i));
+                for (int k = 0; k < 8; k++) {
+                    fill_random(x, ne0, (unsigned)(nb * 11 + k + 70 * i), k == 2 ? 0.0f : 0.5f + 9.0f * (float)k);
+                    zl_type_traits_get(ZL_Q8_K)->from_float_act(x, xq + k * nb, ne0);
+                }
+                float got[8 * 3];
+                dot8[i](ne0, got, 3, wq, xq, (size_t)nb * sizeof(zl_block_q8_K));
+                for (int k = 0; k < 8; k++) {
+                    const float want = tiled_want(types8[i], wq, xq + k * nb, nb);
+                    if (zl_fp32_to_bits(got[3 * k]) != zl_fp32_to_bits(want))
+                        fail_msg("%s tiled dot8 nb=%d token %d: %a, want %a", zl_type_name(types8[i]), nb, k,
+                                 (double)got[3 * k], (double)want);
+                    checked8++;
+                }
             }
-            float got[8 * 3];
-            zl_q4_K_tiled_dot8_vnni(ne0, got, 3, wq, xq, (size_t)nb * sizeof(zl_block_q8_K));
-            for (int k = 0; k < 8; k++) {
-                const float want = tiled_want(ZL_Q4_K, wq, xq + k * nb, nb);
-                if (zl_fp32_to_bits(got[3 * k]) != zl_fp32_to_bits(want))
-                    fail_msg("q4_K tiled dot8 nb=%d token %d: %a, want %a", nb, k, (double)got[3 * k], (double)want);
-                checked8++;
-            }
-        }
         print_message("tiled dot8: %d results checked\n", checked8);
 #endif
     }

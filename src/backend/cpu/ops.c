@@ -298,8 +298,8 @@ static zl_vec_dot4_fn tiled_dot4(uint32_t type)
 static zl_vec_dot4_fn tiled_dot8(uint32_t type)
 {
 #ifdef ZL_HAVE_VNNI_KERNELS
-    if (type == ZL_Q4_K && strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0)
-        return zl_q4_K_tiled_dot8_vnni;
+    if ((type == ZL_Q4_K || type == ZL_Q6_K) && strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0)
+        return type == ZL_Q4_K ? zl_q4_K_tiled_dot8_vnni : zl_q6_K_tiled_dot8_vnni;
 #endif
     (void)type;
     return NULL;

@@ -333,6 +333,7 @@ void zl_q8_0_tile8_vnni(int64_t n, float *s, size_t s_stride, const void *x, siz
 void zl_q4_K_tiled_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
 void zl_q4_K_tiled_dot8_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
 void zl_q6_K_tiled_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
+void zl_q6_K_tiled_dot8_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
 #endif
 
 /* ---- AVX512-BF16 (quant_bf16.c): BF16 dots with VDPBF16PS in ggml's order for CPUs with that extension (their

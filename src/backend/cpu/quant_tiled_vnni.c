@@ -1,6 +1,6 @@
 /*
  * quant_tiled_vnni.c - llama.cpp's tiled K-quant order (batches of 8+ tokens, see ops.c) for one Q4_K or Q6_K
- * weight row and 4 (Q4_K: or 8) tokens at once, with AVX-512 BW/VL/VNNI; each token's result bit-identical to
+ * weight row and 4 or 8 tokens at once, with AVX-512 BW/VL/VNNI; each token's result bit-identical to
  * zl_q4_K_tiled_dot_ref / zl_q6_K_tiled_dot_ref.
  *
  * The order fixes only the float steps per (row, token, 256-block): the exact integer totals
@@ -121,20 +121,25 @@ void zl_q4_K_tiled_dot8_vnni(int64_t n, float *s, size_t s_stride, const void *v
 
 /* Q6_K: per 128 values h, ql's 64 bytes give the low 4 bits of chunks 0, 1 (low nibbles) and 2, 3 (high nibbles);
  * qh's 32 bytes hold bits 4-5 of chunk c at bits 2c, 2c + 1. */
-void zl_q6_K_tiled_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *vx, const void *vy, size_t y_stride)
+static inline __attribute__((always_inline)) void q6_K_tiled(const int nt, int64_t n, float *s, size_t s_stride,
+                                                             const void *vx, const void *vy, size_t y_stride)
 {
     const zl_block_q6_K *x = vx;
-    const zl_block_q8_K *y[4];
-    for (int k = 0; k < 4; k++)
+    const zl_block_q8_K *y[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < nt; k++)
         y[k] = (const zl_block_q8_K *)(const void *)((const char *)vy + (size_t)k * y_stride);
     const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30), zero = _mm512_setzero_si512();
     const __m512i up = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);   /* chunks 0 | 1 */
     const __m512i down = _mm512_inserti64x4(zero, _mm256_set1_epi16(2), 1);                 /* chunks 2 | 3 */
-    __m128 acc = _mm_setzero_ps();
+    __m128 acc[2] = {_mm_setzero_ps(), _mm_setzero_ps()}; /* lane k of acc[g]: token 4g + k */
     for (int64_t b = 0; b < n / ZL_QK_K; b++) {
         const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales));
         const __m512i scw = _mm512_castsi256_si512(sc16);
-        __m512i sum[4] = {zero, zero, zero, zero};
+        __m512i sum[8];
+#pragma GCC unroll 8
+        for (int k = 0; k < nt; k++)
+            sum[k] = zero;
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const __m512i ql = _mm512_loadu_si512((const void *)(x[b].ql + 64 * h));
@@ -156,8 +161,8 @@ void zl_q6_K_tiled_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *v
                                                    0x00020002, 0x00020002, 0x00020002, 0x00020002, 0x00030003,
                                                    0x00030003, 0x00030003, 0x00030003)),
                 scw);
-#pragma GCC unroll 4
-            for (int k = 0; k < 4; k++) {
+#pragma GCC unroll 8
+            for (int k = 0; k < nt; k++) {
                 const int8_t *q8 = y[k][b].qs + 128 * h;
                 sum[k] = _mm512_dpwssd_epi32(sum[k], _mm512_maddubs_epi16(c01, _mm512_loadu_si512((const void *)q8)),
                                              s01);
@@ -165,19 +170,38 @@ void zl_q6_K_tiled_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *v
                     sum[k], _mm512_maddubs_epi16(c23, _mm512_loadu_si512((const void *)(q8 + 64))), s23);
             }
         }
-        __m256i p[4];
+        const __m128 d = _mm_set1_ps(h2f(x[b].d));
+#pragma GCC unroll 2
+        for (int g = 0; g < nt / 4; g++) {
+            const zl_block_q8_K *const *yg = y + 4 * g;
+            __m256i p[4];
 #pragma GCC unroll 4
-        for (int k = 0; k < 4; k++)
-            p[k] = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y[k][b].bsums), sc16);
-        const __m128i s1 = _mm_sub_epi32(totals4(fold512(sum[0]), fold512(sum[1]), fold512(sum[2]), fold512(sum[3])),
-                                         _mm_slli_epi32(totals4(p[0], p[1], p[2], p[3]), 5));
-        acc = _mm_fmadd_ps(_mm_mul_ps(_mm_set1_ps(h2f(x[b].d)), _mm_cvtepi32_ps(s1)),
-                           _mm_setr_ps(y[0][b].d, y[1][b].d, y[2][b].d, y[3][b].d), acc);
+            for (int k = 0; k < 4; k++)
+                p[k] = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)yg[k][b].bsums), sc16);
+            const __m128i s1 = _mm_sub_epi32(
+                totals4(fold512(sum[4 * g]), fold512(sum[4 * g + 1]), fold512(sum[4 * g + 2]), fold512(sum[4 * g + 3])),
+                _mm_slli_epi32(totals4(p[0], p[1], p[2], p[3]), 5));
+            acc[g] = _mm_fmadd_ps(_mm_mul_ps(d, _mm_cvtepi32_ps(s1)),
+                                  _mm_setr_ps(yg[0][b].d, yg[1][b].d, yg[2][b].d, yg[3][b].d), acc[g]);
+        }
     }
-    float out[4];
-    _mm_storeu_ps(out, acc);
-    for (int k = 0; k < 4; k++)
-        s[(size_t)k * s_stride] = out[k];
+    for (int g = 0; g < nt / 4; g++) {
+        float out[4];
+        _mm_storeu_ps(out, acc[g]);
+        for (int k = 0; k < 4; k++)
+            s[(size_t)(4 * g + k) * s_stride] = out[k];
+    }
 }
+
+void zl_q6_K_tiled_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *vx, const void *vy, size_t y_stride)
+{
+    q6_K_tiled(4, n, s, s_stride, vx, vy, y_stride);
+}
+
+void zl_q6_K_tiled_dot8_vnni(int64_t n, float *s, size_t s_stride, const void *vx, const void *vy, size_t y_stride)
+{
+    q6_K_tiled(8, n, s, s_stride, vx, vy, y_stride);
+}
+
 
 #endif
