@@ -675,10 +675,10 @@ static void check_matmul_equals_dot(zl_cpu *cpu, uint32_t type, zl_vec_dot_fn do
 }
 
 /* Batched decode and short prompts take 4 rows x 4 or 8 tokens per call for Q4_0, Q4_1, Q5_0 and Q8_0 in the
- * avx512vnni set (zl_q4_0/q4_1/q5_0/q8_0_tile4/tile8_vnni, reading the per-token zl_tile_aux): each (row, token) must be vec_dot's
- * bits. Directly on odd block counts (one weight row of zeros, one token of zeros, scales over a wide range), and
- * through zl_matmul on 15 tokens and 39 rows (an 8-token tile, a 4-token tile, 3 tokens left over, a tail of 3
- * rows, 2 threads). */
+ * avx512vnni set (zl_q4_0/q4_1/q5_0/q8_0_tile4/tile8_vnni, reading the per-token zl_tile_aux): each (row, token)
+ * must be vec_dot's bits. Directly on odd block counts (one weight row of zeros, one token of zeros, scales over a
+ * wide range), and through zl_matmul on 15 tokens and 39 rows (an 8-token tile, a 4-token tile, 3 tokens left over,
+ * a tail of 3 rows, 2 threads). */
 static void test_tile44_equals_vec_dot(void **state)
 {
     (void)state;

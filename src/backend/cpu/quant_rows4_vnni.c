@@ -290,7 +290,8 @@ static inline __attribute__((always_inline)) void tile_body(const int kind, cons
         __m512i qlo, qhi;
         if (kind == 3) {
             qlo = lanes4(TILE_XB(0) + x_qs, TILE_XB(1) + x_qs, TILE_XB(2) + x_qs, TILE_XB(3) + x_qs);
-            qhi = lanes4(TILE_XB(0) + x_qs + 16, TILE_XB(1) + x_qs + 16, TILE_XB(2) + x_qs + 16, TILE_XB(3) + x_qs + 16);
+            qhi = lanes4(TILE_XB(0) + x_qs + 16, TILE_XB(1) + x_qs + 16, TILE_XB(2) + x_qs + 16,
+                         TILE_XB(3) + x_qs + 16);
         } else {
             const __m512i raw = lanes4(TILE_XB(0) + x_qs, TILE_XB(1) + x_qs, TILE_XB(2) + x_qs, TILE_XB(3) + x_qs);
             qlo = _mm512_and_si512(raw, m4);
@@ -299,7 +300,8 @@ static inline __attribute__((always_inline)) void tile_body(const int kind, cons
         if (kind == 2) { /* byte i of lane k: element i (qlo) or 16 + i (qhi) of row k, fifth bit in qh bit i */
             const uint64_t h[4] = { qh_word(TILE_XB(0) + 2), qh_word(TILE_XB(1) + 2), qh_word(TILE_XB(2) + 2),
                                     qh_word(TILE_XB(3) + 2) }; /* qh follows d */
-            const uint64_t mlo = (h[0] & 0xffff) | (h[1] & 0xffff) << 16 | (h[2] & 0xffff) << 32 | (h[3] & 0xffff) << 48;
+            const uint64_t mlo =
+                (h[0] & 0xffff) | (h[1] & 0xffff) << 16 | (h[2] & 0xffff) << 32 | (h[3] & 0xffff) << 48;
             const uint64_t mhi = h[0] >> 16 | (h[1] >> 16) << 16 | (h[2] >> 16) << 32 | (h[3] >> 16) << 48;
             qlo = _mm512_mask_add_epi8(qlo, (__mmask64)mlo, qlo, sixteen);
             qhi = _mm512_mask_add_epi8(qhi, (__mmask64)mhi, qhi, sixteen);
@@ -323,10 +325,11 @@ static inline __attribute__((always_inline)) void tile_body(const int kind, cons
                 row_of_lane, _mm512_castps128_ps512(f16x4(half_at(TILE_XB(0) + 2), half_at(TILE_XB(1) + 2),
                                                           half_at(TILE_XB(2) + 2), half_at(TILE_XB(3) + 2))));
             for (int g = 0; g < nt / 4; g++) {
-                const zl_tile_aux *a0 = (const zl_tile_aux *)(const void *)((const char *)va + (size_t)(4 * g) * a_stride);
-                const __m128 s4 = _mm_setr_ps(a0[b].s, ((const zl_tile_aux *)(const void *)((const char *)a0 + a_stride))[b].s,
-                                              ((const zl_tile_aux *)(const void *)((const char *)a0 + 2 * a_stride))[b].s,
-                                              ((const zl_tile_aux *)(const void *)((const char *)a0 + 3 * a_stride))[b].s);
+                const char *a0 = (const char *)va + (size_t)(4 * g) * a_stride; /* token 4g's aux row */
+                const __m128 s4 = _mm_setr_ps(((const zl_tile_aux *)(const void *)a0)[b].s,
+                                              ((const zl_tile_aux *)(const void *)(a0 + a_stride))[b].s,
+                                              ((const zl_tile_aux *)(const void *)(a0 + 2 * a_stride))[b].s,
+                                              ((const zl_tile_aux *)(const void *)(a0 + 3 * a_stride))[b].s);
                 mins[g] = _mm512_fmadd_ps(mx, _mm512_permutexvar_ps(tok_of_lane, _mm512_castps128_ps512(s4)), mins[g]);
             }
         }
