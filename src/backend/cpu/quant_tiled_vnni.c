@@ -39,6 +39,23 @@ static inline __m256i fold512(__m512i v)
     return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
 }
 
+/* The 4 tokens' exact block totals from their 16-lane sums. */
+static inline __m128i group_totals(const __m512i sum[4])
+{
+    return totals4(fold512(sum[0]), fold512(sum[1]), fold512(sum[2]), fold512(sum[3]));
+}
+
+/* Token 4g + k's result (lane k of acc[g]) to s[(4g + k) * s_stride]. */
+static inline void store_groups(float *s, size_t s_stride, const __m128 acc[2], int nt)
+{
+    for (int g = 0; g < nt / 4; g++) {
+        float out[4];
+        _mm_storeu_ps(out, acc[g]);
+        for (int k = 0; k < 4; k++)
+            s[(size_t)(4 * g + k) * s_stride] = out[k];
+    }
+}
+
 /* nt = 4 or 8 tokens (a compile-time constant at each call): the codes unpacked once for all of them; each group of
  * 4 tokens' totals reduced together and stepped in the 4 lanes of one vector. */
 static inline __attribute__((always_inline)) void q4_K_tiled(const int nt, int64_t n, float *s, size_t s_stride,
@@ -90,8 +107,7 @@ static inline __attribute__((always_inline)) void q4_K_tiled(const int nt, int64
 #pragma GCC unroll 2
         for (int g = 0; g < nt / 4; g++) {
             const zl_block_q8_K *const *yg = y + 4 * g;
-            const __m128i s1 =
-                totals4(fold512(sum[4 * g]), fold512(sum[4 * g + 1]), fold512(sum[4 * g + 2]), fold512(sum[4 * g + 3]));
+            const __m128i s1 = group_totals(sum + 4 * g);
             __m256i p[4];
 #pragma GCC unroll 4
             for (int k = 0; k < 4; k++)
@@ -101,12 +117,7 @@ static inline __attribute__((always_inline)) void q4_K_tiled(const int nt, int64
             acc[g] = _mm_fmadd_ps(r, _mm_setr_ps(yg[0][b].d, yg[1][b].d, yg[2][b].d, yg[3][b].d), acc[g]);
         }
     }
-    for (int g = 0; g < nt / 4; g++) {
-        float out[4];
-        _mm_storeu_ps(out, acc[g]);
-        for (int k = 0; k < 4; k++)
-            s[(size_t)(4 * g + k) * s_stride] = out[k];
-    }
+    store_groups(s, s_stride, acc, nt);
 }
 
 void zl_q4_K_tiled_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *vx, const void *vy, size_t y_stride)
@@ -179,18 +190,13 @@ static inline __attribute__((always_inline)) void q6_K_tiled(const int nt, int64
             for (int k = 0; k < 4; k++)
                 p[k] = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)yg[k][b].bsums), sc16);
             const __m128i s1 = _mm_sub_epi32(
-                totals4(fold512(sum[4 * g]), fold512(sum[4 * g + 1]), fold512(sum[4 * g + 2]), fold512(sum[4 * g + 3])),
+                group_totals(sum + 4 * g),
                 _mm_slli_epi32(totals4(p[0], p[1], p[2], p[3]), 5));
             acc[g] = _mm_fmadd_ps(_mm_mul_ps(d, _mm_cvtepi32_ps(s1)),
                                   _mm_setr_ps(yg[0][b].d, yg[1][b].d, yg[2][b].d, yg[3][b].d), acc[g]);
         }
     }
-    for (int g = 0; g < nt / 4; g++) {
-        float out[4];
-        _mm_storeu_ps(out, acc[g]);
-        for (int k = 0; k < 4; k++)
-            s[(size_t)(4 * g + k) * s_stride] = out[k];
-    }
+    store_groups(s, s_stride, acc, nt);
 }
 
 void zl_q6_K_tiled_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *vx, const void *vy, size_t y_stride)
