@@ -1,9 +1,9 @@
 # zili build. Plain make; every .c under src/ goes into build/libzili.a, tools/zili.c into build/zili,
 # every tests/unit/test_*.c into its own test binary. Files named *_avx2.c get AVX2/FMA/F16C flags, *_avx512.c
-# AVX-512 F/DQ, *_vnni.c AVX-512 BW/VL/VNNI and AVX-VNNI, *_bf16.c AVX512-BF16 (x86 targets only), *_neon.c
-# ARMv8.2-A with the dot-product extension (aarch64 targets only); each is only called after a run-time CPU check.
-# The target is what `$(CC) -dumpmachine` names, so `make CC=aarch64-linux-gnu-gcc BUILD=build-arm64` cross-builds
-# for ARM.
+# AVX-512 F/DQ, *_vnni.c AVX-512 BW/VL/VNNI (not AVX-VNNI: its VEX encoding faults on CPUs with AVX512-VNNI alone),
+# *_bf16.c AVX512-BF16 (x86 targets only), *_neon.c ARMv8.2-A with the dot-product extension (aarch64 targets only);
+# each is only called after a run-time CPU check. The target is what `$(CC) -dumpmachine` names, so
+# `make CC=aarch64-linux-gnu-gcc BUILD=build-arm64` cross-builds for ARM.
 
 CC      ?= cc
 BUILD   ?= build
@@ -19,7 +19,7 @@ SRC_ALL  := $(shell find src -name '*.c' | sort)
 TARGET_ARCH_NAME := $(firstword $(subst -, ,$(shell $(CC) -dumpmachine)))
 ifneq ($(filter x86_64 i386 i486 i586 i686,$(TARGET_ARCH_NAME)),)
 SRC      := $(filter-out %_neon.c,$(SRC_ALL))
-ISA_FLAGS = $(if $(findstring _avx2.c,$<),-mavx2 -mfma -mf16c)$(if $(findstring _avx512.c,$<),-mavx512f -mavx512dq -mavx2 -mfma -mf16c)$(if $(findstring _vnni.c,$<),-mavx512f -mavx512dq -mavx512bw -mavx512vl -mavx512vnni -mavxvnni -mavx2 -mfma -mf16c)$(if $(findstring _bf16.c,$<),-mavx512f -mavx512bf16 -mavx512vl)
+ISA_FLAGS = $(if $(findstring _avx2.c,$<),-mavx2 -mfma -mf16c)$(if $(findstring _avx512.c,$<),-mavx512f -mavx512dq -mavx2 -mfma -mf16c)$(if $(findstring _vnni.c,$<),-mavx512f -mavx512dq -mavx512bw -mavx512vl -mavx512vnni -mavx2 -mfma -mf16c)$(if $(findstring _bf16.c,$<),-mavx512f -mavx512bf16 -mavx512vl)
 else ifeq ($(TARGET_ARCH_NAME),aarch64)
 SRC      := $(filter-out %_avx2.c %_avx512.c %_vnni.c %_bf16.c,$(SRC_ALL))
 ISA_FLAGS = $(if $(findstring _neon.c,$<),-march=armv8.2-a+dotprod)

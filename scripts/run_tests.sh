@@ -33,6 +33,19 @@ fi
 echo "== unit tests ($BUILD)"
 ZILI_COUNTS=$counts scripts/run_unit.sh "$BUILD"
 
+# The x86 kernel sets are chosen by CPUID; an instruction from an extension no set checks for would fault on some
+# CPUs and not others (VEX-encoded VPDPBUSD is AVX-VNNI, which many AVX512-VNNI CPUs lack). One counted case.
+if command -v objdump >/dev/null && objdump -f "$BUILD/libzili.a" 2>/dev/null | grep -q 'x86-64'; then
+    vex=$(objdump -d "$BUILD/libzili.a" | grep -c '{vex} vpdpbusd')
+    if [ "$vex" -eq 0 ]; then
+        echo "PASS isa check: no AVX-VNNI (VEX) dot instructions in $BUILD/libzili.a"
+        echo "isa 1 0 0" >>"$counts"
+    else
+        echo "run_tests: FAIL: $vex VEX-encoded vpdpbusd (AVX-VNNI, not checked at run time) in $BUILD/libzili.a" >&2
+        echo "isa 0 1 0" >>"$counts"
+    fi
+fi
+
 PY_DIRS="tests/ref tests/server"
 [ -d tests/hostile ] && PY_DIRS="$PY_DIRS tests/hostile"
 echo "== Python tests ($PY_DIRS)"
