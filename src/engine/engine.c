@@ -107,6 +107,10 @@ struct zl_engine {
     zl_req **slots;                 /* n_parallel */
     int32_t *blk;                   /* scratch block ids for lookups: ceil(n_ctx / block_size) */
     int32_t *row_slot;              /* per logits row: the slot it belongs to */
+    int32_t *row_tok;               /* per logits row: the token sampled from it */
+    zl_token_logprob *row_lp;       /* per logits row: its log-probabilities (requests that ask) */
+    zl_sample_ws **ws;              /* sampling scratch, one per pool thread */
+    int n_ws;
     int32_t *chunk;                 /* per slot: tokens in this step's batch */
     char *piece;                    /* detok output scratch */
     size_t piece_cap;
@@ -304,7 +308,7 @@ int zl_engine_submit(zl_engine *e, const int32_t *prompt, size_t n, const zl_req
     r->slot = -1;
     r->n_prompt = (int32_t)n;
     r->p = *p;
-    int rc = zl_sampler_create(&p->sampling, e->n_vocab, &r->smp, err);
+    int rc = zl_sampler_create_shared(&p->sampling, e->n_vocab, &r->smp, err);
     if (rc != ZL_OK) {
         req_free(r);
         return rc;
@@ -605,11 +609,18 @@ int zl_engine_create(const zl_model *m, const zl_engine_params *params, zl_engin
     e->slots = calloc((size_t)p.n_parallel, sizeof *e->slots);
     e->blk = malloc((size_t)min_blocks * sizeof *e->blk);
     e->row_slot = malloc((size_t)p.n_parallel * sizeof *e->row_slot);
+    e->row_tok = malloc((size_t)p.n_parallel * sizeof *e->row_tok);
+    e->row_lp = malloc((size_t)p.n_parallel * sizeof *e->row_lp);
+    e->n_ws = zl_cpu_n_threads(e->cpu);
+    e->ws = calloc((size_t)e->n_ws, sizeof *e->ws);
+    for (int i = 0; e->ws && i < e->n_ws; i++)
+        if ((rc = zl_sample_ws_create(e->n_vocab, &e->ws[i], err)) != ZL_OK)
+            goto fail;
     e->chunk = calloc((size_t)p.n_parallel, sizeof *e->chunk);
     e->piece_cap = 3 * (zl_vocab_max_token_len(zl_model_vocab(m)) + 8) + 64;
     e->piece = malloc(e->piece_cap);
     if (!e->b_tok || !e->b_pos || !e->b_seq || !e->b_want || !e->b_gemm || !e->logits || !e->slots || !e->blk ||
-        !e->row_slot || !e->chunk || !e->piece) {
+        !e->row_slot || !e->row_tok || !e->row_lp || !e->ws || !e->chunk || !e->piece) {
         rc = zl_err_set(err, ZL_ENOMEM, "engine: out of memory for the batch (%d tokens, %d sequences)", p.n_batch,
                         p.n_parallel);
         goto fail;
@@ -658,6 +669,11 @@ void zl_engine_destroy(zl_engine *e)
     free(e->slots);
     free(e->blk);
     free(e->row_slot);
+    free(e->row_tok);
+    free(e->row_lp);
+    for (int i = 0; e->ws && i < e->n_ws; i++)
+        zl_sample_ws_free(e->ws[i]);
+    free(e->ws);
     free(e->chunk);
     free(e->piece);
     pthread_mutex_destroy(&e->mu);
@@ -817,17 +833,42 @@ static void fill_logprobs(const float *row, int32_t n_vocab, int32_t tok, int32_
         lp->top_logprob[i] = (float)(lp->top_logprob[i] - lse);
 }
 
-/* Samples r's next token from its logits row, hands the text on, ends r when done. */
-static void sample_one(zl_engine *e, zl_req *r, float *row)
+/* This step's sampling: every logits row's token (and log-probabilities), the rows shared out between the pool's
+ * threads. Each row belongs to another request, so each sampler is used by one thread; each thread has its own
+ * scratch. */
+typedef struct sample_task {
+    zl_engine *e;
+    int32_t n_rows;
+    atomic_int next;
+} sample_task;
+
+static void sample_rows(void *arg, int ith, int nth)
+{
+    (void)nth;
+    sample_task *t = arg;
+    zl_engine *e = t->e;
+    for (;;) {
+        const int32_t i = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
+        if (i >= t->n_rows)
+            break;
+        zl_req *r = e->slots[e->row_slot[i]];
+        float *row = e->logits + (size_t)i * (size_t)e->n_vocab;
+        for (int32_t k = 0; k < r->p.n_bias; k++)
+            row[r->bias[k].token] += r->bias[k].bias;
+        const int32_t tok = zl_sampler_sample_ws(r->smp, row, e->ws[ith]);
+        zl_sampler_accept(r->smp, tok);
+        if (r->p.logprobs)
+            fill_logprobs(row, e->n_vocab, tok, r->p.top_logprobs, &e->row_lp[i]);
+        e->row_tok[i] = tok;
+    }
+}
+
+/* Takes row i's sampled token into r: hands the text on, ends r when done. */
+static void take_token(zl_engine *e, zl_req *r, int32_t i)
 {
     const zl_vocab *voc = zl_model_vocab(e->m);
-    for (int32_t i = 0; i < r->p.n_bias; i++)
-        row[r->bias[i].token] += r->bias[i].bias;
-    const int32_t tok = zl_sampler_sample(r->smp, row);
-    zl_sampler_accept(r->smp, tok);
-    zl_token_logprob lp;
-    if (r->p.logprobs)
-        fill_logprobs(row, e->n_vocab, tok, r->p.top_logprobs, &lp);
+    const int32_t tok = e->row_tok[i];
+    const zl_token_logprob *lp = &e->row_lp[i];
     const double t = now_s();
     pthread_mutex_lock(&e->mu);
     if (r->n_gen == 0)
@@ -851,7 +892,7 @@ static void sample_one(zl_engine *e, zl_req *r, float *row)
 
     if (!r->p.ignore_eos && zl_vocab_is_eog(voc, tok)) {
         if (r->p.logprobs)
-            emit_text(r, false, &lp);
+            emit_text(r, false, lp);
         finish_with_text(e, r, ZL_FINISH_STOP);
         return;
     }
@@ -860,7 +901,7 @@ static void sample_one(zl_engine *e, zl_req *r, float *row)
         finish(e, r, ZL_FINISH_ERROR, "out of memory for the generated text");
         return;
     }
-    if (emit_text(r, false, r->p.logprobs ? &lp : NULL)) {
+    if (emit_text(r, false, r->p.logprobs ? lp : NULL)) {
         finish(e, r, ZL_FINISH_STOP, NULL);
         return;
     }
@@ -1002,10 +1043,14 @@ static void scheduler_step(zl_engine *e)
             r->n_reg = n_full;
         }
     }
-    for (int32_t i = 0; i < n_rows; i++) {
-        zl_req *r = e->slots[e->row_slot[i]];
-        sample_one(e, r, e->logits + (size_t)i * (size_t)e->n_vocab);
-    }
+    sample_task st = {.e = e, .n_rows = n_rows};
+    atomic_init(&st.next, 0);
+    if (n_rows > 1)
+        zl_pool_run(zl_cpu_pool(e->cpu), sample_rows, &st);
+    else
+        sample_rows(&st, 0, 1);
+    for (int32_t i = 0; i < n_rows; i++)
+        take_token(e, e->slots[e->row_slot[i]], i);
     pthread_mutex_lock(&e->mu);
     e->st.steps++;
     pthread_mutex_unlock(&e->mu);

@@ -16,10 +16,16 @@ typedef struct cand {
     float logit;
 } cand;
 
+struct zl_sample_ws {
+    int32_t n_vocab;
+    cand *cands; /* n_vocab */
+    double *w;   /* n_vocab: each candidate's exp((logit - max) / temp), made once per draw */
+};
+
 struct zl_sampler {
     zl_sampler_params p;
     int32_t n_vocab;
-    cand *cands;       /* n_vocab */
+    zl_sample_ws *own; /* zl_sampler_create's; NULL for zl_sampler_create_shared's */
     int32_t *hist;     /* ring of the last `window` accepted tokens */
     int32_t window;    /* capacity of hist (0 = penalties off) */
     int32_t hist_n, hist_head;
@@ -62,7 +68,35 @@ static bool penalties_on(const zl_sampler_params *p)
            (p->repeat_penalty != 1.0f || p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f);
 }
 
-int zl_sampler_create(const zl_sampler_params *p, int32_t n_vocab, zl_sampler **out, zl_err *err)
+int zl_sample_ws_create(int32_t n_vocab, zl_sample_ws **out, zl_err *err)
+{
+    *out = NULL;
+    if (n_vocab <= 0)
+        return zl_err_set(err, ZL_EINVAL, "sampler: vocabulary size %d must be positive", n_vocab);
+    zl_sample_ws *ws = calloc(1, sizeof *ws);
+    if (ws) {
+        ws->n_vocab = n_vocab;
+        ws->cands = malloc((size_t)n_vocab * sizeof *ws->cands);
+        ws->w = malloc((size_t)n_vocab * sizeof *ws->w);
+    }
+    if (!ws || !ws->cands || !ws->w) {
+        zl_sample_ws_free(ws);
+        return zl_err_set(err, ZL_ENOMEM, "sampler: out of memory for %d candidates", n_vocab);
+    }
+    *out = ws;
+    return ZL_OK;
+}
+
+void zl_sample_ws_free(zl_sample_ws *ws)
+{
+    if (!ws)
+        return;
+    free(ws->cands);
+    free(ws->w);
+    free(ws);
+}
+
+static int sampler_create(const zl_sampler_params *p, int32_t n_vocab, bool own_ws, zl_sampler **out, zl_err *err)
 {
     *out = NULL;
     if (n_vocab <= 0)
@@ -87,14 +121,20 @@ int zl_sampler_create(const zl_sampler_params *p, int32_t n_vocab, zl_sampler **
         return zl_err_set(err, ZL_ENOMEM, "sampler: out of memory");
     s->p = *p;
     s->n_vocab = n_vocab;
-    s->cands = malloc((size_t)n_vocab * sizeof *s->cands);
+    if (own_ws) {
+        const int rc = zl_sample_ws_create(n_vocab, &s->own, err);
+        if (rc != ZL_OK) {
+            free(s);
+            return rc;
+        }
+    }
     if (penalties_on(p)) {
         s->window = p->repeat_last_n < 0 || p->repeat_last_n > ZL_SAMPLER_MAX_WINDOW ? ZL_SAMPLER_MAX_WINDOW
                                                                                      : p->repeat_last_n;
         s->hist = malloc((size_t)s->window * sizeof *s->hist);
         s->counts = calloc((size_t)n_vocab, sizeof *s->counts);
     }
-    if (!s->cands || (s->window && (!s->hist || !s->counts))) {
+    if (s->window && (!s->hist || !s->counts)) {
         zl_sampler_free(s);
         return zl_err_set(err, ZL_ENOMEM, "sampler: out of memory for %d candidates", n_vocab);
     }
@@ -105,11 +145,21 @@ int zl_sampler_create(const zl_sampler_params *p, int32_t n_vocab, zl_sampler **
     return ZL_OK;
 }
 
+int zl_sampler_create(const zl_sampler_params *p, int32_t n_vocab, zl_sampler **out, zl_err *err)
+{
+    return sampler_create(p, n_vocab, true, out, err);
+}
+
+int zl_sampler_create_shared(const zl_sampler_params *p, int32_t n_vocab, zl_sampler **out, zl_err *err)
+{
+    return sampler_create(p, n_vocab, false, out, err);
+}
+
 void zl_sampler_free(zl_sampler *s)
 {
     if (!s)
         return;
-    free(s->cands);
+    zl_sample_ws_free(s->own);
     free(s->hist);
     free(s->counts);
     free(s);
@@ -178,15 +228,73 @@ static void top_k_sorted(cand *c, int32_t n, int32_t k)
     qsort(c, (size_t)k, sizeof *c, cmp_cand_desc);
 }
 
-int32_t zl_sampler_sample(zl_sampler *s, const float *logits)
+/* A logit as the chain sees it: NaN and +inf count as -inf (-inf and finite values stay). */
+static inline float clean(float l) { return l < INFINITY ? l : -INFINITY; }
+
+/* The largest clean(l[i]) over n > 0 values, with 8 independent running maxima (one chain would be bound by the
+ * compare's latency: most of a greedy step on a large vocabulary). */
+static float max_clean(const float *l, int32_t n)
+{
+    float m[8];
+    for (int k = 0; k < 8; k++)
+        m[k] = -INFINITY;
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) {
+            const float x = clean(l[i + k]);
+            m[k] = x > m[k] ? x : m[k];
+        }
+    for (; i < n; i++) {
+        const float x = clean(l[i]);
+        m[0] = x > m[0] ? x : m[0];
+    }
+    float best = m[0];
+    for (int k = 1; k < 8; k++)
+        best = m[k] > best ? m[k] : best;
+    return best;
+}
+
+/* The first i with clean(l[i]) == v (v = max_clean(l, n): one exists). */
+static int32_t first_equal(const float *l, int32_t n, float v)
+{
+    for (int32_t i = 0; i < n; i++)
+        if (clean(l[i]) == v)
+            return i;
+    return 0;
+}
+
+int32_t zl_sampler_sample(zl_sampler *s, const float *logits) { return zl_sampler_sample_ws(s, logits, s->own); }
+
+int32_t zl_sampler_sample_ws(zl_sampler *s, const float *logits, zl_sample_ws *ws)
 {
     const zl_sampler_params *p = &s->p;
-    cand *c = s->cands;
     int32_t n = s->n_vocab;
+    const bool filters = (p->top_k > 0 && p->top_k < n) || p->top_p < 1.0f || p->min_p > 0.0f;
+
+    /* No penalties and no filters: straight from the logits, no candidate array. */
+    if (!s->window && (p->temp <= 0 || !filters)) {
+        const float maxl = max_clean(logits, n);
+        if (p->temp <= 0 || !isfinite(maxl)) /* greedy, or every logit -inf: the lowest id of the maximum */
+            return first_equal(logits, n, maxl);
+        double total = 0;
+        for (int32_t i = 0; i < n; i++) {
+            ws->w[i] = exp(((double)clean(logits[i]) - maxl) / (double)p->temp);
+            total += ws->w[i];
+        }
+        const double r = rng_uniform(s->rng) * total;
+        double acc = 0;
+        for (int32_t i = 0; i < n; i++) {
+            acc += ws->w[i];
+            if (r < acc)
+                return i;
+        }
+        return n - 1;
+    }
+
+    cand *c = ws->cands;
     for (int32_t i = 0; i < n; i++) {
-        float l = logits[i];
         c[i].id = i;
-        c[i].logit = isfinite(l) || (isinf(l) && l < 0) ? l : -INFINITY;
+        c[i].logit = clean(logits[i]);
     }
 
     /* Penalties, once per distinct token in the window. counts[t] is negated while t is done, then restored. */
@@ -208,11 +316,23 @@ int32_t zl_sampler_sample(zl_sampler *s, const float *logits)
         }
     }
 
-    if (p->temp <= 0) { /* greedy */
-        int32_t best = 0;
-        for (int32_t i = 1; i < n; i++)
-            if (c[i].logit > c[best].logit) best = i;
-        return c[best].id;
+    if (p->temp <= 0) { /* greedy: the first maximum, 8 running maxima over the candidates' logits */
+        float m[8];
+        for (int k = 0; k < 8; k++)
+            m[k] = -INFINITY;
+        int32_t i = 0;
+        for (; i + 8 <= n; i += 8)
+            for (int k = 0; k < 8; k++)
+                m[k] = c[i + k].logit > m[k] ? c[i + k].logit : m[k];
+        for (; i < n; i++)
+            m[0] = c[i].logit > m[0] ? c[i].logit : m[0];
+        float best = m[0];
+        for (int k = 1; k < 8; k++)
+            best = m[k] > best ? m[k] : best;
+        for (i = 0; i < n; i++)
+            if (c[i].logit == best)
+                return c[i].id;
+        return c[0].id;
     }
 
     bool sorted = false;
@@ -226,12 +346,16 @@ int32_t zl_sampler_sample(zl_sampler *s, const float *logits)
             qsort(c, (size_t)n, sizeof *c, cmp_cand_desc);
             sorted = true;
         }
+        /* each exp once (w), the same sums as a recomputing loop */
         double sum = 0;
-        for (int32_t i = 0; i < n; i++) sum += exp((double)c[i].logit - c[0].logit);
+        for (int32_t i = 0; i < n; i++) {
+            ws->w[i] = exp((double)c[i].logit - c[0].logit);
+            sum += ws->w[i];
+        }
         double cum = 0;
         int32_t keep = n;
         for (int32_t i = 0; i < n; i++) {
-            cum += exp((double)c[i].logit - c[0].logit) / sum;
+            cum += ws->w[i] / sum;
             if (cum >= p->top_p) { keep = i + 1; break; }
         }
         n = keep;
@@ -254,11 +378,16 @@ int32_t zl_sampler_sample(zl_sampler *s, const float *logits)
         for (int32_t i = 1; i < n; i++) if (c[i].id < best) best = c[i].id;
         return best;
     }
+    /* each weight once (w), summed and walked in the same order */
     double total = 0;
-    for (int32_t i = 0; i < n; i++) total += exp(((double)c[i].logit - maxl) / p->temp);
-    double r = rng_uniform(s->rng) * total, acc = 0;
     for (int32_t i = 0; i < n; i++) {
-        acc += exp(((double)c[i].logit - maxl) / p->temp);
+        ws->w[i] = exp(((double)c[i].logit - maxl) / (double)p->temp);
+        total += ws->w[i];
+    }
+    const double r = rng_uniform(s->rng) * total;
+    double acc = 0;
+    for (int32_t i = 0; i < n; i++) {
+        acc += ws->w[i];
         if (r < acc) return c[i].id;
     }
     return c[n - 1].id;

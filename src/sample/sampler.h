@@ -32,15 +32,27 @@ typedef struct zl_sampler_params {
 } zl_sampler_params;
 
 typedef struct zl_sampler zl_sampler;
+/* Scratch for one sampling call over n_vocab logits (candidates and weights, 16 bytes per token). A sampler made
+ * by zl_sampler_create has its own; a server keeps one per sampling thread and makes its samplers with
+ * zl_sampler_create_shared, so that a queued request holds no vocabulary-sized memory. */
+typedef struct zl_sample_ws zl_sample_ws;
+
+int zl_sample_ws_create(int32_t n_vocab, zl_sample_ws **out, zl_err *err);
+void zl_sample_ws_free(zl_sample_ws *ws);
 
 /* Validates p (finite values, temp >= 0, top_p in [0,1], min_p in [0,1], repeat_penalty > 0, window bounded).
  * n_vocab > 0. Caller frees with zl_sampler_free. */
 int zl_sampler_create(const zl_sampler_params *p, int32_t n_vocab, zl_sampler **out, zl_err *err);
+/* The same without its own scratch: sample only with zl_sampler_sample_ws. */
+int zl_sampler_create_shared(const zl_sampler_params *p, int32_t n_vocab, zl_sampler **out, zl_err *err);
 void zl_sampler_free(zl_sampler *s);
 
 /* Picks a token from logits[0 .. n_vocab). logits is not modified. Non-finite logits are treated as -inf;
- * if every logit is -inf the lowest id is returned. */
+ * if every logit is -inf the lowest id is returned. Greedy and plain-temperature draws without penalties read
+ * the logits directly; the others work on a candidate array. */
 int32_t zl_sampler_sample(zl_sampler *s, const float *logits);
+/* The same with the caller's scratch (made for the same n_vocab), used by one thread at a time. */
+int32_t zl_sampler_sample_ws(zl_sampler *s, const float *logits, zl_sample_ws *ws);
 
 /* Records a token as part of the context (prompt or generated) for the penalties. */
 void zl_sampler_accept(zl_sampler *s, int32_t token);

@@ -6,6 +6,8 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "sample/sampler.h"
 
@@ -182,12 +184,188 @@ static void test_penalties(void **st)
     zl_sampler_free(s);
 }
 
+
+/* ---- The chain written the plain way (one candidate array, each exp computed where it is used), as the
+ * reference for the fast paths: the same seed must give the same tokens. ---- */
+typedef struct ref_cand {
+    int32_t id;
+    float logit;
+} ref_cand;
+
+static int ref_cmp(const void *a, const void *b)
+{
+    const ref_cand *x = a, *y = b;
+    if (x->logit > y->logit) return -1;
+    if (x->logit < y->logit) return 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* The reference's RNG: the sampler's (xoshiro256** seeded by splitmix64), one uniform per draw. */
+typedef struct ref_rng {
+    uint64_t s[4];
+} ref_rng;
+
+static uint64_t ref_rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static void ref_seed(ref_rng *g, uint64_t x)
+{
+    for (int i = 0; i < 4; i++) {
+        uint64_t z = (x += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        g->s[i] = z ^ (z >> 31);
+    }
+}
+
+static double ref_uniform(ref_rng *g)
+{
+    uint64_t *s = g->s;
+    const uint64_t result = ref_rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = ref_rotl(s[3], 45);
+    return (double)(result >> 11) * 0x1.0p-53;
+}
+
+/* counts[t]: occurrences of t among the accepted tokens in the window (the caller keeps them). */
+static int32_t ref_sample(const zl_sampler_params *p, ref_rng *g, const float *logits, int32_t n,
+                          const int32_t *counts)
+{
+    ref_cand *c = malloc((size_t)n * sizeof *c);
+    assert_non_null(c);
+    for (int32_t i = 0; i < n; i++) {
+        const float l = logits[i];
+        c[i].id = i;
+        c[i].logit = isfinite(l) || (isinf(l) && l < 0) ? l : -INFINITY;
+        if (counts && counts[i] > 0) {
+            float v = c[i].logit;
+            v = v <= 0 ? v * p->repeat_penalty : v / p->repeat_penalty;
+            c[i].logit = v - (float)counts[i] * p->frequency_penalty - p->presence_penalty;
+        }
+    }
+    int32_t tok = -1;
+    if (p->temp <= 0) {
+        int32_t best = 0;
+        for (int32_t i = 1; i < n; i++)
+            if (c[i].logit > c[best].logit) best = i;
+        tok = c[best].id;
+        goto done;
+    }
+    if (p->top_k > 0 && p->top_k < n) {
+        qsort(c, (size_t)n, sizeof *c, ref_cmp);
+        n = p->top_k;
+    }
+    if (p->top_p < 1.0f) {
+        qsort(c, (size_t)n, sizeof *c, ref_cmp);
+        double sum = 0, cum = 0;
+        for (int32_t i = 0; i < n; i++) sum += exp((double)c[i].logit - c[0].logit);
+        int32_t keep = n;
+        for (int32_t i = 0; i < n; i++) {
+            cum += exp((double)c[i].logit - c[0].logit) / sum;
+            if (cum >= p->top_p) { keep = i + 1; break; }
+        }
+        n = keep;
+    }
+    if (p->min_p > 0.0f) {
+        float maxl = -INFINITY;
+        for (int32_t i = 0; i < n; i++) if (c[i].logit > maxl) maxl = c[i].logit;
+        const float thr = maxl + logf(p->min_p);
+        int32_t m = 0;
+        for (int32_t i = 0; i < n; i++)
+            if (c[i].logit >= thr) c[m++] = c[i];
+        n = m > 0 ? m : 1;
+    }
+    float maxl = -INFINITY;
+    for (int32_t i = 0; i < n; i++) if (c[i].logit > maxl) maxl = c[i].logit;
+    if (!isfinite(maxl)) {
+        tok = c[0].id;
+        for (int32_t i = 1; i < n; i++) if (c[i].id < tok) tok = c[i].id;
+        goto done;
+    }
+    double total = 0, acc = 0;
+    for (int32_t i = 0; i < n; i++) total += exp(((double)c[i].logit - maxl) / p->temp);
+    const double r = ref_uniform(g) * total;
+    tok = c[n - 1].id;
+    for (int32_t i = 0; i < n; i++) {
+        acc += exp(((double)c[i].logit - maxl) / p->temp);
+        if (r < acc) { tok = c[i].id; break; }
+    }
+done:
+    free(c);
+    return tok;
+}
+
+/* The fast paths (greedy and plain draws straight from the logits, the candidate path with penalties and
+ * filters, own and shared scratch) give the reference's token at every step: random logits with NaN, +-inf,
+ * ties and rows of -inf mixed in, 24 parameter sets, 60 steps each, the sampled tokens accepted (penalties). */
+static void test_matches_reference(void **st)
+{
+    (void)st;
+    enum { N = 1003, STEPS = 60 };
+    static float l[N];
+    static int32_t counts[N];
+    zl_err e;
+    zl_sample_ws *ws = NULL;
+    assert_int_equal(zl_sample_ws_create(N, &ws, &e), 0);
+    uint64_t x = 7;
+    int checked = 0;
+    for (int set = 0; set < 24; set++) {
+        zl_sampler_params p = neutral();
+        p.seed = 100 + (uint64_t)set;
+        p.temp = (float[]){0.0f, 1.0f, 0.7f, 1.5f}[set % 4];
+        p.top_k = (set / 4) % 3 == 1 ? 20 : 0;
+        p.top_p = (set / 4) % 3 == 2 ? 0.9f : 1.0f;
+        p.min_p = set % 5 == 1 ? 0.05f : 0.0f;
+        const bool pen = set >= 12;
+        if (pen) {
+            p.repeat_penalty = 1.3f;
+            p.frequency_penalty = 0.2f;
+            p.presence_penalty = 0.5f;
+            p.repeat_last_n = -1;
+        }
+        zl_sampler *own = NULL, *shared = NULL;
+        assert_int_equal(zl_sampler_create(&p, N, &own, &e), 0);
+        assert_int_equal(zl_sampler_create_shared(&p, N, &shared, &e), 0);
+        ref_rng g;
+        ref_seed(&g, p.seed);
+        memset(counts, 0, sizeof counts);
+        for (int step = 0; step < STEPS; step++) {
+            for (int i = 0; i < N; i++) {
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                l[i] = (float)((int64_t)(x % 4001) - 2000) / 200.0f; /* quarter-steps: ties happen */
+                const unsigned k = (unsigned)(x >> 40) % 97;
+                l[i] = k == 0 ? NAN : k == 1 ? INFINITY : k == 2 ? -INFINITY : l[i];
+            }
+            if (step % 17 == 5)
+                for (int i = 0; i < N; i++)
+                    l[i] = i % 3 ? -INFINITY : NAN; /* nothing finite */
+            const int32_t want = ref_sample(&p, &g, l, N, pen ? counts : NULL);
+            const int32_t a = zl_sampler_sample(own, l), b = zl_sampler_sample_ws(shared, l, ws);
+            if (a != want || b != want)
+                fail_msg("set %d step %d: reference %d, own scratch %d, shared %d", set, step, want, a, b);
+            zl_sampler_accept(own, want);
+            zl_sampler_accept(shared, want);
+            if (pen)
+                counts[want]++;
+            checked++;
+        }
+        zl_sampler_free(own);
+        zl_sampler_free(shared);
+    }
+    assert_int_equal(checked, 24 * STEPS);
+    zl_sample_ws_free(ws);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_argmax_and_ties), cmocka_unit_test(test_bad_params),
         cmocka_unit_test(test_distribution),           cmocka_unit_test(test_seed_determinism),
         cmocka_unit_test(test_filters),                cmocka_unit_test(test_penalties),
+        cmocka_unit_test(test_matches_reference),
     };
     return cmocka_run_group_tests_name("sampler", tests, NULL, NULL);
 }
