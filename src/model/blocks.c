@@ -36,8 +36,8 @@ int zl_block_ffn_swiglu(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, in
     int rc;
     zl_rmsnorm(f->xb, f->x, l->ffn_norm, n, h->n_embd, h->norm_eps);
     /* hb (gate) and hb2 (up): (n, n_ff) */
-    if ((rc = zl_matmul_modes(cpu, &l->w_gate, f->xb, n, f->hb, f->tok_gemm)) != ZL_OK ||
-        (rc = zl_matmul_modes(cpu, &l->w_up, f->xb, n, f->hb2, f->tok_gemm)) != ZL_OK)
+    if ((rc = zl_matmul_shared(cpu, 2, (const zl_tensor *const[]){&l->w_gate, &l->w_up}, f->xb, n,
+                               (float *const[]){f->hb, f->hb2}, f->tok_gemm)) != ZL_OK)
         return rc;
     zl_dump("ffn_norm", il, f->xb, n, h->n_embd);
     zl_dump("ffn_gate", il, f->hb, n, h->n_ff);

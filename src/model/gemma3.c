@@ -202,9 +202,8 @@ static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f,
     zl_rmsnorm(f->xb, f->x, l->attn_norm, n, h->n_embd, h->norm_eps); /* xb: (n, n_embd) */
     zl_dump("attn_norm", il, f->xb, n, h->n_embd);
     /* q: (n, n_head * head_dim), k and v: (n, n_head_kv * head_dim) */
-    if ((rc = zl_matmul_modes(cpu, &l->wq, f->xb, n, f->q, f->tok_gemm)) != ZL_OK ||
-        (rc = zl_matmul_modes(cpu, &l->wk, f->xb, n, f->k, f->tok_gemm)) != ZL_OK ||
-        (rc = zl_matmul_modes(cpu, &l->wv, f->xb, n, f->v, f->tok_gemm)) != ZL_OK)
+    if ((rc = zl_matmul_shared(cpu, 3, (const zl_tensor *const[]){&l->wq, &l->wk, &l->wv}, f->xb, n,
+                               (float *const[]){f->q, f->k, f->v}, f->tok_gemm)) != ZL_OK)
         return rc;
 
     /* Each head of q and k normalised on its own (rows of head_dim), then rotated. */
@@ -270,8 +269,8 @@ static int ffn_block(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32
     zl_rmsnorm(f->xb, f->x, l->ffn_norm, n, h->n_embd, h->norm_eps);
     zl_dump("ffn_norm", il, f->xb, n, h->n_embd);
     /* hb (gate) and hb2 (up): (n, n_ff) */
-    if ((rc = zl_matmul_modes(cpu, &l->w_gate, f->xb, n, f->hb, modes)) != ZL_OK ||
-        (rc = zl_matmul_modes(cpu, &l->w_up, f->xb, n, f->hb2, modes)) != ZL_OK)
+    if ((rc = zl_matmul_shared(cpu, 2, (const zl_tensor *const[]){&l->w_gate, &l->w_up}, f->xb, n,
+                               (float *const[]){f->hb, f->hb2}, modes)) != ZL_OK)
         return rc;
     zl_gelu_mul(f->hb, f->hb, f->hb2, (int64_t)n * h->n_ff);
     zl_dump("ffn_geglu", il, f->hb, n, h->n_ff);

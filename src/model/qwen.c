@@ -104,9 +104,8 @@ static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f,
     zl_rmsnorm(f->xb, f->x, l->attn_norm, n, h->n_embd, h->norm_eps); /* xb: (n, n_embd) */
     zl_dump("attn_norm", il, f->xb, n, h->n_embd);
     /* q: (n, n_head * head_dim), k and v: (n, n_head_kv * head_dim) */
-    if ((rc = zl_matmul_modes(cpu, &l->wq, f->xb, n, f->q, f->tok_gemm)) != ZL_OK ||
-        (rc = zl_matmul_modes(cpu, &l->wk, f->xb, n, f->k, f->tok_gemm)) != ZL_OK ||
-        (rc = zl_matmul_modes(cpu, &l->wv, f->xb, n, f->v, f->tok_gemm)) != ZL_OK)
+    if ((rc = zl_matmul_shared(cpu, 3, (const zl_tensor *const[]){&l->wq, &l->wk, &l->wv}, f->xb, n,
+                               (float *const[]){f->q, f->k, f->v}, f->tok_gemm)) != ZL_OK)
         return rc;
     zl_block_add_bias(f->q, l->bq, n, q_dim);
     zl_block_add_bias(f->k, l->bk, n, kv_dim);

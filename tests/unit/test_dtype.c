@@ -1075,6 +1075,79 @@ static void test_bf16_roundtrip(void **state)
     }
 }
 
+
+/* zl_matmul_shared gives each weight exactly what its own zl_matmul_modes gives, whether the weights share the
+ * converted activations (Q4_0 and Q5_0 both take Q8_0 with the same tile rows), need other tile rows (Q8_0: the
+ * same bytes, Q4_1: Q8_1), another type (Q4_K: Q8_K; F16: floats) or none: 1, 5 and 16 tokens, with and without
+ * per-token modes, weights of different row counts, in two orders. */
+static void test_matmul_shared_equals_separate(void **st)
+{
+    (void)st;
+    enum { NE0 = 512, NW = 6, NTOK = 16 };
+    static const uint32_t types[NW] = { ZL_Q4_0, ZL_Q5_0, ZL_Q8_0, ZL_Q4_1, ZL_Q4_K, ZL_F16 };
+    static const int64_t rows[NW] = { 36, 20, 44, 24, 16, 28 };
+    zl_tensor wt[NW];
+    void *wq[NW];
+    float *w = malloc(44 * NE0 * sizeof(float)), *x = malloc(NTOK * NE0 * sizeof(float));
+    float *ya[NW], *yb[NW];
+    assert_non_null(w);
+    assert_non_null(x);
+    for (int i = 0; i < NW; i++) {
+        const zl_type_traits *tr = zl_type_traits_get(types[i]);
+        size_t row;
+        assert_true(zl_row_size(types[i], NE0, &row));
+        wq[i] = malloc(row * (size_t)rows[i]);
+        ya[i] = malloc(NTOK * rows[i] * sizeof(float));
+        yb[i] = malloc(NTOK * rows[i] * sizeof(float));
+        assert_non_null(wq[i]);
+        fill_random(w, (int)(rows[i] * NE0), 300 + (unsigned)i, 0.5f);
+        for (int64_t r = 0; r < rows[i]; r++)
+            tr->from_float(w + r * NE0, (char *)wq[i] + (size_t)r * row, NE0);
+        memset(&wt[i], 0, sizeof wt[i]);
+        wt[i].type = types[i];
+        wt[i].ne[0] = NE0;
+        wt[i].ne[1] = rows[i];
+        wt[i].nb1 = row;
+        wt[i].data = wq[i];
+    }
+    fill_random(x, NTOK * NE0, 77, 2.0f);
+    int8_t modes[NTOK];
+    for (int k = 0; k < NTOK; k++)
+        modes[k] = (int8_t)(k % 5 == 3 ? ZL_MODE_ONE : ZL_MODE_MULTI8);
+    zl_cpu *cpu = zl_cpu_create(2);
+    assert_non_null(cpu);
+    static const int order[2][NW] = { { 0, 1, 2, 3, 4, 5 }, { 5, 1, 3, 0, 2, 4 } };
+    int checked = 0;
+    for (int o = 0; o < 2; o++)
+        for (int nt = 1; nt <= NTOK; nt = nt == 1 ? 5 : nt + 11)
+            for (int use_modes = 0; use_modes < 2; use_modes++) {
+                const zl_tensor *ws[NW];
+                float *ys[NW];
+                for (int i = 0; i < NW; i++) {
+                    const int j = order[o][i];
+                    ws[i] = &wt[j];
+                    ys[i] = yb[j];
+                    assert_int_equal(zl_matmul_modes(cpu, &wt[j], x, nt, ya[j], use_modes ? modes : NULL), ZL_OK);
+                }
+                assert_int_equal(zl_matmul_shared(cpu, NW, ws, x, nt, ys, use_modes ? modes : NULL), ZL_OK);
+                for (int j = 0; j < NW; j++) {
+                    if (memcmp(ya[j], yb[j], (size_t)nt * (size_t)rows[j] * sizeof(float)) != 0)
+                        fail_msg("%s, %d tokens, modes %d, order %d: shared differs from separate",
+                                 zl_type_traits_get(types[j])->name, nt, use_modes, o);
+                    checked++;
+                }
+            }
+    assert_int_equal(checked, 2 * 3 * 2 * NW);
+    zl_cpu_destroy(cpu);
+    for (int i = 0; i < NW; i++) {
+        free(wq[i]);
+        free(ya[i]);
+        free(yb[i]);
+    }
+    free(w);
+    free(x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1089,6 +1162,7 @@ int main(void)
         cmocka_unit_test(test_vec_dot4_equals_vec_dot),
         cmocka_unit_test(test_rows4_equals_vec_dot),
         cmocka_unit_test(test_tile44_equals_vec_dot),
+        cmocka_unit_test(test_matmul_shared_equals_separate),
         cmocka_unit_test(test_f16_gemm44_equals_gemm_dot),
         cmocka_unit_test(test_fp16_to_fp32_all),
         cmocka_unit_test(test_fp32_to_fp16_vs_numpy),

@@ -356,98 +356,156 @@ int zl_matmul(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_tok, fl
     return zl_matmul_modes(cpu, w, x, n_tok, y, NULL);
 }
 
-int zl_matmul_modes(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_tok, float *y, const int8_t *gemm)
+/* Fills t for y = w x (kernels, modes; not the converted activations). Returns ZL_OK, or an error for a type
+ * without kernels or a bad shape; *done is set when there is nothing to compute. */
+static int matmul_setup(const zl_tensor *w, const float *x, int64_t n_tok, float *y, const int8_t *gemm,
+                        matmul_task *t, bool *done)
 {
+    *done = false;
     const zl_type_traits *tr = zl_type_traits_get(w->type);
     if (!tr || !tr->supported) return ZL_EUNSUPPORTED;
-    const zl_type_traits *vt = zl_type_traits_get(tr->vec_dot_type);
     const int64_t ne0 = w->ne[0], ne1 = w->ne[1];
     size_t xrow;
     if (n_tok < 0 || ne1 < 0 || !zl_row_size(tr->vec_dot_type, ne0, &xrow) || ne0 % tr->block_size != 0)
         return ZL_EINVAL;
-    if (n_tok == 0 || ne1 == 0) return ZL_OK;
+    if (n_tok == 0 || ne1 == 0) {
+        *done = true;
+        return ZL_OK;
+    }
 
-    matmul_task t = {
-        .vec_dot = tr->vec_dot,
-        .w = w->data,
-        .nb1 = w->nb1,
-        .ne0 = ne0,
-        .ne1 = ne1,
-        .x = x,
-        .y = y,
-        .n_tok = n_tok,
-    };
-    const int nth = cpu->n_threads;
+    memset(t, 0, sizeof *t);
+    t->vec_dot = tr->vec_dot;
+    t->w = w->data;
+    t->nb1 = w->nb1;
+    t->ne0 = ne0;
+    t->ne1 = ne1;
+    t->x = x;
+    t->y = y;
+    t->n_tok = n_tok;
     /* llama.cpp multiplies float weights by a batch of 2+ tokens with tinyBLAS, whose dot accumulates in one
      * vector instead of four (when the row length and row count suit it); its rounding is mirrored here. */
     if (tr->vec_dot_gemm && ne0 % tr->gemm_k == 0 && ne1 % 4 == 0 && (gemm || n_tok >= 2)) {
-        t.vec_dot_gemm = tr->vec_dot_gemm;
-        t.modes = gemm;
-        t.min_mode = ZL_MODE_MULTI;
+        t->vec_dot_gemm = tr->vec_dot_gemm;
+        t->modes = gemm;
+        t->min_mode = ZL_MODE_MULTI;
     }
 #ifdef ZL_HAVE_AVX512_KERNELS
     /* F16 weights in tinyBLAS's order on an AVX-512 set: 4 rows x 4 tokens per call (same bits per pair). */
-    if (t.vec_dot_gemm == zl_f16_vec_dot_gemm_avx512)
-        t.gemm44 = zl_f16_gemm_4x4_avx512;
+    if (t->vec_dot_gemm == zl_f16_vec_dot_gemm_avx512)
+        t->gemm44 = zl_f16_gemm_4x4_avx512;
 #endif
     /* K-quant weights and 8+ tokens: llama.cpp's tiled matmul (above), for the tokens in multi-token mode. */
     if ((gemm || n_tok >= TILED_MIN_TOKENS) && tiled_dot(w->type)) {
-        t.vec_dot_gemm = tiled_dot(w->type);
-        t.gemm4 = tiled_dot4(w->type);
-        t.gemm8 = t.gemm4 ? tiled_dot8(w->type) : NULL;
-        t.modes = gemm;
-        t.min_mode = ZL_MODE_MULTI8;
+        t->vec_dot_gemm = tiled_dot(w->type);
+        t->gemm4 = tiled_dot4(w->type);
+        t->gemm8 = t->gemm4 ? tiled_dot8(w->type) : NULL;
+        t->modes = gemm;
+        t->min_mode = ZL_MODE_MULTI8;
     }
     /* Several tokens all in vec_dot mode: 4 at a time where the type has such a kernel (same results), and 4 rows x
      * 4 tokens where it has that. */
-    if (!t.vec_dot_gemm && n_tok >= 4) {
-        t.vec_dot4 = tr->vec_dot4;
-        t.tiles = tile_dots(w->type);
+    if (!t->vec_dot_gemm && n_tok >= 4) {
+        t->vec_dot4 = tr->vec_dot4;
+        t->tiles = tile_dots(w->type);
     }
     /* One token in vec_dot mode: 4 weight rows per call where the type has such a kernel (same results). */
-    if (n_tok == 1 && (!t.vec_dot_gemm || (t.modes && t.modes[0] < t.min_mode)))
-        t.rows4 = rows4_dot(w->type);
+    if (n_tok == 1 && (!t->vec_dot_gemm || (t->modes && t->modes[0] < t->min_mode)))
+        t->rows4 = rows4_dot(w->type);
 
     if (tr->vec_dot_type == ZL_F32) {
-        t.xq = (const char *)x;
-        t.xq_stride = (size_t)ne0 * sizeof(float);
+        t->xq = (const char *)x;
+        t->xq_stride = (size_t)ne0 * sizeof(float);
     } else {
-        /* the converted rows, then (for the tiles) their zl_tile_aux rows from the next 64-byte boundary */
-        const size_t aux_row_bytes = t.tiles.tile4 ? (size_t)(ne0 / tr->block_size) * sizeof(zl_tile_aux) : 0;
-        if ((uint64_t)n_tok > (SIZE_MAX / 2 - 64) / (xrow + aux_row_bytes)) return ZL_ENOMEM;
-        const size_t xq_bytes = ((size_t)n_tok * xrow + 63) & ~(size_t)63;
-        const int rc = scratch_reserve(cpu, xq_bytes + (size_t)n_tok * aux_row_bytes);
-        if (rc != ZL_OK) return rc;
-        t.convert = vt->from_float_act;
-        t.xq = cpu->scratch;
-        t.xq_stride = xrow;
-        if (t.tiles.tile4) {
-            t.aux = (zl_tile_aux *)(void *)((char *)cpu->scratch + xq_bytes);
-            t.aux_stride = aux_row_bytes;
-        }
-        if (n_tok * ne0 < CONVERT_SERIAL || nth == 1)
-            convert_rows(&t, 0, 1);
-        else
-            zl_pool_run(cpu->pool, convert_rows, &t);
+        t->convert = zl_type_traits_get(tr->vec_dot_type)->from_float_act;
+        t->xq_stride = xrow;
+        if (t->tiles.tile4)
+            t->aux_stride = (size_t)(ne0 / tr->block_size) * sizeof(zl_tile_aux);
     }
+    return ZL_OK;
+}
 
-    if (n_tok == 1) {
-        /* ~8 chunks per thread: small enough to balance a busy core, big enough to amortise the atomic. */
-        int64_t rows = (ne1 + 8 * nth - 1) / (8 * nth);
-        rows = (rows + 3) / 4 * 4; /* whole groups for the 4-row kernels */
-        t.chunk_rows = rows < 4 ? 4 : rows;
-        t.chunk_toks = 1;
-    } else {
-        t.chunk_rows = TILE_ROWS;
-        t.chunk_toks = TILE_TOKS;
-    }
-    t.n_row_chunks = (ne1 + t.chunk_rows - 1) / t.chunk_rows;
-    t.n_tok_chunks = (n_tok + t.chunk_toks - 1) / t.chunk_toks;
-    atomic_init(&t.next_chunk, 0);
-    if (nth == 1 || t.n_row_chunks * t.n_tok_chunks == 1)
-        matmul_chunks(&t, 0, 1);
+/* Converts t's activations into the scratch buffer: the rows, then (for the tiles) their zl_tile_aux rows from
+ * the next 64-byte boundary. */
+static int matmul_convert(zl_cpu *cpu, matmul_task *t)
+{
+    const int64_t n_tok = t->n_tok;
+    const size_t xrow = t->xq_stride, aux_row_bytes = t->aux_stride;
+    if ((uint64_t)n_tok > (SIZE_MAX / 2 - 64) / (xrow + aux_row_bytes)) return ZL_ENOMEM;
+    const size_t xq_bytes = ((size_t)n_tok * xrow + 63) & ~(size_t)63;
+    const int rc = scratch_reserve(cpu, xq_bytes + (size_t)n_tok * aux_row_bytes);
+    if (rc != ZL_OK) return rc;
+    t->xq = cpu->scratch;
+    if (t->tiles.tile4)
+        t->aux = (zl_tile_aux *)(void *)((char *)cpu->scratch + xq_bytes);
+    if (n_tok * t->ne0 < CONVERT_SERIAL || cpu->n_threads == 1)
+        convert_rows(t, 0, 1);
     else
-        zl_pool_run(cpu->pool, matmul_chunks, &t);
+        zl_pool_run(cpu->pool, convert_rows, t);
+    return ZL_OK;
+}
+
+/* Whether t may use the activations c converted: the same x made into the same type, with the tiles' per-token
+ * rows where t needs them. */
+static bool conversion_fits(const matmul_task *t, const matmul_task *c)
+{
+    return c->xq && t->convert == c->convert && t->x == c->x && t->n_tok == c->n_tok && t->ne0 == c->ne0 &&
+           (!t->tiles.tile4 || (c->aux && c->tiles.aux == t->tiles.aux));
+}
+
+static void matmul_run(zl_cpu *cpu, matmul_task *t)
+{
+    const int nth = cpu->n_threads;
+    if (t->n_tok == 1) {
+        /* ~8 chunks per thread: small enough to balance a busy core, big enough to amortise the atomic. */
+        int64_t rows = (t->ne1 + 8 * nth - 1) / (8 * nth);
+        rows = (rows + 3) / 4 * 4; /* whole groups for the 4-row kernels */
+        t->chunk_rows = rows < 4 ? 4 : rows;
+        t->chunk_toks = 1;
+    } else {
+        t->chunk_rows = TILE_ROWS;
+        t->chunk_toks = TILE_TOKS;
+    }
+    t->n_row_chunks = (t->ne1 + t->chunk_rows - 1) / t->chunk_rows;
+    t->n_tok_chunks = (t->n_tok + t->chunk_toks - 1) / t->chunk_toks;
+    atomic_init(&t->next_chunk, 0);
+    if (nth == 1 || t->n_row_chunks * t->n_tok_chunks == 1)
+        matmul_chunks(t, 0, 1);
+    else
+        zl_pool_run(cpu->pool, matmul_chunks, t);
+}
+
+int zl_matmul_modes(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_tok, float *y, const int8_t *gemm)
+{
+    return zl_matmul_shared(cpu, 1, &w, x, n_tok, &y, gemm);
+}
+
+int zl_matmul_shared(zl_cpu *cpu, int n_w, const zl_tensor *const *ws, const float *x, int64_t n_tok,
+                     float *const *ys, const int8_t *gemm)
+{
+    matmul_task t, c; /* c: the task whose conversion is in the scratch buffer */
+    memset(&c, 0, sizeof c);
+    for (int i = 0; i < n_w; i++) {
+        bool done;
+        int rc = matmul_setup(ws[i], x, n_tok, ys[i], gemm, &t, &done);
+        if (rc != ZL_OK) return rc;
+        if (done) continue;
+        if (t.convert) {
+            if (conversion_fits(&t, &c)) {
+                t.xq = c.xq;
+                t.aux = c.aux;
+            } else {
+                if ((rc = matmul_convert(cpu, &t)) != ZL_OK) return rc;
+                c.xq = t.xq;
+                c.aux = t.aux;
+                c.convert = t.convert;
+                c.x = t.x;
+                c.n_tok = t.n_tok;
+                c.ne0 = t.ne0;
+                c.tiles = t.tiles;
+            }
+        }
+        matmul_run(cpu, &t);
+    }
     return ZL_OK;
 }
 

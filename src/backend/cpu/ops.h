@@ -36,6 +36,10 @@ enum {
 /* zl_matmul with the arithmetic chosen per token by gemm[k], a ZL_MODE_* value. gemm NULL: llama.cpp's rule for
  * one batch of n_tok tokens (tinyBLAS when n_tok >= 2, tiled K-quant when n_tok >= 8), as zl_matmul does. */
 int zl_matmul_modes(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_tok, float *y, const int8_t *gemm);
+/* zl_matmul_modes for n_w weights and the same x: ys[i] = ws[i] x. x is quantized once for the weights whose
+ * activation type (and tile data) agree, instead of once per weight (Q, K, V; gate and up). Same results. */
+int zl_matmul_shared(zl_cpu *cpu, int n_w, const zl_tensor *const *ws, const float *x, int64_t n_tok,
+                     float *const *ys, const int8_t *gemm);
 
 /* Row `row` of w, converted to float: y[0 .. w->ne[0]). (Embedding lookup.) w's type must have a to_float
  * (supported types and Q8_1); otherwise y is zero-filled. */
