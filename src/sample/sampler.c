@@ -19,6 +19,7 @@ typedef struct cand {
 struct zl_sample_ws {
     int32_t n_vocab;
     cand *cands; /* n_vocab */
+    float *v;    /* n_vocab: the clean logits after the penalties (samplers with penalties) */
     double *w;   /* n_vocab: each candidate's exp((logit - max) / temp), made once per draw */
 };
 
@@ -77,9 +78,10 @@ int zl_sample_ws_create(int32_t n_vocab, zl_sample_ws **out, zl_err *err)
     if (ws) {
         ws->n_vocab = n_vocab;
         ws->cands = malloc((size_t)n_vocab * sizeof *ws->cands);
+        ws->v = malloc((size_t)n_vocab * sizeof *ws->v);
         ws->w = malloc((size_t)n_vocab * sizeof *ws->w);
     }
-    if (!ws || !ws->cands || !ws->w) {
+    if (!ws || !ws->cands || !ws->v || !ws->w) {
         zl_sample_ws_free(ws);
         return zl_err_set(err, ZL_ENOMEM, "sampler: out of memory for %d candidates", n_vocab);
     }
@@ -92,6 +94,7 @@ void zl_sample_ws_free(zl_sample_ws *ws)
     if (!ws)
         return;
     free(ws->cands);
+    free(ws->v);
     free(ws->w);
     free(ws);
 }
@@ -231,9 +234,13 @@ static void top_k_sorted(cand *c, int32_t n, int32_t k)
 /* A logit as the chain sees it: NaN and +inf count as -inf (-inf and finite values stay). */
 static inline float clean(float l) { return l < INFINITY ? l : -INFINITY; }
 
-/* The largest clean(l[i]) over n > 0 values, with 8 independent running maxima (one chain would be bound by the
+/* l[i] as the chain sees it: clean(l[i]) for raw logits; as it is once cleaned and penalized (a penalty may take a
+ * logit to +inf, which then counts). */
+static inline float at(const float *l, int32_t i, bool raw) { return raw ? clean(l[i]) : l[i]; }
+
+/* The largest at(l, i, raw) over n > 0 values, with 8 independent running maxima (one chain would be bound by the
  * compare's latency: most of a greedy step on a large vocabulary). */
-static float max_clean(const float *l, int32_t n)
+static inline __attribute__((always_inline)) float max_of(const float *l, int32_t n, bool raw)
 {
     float m[8];
     for (int k = 0; k < 8; k++)
@@ -241,11 +248,11 @@ static float max_clean(const float *l, int32_t n)
     int32_t i = 0;
     for (; i + 8 <= n; i += 8)
         for (int k = 0; k < 8; k++) {
-            const float x = clean(l[i + k]);
+            const float x = at(l, i + k, raw);
             m[k] = x > m[k] ? x : m[k];
         }
     for (; i < n; i++) {
-        const float x = clean(l[i]);
+        const float x = at(l, i, raw);
         m[0] = x > m[0] ? x : m[0];
     }
     float best = m[0];
@@ -254,11 +261,11 @@ static float max_clean(const float *l, int32_t n)
     return best;
 }
 
-/* The first i with clean(l[i]) == v (v = max_clean(l, n): one exists). */
-static int32_t first_equal(const float *l, int32_t n, float v)
+/* The first i with at(l, i, raw) == v (v = max_of(l, n, raw): one exists). */
+static int32_t first_equal(const float *l, int32_t n, bool raw, float v)
 {
     for (int32_t i = 0; i < n; i++)
-        if (clean(l[i]) == v)
+        if (at(l, i, raw) == v)
             return i;
     return 0;
 }
@@ -271,14 +278,42 @@ int32_t zl_sampler_sample_ws(zl_sampler *s, const float *logits, zl_sample_ws *w
     int32_t n = s->n_vocab;
     const bool filters = (p->top_k > 0 && p->top_k < n) || p->top_p < 1.0f || p->min_p > 0.0f;
 
-    /* No penalties and no filters: straight from the logits, no candidate array. */
-    if (!s->window && (p->temp <= 0 || !filters)) {
-        const float maxl = max_clean(logits, n);
-        if (p->temp <= 0 || !isfinite(maxl)) /* greedy, or every logit -inf: the lowest id of the maximum */
-            return first_equal(logits, n, maxl);
+    /* Penalties, once per distinct token in the window, on a copy of the clean logits. counts[t] is negated while
+     * t is done, then restored. */
+    const float *l = logits;
+    const bool raw = !s->window;
+    if (s->window) {
+        float *v = ws->v;
+        for (int32_t i = 0; i < n; i++)
+            v[i] = clean(logits[i]);
+        for (int32_t j = 0; j < s->hist_n; j++) {
+            const int32_t t = s->hist[(s->hist_head + j) % s->window];
+            const int32_t cnt = s->counts[t];
+            if (cnt <= 0)
+                continue;
+            float x = v[t];
+            x = x <= 0 ? x * p->repeat_penalty : x / p->repeat_penalty;
+            v[t] = x - (float)cnt * p->frequency_penalty - p->presence_penalty;
+            s->counts[t] = -cnt;
+        }
+        for (int32_t j = 0; j < s->hist_n; j++) {
+            const int32_t t = s->hist[(s->hist_head + j) % s->window];
+            if (s->counts[t] < 0)
+                s->counts[t] = -s->counts[t];
+        }
+        l = v;
+    }
+
+    /* Greedy, or a draw from the whole vocabulary: no candidate array. */
+    if (p->temp <= 0 || !filters) {
+        const float maxl = raw ? max_of(l, n, true) : max_of(l, n, false); /* each loop for its own case */
+        if (p->temp <= 0) /* the lowest id of the maximum */
+            return first_equal(l, n, raw, maxl);
+        if (!isfinite(maxl)) /* every logit -inf (or a penalty's +inf): the lowest id, as the candidate path does */
+            return 0;
         double total = 0;
         for (int32_t i = 0; i < n; i++) {
-            ws->w[i] = exp(((double)clean(logits[i]) - maxl) / (double)p->temp);
+            ws->w[i] = exp(((double)at(l, i, raw) - maxl) / (double)p->temp);
             total += ws->w[i];
         }
         const double r = rng_uniform(s->rng) * total;
@@ -294,45 +329,7 @@ int32_t zl_sampler_sample_ws(zl_sampler *s, const float *logits, zl_sample_ws *w
     cand *c = ws->cands;
     for (int32_t i = 0; i < n; i++) {
         c[i].id = i;
-        c[i].logit = clean(logits[i]);
-    }
-
-    /* Penalties, once per distinct token in the window. counts[t] is negated while t is done, then restored. */
-    if (s->window) {
-        for (int32_t j = 0; j < s->hist_n; j++) {
-            const int32_t t = s->hist[(s->hist_head + j) % s->window];
-            const int32_t cnt = s->counts[t];
-            if (cnt <= 0)
-                continue;
-            float l = c[t].logit;
-            l = l <= 0 ? l * p->repeat_penalty : l / p->repeat_penalty;
-            c[t].logit = l - (float)cnt * p->frequency_penalty - p->presence_penalty;
-            s->counts[t] = -cnt;
-        }
-        for (int32_t j = 0; j < s->hist_n; j++) {
-            const int32_t t = s->hist[(s->hist_head + j) % s->window];
-            if (s->counts[t] < 0)
-                s->counts[t] = -s->counts[t];
-        }
-    }
-
-    if (p->temp <= 0) { /* greedy: the first maximum, 8 running maxima over the candidates' logits */
-        float m[8];
-        for (int k = 0; k < 8; k++)
-            m[k] = -INFINITY;
-        int32_t i = 0;
-        for (; i + 8 <= n; i += 8)
-            for (int k = 0; k < 8; k++)
-                m[k] = c[i + k].logit > m[k] ? c[i + k].logit : m[k];
-        for (; i < n; i++)
-            m[0] = c[i].logit > m[0] ? c[i].logit : m[0];
-        float best = m[0];
-        for (int k = 1; k < 8; k++)
-            best = m[k] > best ? m[k] : best;
-        for (i = 0; i < n; i++)
-            if (c[i].logit == best)
-                return c[i].id;
-        return c[0].id;
+        c[i].logit = at(l, i, raw);
     }
 
     bool sorted = false;
