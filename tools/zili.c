@@ -1,7 +1,8 @@
 /*
  * zili.c - the `zili` command: run, chat, tokenize, detokenize, info, perplexity, logits, bench.
  *
- * Uses only the public API (include/zili.h). Errors are one line on stderr ("zili: ...") and a non-zero exit:
+ * Uses the public API (include/zili.h), except `serve` and `bench -s`, which run the request engine
+ * (src/engine/engine.h) that the server is built on. Errors are one line on stderr ("zili: ...") and a non-zero exit:
  * 2 for a usage error, 1 for anything else. Generated text goes to stdout; timings to stderr.
  */
 #include <errno.h>
@@ -18,6 +19,8 @@
 #include <unistd.h>
 
 #include "zili.h"
+#include "engine/engine.h"
+#include "tokenizer/vocab.h"
 #include "server/serve.h"
 
 enum { EXIT_USAGE = 2 };
@@ -730,6 +733,10 @@ static const char BENCH_USAGE[] =
     "  -b B        tokens per forward pass in ppN (default 512)\n"
     "  --json      one JSON object on stdout instead of the table\n"
     "  --membw     measure only the memory read bandwidth of T threads (1 GiB buffer; the decode ceiling)\n"
+    "  -s LIST     batched decode instead: for each S in LIST (e.g. 1,4,16), S requests of -p random tokens\n"
+    "              (default 16 here) run together through the serving engine, each generating -n tokens\n"
+    "              (greedy, end-of-generation ignored); prints the prefill time and the aggregate decode\n"
+    "              tokens/s once every sequence has its first token, and each S's speed-up over S = 1\n"
     "  --no-mmap, --mlock, --kv-f32   as for the other commands\n";
 
 typedef struct bench_result {
@@ -862,13 +869,162 @@ static double bench_once(zili_session *s, const zili_model *m, const char *test,
     return (double)n / (dt > 0 ? dt : 1e-9);
 }
 
+/* A file name inside a JSON string: escapes what JSON needs. */
+static void json_chars(const char *s)
+{
+    for (const char *c = s; *c; c++)
+        if (*c == '"' || *c == '\\') printf("\\%c", *c);
+        else if ((unsigned char)*c < 0x20) printf("\\u%04x", *c);
+        else putchar(*c);
+}
+
+/* One round of `bench -s`: S requests of n_p random prompt tokens (different per request, so the prefix cache
+ * has nothing to share), n_g greedy tokens each. *prefill_s: submit until every request has a token; returns
+ * the decode tokens/s after that (tokens generated from then on / time until the last request ends). */
+static double bench_parallel_once(zl_engine *e, int32_t n_vocab, int32_t bos, int32_t S, int32_t n_p, int32_t n_g,
+                                  uint64_t *rng, double *prefill_s)
+{
+    zl_req **req = calloc((size_t)S, sizeof *req);
+    int32_t *prompt = malloc((size_t)n_p * sizeof *prompt), *gen0 = calloc((size_t)S, sizeof *gen0);
+    if (!req || !prompt || !gen0)
+        die(1, "out of memory");
+    zl_req_params rp;
+    zl_req_params_init(&rp);
+    rp.sampling.temp = 0;
+    rp.max_tokens = n_g;
+    rp.ignore_eos = true;
+    const double t0 = now_s();
+    for (int32_t i = 0; i < S; i++) {
+        for (int32_t k = 0; k < n_p; k++) {
+            *rng ^= *rng << 13, *rng ^= *rng >> 7, *rng ^= *rng << 17;
+            prompt[k] = (int32_t)(*rng % (uint64_t)n_vocab);
+        }
+        if (bos >= 0)
+            prompt[0] = bos;
+        zl_err err;
+        if (zl_engine_submit(e, prompt, (size_t)n_p, &rp, &req[i], &err) != ZL_OK)
+            die(1, "bench: %s", err.msg);
+    }
+    /* Requests step together, so waiting for them in order sees each one's first token within a step of it. */
+    zl_req_chunk c;
+    for (int32_t i = 0; i < S; i++) {
+        do {
+            if (zl_req_next(req[i], -1, &c) != ZL_OK)
+                die(1, "bench: out of memory");
+            gen0[i] = c.n_gen;
+            const zl_finish f = c.finish;
+            zl_req_chunk_free(&c);
+            if (f == ZL_FINISH_ERROR || f == ZL_FINISH_CANCELLED)
+                die(1, "bench: a request failed");
+        } while (gen0[i] == 0);
+    }
+    const double t1 = now_s();
+    int64_t decoded = 0;
+    for (int32_t i = 0; i < S; i++) {
+        int32_t n_gen = 0;
+        zl_finish f = ZL_FINISH_NONE;
+        while (f == ZL_FINISH_NONE) {
+            if (zl_req_next(req[i], -1, &c) != ZL_OK)
+                die(1, "bench: out of memory");
+            f = c.finish;
+            n_gen = c.n_gen;
+            zl_req_chunk_free(&c);
+        }
+        if (f != ZL_FINISH_LENGTH)
+            die(1, "bench: a request ended early");
+        decoded += n_gen - gen0[i];
+        zl_req_release(req[i]);
+    }
+    const double t2 = now_s();
+    free(req);
+    free(prompt);
+    free(gen0);
+    *prefill_s = t1 - t0;
+    return (double)decoded / (t2 - t1 > 0 ? t2 - t1 : 1e-9);
+}
+
+static int bench_parallel(const opts *o, const char *list, int32_t n_p, int32_t n_g, int32_t reps, bool json)
+{
+    int32_t S[32];
+    int n_s = 0;
+    for (const char *c = list; *c;) {
+        char *end;
+        errno = 0;
+        const long v = strtol(c, &end, 10);
+        if (end == c || errno || v < 1 || v > 1024 || n_s == 32 || (*end && (*end != ',' || !end[1])))
+            die(EXIT_USAGE, "bench: -s wants a list of 1 to 32 sequence counts in 1..1024, like 1,4,16");
+        S[n_s++] = (int32_t)v;
+        c = *end ? end + 1 : end;
+    }
+    if (n_g < 2)
+        die(EXIT_USAGE, "bench: -s needs -n 2 or more (decode tokens after the first)");
+    zl_model_opts mo = {.use_mmap = !o->no_mmap, .use_mlock = o->mlock};
+    zl_model *m;
+    zl_err err;
+    if (zl_model_load(o->model, &mo, &m, &err) != ZL_OK)
+        die(1, "%s", err.msg);
+    const zl_vocab *v = zl_model_vocab(m);
+    const int32_t n_vocab = zl_model_hparams(m)->n_vocab, bos = zl_vocab_add_bos(v) ? zl_vocab_bos(v) : -1;
+    const char *base = strrchr(o->model, '/') ? strrchr(o->model, '/') + 1 : o->model;
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    double base_tps = 0;
+    if (json) {
+        printf("{\"model\": \"");
+        json_chars(base);
+        printf("\", \"prompt\": %d, \"gen\": %d, \"results\": [", n_p, n_g);
+    }
+    else
+        printf("%s: %d-token prompts, %d generated tokens each, %d repetitions after one warm-up\n\n"
+               "| %9s | %12s | %20s | %8s |\n| --------- | ------------ | -------------------- | -------- |\n",
+               base, n_p, n_g, reps, "sequences", "prefill s", "decode t/s", "vs S=1");
+    for (int k = 0; k < n_s; k++) {
+        zl_engine_params ep = zl_engine_default_params();
+        ep.n_parallel = S[k];
+        ep.n_ctx = n_p + n_g + 1;
+        ep.n_threads = o->n_threads;
+        ep.kv_f16 = !o->kv_f32;
+        ep.prefix_cache = false;
+        ep.max_queue = S[k];
+        zl_engine *e;
+        if (zl_engine_create(m, &ep, &e, &err) != ZL_OK)
+            die(1, "bench: %s", err.msg);
+        double pf, sum = 0, sum2 = 0, pf_sum = 0;
+        bench_parallel_once(e, n_vocab, bos, S[k], n_p, n_g, &rng, &pf); /* warm-up */
+        for (int r = 0; r < reps; r++) {
+            const double t = bench_parallel_once(e, n_vocab, bos, S[k], n_p, n_g, &rng, &pf);
+            sum += t, sum2 += t * t, pf_sum += pf;
+        }
+        zl_engine_destroy(e);
+        const double mean = sum / reps, sd = reps > 1 ? sqrt(fmax(0, (sum2 - sum * mean) / (reps - 1))) : 0;
+        if (S[k] == 1)
+            base_tps = mean;
+        char ratio[32] = "";
+        if (base_tps > 0)
+            snprintf(ratio, sizeof ratio, "%.2fx", mean / base_tps);
+        if (json)
+            printf("%s{\"sequences\": %d, \"prefill_s\": %.4f, \"decode_tokens_per_s\": %.3f, \"sd\": %.3f}",
+                   k ? ", " : "", S[k], pf_sum / reps, mean, sd);
+        else {
+            char tps_s[48];
+            snprintf(tps_s, sizeof tps_s, "%.2f ± %.2f", mean, sd);
+            printf("| %9d | %12.4f | %20s | %8s |\n", S[k], pf_sum / reps, tps_s, ratio);
+        }
+        fflush(stdout);
+    }
+    if (json)
+        printf("]}\n");
+    zl_model_free(m);
+    return 0;
+}
+
 static int cmd_bench(int argc, char **argv)
 {
     opts o;
     memset(&o, 0, sizeof o);
     o.n_batch = 512;
     int32_t n_pp = 512, n_tg = 128, reps = 5;
-    bool json = false, membw = false;
+    bool json = false, membw = false, p_given = false;
+    const char *seqs = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
 #define VAL() (i + 1 < argc ? argv[++i] : (die(EXIT_USAGE, "bench: %s needs a value", a), (char *)NULL))
@@ -876,7 +1032,8 @@ static int cmd_bench(int argc, char **argv)
             fputs(BENCH_USAGE, stdout);
             return 0;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) o.model = VAL();
-        else if (!strcmp(a, "-p")) n_pp = (int32_t)parse_int(a, VAL(), 0, 1 << 20);
+        else if (!strcmp(a, "-p")) n_pp = (int32_t)parse_int(a, VAL(), 0, 1 << 20), p_given = true;
+        else if (!strcmp(a, "-s")) seqs = VAL();
         else if (!strcmp(a, "-n")) n_tg = (int32_t)parse_int(a, VAL(), 0, 1 << 20);
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) o.n_threads = (int32_t)parse_int(a, VAL(), 1, 1024);
         else if (!strcmp(a, "-r")) reps = (int32_t)parse_int(a, VAL(), 1, 1000);
@@ -904,6 +1061,8 @@ static int cmd_bench(int argc, char **argv)
     }
     if (!o.model)
         die(EXIT_USAGE, "bench: no model given (-m FILE)");
+    if (seqs)
+        return bench_parallel(&o, seqs, p_given ? (n_pp > 0 ? n_pp : 1) : 16, n_tg, reps, json);
     if (n_pp == 0 && n_tg == 0)
         die(EXIT_USAGE, "bench: nothing to measure (-p 0 and -n 0)");
     zili_model *m = load_model(&o);
@@ -953,10 +1112,7 @@ static int cmd_bench(int argc, char **argv)
     const char *base = strrchr(o.model, '/') ? strrchr(o.model, '/') + 1 : o.model;
     if (json) {
         printf("{\"model\": \"");
-        for (const char *c = base; *c; c++) /* file names: escape what JSON needs */
-            if (*c == '"' || *c == '\\') printf("\\%c", *c);
-            else if ((unsigned char)*c < 0x20) printf("\\u%04x", *c);
-            else putchar(*c);
+        json_chars(base);
         printf("\", \"arch\": \"%s\", \"size_mib\": %.2f, \"params\": %llu, \"kernels\": \"%s\", \"threads\": %d, "
                "\"reps\": %d, \"mmap\": %s, \"peak_rss_mib\": %.1f, \"results\": [",
                info.arch, size_mib, (unsigned long long)info.n_params, info.kernels, n_threads, reps,

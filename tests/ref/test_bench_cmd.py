@@ -35,3 +35,22 @@ def test_bench_table_and_errors():
         assert r.stderr.startswith("zili: ") and r.stderr.count("\n") == 1, r.stderr
     r = bench("-m", "/nonexistent.gguf")
     assert r.returncode == 1 and "nonexistent" in r.stderr
+
+
+def test_bench_parallel():
+    """`-s`: batched decode through the engine, one result per sequence count, the speed-up against S = 1."""
+    r = bench("-m", SMOLLM2, "-s", "1,3", "-p", "5", "-n", "6", "-r", "1", "-t", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    j = json.loads(r.stdout)
+    assert j["prompt"] == 5 and j["gen"] == 6
+    assert [x["sequences"] for x in j["results"]] == [1, 3]
+    assert all(x["decode_tokens_per_s"] > 0 and x["prefill_s"] > 0 for x in j["results"])
+    r = bench("-m", SMOLLM2, "-s", "2,1", "-n", "3", "-r", "1")
+    assert r.returncode == 0, r.stderr
+    rows = [l for l in r.stdout.splitlines() if l.startswith("|") and l.split("|")[1].strip().isdigit()]
+    assert [l.split("|")[1].strip() for l in rows] == ["2", "1"]
+    assert rows[1].split("|")[4].strip() == "1.00x" and rows[0].split("|")[4].strip() == ""
+    for bad in (["-s", "0"], ["-s", "1,,2"], ["-s", "x"], ["-s", "2", "-n", "1"], ["-s", "1,2,"]):
+        r = bench("-m", SMOLLM2, *bad)
+        assert r.returncode == 2, (bad, r.stdout, r.stderr)
+        assert r.stderr.startswith("zili: ") and r.stderr.count("\n") == 1, r.stderr

@@ -678,7 +678,7 @@ static void check_matmul_equals_dot(zl_cpu *cpu, uint32_t type, zl_vec_dot_fn do
  * avx512vnni set (zl_q4_0/q4_1/q5_0/q8_0_tile4/tile8_vnni, reading the per-token zl_tile_aux): each (row, token)
  * must be vec_dot's bits. Directly on odd block counts (one weight row of zeros, one token of zeros, scales over a
  * wide range), and through zl_matmul on 15 tokens and 39 rows (an 8-token tile, a 4-token tile, 3 tokens left over,
- * a tail of 3 rows, 2 threads). */
+ * a tail of 3 rows, 2 threads), and on 2, 3 and 5 tokens. */
 static void test_tile44_equals_vec_dot(void **state)
 {
     (void)state;
@@ -735,6 +735,13 @@ static void test_tile44_equals_vec_dot(void **state)
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
         check_matmul_equals_dot(cpu, types[ti], zl_type_traits_get(types[ti])->vec_dot, "vec_dot", w, wq, x, xq, NE0,
                                 NE1, NTOK, 19 + (unsigned)ti, 20);
+    /* Batches of 2, 3 and 5 tokens: a token at a time through the 4-row kernels (no tile), or a 4-token tile and
+     * one token so; the K-quants (rows of 512) below their tiled matmul's 8 tokens. */
+    static const uint32_t few_types[] = { ZL_Q4_0, ZL_Q4_1, ZL_Q5_0, ZL_Q8_0, ZL_Q4_K, ZL_Q6_K };
+    for (size_t ti = 0; ti < sizeof few_types / sizeof few_types[0]; ti++)
+        for (int nt = 2; nt <= 5; nt += nt == 3 ? 2 : 1)
+            check_matmul_equals_dot(cpu, few_types[ti], zl_type_traits_get(few_types[ti])->vec_dot, "vec_dot", w, wq,
+                                    x, xq, ti < 4 ? NE0 : 512, NE1, nt, 40 + (unsigned)ti, 41 + (unsigned)nt);
     print_message("4x4 / 4x8 tiles: %d results checked directly under the %s set\n", checked, zl_cpu_kernels_name());
     zl_cpu_destroy(cpu);
     free(w);

@@ -114,7 +114,7 @@ typedef struct matmul_task {
     size_t xq_stride;
     zl_vec_dot_fn vec_dot_gemm; /* NULL: every token uses vec_dot */
     zl_vec_dot4_fn vec_dot4;    /* vec_dot for 4 tokens at once (NULL: none; used only when vec_dot_gemm is NULL) */
-    rows4_fn rows4;             /* vec_dot for 4 rows at once (NULL: none; set only for one token in vec_dot mode) */
+    rows4_fn rows4;             /* vec_dot for 4 rows at once (NULL: none; set only where every token is in vec_dot mode) */
     tile_set tiles;             /* vec_dot for 4 rows x 4 / 8 tokens (tiles.tile4 NULL: none; set only when no
                                  * token uses gemm) */
     zl_tile_aux *aux;           /* the tiles' per-token data: token t at aux + t * aux_stride bytes */
@@ -205,13 +205,18 @@ static void matmul_chunks(void *arg, int ith, int nth)
                     k += step;
                 }
                 for (; k < t1; k++)
-                    for (int64_t i = 0; i < 4; i++)
-                        t->vec_dot(t->ne0, &t->y[k * t->ne1 + r + i], w4 + (size_t)i * t->nb1,
-                                   t->xq + (size_t)k * t->xq_stride);
+                    if (t->rows4)
+                        t->rows4(t->ne0, &t->y[k * t->ne1 + r], w4, t->nb1, t->xq + (size_t)k * t->xq_stride);
+                    else
+                        for (int64_t i = 0; i < 4; i++)
+                            t->vec_dot(t->ne0, &t->y[k * t->ne1 + r + i], w4 + (size_t)i * t->nb1,
+                                       t->xq + (size_t)k * t->xq_stride);
             }
         if (t->rows4)
             for (; r + 4 <= r1; r += 4)
-                t->rows4(t->ne0, &t->y[r], t->w + (size_t)r * t->nb1, t->nb1, t->xq);
+                for (int64_t k = t0; k < t1; k++)
+                    t->rows4(t->ne0, &t->y[k * t->ne1 + r], t->w + (size_t)r * t->nb1, t->nb1,
+                             t->xq + (size_t)k * t->xq_stride);
         for (; r < r1; r++) {
             const void *wr = t->w + (size_t)r * t->nb1;
             int64_t k = t0;
@@ -408,8 +413,11 @@ static int matmul_setup(const zl_tensor *w, const float *x, int64_t n_tok, float
         t->vec_dot4 = tr->vec_dot4;
         t->tiles = tile_dots(w->type);
     }
-    /* One token in vec_dot mode: 4 weight rows per call where the type has such a kernel (same results). */
-    if (n_tok == 1 && (!t->vec_dot_gemm || (t->modes && t->modes[0] < t->min_mode)))
+    /* One token in vec_dot mode: 4 weight rows per call where the type has such a kernel (same results); also for
+     * batches of 2-3 tokens all in vec_dot mode (a token at a time: each weight row group stays in L1 for the
+     * next), and for the 1-3 tokens the 4 x 4 / 4 x 8 tiles leave over. */
+    if ((n_tok == 1 && (!t->vec_dot_gemm || (t->modes && t->modes[0] < t->min_mode))) ||
+        (!t->vec_dot_gemm && (n_tok < 4 || t->tiles.tile4)))
         t->rows4 = rows4_dot(w->type);
 
     if (tr->vec_dot_type == ZL_F32) {
