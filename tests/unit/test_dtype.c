@@ -674,8 +674,8 @@ static void check_matmul_equals_dot(zl_cpu *cpu, uint32_t type, zl_vec_dot_fn do
     free(y);
 }
 
-/* Batched decode and short prompts take 4 rows x 4 or 8 tokens per call for Q4_0, Q4_1, Q5_0 and Q8_0 in the
- * avx512vnni set (zl_q4_0/q4_1/q5_0/q8_0_tile4/tile8_vnni, reading the per-token zl_tile_aux): each (row, token)
+/* Batched decode and short prompts take 4 rows x 2, 3, 4 or 8 tokens per call for Q4_0, Q4_1, Q5_0 and Q8_0 in the
+ * avx512vnni set (zl_q4_0/q4_1/q5_0/q8_0_tile2/3/4/8_vnni, reading the per-token zl_tile_aux): each (row, token)
  * must be vec_dot's bits. Directly on odd block counts (one weight row of zeros, one token of zeros, scales over a
  * wide range), and through zl_matmul on 15 tokens and 39 rows (an 8-token tile, a 4-token tile, 3 tokens left over,
  * a tail of 3 rows, 2 threads), and on 2, 3 and 5 tokens. */
@@ -688,10 +688,13 @@ static void test_tile44_equals_vec_dot(void **state)
     static const uint32_t types[] = { ZL_Q4_0, ZL_Q4_1, ZL_Q5_0, ZL_Q8_0 };
     int checked = 0;
 #ifdef ZL_HAVE_VNNI_KERNELS
-    static const zl_tile_fn tile4[] = { zl_q4_0_tile4_vnni, zl_q4_1_tile4_vnni, zl_q5_0_tile4_vnni,
-                                        zl_q8_0_tile4_vnni };
-    static const zl_tile_fn tile8[] = { zl_q4_0_tile8_vnni, zl_q4_1_tile8_vnni, zl_q5_0_tile8_vnni,
-                                        zl_q8_0_tile8_vnni };
+    static const int tile_nt[4] = { 2, 3, 4, 8 };
+    static const zl_tile_fn tiles[4][4] = {
+        { zl_q4_0_tile2_vnni, zl_q4_1_tile2_vnni, zl_q5_0_tile2_vnni, zl_q8_0_tile2_vnni },
+        { zl_q4_0_tile3_vnni, zl_q4_1_tile3_vnni, zl_q5_0_tile3_vnni, zl_q8_0_tile3_vnni },
+        { zl_q4_0_tile4_vnni, zl_q4_1_tile4_vnni, zl_q5_0_tile4_vnni, zl_q8_0_tile4_vnni },
+        { zl_q4_0_tile8_vnni, zl_q4_1_tile8_vnni, zl_q5_0_tile8_vnni, zl_q8_0_tile8_vnni },
+    };
     static const zl_tile_aux_fn aux_of[] = { zl_tile_aux_q8_0, zl_tile_aux_q8_1, zl_tile_aux_q8_0,
                                              zl_tile_aux_q8_0 };
     zl_tile_aux *aux = malloc(8 * NBMAX * sizeof *aux);
@@ -713,9 +716,12 @@ static void test_tile44_equals_vec_dot(void **state)
                     vt->from_float_act(x + k * n, xq + k * xrow, n);
                     aux_of[ti](xq + k * xrow, aux + k * nb, n);
                 }
-                for (int nt = 4; nt <= 8; nt += 4) {
+                for (int ni = 0; ni < 4; ni++) {
+                    const int nt = tile_nt[ni];
                     float out[8 * 5];
-                    (nt == 4 ? tile4 : tile8)[ti](n, out, 5, wq, row, xq, xrow, aux, nb * sizeof *aux);
+                    for (int i = 0; i < 8 * 5; i++)
+                        out[i] = NAN;
+                    tiles[ni][ti](n, out, 5, wq, row, xq, xrow, aux, nb * sizeof *aux);
                     for (int k = 0; k < nt; k++)
                         for (int r = 0; r < 4; r++) {
                             float want;
@@ -725,6 +731,9 @@ static void test_tile44_equals_vec_dot(void **state)
                                          (double)want, (double)out[k * 5 + r]);
                             checked++;
                         }
+                    for (int i = 0; i < 8 * 5; i++) /* nothing written past the call's tokens and rows */
+                        if ((i / 5 >= nt || i % 5 == 4) && !isnan(out[i]))
+                            fail_msg("%s 4x%d n=%d wrote out[%d]", t->name, nt, n, i);
                 }
             }
         }
@@ -742,7 +751,7 @@ static void test_tile44_equals_vec_dot(void **state)
         for (int nt = 2; nt <= 5; nt += nt == 3 ? 2 : 1)
             check_matmul_equals_dot(cpu, few_types[ti], zl_type_traits_get(few_types[ti])->vec_dot, "vec_dot", w, wq,
                                     x, xq, ti < 4 ? NE0 : 512, NE1, nt, 40 + (unsigned)ti, 41 + (unsigned)nt);
-    print_message("4x4 / 4x8 tiles: %d results checked directly under the %s set\n", checked, zl_cpu_kernels_name());
+    print_message("4x2 / 4x3 / 4x4 / 4x8 tiles: %d results checked directly under the %s set\n", checked, zl_cpu_kernels_name());
     zl_cpu_destroy(cpu);
     free(w);
     free(x);

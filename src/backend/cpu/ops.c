@@ -99,7 +99,7 @@ typedef void (*tile44_fn)(int64_t n, float *s, size_t s_stride, const void *x, s
                           size_t y_stride);
 /* The Q4_0 / Q4_1 / Q5_0 / Q8_0 tiles of one type for this kernel set (all NULL: none). */
 typedef struct tile_set {
-    zl_tile_fn tile4, tile8;
+    zl_tile_fn tile2, tile3, tile4, tile8;
     zl_tile_aux_fn aux; /* the per-token data they read, made once per token after conversion */
 } tile_set;
 
@@ -115,8 +115,8 @@ typedef struct matmul_task {
     zl_vec_dot_fn vec_dot_gemm; /* NULL: every token uses vec_dot */
     zl_vec_dot4_fn vec_dot4;    /* vec_dot for 4 tokens at once (NULL: none; used only when vec_dot_gemm is NULL) */
     rows4_fn rows4;             /* vec_dot for 4 rows at once (NULL: none; set only where every token is in vec_dot mode) */
-    tile_set tiles;             /* vec_dot for 4 rows x 4 / 8 tokens (tiles.tile4 NULL: none; set only when no
-                                 * token uses gemm) */
+    tile_set tiles;             /* vec_dot for 4 rows x 2 / 3 / 4 / 8 tokens (tiles.tile4 NULL: none; set only
+                                 * when no token uses gemm) */
     zl_tile_aux *aux;           /* the tiles' per-token data: token t at aux + t * aux_stride bytes */
     size_t aux_stride;
     zl_vec_dot4_fn gemm4;       /* vec_dot_gemm for 4 tokens at once (NULL: none), for 4 tokens all in gemm mode */
@@ -203,6 +203,12 @@ static void matmul_chunks(void *arg, int ith, int nth)
                                                                   t->nb1, t->xq + (size_t)k * t->xq_stride,
                                                                   t->xq_stride, aux_row(t, k), t->aux_stride);
                     k += step;
+                }
+                if (t1 - k >= 2) { /* 2 or 3 tokens left */
+                    (t1 - k == 3 ? t->tiles.tile3 : t->tiles.tile2)(t->ne0, &t->y[k * t->ne1 + r], (size_t)t->ne1, w4,
+                                                                    t->nb1, t->xq + (size_t)k * t->xq_stride,
+                                                                    t->xq_stride, aux_row(t, k), t->aux_stride);
+                    k = t1;
                 }
                 for (; k < t1; k++)
                     if (t->rows4)
@@ -339,21 +345,29 @@ static rows4_fn rows4_dot(uint32_t type)
     return NULL;
 }
 
-/* The 4 rows x 4 / 8 tokens kernels on weights of type `type` for this kernel set (all NULL: none). */
+/* The 4 rows x 2 / 3 / 4 / 8 tokens kernels on weights of type `type` for this kernel set (all NULL: none). */
 static tile_set tile_dots(uint32_t type)
 {
 #ifdef ZL_HAVE_VNNI_KERNELS
     if (strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0)
         switch (type) {
-        case ZL_Q4_0: return (tile_set){ zl_q4_0_tile4_vnni, zl_q4_0_tile8_vnni, zl_tile_aux_q8_0 };
-        case ZL_Q4_1: return (tile_set){ zl_q4_1_tile4_vnni, zl_q4_1_tile8_vnni, zl_tile_aux_q8_1 };
-        case ZL_Q5_0: return (tile_set){ zl_q5_0_tile4_vnni, zl_q5_0_tile8_vnni, zl_tile_aux_q8_0 };
-        case ZL_Q8_0: return (tile_set){ zl_q8_0_tile4_vnni, zl_q8_0_tile8_vnni, zl_tile_aux_q8_0 };
+        case ZL_Q4_0:
+            return (tile_set){ zl_q4_0_tile2_vnni, zl_q4_0_tile3_vnni, zl_q4_0_tile4_vnni, zl_q4_0_tile8_vnni,
+                               zl_tile_aux_q8_0 };
+        case ZL_Q4_1:
+            return (tile_set){ zl_q4_1_tile2_vnni, zl_q4_1_tile3_vnni, zl_q4_1_tile4_vnni, zl_q4_1_tile8_vnni,
+                               zl_tile_aux_q8_1 };
+        case ZL_Q5_0:
+            return (tile_set){ zl_q5_0_tile2_vnni, zl_q5_0_tile3_vnni, zl_q5_0_tile4_vnni, zl_q5_0_tile8_vnni,
+                               zl_tile_aux_q8_0 };
+        case ZL_Q8_0:
+            return (tile_set){ zl_q8_0_tile2_vnni, zl_q8_0_tile3_vnni, zl_q8_0_tile4_vnni, zl_q8_0_tile8_vnni,
+                               zl_tile_aux_q8_0 };
         default: break;
         }
 #endif
     (void)type;
-    return (tile_set){ NULL, NULL, NULL };
+    return (tile_set){ NULL, NULL, NULL, NULL, NULL };
 }
 
 int zl_matmul(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_tok, float *y)
@@ -408,14 +422,14 @@ static int matmul_setup(const zl_tensor *w, const float *x, int64_t n_tok, float
         t->min_mode = ZL_MODE_MULTI8;
     }
     /* Several tokens all in vec_dot mode: 4 at a time where the type has such a kernel (same results), and 4 rows x
-     * 4 tokens where it has that. */
-    if (!t->vec_dot_gemm && n_tok >= 4) {
+     * 2 / 3 / 4 / 8 tokens where it has that. */
+    if (!t->vec_dot_gemm && n_tok >= 4)
         t->vec_dot4 = tr->vec_dot4;
+    if (!t->vec_dot_gemm && n_tok >= 2)
         t->tiles = tile_dots(w->type);
-    }
     /* One token in vec_dot mode: 4 weight rows per call where the type has such a kernel (same results); also for
-     * batches of 2-3 tokens all in vec_dot mode (a token at a time: each weight row group stays in L1 for the
-     * next), and for the 1-3 tokens the 4 x 4 / 4 x 8 tiles leave over. */
+     * batches of 2-3 tokens all in vec_dot mode without tiles (a token at a time: each weight row group stays in
+     * L1 for the next), and for the one token the tiles leave over. */
     if ((n_tok == 1 && (!t->vec_dot_gemm || (t->modes && t->modes[0] < t->min_mode))) ||
         (!t->vec_dot_gemm && (n_tok < 4 || t->tiles.tile4)))
         t->rows4 = rows4_dot(w->type);
@@ -463,12 +477,15 @@ static bool conversion_fits(const matmul_task *t, const matmul_task *c)
 static void matmul_run(zl_cpu *cpu, matmul_task *t)
 {
     const int nth = cpu->n_threads;
-    if (t->n_tok == 1) {
-        /* ~8 chunks per thread: small enough to balance a busy core, big enough to amortise the atomic. */
+    if (t->n_tok <= TILE_TOKS) {
+        /* ~8 chunks per thread: small enough to balance a busy core, big enough to amortise the atomic (chunks of
+         * TILE_ROWS rows x a few tokens take well under a microsecond, so the shared counter's cache line would
+         * cross between the cores every few hundred nanoseconds). All the tokens in one chunk: each weight row is
+         * read once. */
         int64_t rows = (t->ne1 + 8 * nth - 1) / (8 * nth);
         rows = (rows + 3) / 4 * 4; /* whole groups for the 4-row kernels */
         t->chunk_rows = rows < 4 ? 4 : rows;
-        t->chunk_toks = 1;
+        t->chunk_toks = t->n_tok;
     } else {
         t->chunk_rows = TILE_ROWS;
         t->chunk_toks = TILE_TOKS;

@@ -215,7 +215,7 @@ void zl_q6_K_tiled_dot_ref(int64_t n, float *s, const void *x, const void *y);
 void zl_q8_K_to_float_ref(const void *x, float *y, int64_t n);
 void zl_q8_K_from_float_ref(const float *x, void *y, int64_t n);
 
-/* ---- 4 rows x 4 / 8 tokens tiles (avx512vnni set only; the types are here for ops.c on every target) ---- */
+/* ---- 4 rows x 2 / 3 / 4 / 8 tokens tiles (avx512vnni set only; the types are here for ops.c on every target) ---- */
 
 /* What the Q4_0 / Q4_1 / Q5_0 / Q8_0 tiles need of one activation row that depends on the token alone, per 32-block:
  * the scale as a float, Q8_1's s as a float (Q4_1), and the bytes plus 128 (Q8_0 activations; unused for Q4_1).
@@ -225,7 +225,7 @@ typedef struct zl_tile_aux {
     uint8_t yu[32];
 } zl_tile_aux;
 typedef void (*zl_tile_aux_fn)(const void *y, zl_tile_aux *a, int64_t n);
-/* 4 weight rows (bx bytes apart) x 4 or 8 activation rows (y_stride bytes apart, their zl_tile_aux rows a_stride
+/* 4 weight rows (bx bytes apart) x 2, 3, 4 or 8 activation rows (y_stride bytes apart, their zl_tile_aux rows a_stride
  * bytes apart): s[t * s_stride + r] is vec_dot of row r and token t, bit for bit (the avx512vnni set's zl_q4_0 /
  * q4_1 / q5_0 / q8_0_vec_dot_vnni). */
 typedef void (*zl_tile_fn)(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
@@ -316,17 +316,33 @@ void zl_q4_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, c
 void zl_q6_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
 void zl_tile_aux_q8_0(const void *y, zl_tile_aux *a, int64_t n); /* for Q4_0, Q5_0 and Q8_0 weights */
 void zl_tile_aux_q8_1(const void *y, zl_tile_aux *a, int64_t n); /* for Q4_1 weights */
+void zl_q4_0_tile2_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
+                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
+void zl_q4_0_tile3_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
+                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
 void zl_q4_0_tile4_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
                         size_t y_stride, const zl_tile_aux *a, size_t a_stride);
 void zl_q4_0_tile8_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
+                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
+void zl_q4_1_tile2_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
+                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
+void zl_q4_1_tile3_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
                         size_t y_stride, const zl_tile_aux *a, size_t a_stride);
 void zl_q4_1_tile4_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
                         size_t y_stride, const zl_tile_aux *a, size_t a_stride);
 void zl_q4_1_tile8_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
                         size_t y_stride, const zl_tile_aux *a, size_t a_stride);
+void zl_q5_0_tile2_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
+                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
+void zl_q5_0_tile3_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
+                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
 void zl_q5_0_tile4_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
                         size_t y_stride, const zl_tile_aux *a, size_t a_stride);
 void zl_q5_0_tile8_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
+                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
+void zl_q8_0_tile2_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
+                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
+void zl_q8_0_tile3_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
                         size_t y_stride, const zl_tile_aux *a, size_t a_stride);
 void zl_q8_0_tile4_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
                         size_t y_stride, const zl_tile_aux *a, size_t a_stride);

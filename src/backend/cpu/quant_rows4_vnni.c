@@ -199,7 +199,7 @@ void zl_q4_1_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, 
         s[k] += m[k];
 }
 
-/* ---- 4 rows x 4 or 8 tokens (batched decode and short prompts), Q4_0, Q4_1, Q5_0 and Q8_0 ----
+/* ---- 4 rows x 2, 3, 4 or 8 tokens (batched decode and short prompts), Q4_0, Q4_1, Q5_0 and Q8_0 ----
  * Each (row, token) gets vec_dot's bits: the weight block's codes are unpacked once for all the call's tokens (row
  * k in 128-bit lane k, low nibbles = vec_dot's lanes 0-3, high nibbles = lanes 4-7), each token's activation bytes
  * once for the 4 rows; per token two accumulators hold the 4 rows' 8 lanes, fed fma(d_x * d_y, lanes) per block in
@@ -287,6 +287,14 @@ static inline __attribute__((always_inline)) void tile_body(const int kind, cons
         lo[t] = hi[t] = _mm512_setzero_ps();
     mins[0] = mins[1] = _mm512_setzero_ps();
     for (int64_t b = 0; b < n / ZL_QK; b++) {
+        { /* the next 4 rows streamed in, as in one-token decode (the tiles' loads of weights from L3 or memory
+           * stalled them at a quarter of the L2 speed) */
+            const char *next = (const char *)vx + 4 * bx + (size_t)b * 4 * xb;
+            _mm_prefetch(next, _MM_HINT_T0);
+            _mm_prefetch(next + 64, _MM_HINT_T0);
+            if (4 * xb > 128)
+                _mm_prefetch(next + 128, _MM_HINT_T0);
+        }
         __m512i qlo, qhi;
         if (kind == 3) {
             qlo = lanes4(TILE_XB(0) + x_qs, TILE_XB(1) + x_qs, TILE_XB(2) + x_qs, TILE_XB(3) + x_qs);
@@ -324,12 +332,13 @@ static inline __attribute__((always_inline)) void tile_body(const int kind, cons
             const __m512 mx = _mm512_permutexvar_ps( /* m follows d */
                 row_of_lane, _mm512_castps128_ps512(f16x4(half_at(TILE_XB(0) + 2), half_at(TILE_XB(1) + 2),
                                                           half_at(TILE_XB(2) + 2), half_at(TILE_XB(3) + 2))));
-            for (int g = 0; g < nt / 4; g++) {
-                const char *a0 = (const char *)va + (size_t)(4 * g) * a_stride; /* token 4g's aux row */
-                const __m128 s4 = _mm_setr_ps(((const zl_tile_aux *)(const void *)a0)[b].s,
-                                              ((const zl_tile_aux *)(const void *)(a0 + a_stride))[b].s,
-                                              ((const zl_tile_aux *)(const void *)(a0 + 2 * a_stride))[b].s,
-                                              ((const zl_tile_aux *)(const void *)(a0 + 3 * a_stride))[b].s);
+            for (int g = 0; g < (nt + 3) / 4; g++) {
+                /* tokens 4g .. 4g + 3's s (0 past the last token) */
+#define AUX_S(j)                                                                                                  \
+    (4 * g + (j) < nt ? ((const zl_tile_aux *)(const void *)((const char *)va + (size_t)(4 * g + (j)) * a_stride))[b].s \
+                      : 0.0f)
+                const __m128 s4 = _mm_setr_ps(AUX_S(0), AUX_S(1), AUX_S(2), AUX_S(3));
+#undef AUX_S
                 mins[g] = _mm512_fmadd_ps(mx, _mm512_permutexvar_ps(tok_of_lane, _mm512_castps128_ps512(s4)), mins[g]);
             }
         }
@@ -370,12 +379,20 @@ static inline __attribute__((always_inline)) void tile_body(const int kind, cons
     {                                                                                                             \
         tile_body(KIND, NT, n, s, s_stride, x, bx, y, y_stride, a, a_stride);                                     \
     }
+TILE_FN(zl_q4_0_tile2_vnni, 0, 2)
+TILE_FN(zl_q4_0_tile3_vnni, 0, 3)
 TILE_FN(zl_q4_0_tile4_vnni, 0, 4)
 TILE_FN(zl_q4_0_tile8_vnni, 0, 8)
+TILE_FN(zl_q4_1_tile2_vnni, 1, 2)
+TILE_FN(zl_q4_1_tile3_vnni, 1, 3)
 TILE_FN(zl_q4_1_tile4_vnni, 1, 4)
 TILE_FN(zl_q4_1_tile8_vnni, 1, 8)
+TILE_FN(zl_q5_0_tile2_vnni, 2, 2)
+TILE_FN(zl_q5_0_tile3_vnni, 2, 3)
 TILE_FN(zl_q5_0_tile4_vnni, 2, 4)
 TILE_FN(zl_q5_0_tile8_vnni, 2, 8)
+TILE_FN(zl_q8_0_tile2_vnni, 3, 2)
+TILE_FN(zl_q8_0_tile3_vnni, 3, 3)
 TILE_FN(zl_q8_0_tile4_vnni, 3, 4)
 TILE_FN(zl_q8_0_tile8_vnni, 3, 8)
 #undef TILE_FN
