@@ -100,6 +100,8 @@ struct zl_fwd {
     void *q_conv;        /* (thr_cap, head_dim) the query in the cache's type (F16 caches) */
     float *v_row;        /* (thr_cap, head_dim) a V row converted to float */
     float *v_lanes;      /* (thr_cap, ZL_ATT_MAX_LANES, head_dim) lane accumulators of the weighted sum of V */
+    int32_t blk_cap;     /* KV blocks per thread in v_blk (enough for ctx_cap positions) */
+    void *v_blk;         /* (thr_cap, blk_cap) const char *: one head's V rows in each block of a sequence */
 };
 
 /* A model family: the tensors it needs and its forward pass. */

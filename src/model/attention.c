@@ -65,6 +65,9 @@ void zl_kv_store(zl_kv *kv, const zl_batch *b, int32_t il, const float *k, const
 #define ZL_ATT_AVX2_ROWS 1 /* attention_avx2.c is built only for x86 targets */
 void zl_attn_fma_row_avx2(float *acc, const float *v, float w, int32_t n);
 void zl_attn_fma_row_f16_avx2(float *acc, const uint16_t *v, float w, int32_t n);
+void zl_attn_round_f16_avx2(float *x, int32_t n);
+void zl_attn_v_lanes_f16_avx2(float *lanes, int n_lanes, int32_t hd, const char *const *blk, int32_t bs,
+                              size_t row_stride, const float *w, int32_t p0, int32_t p1);
 #endif
 
 static void fma_row(float *acc, const float *v, float w, int32_t n)
@@ -189,17 +192,38 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
         }
     }
     zl_softmax(sc + sm0, n_ctx - sm0);
+    if (f16) { /* the weights as V's type, once per position (a software conversion per position cost 17% of pp512) */
+#ifdef ZL_ATT_AVX2_ROWS
+        if (simd)
+            zl_attn_round_f16_avx2(sc + lo, n_ctx - lo);
+        else
+#endif
+            for (int32_t p0 = lo; p0 < n_ctx; p0++)
+                sc[p0] = zl_fp16_to_fp32(zl_fp32_to_fp16(sc[p0]));
+    }
 
     /* Weighted sum of V rows, lane by lane (see the file header). */
     const int n_lanes = n_acc * w;
     float *lanes = t->f->v_lanes + (size_t)ith * ZL_ATT_MAX_LANES * hd;
+#ifdef ZL_ATT_AVX2_ROWS
+    if (f16 && simd && hd % 8 == 0 && n_ctx - lo >= 4 * n_lanes) {
+        /* lane by lane, in registers (same bits); with fewer than ~4 positions per lane, zeroing the lanes and
+         * adding row by row is as fast (and measurably faster for one-token decode at short contexts) */
+        const char **blk = (const char **)t->f->v_blk + (size_t)ith * (size_t)t->f->blk_cap;
+        for (int32_t k = lo / bs; k * bs < n_ctx; k++)
+            blk[k] = zl_kv_block(t->kv, t->il, tab[k]) + ((size_t)bs * kv_dim + (size_t)hk * hd) * elt;
+        zl_attn_v_lanes_f16_avx2(lanes, n_lanes, hd, blk, bs, (size_t)kv_dim * elt, sc, lo, n_ctx);
+        reduce_lanes(lanes, hd, w, n_acc, o);
+        return;
+    }
+#endif
     memset(lanes, 0, (size_t)n_lanes * hd * sizeof *lanes);
     for (int32_t t0 = lo - lo % bs; t0 < n_ctx; t0 += bs) {
         const char *base = zl_kv_block(t->kv, t->il, tab[t0 / bs]);
         const int32_t n = n_ctx - t0 < bs ? n_ctx - t0 : bs;
         for (int32_t j = t0 < lo ? lo - t0 : 0; j < n; j++) {
             const char *vp = base + ((size_t)(bs + j) * kv_dim + (size_t)hk * hd) * elt;
-            const float wt = f16 ? zl_fp16_to_fp32(zl_fp32_to_fp16(sc[t0 + j])) : sc[t0 + j];
+            const float wt = sc[t0 + j];
             float *acc = lanes + (size_t)((t0 + j) % n_lanes) * hd;
 #ifdef ZL_ATT_AVX2_ROWS
             if (f16 && simd) {

@@ -604,6 +604,7 @@ void zl_fwd_destroy(zl_fwd *f)
     free(f->q_conv);
     free(f->v_row);
     free(f->v_lanes);
+    free(f->v_blk);
     free(f);
 }
 
@@ -625,7 +626,7 @@ static int fwd_fit(const zl_model *m, zl_fwd *f, const zl_kv *kv, int nth, zl_er
         f->seq_cap = p->max_seqs;
     }
     const int32_t ctx = zl_kv_max_seq_len(kv);
-    if (nth > f->thr_cap || ctx > f->ctx_cap) {
+    if (nth > f->thr_cap || ctx > f->ctx_cap || ctx / p->block_size + 2 > f->blk_cap) {
         const int n_thr = nth > f->thr_cap ? nth : f->thr_cap;
         const int32_t n_ctx = ctx > f->ctx_cap ? ctx : f->ctx_cap;
         const size_t hd = (size_t)m->hp.head_dim;
@@ -633,11 +634,14 @@ static int fwd_fit(const zl_model *m, zl_fwd *f, const zl_kv *kv, int nth, zl_er
         void *qc = malloc((size_t)n_thr * hd * sizeof(float));
         float *vr = malloc((size_t)n_thr * hd * sizeof *vr);
         float *vl = malloc((size_t)n_thr * ZL_ATT_MAX_LANES * hd * sizeof *vl);
-        if (!sc || !qc || !vr || !vl) {
+        const int32_t n_blk = n_ctx / p->block_size + 2 > f->blk_cap ? n_ctx / p->block_size + 2 : f->blk_cap;
+        const char **vb = malloc((size_t)n_thr * (size_t)n_blk * sizeof *vb);
+        if (!sc || !qc || !vr || !vl || !vb) {
             free(sc);
             free(qc);
             free(vr);
             free(vl);
+            free(vb);
             return zl_err_set(err, ZL_ENOMEM, "out of memory for attention scratch (%d threads x %d positions)",
                               n_thr, n_ctx);
         }
@@ -645,6 +649,9 @@ static int fwd_fit(const zl_model *m, zl_fwd *f, const zl_kv *kv, int nth, zl_er
         free(f->q_conv);
         free(f->v_row);
         free(f->v_lanes);
+        free(f->v_blk);
+        f->v_blk = vb;
+        f->blk_cap = n_blk;
         f->scores = sc;
         f->q_conv = qc;
         f->v_row = vr;

@@ -759,6 +759,68 @@ static void test_tile44_equals_vec_dot(void **state)
     free(xq);
 }
 
+#ifdef ZL_HAVE_AVX2_KERNELS
+void zl_attn_fma_row_f16_avx2(float *acc, const uint16_t *v, float w, int32_t n);
+void zl_attn_v_lanes_f16_avx2(float *lanes, int n_lanes, int32_t hd, const char *const *blk, int32_t bs,
+                              size_t row_stride, const float *w, int32_t p0, int32_t p1);
+#endif
+
+/* The attention's weighted sum of F16 V rows lane by lane in registers (zl_attn_v_lanes_f16_avx2) must give the
+ * lanes that zl_attn_fma_row_f16_avx2 gives position by position into zeroed lanes, bit for bit: 8 to 64 lanes,
+ * head sizes 8 to 136 (a partial last 64 columns), blocks of 16 and 7 positions, a first position past 0 (sliding
+ * windows), contexts shorter than the lane count (lanes left +0), weights that are 0 and negative V values. */
+static void test_attn_v_lanes_equal_rows(void **state)
+{
+    (void)state;
+    int checked = 0;
+#ifdef ZL_HAVE_AVX2_KERNELS
+    if (zl_cpu_simd_width() >= 8) {
+        enum { HDMAX = 136, PMAX = 150 };
+        const int kv_dim = 2 * HDMAX + 8; /* the row holds other heads around ours */
+        uint16_t *cache = malloc((size_t)PMAX * kv_dim * 2);
+        float *vf = malloc((size_t)PMAX * kv_dim * sizeof(float)), *w = malloc(PMAX * sizeof(float));
+        float *want = malloc(64 * HDMAX * sizeof(float)), *got = malloc(64 * HDMAX * sizeof(float));
+        const char *blk[PMAX / 7 + 2];
+        assert_true(cache && vf && w && want && got);
+        fill_random(vf, PMAX * kv_dim, 77, 2.0f);
+        zl_type_traits_get(ZL_F16)->from_float(vf, cache, (int64_t)PMAX * kv_dim);
+        fill_random(w, PMAX, 78, 1.0f);
+        for (int p = 0; p < PMAX; p += 9)
+            w[p] = 0.0f;
+        static const int lanes_of[] = { 8, 16, 32, 64 }, hds[] = { 8, 64, 72, 128, 136 }, bss[] = { 16, 7 };
+        static const int32_t spans[][2] = { { 0, 1 }, { 0, 5 }, { 0, 63 }, { 3, 40 }, { 17, 150 }, { 0, 150 } };
+        for (size_t li = 0; li < 4; li++)
+            for (size_t hi = 0; hi < 5; hi++)
+                for (size_t bi = 0; bi < 2; bi++)
+                    for (size_t si = 0; si < sizeof spans / sizeof spans[0]; si++) {
+                        const int L = lanes_of[li], hd = hds[hi], bs = bss[bi];
+                        const int32_t p0 = spans[si][0], p1 = spans[si][1];
+                        const size_t stride = (size_t)kv_dim * 2;
+                        for (int k = 0; k * bs < PMAX; k++) /* head 1's columns: past the row's start */
+                            blk[k] = (const char *)cache + (size_t)k * bs * stride + HDMAX * 2;
+                        memset(want, 0, (size_t)L * hd * sizeof(float));
+                        for (int32_t p = p0; p < p1; p++)
+                            zl_attn_fma_row_f16_avx2(want + (size_t)(p % L) * hd,
+                                                     (const uint16_t *)(const void *)(blk[p / bs] +
+                                                                                      (size_t)(p % bs) * stride),
+                                                     w[p], hd);
+                        for (int i = 0; i < L * hd; i++)
+                            got[i] = NAN;
+                        zl_attn_v_lanes_f16_avx2(got, L, hd, blk, bs, stride, w, p0, p1);
+                        if (memcmp(want, got, (size_t)L * hd * sizeof(float)) != 0)
+                            fail_msg("V lanes L=%d hd=%d bs=%d [%d, %d) differ", L, hd, bs, p0, p1);
+                        checked++;
+                    }
+        free(cache);
+        free(vf);
+        free(w);
+        free(want);
+        free(got);
+    }
+#endif
+    print_message("attention V lanes: %d cases checked under the %s set\n", checked, zl_cpu_kernels_name());
+}
+
 /* F16 weights and 2+ tokens (tinyBLAS's order) take 4 rows x 4 tokens per call on the AVX-512 sets
  * (zl_f16_gemm_4x4_avx512): each (row, token) must be the set's vec_dot_gemm bits. Directly on lengths 16..656
  * (a zero row, a zero token, wide magnitudes), and through zl_matmul on 9 tokens x 40 rows (tiles, a token left
@@ -1178,6 +1240,7 @@ int main(void)
         cmocka_unit_test(test_vec_dot4_equals_vec_dot),
         cmocka_unit_test(test_rows4_equals_vec_dot),
         cmocka_unit_test(test_tile44_equals_vec_dot),
+        cmocka_unit_test(test_attn_v_lanes_equal_rows),
         cmocka_unit_test(test_matmul_shared_equals_separate),
         cmocka_unit_test(test_f16_gemm44_equals_gemm_dot),
         cmocka_unit_test(test_fp16_to_fp32_all),
