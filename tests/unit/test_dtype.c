@@ -647,9 +647,21 @@ static void test_rows4_equals_vec_dot(void **state)
 /* zl_matmul of random weights of `type` (ne1 rows of ne0) by ntok random tokens on `cpu` must give, for every
  * (row, token), `dot` (named dot_name in messages) of the row and the token's converted activations, bit for bit.
  * w, wq, x, xq: scratch of at least ne0 * ne1 floats, their quantized bytes, ne0 * ntok floats, one activation row. */
+static void check_matmul_modes_equals_dot(zl_cpu *cpu, uint32_t type, zl_vec_dot_fn dot, const char *dot_name,
+                                          float *w, void *wq, float *x, void *xq, int ne0, int ne1, int ntok,
+                                          unsigned seed_w, unsigned seed_x, const int8_t *modes);
+
 static void check_matmul_equals_dot(zl_cpu *cpu, uint32_t type, zl_vec_dot_fn dot, const char *dot_name, float *w,
                                     void *wq, float *x, void *xq, int ne0, int ne1, int ntok, unsigned seed_w,
                                     unsigned seed_x)
+{
+    check_matmul_modes_equals_dot(cpu, type, dot, dot_name, w, wq, x, xq, ne0, ne1, ntok, seed_w, seed_x, NULL);
+}
+
+/* The same through zl_matmul_modes with per-token modes (NULL: zl_matmul's). */
+static void check_matmul_modes_equals_dot(zl_cpu *cpu, uint32_t type, zl_vec_dot_fn dot, const char *dot_name,
+                                          float *w, void *wq, float *x, void *xq, int ne0, int ne1, int ntok,
+                                          unsigned seed_w, unsigned seed_x, const int8_t *modes)
 {
     const zl_type_traits *t = zl_type_traits_get(type), *vt = zl_type_traits_get(t->vec_dot_type);
     size_t row;
@@ -660,7 +672,7 @@ static void check_matmul_equals_dot(zl_cpu *cpu, uint32_t type, zl_vec_dot_fn do
     float *y = malloc((size_t)ne1 * (size_t)ntok * sizeof *y);
     assert_non_null(y);
     zl_tensor wt = { .name = "w", .type = type, .ne = { ne0, ne1, 1, 1 }, .nb1 = row, .data = wq };
-    assert_int_equal(zl_matmul(cpu, &wt, x, ntok, y), ZL_OK);
+    assert_int_equal(zl_matmul_modes(cpu, &wt, x, ntok, y, modes), ZL_OK);
     for (int k = 0; k < ntok; k++) {
         vt->from_float_act(x + (size_t)k * ne0, xq, ne0);
         for (int r = 0; r < ne1; r++) {
@@ -744,6 +756,15 @@ static void test_tile44_equals_vec_dot(void **state)
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
         check_matmul_equals_dot(cpu, types[ti], zl_type_traits_get(types[ti])->vec_dot, "vec_dot", w, wq, x, xq, NE0,
                                 NE1, NTOK, 19 + (unsigned)ti, 20);
+    /* Batched decode: every token in vec_dot mode (modes all 0) among 9 and 16 tokens, where a batch that size
+     * would take the multi-token order (tinyBLAS for F16, the tiled K-quant order): each must still be vec_dot's. */
+    static const int8_t zero_modes[16] = { 0 };
+    static const uint32_t dec_types[] = { ZL_Q4_0, ZL_Q4_1, ZL_Q8_0, ZL_Q4_K, ZL_Q6_K, ZL_F16 };
+    for (size_t ti = 0; ti < sizeof dec_types / sizeof dec_types[0]; ti++)
+        for (int nt = 9; nt <= 16; nt += 7)
+            check_matmul_modes_equals_dot(cpu, dec_types[ti], zl_type_traits_get(dec_types[ti])->vec_dot, "vec_dot",
+                                          w, wq, x, xq, ti == 3 || ti == 4 ? 512 : NE0, NE1 + 1, nt,
+                                          60 + (unsigned)ti, 61 + (unsigned)nt, zero_modes);
     /* Batches of 2, 3 and 5 tokens: a token at a time through the 4-row kernels (no tile), or a 4-token tile and
      * one token so; the K-quants (rows of 512) below their tiled matmul's 8 tokens. */
     static const uint32_t few_types[] = { ZL_Q4_0, ZL_Q4_1, ZL_Q5_0, ZL_Q8_0, ZL_Q4_K, ZL_Q6_K };

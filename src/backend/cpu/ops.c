@@ -421,6 +421,19 @@ static int matmul_setup(const zl_tensor *w, const float *x, int64_t n_tok, float
         t->modes = gemm;
         t->min_mode = ZL_MODE_MULTI8;
     }
+    /* Modes that put every token in vec_dot mode (batched decode: llama.cpp would run each token alone): the
+     * multi-token order is not used at all, so the vec_dot-mode kernels below may take the whole batch. */
+    if (t->vec_dot_gemm && t->modes) {
+        bool any = false;
+        for (int64_t k = 0; k < n_tok && !any; k++)
+            any = t->modes[k] >= t->min_mode;
+        if (!any) {
+            t->vec_dot_gemm = NULL;
+            t->gemm4 = t->gemm8 = NULL;
+            t->gemm44 = NULL;
+            t->modes = NULL;
+        }
+    }
     /* Several tokens all in vec_dot mode: 4 at a time where the type has such a kernel (same results), and 4 rows x
      * 2 / 3 / 4 / 8 tokens where it has that. */
     if (!t->vec_dot_gemm && n_tok >= 4)
@@ -428,10 +441,10 @@ static int matmul_setup(const zl_tensor *w, const float *x, int64_t n_tok, float
     if (!t->vec_dot_gemm && n_tok >= 2)
         t->tiles = tile_dots(w->type);
     /* One token in vec_dot mode: 4 weight rows per call where the type has such a kernel (same results); also for
-     * batches of 2-3 tokens all in vec_dot mode without tiles (a token at a time: each weight row group stays in
-     * L1 for the next), and for the one token the tiles leave over. */
+     * batches all in vec_dot mode without tiles or 4-token kernels (a token at a time: each weight row group
+     * stays in L1 for the next), and for the one token the tiles leave over. */
     if ((n_tok == 1 && (!t->vec_dot_gemm || (t->modes && t->modes[0] < t->min_mode))) ||
-        (!t->vec_dot_gemm && (n_tok < 4 || t->tiles.tile4)))
+        (!t->vec_dot_gemm && (n_tok < 4 || t->tiles.tile4 || !t->vec_dot4)))
         t->rows4 = rows4_dot(w->type);
 
     if (tr->vec_dot_type == ZL_F32) {

@@ -16,6 +16,8 @@
  *   - the 4 tokens' totals are reduced together (horizontal adds), and their float steps run in the 4 lanes of
  *     one vector, each lane the scalar operation.
  *
+ * Each call prefetches the next row (the one after it in memory), as the one-token kernels do.
+ *
  * Compiled with the *_vnni.c flags; called only when zl_cpu_kernels_name() is "avx512vnni" (ops.c). Pure.
  */
 #include "backend/cpu/quant.h"
@@ -71,6 +73,13 @@ static inline __attribute__((always_inline)) void q4_K_tiled(const int nt, int64
     const __m512i shift = _mm512_inserti64x4(zero, _mm256_set1_epi16(4), 1);
     __m128 acc[2] = {_mm_setzero_ps(), _mm_setzero_ps()}; /* lane k of acc[g]: token 4g + k */
     for (int64_t b = 0; b < n / ZL_QK_K; b++) {
+        { /* block b of the next row (rows are contiguous in a weight matrix; only prefetched, never read) */
+            const char *nx = (const char *)(x + n / ZL_QK_K + b);
+            _mm_prefetch(nx, _MM_HINT_T0);
+            _mm_prefetch(nx + 64, _MM_HINT_T0);
+            _mm_prefetch(nx + 128, _MM_HINT_T0);
+            _mm_prefetch(nx + sizeof *x - 1, _MM_HINT_T0); /* points at most 64 apart: every line of the block */
+        }
         /* scales and minimums, one byte each (see k4_unpack4 in quant_rows4_vnni.c for the bit layout) */
         uint32_t u0, u1, u2;
         memcpy(&u0, x[b].scales, 4);
@@ -145,6 +154,14 @@ static inline __attribute__((always_inline)) void q6_K_tiled(const int nt, int64
     const __m512i down = _mm512_inserti64x4(zero, _mm256_set1_epi16(2), 1);                 /* chunks 2 | 3 */
     __m128 acc[2] = {_mm_setzero_ps(), _mm_setzero_ps()}; /* lane k of acc[g]: token 4g + k */
     for (int64_t b = 0; b < n / ZL_QK_K; b++) {
+        { /* block b of the next row, as for Q4_K */
+            const char *nx = (const char *)(x + n / ZL_QK_K + b);
+            _mm_prefetch(nx, _MM_HINT_T0);
+            _mm_prefetch(nx + 64, _MM_HINT_T0);
+            _mm_prefetch(nx + 128, _MM_HINT_T0);
+            _mm_prefetch(nx + 192, _MM_HINT_T0);
+            _mm_prefetch(nx + sizeof *x - 1, _MM_HINT_T0);
+        }
         const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales));
         const __m512i scw = _mm512_castsi256_si512(sc16);
         __m512i sum[8];
