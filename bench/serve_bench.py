@@ -3,12 +3,14 @@
 1, 4, 16 and 64 concurrent streaming clients.
 
 For each level, `clients` threads send streaming /v1/completions requests back to back (greedy, max_tokens
-tokens) until `requests` are done. Reported per level: aggregate generated tokens/s over the wall time, time to
-first token (p50, p99), inter-token latency between consecutive SSE content events (p50, p99), failed requests.
+tokens) until `requests` are done, after one untimed warm-up request. Reported per level: aggregate generated
+tokens/s over the wall time, time to first token (p50, p99), inter-token latency between consecutive SSE content
+events (p50, p99), failed requests.
 
   python3 bench/serve_bench.py                           # starts build/zili serve on a free port
   python3 bench/serve_bench.py --url http://127.0.0.1:8080
   python3 bench/serve_bench.py --llama                   # also llama_cpp.server, same model, same machine
+  python3 bench/serve_bench.py --repeat 3                # each level 3 times, interleaved; the median run counts
 
 Not a test: numbers depend on the machine. Everything stays on loopback.
 """
@@ -137,17 +139,37 @@ def run_level(url, clients, n_requests, max_tokens, extra):
                 itl50=pct(itl, 50), itl99=pct(itl, 99))
 
 
-def bench(name, url, levels, max_tokens, extra, per_client):
-    print("\n%s (%s), max_tokens %d" % (name, url, max_tokens))
+def print_row(r, note=""):
+    print("%8d %9d %7d %8d %10.1f %9.3fs %9.3fs %8.1fms %8.1fms%s" % (
+        r["clients"], r["requests"], r["failed"], r["tokens"], r["tps"], r["ttft50"], r["ttft99"], r["itl50"] * 1e3,
+        r["itl99"] * 1e3, note), flush=True)
+
+
+def bench(name, url, levels, max_tokens, extra, per_client, repeat=1):
+    """Runs the levels in order, `repeat` times over (interleaved, so that a slow spell of a shared machine does not
+    fall on one level only); returns per level the run of median throughput, with every run's tok/s in "runs"."""
+    print("\n%s (%s), max_tokens %d%s" % (name, url, max_tokens,
+                                          ", each level %d times interleaved" % repeat if repeat > 1 else ""))
     print("%8s %9s %7s %8s %10s %10s %10s %10s %10s" % ("clients", "requests", "failed", "tokens", "tok/s",
                                                           "TTFT p50", "TTFT p99", "ITL p50", "ITL p99"))
+    one_request(url, PROMPTS[0], 8, extra)  # untimed warm-up: the first request pages in a mapped model's weights
+    runs = {n: [] for n in levels}
+    for k in range(repeat):
+        for n in levels:
+            r = run_level(url, n, max(4, n * per_client), max_tokens, extra)
+            runs[n].append(r)
+            print_row(r, "   (pass %d)" % (k + 1) if repeat > 1 else "")
     rows = []
     for n in levels:
-        r = run_level(url, n, max(4, n * per_client), max_tokens, extra)
-        rows.append(r)
-        print("%8d %9d %7d %8d %10.1f %9.3fs %9.3fs %8.1fms %8.1fms" % (
-            r["clients"], r["requests"], r["failed"], r["tokens"], r["tps"], r["ttft50"], r["ttft99"], r["itl50"] * 1e3,
-            r["itl99"] * 1e3), flush=True)
+        rs = sorted(runs[n], key=lambda r: r["tps"])
+        med = dict(rs[(len(rs) - 1) // 2])
+        med["runs"] = [r["tps"] for r in runs[n]]
+        med["failed"] = sum(r["failed"] for r in runs[n])
+        rows.append(med)
+    if repeat > 1:
+        print("median run of each level (failed: all runs):")
+        for r in rows:
+            print_row(r)
     return rows
 
 
@@ -164,6 +186,8 @@ def main():
     ap.add_argument("--llama-levels", help="client counts for llama_cpp.server (default: --levels); it serves one "
                     "request at a time, so its 64-client level takes over 12 minutes on 2 cores")
     ap.add_argument("--serve-args", default="", help="extra options for zili serve, e.g. '--batch 64'")
+    ap.add_argument("--repeat", type=int, default=1, help="run every level this many times, interleaved, and report "
+                    "each level's median run (the ratios use them)")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
     levels = [int(x) for x in a.levels.split(",")]
@@ -183,7 +207,8 @@ def main():
             p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             procs.append(p)
             wait_up(url, p, "zili serve")
-        results["zili"] = bench("zili serve", url, levels, a.max_tokens, {"ignore_eos": True}, a.per_client)
+        results["zili"] = bench("zili serve", url, levels, a.max_tokens, {"ignore_eos": True}, a.per_client,
+                                a.repeat)
         if a.llama:
             port = free_port()
             lurl = "http://127.0.0.1:%d" % port
@@ -195,7 +220,7 @@ def main():
             procs.append(p)
             wait_up(lurl, p, "llama_cpp.server")
             results["llama_cpp_server"] = bench("llama_cpp.server", lurl, llama_levels, a.max_tokens,
-                                                {"ignore_eos": True}, a.per_client)
+                                                {"ignore_eos": True}, a.per_client, a.repeat)
     finally:
         for p in procs:
             p.terminate()

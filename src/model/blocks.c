@@ -34,7 +34,7 @@ int zl_block_ffn_swiglu(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, in
     const zl_hparams *h = &m->hp;
     const zl_layer *l = &m->layers[il];
     int rc;
-    zl_rmsnorm(f->xb, f->x, l->ffn_norm, n, h->n_embd, h->norm_eps);
+    zl_rmsnorm_mt(cpu, f->xb, f->x, l->ffn_norm, n, h->n_embd, h->norm_eps);
     /* hb (gate) and hb2 (up): (n, n_ff) */
     if ((rc = zl_matmul_shared(cpu, 2, (const zl_tensor *const[]){&l->w_gate, &l->w_up}, f->xb, n,
                                (float *const[]){f->hb, f->hb2}, f->tok_gemm)) != ZL_OK)
@@ -42,15 +42,12 @@ int zl_block_ffn_swiglu(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, in
     zl_dump("ffn_norm", il, f->xb, n, h->n_embd);
     zl_dump("ffn_gate", il, f->hb, n, h->n_ff);
     zl_dump("ffn_up", il, f->hb2, n, h->n_ff);
-    for (int32_t t = 0; t < n; t++) {
-        const size_t o = (size_t)t * (size_t)h->n_ff;
-        zl_silu_mul(f->hb + o, f->hb + o, f->hb2 + o, h->n_ff);
-    }
+    zl_silu_mul_mt(cpu, f->hb, f->hb, f->hb2, n, h->n_ff);
     zl_dump("ffn_swiglu", il, f->hb, n, h->n_ff);
     if ((rc = zl_matmul_modes(cpu, &l->w_down, f->hb, n, f->xb2, f->tok_gemm)) != ZL_OK) /* xb2: (n, n_embd) */
         return rc;
     zl_dump("ffn_out", il, f->xb2, n, h->n_embd);
-    zl_add(f->x, f->xb2, (int64_t)n * h->n_embd);
+    zl_add_mt(cpu, f->x, f->xb2, (int64_t)n * h->n_embd);
     zl_dump("l_out", il, f->x, n, h->n_embd);
     return ZL_OK;
 }
@@ -66,7 +63,7 @@ int zl_block_output(const zl_model *m, zl_cpu *cpu, zl_fwd *f, const zl_batch *b
                    (size_t)h->n_embd * sizeof(float));
     if (n_out == 0)
         return ZL_OK;
-    zl_rmsnorm(f->xb, f->xb, m->output_norm, n_out, h->n_embd, h->norm_eps);
+    zl_rmsnorm_mt(cpu, f->xb, f->xb, m->output_norm, n_out, h->n_embd, h->norm_eps);
     zl_dump("result_norm", -1, f->xb, n_out, h->n_embd);
     const int rc = zl_matmul_modes(cpu, &m->output, f->xb, n_out, out, f->out_gemm); /* out: (n_out, n_vocab) */
     zl_dump("result_output", -1, out, n_out, h->n_vocab);

@@ -199,7 +199,7 @@ static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f,
     const float *cs_all = l->swa ? f->cs_swa : f->cs;
     int rc;
 
-    zl_rmsnorm(f->xb, f->x, l->attn_norm, n, h->n_embd, h->norm_eps); /* xb: (n, n_embd) */
+    zl_rmsnorm_mt(cpu, f->xb, f->x, l->attn_norm, n, h->n_embd, h->norm_eps); /* xb: (n, n_embd) */
     zl_dump("attn_norm", il, f->xb, n, h->n_embd);
     /* q: (n, n_head * head_dim), k and v: (n, n_head_kv * head_dim) */
     if ((rc = zl_matmul_shared(cpu, 3, (const zl_tensor *const[]){&l->wq, &l->wk, &l->wv}, f->xb, n,
@@ -207,8 +207,8 @@ static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f,
         return rc;
 
     /* Each head of q and k normalised on its own (rows of head_dim), then rotated. */
-    zl_rmsnorm(f->q, f->q, l->attn_q_norm, (int64_t)n * h->n_head, h->head_dim, h->norm_eps);
-    zl_rmsnorm(f->k, f->k, l->attn_k_norm, (int64_t)n * h->n_head_kv, h->head_dim, h->norm_eps);
+    zl_rmsnorm_mt(cpu, f->q, f->q, l->attn_q_norm, (int64_t)n * h->n_head, h->head_dim, h->norm_eps);
+    zl_rmsnorm_mt(cpu, f->k, f->k, l->attn_k_norm, (int64_t)n * h->n_head_kv, h->head_dim, h->norm_eps);
     zl_dump("Qcur_normed", il, f->q, n, q_dim);
     zl_dump("Kcur_normed", il, f->k, n, kv_dim);
     for (int32_t i = 0; i < n; i++) {
@@ -233,12 +233,12 @@ static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f,
 }
 
 /* x += post_attention_norm(xb2) for n rows. */
-static void attention_residual(const zl_model *m, zl_fwd *f, int32_t n, int32_t il)
+static void attention_residual(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t il)
 {
     const zl_hparams *h = &m->hp;
-    zl_rmsnorm(f->xb2, f->xb2, m->layers[il].attn_post_norm, n, h->n_embd, h->norm_eps);
+    zl_rmsnorm_mt(cpu, f->xb2, f->xb2, m->layers[il].attn_post_norm, n, h->n_embd, h->norm_eps);
     zl_dump("attn_post_norm", il, f->xb2, n, h->n_embd);
-    zl_add(f->x, f->xb2, (int64_t)n * h->n_embd);
+    zl_add_mt(cpu, f->x, f->xb2, (int64_t)n * h->n_embd);
     zl_dump("sa_out", il, f->x, n, h->n_embd);
 }
 
@@ -266,7 +266,7 @@ static int ffn_block(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32
     const zl_hparams *h = &m->hp;
     const zl_layer *l = &m->layers[il];
     int rc;
-    zl_rmsnorm(f->xb, f->x, l->ffn_norm, n, h->n_embd, h->norm_eps);
+    zl_rmsnorm_mt(cpu, f->xb, f->x, l->ffn_norm, n, h->n_embd, h->norm_eps);
     zl_dump("ffn_norm", il, f->xb, n, h->n_embd);
     /* hb (gate) and hb2 (up): (n, n_ff) */
     if ((rc = zl_matmul_shared(cpu, 2, (const zl_tensor *const[]){&l->w_gate, &l->w_up}, f->xb, n,
@@ -277,9 +277,9 @@ static int ffn_block(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32
     if ((rc = zl_matmul_modes(cpu, &l->w_down, f->hb, n, f->xb2, modes)) != ZL_OK) /* xb2: (n, n_embd) */
         return rc;
     zl_dump("ffn_out", il, f->xb2, n, h->n_embd);
-    zl_rmsnorm(f->xb2, f->xb2, l->ffn_post_norm, n, h->n_embd, h->norm_eps);
+    zl_rmsnorm_mt(cpu, f->xb2, f->xb2, l->ffn_post_norm, n, h->n_embd, h->norm_eps);
     zl_dump("ffn_post_norm", il, f->xb2, n, h->n_embd);
-    zl_add(f->x, f->xb2, (int64_t)n * h->n_embd);
+    zl_add_mt(cpu, f->x, f->xb2, (int64_t)n * h->n_embd);
     zl_dump("l_out", il, f->x, n, h->n_embd);
     return ZL_OK;
 }
@@ -294,7 +294,7 @@ static int output(const zl_model *m, zl_cpu *cpu, zl_fwd *f, const zl_batch *b, 
         n_out += b->logits[i] != 0;
     if (n_out == 0)
         return ZL_OK;
-    zl_rmsnorm(f->xb, f->x, m->output_norm, n_out, h->n_embd, h->norm_eps);
+    zl_rmsnorm_mt(cpu, f->xb, f->x, m->output_norm, n_out, h->n_embd, h->norm_eps);
     zl_dump("result_norm", -1, f->xb, n_out, h->n_embd);
     const int rc = zl_matmul_modes(cpu, &m->output, f->xb, n_out, out, f->out_gemm); /* (n_out, n_vocab) */
     if (rc != ZL_OK)
@@ -326,7 +326,7 @@ int zl_gemma3_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, cons
             if (n == 0)
                 break;
         }
-        attention_residual(m, f, n, il);
+        attention_residual(m, cpu, f, n, il);
         rc = ffn_block(m, cpu, f, n, il, modes);
     }
     if (rc == ZL_OK)

@@ -80,6 +80,22 @@ int zl_llama_bind(zl_model *m, zl_err *err)
     return ZL_OK;
 }
 
+typedef struct rope_args {
+    const zl_hparams *h;
+    zl_fwd *f;
+} rope_args;
+
+/* RoPE on token i's q and k. */
+static void rope_item(void *ctx, int64_t i)
+{
+    const rope_args *a = ctx;
+    const zl_hparams *h = a->h;
+    const int64_t q_dim = (int64_t)h->n_head * h->head_dim, kv_dim = (int64_t)h->n_head_kv * h->head_dim;
+    const float *cs = a->f->cs + (size_t)i * (size_t)h->n_rot;
+    zl_rope_apply(a->f->q + (size_t)i * (size_t)q_dim, h->n_head, h->head_dim, h->n_rot, cs, h->rope_neox);
+    zl_rope_apply(a->f->k + (size_t)i * (size_t)kv_dim, h->n_head_kv, h->head_dim, h->n_rot, cs, h->rope_neox);
+}
+
 /* x += attention block of layer il, for the whole batch. */
 static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, int32_t il)
 {
@@ -89,7 +105,7 @@ static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f,
     const int64_t q_dim = (int64_t)h->n_head * h->head_dim, kv_dim = (int64_t)h->n_head_kv * h->head_dim;
     int rc;
 
-    zl_rmsnorm(f->xb, f->x, l->attn_norm, n, h->n_embd, h->norm_eps); /* xb: (n, n_embd) */
+    zl_rmsnorm_mt(cpu, f->xb, f->x, l->attn_norm, n, h->n_embd, h->norm_eps); /* xb: (n, n_embd) */
     /* q: (n, n_head * head_dim), k and v: (n, n_head_kv * head_dim) */
     if ((rc = zl_matmul_shared(cpu, 3, (const zl_tensor *const[]){&l->wq, &l->wk, &l->wv}, f->xb, n,
                                (float *const[]){f->q, f->k, f->v}, f->tok_gemm)) != ZL_OK)
@@ -98,11 +114,7 @@ static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f,
     zl_block_add_bias(f->k, l->bk, n, kv_dim);
     zl_block_add_bias(f->v, l->bv, n, kv_dim);
 
-    for (int32_t i = 0; i < n; i++) {
-        const float *cs = f->cs + (size_t)i * (size_t)h->n_rot;
-        zl_rope_apply(f->q + (size_t)i * (size_t)q_dim, h->n_head, h->head_dim, h->n_rot, cs, h->rope_neox);
-        zl_rope_apply(f->k + (size_t)i * (size_t)kv_dim, h->n_head_kv, h->head_dim, h->n_rot, cs, h->rope_neox);
-    }
+    zl_cpu_for(cpu, n, q_dim + kv_dim, rope_item, &(rope_args){h, f});
     zl_dump("attn_norm", il, f->xb, n, h->n_embd);
     zl_dump("Qcur", il, f->q, n, q_dim);
     zl_dump("Kcur", il, f->k, n, kv_dim);
@@ -115,7 +127,7 @@ static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f,
         return rc;
     zl_block_add_bias(f->xb2, l->bo, n, h->n_embd);
     zl_dump("attn_out", il, f->xb2, n, h->n_embd);
-    zl_add(f->x, f->xb2, (int64_t)n * h->n_embd);
+    zl_add_mt(cpu, f->x, f->xb2, (int64_t)n * h->n_embd);
     zl_dump("ffn_inp", il, f->x, n, h->n_embd);
     return ZL_OK;
 }

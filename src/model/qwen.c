@@ -101,7 +101,7 @@ static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f,
     const int64_t q_dim = (int64_t)h->n_head * h->head_dim, kv_dim = (int64_t)h->n_head_kv * h->head_dim;
     int rc;
 
-    zl_rmsnorm(f->xb, f->x, l->attn_norm, n, h->n_embd, h->norm_eps); /* xb: (n, n_embd) */
+    zl_rmsnorm_mt(cpu, f->xb, f->x, l->attn_norm, n, h->n_embd, h->norm_eps); /* xb: (n, n_embd) */
     zl_dump("attn_norm", il, f->xb, n, h->n_embd);
     /* q: (n, n_head * head_dim), k and v: (n, n_head_kv * head_dim) */
     if ((rc = zl_matmul_shared(cpu, 3, (const zl_tensor *const[]){&l->wq, &l->wk, &l->wv}, f->xb, n,
@@ -113,8 +113,8 @@ static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f,
 
     /* qwen3: each head of q and k normalised on its own (rows of head_dim), before RoPE. */
     if (l->attn_q_norm) {
-        zl_rmsnorm(f->q, f->q, l->attn_q_norm, (int64_t)n * h->n_head, h->head_dim, h->norm_eps);
-        zl_rmsnorm(f->k, f->k, l->attn_k_norm, (int64_t)n * h->n_head_kv, h->head_dim, h->norm_eps);
+        zl_rmsnorm_mt(cpu, f->q, f->q, l->attn_q_norm, (int64_t)n * h->n_head, h->head_dim, h->norm_eps);
+        zl_rmsnorm_mt(cpu, f->k, f->k, l->attn_k_norm, (int64_t)n * h->n_head_kv, h->head_dim, h->norm_eps);
         zl_dump("Qcur_normed", il, f->q, n, q_dim);
         zl_dump("Kcur_normed", il, f->k, n, kv_dim);
     }
@@ -134,7 +134,7 @@ static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f,
     if ((rc = zl_matmul_modes(cpu, &l->wo, f->att, n, f->xb2, f->tok_gemm)) != ZL_OK) /* xb2: (n, n_embd) */
         return rc;
     zl_dump("attn_out", il, f->xb2, n, h->n_embd);
-    zl_add(f->x, f->xb2, (int64_t)n * h->n_embd);
+    zl_add_mt(cpu, f->x, f->xb2, (int64_t)n * h->n_embd);
     zl_dump("ffn_inp", il, f->x, n, h->n_embd);
     return ZL_OK;
 }

@@ -715,6 +715,77 @@ void zl_add(float *y, const float *x, int64_t n)
     for (int64_t i = 0; i < n; i++) y[i] += x[i];
 }
 
+typedef struct for_task {
+    zl_item_fn fn;
+    void *ctx;
+    int64_t n;
+} for_task;
+
+static void for_worker(void *arg, int ith, int nth)
+{
+    const for_task *t = arg;
+    const int64_t i0 = t->n * ith / nth, i1 = t->n * (ith + 1) / nth;
+    for (int64_t i = i0; i < i1; i++)
+        t->fn(t->ctx, i);
+}
+
+void zl_cpu_for(zl_cpu *cpu, int64_t n, int64_t work_per_item, zl_item_fn fn, void *ctx)
+{
+    if (n <= 0)
+        return;
+    if (n == 1 || cpu->n_threads == 1 || n * work_per_item < ZL_ROWS_PARALLEL_MIN) {
+        for (int64_t i = 0; i < n; i++)
+            fn(ctx, i);
+        return;
+    }
+    for_task t = {fn, ctx, n};
+    zl_pool_run(cpu->pool, for_worker, &t);
+}
+
+typedef struct rows_args {
+    float *y;
+    const float *x, *g, *u;
+    int64_t d;
+    float eps;
+} rows_args;
+
+static void rmsnorm_item(void *ctx, int64_t i)
+{
+    const rows_args *a = ctx;
+    zl_rmsnorm(a->y + i * a->d, a->x + i * a->d, a->g, 1, a->d, a->eps);
+}
+
+void zl_rmsnorm_mt(zl_cpu *cpu, float *y, const float *x, const float *g, int64_t n_tok, int64_t d, float eps)
+{
+    rows_args a = {.y = y, .x = x, .g = g, .d = d, .eps = eps};
+    zl_cpu_for(cpu, n_tok, d, rmsnorm_item, &a);
+}
+
+static void silu_item(void *ctx, int64_t i)
+{
+    const rows_args *a = ctx;
+    zl_silu_mul(a->y + i * a->d, a->g + i * a->d, a->u + i * a->d, a->d);
+}
+
+void zl_silu_mul_mt(zl_cpu *cpu, float *y, const float *g, const float *u, int64_t n_tok, int64_t d)
+{
+    rows_args a = {.y = y, .g = g, .u = u, .d = d};
+    zl_cpu_for(cpu, n_tok, d, silu_item, &a);
+}
+
+static void add_item(void *ctx, int64_t i) /* item i: values [1024 i, 1024 (i + 1)) of d */
+{
+    const rows_args *a = ctx;
+    const int64_t i0 = i * 1024, n = a->d - i0 < 1024 ? a->d - i0 : 1024;
+    zl_add(a->y + i0, a->x + i0, n);
+}
+
+void zl_add_mt(zl_cpu *cpu, float *y, const float *x, int64_t n)
+{
+    rows_args a = {.y = y, .x = x, .d = n};
+    zl_cpu_for(cpu, (n + 1023) / 1024, 1024, add_item, &a);
+}
+
 float zl_dot_f32(const float *a, const float *b, int64_t n)
 {
     float s;

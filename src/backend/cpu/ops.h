@@ -77,6 +77,17 @@ void zl_gelu_mul(float *y, const float *g, const float *u, int64_t n);
 void zl_softmax(float *x, int64_t n);
 /* y[i] += x[i]. */
 void zl_add(float *y, const float *x, int64_t n);
+/* The same ops over many rows on cpu's pool: rows split into one contiguous range per thread when the batch holds
+ * at least ZL_ROWS_PARALLEL_MIN values (below that, the calling thread does it: a pool run costs more than the
+ * work). Each row's arithmetic is the single-row op's, so results do not depend on the thread count. */
+enum { ZL_ROWS_PARALLEL_MIN = 4096 };
+void zl_rmsnorm_mt(zl_cpu *cpu, float *y, const float *x, const float *g, int64_t n_tok, int64_t d, float eps);
+void zl_silu_mul_mt(zl_cpu *cpu, float *y, const float *g, const float *u, int64_t n_tok, int64_t d);
+void zl_add_mt(zl_cpu *cpu, float *y, const float *x, int64_t n);
+/* fn(ctx, i) for i in [0, n): on the pool in contiguous ranges when n * work_per_item >= ZL_ROWS_PARALLEL_MIN, else
+ * in order on the calling thread. fn must not depend on which thread runs it. */
+typedef void (*zl_item_fn)(void *ctx, int64_t i);
+void zl_cpu_for(zl_cpu *cpu, int64_t n, int64_t work_per_item, zl_item_fn fn, void *ctx);
 /* dot product of two float vectors */
 float zl_dot_f32(const float *a, const float *b, int64_t n);
 
