@@ -772,7 +772,8 @@ static void test_tile44_equals_vec_dot(void **state)
         for (int nt = 2; nt <= 5; nt += nt == 3 ? 2 : 1)
             check_matmul_equals_dot(cpu, few_types[ti], zl_type_traits_get(few_types[ti])->vec_dot, "vec_dot", w, wq,
                                     x, xq, ti < 4 ? NE0 : 512, NE1, nt, 40 + (unsigned)ti, 41 + (unsigned)nt);
-    print_message("4x2 / 4x3 / 4x4 / 4x8 tiles: %d results checked directly under the %s set\n", checked, zl_cpu_kernels_name());
+    print_message("4x2 / 4x3 / 4x4 / 4x8 tiles: %d results checked directly under the %s set\n", checked,
+                  zl_cpu_kernels_name());
     zl_cpu_destroy(cpu);
     free(w);
     free(x);

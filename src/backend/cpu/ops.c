@@ -114,7 +114,8 @@ typedef struct matmul_task {
     size_t xq_stride;
     zl_vec_dot_fn vec_dot_gemm; /* NULL: every token uses vec_dot */
     zl_vec_dot4_fn vec_dot4;    /* vec_dot for 4 tokens at once (NULL: none; used only when vec_dot_gemm is NULL) */
-    rows4_fn rows4;             /* vec_dot for 4 rows at once (NULL: none; set only where every token is in vec_dot mode) */
+    rows4_fn rows4;             /* vec_dot for 4 rows at once (NULL: none; set only where every token is in vec_dot
+                                 * mode) */
     tile_set tiles;             /* vec_dot for 4 rows x 2 / 3 / 4 / 8 tokens (tiles.tile4 NULL: none; set only
                                  * when no token uses gemm) */
     zl_tile_aux *aux;           /* the tiles' per-token data: token t at aux + t * aux_stride bytes */

@@ -335,8 +335,9 @@ static inline __attribute__((always_inline)) void tile_body(const int kind, cons
             for (int g = 0; g < (nt + 3) / 4; g++) {
                 /* tokens 4g .. 4g + 3's s (0 past the last token) */
 #define AUX_S(j)                                                                                                  \
-    (4 * g + (j) < nt ? ((const zl_tile_aux *)(const void *)((const char *)va + (size_t)(4 * g + (j)) * a_stride))[b].s \
-                      : 0.0f)
+    (4 * g + (j) < nt                                                                                             \
+         ? ((const zl_tile_aux *)(const void *)((const char *)va + (size_t)(4 * g + (j)) * a_stride))[b].s        \
+         : 0.0f)
                 const __m128 s4 = _mm_setr_ps(AUX_S(0), AUX_S(1), AUX_S(2), AUX_S(3));
 #undef AUX_S
                 mins[g] = _mm512_fmadd_ps(mx, _mm512_permutexvar_ps(tok_of_lane, _mm512_castps128_ps512(s4)), mins[g]);
