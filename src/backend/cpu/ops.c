@@ -444,8 +444,7 @@ static int matmul_setup(const zl_tensor *w, const float *x, int64_t n_tok, float
     /* One token in vec_dot mode: 4 weight rows per call where the type has such a kernel (same results); also for
      * batches all in vec_dot mode without tiles or 4-token kernels (a token at a time: each weight row group
      * stays in L1 for the next), and for the one token the tiles leave over. */
-    if ((n_tok == 1 && (!t->vec_dot_gemm || (t->modes && t->modes[0] < t->min_mode))) ||
-        (!t->vec_dot_gemm && (n_tok < 4 || t->tiles.tile4 || !t->vec_dot4)))
+    if (!t->vec_dot_gemm && (n_tok < 4 || t->tiles.tile4 || !t->vec_dot4))
         t->rows4 = rows4_dot(w->type);
 
     if (tr->vec_dot_type == ZL_F32) {
