@@ -121,6 +121,9 @@ struct zl_arch_impl {
 void zl_block_embed(const zl_model *m, zl_fwd *f, const zl_batch *b);
 /* y[t] += bias for each of n rows of width d (bias NULL: nothing). */
 void zl_block_add_bias(float *y, const float *bias, int32_t n, int64_t d);
+/* RoPE on the batch's q and k (f->q, f->k), token i with the table cs + i * n_rot; tokens split between cpu's
+ * threads when the batch is large enough (zl_cpu_for). */
+void zl_block_rope(const zl_hparams *h, zl_cpu *cpu, zl_fwd *f, const float *cs, int32_t n);
 /* x += down(silu(gate(rmsnorm(x))) * up(rmsnorm(x))) of layer il. */
 int zl_block_ffn_swiglu(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t il);
 /* Final norm and output projection of the tokens that ask for logits, into consecutive rows of out. */

@@ -1,7 +1,7 @@
 /*
  * blocks.c - pieces of the forward pass that several model families share, each over the whole batch: the
- * embedding lookup with each token's RoPE table, bias rows, the SwiGLU feed-forward block and the output head.
- * The family files (llama.c, qwen.c) read top to bottom with these as named steps.
+ * embedding lookup with each token's RoPE table, bias rows, RoPE on q and k, the SwiGLU feed-forward block and the
+ * output head. The family files (llama.c, qwen.c, gemma3.c) read top to bottom with these as named steps.
  *
  * Threads: as the forward passes that call them (the thread that owns cpu and f; the ops use cpu's pool).
  */
@@ -26,6 +26,29 @@ void zl_block_add_bias(float *y, const float *bias, int32_t n, int64_t d)
         return;
     for (int32_t t = 0; t < n; t++)
         zl_add(y + (size_t)t * (size_t)d, bias, d);
+}
+
+typedef struct rope_args {
+    const zl_hparams *h;
+    zl_fwd *f;
+    const float *cs;
+} rope_args;
+
+/* RoPE on token i's q and k. */
+static void rope_item(void *ctx, int64_t i)
+{
+    const rope_args *a = ctx;
+    const zl_hparams *h = a->h;
+    const int64_t q_dim = (int64_t)h->n_head * h->head_dim, kv_dim = (int64_t)h->n_head_kv * h->head_dim;
+    const float *cs = a->cs + (size_t)i * (size_t)h->n_rot;
+    zl_rope_apply(a->f->q + (size_t)i * (size_t)q_dim, h->n_head, h->head_dim, h->n_rot, cs, h->rope_neox);
+    zl_rope_apply(a->f->k + (size_t)i * (size_t)kv_dim, h->n_head_kv, h->head_dim, h->n_rot, cs, h->rope_neox);
+}
+
+void zl_block_rope(const zl_hparams *h, zl_cpu *cpu, zl_fwd *f, const float *cs, int32_t n)
+{
+    const int64_t per_token = (int64_t)(h->n_head + h->n_head_kv) * h->head_dim;
+    zl_cpu_for(cpu, n, per_token, rope_item, &(rope_args){h, f, cs});
 }
 
 /* x += SwiGLU feed-forward block of layer il, for the whole batch. */

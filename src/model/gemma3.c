@@ -211,11 +211,7 @@ static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f,
     zl_rmsnorm_mt(cpu, f->k, f->k, l->attn_k_norm, (int64_t)n * h->n_head_kv, h->head_dim, h->norm_eps);
     zl_dump("Qcur_normed", il, f->q, n, q_dim);
     zl_dump("Kcur_normed", il, f->k, n, kv_dim);
-    for (int32_t i = 0; i < n; i++) {
-        const float *cs = cs_all + (size_t)i * (size_t)h->n_rot;
-        zl_rope_apply(f->q + (size_t)i * (size_t)q_dim, h->n_head, h->head_dim, h->n_rot, cs, h->rope_neox);
-        zl_rope_apply(f->k + (size_t)i * (size_t)kv_dim, h->n_head_kv, h->head_dim, h->n_rot, cs, h->rope_neox);
-    }
+    zl_block_rope(h, cpu, f, cs_all, n);
     zl_dump("Qcur", il, f->q, n, q_dim);
     zl_dump("Kcur", il, f->k, n, kv_dim);
     zl_dump("Vcur", il, f->v, n, kv_dim);

@@ -80,22 +80,6 @@ int zl_llama_bind(zl_model *m, zl_err *err)
     return ZL_OK;
 }
 
-typedef struct rope_args {
-    const zl_hparams *h;
-    zl_fwd *f;
-} rope_args;
-
-/* RoPE on token i's q and k. */
-static void rope_item(void *ctx, int64_t i)
-{
-    const rope_args *a = ctx;
-    const zl_hparams *h = a->h;
-    const int64_t q_dim = (int64_t)h->n_head * h->head_dim, kv_dim = (int64_t)h->n_head_kv * h->head_dim;
-    const float *cs = a->f->cs + (size_t)i * (size_t)h->n_rot;
-    zl_rope_apply(a->f->q + (size_t)i * (size_t)q_dim, h->n_head, h->head_dim, h->n_rot, cs, h->rope_neox);
-    zl_rope_apply(a->f->k + (size_t)i * (size_t)kv_dim, h->n_head_kv, h->head_dim, h->n_rot, cs, h->rope_neox);
-}
-
 /* x += attention block of layer il, for the whole batch. */
 static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, int32_t il)
 {
@@ -114,7 +98,7 @@ static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f,
     zl_block_add_bias(f->k, l->bk, n, kv_dim);
     zl_block_add_bias(f->v, l->bv, n, kv_dim);
 
-    zl_cpu_for(cpu, n, q_dim + kv_dim, rope_item, &(rope_args){h, f});
+    zl_block_rope(h, cpu, f, f->cs, n);
     zl_dump("attn_norm", il, f->xb, n, h->n_embd);
     zl_dump("Qcur", il, f->q, n, q_dim);
     zl_dump("Kcur", il, f->k, n, kv_dim);
