@@ -116,7 +116,7 @@ int zili_chat_apply(const zili_model *m, const char *tmpl_name, const zili_chat_
 
 typedef struct zili_session_params {
     int32_t n_ctx;     /* tokens of context (0: min(model's, 4096)) */
-    int32_t n_batch;   /* max tokens per forward pass (default 512) */
+    int32_t n_batch;   /* max tokens per forward pass (0, the default: 128-512 chosen from the model's size) */
     int32_t n_threads; /* 0: all online CPUs */
     bool kv_f16;       /* KV cache in F16 (default) or F32 */
 } zili_session_params;
@@ -126,6 +126,8 @@ int zili_session_create(const zili_model *m, const zili_session_params *p, zili_
                         size_t err_len);
 void zili_session_free(zili_session *s);
 int32_t zili_session_n_ctx(const zili_session *s);
+/* The batch size in use (the one asked for, or the one chosen from the model, at most n_ctx). */
+int32_t zili_session_n_batch(const zili_session *s);
 /* Positions already in the cache. */
 int32_t zili_session_n_past(const zili_session *s);
 /* Drops cached positions >= n_past (0 clears the session). */

@@ -45,7 +45,8 @@ static const char USAGE[] =
     "  -f, --file FILE         text file (perplexity) or prompt file (run)\n"
     "  -n, --n-predict N       tokens to generate (default 128; -1 = until end of generation or context)\n"
     "  -c, --ctx N             context size in tokens (default: model's, at most 4096)\n"
-    "  -b, --batch N           tokens per forward pass (default 512)\n"
+    "  -b, --batch N           tokens per forward pass (default: 128-512 by model size, scratch within 1/32 of\n"
+    "                          the weights)\n"
     "  -t, --threads N         threads (default: all CPUs)\n"
     "      --temp T            temperature (default 0.8; 0 = greedy)\n"
     "      --top-k K           (default 40; 0 = off)\n"
@@ -133,7 +134,7 @@ static void parse_args(int argc, char **argv, opts *o)
 {
     memset(o, 0, sizeof *o);
     o->n_predict = 128;
-    o->n_batch = 512;
+    o->n_batch = 0; /* chosen from the model */
     o->sp = zili_sampler_default_params();
     if (argc < 2)
         die(EXIT_USAGE, "no command given (try 'zili --help')");
@@ -730,7 +731,7 @@ static const char BENCH_USAGE[] =
     "  -n N        generated tokens (default 128; 0 skips the test)\n"
     "  -t T        threads (default: all CPUs)\n"
     "  -r R        repetitions (default 5)\n"
-    "  -b B        tokens per forward pass in ppN (default 512)\n"
+    "  -b B        tokens per forward pass in ppN (default: 128-512 chosen from the model's size, as zili run)\n"
     "  --json      one JSON object on stdout instead of the table\n"
     "  --membw     measure only the memory read bandwidth of T threads (1 GiB buffer; the decode ceiling)\n"
     "  -s LIST     batched decode instead: for each S in LIST (e.g. 1,4,16), S requests of -p random tokens\n"
@@ -1021,7 +1022,7 @@ static int cmd_bench(int argc, char **argv)
 {
     opts o;
     memset(&o, 0, sizeof o);
-    o.n_batch = 512;
+    o.n_batch = 0; /* chosen from the model */
     int32_t n_pp = 512, n_tg = 128, reps = 5;
     bool json = false, membw = false, p_given = false;
     const char *seqs = NULL;
@@ -1114,9 +1115,9 @@ static int cmd_bench(int argc, char **argv)
         printf("{\"model\": \"");
         json_chars(base);
         printf("\", \"arch\": \"%s\", \"size_mib\": %.2f, \"params\": %llu, \"kernels\": \"%s\", \"threads\": %d, "
-               "\"reps\": %d, \"mmap\": %s, \"peak_rss_mib\": %.1f, \"results\": [",
+               "\"reps\": %d, \"mmap\": %s, \"n_batch\": %d, \"peak_rss_mib\": %.1f, \"results\": [",
                info.arch, size_mib, (unsigned long long)info.n_params, info.kernels, n_threads, reps,
-               o.no_mmap ? "false" : "true", peak_mib);
+               o.no_mmap ? "false" : "true", zili_session_n_batch(s), peak_mib);
         for (int i = 0; i < n_res; i++)
             printf("%s{\"test\": \"%s%d\", \"tokens_per_s\": %.3f, \"sd\": %.3f}", i ? ", " : "", res[i].test,
                    res[i].n, res[i].mean, res[i].sd);
@@ -1133,8 +1134,9 @@ static int cmd_bench(int argc, char **argv)
             printf("| %-32.32s | %-8s | %6.1f MiB | %7.1f M | %-8s | %7d | %8s | %20s |\n", base, info.arch, size_mib,
                    (double)info.n_params / 1e6, info.kernels, n_threads, test, tps_s);
         }
-        printf("\npeak resident memory %.1f MiB (model file %.1f MiB, %s); %d repetitions after one warm-up\n",
-               peak_mib, size_mib, o.no_mmap ? "read in" : "mapped", reps);
+        printf("\npeak resident memory %.1f MiB (model file %.1f MiB, %s); %d repetitions after one warm-up; "
+               "batches of %d tokens\n",
+               peak_mib, size_mib, o.no_mmap ? "read in" : "mapped", reps, zili_session_n_batch(s));
     }
     free(tps);
     free(ids);

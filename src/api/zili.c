@@ -236,7 +236,7 @@ struct zili_session {
 
 zili_session_params zili_session_default_params(void)
 {
-    zili_session_params p = {.n_ctx = 0, .n_batch = 512, .n_threads = 0, .kv_f16 = true};
+    zili_session_params p = {.n_ctx = 0, .n_batch = 0, .n_threads = 0, .kv_f16 = true};
     return p;
 }
 
@@ -253,7 +253,7 @@ int zili_session_create(const zili_model *m, const zili_session_params *params, 
         return report(zl_err_set(&e, ZL_EINVAL, "context size %d out of range (1 .. %d)", p.n_ctx, 1 << 24), &e,
                       err, err_len);
     if (p.n_batch <= 0)
-        p.n_batch = 512;
+        p.n_batch = zl_model_auto_batch(m->m);
     if (p.n_batch > p.n_ctx)
         p.n_batch = p.n_ctx;
     if (p.n_threads < 0 || p.n_threads > 1024)
@@ -313,6 +313,7 @@ void zili_session_free(zili_session *s)
 }
 
 int32_t zili_session_n_ctx(const zili_session *s) { return s->p.n_ctx; }
+int32_t zili_session_n_batch(const zili_session *s) { return s->p.n_batch; }
 int32_t zili_session_n_past(const zili_session *s) { return zl_kv_seq_len(s->kv, 0); }
 
 void zili_session_truncate(zili_session *s, int32_t n_past)

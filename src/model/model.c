@@ -580,6 +580,24 @@ int zl_fwd_create(const zl_model *m, int32_t max_tokens, zl_fwd **out, zl_err *e
     return ZL_OK;
 }
 
+int32_t zl_model_auto_batch(const zl_model *m)
+{
+    const zl_hparams *h = &m->hp;
+    const int64_t q_dim = (int64_t)h->n_head * h->head_dim, kv_dim = (int64_t)h->n_head_kv * h->head_dim;
+    int64_t widest = h->n_ff > h->n_embd ? h->n_ff : h->n_embd;
+    widest = q_dim > widest ? q_dim : widest;
+    /* floats per token in zl_fwd_create's buffers, and the matmul's activation copy (at most 4 bytes each) */
+    const int64_t floats = 3 * h->n_embd + 2 * q_dim + 2 * kv_dim + 2 * h->n_ff + 2 * h->n_rot + widest;
+    const double per_token = 4.0 * (double)floats;
+    double weights = 0;
+    for (size_t i = 0; i < m->n_bound; i++)
+        weights += (double)m->bound[i]->size;
+    int32_t batch = 512;
+    while (batch > 128 && (double)batch * per_token > weights / 32)
+        batch /= 2;
+    return batch;
+}
+
 void zl_fwd_destroy(zl_fwd *f)
 {
     if (!f)
