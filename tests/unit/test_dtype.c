@@ -544,10 +544,11 @@ static void k_scale_fields(uint32_t type, int f[2])
 
 /* One-token decode takes 4 weight rows per call for Q8_0 (zl_q8_0_vec_dot_rows4_avx2, and _avx512vnni where that
  * set is active), Q5_0 (zl_q5_0_vec_dot_rows4_avx512vnni) and, in the avx512vnni set, Q4_0, Q4_1, Q4_K and Q6_K
- * (quant_rows4_vnni.c): each row's result must be vec_dot's bits. Directly on odd block counts with rows of
- * different scales (one row of zeros; for Q4_K / Q6_K one row of random bytes under the quantizer's fp16 scales, so
- * that every code and sub-block scale occurs), and through zl_matmul on 1 token and 39 rows (chunks of 4 and a tail
- * of 3, 2 threads). */
+ * (quant_rows4_vnni.c), and 8 rows for Q4_0 (zl_q4_0_vec_dot_rows8_vnni): each row's result must be vec_dot's
+ * bits. Directly on odd block counts (every remainder of 4 blocks) with rows of different scales (rows of zeros;
+ * for Q4_K / Q6_K one row of random bytes under the quantizer's fp16 scales, so that every code and sub-block scale
+ * occurs), and through zl_matmul on 1 token and 39 rows (chunks of 8 rows for Q4_0, of 4 for the others, then 3
+ * rows one at a time; 2 threads). */
 static void test_rows4_equals_vec_dot(void **state)
 {
     (void)state;
@@ -562,15 +563,17 @@ static void test_rows4_equals_vec_dot(void **state)
         uint32_t type;
         rows4_fn kernel;
         bool vnni; /* needs the avx512vnni set */
+        int rows;  /* 4, or 8 for an 8-row kernel */
     } cases[] = {
-        { ZL_Q8_0, zl_q8_0_vec_dot_rows4_avx2, false },
-        { ZL_Q8_0, zl_q8_0_vec_dot_rows4_avx512vnni, true },
-        { ZL_Q5_0, zl_q5_0_vec_dot_rows4_avx512vnni, true },
+        { ZL_Q8_0, zl_q8_0_vec_dot_rows4_avx2, false, 4 },
+        { ZL_Q8_0, zl_q8_0_vec_dot_rows4_avx512vnni, true, 4 },
+        { ZL_Q5_0, zl_q5_0_vec_dot_rows4_avx512vnni, true, 4 },
 #ifdef ZL_HAVE_VNNI_KERNELS
-        { ZL_Q4_0, zl_q4_0_vec_dot_rows4_vnni, true },
-        { ZL_Q4_1, zl_q4_1_vec_dot_rows4_vnni, true },
-        { ZL_Q4_K, zl_q4_K_vec_dot_rows4_vnni, true },
-        { ZL_Q6_K, zl_q6_K_vec_dot_rows4_vnni, true },
+        { ZL_Q4_0, zl_q4_0_vec_dot_rows4_vnni, true, 4 },
+        { ZL_Q4_0, zl_q4_0_vec_dot_rows8_vnni, true, 8 },
+        { ZL_Q4_1, zl_q4_1_vec_dot_rows4_vnni, true, 4 },
+        { ZL_Q4_K, zl_q4_K_vec_dot_rows4_vnni, true, 4 },
+        { ZL_Q6_K, zl_q6_K_vec_dot_rows4_vnni, true, 4 },
 #endif
     };
     const bool have_vnni = strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0;
@@ -584,8 +587,9 @@ static void test_rows4_equals_vec_dot(void **state)
         for (int nb = 1; nb * bs <= NMAX; nb += bs == 32 ? 3 : 1) {
             const int n = nb * bs;
             assert_true(zl_row_size(cases[ci].type, n, &row));
-            for (int r = 0; r < 4; r++) {
-                fill_random(w + r * n, n, (unsigned)(nb * 8 + r), r == 1 ? 0.0f : 0.25f + 3.0f * (float)r);
+            const int nr = cases[ci].rows;
+            for (int r = 0; r < nr; r++) {
+                fill_random(w + r * n, n, (unsigned)(nb * 8 + r), r % 4 == 1 ? 0.0f : 0.25f + 3.0f * (float)r);
                 t->from_float(w + r * n, wq + r * row, n);
             }
             if (cases[ci].type == ZL_Q8_0)
@@ -603,9 +607,9 @@ static void test_rows4_equals_vec_dot(void **state)
             }
             fill_random(x, n, (unsigned)(nb + 1000), 2.0f);
             vt->from_float_act(x, xq, n);
-            float four[4];
+            float four[8];
             cases[ci].kernel(n, four, wq, row, xq);
-            for (int r = 0; r < 4; r++) {
+            for (int r = 0; r < nr; r++) {
                 float one;
                 t->vec_dot(n, &one, wq + r * row, xq);
                 if (memcmp(&one, &four[r], sizeof one) != 0)

@@ -116,6 +116,7 @@ typedef struct matmul_task {
     zl_vec_dot4_fn vec_dot4;    /* vec_dot for 4 tokens at once (NULL: none; used only when vec_dot_gemm is NULL) */
     rows4_fn rows4;             /* vec_dot for 4 rows at once (NULL: none; set only where every token is in vec_dot
                                  * mode) */
+    rows4_fn rows8;             /* the same for 8 rows (NULL: none; only with rows4), used for whole groups of 8 */
     tile_set tiles;             /* vec_dot for 4 rows x 2 / 3 / 4 / 8 tokens (tiles.tile4 NULL: none; set only
                                  * when no token uses gemm) */
     zl_tile_aux *aux;           /* the tiles' per-token data: token t at aux + t * aux_stride bytes */
@@ -219,6 +220,11 @@ static void matmul_chunks(void *arg, int ith, int nth)
                             t->vec_dot(t->ne0, &t->y[k * t->ne1 + r + i], w4 + (size_t)i * t->nb1,
                                        t->xq + (size_t)k * t->xq_stride);
             }
+        if (t->rows8)
+            for (; r + 8 <= r1; r += 8)
+                for (int64_t k = t0; k < t1; k++)
+                    t->rows8(t->ne0, &t->y[k * t->ne1 + r], t->w + (size_t)r * t->nb1, t->nb1,
+                             t->xq + (size_t)k * t->xq_stride);
         if (t->rows4)
             for (; r + 4 <= r1; r += 4)
                 for (int64_t k = t0; k < t1; k++)
@@ -346,6 +352,17 @@ static rows4_fn rows4_dot(uint32_t type)
     return NULL;
 }
 
+/* The 8-row kernel that goes with a 4-row one (same bits per row), or NULL. */
+static rows4_fn rows8_dot(rows4_fn rows4)
+{
+#ifdef ZL_HAVE_VNNI_KERNELS
+    if (rows4 == zl_q4_0_vec_dot_rows4_vnni)
+        return zl_q4_0_vec_dot_rows8_vnni;
+#endif
+    (void)rows4;
+    return NULL;
+}
+
 /* The 4 rows x 2 / 3 / 4 / 8 tokens kernels on weights of type `type` for this kernel set (all NULL: none). */
 static tile_set tile_dots(uint32_t type)
 {
@@ -446,6 +463,7 @@ static int matmul_setup(const zl_tensor *w, const float *x, int64_t n_tok, float
      * stays in L1 for the next), and for the one token the tiles leave over. */
     if (!t->vec_dot_gemm && (n_tok < 4 || t->tiles.tile4 || !t->vec_dot4))
         t->rows4 = rows4_dot(w->type);
+    t->rows8 = rows8_dot(t->rows4);
 
     if (tr->vec_dot_type == ZL_F32) {
         t->xq = (const char *)x;
@@ -496,7 +514,7 @@ static void matmul_run(zl_cpu *cpu, matmul_task *t)
          * cross between the cores every few hundred nanoseconds). All the tokens in one chunk: each weight row is
          * read once. */
         int64_t rows = (t->ne1 + 8 * nth - 1) / (8 * nth);
-        rows = (rows + 3) / 4 * 4; /* whole groups for the 4-row kernels */
+        rows = t->rows8 ? (rows + 7) / 8 * 8 : (rows + 3) / 4 * 4; /* whole groups for the 4- or 8-row kernels */
         t->chunk_rows = rows < 4 ? 4 : rows;
         t->chunk_toks = t->n_tok;
     } else {

@@ -311,6 +311,8 @@ void zl_q8_0_vec_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, 
 /* quant_rows4_vnni.c: one-token decode, 4 weight rows bx bytes apart per call; s[i] is, bit for bit, what the
  * "avx512vnni" set's vec_dot gives for row i (zl_q4_0/q4_1_vec_dot_vnni, zl_q4_K/q6_K_vec_dot_avx2). */
 void zl_q4_0_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
+/* The same for 8 rows (two quads sharing the activation's loads and scales): s[0..7]. */
+void zl_q4_0_vec_dot_rows8_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
 void zl_q4_1_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
 void zl_q4_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
 void zl_q6_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);

@@ -116,58 +116,96 @@ static inline void store_lanes4(float *s, __m512 lo, __m512 hi)
 }
 
 /* ---- Q4_0: lane sums of (q - 8) * y. ggml forms them as |q - 8| times y signed by q - 8, which is the same
- * integer; here VPDPBUSD adds q * y (q unsigned) onto -8 * (sum of the lane's 4 y bytes). Row k sits in 128-bit
- * lane k of two registers: its low nibbles (elements 0-15, vec_dot's lanes 0-3) in one, its high nibbles (16-31,
- * lanes 4-7) in the other, so one shift serves 4 rows and both registers take the same scales. */
-void zl_q4_0_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, const void *vy)
+ * integer; here VPDPBUSD adds q * y (q unsigned) onto -8 * (sum of the lane's 4 y bytes). Row k of a quad sits in
+ * 128-bit lane k of two registers: its low nibbles (elements 0-15, vec_dot's lanes 0-3) in one, its high nibbles
+ * (16-31, lanes 4-7) in the other, so one shift serves 4 rows and both registers take the same scales.
+ *
+ * Blocks go 4 at a time. Their 16 scale products d_x * d_y (4 rows x 4 blocks) are formed in one multiply from
+ * fp16 words gathered by word permutes: one 64-byte load per row holds the d of its blocks b .. b + 3 (words 0, 9,
+ * 18, 27, the blocks being 18 bytes), two 64-byte loads of y hold y's 4 (34-byte blocks: words 0, 17, 34, 51).
+ * The rows8 variant runs two quads over the same activation loads, offset sums and y scales (one-token decode
+ * spends a fifth of its time on those). Every window read lies inside its row: b + 3 < nb. */
+static inline __attribute__((always_inline)) void q4_0_rows(const int nq, int64_t n, float *s, const void *vx,
+                                                            size_t bx, const void *vy)
 {
     const zl_block_q8_0 *y = vy;
-    const zl_block_q4_0 *x0 = ROW(0, zl_block_q4_0), *x1 = ROW(1, zl_block_q4_0), *x2 = ROW(2, zl_block_q4_0),
-                        *x3 = ROW(3, zl_block_q4_0);
-    const char *next = (const char *)vx + 4 * bx;
+    const zl_block_q4_0 *x[8];
+    _Pragma("GCC unroll 8") for (int k = 0; k < 4 * nq; k++)
+        x[k] = ROW(k, zl_block_q4_0);
+    const char *next = (const char *)vx + (size_t)(4 * nq) * bx;
     const __m512i zero = _mm512_setzero_si512(), eight = _mm512_set1_epi8(8), m4 = _mm512_set1_epi8(0x0f);
     const __m512i row_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-    __m512 acc_lo = _mm512_setzero_ps(), acc_hi = acc_lo;
+    /* word pairs of two rows' windows (a: words 0-31, b: 32-63): block j's d of a then b at words 4 j, 4 j + 1 */
+    const __m512i pick2 = _mm512_setr_epi32(0 | (32 + 0) << 16, 0, 9 | (32 + 9) << 16, 0, 18 | (32 + 18) << 16, 0,
+                                            27 | (32 + 27) << 16, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    /* rows 0-1 and rows 2-3 of each block together: word 4 j + k = row k's d of block j */
+    const __m512i pick4 = _mm512_setr_epi32(0 | 1 << 16, 32 | 33 << 16, 4 | 5 << 16, 36 | 37 << 16, 8 | 9 << 16,
+                                            40 | 41 << 16, 12 | 13 << 16, 44 | 45 << 16, 0, 0, 0, 0, 0, 0, 0, 0);
+    /* y's d of blocks b .. b + 3, each 4 times */
+    const __m512i pick_y = _mm512_setr_epi32(0, 0, 17 | 17 << 16, 17 | 17 << 16, 34 | 34 << 16, 34 | 34 << 16,
+                                             51 | 51 << 16, 51 | 51 << 16, 0, 0, 0, 0, 0, 0, 0, 0);
+    __m512 acc_lo[2] = { _mm512_setzero_ps(), _mm512_setzero_ps() }, acc_hi[2] = { acc_lo[0], acc_lo[0] };
     const int64_t nb = n / ZL_QK;
     int64_t b = 0;
-#define Q4_0_BLOCK(B, D)                                                                                          \
+    /* block B of every quad, its products in d[q] */
+#define Q4_0_BLOCK(B, d)                                                                                          \
     {                                                                                                             \
         const __m512i ylo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)y[B].qs));                    \
         const __m512i yhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(y[B].qs + 16)));             \
-        const __m512i raw = LANES4(x0, x1, x2, x3, B);                                                            \
-        const __m512i slo = _mm512_dpbusd_epi32(_mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, eight, ylo)),    \
-                                                _mm512_and_si512(raw, m4), ylo);                                  \
-        const __m512i shi = _mm512_dpbusd_epi32(_mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, eight, yhi)),    \
-                                                _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4), yhi);            \
-        acc_lo = _mm512_fmadd_ps(D, _mm512_cvtepi32_ps(slo), acc_lo);                                             \
-        acc_hi = _mm512_fmadd_ps(D, _mm512_cvtepi32_ps(shi), acc_hi);                                             \
+        const __m512i olo = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, eight, ylo));                        \
+        const __m512i ohi = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, eight, yhi));                        \
+        _Pragma("GCC unroll 2") for (int q = 0; q < nq; q++) {                                                    \
+            const __m512i raw = LANES4(x[4 * q], x[4 * q + 1], x[4 * q + 2], x[4 * q + 3], B);                    \
+            const __m512i slo = _mm512_dpbusd_epi32(olo, _mm512_and_si512(raw, m4), ylo);                         \
+            const __m512i shi = _mm512_dpbusd_epi32(ohi, _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4), yhi);   \
+            acc_lo[q] = _mm512_fmadd_ps(d[q], _mm512_cvtepi32_ps(slo), acc_lo[q]);                                \
+            acc_hi[q] = _mm512_fmadd_ps(d[q], _mm512_cvtepi32_ps(shi), acc_hi[q]);                                \
+        }                                                                                                         \
     }
-    for (; b + 2 <= nb; b += 2) {
-        _mm_prefetch(next + (size_t)b * 4 * sizeof(zl_block_q4_0), _MM_HINT_T0);
-        _mm_prefetch(next + (size_t)b * 4 * sizeof(zl_block_q4_0) + 64, _MM_HINT_T0);
-        _mm_prefetch(next + (size_t)b * 4 * sizeof(zl_block_q4_0) + 128, _MM_HINT_T0);
-        /* lanes 0-3: the 4 rows' d_x * d_y of block b, 4-7: of block b + 1 */
-        const __m256 dx = _mm256_cvtph_ps(_mm_setr_epi16((short)x0[b].d, (short)x1[b].d, (short)x2[b].d,
-                                                         (short)x3[b].d, (short)x0[b + 1].d, (short)x1[b + 1].d,
-                                                         (short)x2[b + 1].d, (short)x3[b + 1].d));
-        const __m256 dy = _mm256_cvtph_ps(_mm_setr_epi16((short)y[b].d, (short)y[b].d, (short)y[b].d, (short)y[b].d,
-                                                         (short)y[b + 1].d, (short)y[b + 1].d, (short)y[b + 1].d,
-                                                         (short)y[b + 1].d));
-        const __m512 d8 = _mm512_castps256_ps512(_mm256_mul_ps(dx, dy));
-        const __m512 d_b0 = _mm512_permutexvar_ps(row_of_lane, d8);
-        const __m512 d_b1 = _mm512_permutexvar_ps(_mm512_add_epi32(row_of_lane, _mm512_set1_epi32(4)), d8);
-        Q4_0_BLOCK(b, d_b0)
-        Q4_0_BLOCK(b + 1, d_b1)
+    for (; b + 4 <= nb; b += 4) {
+        for (size_t p = 0; p < (size_t)nq * 4 * 4 * sizeof(zl_block_q4_0); p += 64)
+            _mm_prefetch(next + (size_t)b * (size_t)nq * 4 * sizeof(zl_block_q4_0) + p, _MM_HINT_T0);
+        const __m256i dyw = _mm512_castsi512_si256(_mm512_permutex2var_epi16(
+            _mm512_loadu_si512(y + b), pick_y, _mm512_loadu_si512((const char *)(y + b) + 64)));
+        const __m512 dy = _mm512_cvtph_ps(dyw);
+        __m512 d[4][2]; /* block b + j, quad q: lane 4 k + i = row k's d_x * d_y */
+        _Pragma("GCC unroll 2") for (int q = 0; q < nq; q++) {
+            const __m512i w01 = _mm512_permutex2var_epi16(_mm512_loadu_si512(x[4 * q] + b), pick2,
+                                                          _mm512_loadu_si512(x[4 * q + 1] + b));
+            const __m512i w23 = _mm512_permutex2var_epi16(_mm512_loadu_si512(x[4 * q + 2] + b), pick2,
+                                                          _mm512_loadu_si512(x[4 * q + 3] + b));
+            const __m512 d16 = _mm512_mul_ps(
+                _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(w01, pick4, w23))), dy);
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)
+                d[j][q] = _mm512_permutexvar_ps(_mm512_add_epi32(row_of_lane, _mm512_set1_epi32(4 * j)), d16);
+        }
+        Q4_0_BLOCK(b, d[0])
+        Q4_0_BLOCK(b + 1, d[1])
+        Q4_0_BLOCK(b + 2, d[2])
+        Q4_0_BLOCK(b + 3, d[3])
     }
-    if (b < nb) {
-        const __m128 d4 = _mm_mul_ps(
-            _mm_cvtph_ps(_mm_setr_epi16((short)x0[b].d, (short)x1[b].d, (short)x2[b].d, (short)x3[b].d, 0, 0, 0, 0)),
-            _mm_set1_ps(h2f(y[b].d)));
-        const __m512 d = _mm512_permutexvar_ps(row_of_lane, _mm512_castps128_ps512(d4));
+    for (; b < nb; b++) {
+        __m512 d[2];
+        _Pragma("GCC unroll 2") for (int q = 0; q < nq; q++) {
+            const __m128 d4 = _mm_mul_ps(f16x4(x[4 * q][b].d, x[4 * q + 1][b].d, x[4 * q + 2][b].d, x[4 * q + 3][b].d),
+                                         _mm_set1_ps(h2f(y[b].d)));
+            d[q] = _mm512_permutexvar_ps(row_of_lane, _mm512_castps128_ps512(d4));
+        }
         Q4_0_BLOCK(b, d)
     }
 #undef Q4_0_BLOCK
-    store_lanes4(s, acc_lo, acc_hi);
+    for (int q = 0; q < nq; q++)
+        store_lanes4(s + 4 * q, acc_lo[q], acc_hi[q]);
+}
+
+void zl_q4_0_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, const void *vy)
+{
+    q4_0_rows(1, n, s, vx, bx, vy);
+}
+
+void zl_q4_0_vec_dot_rows8_vnni(int64_t n, float *s, const void *vx, size_t bx, const void *vy)
+{
+    q4_0_rows(2, n, s, vx, bx, vy);
 }
 
 /* ---- Q4_1: lane sums of q * y (q unsigned), and per row the fused sum of m_x * s_y, block by block, added after
