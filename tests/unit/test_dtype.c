@@ -544,10 +544,10 @@ static void k_scale_fields(uint32_t type, int f[2])
 
 /* One-token decode takes 4 weight rows per call for Q8_0 (zl_q8_0_vec_dot_rows4_avx2, and _avx512vnni where that
  * set is active), Q5_0 (zl_q5_0_vec_dot_rows4_avx512vnni) and, in the avx512vnni set, Q4_0, Q4_1, Q4_K and Q6_K
- * (quant_rows4_vnni.c), and 8 rows for Q4_0 (zl_q4_0_vec_dot_rows8_vnni): each row's result must be vec_dot's
+ * (quant_rows4_vnni.c), and 8 rows for Q4_0 and Q4_1 (zl_q4_0/q4_1_vec_dot_rows8_vnni): each row's result must be vec_dot's
  * bits. Directly on odd block counts (every remainder of 4 blocks) with rows of different scales (rows of zeros;
  * for Q4_K / Q6_K one row of random bytes under the quantizer's fp16 scales, so that every code and sub-block scale
- * occurs), and through zl_matmul on 1 token and 39 rows (chunks of 8 rows for Q4_0, of 4 for the others, then 3
+ * occurs), and through zl_matmul on 1 token and 39 rows (chunks of 8 rows for Q4_0 and Q4_1, of 4 for the others, then 3
  * rows one at a time; 2 threads). */
 static void test_rows4_equals_vec_dot(void **state)
 {
@@ -572,6 +572,7 @@ static void test_rows4_equals_vec_dot(void **state)
         { ZL_Q4_0, zl_q4_0_vec_dot_rows4_vnni, true, 4 },
         { ZL_Q4_0, zl_q4_0_vec_dot_rows8_vnni, true, 8 },
         { ZL_Q4_1, zl_q4_1_vec_dot_rows4_vnni, true, 4 },
+        { ZL_Q4_1, zl_q4_1_vec_dot_rows8_vnni, true, 8 },
         { ZL_Q4_K, zl_q4_K_vec_dot_rows4_vnni, true, 4 },
         { ZL_Q6_K, zl_q6_K_vec_dot_rows4_vnni, true, 4 },
 #endif

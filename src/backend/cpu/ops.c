@@ -358,6 +358,8 @@ static rows4_fn rows8_dot(rows4_fn rows4)
 #ifdef ZL_HAVE_VNNI_KERNELS
     if (rows4 == zl_q4_0_vec_dot_rows4_vnni)
         return zl_q4_0_vec_dot_rows8_vnni;
+    if (rows4 == zl_q4_1_vec_dot_rows4_vnni)
+        return zl_q4_1_vec_dot_rows8_vnni;
 #endif
     (void)rows4;
     return NULL;

@@ -314,6 +314,7 @@ void zl_q4_0_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, c
 /* The same for 8 rows (two quads sharing the activation's loads and scales): s[0..7]. */
 void zl_q4_0_vec_dot_rows8_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
 void zl_q4_1_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
+void zl_q4_1_vec_dot_rows8_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
 void zl_q4_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
 void zl_q6_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
 void zl_tile_aux_q8_0(const void *y, zl_tile_aux *a, int64_t n); /* for Q4_0, Q5_0 and Q8_0 weights */

@@ -185,6 +185,8 @@ static inline __attribute__((always_inline)) void q4_0_rows(const int nq, int64_
         Q4_0_BLOCK(b + 3, d[3])
     }
     for (; b < nb; b++) {
+        for (size_t p = 0; p < (size_t)nq * 4 * sizeof(zl_block_q4_0); p += 64) /* the next rows' tail blocks */
+            _mm_prefetch(next + (size_t)b * (size_t)nq * 4 * sizeof(zl_block_q4_0) + p, _MM_HINT_T0);
         __m512 d[2];
         _Pragma("GCC unroll 2") for (int q = 0; q < nq; q++) {
             const __m128 d4 = _mm_mul_ps(f16x4(x[4 * q][b].d, x[4 * q + 1][b].d, x[4 * q + 2][b].d, x[4 * q + 3][b].d),
@@ -209,32 +211,113 @@ void zl_q4_0_vec_dot_rows8_vnni(int64_t n, float *s, const void *vx, size_t bx, 
 }
 
 /* ---- Q4_1: lane sums of q * y (q unsigned), and per row the fused sum of m_x * s_y, block by block, added after
- * the reduction. */
-void zl_q4_1_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, const void *vy)
+ * the reduction. Rows 2p and 2p + 1 share a register (load_pair's halves). As for Q4_0, blocks go 4 at a time with
+ * their fp16 fields gathered by word permutes: one 64-byte load per row holds d and m of its blocks b .. b + 3
+ * (words 10 j and 10 j + 1, the blocks being 20 bytes), two of y hold y's d and s (36-byte blocks: words 18 j,
+ * 18 j + 1); rows8 runs two quads over the same activation loads and scales. */
+static inline __attribute__((always_inline)) void q4_1_rows(const int nq, int64_t n, float *s, const void *vx,
+                                                            size_t bx, const void *vy)
 {
     const zl_block_q8_1 *y = vy;
-    const zl_block_q4_1 *x0 = ROW(0, zl_block_q4_1), *x1 = ROW(1, zl_block_q4_1), *x2 = ROW(2, zl_block_q4_1),
-                        *x3 = ROW(3, zl_block_q4_1);
+    const zl_block_q4_1 *x[8];
+    _Pragma("GCC unroll 8") for (int k = 0; k < 4 * nq; k++)
+        x[k] = ROW(k, zl_block_q4_1);
+    const char *next = (const char *)vx + (size_t)(4 * nq) * bx;
     const __m512i zero = _mm512_setzero_si512();
-    __m512 acc01 = _mm512_setzero_ps(), acc23 = acc01;
-    __m128 mins = _mm_setzero_ps(); /* lane k: row k's sum of m_x * s_y */
-    for (int64_t b = 0; b < n / ZL_QK; b++) {
-        prefetch_next(vx, bx, sizeof(zl_block_q4_1), b);
-        const __m512i qy = load_both(y[b].qs);
-        const __m128 d4 = _mm_mul_ps(f16x4(x0[b].d, x1[b].d, x2[b].d, x3[b].d),
-                                     _mm_set1_ps(h2f(y[b].d)));
-        mins = _mm_fmadd_ps(f16x4(x0[b].m, x1[b].m, x2[b].m, x3[b].m),
-                            _mm_set1_ps(h2f(y[b].s)), mins);
-        const __m512i s01 = _mm512_dpbusd_epi32(zero, nibble_pair(x0[b].qs, x1[b].qs), qy);
-        const __m512i s23 = _mm512_dpbusd_epi32(zero, nibble_pair(x2[b].qs, x3[b].qs), qy);
-        acc01 = _mm512_fmadd_ps(spread_pair(d4, 0, 1), _mm512_cvtepi32_ps(s01), acc01);
-        acc23 = _mm512_fmadd_ps(spread_pair(d4, 2, 3), _mm512_cvtepi32_ps(s23), acc23);
+    /* two rows' windows (a: words 0-31, b: 32-63) -> words 4 j, 4 j + 1: d of a, b in block j; 16 + 4 j, 17 + 4 j:
+     * their m */
+    const __m512i pick2 = _mm512_setr_epi32(0 | 32 << 16, 0, 10 | 42 << 16, 0, 20 | 52 << 16, 0, 30 | 62 << 16, 0,
+                                            1 | 33 << 16, 0, 11 | 43 << 16, 0, 21 | 53 << 16, 0, 31 | 63 << 16, 0);
+    /* rows 0-1 (first source) and 2-3 (second): word 4 j + k = row k's d of block j, 16 + 4 j + k its m */
+    const __m512i pick4 = _mm512_setr_epi32(0 | 1 << 16, 32 | 33 << 16, 4 | 5 << 16, 36 | 37 << 16, 8 | 9 << 16,
+                                            40 | 41 << 16, 12 | 13 << 16, 44 | 45 << 16, 16 | 17 << 16,
+                                            48 | 49 << 16, 20 | 21 << 16, 52 | 53 << 16, 24 | 25 << 16,
+                                            56 | 57 << 16, 28 | 29 << 16, 60 | 61 << 16);
+    /* y's d of block j at words 4 j .. 4 j + 3, its s at 16 + 4 j .. */
+    const __m512i pick_y = _mm512_setr_epi32(0, 0, 18 | 18 << 16, 18 | 18 << 16, 36 | 36 << 16, 36 | 36 << 16,
+                                             54 | 54 << 16, 54 | 54 << 16, 1 | 1 << 16, 1 | 1 << 16, 19 | 19 << 16,
+                                             19 | 19 << 16, 37 | 37 << 16, 37 | 37 << 16, 55 | 55 << 16,
+                                             55 | 55 << 16);
+    const __m512i lane01 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(1), 1); /* 0 x 8, 1 x 8 */
+    const __m512i lane23 = _mm512_add_epi32(lane01, _mm512_set1_epi32(2));
+    __m512 acc01[2] = { _mm512_setzero_ps(), _mm512_setzero_ps() }, acc23[2] = { acc01[0], acc01[0] };
+    __m128 mins[2] = { _mm_setzero_ps(), _mm_setzero_ps() }; /* lane k: row k's sum of m_x * s_y */
+    const int64_t nb = n / ZL_QK;
+    int64_t b = 0;
+    /* block B of every quad; J: its lanes 4 J .. 4 J + 3 in d16 (d_x * d_y), m16 (m_x) and s16 (s_y) */
+#define Q4_1_BLOCK(B, J, d16, m16, s16)                                                                           \
+    {                                                                                                             \
+        const __m512i qy = load_both(y[B].qs);                                                                    \
+        _Pragma("GCC unroll 2") for (int q = 0; q < nq; q++)                                                      \
+        {                                                                                                         \
+            const zl_block_q4_1 *const *xq = x + 4 * q;                                                           \
+            mins[q] = _mm_fmadd_ps(_mm512_extractf32x4_ps(m16[q], J), _mm512_extractf32x4_ps(s16, J), mins[q]);    \
+            const __m512i s01 = _mm512_dpbusd_epi32(zero, nibble_pair(xq[0][B].qs, xq[1][B].qs), qy);             \
+            const __m512i s23 = _mm512_dpbusd_epi32(zero, nibble_pair(xq[2][B].qs, xq[3][B].qs), qy);             \
+            acc01[q] = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_add_epi32(lane01, _mm512_set1_epi32(4 * (J))), \
+                                                             d16[q]),                                             \
+                                       _mm512_cvtepi32_ps(s01), acc01[q]);                                        \
+            acc23[q] = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_add_epi32(lane23, _mm512_set1_epi32(4 * (J))), \
+                                                             d16[q]),                                             \
+                                       _mm512_cvtepi32_ps(s23), acc23[q]);                                        \
+        }                                                                                                         \
     }
-    store_pairs(s, acc01, acc23);
-    float m[4];
-    _mm_storeu_ps(m, mins);
-    for (int k = 0; k < 4; k++)
-        s[k] += m[k];
+    for (; b + 4 <= nb; b += 4) {
+        for (size_t p = 0; p < (size_t)nq * 4 * 4 * sizeof(zl_block_q4_1); p += 64)
+            _mm_prefetch(next + (size_t)b * (size_t)nq * 4 * sizeof(zl_block_q4_1) + p, _MM_HINT_T0);
+        const __m512i yw = _mm512_permutex2var_epi16(_mm512_loadu_si512(y + b), pick_y,
+                                                     _mm512_loadu_si512((const char *)(y + b) + 64));
+        const __m512 dy = _mm512_cvtph_ps(_mm512_castsi512_si256(yw));
+        const __m512 sy = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(yw, 1));
+        __m512 d16[2], m16[2];
+        _Pragma("GCC unroll 2") for (int q = 0; q < nq; q++)
+        {
+            const __m512i w01 = _mm512_permutex2var_epi16(_mm512_loadu_si512(x[4 * q] + b), pick2,
+                                                          _mm512_loadu_si512(x[4 * q + 1] + b));
+            const __m512i w23 = _mm512_permutex2var_epi16(_mm512_loadu_si512(x[4 * q + 2] + b), pick2,
+                                                          _mm512_loadu_si512(x[4 * q + 3] + b));
+            const __m512i dm = _mm512_permutex2var_epi16(w01, pick4, w23);
+            d16[q] = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(dm)), dy);
+            m16[q] = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(dm, 1));
+        }
+        Q4_1_BLOCK(b, 0, d16, m16, sy)
+        Q4_1_BLOCK(b + 1, 1, d16, m16, sy)
+        Q4_1_BLOCK(b + 2, 2, d16, m16, sy)
+        Q4_1_BLOCK(b + 3, 3, d16, m16, sy)
+    }
+    for (; b < nb; b++) {
+        for (size_t p = 0; p < (size_t)nq * 4 * sizeof(zl_block_q4_1); p += 64) /* the next rows' tail blocks */
+            _mm_prefetch(next + (size_t)b * (size_t)nq * 4 * sizeof(zl_block_q4_1) + p, _MM_HINT_T0);
+        __m512 d16[2], m16[2];
+        _Pragma("GCC unroll 2") for (int q = 0; q < nq; q++)
+        {
+            const zl_block_q4_1 *const *xq = x + 4 * q;
+            d16[q] = _mm512_castps128_ps512(
+                _mm_mul_ps(f16x4(xq[0][b].d, xq[1][b].d, xq[2][b].d, xq[3][b].d), _mm_set1_ps(h2f(y[b].d))));
+            m16[q] = _mm512_castps128_ps512(f16x4(xq[0][b].m, xq[1][b].m, xq[2][b].m, xq[3][b].m));
+        }
+        const __m512 s16 = _mm512_set1_ps(h2f(y[b].s));
+        Q4_1_BLOCK(b, 0, d16, m16, s16)
+    }
+#undef Q4_1_BLOCK
+    _Pragma("GCC unroll 2") for (int q = 0; q < nq; q++)
+    {
+        store_pairs(s + 4 * q, acc01[q], acc23[q]);
+        float m[4];
+        _mm_storeu_ps(m, mins[q]);
+        for (int k = 0; k < 4; k++)
+            s[4 * q + k] += m[k];
+    }
+}
+
+void zl_q4_1_vec_dot_rows4_vnni(int64_t n, float *s, const void *vx, size_t bx, const void *vy)
+{
+    q4_1_rows(1, n, s, vx, bx, vy);
+}
+
+void zl_q4_1_vec_dot_rows8_vnni(int64_t n, float *s, const void *vx, size_t bx, const void *vy)
+{
+    q4_1_rows(2, n, s, vx, bx, vy);
 }
 
 /* ---- 4 rows x 2, 3, 4 or 8 tokens (batched decode and short prompts), Q4_0, Q4_1, Q5_0 and Q8_0 ----
