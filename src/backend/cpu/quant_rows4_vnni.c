@@ -1,6 +1,6 @@
 /*
- * quant_rows4_vnni.c - one-token decode kernels that take 4 weight rows per call (Q4_0, Q4_1, Q4_K, Q6_K) with
- * AVX-512 BW/VL/VNNI, each row's result bit-identical to the vec_dot the "avx512vnni" set uses for its type
+ * quant_rows4_vnni.c - one-token decode kernels that take 4 weight rows per call (Q4_0, Q4_1, Q4_K, Q6_K; 8 rows
+ * too for Q4_0 and Q4_1) with AVX-512 BW/VL/VNNI, each row's result bit-identical to the vec_dot the "avx512vnni" set uses for its type
  * (zl_q4_0/q4_1_vec_dot_vnni, zl_q4_K/q6_K_vec_dot_avx2).
  *
  * Why: decoding one token streams every weight once, and a one-row dot spends most of its time on per-block
@@ -90,6 +90,13 @@ static inline void prefetch_next(const void *vx, size_t bx, size_t block, int64_
         _mm_prefetch(next + off, _MM_HINT_T0);
 }
 
+/* The same for the always-inline bodies (q4_0_rows, q4_1_rows), as a macro: GCC emitted no prefetch at all for an
+ * inline helper called from an always-inline body (seen with objdump). Blocks [b0, b0 + nblk) of the rows after
+ * the call's, grp being one block's bytes across all of them. */
+#define PREFETCH_BLOCKS(next, grp, b0, nblk)                                                                      \
+    for (size_t p_ = 0; p_ < (size_t)(nblk) * (grp); p_ += 64)                                                    \
+    _mm_prefetch((next) + (size_t)(b0) * (grp) + p_, _MM_HINT_T0)
+
 /* The 16 nibble bytes of block b of the 4 rows, row k in 128-bit lane k. */
 #define LANES4(x0, x1, x2, x3, b)                                                                                 \
     _mm512_inserti32x4(                                                                                           \
@@ -133,6 +140,7 @@ static inline __attribute__((always_inline)) void q4_0_rows(const int nq, int64_
     _Pragma("GCC unroll 8") for (int k = 0; k < 4 * nq; k++)
         x[k] = ROW(k, zl_block_q4_0);
     const char *next = (const char *)vx + (size_t)(4 * nq) * bx;
+    const size_t grp = (size_t)(4 * nq) * sizeof(zl_block_q4_0); /* one block of all the call's rows */
     const __m512i zero = _mm512_setzero_si512(), eight = _mm512_set1_epi8(8), m4 = _mm512_set1_epi8(0x0f);
     const __m512i row_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     /* word pairs of two rows' windows (a: words 0-31, b: 32-63): block j's d of a then b at words 4 j, 4 j + 1 */
@@ -163,8 +171,7 @@ static inline __attribute__((always_inline)) void q4_0_rows(const int nq, int64_
         }                                                                                                         \
     }
     for (; b + 4 <= nb; b += 4) {
-        for (size_t p = 0; p < (size_t)nq * 4 * 4 * sizeof(zl_block_q4_0); p += 64)
-            _mm_prefetch(next + (size_t)b * (size_t)nq * 4 * sizeof(zl_block_q4_0) + p, _MM_HINT_T0);
+        PREFETCH_BLOCKS(next, grp, b, 4);
         const __m256i dyw = _mm512_castsi512_si256(_mm512_permutex2var_epi16(
             _mm512_loadu_si512(y + b), pick_y, _mm512_loadu_si512((const char *)(y + b) + 64)));
         const __m512 dy = _mm512_cvtph_ps(dyw);
@@ -185,8 +192,7 @@ static inline __attribute__((always_inline)) void q4_0_rows(const int nq, int64_
         Q4_0_BLOCK(b + 3, d[3])
     }
     for (; b < nb; b++) {
-        for (size_t p = 0; p < (size_t)nq * 4 * sizeof(zl_block_q4_0); p += 64) /* the next rows' tail blocks */
-            _mm_prefetch(next + (size_t)b * (size_t)nq * 4 * sizeof(zl_block_q4_0) + p, _MM_HINT_T0);
+        PREFETCH_BLOCKS(next, grp, b, 1); /* the next rows' tail blocks too */
         __m512 d[2];
         _Pragma("GCC unroll 2") for (int q = 0; q < nq; q++) {
             const __m128 d4 = _mm_mul_ps(f16x4(x[4 * q][b].d, x[4 * q + 1][b].d, x[4 * q + 2][b].d, x[4 * q + 3][b].d),
@@ -223,6 +229,7 @@ static inline __attribute__((always_inline)) void q4_1_rows(const int nq, int64_
     _Pragma("GCC unroll 8") for (int k = 0; k < 4 * nq; k++)
         x[k] = ROW(k, zl_block_q4_1);
     const char *next = (const char *)vx + (size_t)(4 * nq) * bx;
+    const size_t grp = (size_t)(4 * nq) * sizeof(zl_block_q4_1); /* one block of all the call's rows */
     const __m512i zero = _mm512_setzero_si512();
     /* two rows' windows (a: words 0-31, b: 32-63) -> words 4 j, 4 j + 1: d of a, b in block j; 16 + 4 j, 17 + 4 j:
      * their m */
@@ -263,8 +270,7 @@ static inline __attribute__((always_inline)) void q4_1_rows(const int nq, int64_
         }                                                                                                         \
     }
     for (; b + 4 <= nb; b += 4) {
-        for (size_t p = 0; p < (size_t)nq * 4 * 4 * sizeof(zl_block_q4_1); p += 64)
-            _mm_prefetch(next + (size_t)b * (size_t)nq * 4 * sizeof(zl_block_q4_1) + p, _MM_HINT_T0);
+        PREFETCH_BLOCKS(next, grp, b, 4);
         const __m512i yw = _mm512_permutex2var_epi16(_mm512_loadu_si512(y + b), pick_y,
                                                      _mm512_loadu_si512((const char *)(y + b) + 64));
         const __m512 dy = _mm512_cvtph_ps(_mm512_castsi512_si256(yw));
@@ -286,8 +292,7 @@ static inline __attribute__((always_inline)) void q4_1_rows(const int nq, int64_
         Q4_1_BLOCK(b + 3, 3, d16, m16, sy)
     }
     for (; b < nb; b++) {
-        for (size_t p = 0; p < (size_t)nq * 4 * sizeof(zl_block_q4_1); p += 64) /* the next rows' tail blocks */
-            _mm_prefetch(next + (size_t)b * (size_t)nq * 4 * sizeof(zl_block_q4_1) + p, _MM_HINT_T0);
+        PREFETCH_BLOCKS(next, grp, b, 1); /* the next rows' tail blocks too */
         __m512 d16[2], m16[2];
         _Pragma("GCC unroll 2") for (int q = 0; q < nq; q++)
         {
