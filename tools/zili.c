@@ -68,6 +68,8 @@ static const char USAGE[] =
     "      --kv-f32            keep the KV cache in F32 (default F16)\n"
     "      --no-mmap           read the model into memory instead of mapping it\n"
     "      --mlock             lock the model in RAM\n"
+    "      --no-repack         keep Q4_0 weights in the file's layout and vec_dot's arithmetic (llama.cpp's\n"
+    "                            --no-repack) instead of repacking them for the AVX-512 VNNI kernels\n"
     "  -o, --output FILE       output file (logits)\n"
     "      --token-ids \"1 2 3\" use these prompt ids instead of -p (logits)\n"
     "  -h, --help              this help\n";
@@ -75,7 +77,7 @@ static const char USAGE[] =
 typedef struct opts {
     const char *cmd, *model, *prompt, *file, *output, *system, *tmpl, *token_ids;
     int32_t n_predict, n_ctx, n_batch, n_threads;
-    bool chat, print_ids, no_bos, no_special, ignore_eos, kv_f32, no_mmap, mlock, seed_set;
+    bool chat, print_ids, no_bos, no_special, ignore_eos, kv_f32, no_mmap, mlock, no_repack, seed_set;
     zili_sampler_params sp;
 } opts;
 
@@ -182,6 +184,7 @@ static void parse_args(int argc, char **argv, opts *o)
         else if (!strcmp(a, "--kv-f32")) o->kv_f32 = true;
         else if (!strcmp(a, "--no-mmap")) o->no_mmap = true;
         else if (!strcmp(a, "--mlock")) o->mlock = true;
+        else if (!strcmp(a, "--no-repack")) o->no_repack = true;
         else die(EXIT_USAGE, "unknown option '%s' (try 'zili --help')", a);
 #undef FLAG
 #undef VAL
@@ -231,6 +234,7 @@ static zili_model *load_model(const opts *o)
     zili_model_params mp = zili_model_default_params();
     mp.use_mmap = !o->no_mmap;
     mp.use_mlock = o->mlock;
+    mp.no_repack = o->no_repack;
     zili_model *m;
     char err[512];
     if (zili_model_load(o->model, &mp, &m, err, sizeof err) != ZILI_OK)
@@ -720,6 +724,7 @@ static int cmd_logits(const opts *o)
 
 static const char BENCH_USAGE[] =
     "usage: zili bench -m MODEL [-p N] [-n N] [-t T] [-r R] [-b B] [--json] [--no-mmap] [--mlock] [--kv-f32]\n"
+    "                  [--no-repack]\n"
     "       zili bench --membw [-t T] [--json]\n"
     "\n"
     "Measures llama-bench's two tests on one sequence: ppN evaluates N random prompt tokens in one call (batches\n"
@@ -738,7 +743,7 @@ static const char BENCH_USAGE[] =
     "              (default 16 here) run together through the serving engine, each generating -n tokens\n"
     "              (greedy, end-of-generation ignored); prints the prefill time and the aggregate decode\n"
     "              tokens/s once every sequence has its first token, and each S's speed-up over S = 1\n"
-    "  --no-mmap, --mlock, --kv-f32   as for the other commands\n";
+    "  --no-mmap, --mlock, --kv-f32, --no-repack   as for the other commands\n";
 
 typedef struct bench_result {
     const char *test; /* "pp" or "tg" */
@@ -959,7 +964,7 @@ static int bench_parallel(const opts *o, const char *list, int32_t n_p, int32_t 
     }
     if (n_g < 2)
         die(EXIT_USAGE, "bench: -s needs -n 2 or more (decode tokens after the first)");
-    zl_model_opts mo = {.use_mmap = !o->no_mmap, .use_mlock = o->mlock};
+    zl_model_opts mo = {.use_mmap = !o->no_mmap, .use_mlock = o->mlock, .no_repack = o->no_repack};
     zl_model *m;
     zl_err err;
     if (zl_model_load(o->model, &mo, &m, &err) != ZL_OK)
@@ -1043,6 +1048,7 @@ static int cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--membw")) membw = true;
         else if (!strcmp(a, "--no-mmap")) o.no_mmap = true;
         else if (!strcmp(a, "--mlock")) o.mlock = true;
+        else if (!strcmp(a, "--no-repack")) o.no_repack = true;
         else if (!strcmp(a, "--kv-f32")) o.kv_f32 = true;
         else die(EXIT_USAGE, "bench: unknown option '%s' (try 'zili bench --help')", a);
 #undef VAL

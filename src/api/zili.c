@@ -57,7 +57,7 @@ int zili_model_load(const char *path, const zili_model_params *params, zili_mode
     zili_model *zm = calloc(1, sizeof *zm);
     if (!zm)
         return report(zl_err_set(&e, ZL_ENOMEM, "%s: out of memory", path), &e, err, err_len);
-    zl_model_opts o = {.use_mmap = p.use_mmap, .use_mlock = p.use_mlock};
+    zl_model_opts o = {.use_mmap = p.use_mmap, .use_mlock = p.use_mlock, .no_repack = p.no_repack};
     int rc = zl_model_load(path, &o, &zm->m, &e);
     if (rc != ZL_OK) {
         free(zm);

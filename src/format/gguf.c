@@ -690,6 +690,18 @@ static int load_file(gguf_file *f, const char *path, const gguf_open_opts *o, zl
     return rc;
 }
 
+void *gguf_writable(gguf_file *f, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    if (!f || !f->base || b < f->base || n > f->size || (size_t)(b - f->base) > f->size - n) return NULL;
+    if (f->owned) return (void *)(uintptr_t)p;
+    if (!f->map) return NULL;
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t lo = (uintptr_t)b & ~(page - 1), hi = ((uintptr_t)b + n + page - 1) & ~(page - 1);
+    if (mprotect((void *)lo, hi - lo, PROT_READ | PROT_WRITE) != 0) return NULL;
+    return (void *)(uintptr_t)p;
+}
+
 int gguf_open(const char *path, const gguf_open_opts *opts, gguf_file **out, zl_err *err)
 {
     *out = NULL;

@@ -100,6 +100,11 @@ int gguf_open(const char *path, const gguf_open_opts *opts, gguf_file **out, zl_
 int gguf_open_memory(const void *buf, size_t size, const char *name, gguf_file **out, zl_err *err);
 
 void gguf_close(gguf_file *f);
+/* Makes the n bytes at p (inside f's data, from a tensor's data pointer) writable in place and returns p as a
+ * writable pointer: our own copy of the file as it is, a private mapping by mprotect (pages written become
+ * private copies; the file is never written). NULL for a caller's buffer (gguf_open_memory) or when mprotect fails.
+ * The caller's model-load thread only, before the file is shared. */
+void *gguf_writable(gguf_file *f, const void *p, size_t n);
 
 const char *gguf_path(const gguf_file *f); /* the path or name given at open */
 uint32_t gguf_version(const gguf_file *f);

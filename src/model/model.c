@@ -22,6 +22,7 @@
 
 #include "core/dtype.h"
 #include "core/fp16.h"
+#include "backend/cpu/repack.h"
 
 /* The architectures zili runs. One entry per family file. */
 static const zl_arch_impl k_archs[] = {
@@ -434,6 +435,64 @@ static int check_all_bound(zl_model *m, zl_err *err)
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Load / free */
 
+/* Repacks t (a Q4_0 matrix in the file's layout with a multiple of 8 rows) into the X16 layout: in place, or in a
+ * copy of its own when copy is set (a tied output matrix: the embedding lookup keeps reading the file's rows) or
+ * the file's bytes cannot be written. tmp: 16 rows' bytes. */
+static int repack_one(zl_model *m, zl_tensor *t, bool copy, void *tmp, zl_err *err)
+{
+    const size_t bytes = (size_t)t->ne[1] * t->nb1;
+    void *dst = copy ? NULL : gguf_writable(m->gguf, t->data, bytes);
+    if (!dst) {
+        if (posix_memalign(&dst, 64, bytes) != 0)
+            return zl_err_set(err, ZL_ENOMEM, "%s: out of memory repacking '%s'", gguf_path(m->gguf), t->name);
+        int rc = keep_owned(m, dst, err);
+        if (rc != ZL_OK) return rc;
+        memcpy(dst, t->data, bytes);
+    }
+    zl_repack_q4_0_x16(dst, t->ne[0], t->ne[1], t->nb1, tmp);
+    t->data = dst;
+    t->layout = ZL_LAYOUT_Q4_0_X16;
+    return ZL_OK;
+}
+
+/* llama.cpp's repacking of Q4_0 matrices on this kernel set (repack.h): every layer matrix and the output matrix
+ * with a multiple of 8 rows; the token embedding stays as it is (a tied output gets a repacked copy). */
+static int repack_weights(zl_model *m, zl_err *err)
+{
+    const size_t n_mat = 7 * (size_t)m->hp.n_layer + 1;
+    zl_tensor **mats = malloc(n_mat * sizeof *mats);
+    if (!mats) return zl_err_set(err, ZL_ENOMEM, "%s: out of memory", gguf_path(m->gguf));
+    size_t n = 0;
+    for (int32_t il = 0; il < m->hp.n_layer; il++) {
+        zl_layer *L = &m->layers[il];
+        zl_tensor *ls[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
+        for (size_t i = 0; i < sizeof ls / sizeof ls[0]; i++)
+            mats[n++] = ls[i];
+    }
+    mats[n++] = &m->output;
+    size_t max_row = 0;
+    for (size_t i = 0; i < n; i++)
+        if (mats[i]->data && mats[i]->type == ZL_Q4_0 && mats[i]->nb1 > max_row) max_row = mats[i]->nb1;
+    void *tmp = max_row ? malloc(ZL_X16_ROWS * max_row) : NULL;
+    int rc = max_row && !tmp ? zl_err_set(err, ZL_ENOMEM, "%s: out of memory", gguf_path(m->gguf)) : ZL_OK;
+    for (size_t i = 0; i < n && rc == ZL_OK; i++) {
+        zl_tensor *t = mats[i];
+        if (!t->data || t->type != ZL_Q4_0 || t->layout != ZL_LAYOUT_ROWS || !zl_repack_q4_0_fits(t->ne[1]))
+            continue;
+        bool shared = false; /* a file tensor bound twice is repacked once (in place: same data pointer) */
+        for (size_t k = 0; k < i && !shared; k++)
+            shared = mats[k]->layout == ZL_LAYOUT_Q4_0_X16 && mats[k]->data == t->data;
+        if (shared) {
+            t->layout = ZL_LAYOUT_Q4_0_X16;
+            continue;
+        }
+        rc = repack_one(m, t, t == &m->output && t->data == m->tok_embd.data, tmp, err);
+    }
+    free(tmp);
+    free(mats);
+    return rc;
+}
+
 int zl_model_load(const char *path, const zl_model_opts *opts, zl_model **out, zl_err *err)
 {
     *out = NULL;
@@ -489,6 +548,8 @@ int zl_model_load(const char *path, const zl_model_opts *opts, zl_model **out, z
         m->hp.rope_scaling = ZL_ROPE_LLAMA3;
     rope_setup(m);
     if ((rc = check_all_bound(m, err)) != ZL_OK)
+        goto fail;
+    if (!(opts && opts->no_repack) && zl_repack_q4_0_active() && (rc = repack_weights(m, err)) != ZL_OK)
         goto fail;
     for (size_t i = 0; i < m->n_bound; i++) {
         const gguf_tensor *t = m->bound[i];

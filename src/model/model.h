@@ -60,6 +60,8 @@ typedef struct zl_model zl_model;
 typedef struct zl_model_opts {
     bool use_mmap;  /* default true */
     bool use_mlock; /* default false */
+    bool no_repack; /* keep Q4_0 matrices in the file's layout (vec_dot's order) where the kernel set would
+                     * repack them (backend/cpu/repack.h; also ZILI_NO_REPACK=1) */
 } zl_model_opts;
 
 /* Loads and validates path (format, required metadata and tensors with the shapes the architecture needs, types

@@ -216,20 +216,49 @@ def ensure_models(verbose: bool = True) -> None:
 def no_repack(llama_cpp) -> None:
     """Makes llama-cpp-python load models without weight repacking (llama-cli's --no-repack): repacked
     Q4_0/Q4_K/Q2_K/... weights use other kernels whose sums are ordered differently, and zili mirrors ggml's
-    standard ones. Idempotent."""
+    standard ones (run zili with ZILI_NO_REPACK=1 to compare). repacking(llama_cpp) turns it back on for the
+    models loaded inside it. Idempotent."""
     if getattr(llama_cpp, "_zili_no_repack", False):
         return
     default = llama_cpp.llama_model_default_params
 
     def params():
         p = default()
-        if hasattr(p, "use_extra_bufts"):
+        if hasattr(p, "use_extra_bufts") and not getattr(llama_cpp, "_zili_repack_on", False):
             p.use_extra_bufts = False
         return p
 
     llama_cpp.llama_model_default_params = params
     llama_cpp.llama_cpp.llama_model_default_params = params
     llama_cpp._zili_no_repack = True
+
+
+class repacking:
+    """`with repacking(llama_cpp): llm = Llama(...)` loads with llama.cpp's default weight repacking, after
+    no_repack(llama_cpp) turned it off for the rest."""
+
+    def __init__(self, llama_cpp):
+        self.llama_cpp = llama_cpp
+
+    def __enter__(self):
+        self.llama_cpp._zili_repack_on = True
+
+    def __exit__(self, *exc):
+        self.llama_cpp._zili_repack_on = False
+        return False
+
+
+def zili_repacks_q4_0() -> bool:
+    """Whether zili repacks Q4_0 matrices on this machine (its avx512vnni kernel set: AVX-512 F, DQ, BW, VL and
+    VNNI, as src/core/dtype.c checks them) with ZILI_CPU unset or avx512vnni."""
+    if os.environ.get("ZILI_CPU", "avx512vnni") != "avx512vnni":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return all(x in flags for x in ("avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_vnni"))
 
 
 def zili(*args: str, stdin: str | None = None, timeout: float = 600) -> str:

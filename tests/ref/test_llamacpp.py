@@ -8,6 +8,9 @@
     "tokens matched k/64" (k = length of the common prefix).
   * Batch logits: every logit of a 3-token and a 40-token batch of random ids equals llama.cpp's bit for bit (the
     multi-token float order and, for K-quant weights, the tiled matmul of batches of 8+).
+  * Repacked Q4_0 (the models with Q4_0 matrices, on a CPU where zili's avx512vnni set repacks them): llama.cpp
+    with its default repacking against zili's default, batch logits of 1, 3 and 40 tokens bit for bit and greedy
+    text token for token (src/backend/cpu/repack.h). Every other test here runs zili with ZILI_NO_REPACK=1.
   * Perplexity (SmolLM2, Gemma 3 270M): llama-perplexity's method from llama.cpp's logits (whole text tokenized
     once, with BOS if the vocabulary adds it; chunks of CTX tokens, each evaluated from an empty cache with its first token
     replaced by BOS when the vocabulary adds it; positions CTX/2 .. CTX-2 scored with log-softmax); zili's
@@ -47,10 +50,22 @@ if llama_cpp is not None:
     common.no_repack(llama_cpp)
 
 
+@pytest.fixture(autouse=True)
+def zili_no_repack(request, monkeypatch):
+    """zili in vec_dot's order (as llama.cpp without repacking) except in the tests of the repacked order."""
+    if "repacked" not in request.node.name:
+        monkeypatch.setenv("ZILI_NO_REPACK", "1")
+
+
 @functools.lru_cache(maxsize=2)
-def llama(path: str, logits_all: bool = False):
+def llama(path: str, logits_all: bool = False, repack: bool = False):
     if llama_cpp is None:
         pytest.fail(f"llama-cpp-python is not importable ({IMPORT_ERROR}); pip install -r requirements-test.txt")
+    if repack:
+        with common.repacking(llama_cpp):
+            return llama_cpp.Llama(model_path=path, n_ctx=512, n_batch=512, n_ubatch=512, n_threads=common.THREADS,
+                                   n_threads_batch=common.THREADS, logits_all=logits_all, flash_attn=False,
+                                   verbose=False)
     return llama_cpp.Llama(model_path=path, n_ctx=512, n_batch=512, n_ubatch=512, n_threads=common.THREADS,
                            n_threads_batch=common.THREADS, logits_all=logits_all, flash_attn=False, verbose=False)
 
@@ -194,11 +209,14 @@ def test_batch_logits_identical_to_llamacpp(model, zili_ready, tmp_path):
         # zili mirrors llama.cpp's BF16 dots where it uses AVX512-BF16 (quant_bf16.c); its AVX-512F and AVX2 BF16
         # orders are not mirrored, so there the logits are close (greedy agrees) but not identical
         pytest.skip("this CPU has no AVX512-BF16: llama.cpp's BF16 order here is not mirrored bit for bit")
-    llm = llama(model.path, logits_all=True)
+    check_batch_logits(model, tmp_path, llama(model.path, logits_all=True), BATCH_LENGTHS)
+
+
+def check_batch_logits(model, tmp_path, llm, lengths) -> None:
     n_vocab = llm.n_vocab()
     rng = np.random.default_rng(11)
     out = tmp_path / "logits.f32"
-    for n in BATCH_LENGTHS:
+    for n in lengths:
         ids = rng.integers(min(300, n_vocab - 1), n_vocab, n).tolist()
         llm.reset()
         llm.eval(ids)
@@ -212,6 +230,37 @@ def test_batch_logits_identical_to_llamacpp(model, zili_ready, tmp_path):
         print(f"{model.name} batch of {n}: first differing position {first}, max diff {e.max():.4g}, "
               f"max|logit| {np.abs(ref).max():.4g}")
         assert first is None, f"logits differ from position {first} (ids {ids[:first + 1]})"
+
+
+def q4_0_models() -> list[common.TestModel]:
+    return [m for m in common.llamacpp_models() if m.wtype == "q4_0"]
+
+
+def skip_unless_repacking() -> None:
+    if not common.zili_repacks_q4_0():
+        pytest.skip("zili repacks Q4_0 only with its avx512vnni kernel set (AVX-512 VNNI CPU, ZILI_CPU unset)")
+
+
+@pytest.mark.parametrize("model", q4_0_models(), ids=str)
+def test_repacked_q4_0_batch_logits_identical_to_llamacpp(model, zili_ready, tmp_path):
+    """llama.cpp's repacked Q4_0 kernels (gemv for 1 token, gemm for 4 and more) against zili's X16 layout: every
+    logit of 1, 3 and 40 tokens bit for bit."""
+    skip_unless_repacking()
+    check_batch_logits(model, tmp_path, llama(model.path, logits_all=True, repack=True), (1, 3, 40))
+
+
+@pytest.mark.parametrize("prompt", range(len(common.PROMPTS)), ids=lambda i: f"p{i}")
+@pytest.mark.parametrize("model", q4_0_models(), ids=str)
+def test_repacked_q4_0_greedy_matches_llamacpp(model, prompt, zili_ready):
+    skip_unless_repacking()
+    text = common.PROMPTS[prompt]
+    ids = common.zili_tokenize(model.path, text)
+    ref, _ = llama_greedy(llama(model.path, repack=True), ids, N_PREDICT)
+    got = common.parse_ids(common.zili("run", "-m", model.path, "-p", text, "-n", str(N_PREDICT), "--temp", "0",
+                                       "--ids", "-t", str(common.THREADS), "--ctx", "512"))
+    k = next((i for i, (a, b) in enumerate(zip(got, ref)) if a != b), min(len(got), len(ref)))
+    print(f"{model.name} p{prompt} repacked: tokens matched {k}/{len(ref)}")
+    assert got == ref
 
 
 @pytest.mark.parametrize("model", [common.smollm2(), common.gemma3_270m()], ids=str)

@@ -14,6 +14,7 @@
 
 #include "backend/cpu/ops.h"
 #include "backend/cpu/quant.h"
+#include "backend/cpu/repack.h"
 #include "core/dtype.h"
 #include "core/err.h"
 #include "core/fp16.h"
@@ -128,6 +129,99 @@ static void test_matmul_all_types(void **state)
     check_matmul(ZL_Q4_1, 576, 211, 1, 2);
     check_matmul(ZL_Q8_0, 96, 101, 33, 2);
     check_matmul(ZL_Q4_0, 32, 5, 40, 2); /* conversion of many tokens in parallel */
+}
+
+/* Q4_0 weights repacked into the X16 layout (repack.h): zl_matmul's results equal, bit for bit, llama.cpp's
+ * repacked arithmetic written out here from the file's row layout: per row and token, acc = fmaf((float)isum,
+ * d_x * d_y, acc) over the blocks in order, isum the exact integer sum of (q - 8) * y. Row counts with a last group
+ * of 8, 1 .. 20 tokens (every remainder of the 8-token groups), 1 and 2 threads. */
+static void check_matmul_x16(int64_t ne0, int64_t ne1, int64_t n_tok, int n_threads)
+{
+    const zl_type_traits *tr = zl_type_traits_get(ZL_Q4_0), *vt = zl_type_traits_get(ZL_Q8_0);
+    size_t wrow, xrow;
+    assert_true(zl_row_size(ZL_Q4_0, ne0, &wrow));
+    assert_true(zl_row_size(ZL_Q8_0, ne0, &xrow));
+    float *wf = malloc((size_t)(ne0 * ne1) * sizeof(float)), *x = malloc((size_t)(ne0 * n_tok) * sizeof(float));
+    uint8_t *wq = malloc(wrow * (size_t)ne1), *wp = malloc(wrow * (size_t)ne1), *xq = malloc(xrow * (size_t)n_tok);
+    uint8_t *tmp = malloc(wrow * ZL_X16_ROWS);
+    float *y = malloc((size_t)(ne1 * n_tok) * sizeof(float)), *want = malloc((size_t)(ne1 * n_tok) * sizeof(float));
+    fill_random(wf, ne0 * ne1, (unsigned)(ne0 * 7 + ne1), 0.5f);
+    fill_random(x, ne0 * n_tok, (unsigned)(ne1 + 3 * n_tok), 2.0f);
+    for (int64_t r = 0; r < ne1; r++)
+        tr->from_float(wf + r * ne0, wq + (size_t)r * wrow, ne0);
+    for (int64_t t = 0; t < n_tok; t++)
+        vt->from_float_act(x + t * ne0, xq + (size_t)t * xrow, ne0);
+    for (int64_t t = 0; t < n_tok; t++)
+        for (int64_t r = 0; r < ne1; r++) {
+            const zl_block_q4_0 *wb = (const zl_block_q4_0 *)(const void *)(wq + (size_t)r * wrow);
+            const zl_block_q8_0 *xb = (const zl_block_q8_0 *)(const void *)(xq + (size_t)t * xrow);
+            float acc = 0.0f;
+            for (int64_t b = 0; b < ne0 / 32; b++) {
+                int32_t isum = 0;
+                for (int j = 0; j < 16; j++)
+                    isum += ((wb[b].qs[j] & 15) - 8) * xb[b].qs[j] + ((wb[b].qs[j] >> 4) - 8) * xb[b].qs[j + 16];
+                const float d = zl_fp16_to_fp32(wb[b].d) * zl_fp16_to_fp32(xb[b].d);
+                acc = fmaf((float)isum, d, acc);
+            }
+            want[t * ne1 + r] = acc;
+        }
+    memcpy(wp, wq, wrow * (size_t)ne1);
+    zl_repack_q4_0_x16(wp, ne0, ne1, wrow, tmp);
+    const zl_tensor w = { .name = "w", .type = ZL_Q4_0, .ne = { ne0, ne1, 1, 1 }, .nb1 = wrow, .data = wp,
+                          .layout = ZL_LAYOUT_Q4_0_X16 };
+    zl_cpu *cpu = zl_cpu_create(n_threads);
+    assert_non_null(cpu);
+    for (int64_t i = 0; i < ne1 * n_tok; i++) y[i] = NAN;
+    assert_int_equal(zl_matmul(cpu, &w, x, n_tok, y), ZL_OK);
+    for (int64_t i = 0; i < ne1 * n_tok; i++)
+        if (memcmp(&y[i], &want[i], sizeof(float)) != 0)
+            fail_msg("x16 %lldx%lld n_tok=%lld nth=%d: y[%lld,%lld] = %.9g, repacked order %.9g", (long long)ne0,
+                     (long long)ne1, (long long)n_tok, n_threads, (long long)(i / ne1), (long long)(i % ne1),
+                     y[i], want[i]);
+    /* shared with a plain Q4_0 weight on the same x (zl_matmul_shared: per-token data of both kinds) */
+    const zl_tensor plain = { .name = "p", .type = ZL_Q4_0, .ne = { ne0, ne1, 1, 1 }, .nb1 = wrow, .data = wq };
+    float *y2 = malloc((size_t)(ne1 * n_tok) * sizeof(float)), *y3 = malloc((size_t)(ne1 * n_tok) * sizeof(float));
+    const zl_tensor *ws[3] = { &plain, &w, &w };
+    float *ys[3] = { y2, y, y3 };
+    assert_int_equal(zl_matmul_shared(cpu, 3, ws, x, n_tok, ys, NULL), ZL_OK);
+    assert_memory_equal(y, want, (size_t)(ne1 * n_tok) * sizeof(float));
+    assert_memory_equal(y3, want, (size_t)(ne1 * n_tok) * sizeof(float));
+    for (int64_t i = 0; i < ne1 * n_tok; i++) { /* the plain weight: vec_dot's order, close to the same sums */
+        float v;
+        tr->vec_dot(ne0, &v, wq + (size_t)(i % ne1) * wrow, xq + (size_t)(i / ne1) * xrow);
+        if (n_tok == 1) assert_memory_equal(&y2[i], &v, sizeof v);
+        ASSERT_NEAR(y2[i], want[i], 1e-3 * (1.0 + fabs(want[i])));
+    }
+    zl_cpu_destroy(cpu);
+    free(y2);
+    free(y3);
+    free(wf);
+    free(x);
+    free(wq);
+    free(wp);
+    free(xq);
+    free(tmp);
+    free(y);
+    free(want);
+}
+
+static void test_matmul_q4_0_x16(void **state)
+{
+    (void)state;
+    static const int64_t shapes[][2] = { { 32, 8 }, { 96, 16 }, { 64, 24 }, { 256, 40 }, { 2048, 48 } };
+    static const int64_t toks[] = { 1, 2, 3, 7, 8, 9, 13, 16, 20 };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (size_t k = 0; k < sizeof toks / sizeof toks[0]; k++)
+            for (int nth = 1; nth <= 2; nth++)
+                check_matmul_x16(shapes[s][0], shapes[s][1], toks[k], nth);
+    /* a group of 8 rows is the smallest: other row counts are refused */
+    float x[32] = { 0 }, y[12];
+    uint8_t wq[12 * 18] = { 0 };
+    const zl_tensor w = { .name = "w", .type = ZL_Q4_0, .ne = { 32, 12, 1, 1 }, .nb1 = 18, .data = wq,
+                          .layout = ZL_LAYOUT_Q4_0_X16 };
+    zl_cpu *cpu = zl_cpu_create(1);
+    assert_int_equal(zl_matmul(cpu, &w, x, 1, y), ZL_EINVAL);
+    zl_cpu_destroy(cpu);
 }
 
 static void test_matmul_rejects(void **state)
@@ -364,6 +458,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_all_types),
+        cmocka_unit_test(test_matmul_q4_0_x16),
         cmocka_unit_test(test_matmul_rejects),
         cmocka_unit_test(test_get_row),
         cmocka_unit_test(test_rope_both_layouts),

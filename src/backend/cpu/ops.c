@@ -26,6 +26,7 @@
 #include "core/err.h"
 #include "core/fp16.h"
 #include "backend/cpu/quant.h"
+#include "backend/cpu/repack.h"
 
 #ifdef __clang__
 #pragma STDC FP_CONTRACT OFF /* keep ggml's separate roundings of a*b+c */
@@ -120,7 +121,9 @@ typedef struct matmul_task {
     tile_set tiles;             /* vec_dot for 4 rows x 2 / 3 / 4 / 8 tokens (tiles.tile4 NULL: none; set only
                                  * when no token uses gemm) */
     zl_tile_aux *aux;           /* the tiles' per-token data: token t at aux + t * aux_stride bytes */
-    size_t aux_stride;
+    size_t aux_stride;          /* 0: no per-token data */
+    bool x16;                   /* the weights are in the X16 layout (repack.h): groups of 16 rows x 8 tokens */
+    zl_x16_fn x16_fn;           /* its kernel for 16-row groups (NULL: the reference); aux holds zl_x16_aux rows */
     zl_vec_dot4_fn gemm4;       /* vec_dot_gemm for 4 tokens at once (NULL: none), for 4 tokens all in gemm mode */
     zl_vec_dot4_fn gemm8;       /* the same for 8 tokens (NULL: none; set only with gemm4) */
     tile44_fn gemm44;           /* vec_dot_gemm for 4 rows x 4 tokens (NULL: none), for 4 tokens all in gemm mode */
@@ -144,7 +147,10 @@ static void convert_rows(void *arg, int ith, int nth)
     for (int64_t i = ith; i < t->n_tok; i += nth) {
         void *xq = (void *)(t->xq + (size_t)i * t->xq_stride);
         t->convert(t->x + i * t->ne0, xq, t->ne0);
-        if (t->aux) t->tiles.aux(xq, aux_row(t, i), t->ne0);
+        if (t->aux && t->x16)
+            zl_x16_aux_q8_0(xq, (zl_x16_aux *)(void *)aux_row(t, i), t->ne0);
+        else if (t->aux)
+            t->tiles.aux(xq, aux_row(t, i), t->ne0);
     }
 }
 
@@ -163,6 +169,27 @@ static inline bool all_gemm(const matmul_task *t, int64_t k, int64_t m, int64_t 
     return true;
 }
 
+/* Rows r0 .. r1 (whole groups) x tokens t0 .. t1 of an X16 matrix: 8 tokens at a time per 16-row group. */
+static void x16_chunk(const matmul_task *t, int64_t r0, int64_t r1, int64_t t0, int64_t t1)
+{
+    const int64_t nb = t->ne0 / ZL_QK;
+    for (int64_t r = r0; r < r1;) {
+        const int R = r + ZL_X16_ROWS <= t->ne1 ? ZL_X16_ROWS : 8;
+        const char *g = t->w + (size_t)r * t->nb1;
+        for (int64_t k = t0; k < t1; k += 8) {
+            const int nt = t1 - k < 8 ? (int)(t1 - k) : 8;
+            float *s = &t->y[k * t->ne1 + r];
+            const char *xq = t->xq + (size_t)k * t->xq_stride;
+            const zl_x16_aux *a = (const zl_x16_aux *)(const void *)aux_row(t, k);
+            if (R == ZL_X16_ROWS && t->x16_fn)
+                t->x16_fn(nb, s, (size_t)t->ne1, g, xq, t->xq_stride, a, t->aux_stride, nt);
+            else
+                zl_q4_0_x16_ref(nb, R, s, (size_t)t->ne1, g, xq, t->xq_stride, a, t->aux_stride, nt);
+        }
+        r += R;
+    }
+}
+
 static void matmul_chunks(void *arg, int ith, int nth)
 {
     (void)ith;
@@ -176,6 +203,10 @@ static void matmul_chunks(void *arg, int ith, int nth)
         const int64_t t0 = (c % t->n_tok_chunks) * t->chunk_toks;
         const int64_t r1 = r0 + t->chunk_rows < t->ne1 ? r0 + t->chunk_rows : t->ne1;
         const int64_t t1 = t0 + t->chunk_toks < t->n_tok ? t0 + t->chunk_toks : t->n_tok;
+        if (t->x16) {
+            x16_chunk(t, r0, r1, t0, t1);
+            continue;
+        }
         int64_t r = r0;
         if (t->gemm44)
             for (; r + 4 <= r1; r += 4) {
@@ -421,6 +452,15 @@ static int matmul_setup(const zl_tensor *w, const float *x, int64_t n_tok, float
     t->x = x;
     t->y = y;
     t->n_tok = n_tok;
+    if (w->layout == ZL_LAYOUT_Q4_0_X16) { /* llama.cpp's repacked Q4_0 order, for every token */
+        if (w->type != ZL_Q4_0 || !zl_repack_q4_0_fits(ne1)) return ZL_EINVAL;
+        t->x16 = true;
+        t->x16_fn = zl_q4_0_x16_kernel();
+        t->convert = zl_type_traits_get(ZL_Q8_0)->from_float_act;
+        t->xq_stride = xrow;
+        t->aux_stride = (size_t)(ne0 / ZL_QK) * sizeof(zl_x16_aux);
+        return ZL_OK;
+    }
     /* llama.cpp multiplies float weights by a batch of 2+ tokens with tinyBLAS, whose dot accumulates in one
      * vector instead of four (when the row length and row count suit it); its rounding is mirrored here. */
     if (tr->vec_dot_gemm && ne0 % tr->gemm_k == 0 && ne1 % 4 == 0 && (gemm || n_tok >= 2)) {
@@ -490,7 +530,7 @@ static int matmul_convert(zl_cpu *cpu, matmul_task *t)
     const int rc = scratch_reserve(cpu, xq_bytes + (size_t)n_tok * aux_row_bytes);
     if (rc != ZL_OK) return rc;
     t->xq = cpu->scratch;
-    if (t->tiles.tile4)
+    if (t->aux_stride)
         t->aux = (zl_tile_aux *)(void *)((char *)cpu->scratch + xq_bytes);
     if (n_tok * t->ne0 < CONVERT_SERIAL || cpu->n_threads == 1)
         convert_rows(t, 0, 1);
@@ -504,7 +544,7 @@ static int matmul_convert(zl_cpu *cpu, matmul_task *t)
 static bool conversion_fits(const matmul_task *t, const matmul_task *c)
 {
     return c->xq && t->convert == c->convert && t->x == c->x && t->n_tok == c->n_tok && t->ne0 == c->ne0 &&
-           (!t->tiles.tile4 || (c->aux && c->tiles.aux == t->tiles.aux));
+           (!t->aux_stride || (c->aux && c->x16 == t->x16 && (t->x16 || c->tiles.aux == t->tiles.aux)));
 }
 
 static void matmul_run(zl_cpu *cpu, matmul_task *t)
@@ -516,7 +556,9 @@ static void matmul_run(zl_cpu *cpu, matmul_task *t)
          * cross between the cores every few hundred nanoseconds). All the tokens in one chunk: each weight row is
          * read once. */
         int64_t rows = (t->ne1 + 8 * nth - 1) / (8 * nth);
-        rows = t->rows8 ? (rows + 7) / 8 * 8 : (rows + 3) / 4 * 4; /* whole groups for the 4- or 8-row kernels */
+        rows = t->x16     ? (rows + 15) / 16 * 16 /* whole X16 groups */
+               : t->rows8 ? (rows + 7) / 8 * 8
+                          : (rows + 3) / 4 * 4; /* whole groups for the 4- or 8-row kernels */
         t->chunk_rows = rows < 4 ? 4 : rows;
         t->chunk_toks = t->n_tok;
     } else {
@@ -560,6 +602,7 @@ int zl_matmul_shared(zl_cpu *cpu, int n_w, const zl_tensor *const *ws, const flo
                 c.n_tok = t.n_tok;
                 c.ne0 = t.ne0;
                 c.tiles = t.tiles;
+                c.x16 = t.x16;
             }
         }
         matmul_run(cpu, &t);
