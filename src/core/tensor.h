@@ -5,7 +5,7 @@
  * Rows are contiguous, nb1 bytes apart (nb1 = row size of ne[0] elements of type). data points into the mapped
  * model file (or a device buffer later) and is owned by whoever owns the model.
  *
- * layout says how the rows are stored: ZL_LAYOUT_ROWS as above, or ZL_LAYOUT_Q4_0_X16, Q4_0 rows interleaved in
+ * layout says how the rows are stored: ZL_LAYOUT_ROWS as above, or ZL_LAYOUT_X16, Q4_0 or Q4_K rows interleaved in
  * groups of 16 (the last group 8 rows when ne[1] % 16 == 8) for the repacked kernels (backend/cpu/repack.h); each
  * group still occupies its rows' bytes, so row r's group starts at data + r * nb1, but a single row cannot be read.
  */
@@ -24,6 +24,6 @@ typedef struct zl_tensor {
     uint8_t layout;    /* ZL_LAYOUT_* */
 } zl_tensor;
 
-enum { ZL_LAYOUT_ROWS = 0, ZL_LAYOUT_Q4_0_X16 = 1 };
+enum { ZL_LAYOUT_ROWS = 0, ZL_LAYOUT_X16 = 1 };
 
 #endif

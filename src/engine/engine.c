@@ -1001,6 +1001,8 @@ static void scheduler_step(zl_engine *e)
             e->b_gemm[n] = pos >= r->n_prompt ? ZL_MODE_ONE
                            : r->n_prompt >= 8 ? ZL_MODE_MULTI8
                            : r->n_prompt >= 2 ? ZL_MODE_MULTI : ZL_MODE_ONE;
+            if (e->b_gemm[n] != ZL_MODE_ONE && pos >= r->n_prompt - r->n_prompt % 4)
+                e->b_gemm[n] |= ZL_MODE_TAIL4; /* one of its last n % 4 prompt tokens */
             if (e->b_want[n])
                 e->row_slot[n_rows++] = s;
             n++;

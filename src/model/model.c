@@ -435,7 +435,7 @@ static int check_all_bound(zl_model *m, zl_err *err)
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Load / free */
 
-/* Repacks t (a Q4_0 matrix in the file's layout with a multiple of 8 rows) into the X16 layout: in place, or in a
+/* Repacks t (a Q4_0 or Q4_K matrix in the file's layout with a multiple of 8 rows) into the X16 layout: in place, or in a
  * copy of its own when copy is set (a tied output matrix: the embedding lookup keeps reading the file's rows) or
  * the file's bytes cannot be written. tmp: 16 rows' bytes. */
 static int repack_one(zl_model *m, zl_tensor *t, bool copy, void *tmp, zl_err *err)
@@ -449,13 +449,13 @@ static int repack_one(zl_model *m, zl_tensor *t, bool copy, void *tmp, zl_err *e
         if (rc != ZL_OK) return rc;
         memcpy(dst, t->data, bytes);
     }
-    zl_repack_q4_0_x16(dst, t->ne[0], t->ne[1], t->nb1, tmp);
+    zl_repack_x16(t->type, dst, t->ne[0], t->ne[1], t->nb1, tmp);
     t->data = dst;
-    t->layout = ZL_LAYOUT_Q4_0_X16;
+    t->layout = ZL_LAYOUT_X16;
     return ZL_OK;
 }
 
-/* llama.cpp's repacking of Q4_0 matrices on this kernel set (repack.h): every layer matrix and the output matrix
+/* llama.cpp's repacking of Q4_0 and Q4_K matrices on this kernel set (repack.h): every layer matrix and the output matrix
  * with a multiple of 8 rows; the token embedding stays as it is (a tied output gets a repacked copy). */
 static int repack_weights(zl_model *m, zl_err *err)
 {
@@ -472,18 +472,18 @@ static int repack_weights(zl_model *m, zl_err *err)
     mats[n++] = &m->output;
     size_t max_row = 0;
     for (size_t i = 0; i < n; i++)
-        if (mats[i]->data && mats[i]->type == ZL_Q4_0 && mats[i]->nb1 > max_row) max_row = mats[i]->nb1;
+        if (mats[i]->data && zl_repack_active(mats[i]->type) && mats[i]->nb1 > max_row) max_row = mats[i]->nb1;
     void *tmp = max_row ? malloc(ZL_X16_ROWS * max_row) : NULL;
     int rc = max_row && !tmp ? zl_err_set(err, ZL_ENOMEM, "%s: out of memory", gguf_path(m->gguf)) : ZL_OK;
     for (size_t i = 0; i < n && rc == ZL_OK; i++) {
         zl_tensor *t = mats[i];
-        if (!t->data || t->type != ZL_Q4_0 || t->layout != ZL_LAYOUT_ROWS || !zl_repack_q4_0_fits(t->ne[1]))
+        if (!t->data || !zl_repack_active(t->type) || t->layout != ZL_LAYOUT_ROWS || !zl_repack_fits(t->ne[1]))
             continue;
         bool shared = false; /* a file tensor bound twice is repacked once (in place: same data pointer) */
         for (size_t k = 0; k < i && !shared; k++)
-            shared = mats[k]->layout == ZL_LAYOUT_Q4_0_X16 && mats[k]->data == t->data;
+            shared = mats[k]->layout == ZL_LAYOUT_X16 && mats[k]->data == t->data;
         if (shared) {
-            t->layout = ZL_LAYOUT_Q4_0_X16;
+            t->layout = ZL_LAYOUT_X16;
             continue;
         }
         rc = repack_one(m, t, t == &m->output && t->data == m->tok_embd.data, tmp, err);
@@ -549,7 +549,7 @@ int zl_model_load(const char *path, const zl_model_opts *opts, zl_model **out, z
     rope_setup(m);
     if ((rc = check_all_bound(m, err)) != ZL_OK)
         goto fail;
-    if (!(opts && opts->no_repack) && zl_repack_q4_0_active() && (rc = repack_weights(m, err)) != ZL_OK)
+    if (!(opts && opts->no_repack) && (rc = repack_weights(m, err)) != ZL_OK)
         goto fail;
     for (size_t i = 0; i < m->n_bound; i++) {
         const gguf_tensor *t = m->bound[i];
@@ -822,14 +822,23 @@ int zl_model_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *fwd, con
      * is one over the rows that want logits, so a row takes the multi-token form when its sequence asks for 2+. */
     const int8_t batch_mode = b->n >= 8 ? ZL_MODE_MULTI8 : b->n >= 2 ? ZL_MODE_MULTI : ZL_MODE_ONE;
     for (int32_t i = 0, r = 0; i < b->n; i++) {
-        const int8_t g = b->gemm ? b->gemm[i] : batch_mode;
+        const int8_t g = b->gemm ? (int8_t)(b->gemm[i] & ZL_MODE_MASK) : batch_mode;
+        const bool tail = b->gemm ? (b->gemm[i] & ZL_MODE_TAIL4) != 0 : i >= b->n - b->n % 4;
         fwd->tok_gemm[i] = g < ZL_MODE_ONE ? ZL_MODE_ONE : g > ZL_MODE_MULTI8 ? ZL_MODE_MULTI8 : g;
+        if (fwd->tok_gemm[i] != ZL_MODE_ONE && tail)
+            fwd->tok_gemm[i] |= ZL_MODE_TAIL4;
         if (!b->logits[i])
             continue;
-        int32_t same = 0;
-        for (int32_t j = 0; j < b->n && same < 8; j++)
-            same += b->logits[j] && b->seq[j] == b->seq[i];
-        fwd->out_gemm[r++] = (int8_t)(same >= 8 ? ZL_MODE_MULTI8 : same >= 2 ? ZL_MODE_MULTI : ZL_MODE_ONE);
+        int32_t same = 0, before = 0; /* logits rows of this sequence in the batch, and those before row i */
+        for (int32_t j = 0; j < b->n; j++)
+            if (b->logits[j] && b->seq[j] == b->seq[i]) {
+                same++;
+                before += j < i;
+            }
+        int8_t o = same >= 8 ? ZL_MODE_MULTI8 : same >= 2 ? ZL_MODE_MULTI : ZL_MODE_ONE;
+        if (o != ZL_MODE_ONE && before >= same - same % 4)
+            o |= ZL_MODE_TAIL4;
+        fwd->out_gemm[r++] = o;
     }
     rc = m->impl->forward(m, cpu, kv, fwd, b, out, err);
     if (rc != ZL_OK)

@@ -93,7 +93,8 @@ typedef struct zl_batch {
      * batch of 2+ tokens (tinyBLAS float dots, including attention), ZL_MODE_MULTI8 for 8+ (also the tiled
      * K-quant matmul), ZL_MODE_ONE for a single token. NULL: llama.cpp's rule for this batch as a whole. The
      * engine gives prompt tokens the mode of their own prompt's length and generated tokens ZL_MODE_ONE, so a
-     * sequence's results do not depend on what it is batched with. */
+     * sequence's results do not depend on what it is batched with. ZL_MODE_TAIL4 or'ed onto MULTI / MULTI8 marks
+     * one of that batch's last n % 4 tokens (repacked Q4_K weights take those in another order). */
     const int8_t *gemm;
 } zl_batch;
 

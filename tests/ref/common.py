@@ -248,8 +248,8 @@ class repacking:
         return False
 
 
-def zili_repacks_q4_0() -> bool:
-    """Whether zili repacks Q4_0 matrices on this machine (its avx512vnni kernel set: AVX-512 F, DQ, BW, VL and
+def zili_repacks() -> bool:
+    """Whether zili repacks Q4_0 and Q4_K matrices on this machine (its avx512vnni kernel set: AVX-512 F, DQ, BW, VL and
     VNNI, as src/core/dtype.c checks them) with ZILI_CPU unset or avx512vnni."""
     if os.environ.get("ZILI_CPU", "avx512vnni") != "avx512vnni":
         return False

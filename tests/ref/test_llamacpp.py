@@ -8,9 +8,9 @@
     "tokens matched k/64" (k = length of the common prefix).
   * Batch logits: every logit of a 3-token and a 40-token batch of random ids equals llama.cpp's bit for bit (the
     multi-token float order and, for K-quant weights, the tiled matmul of batches of 8+).
-  * Repacked Q4_0 (the models with Q4_0 matrices, on a CPU where zili's avx512vnni set repacks them): llama.cpp
-    with its default repacking against zili's default, batch logits of 1, 3 and 40 tokens bit for bit and greedy
-    text token for token (src/backend/cpu/repack.h). Every other test here runs zili with ZILI_NO_REPACK=1.
+  * Repacked Q4_0 / Q4_K (the models with such matrices and no Q2_K, on a CPU where zili's avx512vnni set repacks
+    them): llama.cpp with its default repacking against zili's default, batch logits of 1, 3, 40 and 43 tokens bit
+    for bit and greedy text token for token (src/backend/cpu/repack.h). Every other test here runs zili with ZILI_NO_REPACK=1.
   * Perplexity (SmolLM2, Gemma 3 270M): llama-perplexity's method from llama.cpp's logits (whole text tokenized
     once, with BOS if the vocabulary adds it; chunks of CTX tokens, each evaluated from an empty cache with its first token
     replaced by BOS when the vocabulary adds it; positions CTX/2 .. CTX-2 scored with log-softmax); zili's
@@ -232,26 +232,30 @@ def check_batch_logits(model, tmp_path, llm, lengths) -> None:
         assert first is None, f"logits differ from position {first} (ids {ids[:first + 1]})"
 
 
-def q4_0_models() -> list[common.TestModel]:
-    return [m for m in common.llamacpp_models() if m.wtype == "q4_0"]
+def repacked_models() -> list[common.TestModel]:
+    """The models whose repacked matrices zili mirrors: Q4_0, and the K-quant mixes with Q4_K but no Q2_K (which
+    llama.cpp also repacks on AVX-512, in an order zili does not mirror)."""
+    return [m for m in common.llamacpp_models() if m.wtype in ("q4_0", "q3_k_m", "q4_k_m")]
 
 
 def skip_unless_repacking() -> None:
-    if not common.zili_repacks_q4_0():
-        pytest.skip("zili repacks Q4_0 only with its avx512vnni kernel set (AVX-512 VNNI CPU, ZILI_CPU unset)")
+    if not common.zili_repacks():
+        pytest.skip("zili repacks Q4_0 / Q4_K only with its avx512vnni kernel set (AVX-512 VNNI CPU, ZILI_CPU unset)")
 
 
-@pytest.mark.parametrize("model", q4_0_models(), ids=str)
-def test_repacked_q4_0_batch_logits_identical_to_llamacpp(model, zili_ready, tmp_path):
-    """llama.cpp's repacked Q4_0 kernels (gemv for 1 token, gemm for 4 and more) against zili's X16 layout: every
-    logit of 1, 3 and 40 tokens bit for bit."""
+@pytest.mark.parametrize("model", repacked_models(), ids=str)
+def test_repacked_batch_logits_identical_to_llamacpp(model, zili_ready, tmp_path):
+    """llama.cpp's repacked Q4_0 / Q4_K kernels (gemv for 1 token and a batch's last n % 4, gemm for the others)
+    against zili's X16 layout: every logit of 1, 3, 40 and 43 tokens bit for bit."""
+    common.skip_if_absent(model)
     skip_unless_repacking()
-    check_batch_logits(model, tmp_path, llama(model.path, logits_all=True, repack=True), (1, 3, 40))
+    check_batch_logits(model, tmp_path, llama(model.path, logits_all=True, repack=True), (1, 3, 40, 43))
 
 
 @pytest.mark.parametrize("prompt", range(len(common.PROMPTS)), ids=lambda i: f"p{i}")
-@pytest.mark.parametrize("model", q4_0_models(), ids=str)
-def test_repacked_q4_0_greedy_matches_llamacpp(model, prompt, zili_ready):
+@pytest.mark.parametrize("model", repacked_models(), ids=str)
+def test_repacked_greedy_matches_llamacpp(model, prompt, zili_ready):
+    common.skip_if_absent(model)
     skip_unless_repacking()
     text = common.PROMPTS[prompt]
     ids = common.zili_tokenize(model.path, text)

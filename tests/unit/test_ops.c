@@ -166,9 +166,9 @@ static void check_matmul_x16(int64_t ne0, int64_t ne1, int64_t n_tok, int n_thre
             want[t * ne1 + r] = acc;
         }
     memcpy(wp, wq, wrow * (size_t)ne1);
-    zl_repack_q4_0_x16(wp, ne0, ne1, wrow, tmp);
+    zl_repack_x16(ZL_Q4_0, wp, ne0, ne1, wrow, tmp);
     const zl_tensor w = { .name = "w", .type = ZL_Q4_0, .ne = { ne0, ne1, 1, 1 }, .nb1 = wrow, .data = wp,
-                          .layout = ZL_LAYOUT_Q4_0_X16 };
+                          .layout = ZL_LAYOUT_X16 };
     zl_cpu *cpu = zl_cpu_create(n_threads);
     assert_non_null(cpu);
     for (int64_t i = 0; i < ne1 * n_tok; i++) y[i] = NAN;
@@ -205,6 +205,97 @@ static void check_matmul_x16(int64_t ne0, int64_t ne1, int64_t n_tok, int n_thre
     free(want);
 }
 
+/* The same for Q4_K (llama.cpp's q4_K_8x8 order): per row and token and 256-block, isum = sum_s sc_s * (q_s . y_s)
+ * and imin = sum_s m_s * (sum of y_s), both exact, then acc = fmaf(isum, d * d_y, acc), accm = fmaf(imin, dmin *
+ * d_y, accm), result acc - accm; a batch's first n - n % 4 tokens make the two fmas per pair of sub-blocks. */
+static float q4_K_repacked_dot(const zl_block_q4_K *w, const zl_block_q8_K *y, int64_t nb, bool pairs)
+{
+    float acc = 0.0f, accm = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *q = w[b].scales;
+        int32_t isum = 0, imin = 0;
+        for (int s = 0; s < 8; s++) {
+            const int sc = s < 4 ? q[s] & 63 : (q[s + 4] & 0xF) | ((q[s - 4] >> 6) << 4);
+            const int m = s < 4 ? q[s + 4] & 63 : (q[s + 4] >> 4) | ((q[s] >> 6) << 4);
+            int32_t dot = 0, ysum = 0;
+            for (int l = 0; l < 32; l++) {
+                const int v = w[b].qs[32 * (s / 2) + l];
+                dot += (s % 2 ? v >> 4 : v & 15) * y[b].qs[32 * s + l];
+                ysum += y[b].qs[32 * s + l];
+            }
+            isum += sc * dot;
+            imin += m * ysum;
+            if (s == 7 || (pairs && s % 2)) {
+                acc = fmaf((float)isum, zl_fp16_to_fp32(w[b].d) * y[b].d, acc);
+                accm = fmaf((float)imin, zl_fp16_to_fp32(w[b].dmin) * y[b].d, accm);
+                isum = imin = 0;
+            }
+        }
+    }
+    return acc - accm;
+}
+
+static void check_matmul_x16_q4_K(int64_t ne0, int64_t ne1, int64_t n_tok, int n_threads, const int8_t *modes)
+{
+    const zl_type_traits *tr = zl_type_traits_get(ZL_Q4_K), *vt = zl_type_traits_get(ZL_Q8_K);
+    size_t wrow, xrow;
+    assert_true(zl_row_size(ZL_Q4_K, ne0, &wrow));
+    assert_true(zl_row_size(ZL_Q8_K, ne0, &xrow));
+    float *wf = malloc((size_t)(ne0 * ne1) * sizeof(float)), *x = malloc((size_t)(ne0 * n_tok) * sizeof(float));
+    uint8_t *wq = malloc(wrow * (size_t)ne1), *xq = malloc(xrow * (size_t)n_tok), *tmp = malloc(wrow * ZL_X16_ROWS);
+    float *y = malloc((size_t)(ne1 * n_tok) * sizeof(float)), *want = malloc((size_t)(ne1 * n_tok) * sizeof(float));
+    fill_random(wf, ne0 * ne1, (unsigned)(ne0 + 5 * ne1), 0.5f);
+    fill_random(x, ne0 * n_tok, (unsigned)(ne1 + 7 * n_tok), 2.0f);
+    for (int64_t r = 0; r < ne1; r++)
+        tr->from_float(wf + r * ne0, wq + (size_t)r * wrow, ne0);
+    for (int64_t t = 0; t < n_tok; t++)
+        vt->from_float_act(x + t * ne0, xq + (size_t)t * xrow, ne0);
+    for (int64_t t = 0; t < n_tok; t++) {
+        const bool pairs = modes ? (modes[t] & ZL_MODE_MASK) >= ZL_MODE_MULTI && !(modes[t] & ZL_MODE_TAIL4)
+                                 : t < n_tok - n_tok % 4;
+        for (int64_t r = 0; r < ne1; r++)
+            want[t * ne1 + r] = q4_K_repacked_dot((const zl_block_q4_K *)(const void *)(wq + (size_t)r * wrow),
+                                                  (const zl_block_q8_K *)(const void *)(xq + (size_t)t * xrow),
+                                                  ne0 / 256, pairs);
+    }
+    zl_repack_x16(ZL_Q4_K, wq, ne0, ne1, wrow, tmp);
+    const zl_tensor w = { .name = "w", .type = ZL_Q4_K, .ne = { ne0, ne1, 1, 1 }, .nb1 = wrow, .data = wq,
+                          .layout = ZL_LAYOUT_X16 };
+    zl_cpu *cpu = zl_cpu_create(n_threads);
+    assert_non_null(cpu);
+    for (int64_t i = 0; i < ne1 * n_tok; i++) y[i] = NAN;
+    assert_int_equal(zl_matmul_modes(cpu, &w, x, n_tok, y, modes), ZL_OK);
+    for (int64_t i = 0; i < ne1 * n_tok; i++)
+        if (memcmp(&y[i], &want[i], sizeof(float)) != 0)
+            fail_msg("x16 q4_K %lldx%lld n_tok=%lld nth=%d modes=%s: y[%lld,%lld] = %.9g, repacked order %.9g",
+                     (long long)ne0, (long long)ne1, (long long)n_tok, n_threads, modes ? "given" : "none",
+                     (long long)(i / ne1), (long long)(i % ne1), y[i], want[i]);
+    zl_cpu_destroy(cpu);
+    free(wf);
+    free(x);
+    free(wq);
+    free(xq);
+    free(tmp);
+    free(y);
+    free(want);
+}
+
+static void test_matmul_q4_K_x16(void **state)
+{
+    (void)state;
+    static const int64_t shapes[][2] = { { 256, 8 }, { 512, 16 }, { 768, 40 } };
+    static const int64_t toks[] = { 1, 3, 4, 7, 8, 9, 13, 20 };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (size_t k = 0; k < sizeof toks / sizeof toks[0]; k++)
+            for (int nth = 1; nth <= 2; nth++)
+                check_matmul_x16_q4_K(shapes[s][0], shapes[s][1], toks[k], nth, NULL);
+    /* per-token modes (the engine's): a 6-token prompt (4 in the gemm, 2 in its tail) and 3 decode tokens */
+    const int8_t modes[9] = { ZL_MODE_ONE, ZL_MODE_MULTI, ZL_MODE_MULTI, ZL_MODE_MULTI, ZL_MODE_MULTI,
+                              ZL_MODE_MULTI | ZL_MODE_TAIL4, ZL_MODE_MULTI | ZL_MODE_TAIL4, ZL_MODE_ONE,
+                              ZL_MODE_ONE };
+    check_matmul_x16_q4_K(512, 24, 9, 2, modes);
+}
+
 static void test_matmul_q4_0_x16(void **state)
 {
     (void)state;
@@ -218,7 +309,7 @@ static void test_matmul_q4_0_x16(void **state)
     float x[32] = { 0 }, y[12];
     uint8_t wq[12 * 18] = { 0 };
     const zl_tensor w = { .name = "w", .type = ZL_Q4_0, .ne = { 32, 12, 1, 1 }, .nb1 = 18, .data = wq,
-                          .layout = ZL_LAYOUT_Q4_0_X16 };
+                          .layout = ZL_LAYOUT_X16 };
     zl_cpu *cpu = zl_cpu_create(1);
     assert_int_equal(zl_matmul(cpu, &w, x, 1, y), ZL_EINVAL);
     zl_cpu_destroy(cpu);
@@ -459,6 +550,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_all_types),
         cmocka_unit_test(test_matmul_q4_0_x16),
+        cmocka_unit_test(test_matmul_q4_K_x16),
         cmocka_unit_test(test_matmul_rejects),
         cmocka_unit_test(test_get_row),
         cmocka_unit_test(test_rope_both_layouts),

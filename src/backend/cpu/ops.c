@@ -123,7 +123,10 @@ typedef struct matmul_task {
     zl_tile_aux *aux;           /* the tiles' per-token data: token t at aux + t * aux_stride bytes */
     size_t aux_stride;          /* 0: no per-token data */
     bool x16;                   /* the weights are in the X16 layout (repack.h): groups of 16 rows x 8 tokens */
-    zl_x16_fn x16_fn;           /* its kernel for 16-row groups (NULL: the reference); aux holds zl_x16_aux rows */
+    uint32_t x16_type;          /* their type (Q4_0, Q4_K) */
+    int64_t x16_block;          /* its block size */
+    zl_x16_fn x16_fn;           /* its kernel for 16-row groups (NULL: the reference); aux holds the repack.h aux
+                                 * rows of that type */
     zl_vec_dot4_fn gemm4;       /* vec_dot_gemm for 4 tokens at once (NULL: none), for 4 tokens all in gemm mode */
     zl_vec_dot4_fn gemm8;       /* the same for 8 tokens (NULL: none; set only with gemm4) */
     tile44_fn gemm44;           /* vec_dot_gemm for 4 rows x 4 tokens (NULL: none), for 4 tokens all in gemm mode */
@@ -148,7 +151,7 @@ static void convert_rows(void *arg, int ith, int nth)
         void *xq = (void *)(t->xq + (size_t)i * t->xq_stride);
         t->convert(t->x + i * t->ne0, xq, t->ne0);
         if (t->aux && t->x16)
-            zl_x16_aux_q8_0(xq, (zl_x16_aux *)(void *)aux_row(t, i), t->ne0);
+            zl_x16_aux_make(t->x16_type, xq, aux_row(t, i), t->ne0);
         else if (t->aux)
             t->tiles.aux(xq, aux_row(t, i), t->ne0);
     }
@@ -157,7 +160,7 @@ static void convert_rows(void *arg, int ith, int nth)
 /* Whether token k takes vec_dot_gemm (its mode reaches min_mode) rather than vec_dot. */
 static inline bool uses_gemm(const matmul_task *t, int64_t k)
 {
-    return t->vec_dot_gemm && (!t->modes || t->modes[k] >= t->min_mode);
+    return t->vec_dot_gemm && (!t->modes || (t->modes[k] & ZL_MODE_MASK) >= t->min_mode);
 }
 
 /* Whether tokens k .. k + m - 1 exist (below t1) and all take vec_dot_gemm. */
@@ -172,19 +175,27 @@ static inline bool all_gemm(const matmul_task *t, int64_t k, int64_t m, int64_t 
 /* Rows r0 .. r1 (whole groups) x tokens t0 .. t1 of an X16 matrix: 8 tokens at a time per 16-row group. */
 static void x16_chunk(const matmul_task *t, int64_t r0, int64_t r1, int64_t t0, int64_t t1)
 {
-    const int64_t nb = t->ne0 / ZL_QK;
+    const int64_t nb = t->ne0 / t->x16_block;
     for (int64_t r = r0; r < r1;) {
         const int R = r + ZL_X16_ROWS <= t->ne1 ? ZL_X16_ROWS : 8;
         const char *g = t->w + (size_t)r * t->nb1;
         for (int64_t k = t0; k < t1; k += 8) {
             const int nt = t1 - k < 8 ? (int)(t1 - k) : 8;
+            unsigned pairs = 0; /* Q4_K: the tokens in llama.cpp's 4-token gemm (its order per 64 values) */
+            for (int i = 0; i < nt && t->x16_type == ZL_Q4_K; i++) {
+                const int64_t j = k + i;
+                const bool gemm = t->modes ? (t->modes[j] & ZL_MODE_MASK) >= ZL_MODE_MULTI &&
+                                                 !(t->modes[j] & ZL_MODE_TAIL4)
+                                           : j < t->n_tok - t->n_tok % 4;
+                pairs |= (unsigned)gemm << i;
+            }
             float *s = &t->y[k * t->ne1 + r];
             const char *xq = t->xq + (size_t)k * t->xq_stride;
-            const zl_x16_aux *a = (const zl_x16_aux *)(const void *)aux_row(t, k);
+            const void *a = aux_row(t, k);
             if (R == ZL_X16_ROWS && t->x16_fn)
-                t->x16_fn(nb, s, (size_t)t->ne1, g, xq, t->xq_stride, a, t->aux_stride, nt);
+                t->x16_fn(nb, s, (size_t)t->ne1, g, xq, t->xq_stride, a, t->aux_stride, nt, pairs);
             else
-                zl_q4_0_x16_ref(nb, R, s, (size_t)t->ne1, g, xq, t->xq_stride, a, t->aux_stride, nt);
+                zl_x16_ref(t->x16_type, nb, R, s, (size_t)t->ne1, g, xq, t->xq_stride, a, t->aux_stride, nt, pairs);
         }
         r += R;
     }
@@ -452,13 +463,16 @@ static int matmul_setup(const zl_tensor *w, const float *x, int64_t n_tok, float
     t->x = x;
     t->y = y;
     t->n_tok = n_tok;
-    if (w->layout == ZL_LAYOUT_Q4_0_X16) { /* llama.cpp's repacked Q4_0 order, for every token */
-        if (w->type != ZL_Q4_0 || !zl_repack_q4_0_fits(ne1)) return ZL_EINVAL;
+    if (w->layout == ZL_LAYOUT_X16) { /* llama.cpp's repacked order, for every token */
+        if ((w->type != ZL_Q4_0 && w->type != ZL_Q4_K) || !zl_repack_fits(ne1)) return ZL_EINVAL;
         t->x16 = true;
-        t->x16_fn = zl_q4_0_x16_kernel();
-        t->convert = zl_type_traits_get(ZL_Q8_0)->from_float_act;
+        t->x16_type = w->type;
+        t->x16_block = tr->block_size;
+        t->x16_fn = zl_x16_kernel(w->type);
+        t->convert = zl_type_traits_get(tr->vec_dot_type)->from_float_act;
         t->xq_stride = xrow;
-        t->aux_stride = (size_t)(ne0 / ZL_QK) * sizeof(zl_x16_aux);
+        t->aux_stride = (size_t)(ne0 / tr->block_size) * zl_x16_aux_size(w->type);
+        t->modes = gemm;
         return ZL_OK;
     }
     /* llama.cpp multiplies float weights by a batch of 2+ tokens with tinyBLAS, whose dot accumulates in one
@@ -486,7 +500,7 @@ static int matmul_setup(const zl_tensor *w, const float *x, int64_t n_tok, float
     if (t->vec_dot_gemm && t->modes) {
         bool any = false;
         for (int64_t k = 0; k < n_tok && !any; k++)
-            any = t->modes[k] >= t->min_mode;
+            any = (t->modes[k] & ZL_MODE_MASK) >= t->min_mode;
         if (!any) {
             t->vec_dot_gemm = NULL;
             t->gemm4 = t->gemm8 = NULL;
@@ -544,7 +558,8 @@ static int matmul_convert(zl_cpu *cpu, matmul_task *t)
 static bool conversion_fits(const matmul_task *t, const matmul_task *c)
 {
     return c->xq && t->convert == c->convert && t->x == c->x && t->n_tok == c->n_tok && t->ne0 == c->ne0 &&
-           (!t->aux_stride || (c->aux && c->x16 == t->x16 && (t->x16 || c->tiles.aux == t->tiles.aux)));
+           (!t->aux_stride || (c->aux && c->x16 == t->x16 &&
+                               (t->x16 ? c->x16_type == t->x16_type : c->tiles.aux == t->tiles.aux)));
 }
 
 static void matmul_run(zl_cpu *cpu, matmul_task *t)
@@ -603,6 +618,7 @@ int zl_matmul_shared(zl_cpu *cpu, int n_w, const zl_tensor *const *ws, const flo
                 c.ne0 = t.ne0;
                 c.tiles = t.tiles;
                 c.x16 = t.x16;
+                c.x16_type = t.x16_type;
             }
         }
         matmul_run(cpu, &t);

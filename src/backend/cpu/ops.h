@@ -32,6 +32,9 @@ enum {
     ZL_MODE_ONE = 0,    /* a batch of one token: ggml's vec_dot */
     ZL_MODE_MULTI = 1,  /* 2+ tokens: tinyBLAS's float dots (F32/F16/BF16 weights; the traits' vec_dot_gemm) */
     ZL_MODE_MULTI8 = 2, /* 8+ tokens: also llama.cpp's tiled K-quant matmul for Q2_K..Q6_K weights (ops.c) */
+    ZL_MODE_MASK = 0x0f,
+    ZL_MODE_TAIL4 = 0x10, /* flag on MULTI / MULTI8: one of that batch's last n % 4 tokens, which llama.cpp's
+                           * repacked matmul takes one at a time (Q4_K weights in the X16 layout, repack.h) */
 };
 /* zl_matmul with the arithmetic chosen per token by gemm[k], a ZL_MODE_* value. gemm NULL: llama.cpp's rule for
  * one batch of n_tok tokens (tinyBLAS when n_tok >= 2, tiled K-quant when n_tok >= 8), as zl_matmul does. */

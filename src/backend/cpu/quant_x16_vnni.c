@@ -1,12 +1,13 @@
 /*
- * quant_x16_vnni.c - Q4_0 weights in the X16 layout (repack.h) times Q8_0 activations, AVX-512 BW/VL/VNNI.
+ * quant_x16_vnni.c - Q4_0 (Q4_K) weights in the X16 layout (repack.h) times Q8_0 (Q8_K) activations, AVX-512
+ * BW/VL/VNNI.
  *
  * One 32-bit lane per weight row: chunk j of a block (64 bytes, 16 rows x 4 code bytes) gives two code vectors, its
  * low nibbles (elements 4j .. 4j + 3 of each row) and its high nibbles (elements 16 + 4j ..), and each meets the
  * token's 4 activation bytes at the same elements broadcast to every lane: 8 VPDPBUSD per token and block sum
  * q * y exactly for 16 rows, started from -8 * sum(y) (zl_x16_aux) so that the total is sum (q - 8) * y. The float
  * step is llama.cpp's repacked one, acc = fma((float)isum, d_x * d_y, acc), one lane per row. Up to 8 tokens per
- * call share each block's unpacked codes. Same bits as zl_q4_0_x16_ref (unit test).
+ * call share each block's unpacked codes. Same bits as zl_x16_ref (unit test).
  *
  * Compiled with the *_vnni.c flags; called only when the avx512vnni kernel set is active (repack.c). Pure.
  */
@@ -20,7 +21,9 @@
 #include "backend/cpu/repack.h"
 
 void zl_q4_0_x16_vnni(int64_t nb, float *s, size_t s_stride, const void *xg, const void *y, size_t y_stride,
-                      const zl_x16_aux *a, size_t a_stride, int nt);
+                      const void *a, size_t a_stride, int nt, unsigned pairs);
+void zl_q4_K_x16_vnni(int64_t nb, float *s, size_t s_stride, const void *xg, const void *y, size_t y_stride,
+                      const void *a, size_t a_stride, int nt, unsigned pairs);
 
 static inline int32_t load_i32(const void *p)
 {
@@ -77,9 +80,10 @@ static inline __attribute__((always_inline)) void x16_body(const int nt, int64_t
 }
 
 void zl_q4_0_x16_vnni(int64_t nb, float *s, size_t s_stride, const void *xg, const void *y, size_t y_stride,
-                      const zl_x16_aux *a, size_t a_stride, int nt)
+                      const void *a, size_t a_stride, int nt, unsigned pairs)
 {
-    const char *x = xg, *yy = y, *aa = (const char *)(const void *)a;
+    (void)pairs; /* Q4_0: one order */
+    const char *x = xg, *yy = y, *aa = a;
     switch (nt) {
     case 1: x16_body(1, nb, s, s_stride, x, yy, y_stride, aa, a_stride); break;
     case 2: x16_body(2, nb, s, s_stride, x, yy, y_stride, aa, a_stride); break;
@@ -89,6 +93,105 @@ void zl_q4_0_x16_vnni(int64_t nb, float *s, size_t s_stride, const void *xg, con
     case 6: x16_body(6, nb, s, s_stride, x, yy, y_stride, aa, a_stride); break;
     case 7: x16_body(7, nb, s, s_stride, x, yy, y_stride, aa, a_stride); break;
     default: x16_body(8, nb, s, s_stride, x, yy, y_stride, aa, a_stride); break;
+    }
+}
+
+/* Q4_K: per 256-block, the 16 rows' scales and minimums unpacked per lane from the 3 scale words (as
+ * k4_scale_min does per row), sub-block by sub-block 8 VPDPBUSD per token give sum q * y, multiplied by the lane's
+ * scale and added (exact); the minimum terms in 4 VPDPWSSD of (min_s, min_s') word pairs against the token's
+ * pairs of sub-block sums (zl_x16k_aux). Then llama.cpp's two fmas per block and the final acc - accm. */
+enum { KBLOCK_BYTES = 144 * ZL_X16_ROWS };
+
+static inline __attribute__((always_inline)) void x16k_body(const int nt, int64_t nb, float *s, size_t s_stride,
+                                                            const char *xg, const char *y, size_t y_stride,
+                                                            const char *a, size_t a_stride, unsigned pairs)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m6 = _mm512_set1_epi8(0x3f), m2 = _mm512_set1_epi8(0x03);
+    const __m512i lo8 = _mm512_set1_epi32(0xff), w16 = _mm512_set1_epi32(0x00ff00ff);
+    __m512 acc[8], accm[8];
+    for (int t = 0; t < nt; t++)
+        acc[t] = accm[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const char *blk = xg + (size_t)b * KBLOCK_BYTES;
+        for (int p = 0; p < KBLOCK_BYTES; p += 256)
+            _mm_prefetch(blk + 2 * KBLOCK_BYTES + p, _MM_HINT_T0);
+        const __m512 dx = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
+        const __m512 mx = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 32)));
+        const __m512i u0 = _mm512_loadu_si512((const void *)(blk + 64));
+        const __m512i u1 = _mm512_loadu_si512((const void *)(blk + 128));
+        const __m512i u2 = _mm512_loadu_si512((const void *)(blk + 192));
+        const __m512i sc03 = _mm512_and_si512(u0, m6), mn03 = _mm512_and_si512(u1, m6);
+        const __m512i sc47 = _mm512_or_si512(_mm512_and_si512(u2, m4),
+                                             _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u0, 6), m2), 4));
+        const __m512i mn47 =
+            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u2, 4), m4),
+                            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u1, 6), m2), 4));
+        const __m512i ml03 = _mm512_and_si512(mn03, w16), mh03 = _mm512_and_si512(_mm512_srli_epi32(mn03, 8), w16);
+        const __m512i ml47 = _mm512_and_si512(mn47, w16), mh47 = _mm512_and_si512(_mm512_srli_epi32(mn47, 8), w16);
+        __m512i isum[8], imn[8];
+        for (int t = 0; t < nt; t++)
+            isum[t] = imn[t] = _mm512_setzero_si512();
+        const char *qs = blk + 256;
+        for (int sb = 0; sb < 8; sb++) {
+            const int c = sb / 2, hi = sb % 2;
+            const __m512i scv = _mm512_and_si512(_mm512_srli_epi32(sb < 4 ? sc03 : sc47, 8 * (sb % 4)), lo8);
+            const __m512i mv = _mm512_and_si512(_mm512_srli_epi32(sb < 4 ? mn03 : mn47, 8 * (sb % 4)), lo8);
+            __m512i w[8];
+            for (int j = 0; j < 8; j++) {
+                const __m512i raw = _mm512_loadu_si512((const void *)(qs + 64 * (8 * c + j)));
+                w[j] = _mm512_and_si512(hi ? _mm512_srli_epi16(raw, 4) : raw, m4);
+            }
+            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++)
+            {
+                const zl_block_q8_K *yb = (const zl_block_q8_K *)(const void *)(y + (size_t)t * y_stride) + b;
+                const int8_t *yq = yb->qs + 64 * c + 32 * hi;
+                __m512i p0 = _mm512_setzero_si512(), p1 = _mm512_setzero_si512();
+                for (int j = 0; j < 8; j += 2) {
+                    p0 = _mm512_dpbusd_epi32(p0, w[j], _mm512_set1_epi32(load_i32(yq + 4 * j)));
+                    p1 = _mm512_dpbusd_epi32(p1, w[j + 1], _mm512_set1_epi32(load_i32(yq + 4 * j + 4)));
+                }
+                isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(_mm512_add_epi32(p0, p1), scv));
+                if (pairs >> t & 1) { /* llama.cpp's gemm order: both fmas after each pair of sub-blocks */
+                    const zl_x16k_aux *ab = (const zl_x16k_aux *)(const void *)(a + (size_t)t * a_stride) + b;
+                    imn[t] = _mm512_add_epi32(imn[t], _mm512_mullo_epi32(mv, _mm512_set1_epi32(ab->b[sb])));
+                    if (hi) {
+                        const __m512 dy = _mm512_set1_ps(ab->d);
+                        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dx, dy), acc[t]);
+                        accm[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(imn[t]), _mm512_mul_ps(mx, dy), accm[t]);
+                        isum[t] = imn[t] = _mm512_setzero_si512();
+                    }
+                }
+            }
+        }
+        for (int t = 0; t < nt; t++) {
+            if (pairs >> t & 1) continue;
+            const zl_x16k_aux *ab = (const zl_x16k_aux *)(const void *)(a + (size_t)t * a_stride) + b;
+            __m512i im = _mm512_dpwssd_epi32(_mm512_setzero_si512(), ml03, _mm512_set1_epi32(ab->bs[0]));
+            im = _mm512_dpwssd_epi32(im, mh03, _mm512_set1_epi32(ab->bs[1]));
+            im = _mm512_dpwssd_epi32(im, ml47, _mm512_set1_epi32(ab->bs[2]));
+            im = _mm512_dpwssd_epi32(im, mh47, _mm512_set1_epi32(ab->bs[3]));
+            const __m512 dy = _mm512_set1_ps(ab->d);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dx, dy), acc[t]);
+            accm[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(im), _mm512_mul_ps(mx, dy), accm[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        _mm512_storeu_ps(s + (size_t)t * s_stride, _mm512_sub_ps(acc[t], accm[t]));
+}
+
+void zl_q4_K_x16_vnni(int64_t nb, float *s, size_t s_stride, const void *xg, const void *y, size_t y_stride,
+                      const void *a, size_t a_stride, int nt, unsigned pairs)
+{
+    const char *x = xg, *yy = y, *aa = a;
+    switch (nt) {
+    case 1: x16k_body(1, nb, s, s_stride, x, yy, y_stride, aa, a_stride, pairs); break;
+    case 2: x16k_body(2, nb, s, s_stride, x, yy, y_stride, aa, a_stride, pairs); break;
+    case 3: x16k_body(3, nb, s, s_stride, x, yy, y_stride, aa, a_stride, pairs); break;
+    case 4: x16k_body(4, nb, s, s_stride, x, yy, y_stride, aa, a_stride, pairs); break;
+    case 5: x16k_body(5, nb, s, s_stride, x, yy, y_stride, aa, a_stride, pairs); break;
+    case 6: x16k_body(6, nb, s, s_stride, x, yy, y_stride, aa, a_stride, pairs); break;
+    case 7: x16k_body(7, nb, s, s_stride, x, yy, y_stride, aa, a_stride, pairs); break;
+    default: x16k_body(8, nb, s, s_stride, x, yy, y_stride, aa, a_stride, pairs); break;
     }
 }
 

@@ -8,15 +8,25 @@
  * then acc = fma((float)isum, d_x * d_y, acc) from acc = 0, where d_x * d_y is one float product. One accumulator
  * per (row, token) and no lane partial sums, so 16 rows fit in one vector: the reason it is faster.
  *
- * zili mirrors that where its avx512vnni kernel set is active (zl_repack_q4_0_active): the model loader rewrites
- * such matrices in place into zili's own layout of 16-row groups (ZL_LAYOUT_Q4_0_X16, below), and ops.c multiplies
- * them with zl_q4_0_x16_vnni (4096 products per 16 rows x 8 tokens x block in 64 VPDPBUSD). The results are
+ * Q4_K (q4_K_8x8 with Q8_K activations) likewise: per 256-block b, the exact integers isum = sum over its 8
+ * sub-blocks of scale_s * (q . y) and imin = sum of min_s * (sum of y over the sub-block), then
+ * acc = fma((float)isum, d_x * d_y, acc) and accm = fma((float)imin, dmin_x * d_y, accm); the result is acc - accm.
+ * That is its one-token kernel (gemv); its 4-token kernel (gemm, a batch's first n - n % 4 tokens) makes the two
+ * fmas per 64 values, from the sums of sub-blocks 2c and 2c + 1.
+ *
+ * zili mirrors that where its avx512vnni kernel set is active (zl_repack_active): the model loader rewrites
+ * such matrices in place into zili's own layout of 16-row groups (ZL_LAYOUT_X16, below), and ops.c multiplies
+ * them with quant_x16_vnni.c's kernels (Q4_0: 4096 products per 16 rows x 8 tokens x block in 64 VPDPBUSD). The results are
  * llama.cpp's with repacking on (its default) bit for bit; `--no-repack` (ZILI_NO_REPACK=1) keeps vec_dot's
  * order, llama.cpp's with --no-repack. Elsewhere (scalar, avx2, avx512 sets, ARM) nothing is repacked.
  *
- * Layout of one group of R rows (R = 16, or 8 for the last group when the row count is 16k + 8), block b at
- * b * 18 * R bytes from the group's start: R fp16 scales (row order), then for j = 0..3 the R rows' qs bytes
- * 4j .. 4j + 3 (R x 4 bytes). Byte k of chunk j holds elements 4j + k (low nibble) and 16 + 4j + k (high).
+ * Layout of one group of R rows (R = 16, or 8 for the last group when the row count is 16k + 8), each block the
+ * R rows' blocks b in the same bytes (block b at b * R * block bytes from the group's start):
+ *   Q4_0: R fp16 scales (row order), then for j = 0..3 the R rows' qs bytes 4j .. 4j + 3 (R x 4 bytes). Byte k of
+ *         chunk j holds elements 4j + k (low nibble) and 16 + 4j + k (high).
+ *   Q4_K: R fp16 d, R fp16 dmin, the 12 scale bytes as 3 words u0, u1, u2 each for the R rows (u0 of every row,
+ *         then u1, then u2), then for c = 0..3 and j = 0..7 the R rows' qs bytes 32c + 4j .. + 3: byte k holds
+ *         element 64c + 4j + k (low nibble, sub-block 2c) and 64c + 32 + 4j + k (high, sub-block 2c + 1).
  */
 #ifndef ZL_CPU_REPACK_H
 #define ZL_CPU_REPACK_H
@@ -27,31 +37,44 @@
 
 enum { ZL_X16_ROWS = 16 };
 
-/* Per activation block, made once per token when activations are converted: its scale as a float and -8 times
- * the sum of its 32 codes (the Q4_0 offset, folded into the integer sum's start). */
+/* Per Q8_0 activation block, made once per token when activations are converted: its scale as a float and -8
+ * times the sum of its 32 codes (the Q4_0 offset, folded into the integer sum's start). */
 typedef struct zl_x16_aux {
     float d;
     int32_t off;
 } zl_x16_aux;
 
-/* Whether Q4_0 matrices are repacked on this CPU's kernel set (the avx512vnni set; ZILI_NO_REPACK=1 in the
- * environment turns it off). */
-bool zl_repack_q4_0_active(void);
-/* Whether a Q4_0 matrix of ne1 rows is repacked (llama.cpp's rule: a multiple of 8 rows). */
-bool zl_repack_q4_0_fits(int64_t ne1);
-/* Rewrites ne1 rows of ne0 Q4_0 values (row_bytes each) in place into the X16 layout. tmp: 16 * row_bytes bytes. */
-void zl_repack_q4_0_x16(void *data, int64_t ne0, int64_t ne1, size_t row_bytes, void *tmp);
+/* Per Q8_K activation super-block (for Q4_K weights): d, the sums b0..b7 of its 8 sub-blocks of 32, and the same as
+ * 16-bit pairs (low half first) for the minimum terms: bs = {(b0, b2), (b1, b3), (b4, b6), (b5, b7)}. */
+typedef struct zl_x16k_aux {
+    float d;
+    int32_t bs[4];
+    int32_t b[8];
+} zl_x16k_aux;
 
-/* The zl_x16_aux rows of n values of Q8_0 activations y. */
-void zl_x16_aux_q8_0(const void *y, zl_x16_aux *a, int64_t n);
+/* Whether matrices of `type` are repacked on this CPU's kernel set: Q4_0 and Q4_K with the avx512vnni set
+ * (ZILI_NO_REPACK=1 in the environment turns it off). */
+bool zl_repack_active(uint32_t type);
+/* Whether a matrix of ne1 rows is repacked (llama.cpp's rule: a multiple of 8 rows). */
+bool zl_repack_fits(int64_t ne1);
+/* Rewrites ne1 rows of ne0 values of `type` (row_bytes each) in place into the X16 layout. tmp: 16 * row_bytes
+ * bytes. */
+void zl_repack_x16(uint32_t type, void *data, int64_t ne0, int64_t ne1, size_t row_bytes, void *tmp);
 
-/* One group of R rows (8 or 16) x nt tokens over nb blocks, the portable reference: s[t * s_stride + r] for
- * token t's Q8_0 row at y + t * y_stride (aux at a + t * a_stride bytes). */
-void zl_q4_0_x16_ref(int64_t nb, int R, float *s, size_t s_stride, const void *xg, const void *y, size_t y_stride,
-                     const zl_x16_aux *a, size_t a_stride, int nt);
-/* The same for a group of 16 rows and 1 .. 8 tokens (avx512vnni set only; NULL where not built). */
+/* The per-token data of n values of activations y (Q8_0 for Q4_0, Q8_K for Q4_K): zl_x16_aux / zl_x16k_aux per
+ * block, zl_x16_aux_size(type) bytes each. */
+size_t zl_x16_aux_size(uint32_t type);
+void zl_x16_aux_make(uint32_t type, const void *y, void *a, int64_t n);
+
+/* One group of R rows (8 or 16) x nt tokens over nb blocks, the portable reference: s[t * s_stride + r] for token
+ * t's activation row at y + t * y_stride (its aux at a + t * a_stride bytes). Q4_K only: bit t of pairs set takes
+ * token t in llama.cpp's 4-token gemm order, one fma pair per 64 values (sub-blocks 2c and 2c + 1) instead of
+ * per 256 (the gemv's); llama.cpp runs a batch's first n - n % 4 tokens so. */
+void zl_x16_ref(uint32_t type, int64_t nb, int R, float *s, size_t s_stride, const void *xg, const void *y,
+                size_t y_stride, const void *a, size_t a_stride, int nt, unsigned pairs);
+/* The same for a group of 16 rows and 1 .. 8 tokens (avx512vnni set only). NULL where there is none. */
 typedef void (*zl_x16_fn)(int64_t nb, float *s, size_t s_stride, const void *xg, const void *y, size_t y_stride,
-                          const zl_x16_aux *a, size_t a_stride, int nt);
-zl_x16_fn zl_q4_0_x16_kernel(void);
+                          const void *a, size_t a_stride, int nt, unsigned pairs);
+zl_x16_fn zl_x16_kernel(uint32_t type);
 
 #endif
