@@ -104,8 +104,10 @@ enum { KBLOCK_BYTES = 144 * ZL_X16_ROWS };
 
 static inline __attribute__((always_inline)) void x16k_body(const int nt, int64_t nb, float *s, size_t s_stride,
                                                             const char *xg, const char *y, size_t y_stride,
-                                                            const char *a, size_t a_stride, unsigned pairs)
+                                                            const char *a, size_t a_stride, const bool any_pairs,
+                                                            unsigned pairs)
 {
+    if (!any_pairs) pairs = 0;
     const __m512i m4 = _mm512_set1_epi8(0x0f), m6 = _mm512_set1_epi8(0x3f), m2 = _mm512_set1_epi8(0x03);
     const __m512i lo8 = _mm512_set1_epi32(0xff), w16 = _mm512_set1_epi32(0x00ff00ff);
     __m512 acc[8], accm[8];
@@ -132,12 +134,15 @@ static inline __attribute__((always_inline)) void x16k_body(const int nt, int64_
         for (int t = 0; t < nt; t++)
             isum[t] = imn[t] = _mm512_setzero_si512();
         const char *qs = blk + 256;
-        for (int sb = 0; sb < 8; sb++) {
+        _Pragma("GCC unroll 8") for (int sb = 0; sb < 8; sb++)
+        {
             const int c = sb / 2, hi = sb % 2;
             const __m512i scv = _mm512_and_si512(_mm512_srli_epi32(sb < 4 ? sc03 : sc47, 8 * (sb % 4)), lo8);
-            const __m512i mv = _mm512_and_si512(_mm512_srli_epi32(sb < 4 ? mn03 : mn47, 8 * (sb % 4)), lo8);
+            const __m512i mv =
+                any_pairs ? _mm512_and_si512(_mm512_srli_epi32(sb < 4 ? mn03 : mn47, 8 * (sb % 4)), lo8) : lo8;
             __m512i w[8];
-            for (int j = 0; j < 8; j++) {
+            _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)
+            {
                 const __m512i raw = _mm512_loadu_si512((const void *)(qs + 64 * (8 * c + j)));
                 w[j] = _mm512_and_si512(hi ? _mm512_srli_epi16(raw, 4) : raw, m4);
             }
@@ -146,12 +151,13 @@ static inline __attribute__((always_inline)) void x16k_body(const int nt, int64_
                 const zl_block_q8_K *yb = (const zl_block_q8_K *)(const void *)(y + (size_t)t * y_stride) + b;
                 const int8_t *yq = yb->qs + 64 * c + 32 * hi;
                 __m512i p0 = _mm512_setzero_si512(), p1 = _mm512_setzero_si512();
-                for (int j = 0; j < 8; j += 2) {
+                _Pragma("GCC unroll 4") for (int j = 0; j < 8; j += 2)
+                {
                     p0 = _mm512_dpbusd_epi32(p0, w[j], _mm512_set1_epi32(load_i32(yq + 4 * j)));
                     p1 = _mm512_dpbusd_epi32(p1, w[j + 1], _mm512_set1_epi32(load_i32(yq + 4 * j + 4)));
                 }
                 isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(_mm512_add_epi32(p0, p1), scv));
-                if (pairs >> t & 1) { /* llama.cpp's gemm order: both fmas after each pair of sub-blocks */
+                if (any_pairs && (pairs >> t & 1)) { /* llama.cpp's gemm order: both fmas after each pair of sub-blocks */
                     const zl_x16k_aux *ab = (const zl_x16k_aux *)(const void *)(a + (size_t)t * a_stride) + b;
                     imn[t] = _mm512_add_epi32(imn[t], _mm512_mullo_epi32(mv, _mm512_set1_epi32(ab->b[sb])));
                     if (hi) {
@@ -164,7 +170,7 @@ static inline __attribute__((always_inline)) void x16k_body(const int nt, int64_
             }
         }
         for (int t = 0; t < nt; t++) {
-            if (pairs >> t & 1) continue;
+            if (any_pairs && (pairs >> t & 1)) continue;
             const zl_x16k_aux *ab = (const zl_x16k_aux *)(const void *)(a + (size_t)t * a_stride) + b;
             __m512i im = _mm512_dpwssd_epi32(_mm512_setzero_si512(), ml03, _mm512_set1_epi32(ab->bs[0]));
             im = _mm512_dpwssd_epi32(im, mh03, _mm512_set1_epi32(ab->bs[1]));
@@ -183,16 +189,20 @@ void zl_q4_K_x16_vnni(int64_t nb, float *s, size_t s_stride, const void *xg, con
                       const void *a, size_t a_stride, int nt, unsigned pairs)
 {
     const char *x = xg, *yy = y, *aa = a;
+#define X16K(N)                                                                                                   \
+    (pairs ? x16k_body(N, nb, s, s_stride, x, yy, y_stride, aa, a_stride, true, pairs)                           \
+           : x16k_body(N, nb, s, s_stride, x, yy, y_stride, aa, a_stride, false, 0))
     switch (nt) {
-    case 1: x16k_body(1, nb, s, s_stride, x, yy, y_stride, aa, a_stride, pairs); break;
-    case 2: x16k_body(2, nb, s, s_stride, x, yy, y_stride, aa, a_stride, pairs); break;
-    case 3: x16k_body(3, nb, s, s_stride, x, yy, y_stride, aa, a_stride, pairs); break;
-    case 4: x16k_body(4, nb, s, s_stride, x, yy, y_stride, aa, a_stride, pairs); break;
-    case 5: x16k_body(5, nb, s, s_stride, x, yy, y_stride, aa, a_stride, pairs); break;
-    case 6: x16k_body(6, nb, s, s_stride, x, yy, y_stride, aa, a_stride, pairs); break;
-    case 7: x16k_body(7, nb, s, s_stride, x, yy, y_stride, aa, a_stride, pairs); break;
-    default: x16k_body(8, nb, s, s_stride, x, yy, y_stride, aa, a_stride, pairs); break;
+    case 1: X16K(1); break;
+    case 2: X16K(2); break;
+    case 3: X16K(3); break;
+    case 4: X16K(4); break;
+    case 5: X16K(5); break;
+    case 6: X16K(6); break;
+    case 7: X16K(7); break;
+    default: X16K(8); break;
     }
+#undef X16K
 }
 
 #endif
