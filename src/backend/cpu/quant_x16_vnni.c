@@ -115,7 +115,7 @@ static inline __attribute__((always_inline)) void x16k_body(const int nt, int64_
         acc[t] = accm[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const char *blk = xg + (size_t)b * KBLOCK_BYTES;
-        for (int p = 0; p < KBLOCK_BYTES; p += 256)
+        for (int p = 0; p < KBLOCK_BYTES; p += 64)
             _mm_prefetch(blk + 2 * KBLOCK_BYTES + p, _MM_HINT_T0);
         const __m512 dx = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
         const __m512 mx = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 32)));
