@@ -629,7 +629,7 @@ int zl_matmul_shared(zl_cpu *cpu, int n_w, const zl_tensor *const *ws, const flo
 void zl_get_row(const zl_tensor *w, int64_t row, float *y)
 {
     const zl_type_traits *tr = zl_type_traits_get(w->type);
-    if (!tr || !tr->to_float) {
+    if (!tr || !tr->to_float || w->layout != ZL_LAYOUT_ROWS) { /* an X16 group has no readable row */
         memset(y, 0, (size_t)w->ne[0] * sizeof(float));
         return;
     }

@@ -45,7 +45,8 @@ int zl_matmul_shared(zl_cpu *cpu, int n_w, const zl_tensor *const *ws, const flo
                      float *const *ys, const int8_t *gemm);
 
 /* Row `row` of w, converted to float: y[0 .. w->ne[0]). (Embedding lookup.) w's type must have a to_float
- * (supported types and Q8_1); otherwise y is zero-filled. */
+ * (supported types and Q8_1) and w the row layout (the loader never repacks the embedding); otherwise y is
+ * zero-filled. */
 void zl_get_row(const zl_tensor *w, int64_t row, float *y);
 
 /* y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * g   for each of n_tok rows of width d. g may be NULL (no scale).
