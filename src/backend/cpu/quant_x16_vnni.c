@@ -130,16 +130,23 @@ static inline __attribute__((always_inline)) void x16k_body(const int nt, int64_
                             _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u1, 6), m2), 4));
         const __m512i ml03 = _mm512_and_si512(mn03, w16), mh03 = _mm512_and_si512(_mm512_srli_epi32(mn03, 8), w16);
         const __m512i ml47 = _mm512_and_si512(mn47, w16), mh47 = _mm512_and_si512(_mm512_srli_epi32(mn47, 8), w16);
-        __m512i isum[8], imn[8];
+        __m512i mp[4]; /* gemm order: the minimums of sub-blocks 2c and 2c + 1 as a word pair per lane */
+        if (any_pairs) {
+            const __m512i even = _mm512_set4_epi32(0x800d800c, 0x80098008, 0x80058004, 0x80018000);
+            const __m512i odd = _mm512_set4_epi32(0x800f800e, 0x800b800a, 0x80078006, 0x80038002);
+            mp[0] = _mm512_shuffle_epi8(mn03, even);
+            mp[1] = _mm512_shuffle_epi8(mn03, odd);
+            mp[2] = _mm512_shuffle_epi8(mn47, even);
+            mp[3] = _mm512_shuffle_epi8(mn47, odd);
+        }
+        __m512i isum[8];
         for (int t = 0; t < nt; t++)
-            isum[t] = imn[t] = _mm512_setzero_si512();
+            isum[t] = _mm512_setzero_si512();
         const char *qs = blk + 256;
         _Pragma("GCC unroll 8") for (int sb = 0; sb < 8; sb++)
         {
             const int c = sb / 2, hi = sb % 2;
             const __m512i scv = _mm512_and_si512(_mm512_srli_epi32(sb < 4 ? sc03 : sc47, 8 * (sb % 4)), lo8);
-            const __m512i mv =
-                any_pairs ? _mm512_and_si512(_mm512_srli_epi32(sb < 4 ? mn03 : mn47, 8 * (sb % 4)), lo8) : lo8;
             __m512i w[8];
             _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)
             {
@@ -157,15 +164,13 @@ static inline __attribute__((always_inline)) void x16k_body(const int nt, int64_
                     p1 = _mm512_dpbusd_epi32(p1, w[j + 1], _mm512_set1_epi32(load_i32(yq + 4 * j + 4)));
                 }
                 isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(_mm512_add_epi32(p0, p1), scv));
-                if (any_pairs && (pairs >> t & 1)) { /* llama.cpp's gemm order: both fmas after each pair of sub-blocks */
+                if (any_pairs && hi && (pairs >> t & 1)) { /* llama.cpp's gemm order: both fmas per 64 values */
                     const zl_x16k_aux *ab = (const zl_x16k_aux *)(const void *)(a + (size_t)t * a_stride) + b;
-                    imn[t] = _mm512_add_epi32(imn[t], _mm512_mullo_epi32(mv, _mm512_set1_epi32(ab->b[sb])));
-                    if (hi) {
-                        const __m512 dy = _mm512_set1_ps(ab->d);
-                        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dx, dy), acc[t]);
-                        accm[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(imn[t]), _mm512_mul_ps(mx, dy), accm[t]);
-                        isum[t] = imn[t] = _mm512_setzero_si512();
-                    }
+                    const __m512i im = _mm512_dpwssd_epi32(_mm512_setzero_si512(), mp[c], _mm512_set1_epi32(ab->bp[c]));
+                    const __m512 dy = _mm512_set1_ps(ab->d);
+                    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dx, dy), acc[t]);
+                    accm[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(im), _mm512_mul_ps(mx, dy), accm[t]);
+                    isum[t] = _mm512_setzero_si512();
                 }
             }
         }

@@ -112,7 +112,8 @@ void zl_x16_aux_make(uint32_t type, const void *vy, void *va, int64_t n)
             for (int i = 0; i < 8; i++)
                 s[i] = y[b].bsums[2 * i] + y[b].bsums[2 * i + 1];
             a[b].d = y[b].d;
-            memcpy(a[b].b, s, sizeof s);
+            for (int c = 0; c < 4; c++)
+                a[b].bp[c] = pair16(s[2 * c], s[2 * c + 1]);
             a[b].bs[0] = pair16(s[0], s[2]);
             a[b].bs[1] = pair16(s[1], s[3]);
             a[b].bs[2] = pair16(s[4], s[6]);

@@ -44,12 +44,13 @@ typedef struct zl_x16_aux {
     int32_t off;
 } zl_x16_aux;
 
-/* Per Q8_K activation super-block (for Q4_K weights): d, the sums b0..b7 of its 8 sub-blocks of 32, and the same as
- * 16-bit pairs (low half first) for the minimum terms: bs = {(b0, b2), (b1, b3), (b4, b6), (b5, b7)}. */
+/* Per Q8_K activation super-block (for Q4_K weights): d, and the sums b0..b7 of its 8 sub-blocks of 32 as 16-bit
+ * pairs (low half first) for the minimum terms: bs = {(b0, b2), (b1, b3), (b4, b6), (b5, b7)} for the whole block,
+ * bp = {(b0, b1), (b2, b3), (b4, b5), (b6, b7)} per 64 values. */
 typedef struct zl_x16k_aux {
     float d;
     int32_t bs[4];
-    int32_t b[8];
+    int32_t bp[4];
 } zl_x16k_aux;
 
 /* Whether matrices of `type` are repacked on this CPU's kernel set: Q4_0 and Q4_K with the avx512vnni set
