@@ -179,9 +179,8 @@ static void x16_chunk(const matmul_task *t, int64_t r0, int64_t r1, int64_t t0, 
     for (int64_t r = r0; r < r1;) {
         const int R = r + ZL_X16_ROWS <= t->ne1 ? ZL_X16_ROWS : 8;
         const char *g = t->w + (size_t)r * t->nb1;
-        const int step = t->x16_type == ZL_Q4_K ? 4 : 8; /* Q4_K: 8 tokens spill (acc, accm, isum per token) */
-        for (int64_t k = t0; k < t1; k += step) {
-            const int nt = t1 - k < step ? (int)(t1 - k) : step;
+        for (int64_t k = t0; k < t1; k += 8) {
+            const int nt = t1 - k < 8 ? (int)(t1 - k) : 8;
             unsigned pairs = 0; /* Q4_K: the tokens in llama.cpp's 4-token gemm (its order per 64 values) */
             for (int i = 0; i < nt && t->x16_type == ZL_Q4_K; i++) {
                 const int64_t j = k + i;
