@@ -232,6 +232,7 @@ struct zili_session {
     bool logits_all;
     int32_t *pos, *seq;  /* n_batch each */
     int8_t *want;
+    int8_t *gemm, *out_gemm; /* per token of a batch: llama.cpp's ZL_MODE_* for it (see zili_session_eval) */
 };
 
 zili_session_params zili_session_default_params(void)
@@ -285,9 +286,11 @@ int zili_session_create(const zili_model *m, const zili_session_params *params, 
     s->pos = malloc((size_t)p.n_batch * sizeof *s->pos);
     s->seq = calloc((size_t)p.n_batch, sizeof *s->seq);
     s->want = malloc((size_t)p.n_batch);
+    s->gemm = malloc((size_t)p.n_batch);
+    s->out_gemm = malloc((size_t)p.n_batch);
     s->logits = malloc((size_t)s->n_vocab * sizeof *s->logits);
     s->logits_cap = 1;
-    if (!s->pos || !s->seq || !s->want || !s->logits) {
+    if (!s->pos || !s->seq || !s->want || !s->gemm || !s->out_gemm || !s->logits) {
         rc = zl_err_set(&e, ZL_ENOMEM, "out of memory for a batch of %d tokens", p.n_batch);
         goto fail;
     }
@@ -304,6 +307,8 @@ void zili_session_free(zili_session *s)
         return;
     free(s->logits);
     free(s->want);
+    free(s->gemm);
+    free(s->out_gemm);
     free(s->seq);
     free(s->pos);
     zl_fwd_destroy(s->fwd);
@@ -322,6 +327,17 @@ void zili_session_truncate(zili_session *s, int32_t n_past)
         n_past = 0;
     zl_kv_seq_truncate(s->kv, 0, n_past);
     s->logits_rows = 0;
+}
+
+/* llama.cpp's default micro-batch (n_ubatch of llama-cli, llama-perplexity and llama-cpp-python). */
+enum { LLAMA_UBATCH = 512 };
+
+/* The ZL_MODE_* of token k of a llama.cpp batch of m tokens. */
+static int8_t ubatch_mode(size_t m, size_t k)
+{
+    if (m < 2) return ZL_MODE_ONE;
+    const int8_t mode = m >= 8 ? ZL_MODE_MULTI8 : ZL_MODE_MULTI;
+    return (int8_t)(k >= m - m % 4 ? mode | ZL_MODE_TAIL4 : mode);
 }
 
 int zili_session_eval(zili_session *s, const zili_token *tokens, size_t n, bool all_logits, char *err,
@@ -359,8 +375,15 @@ int zili_session_eval(zili_session *s, const zili_token *tokens, size_t n, bool 
             const bool last = done + (size_t)i == n - 1;
             s->want[i] = (int8_t)(all_logits || last);
             n_want += s->want[i];
+            /* llama.cpp evaluates these n tokens in ubatches of LLAMA_UBATCH: token g's arithmetic is that of its
+             * ubatch's size (and of its place in it), whatever size the batches here have */
+            const size_t g = done + (size_t)i, u0 = g / LLAMA_UBATCH * LLAMA_UBATCH;
+            const size_t m = n - u0 < LLAMA_UBATCH ? n - u0 : LLAMA_UBATCH, k = g - u0;
+            s->gemm[i] = ubatch_mode(m, k);
+            s->out_gemm[i] = all_logits ? s->gemm[i] : ZL_MODE_ONE; /* else only the last token has a row */
         }
-        zl_batch b = {.n = nb, .token = tokens + done, .pos = s->pos, .seq = s->seq, .logits = s->want};
+        zl_batch b = {.n = nb, .token = tokens + done, .pos = s->pos, .seq = s->seq, .logits = s->want,
+                      .gemm = s->gemm, .out_gemm = s->out_gemm};
         float *dst = s->logits + (all_logits ? done * (size_t)s->n_vocab : 0);
         int rc = zl_model_forward(s->model->m, s->cpu, s->kv, s->fwd, &b, dst, &e);
         if (rc != ZL_OK) {

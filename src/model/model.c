@@ -829,6 +829,14 @@ int zl_model_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *fwd, con
             fwd->tok_gemm[i] |= ZL_MODE_TAIL4;
         if (!b->logits[i])
             continue;
+        if (b->out_gemm) {
+            const int8_t og = (int8_t)(b->out_gemm[i] & ZL_MODE_MASK);
+            fwd->out_gemm[r] = og < ZL_MODE_ONE ? ZL_MODE_ONE : og > ZL_MODE_MULTI8 ? ZL_MODE_MULTI8 : og;
+            if (fwd->out_gemm[r] != ZL_MODE_ONE && (b->out_gemm[i] & ZL_MODE_TAIL4))
+                fwd->out_gemm[r] |= ZL_MODE_TAIL4;
+            r++;
+            continue;
+        }
         int32_t same = 0, before = 0; /* logits rows of this sequence in the batch, and those before row i */
         for (int32_t j = 0; j < b->n; j++)
             if (b->logits[j] && b->seq[j] == b->seq[i]) {

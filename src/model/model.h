@@ -96,6 +96,10 @@ typedef struct zl_batch {
      * sequence's results do not depend on what it is batched with. ZL_MODE_TAIL4 or'ed onto MULTI / MULTI8 marks
      * one of that batch's last n % 4 tokens (repacked Q4_K weights take those in another order). */
     const int8_t *gemm;
+    /* Optional, per token that asks for logits: the ZL_MODE_* (TAIL4 included) of the output matmul llama.cpp
+     * would compute its row in (over the rows that want logits in its batch). NULL: from the rows of its sequence
+     * that want logits in this batch. */
+    const int8_t *out_gemm;
 } zl_batch;
 
 /* Scratch buffers for forward passes of up to max_tokens tokens per batch (1 .. 2^20). The attention scratch

@@ -6,10 +6,11 @@
     divergence), evaluates them in one batch, then takes the argmax of the logits one token at a time, stopping at
     an end-of-generation token; the 64 tokens must be identical to `zili run --temp 0 --ids`. Printed per case:
     "tokens matched k/64" (k = length of the common prefix).
-  * Batch logits: every logit of a 3-token and a 40-token batch of random ids equals llama.cpp's bit for bit (the
-    multi-token float order and, for K-quant weights, the tiled matmul of batches of 8+).
+  * Batch logits: every logit of a 3-token, a 40-token and a 130-token batch of random ids equals llama.cpp's bit
+    for bit (the multi-token float order and, for K-quant weights, the tiled matmul of batches of 8+; 130 tokens
+    cross zili's batch of 128 while llama.cpp takes them in one micro-batch).
   * Repacked Q4_0 / Q4_K (the models with such matrices and no Q2_K, on a CPU where zili's avx512vnni set repacks
-    them): llama.cpp with its default repacking against zili's default, batch logits of 1, 3, 40 and 43 tokens bit
+    them): llama.cpp with its default repacking against zili's default, batch logits of 1, 3, 40, 43 and 130 tokens bit
     for bit and greedy text token for token (src/backend/cpu/repack.h). Every other test here runs zili with ZILI_NO_REPACK=1.
   * Perplexity (SmolLM2, Gemma 3 270M): llama-perplexity's method from llama.cpp's logits (whole text tokenized
     once, with BOS if the vocabulary adds it; chunks of CTX tokens, each evaluated from an empty cache with its first token
@@ -188,7 +189,7 @@ def test_greedy_matches_llamacpp(model, prompt, zili_ready):
     assert got == ref
 
 
-BATCH_LENGTHS = (3, 40)
+BATCH_LENGTHS = (3, 40, 130)
 
 
 def _cpu_has(flag: str) -> bool:
@@ -246,10 +247,10 @@ def skip_unless_repacking() -> None:
 @pytest.mark.parametrize("model", repacked_models(), ids=str)
 def test_repacked_batch_logits_identical_to_llamacpp(model, zili_ready, tmp_path):
     """llama.cpp's repacked Q4_0 / Q4_K kernels (gemv for 1 token and a batch's last n % 4, gemm for the others)
-    against zili's X16 layout: every logit of 1, 3, 40 and 43 tokens bit for bit."""
+    against zili's X16 layout: every logit of 1, 3, 40, 43 and 130 tokens bit for bit."""
     common.skip_if_absent(model)
     skip_unless_repacking()
-    check_batch_logits(model, tmp_path, llama(model.path, logits_all=True, repack=True), (1, 3, 40, 43))
+    check_batch_logits(model, tmp_path, llama(model.path, logits_all=True, repack=True), (1, 3, 40, 43, 130))
 
 
 @pytest.mark.parametrize("prompt", range(len(common.PROMPTS)), ids=lambda i: f"p{i}")
