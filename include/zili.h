@@ -44,8 +44,8 @@ typedef struct zili_detok zili_detok;
 typedef struct zili_model_params {
     bool use_mmap;  /* map the file (default) instead of reading it into memory */
     bool use_mlock; /* lock the weights in RAM (a failure is a warning) */
-    bool no_repack; /* keep Q4_0 matrices in the file's layout and vec_dot's arithmetic (llama.cpp's --no-repack)
-                     * where this CPU would repack them for its faster kernels (also ZILI_NO_REPACK=1) */
+    bool no_repack; /* keep Q4_0 / Q4_K matrices in the file's layout and vec_dot's arithmetic (llama.cpp's
+                     * --no-repack) where this CPU would repack them for its faster kernels (also ZILI_NO_REPACK=1) */
 } zili_model_params;
 
 zili_model_params zili_model_default_params(void);

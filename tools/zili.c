@@ -69,7 +69,7 @@ static const char USAGE[] =
     "      --no-mmap           read the model into memory instead of mapping it\n"
     "      --mlock             lock the model in RAM\n"
     "      --no-repack         keep Q4_0 weights in the file's layout and vec_dot's arithmetic (llama.cpp's\n"
-    "                            --no-repack) instead of repacking them for the AVX-512 VNNI kernels\n"
+    "                            --no-repack) instead of repacking them (x86 with AVX2)\n"
     "  -o, --output FILE       output file (logits)\n"
     "      --token-ids \"1 2 3\" use these prompt ids instead of -p (logits)\n"
     "  -h, --help              this help\n";

@@ -249,16 +249,16 @@ class repacking:
 
 
 def zili_repacks() -> bool:
-    """Whether zili repacks Q4_0 and Q4_K matrices on this machine (its avx512vnni kernel set: AVX-512 F, DQ, BW, VL and
-    VNNI, as src/core/dtype.c checks them) with ZILI_CPU unset or avx512vnni."""
-    if os.environ.get("ZILI_CPU", "avx512vnni") != "avx512vnni":
+    """Whether zili repacks Q4_0 and Q4_K matrices on this machine: with every x86 kernel set from avx2 up (a CPU
+    with AVX2, FMA and F16C, as src/core/dtype.c checks them, and ZILI_CPU unset or avx2 / avx512 / avx512vnni)."""
+    if os.environ.get("ZILI_CPU", "avx512vnni") not in ("avx2", "avx512", "avx512vnni"):
         return False
     try:
         with open("/proc/cpuinfo") as f:
             flags = next((line.split() for line in f if line.startswith("flags")), [])
     except OSError:
         return False
-    return all(x in flags for x in ("avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_vnni"))
+    return all(x in flags for x in ("avx2", "fma", "f16c"))
 
 
 def zili(*args: str, stdin: str | None = None, timeout: float = 600) -> str:

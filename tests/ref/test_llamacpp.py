@@ -9,8 +9,8 @@
   * Batch logits: every logit of a 3-token, a 40-token and a 130-token batch of random ids equals llama.cpp's bit
     for bit (the multi-token float order and, for K-quant weights, the tiled matmul of batches of 8+; 130 tokens
     cross zili's batch of 128 while llama.cpp takes them in one micro-batch).
-  * Repacked Q4_0 / Q4_K (the models with such matrices and no Q2_K, on a CPU where zili's avx512vnni set repacks
-    them): llama.cpp with its default repacking against zili's default, batch logits of 1, 3, 40, 43 and 130 tokens bit
+  * Repacked Q4_0 / Q4_K (the models with such matrices and no Q2_K, on an x86 CPU with AVX2, where zili repacks
+    them as llama.cpp does): llama.cpp with its default repacking against zili's default, batch logits of 1, 3, 40, 43 and 130 tokens bit
     for bit and greedy text token for token (src/backend/cpu/repack.h). Every other test here runs zili with ZILI_NO_REPACK=1.
   * Perplexity (SmolLM2, Gemma 3 270M): llama-perplexity's method from llama.cpp's logits (whole text tokenized
     once, with BOS if the vocabulary adds it; chunks of CTX tokens, each evaluated from an empty cache with its first token
@@ -241,7 +241,7 @@ def repacked_models() -> list[common.TestModel]:
 
 def skip_unless_repacking() -> None:
     if not common.zili_repacks():
-        pytest.skip("zili repacks Q4_0 / Q4_K only with its avx512vnni kernel set (AVX-512 VNNI CPU, ZILI_CPU unset)")
+        pytest.skip("zili repacks Q4_0 / Q4_K only with its x86 kernel sets from avx2 up (as llama.cpp, on AVX2 CPUs)")
 
 
 @pytest.mark.parametrize("model", repacked_models(), ids=str)

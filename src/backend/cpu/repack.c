@@ -11,6 +11,12 @@
 #include "core/dtype.h"
 #include "core/fp16.h"
 
+#ifdef ZL_HAVE_AVX2_KERNELS
+void zl_q4_0_x16_avx2(int64_t nb, float *s, size_t s_stride, const void *xg, const void *y, size_t y_stride,
+                      const void *a, size_t a_stride, int nt, unsigned pairs);
+void zl_q4_K_x16_avx2(int64_t nb, float *s, size_t s_stride, const void *xg, const void *y, size_t y_stride,
+                      const void *a, size_t a_stride, int nt, unsigned pairs);
+#endif
 #ifdef ZL_HAVE_VNNI_KERNELS
 void zl_q4_0_x16_vnni(int64_t nb, float *s, size_t s_stride, const void *xg, const void *y, size_t y_stride,
                       const void *a, size_t a_stride, int nt, unsigned pairs);
@@ -24,6 +30,14 @@ zl_x16_fn zl_x16_kernel(uint32_t type)
     if (strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0) {
         if (type == ZL_Q4_0) return zl_q4_0_x16_vnni;
         if (type == ZL_Q4_K) return zl_q4_K_x16_vnni;
+    }
+#endif
+#ifdef ZL_HAVE_AVX2_KERNELS
+    /* the avx2 and avx512 sets (llama.cpp repacks on every AVX2 CPU) */
+    const char *set = zl_cpu_kernels_name();
+    if (strcmp(set, "avx2") == 0 || strcmp(set, "avx512") == 0) {
+        if (type == ZL_Q4_0) return zl_q4_0_x16_avx2;
+        if (type == ZL_Q4_K) return zl_q4_K_x16_avx2;
     }
 #endif
     (void)type;

@@ -14,11 +14,12 @@
  * That is its one-token kernel (gemv); its 4-token kernel (gemm, a batch's first n - n % 4 tokens) makes the two
  * fmas per 64 values, from the sums of sub-blocks 2c and 2c + 1.
  *
- * zili mirrors that where its avx512vnni kernel set is active (zl_repack_active): the model loader rewrites
- * such matrices in place into zili's own layout of 16-row groups (ZL_LAYOUT_X16, below), and ops.c multiplies
- * them with quant_x16_vnni.c's kernels (Q4_0: 4096 products per 16 rows x 8 tokens x block in 64 VPDPBUSD). The results are
- * llama.cpp's with repacking on (its default) bit for bit; `--no-repack` (ZILI_NO_REPACK=1) keeps vec_dot's
- * order, llama.cpp's with --no-repack. Elsewhere (scalar, avx2, avx512 sets, ARM) nothing is repacked.
+ * zili mirrors that with its x86 kernel sets from avx2 up (zl_repack_active): the model loader rewrites such
+ * matrices in place into zili's own layout of 16-row groups (ZL_LAYOUT_X16, below), and ops.c multiplies them with
+ * quant_x16_vnni.c's kernels (avx512vnni; Q4_0: 4096 products per 16 rows x 8 tokens x block in 64 VPDPBUSD) or
+ * quant_x16_avx2.c's (avx2, avx512). The results are llama.cpp's with repacking on (its default) bit for bit;
+ * `--no-repack` (ZILI_NO_REPACK=1) keeps vec_dot's order, llama.cpp's with --no-repack. Elsewhere (the scalar set,
+ * ARM) nothing is repacked.
  *
  * Layout of one group of R rows (R = 16, or 8 for the last group when the row count is 16k + 8), each block the
  * R rows' blocks b in the same bytes (block b at b * R * block bytes from the group's start):
@@ -53,8 +54,8 @@ typedef struct zl_x16k_aux {
     int32_t bp[4];
 } zl_x16k_aux;
 
-/* Whether matrices of `type` are repacked on this CPU's kernel set: Q4_0 and Q4_K with the avx512vnni set
- * (ZILI_NO_REPACK=1 in the environment turns it off). */
+/* Whether matrices of `type` are repacked on this CPU's kernel set: Q4_0 and Q4_K with the avx2, avx512 and
+ * avx512vnni sets (ZILI_NO_REPACK=1 in the environment turns it off). */
 bool zl_repack_active(uint32_t type);
 /* Whether a matrix of ne1 rows is repacked (llama.cpp's rule: a multiple of 8 rows). */
 bool zl_repack_fits(int64_t ne1);
@@ -73,7 +74,8 @@ void zl_x16_aux_make(uint32_t type, const void *y, void *a, int64_t n);
  * per 256 (the gemv's); llama.cpp runs a batch's first n - n % 4 tokens so. */
 void zl_x16_ref(uint32_t type, int64_t nb, int R, float *s, size_t s_stride, const void *xg, const void *y,
                 size_t y_stride, const void *a, size_t a_stride, int nt, unsigned pairs);
-/* The same for a group of 16 rows and 1 .. 8 tokens (avx512vnni set only). NULL where there is none. */
+/* The same for a group of 16 rows and 1 .. 8 tokens: quant_x16_vnni.c's with the avx512vnni set,
+ * quant_x16_avx2.c's with avx2 and avx512. NULL where there is none (scalar, ARM). */
 typedef void (*zl_x16_fn)(int64_t nb, float *s, size_t s_stride, const void *xg, const void *y, size_t y_stride,
                           const void *a, size_t a_stride, int nt, unsigned pairs);
 zl_x16_fn zl_x16_kernel(uint32_t type);
