@@ -22,11 +22,6 @@
 
 #include "backend/cpu/repack.h"
 
-void zl_q4_0_x16_avx2(int64_t nb, float *s, size_t s_stride, const void *xg, const void *y, size_t y_stride,
-                      const void *a, size_t a_stride, int nt, unsigned pairs);
-void zl_q4_K_x16_avx2(int64_t nb, float *s, size_t s_stride, const void *xg, const void *y, size_t y_stride,
-                      const void *a, size_t a_stride, int nt, unsigned pairs);
-
 static inline int32_t load_i32(const void *p)
 {
     int32_t v;

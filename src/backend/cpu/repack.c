@@ -11,19 +11,6 @@
 #include "core/dtype.h"
 #include "core/fp16.h"
 
-#ifdef ZL_HAVE_AVX2_KERNELS
-void zl_q4_0_x16_avx2(int64_t nb, float *s, size_t s_stride, const void *xg, const void *y, size_t y_stride,
-                      const void *a, size_t a_stride, int nt, unsigned pairs);
-void zl_q4_K_x16_avx2(int64_t nb, float *s, size_t s_stride, const void *xg, const void *y, size_t y_stride,
-                      const void *a, size_t a_stride, int nt, unsigned pairs);
-#endif
-#ifdef ZL_HAVE_VNNI_KERNELS
-void zl_q4_0_x16_vnni(int64_t nb, float *s, size_t s_stride, const void *xg, const void *y, size_t y_stride,
-                      const void *a, size_t a_stride, int nt, unsigned pairs);
-void zl_q4_K_x16_vnni(int64_t nb, float *s, size_t s_stride, const void *xg, const void *y, size_t y_stride,
-                      const void *a, size_t a_stride, int nt, unsigned pairs);
-#endif
-
 zl_x16_fn zl_x16_kernel(uint32_t type)
 {
 #ifdef ZL_HAVE_VNNI_KERNELS

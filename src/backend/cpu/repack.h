@@ -79,5 +79,14 @@ void zl_x16_ref(uint32_t type, int64_t nb, int R, float *s, size_t s_stride, con
 typedef void (*zl_x16_fn)(int64_t nb, float *s, size_t s_stride, const void *xg, const void *y, size_t y_stride,
                           const void *a, size_t a_stride, int nt, unsigned pairs);
 zl_x16_fn zl_x16_kernel(uint32_t type);
+/* The kernels behind it (x86 only; called only through zl_x16_kernel, which checks the kernel set). */
+void zl_q4_0_x16_avx2(int64_t nb, float *s, size_t s_stride, const void *xg, const void *y, size_t y_stride,
+                      const void *a, size_t a_stride, int nt, unsigned pairs);
+void zl_q4_K_x16_avx2(int64_t nb, float *s, size_t s_stride, const void *xg, const void *y, size_t y_stride,
+                      const void *a, size_t a_stride, int nt, unsigned pairs);
+void zl_q4_0_x16_vnni(int64_t nb, float *s, size_t s_stride, const void *xg, const void *y, size_t y_stride,
+                      const void *a, size_t a_stride, int nt, unsigned pairs);
+void zl_q4_K_x16_vnni(int64_t nb, float *s, size_t s_stride, const void *xg, const void *y, size_t y_stride,
+                      const void *a, size_t a_stride, int nt, unsigned pairs);
 
 #endif
