@@ -163,13 +163,13 @@ static inline __attribute__((always_inline)) void x16k_body(const int nt, int64_
                     }
                 }
             }
+            const __m256i ml03 = _mm256_and_si256(mn03, w16);
+            const __m256i mh03 = _mm256_and_si256(_mm256_srli_epi32(mn03, 8), w16);
+            const __m256i ml47 = _mm256_and_si256(mn47, w16);
+            const __m256i mh47 = _mm256_and_si256(_mm256_srli_epi32(mn47, 8), w16);
             for (int t = 0; t < nt; t++) {
                 if (any_pairs && (pairs >> t & 1)) continue;
                 const zl_x16k_aux *ab = (const zl_x16k_aux *)(const void *)(a + (size_t)t * a_stride) + b;
-                const __m256i ml03 = _mm256_and_si256(mn03, w16);
-                const __m256i mh03 = _mm256_and_si256(_mm256_srli_epi32(mn03, 8), w16);
-                const __m256i ml47 = _mm256_and_si256(mn47, w16);
-                const __m256i mh47 = _mm256_and_si256(_mm256_srli_epi32(mn47, 8), w16);
                 __m256i im = _mm256_madd_epi16(ml03, _mm256_set1_epi32(ab->bs[0]));
                 im = _mm256_add_epi32(im, _mm256_madd_epi16(mh03, _mm256_set1_epi32(ab->bs[1])));
                 im = _mm256_add_epi32(im, _mm256_madd_epi16(ml47, _mm256_set1_epi32(ab->bs[2])));
