@@ -714,7 +714,7 @@ static void test_tile44_equals_vec_dot(void **state)
     };
     static const zl_tile_aux_fn aux_of[] = { zl_tile_aux_q8_0, zl_tile_aux_q8_1, zl_tile_aux_q8_0,
                                              zl_tile_aux_q8_0 };
-    zl_tile_aux *aux = malloc(8 * NBMAX * sizeof *aux);
+    zl_tile_aux4 *aux = malloc(2 * NBMAX * sizeof *aux); /* 2 groups of 4 tokens */
     assert_non_null(aux);
     if (strcmp(zl_cpu_kernels_name(), "avx512vnni") == 0)
         for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
@@ -731,14 +731,14 @@ static void test_tile44_equals_vec_dot(void **state)
                 for (int k = 0; k < 8; k++) {
                     fill_random(x + k * n, n, (unsigned)(nb + 100 * k), k == 1 ? 0.0f : 0.3f + 5.0f * (float)k);
                     vt->from_float_act(x + k * n, xq + k * xrow, n);
-                    aux_of[ti](xq + k * xrow, aux + k * nb, n);
+                    aux_of[ti](xq + k * xrow, aux + k / 4 * nb, k % 4, n);
                 }
                 for (int ni = 0; ni < 4; ni++) {
                     const int nt = tile_nt[ni];
                     float out[8 * 5];
                     for (int i = 0; i < 8 * 5; i++)
                         out[i] = NAN;
-                    tiles[ni][ti](n, out, 5, wq, row, xq, xrow, aux, nb * sizeof *aux);
+                    tiles[ni][ti](n, out, 5, wq, row, aux, nb * sizeof *aux);
                     for (int k = 0; k < nt; k++)
                         for (int r = 0; r < 4; r++) {
                             float want;

@@ -120,8 +120,9 @@ typedef struct matmul_task {
     rows4_fn rows8;             /* the same for 8 rows (NULL: none; only with rows4), used for whole groups of 8 */
     tile_set tiles;             /* vec_dot for 4 rows x 2 / 3 / 4 / 8 tokens (tiles.tile4 NULL: none; set only
                                  * when no token uses gemm) */
-    zl_tile_aux *aux;           /* the tiles' per-token data: token t at aux + t * aux_stride bytes */
-    size_t aux_stride;          /* 0: no per-token data */
+    void *aux;                  /* per-token data: the X16 kernels' (token t at aux + t * aux_stride bytes), or the
+                                 * tiles' (tokens 4g .. 4g + 3 in the zl_tile_aux4 rows at aux + 4g * aux_stride) */
+    size_t aux_stride;          /* its bytes per token; 0: no per-token data */
     bool x16;                   /* the weights are in the X16 layout (repack.h): groups of 16 rows x 8 tokens */
     uint32_t x16_type;          /* their type (Q4_0, Q4_K) */
     int64_t x16_block;          /* its block size */
@@ -139,9 +140,15 @@ typedef struct matmul_task {
     atomic_llong next_chunk;
 } matmul_task;
 
-static inline zl_tile_aux *aux_row(const matmul_task *t, int64_t k)
+static inline void *aux_row(const matmul_task *t, int64_t k)
 {
-    return (zl_tile_aux *)(void *)((char *)t->aux + (size_t)k * t->aux_stride);
+    return (char *)t->aux + (size_t)k * t->aux_stride;
+}
+
+/* The tiles' zl_tile_aux4 rows of the group of 4 tokens that holds token k. */
+static inline zl_tile_aux4 *aux_group(const matmul_task *t, int64_t k)
+{
+    return aux_row(t, k - k % 4);
 }
 
 static void convert_rows(void *arg, int ith, int nth)
@@ -152,8 +159,11 @@ static void convert_rows(void *arg, int ith, int nth)
         t->convert(t->x + i * t->ne0, xq, t->ne0);
         if (t->aux && t->x16)
             zl_x16_aux_make(t->x16_type, xq, aux_row(t, i), t->ne0);
-        else if (t->aux)
-            t->tiles.aux(xq, aux_row(t, i), t->ne0);
+        else if (t->aux) {
+            t->tiles.aux(xq, aux_group(t, i), (int)(i % 4), t->ne0);
+            if (i == t->n_tok - 1 && i % 4 != 3)
+                zl_tile_aux_pad(aux_group(t, i), (int)(i % 4) + 1, t->ne0);
+        }
     }
 }
 
@@ -244,14 +254,12 @@ static void matmul_chunks(void *arg, int ith, int nth)
                 while (k + 4 <= t1) {
                     const int step = k + 8 <= t1 ? 8 : 4;
                     (step == 8 ? t->tiles.tile8 : t->tiles.tile4)(t->ne0, &t->y[k * t->ne1 + r], (size_t)t->ne1, w4,
-                                                                  t->nb1, t->xq + (size_t)k * t->xq_stride,
-                                                                  t->xq_stride, aux_row(t, k), t->aux_stride);
+                                                                  t->nb1, aux_group(t, k), 4 * t->aux_stride);
                     k += step;
                 }
                 if (t1 - k >= 2) { /* 2 or 3 tokens left */
                     (t1 - k == 3 ? t->tiles.tile3 : t->tiles.tile2)(t->ne0, &t->y[k * t->ne1 + r], (size_t)t->ne1, w4,
-                                                                    t->nb1, t->xq + (size_t)k * t->xq_stride,
-                                                                    t->xq_stride, aux_row(t, k), t->aux_stride);
+                                                                    t->nb1, aux_group(t, k), 4 * t->aux_stride);
                     k = t1;
                 }
                 for (; k < t1; k++)
@@ -528,12 +536,12 @@ static int matmul_setup(const zl_tensor *w, const float *x, int64_t n_tok, float
         t->convert = zl_type_traits_get(tr->vec_dot_type)->from_float_act;
         t->xq_stride = xrow;
         if (t->tiles.tile4)
-            t->aux_stride = (size_t)(ne0 / tr->block_size) * sizeof(zl_tile_aux);
+            t->aux_stride = (size_t)(ne0 / tr->block_size) * (sizeof(zl_tile_aux4) / 4);
     }
     return ZL_OK;
 }
 
-/* Converts t's activations into the scratch buffer: the rows, then (for the tiles) their zl_tile_aux rows from
+/* Converts t's activations into the scratch buffer: the rows, then (for the tiles) their zl_tile_aux4 rows from
  * the next 64-byte boundary. */
 static int matmul_convert(zl_cpu *cpu, matmul_task *t)
 {
@@ -541,11 +549,11 @@ static int matmul_convert(zl_cpu *cpu, matmul_task *t)
     const size_t xrow = t->xq_stride, aux_row_bytes = t->aux_stride;
     if ((uint64_t)n_tok > (SIZE_MAX / 2 - 64) / (xrow + aux_row_bytes)) return ZL_ENOMEM;
     const size_t xq_bytes = ((size_t)n_tok * xrow + 63) & ~(size_t)63;
-    const int rc = scratch_reserve(cpu, xq_bytes + (size_t)n_tok * aux_row_bytes);
+    const int rc = scratch_reserve(cpu, xq_bytes + (size_t)(n_tok + 3) / 4 * 4 * aux_row_bytes); /* whole groups */
     if (rc != ZL_OK) return rc;
     t->xq = cpu->scratch;
     if (t->aux_stride)
-        t->aux = (zl_tile_aux *)(void *)((char *)cpu->scratch + xq_bytes);
+        t->aux = (char *)cpu->scratch + xq_bytes;
     if (n_tok * t->ne0 < CONVERT_SERIAL || cpu->n_threads == 1)
         convert_rows(t, 0, 1);
     else

@@ -217,19 +217,23 @@ void zl_q8_K_from_float_ref(const float *x, void *y, int64_t n);
 
 /* ---- 4 rows x 2 / 3 / 4 / 8 tokens tiles (avx512vnni set only; the types are here for ops.c on every target) ---- */
 
-/* What the Q4_0 / Q4_1 / Q5_0 / Q8_0 tiles need of one activation row that depends on the token alone, per 32-block:
- * the scale as a float, Q8_1's s as a float (Q4_1), and the bytes plus 128 (Q8_0 activations; unused for Q4_1).
- * Made once per matmul and token. */
-typedef struct zl_tile_aux {
-    float d, s;
-    uint8_t yu[32];
-} zl_tile_aux;
-typedef void (*zl_tile_aux_fn)(const void *y, zl_tile_aux *a, int64_t n);
-/* 4 weight rows (bx bytes apart) x 2, 3, 4 or 8 activation rows (y_stride bytes apart, their zl_tile_aux rows a_stride
- * bytes apart): s[t * s_stride + r] is vec_dot of row r and token t, bit for bit (the avx512vnni set's zl_q4_0 /
- * q4_1 / q5_0 / q8_0_vec_dot_vnni). */
-typedef void (*zl_tile_fn)(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
-                           size_t y_stride, const zl_tile_aux *a, size_t a_stride);
+/* What the Q4_0 / Q4_1 / Q5_0 / Q8_0 tiles need of the activations that depends on the tokens alone, made once per
+ * matmul: per 32-block and group of 4 tokens (0-3, 4-7, ..), the 4 scales as floats, the 4 Q8_1 s as floats (Q4_1),
+ * and the 4 tokens' bytes (plus 128, a sign-bit flip, for Q8_0 activations). Slots past the last token are zero. A
+ * tile finds all its tokens' data for one block a fixed distance from one pointer per group. */
+typedef struct zl_tile_aux4 {
+    float d[4], s[4];
+    uint8_t yu[4][32];
+} zl_tile_aux4;
+/* Fills slot j of the n / 32 blocks at g from activation row y (one token). */
+typedef void (*zl_tile_aux_fn)(const void *y, zl_tile_aux4 *g, int j, int64_t n);
+/* Zeroes slots j .. 3 of the n / 32 blocks at g (past the last token). Portable (quant_ref.c). */
+void zl_tile_aux_pad(zl_tile_aux4 *g, int j, int64_t n);
+/* 4 weight rows (bx bytes apart) x 2, 3, 4 or 8 tokens, the first at slot 0 of group a, the 5th at slot 0 of the
+ * group a_stride bytes after a: s[t * s_stride + r] is vec_dot of row r and token t, bit for bit (the avx512vnni
+ * set's zl_q4_0 / q4_1 / q5_0 / q8_0_vec_dot_vnni). */
+typedef void (*zl_tile_fn)(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const zl_tile_aux4 *a,
+                           size_t a_stride);
 
 /* ---- AVX2 + FMA + F16C (quant_avx2.c); x86-64 only, call only when the CPU has all three. ---- */
 
@@ -317,40 +321,40 @@ void zl_q4_1_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, c
 void zl_q4_1_vec_dot_rows8_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
 void zl_q4_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
 void zl_q6_K_vec_dot_rows4_vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
-void zl_tile_aux_q8_0(const void *y, zl_tile_aux *a, int64_t n); /* for Q4_0, Q5_0 and Q8_0 weights */
-void zl_tile_aux_q8_1(const void *y, zl_tile_aux *a, int64_t n); /* for Q4_1 weights */
-void zl_q4_0_tile2_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
-                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
-void zl_q4_0_tile3_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
-                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
-void zl_q4_0_tile4_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
-                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
-void zl_q4_0_tile8_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
-                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
-void zl_q4_1_tile2_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
-                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
-void zl_q4_1_tile3_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
-                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
-void zl_q4_1_tile4_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
-                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
-void zl_q4_1_tile8_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
-                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
-void zl_q5_0_tile2_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
-                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
-void zl_q5_0_tile3_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
-                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
-void zl_q5_0_tile4_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
-                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
-void zl_q5_0_tile8_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
-                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
-void zl_q8_0_tile2_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
-                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
-void zl_q8_0_tile3_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
-                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
-void zl_q8_0_tile4_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
-                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
-void zl_q8_0_tile8_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
-                        size_t y_stride, const zl_tile_aux *a, size_t a_stride);
+void zl_tile_aux_q8_0(const void *y, zl_tile_aux4 *g, int j, int64_t n); /* for Q4_0, Q5_0 and Q8_0 weights */
+void zl_tile_aux_q8_1(const void *y, zl_tile_aux4 *g, int j, int64_t n); /* for Q4_1 weights */
+void zl_q4_0_tile2_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const zl_tile_aux4 *a,
+                        size_t a_stride);
+void zl_q4_0_tile3_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const zl_tile_aux4 *a,
+                        size_t a_stride);
+void zl_q4_0_tile4_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const zl_tile_aux4 *a,
+                        size_t a_stride);
+void zl_q4_0_tile8_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const zl_tile_aux4 *a,
+                        size_t a_stride);
+void zl_q4_1_tile2_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const zl_tile_aux4 *a,
+                        size_t a_stride);
+void zl_q4_1_tile3_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const zl_tile_aux4 *a,
+                        size_t a_stride);
+void zl_q4_1_tile4_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const zl_tile_aux4 *a,
+                        size_t a_stride);
+void zl_q4_1_tile8_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const zl_tile_aux4 *a,
+                        size_t a_stride);
+void zl_q5_0_tile2_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const zl_tile_aux4 *a,
+                        size_t a_stride);
+void zl_q5_0_tile3_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const zl_tile_aux4 *a,
+                        size_t a_stride);
+void zl_q5_0_tile4_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const zl_tile_aux4 *a,
+                        size_t a_stride);
+void zl_q5_0_tile8_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const zl_tile_aux4 *a,
+                        size_t a_stride);
+void zl_q8_0_tile2_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const zl_tile_aux4 *a,
+                        size_t a_stride);
+void zl_q8_0_tile3_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const zl_tile_aux4 *a,
+                        size_t a_stride);
+void zl_q8_0_tile4_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const zl_tile_aux4 *a,
+                        size_t a_stride);
+void zl_q8_0_tile8_vnni(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const zl_tile_aux4 *a,
+                        size_t a_stride);
 /* quant_tiled_vnni.c: zl_q4_K / q6_K_tiled_dot4_avx2 with VNNI, the same bits per token. */
 void zl_q4_K_tiled_dot4_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
 void zl_q4_K_tiled_dot8_vnni(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);

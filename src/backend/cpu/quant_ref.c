@@ -413,3 +413,12 @@ void zl_q8_1_from_float_act_ref(const float *x, void *vy, int64_t n)
         y[b].s = zl_fp32_to_fp16((float)isum * d);
     }
 }
+
+void zl_tile_aux_pad(zl_tile_aux4 *g, int j, int64_t n)
+{
+    for (int64_t b = 0; b < n / ZL_QK; b++)
+        for (int k = j; k < 4; k++) {
+            g[b].d[k] = g[b].s[k] = 0.0f;
+            memset(g[b].yu[k], 0, sizeof g[b].yu[k]);
+        }
+}

@@ -332,32 +332,33 @@ void zl_q4_1_vec_dot_rows8_vnni(int64_t n, float *s, const void *vx, size_t bx, 
  * block order; the Q4_1 minimum terms sit in one 16-lane vector per 4 tokens (lane 4 row + token), one fma per
  * block. At the end each (row, token) is reduced in hsum8's pairing and the minimum sum added.
  *
- * What depends on the token alone is prepared once per matmul (zl_tile_aux, below) instead of once per 4 rows: the
- * activation scale as a float, Q4_1's s, and the activation bytes plus 128 (a sign-bit flip). VPDPBUSD takes one
- * unsigned operand: Q4_1's codes are unsigned and meet the bytes as they are; for the signed codes c of Q4_0
- * (q - 8), Q5_0 (q - 16) and Q8_0, sum of (y + 128) * c over a lane's 4 bytes is added onto -128 * (sum of the
- * lane's 4 c), a per-row term made once per block for all the call's tokens. Q5_0 is Q4_0 with a fifth code bit,
- * set byte by byte from a 64-bit mask built from the 4 rows' qh words; ggml forms the same lane sums of
+ * What depends on the tokens alone is prepared once per matmul (zl_tile_aux4, below) instead of once per 4 rows:
+ * the activation scales as floats, Q4_1's s, and the activation bytes, plus 128 (a sign-bit flip) but for Q4_1's,
+ * 4 tokens side by side per block, so that the tokens of a tile are found at fixed offsets from one pointer per 4.
+ * VPDPBUSD takes one unsigned operand: Q4_1's codes are unsigned and meet the bytes as they are; for the signed
+ * codes c of Q4_0 (q - 8), Q5_0 (q - 16) and Q8_0, sum of (y + 128) * c over a lane's 4 bytes is added onto -128 *
+ * (sum of the lane's 4 c), a per-row term made once per block for all the call's tokens. Q5_0 is Q4_0 with a fifth
+ * code bit, set byte by byte from a 64-bit mask built from the 4 rows' qh words; ggml forms the same lane sums of
  * (q - 16) * y. KIND: 0 Q4_0, 1 Q4_1, 2 Q5_0, 3 Q8_0. */
 
-void zl_tile_aux_q8_0(const void *vy, zl_tile_aux *a, int64_t n)
+void zl_tile_aux_q8_0(const void *vy, zl_tile_aux4 *g, int j, int64_t n)
 {
     const zl_block_q8_0 *y = vy;
     for (int64_t b = 0; b < n / ZL_QK; b++) {
-        a[b].d = h2f(y[b].d);
-        a[b].s = 0.0f;
+        g[b].d[j] = h2f(y[b].d);
+        g[b].s[j] = 0.0f;
         for (int i = 0; i < ZL_QK; i++)
-            a[b].yu[i] = (uint8_t)(y[b].qs[i] ^ 0x80);
+            g[b].yu[j][i] = (uint8_t)(y[b].qs[i] ^ 0x80);
     }
 }
 
-void zl_tile_aux_q8_1(const void *vy, zl_tile_aux *a, int64_t n)
+void zl_tile_aux_q8_1(const void *vy, zl_tile_aux4 *g, int j, int64_t n)
 {
     const zl_block_q8_1 *y = vy;
     for (int64_t b = 0; b < n / ZL_QK; b++) {
-        a[b].d = h2f(y[b].d);
-        a[b].s = h2f(y[b].s);
-        memset(a[b].yu, 0, sizeof a[b].yu); /* unused: Q4_1's codes are unsigned and meet y as it is */
+        g[b].d[j] = h2f(y[b].d);
+        g[b].s[j] = h2f(y[b].s);
+        memcpy(g[b].yu[j], y[b].qs, sizeof g[b].yu[j]); /* as they are: Q4_1's codes are unsigned */
     }
 }
 
@@ -370,11 +371,11 @@ static inline uint32_t qh_word(const void *qh)
 
 static_assert(offsetof(zl_block_q4_1, m) == 2 && offsetof(zl_block_q5_0, qh) == 2, "a second field right after d");
 
-static inline uint16_t half_at(const void *p)
+static inline uint32_t word_at(const void *p)
 {
-    uint16_t h;
-    memcpy(&h, p, sizeof h);
-    return h;
+    uint32_t w;
+    memcpy(&w, p, sizeof w);
+    return w;
 }
 
 /* 16 bytes from each of a..d, in 128-bit lanes 0..3. */
@@ -391,8 +392,7 @@ static inline __m512i lanes4(const void *a, const void *b, const void *c, const 
 
 static inline __attribute__((always_inline)) void tile_body(const int kind, const int nt, int64_t n, float *s,
                                                             size_t s_stride, const void *vx, size_t bx,
-                                                            const void *vy, size_t y_stride, const zl_tile_aux *va,
-                                                            size_t a_stride)
+                                                            const zl_tile_aux4 *va, size_t a_stride)
 {
     const size_t xb = kind == 0   ? sizeof(zl_block_q4_0)
                       : kind == 1 ? sizeof(zl_block_q4_1)
@@ -402,15 +402,15 @@ static inline __attribute__((always_inline)) void tile_body(const int kind, cons
                         : kind == 1 ? offsetof(zl_block_q4_1, qs)
                         : kind == 2 ? offsetof(zl_block_q5_0, qs)
                                     : offsetof(zl_block_q8_0, qs);
-    const size_t yb = kind == 1 ? sizeof(zl_block_q8_1) : sizeof(zl_block_q8_0);
-    const size_t y_qs = kind == 1 ? offsetof(zl_block_q8_1, qs) : offsetof(zl_block_q8_0, qs);
     const __m512i m4 = _mm512_set1_epi8(0x0f), eight = _mm512_set1_epi8(8), sixteen = _mm512_set1_epi8(16);
     const __m512i flip = _mm512_set1_epi8(-128); /* 0x80: as VPDPBUSD's unsigned operand, 128 */
-    const __m512i row_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    /* the 4 rows' first two fp16 words (d, and Q4_1's m) as 8 floats: row k's d in float 2k, m in 2k + 1 */
+    const __m512i d_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6);
+    const __m512i m_of_lane = _mm512_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3, 5, 5, 5, 5, 7, 7, 7, 7);
     const __m512i tok_of_lane = _mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);
+    const zl_tile_aux4 *ga[2] = { va, (const zl_tile_aux4 *)(const void *)((const char *)va + a_stride) };
     __m512 lo[8], hi[8], mins[2];
-    for (int t = 0; t < nt; t++)
-        lo[t] = hi[t] = _mm512_setzero_ps();
+    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) lo[t] = hi[t] = _mm512_setzero_ps();
     mins[0] = mins[1] = _mm512_setzero_ps();
     for (int64_t b = 0; b < n / ZL_QK; b++) {
         { /* the next 4 rows streamed in, as in one-token decode (the tiles' loads of weights from L3 or memory
@@ -451,46 +451,36 @@ static inline __attribute__((always_inline)) void tile_body(const int kind, cons
             c0lo = _mm512_sub_epi32(c0lo, _mm512_dpbusd_epi32(c0lo, flip, clo));
             c0hi = _mm512_sub_epi32(c0hi, _mm512_dpbusd_epi32(c0hi, flip, chi));
         }
-        const __m512 dx =
-            _mm512_permutexvar_ps(row_of_lane, _mm512_castps128_ps512(f16x4(half_at(TILE_XB(0)), half_at(TILE_XB(1)),
-                                                                            half_at(TILE_XB(2)), half_at(TILE_XB(3)))));
+        /* each row's first 32-bit word (d and the next two bytes: m for Q4_1), one conversion for the 4 rows */
+        const __m512 dm = _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_setr_epi32(
+            (int)word_at(TILE_XB(0)), (int)word_at(TILE_XB(1)), (int)word_at(TILE_XB(2)), (int)word_at(TILE_XB(3)))));
+        const __m512 dx = _mm512_permutexvar_ps(d_of_lane, dm);
         if (kind == 1) {
-            const __m512 mx = _mm512_permutexvar_ps( /* m follows d */
-                row_of_lane, _mm512_castps128_ps512(f16x4(half_at(TILE_XB(0) + 2), half_at(TILE_XB(1) + 2),
-                                                          half_at(TILE_XB(2) + 2), half_at(TILE_XB(3) + 2))));
-            for (int g = 0; g < (nt + 3) / 4; g++) {
-                /* tokens 4g .. 4g + 3's s (0 past the last token) */
-#define AUX_S(j)                                                                                                  \
-    (4 * g + (j) < nt                                                                                             \
-         ? ((const zl_tile_aux *)(const void *)((const char *)va + (size_t)(4 * g + (j)) * a_stride))[b].s        \
-         : 0.0f)
-                const __m128 s4 = _mm_setr_ps(AUX_S(0), AUX_S(1), AUX_S(2), AUX_S(3));
-#undef AUX_S
-                mins[g] = _mm512_fmadd_ps(mx, _mm512_permutexvar_ps(tok_of_lane, _mm512_castps128_ps512(s4)), mins[g]);
-            }
+            const __m512 mx = _mm512_permutexvar_ps(m_of_lane, dm);
+            for (int g = 0; g < (nt + 3) / 4; g++) /* tokens 4g .. 4g + 3's s (0 past the last token) */
+                mins[g] = _mm512_fmadd_ps(
+                    mx, _mm512_permutexvar_ps(tok_of_lane, _mm512_castps128_ps512(_mm_loadu_ps(ga[g][b].s))), mins[g]);
         }
         _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++)
         {
-            const zl_tile_aux *a = (const zl_tile_aux *)(const void *)((const char *)va + (size_t)t * a_stride) + b;
-            /* Q4_1: y as it is, times the unsigned codes; the others: y + 128, times the signed codes */
-            const int8_t *yq = kind == 1 ? (const int8_t *)vy + (size_t)t * y_stride + (size_t)b * yb + y_qs
-                                         : (const int8_t *)a->yu;
-            const __m512i ylo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)yq));
-            const __m512i yhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(yq + 16)));
+            const zl_tile_aux4 *a = &ga[t / 4][b];
+            const __m512i ylo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)a->yu[t % 4]));
+            const __m512i yhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(a->yu[t % 4] + 16)));
             __m512i slo, shi;
-            if (kind == 1) {
+            if (kind == 1) { /* y as it is, times the unsigned codes; the others: y + 128, times the signed codes */
                 slo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), clo, ylo);
                 shi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), chi, yhi);
             } else {
                 slo = _mm512_dpbusd_epi32(c0lo, ylo, clo);
                 shi = _mm512_dpbusd_epi32(c0hi, yhi, chi);
             }
-            const __m512 d = _mm512_mul_ps(dx, _mm512_set1_ps(a->d));
+            const __m512 d = _mm512_mul_ps(dx, _mm512_set1_ps(a->d[t % 4]));
             lo[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(slo), lo[t]);
             hi[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(shi), hi[t]);
         }
     }
-    for (int t = 0; t < nt; t++) {
+    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++)
+    {
         float v[16], m[16];
         _mm512_storeu_ps(v, hsum8_lanes4(lo[t], hi[t]));
         _mm512_storeu_ps(m, mins[t / 4]);
@@ -501,10 +491,10 @@ static inline __attribute__((always_inline)) void tile_body(const int kind, cons
 #undef TILE_XB
 
 #define TILE_FN(NAME, KIND, NT)                                                                                    \
-    void NAME(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y, size_t y_stride,      \
-              const zl_tile_aux *a, size_t a_stride)                                                              \
+    void NAME(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const zl_tile_aux4 *a,              \
+              size_t a_stride)                                                                                    \
     {                                                                                                             \
-        tile_body(KIND, NT, n, s, s_stride, x, bx, y, y_stride, a, a_stride);                                     \
+        tile_body(KIND, NT, n, s, s_stride, x, bx, a, a_stride);                                                  \
     }
 TILE_FN(zl_q4_0_tile2_vnni, 0, 2)
 TILE_FN(zl_q4_0_tile3_vnni, 0, 3)
