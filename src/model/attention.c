@@ -88,15 +88,14 @@ enum { CB = 16 };
 
 /* Columns c0 .. c0 + nc - 1 (nc <= CB); inlined with nc = CB for whole blocks, so those loops have a constant trip
  * count and are vectorized. */
-static inline __attribute__((always_inline)) void reduce_cols(const float *lanes, int32_t hd, int w, int n_acc,
+static inline __attribute__((always_inline)) void reduce_cols(const float *const *row, int w, int n_acc,
                                                               int32_t c0, int nc, float *out)
 {
     float v[16][CB];
     for (int l = 0; l < w; l++) {
-        const float *r0 = lanes + (size_t)l * hd + c0;
+        const float *r0 = row[l] + c0;
         if (n_acc == 4) { /* the 4 accumulators of vec_dot: (a0 + a2) + (a1 + a3) */
-            const float *r1 = r0 + (size_t)w * hd, *r2 = r0 + (size_t)(2 * w) * hd;
-            const float *r3 = r0 + (size_t)(3 * w) * hd;
+            const float *r1 = row[w + l] + c0, *r2 = row[2 * w + l] + c0, *r3 = row[3 * w + l] + c0;
             for (int j = 0; j < nc; j++)
                 v[l][j] = (r0[j] + r2[j]) + (r1[j] + r3[j]);
         } else {
@@ -124,13 +123,22 @@ static inline __attribute__((always_inline)) void reduce_cols(const float *lanes
     }
 }
 
-static void reduce_lanes(const float *lanes, int32_t hd, int w, int n_acc, float *out)
+/* Zeros for the lanes no position reached (the same +0.0 a zeroed lane holds), up to this head size. */
+enum { ZERO_ROW = 1024 };
+static const float zero_row[ZERO_ROW];
+
+/* The lane sums of lanes (n_acc * w rows of hd); used: NULL when every lane was written, else which were (the others
+ * are read as zeros from zero_row, so they need no clearing and cost no memory traffic). */
+static void reduce_lanes(const float *lanes, int32_t hd, int w, int n_acc, const bool *used, float *out)
 {
+    const float *row[ZL_ATT_MAX_LANES];
+    for (int l = 0; l < n_acc * w; l++)
+        row[l] = !used || used[l] ? lanes + (size_t)l * hd : zero_row;
     int32_t c0 = 0;
     for (; c0 + CB <= hd; c0 += CB)
-        reduce_cols(lanes, hd, w, n_acc, c0, CB, out);
+        reduce_cols(row, w, n_acc, c0, CB, out);
     if (c0 < hd)
-        reduce_cols(lanes, hd, w, n_acc, c0, (int)(hd - c0), out);
+        reduce_cols(row, w, n_acc, c0, (int)(hd - c0), out);
 }
 
 typedef struct att_task {
@@ -213,11 +221,22 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
         for (int32_t k = lo / bs; k * bs < n_ctx; k++)
             blk[k] = zl_kv_block(t->kv, t->il, tab[k]) + ((size_t)bs * kv_dim + (size_t)hk * hd) * elt;
         zl_attn_v_lanes_f16_avx2(lanes, n_lanes, hd, blk, bs, (size_t)kv_dim * elt, sc, lo, n_ctx);
-        reduce_lanes(lanes, hd, w, n_acc, o);
+        reduce_lanes(lanes, hd, w, n_acc, NULL, o);
         return;
     }
 #endif
-    memset(lanes, 0, (size_t)n_lanes * hd * sizeof *lanes);
+    /* fewer positions than lanes (short contexts): only the lanes they reach are cleared and read */
+    bool used_buf[ZL_ATT_MAX_LANES], *used = NULL;
+    if (n_ctx - lo < n_lanes && hd <= ZERO_ROW) {
+        used = used_buf;
+        memset(used, 0, sizeof used_buf);
+        for (int32_t p0 = lo; p0 < n_ctx; p0++) {
+            used[p0 % n_lanes] = true;
+            memset(lanes + (size_t)(p0 % n_lanes) * hd, 0, (size_t)hd * sizeof *lanes);
+        }
+    } else {
+        memset(lanes, 0, (size_t)n_lanes * hd * sizeof *lanes);
+    }
     for (int32_t t0 = lo - lo % bs; t0 < n_ctx; t0 += bs) {
         const char *base = zl_kv_block(t->kv, t->il, tab[t0 / bs]);
         const int32_t n = n_ctx - t0 < bs ? n_ctx - t0 : bs;
@@ -240,7 +259,7 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
             }
         }
     }
-    reduce_lanes(lanes, hd, w, n_acc, o);
+    reduce_lanes(lanes, hd, w, n_acc, used, o);
 }
 
 static void att_worker(void *ctx, int ith, int nth)
