@@ -646,20 +646,42 @@ void zl_get_row(const zl_tensor *w, int64_t row, float *y)
 
 /* ---- float ops ---- */
 
+/* Row xr scaled by 1 / sqrt(sum / d + eps), then by g (when given). */
+static void rms_scale(float *yr, const float *xr, const float *g, int64_t d, double sum, float eps)
+{
+    const float mean = (float)(sum / (double)d);
+    const float scale = 1.0f / sqrtf(mean + eps);
+    if (g) {
+        for (int64_t i = 0; i < d; i++) yr[i] = (xr[i] * scale) * g[i];
+    } else {
+        for (int64_t i = 0; i < d; i++) yr[i] = xr[i] * scale;
+    }
+}
+
+/* ggml's order: each row's squares (rounded as floats) added one by one into a double. That chain is bound by the
+ * addition's latency, so rows go 4 at a time, their 4 chains interleaved (each still in its own order). */
 void zl_rmsnorm(float *y, const float *x, const float *g, int64_t n_tok, int64_t d, float eps)
 {
-    for (int64_t t = 0; t < n_tok; t++) {
+    int64_t t = 0;
+    for (; t + 4 <= n_tok; t += 4) {
+        const float *x0 = x + t * d, *x1 = x0 + d, *x2 = x1 + d, *x3 = x2 + d;
+        double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+        for (int64_t i = 0; i < d; i++) {
+            s0 += (double)(x0[i] * x0[i]);
+            s1 += (double)(x1[i] * x1[i]);
+            s2 += (double)(x2[i] * x2[i]);
+            s3 += (double)(x3[i] * x3[i]);
+        }
+        rms_scale(y + t * d, x0, g, d, s0, eps);
+        rms_scale(y + (t + 1) * d, x1, g, d, s1, eps);
+        rms_scale(y + (t + 2) * d, x2, g, d, s2, eps);
+        rms_scale(y + (t + 3) * d, x3, g, d, s3, eps);
+    }
+    for (; t < n_tok; t++) {
         const float *xr = x + t * d;
-        float *yr = y + t * d;
         double sum = 0.0;
         for (int64_t i = 0; i < d; i++) sum += (double)(xr[i] * xr[i]);
-        const float mean = (float)(sum / (double)d);
-        const float scale = 1.0f / sqrtf(mean + eps);
-        if (g) {
-            for (int64_t i = 0; i < d; i++) yr[i] = (xr[i] * scale) * g[i];
-        } else {
-            for (int64_t i = 0; i < d; i++) yr[i] = xr[i] * scale;
-        }
+        rms_scale(y + t * d, xr, g, d, sum, eps);
     }
 }
 
@@ -832,20 +854,21 @@ void zl_cpu_for(zl_cpu *cpu, int64_t n, int64_t work_per_item, zl_item_fn fn, vo
 typedef struct rows_args {
     float *y;
     const float *x, *g, *u;
-    int64_t d;
+    int64_t d, n; /* n: rows in all (zl_rmsnorm_mt) */
     float eps;
 } rows_args;
 
-static void rmsnorm_item(void *ctx, int64_t i)
+static void rmsnorm_item(void *ctx, int64_t i) /* rows 4i .. 4i + 3 (fewer at the end) */
 {
     const rows_args *a = ctx;
-    zl_rmsnorm(a->y + i * a->d, a->x + i * a->d, a->g, 1, a->d, a->eps);
+    const int64_t n = a->n - 4 * i < 4 ? a->n - 4 * i : 4;
+    zl_rmsnorm(a->y + 4 * i * a->d, a->x + 4 * i * a->d, a->g, n, a->d, a->eps);
 }
 
 void zl_rmsnorm_mt(zl_cpu *cpu, float *y, const float *x, const float *g, int64_t n_tok, int64_t d, float eps)
 {
-    rows_args a = {.y = y, .x = x, .g = g, .d = d, .eps = eps};
-    zl_cpu_for(cpu, n_tok, d, rmsnorm_item, &a);
+    rows_args a = {.y = y, .x = x, .g = g, .d = d, .eps = eps, .n = n_tok};
+    zl_cpu_for(cpu, (n_tok + 3) / 4, 4 * d, rmsnorm_item, &a);
 }
 
 static void silu_item(void *ctx, int64_t i)
