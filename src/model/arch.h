@@ -15,6 +15,7 @@
 
 /* Lane accumulators of the attention's weighted sum of V: ggml's dot over positions, 4 vectors of 16 floats. */
 #define ZL_ATT_MAX_LANES 64
+#define ZL_ATT_GROUP 4 /* query heads whose scores one pass over K makes (attention.c) */
 
 /* One transformer block. Norm vectors are float (zero-copy when the file stores F32). Optional tensors are
  * NULL / have data == NULL. */
@@ -96,8 +97,9 @@ struct zl_fwd {
 
     int thr_cap;         /* threads the attention scratch is sized for */
     int32_t ctx_cap;     /* positions per thread in scores */
-    float *scores;       /* (thr_cap, ctx_cap) attention weights */
-    void *q_conv;        /* (thr_cap, head_dim) the query in the cache's type (F16 caches) */
+    float *scores;       /* (thr_cap, ZL_ATT_GROUP, ctx_cap) attention weights */
+    void *q_conv;        /* (thr_cap, ZL_ATT_GROUP + 1, head_dim) floats: the query in the cache's type (F16
+                          * caches), then up to ZL_ATT_GROUP queries widened from it */
     float *v_row;        /* (thr_cap, head_dim) a V row converted to float */
     float *v_lanes;      /* (thr_cap, ZL_ATT_MAX_LANES, head_dim) lane accumulators of the weighted sum of V */
     int32_t blk_cap;     /* KV blocks per thread in v_blk (enough for ctx_cap positions) */

@@ -68,6 +68,9 @@ void zl_attn_fma_row_f16_avx2(float *acc, const uint16_t *v, float w, int32_t n)
 void zl_attn_round_f16_avx2(float *x, int32_t n);
 void zl_attn_v_lanes_f16_avx2(float *lanes, int n_lanes, int32_t hd, const char *const *blk, int32_t bs,
                               size_t row_stride, const float *w, int32_t p0, int32_t p1);
+void zl_f16_vec_dot_gemm_avx512(int64_t n, float *s, const void *x, const void *y); /* quant_avx512.c */
+void zl_f16_dot_gemm_rows_avx512(int64_t n, int g, int64_t n_rows, float *s, size_t s_stride, const void *k,
+                                 size_t k_stride, const float *q);
 #endif
 
 static void fma_row(float *acc, const float *v, float w, int32_t n)
@@ -151,10 +154,12 @@ typedef struct att_task {
     float *att;
     int width;  /* zl_cpu_simd_width(); 1 is treated as 8 (the portable path keeps the AVX2 order) */
     bool simd;  /* a vector kernel set is active (tinyBLAS's order exists only there) */
+    int group;  /* query heads per item (attend_group for tokens in tinyBLAS's order; 1: attend_one only) */
 } att_task;
 
-/* One (token, head): scores into sc, softmax, weighted sum of V rows into o. */
-static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
+/* One (token, head): scores into sc (or, when sc_pre is given, those scores, already made by attend_group),
+ * softmax, weighted sum of V rows into o. */
+static void attend_one(const att_task *t, int32_t i, int32_t h, int ith, float *sc_pre)
 {
     const zl_hparams *hp = &t->m->hp;
     const zl_kv_params *p = zl_kv_get_params(t->kv);
@@ -167,7 +172,7 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
     const float scale = t->m->kq_scale;
     const float *q = t->q + (size_t)i * (size_t)hp->n_head * hd + (size_t)h * hd;
     float *o = t->att + (size_t)i * (size_t)hp->n_head * hd + (size_t)h * hd;
-    float *sc = t->f->scores + (size_t)ith * (size_t)t->f->ctx_cap;
+    float *sc = sc_pre ? sc_pre : t->f->scores + (size_t)ith * ZL_ATT_GROUP * (size_t)t->f->ctx_cap;
     float *vrow = t->f->v_row + (size_t)ith * hd;
     int32_t n_blk;
     const int32_t *tab = zl_kv_seq_blocks(t->kv, t->b->seq[i], &n_blk);
@@ -180,8 +185,8 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
                                                                                       : tr->vec_dot;
     const int n_acc = gemm && hd % 4 == 0 ? 1 : 4;
     const void *qv = q;
-    if (f16) {
-        void *qc = (char *)t->f->q_conv + (size_t)ith * hd * sizeof(float);
+    if (f16 && !sc_pre) {
+        void *qc = (char *)t->f->q_conv + (size_t)ith * (ZL_ATT_GROUP + 1) * hd * sizeof(float);
         tr->from_float_act(q, qc, hd); /* f16: the same halves as from_float, with F16C where present */
         qv = qc;
     }
@@ -189,7 +194,7 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
     /* Scores, block by block: slot j of a block holds K at base + j*kv_dim, V at base + (bs + j)*kv_dim. */
     for (int32_t p0 = sm0; p0 < lo; p0++)
         sc[p0] = -INFINITY;
-    for (int32_t t0 = lo - lo % bs; t0 < n_ctx; t0 += bs) {
+    for (int32_t t0 = lo - lo % bs; t0 < n_ctx && !sc_pre; t0 += bs) {
         const char *base = zl_kv_block(t->kv, t->il, tab[t0 / bs]);
         const int32_t n = n_ctx - t0 < bs ? n_ctx - t0 : bs;
         for (int32_t j = t0 < lo ? lo - t0 : 0; j < n; j++) {
@@ -262,14 +267,65 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
     reduce_lanes(lanes, hd, w, n_acc, used, o);
 }
 
+#ifdef ZL_ATT_AVX2_ROWS
+/* Query heads h0 .. h0 + g - 1 of token i, which share one KV head, in tinyBLAS's order (F16 cache, a batch of 2+
+ * tokens, the avx512 sets): their scores from one pass over the K rows, each row widened once for the g queries
+ * (zl_f16_dot_gemm_rows_avx512: attend_one's bits), then each head's softmax and weighted sum of V on its own. */
+static void attend_group(const att_task *t, int32_t i, int32_t h0, int g, int ith)
+{
+    const zl_hparams *hp = &t->m->hp;
+    const zl_kv_params *p = zl_kv_get_params(t->kv);
+    const int32_t hd = hp->head_dim, kv_dim = p->kv_dim, bs = p->block_size;
+    const int32_t hk = h0 / (hp->n_head / hp->n_head_kv);
+    const int32_t n_ctx = t->b->pos[i] + 1;
+    const int32_t n_swa = t->m->layers[t->il].swa ? hp->n_swa : 0;
+    const int32_t lo = n_swa > 0 && n_ctx > n_swa ? n_ctx - n_swa : 0;
+    const size_t cap = (size_t)t->f->ctx_cap;
+    float *sc = t->f->scores + (size_t)ith * ZL_ATT_GROUP * cap;
+    const zl_type_traits *tr = zl_type_traits_get(ZL_F16);
+    float *qc = (float *)t->f->q_conv + (size_t)ith * (ZL_ATT_GROUP + 1) * hd; /* hd floats: room for the halves */
+    float *q32 = qc + hd;
+    for (int k = 0; k < g; k++) { /* each query rounded to F16 as attend_one's, then widened back */
+        tr->from_float_act(t->q + ((size_t)i * (size_t)hp->n_head + (size_t)(h0 + k)) * hd, qc, hd);
+        tr->to_float(qc, q32 + (size_t)k * hd, hd);
+    }
+    int32_t n_blk;
+    const int32_t *tab = zl_kv_seq_blocks(t->kv, t->b->seq[i], &n_blk);
+    for (int32_t t0 = lo - lo % bs; t0 < n_ctx; t0 += bs) {
+        const char *base = zl_kv_block(t->kv, t->il, tab[t0 / bs]);
+        const int32_t n = n_ctx - t0 < bs ? n_ctx - t0 : bs, j0 = t0 < lo ? lo - t0 : 0;
+        zl_f16_dot_gemm_rows_avx512(hd, g, n - j0, sc + t0 + j0, cap,
+                                    base + ((size_t)j0 * kv_dim + (size_t)hk * hd) * sizeof(uint16_t),
+                                    (size_t)kv_dim * sizeof(uint16_t), q32);
+    }
+    const float scale = t->m->kq_scale;
+    for (int k = 0; k < g; k++) {
+        float *sk = sc + (size_t)k * cap;
+        for (int32_t p0 = lo; p0 < n_ctx; p0++)
+            sk[p0] *= scale;
+        attend_one(t, i, h0 + k, ith, sk);
+    }
+}
+#endif
+
 static void att_worker(void *ctx, int ith, int nth)
 {
     const att_task *t = ctx;
-    const int32_t n_head = t->m->hp.n_head;
-    const int64_t n_items = (int64_t)t->b->n * n_head;
-    /* Interleaved: neighbouring items have similar cost (same token, nearby tokens), so threads stay balanced. */
-    for (int64_t it = ith; it < n_items; it += nth)
-        attend_one(t, (int32_t)(it / n_head), (int32_t)(it % n_head), ith);
+    const int32_t n_head = t->m->hp.n_head, g = t->group;
+    const int64_t n_items = (int64_t)t->b->n * (n_head / g);
+    /* Interleaved: neighbouring items have similar cost (same token, nearby tokens), so threads stay balanced. Each
+     * item is g query heads of one token that share a KV head. */
+    for (int64_t it = ith; it < n_items; it += nth) {
+        const int32_t i = (int32_t)(it / (n_head / g)), h0 = (int32_t)(it % (n_head / g)) * g;
+#ifdef ZL_ATT_AVX2_ROWS
+        if (g > 1 && t->f->tok_gemm[i]) {
+            attend_group(t, i, h0, g, ith);
+            continue;
+        }
+#endif
+        for (int32_t h = h0; h < h0 + g; h++)
+            attend_one(t, i, h, ith, NULL);
+    }
 }
 
 void zl_attention_paged(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, int32_t il,
@@ -277,6 +333,14 @@ void zl_attention_paged(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, co
 {
     const int w = zl_cpu_simd_width();
     att_task t = {.m = m, .kv = kv, .f = f, .b = b, .il = il, .q = q, .att = att, .width = w == 16 ? 16 : 8,
-                  .simd = w > 1};
+                  .simd = w > 1, .group = 1};
+#ifdef ZL_ATT_AVX2_ROWS
+    /* query heads that share a KV head go together where attend_group's kernel is the cache's vec_dot_gemm */
+    const zl_type_traits *tr = zl_type_traits_get(zl_kv_get_params(kv)->type);
+    const int32_t gq = m->hp.n_head / m->hp.n_head_kv;
+    if (zl_kv_get_params(kv)->type == ZL_F16 && tr->vec_dot_gemm == zl_f16_vec_dot_gemm_avx512 &&
+        m->hp.head_dim % 16 == 0)
+        t.group = gq % 4 == 0 ? 4 : gq % 3 == 0 ? 3 : gq % 2 == 0 ? 2 : 1;
+#endif
     zl_pool_run(zl_cpu_pool(cpu), att_worker, &t);
 }

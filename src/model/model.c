@@ -756,8 +756,8 @@ static int fwd_fit(const zl_model *m, zl_fwd *f, const zl_kv *kv, int nth, zl_er
         const int n_thr = nth > f->thr_cap ? nth : f->thr_cap;
         const int32_t n_ctx = ctx > f->ctx_cap ? ctx : f->ctx_cap;
         const size_t hd = (size_t)m->hp.head_dim;
-        float *sc = malloc((size_t)n_thr * (size_t)n_ctx * sizeof *sc);
-        void *qc = malloc((size_t)n_thr * hd * sizeof(float));
+        float *sc = malloc((size_t)n_thr * ZL_ATT_GROUP * (size_t)n_ctx * sizeof *sc);
+        void *qc = malloc((size_t)n_thr * (ZL_ATT_GROUP + 1) * hd * sizeof(float));
         float *vr = malloc((size_t)n_thr * hd * sizeof *vr);
         float *vl = malloc((size_t)n_thr * ZL_ATT_MAX_LANES * hd * sizeof *vl);
         const int32_t n_blk = n_ctx / p->block_size + 2 > f->blk_cap ? n_ctx / p->block_size + 2 : f->blk_cap;

@@ -291,6 +291,11 @@ void zl_f16_vec_dot_gemm_avx512(int64_t n, float *s, const void *x, const void *
  * zl_f16_vec_dot_gemm_avx512 of row r and token t, bit for bit. n % 16 == 0. */
 void zl_f16_gemm_4x4_avx512(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
                             size_t y_stride);
+/* n_rows F16 rows (k_stride bytes apart) x g query vectors already widened to float (q + h * n, g <= 8, each the
+ * float value of an F16 half): s[h * s_stride + r] is zl_f16_vec_dot_gemm_avx512 of row r and the halves of query h,
+ * bit for bit; each row is converted once for the g queries. n % 16 == 0. */
+void zl_f16_dot_gemm_rows_avx512(int64_t n, int g, int64_t n_rows, float *s, size_t s_stride, const void *k,
+                                 size_t k_stride, const float *q);
 /* zl_q8_0_vec_dot_rows4_avx2 with AVX-512 BW/VL/VNNI (a function-level target): the same bits; call only when the
  * "avx512vnni" kernel set is active. */
 void zl_q8_0_vec_dot_rows4_avx512vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);

@@ -126,6 +126,57 @@ void zl_f16_gemm_4x4_avx512(int64_t n, float *s, size_t s_stride, const void *vx
             s[(size_t)t * s_stride + (size_t)r] = reduce16(acc[r][t]);
 }
 
+static inline __attribute__((always_inline)) void f16_dot_rows(const int g, int64_t n, int64_t n_rows, float *s,
+                                                                size_t s_stride, const void *k, size_t k_stride,
+                                                                const float *q)
+{
+    int64_t r = 0;
+    for (; r + 2 <= n_rows; r += 2) { /* two rows share each query load */
+        const uint16_t *k0 = (const uint16_t *)(const void *)((const char *)k + (size_t)r * k_stride);
+        const uint16_t *k1 = (const uint16_t *)(const void *)((const char *)k0 + k_stride);
+        __m512 a0[8], a1[8];
+        _Pragma("GCC unroll 8") for (int h = 0; h < g; h++) a0[h] = a1[h] = _mm512_setzero_ps();
+        for (int64_t i = 0; i < n; i += 16) {
+            const __m512 x0 = load_f16x16(k0 + i), x1 = load_f16x16(k1 + i);
+            _Pragma("GCC unroll 8") for (int h = 0; h < g; h++)
+            {
+                const __m512 y = _mm512_loadu_ps(q + (size_t)h * (size_t)n + i);
+                a0[h] = _mm512_fmadd_ps(x0, y, a0[h]);
+                a1[h] = _mm512_fmadd_ps(x1, y, a1[h]);
+            }
+        }
+        _Pragma("GCC unroll 8") for (int h = 0; h < g; h++)
+        {
+            s[(size_t)h * s_stride + (size_t)r] = reduce16(a0[h]);
+            s[(size_t)h * s_stride + (size_t)r + 1] = reduce16(a1[h]);
+        }
+    }
+    for (; r < n_rows; r++) {
+        const uint16_t *k0 = (const uint16_t *)(const void *)((const char *)k + (size_t)r * k_stride);
+        __m512 a0[8];
+        _Pragma("GCC unroll 8") for (int h = 0; h < g; h++) a0[h] = _mm512_setzero_ps();
+        for (int64_t i = 0; i < n; i += 16) {
+            const __m512 x0 = load_f16x16(k0 + i);
+            _Pragma("GCC unroll 8") for (int h = 0; h < g; h++) a0[h] =
+                _mm512_fmadd_ps(x0, _mm512_loadu_ps(q + (size_t)h * (size_t)n + i), a0[h]);
+        }
+        _Pragma("GCC unroll 8") for (int h = 0; h < g; h++) s[(size_t)h * s_stride + (size_t)r] = reduce16(a0[h]);
+    }
+}
+
+void zl_f16_dot_gemm_rows_avx512(int64_t n, int g, int64_t n_rows, float *s, size_t s_stride, const void *k,
+                                 size_t k_stride, const float *q)
+{
+    switch (g) {
+    case 2: f16_dot_rows(2, n, n_rows, s, s_stride, k, k_stride, q); break;
+    case 3: f16_dot_rows(3, n, n_rows, s, s_stride, k, k_stride, q); break;
+    case 4: f16_dot_rows(4, n, n_rows, s, s_stride, k, k_stride, q); break;
+    default: /* other group sizes, a query at a time */
+        for (int h = 0; h < g; h++)
+            f16_dot_rows(1, n, n_rows, s + (size_t)h * s_stride, s_stride, k, k_stride, q + (size_t)h * (size_t)n);
+    }
+}
+
 /* exp(x), 16 lanes: the Arm optimized-routines polynomial as ggml's AVX-512 build evaluates it. */
 static inline __m512 exp16(__m512 x)
 {
