@@ -71,6 +71,8 @@ void zl_attn_v_lanes_f16_avx2(float *lanes, int n_lanes, int32_t hd, const char 
 void zl_f16_vec_dot_gemm_avx512(int64_t n, float *s, const void *x, const void *y); /* quant_avx512.c */
 void zl_f16_dot_gemm_rows_avx512(int64_t n, int g, int64_t n_rows, float *s, size_t s_stride, const void *k,
                                  size_t k_stride, const float *q);
+void zl_attn_v_lanes_f16_group_avx512(float *lanes, int g, int n_lanes, int32_t hd, const char *const *blk, int32_t bs,
+                                      size_t row_stride, const float *w, size_t w_stride, int32_t p0, int32_t p1);
 #endif
 
 static void fma_row(float *acc, const float *v, float w, int32_t n)
@@ -299,12 +301,36 @@ static void attend_group(const att_task *t, int32_t i, int32_t h0, int g, int it
                                     (size_t)kv_dim * sizeof(uint16_t), q32);
     }
     const float scale = t->m->kq_scale;
+    const int w = t->width; /* attend_one's lanes in tinyBLAS's order: w of them */
+    if (n_ctx - lo < 4 * w || g * w > ZL_ATT_MAX_LANES) { /* attend_one's row-by-row weighted sum */
+        for (int k = 0; k < g; k++) {
+            float *sk = sc + (size_t)k * cap;
+            for (int32_t p0 = lo; p0 < n_ctx; p0++)
+                sk[p0] *= scale;
+            attend_one(t, i, h0 + k, ith, sk);
+        }
+        return;
+    }
+    /* attend_one's steps for each head up to its weighted sum of V, which then runs for the g heads at once (each V
+     * row widened once), into g sets of w lanes side by side in the thread's lane buffer */
+    const int32_t sm0 = lo & ~15;
     for (int k = 0; k < g; k++) {
         float *sk = sc + (size_t)k * cap;
         for (int32_t p0 = lo; p0 < n_ctx; p0++)
             sk[p0] *= scale;
-        attend_one(t, i, h0 + k, ith, sk);
+        for (int32_t p0 = sm0; p0 < lo; p0++)
+            sk[p0] = -INFINITY;
+        zl_softmax(sk + sm0, n_ctx - sm0);
+        zl_attn_round_f16_avx2(sk + lo, n_ctx - lo);
     }
+    float *lanes = t->f->v_lanes + (size_t)ith * ZL_ATT_MAX_LANES * hd;
+    const char **blk = (const char **)t->f->v_blk + (size_t)ith * (size_t)t->f->blk_cap;
+    for (int32_t k = lo / bs; k * bs < n_ctx; k++)
+        blk[k] = zl_kv_block(t->kv, t->il, tab[k]) + ((size_t)bs * kv_dim + (size_t)hk * hd) * sizeof(uint16_t);
+    zl_attn_v_lanes_f16_group_avx512(lanes, g, w, hd, blk, bs, (size_t)kv_dim * sizeof(uint16_t), sc, cap, lo, n_ctx);
+    for (int k = 0; k < g; k++)
+        reduce_lanes(lanes + (size_t)k * w * hd, hd, w, 1, NULL,
+                     t->att + ((size_t)i * (size_t)hp->n_head + (size_t)(h0 + k)) * hd);
 }
 #endif
 
