@@ -101,7 +101,8 @@ struct zl_fwd {
     void *q_conv;        /* (thr_cap, ZL_ATT_GROUP + 1, head_dim) floats: the query in the cache's type (F16
                           * caches), then up to ZL_ATT_GROUP queries widened from it */
     float *v_row;        /* (thr_cap, head_dim) a V row converted to float */
-    float *v_lanes;      /* (thr_cap, ZL_ATT_MAX_LANES, head_dim) lane accumulators of the weighted sum of V */
+    float *v_lanes;      /* (thr_cap, ZL_ATT_GROUP * ZL_ATT_MAX_LANES, head_dim) lane accumulators of the weighted
+                          * sum of V (attend_group: up to ZL_ATT_GROUP heads' side by side) */
     int32_t blk_cap;     /* KV blocks per thread in v_blk (enough for ctx_cap positions) */
     void *v_blk;         /* (thr_cap, blk_cap) const char *: one head's V rows in each block of a sequence */
 };

@@ -68,7 +68,10 @@ void zl_attn_fma_row_f16_avx2(float *acc, const uint16_t *v, float w, int32_t n)
 void zl_attn_round_f16_avx2(float *x, int32_t n);
 void zl_attn_v_lanes_f16_avx2(float *lanes, int n_lanes, int32_t hd, const char *const *blk, int32_t bs,
                               size_t row_stride, const float *w, int32_t p0, int32_t p1);
-void zl_f16_vec_dot_gemm_avx512(int64_t n, float *s, const void *x, const void *y); /* quant_avx512.c */
+void zl_f16_vec_dot_avx512(int64_t n, float *s, const void *x, const void *y); /* quant_avx512.c */
+void zl_f16_vec_dot_gemm_avx512(int64_t n, float *s, const void *x, const void *y);
+void zl_f16_dot_vec_rows_avx512(int64_t n, int g, int64_t n_rows, float *s, size_t s_stride, const void *k,
+                                size_t k_stride, const float *q);
 void zl_f16_dot_gemm_rows_avx512(int64_t n, int g, int64_t n_rows, float *s, size_t s_stride, const void *k,
                                  size_t k_stride, const float *q);
 void zl_attn_v_lanes_f16_group_avx512(float *lanes, int g, int n_lanes, int32_t hd, const char *const *blk, int32_t bs,
@@ -219,7 +222,7 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith, float *
 
     /* Weighted sum of V rows, lane by lane (see the file header). */
     const int n_lanes = n_acc * w;
-    float *lanes = t->f->v_lanes + (size_t)ith * ZL_ATT_MAX_LANES * hd;
+    float *lanes = t->f->v_lanes + (size_t)ith * ZL_ATT_GROUP * ZL_ATT_MAX_LANES * hd;
 #ifdef ZL_ATT_AVX2_ROWS
     if (f16 && simd && hd % 8 == 0 && n_ctx - lo >= 4 * n_lanes) {
         /* lane by lane, in registers (same bits); with fewer than ~4 positions per lane, zeroing the lanes and
@@ -270,9 +273,12 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith, float *
 }
 
 #ifdef ZL_ATT_AVX2_ROWS
-/* Query heads h0 .. h0 + g - 1 of token i, which share one KV head, in tinyBLAS's order (F16 cache, a batch of 2+
- * tokens, the avx512 sets): their scores from one pass over the K rows, each row widened once for the g queries
- * (zl_f16_dot_gemm_rows_avx512: attend_one's bits), then each head's softmax and weighted sum of V on its own. */
+/* Query heads h0 .. h0 + g - 1 of token i, which share one KV head (F16 cache, the avx512 sets), in the token's order
+ * (vec_dot or tinyBLAS's, as attend_one): their scores from one pass over the K rows, each row widened once for the g
+ * queries (zl_f16_dot_vec_rows_avx512 / zl_f16_dot_gemm_rows_avx512), each head's softmax as attend_one's, then the
+ * weighted sum of V for the g heads in one pass, each V row slice widened once (zl_attn_v_lanes_f16_group_avx512,
+ * attend_one's lanes side by side), and each head's lane sums. The same bits as attend_one, with K and V read once
+ * per group instead of once per head. */
 static void attend_group(const att_task *t, int32_t i, int32_t h0, int g, int ith)
 {
     const zl_hparams *hp = &t->m->hp;
@@ -282,6 +288,9 @@ static void attend_group(const att_task *t, int32_t i, int32_t h0, int g, int it
     const int32_t n_ctx = t->b->pos[i] + 1;
     const int32_t n_swa = t->m->layers[t->il].swa ? hp->n_swa : 0;
     const int32_t lo = n_swa > 0 && n_ctx > n_swa ? n_ctx - n_swa : 0;
+    const int32_t sm0 = lo & ~15;
+    const bool gemm = t->f->tok_gemm[i];
+    const int w = t->width, n_acc = gemm ? 1 : 4, n_lanes = n_acc * w;
     const size_t cap = (size_t)t->f->ctx_cap;
     float *sc = t->f->scores + (size_t)ith * ZL_ATT_GROUP * cap;
     const zl_type_traits *tr = zl_type_traits_get(ZL_F16);
@@ -296,24 +305,11 @@ static void attend_group(const att_task *t, int32_t i, int32_t h0, int g, int it
     for (int32_t t0 = lo - lo % bs; t0 < n_ctx; t0 += bs) {
         const char *base = zl_kv_block(t->kv, t->il, tab[t0 / bs]);
         const int32_t n = n_ctx - t0 < bs ? n_ctx - t0 : bs, j0 = t0 < lo ? lo - t0 : 0;
-        zl_f16_dot_gemm_rows_avx512(hd, g, n - j0, sc + t0 + j0, cap,
-                                    base + ((size_t)j0 * kv_dim + (size_t)hk * hd) * sizeof(uint16_t),
-                                    (size_t)kv_dim * sizeof(uint16_t), q32);
+        (gemm ? zl_f16_dot_gemm_rows_avx512 : zl_f16_dot_vec_rows_avx512)(
+            hd, g, n - j0, sc + t0 + j0, cap, base + ((size_t)j0 * kv_dim + (size_t)hk * hd) * sizeof(uint16_t),
+            (size_t)kv_dim * sizeof(uint16_t), q32);
     }
     const float scale = t->m->kq_scale;
-    const int w = t->width; /* attend_one's lanes in tinyBLAS's order: w of them */
-    if (n_ctx - lo < 4 * w || g * w > ZL_ATT_MAX_LANES) { /* attend_one's row-by-row weighted sum */
-        for (int k = 0; k < g; k++) {
-            float *sk = sc + (size_t)k * cap;
-            for (int32_t p0 = lo; p0 < n_ctx; p0++)
-                sk[p0] *= scale;
-            attend_one(t, i, h0 + k, ith, sk);
-        }
-        return;
-    }
-    /* attend_one's steps for each head up to its weighted sum of V, which then runs for the g heads at once (each V
-     * row widened once), into g sets of w lanes side by side in the thread's lane buffer */
-    const int32_t sm0 = lo & ~15;
     for (int k = 0; k < g; k++) {
         float *sk = sc + (size_t)k * cap;
         for (int32_t p0 = lo; p0 < n_ctx; p0++)
@@ -323,13 +319,21 @@ static void attend_group(const att_task *t, int32_t i, int32_t h0, int g, int it
         zl_softmax(sk + sm0, n_ctx - sm0);
         zl_attn_round_f16_avx2(sk + lo, n_ctx - lo);
     }
-    float *lanes = t->f->v_lanes + (size_t)ith * ZL_ATT_MAX_LANES * hd;
+    float *lanes = t->f->v_lanes + (size_t)ith * ZL_ATT_GROUP * ZL_ATT_MAX_LANES * hd;
     const char **blk = (const char **)t->f->v_blk + (size_t)ith * (size_t)t->f->blk_cap;
     for (int32_t k = lo / bs; k * bs < n_ctx; k++)
         blk[k] = zl_kv_block(t->kv, t->il, tab[k]) + ((size_t)bs * kv_dim + (size_t)hk * hd) * sizeof(uint16_t);
-    zl_attn_v_lanes_f16_group_avx512(lanes, g, w, hd, blk, bs, (size_t)kv_dim * sizeof(uint16_t), sc, cap, lo, n_ctx);
+    zl_attn_v_lanes_f16_group_avx512(lanes, g, n_lanes, hd, blk, bs, (size_t)kv_dim * sizeof(uint16_t), sc, cap, lo,
+                                     n_ctx);
+    bool used_buf[ZL_ATT_MAX_LANES], *used = NULL; /* fewer positions than lanes: the lanes they reach */
+    if (n_ctx - lo < n_lanes) {
+        used = used_buf;
+        memset(used, 0, sizeof used_buf);
+        for (int32_t p0 = lo; p0 < n_ctx; p0++)
+            used[p0 % n_lanes] = true;
+    }
     for (int k = 0; k < g; k++)
-        reduce_lanes(lanes + (size_t)k * w * hd, hd, w, 1, NULL,
+        reduce_lanes(lanes + (size_t)k * n_lanes * hd, hd, w, n_acc, used,
                      t->att + ((size_t)i * (size_t)hp->n_head + (size_t)(h0 + k)) * hd);
 }
 #endif
@@ -344,7 +348,7 @@ static void att_worker(void *ctx, int ith, int nth)
     for (int64_t it = ith; it < n_items; it += nth) {
         const int32_t i = (int32_t)(it / (n_head / g)), h0 = (int32_t)(it % (n_head / g)) * g;
 #ifdef ZL_ATT_AVX2_ROWS
-        if (g > 1 && t->f->tok_gemm[i]) {
+        if (g > 1) {
             attend_group(t, i, h0, g, ith);
             continue;
         }
@@ -361,12 +365,16 @@ void zl_attention_paged(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, co
     att_task t = {.m = m, .kv = kv, .f = f, .b = b, .il = il, .q = q, .att = att, .width = w == 16 ? 16 : 8,
                   .simd = w > 1, .group = 1};
 #ifdef ZL_ATT_AVX2_ROWS
-    /* query heads that share a KV head go together where attend_group's kernel is the cache's vec_dot_gemm */
+    /* query heads that share a KV head go together (attend_group) where its kernels have the cache's orders, and
+     * where that still leaves the threads several items each (a one-token decode of a model with one KV head keeps
+     * a head per item) */
     const zl_type_traits *tr = zl_type_traits_get(zl_kv_get_params(kv)->type);
     const int32_t gq = m->hp.n_head / m->hp.n_head_kv;
+    const int g = gq % 4 == 0 ? 4 : gq % 3 == 0 ? 3 : gq % 2 == 0 ? 2 : 1;
     if (zl_kv_get_params(kv)->type == ZL_F16 && tr->vec_dot_gemm == zl_f16_vec_dot_gemm_avx512 &&
-        m->hp.head_dim % 16 == 0)
-        t.group = gq % 4 == 0 ? 4 : gq % 3 == 0 ? 3 : gq % 2 == 0 ? 2 : 1;
+        tr->vec_dot == zl_f16_vec_dot_avx512 && m->hp.head_dim % 64 == 0 &&
+        (int64_t)b->n * (m->hp.n_head / g) >= 4 * (int64_t)zl_cpu_n_threads(cpu))
+        t.group = g;
 #endif
     zl_pool_run(zl_cpu_pool(cpu), att_worker, &t);
 }

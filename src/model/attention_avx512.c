@@ -12,7 +12,8 @@ void zl_attn_v_lanes_f16_group_avx512(float *lanes, int g, int n_lanes, int32_t 
 
 /* For each head k < g (g <= 4), what zl_attn_v_lanes_f16_avx2 gives with the weights w + k * w_stride into the lanes
  * at lanes + k * n_lanes * hd: lane l, column c = fma(V[p][c], w_k[p], ...) over the positions p in [p0, p1) with
- * p % n_lanes == l, in increasing order, from +0. Each V row slice is widened once for the g heads (the per-element
+ * p % n_lanes == l, in increasing order, from +0; lanes no position reaches (fewer positions than lanes) are not
+ * written. Each V row slice is widened once for the g heads (the per-element
  * arithmetic, one fused multiply-add per position, does not depend on the vector width). V row p is at
  * blk[p / bs] + (p % bs) * row_stride. hd % 16 == 0. */
 static inline __attribute__((always_inline)) void v_lanes_group(const int g, float *lanes, int n_lanes, int32_t hd,
@@ -21,10 +22,11 @@ static inline __attribute__((always_inline)) void v_lanes_group(const int g, flo
                                                                 int32_t p1)
 {
     const int32_t jq = n_lanes / bs, jr = n_lanes % bs, l0 = p0 % n_lanes;
+    const int n_reach = p1 - p0 < n_lanes ? (int)(p1 - p0) : n_lanes; /* lanes some position reaches */
     for (int32_t c0 = 0; c0 < hd; c0 += 64) {
         const int nv = hd - c0 >= 64 ? 4 : (int)(hd - c0) / 16;
         int32_t fk = p0 / bs, fo = p0 % bs; /* block and row of the lane's first position */
-        for (int i = 0; i < n_lanes; i++) {
+        for (int i = 0; i < n_reach; i++) {
             const int l = l0 + i < n_lanes ? l0 + i : l0 + i - n_lanes;
             __m512 acc[4][4];
             _Pragma("GCC unroll 4") for (int h = 0; h < g; h++)

@@ -759,7 +759,7 @@ static int fwd_fit(const zl_model *m, zl_fwd *f, const zl_kv *kv, int nth, zl_er
         float *sc = malloc((size_t)n_thr * ZL_ATT_GROUP * (size_t)n_ctx * sizeof *sc);
         void *qc = malloc((size_t)n_thr * (ZL_ATT_GROUP + 1) * hd * sizeof(float));
         float *vr = malloc((size_t)n_thr * hd * sizeof *vr);
-        float *vl = malloc((size_t)n_thr * ZL_ATT_MAX_LANES * hd * sizeof *vl);
+        float *vl = malloc((size_t)n_thr * ZL_ATT_GROUP * ZL_ATT_MAX_LANES * hd * sizeof *vl);
         const int32_t n_blk = n_ctx / p->block_size + 2 > f->blk_cap ? n_ctx / p->block_size + 2 : f->blk_cap;
         const char **vb = malloc((size_t)n_thr * (size_t)n_blk * sizeof *vb);
         if (!sc || !qc || !vr || !vl || !vb) {

@@ -296,6 +296,9 @@ void zl_f16_gemm_4x4_avx512(int64_t n, float *s, size_t s_stride, const void *x,
  * bit for bit; each row is converted once for the g queries. n % 16 == 0. */
 void zl_f16_dot_gemm_rows_avx512(int64_t n, int g, int64_t n_rows, float *s, size_t s_stride, const void *k,
                                  size_t k_stride, const float *q);
+/* The same in zl_f16_vec_dot_avx512's order. n % 64 == 0. */
+void zl_f16_dot_vec_rows_avx512(int64_t n, int g, int64_t n_rows, float *s, size_t s_stride, const void *k,
+                                size_t k_stride, const float *q);
 /* zl_q8_0_vec_dot_rows4_avx2 with AVX-512 BW/VL/VNNI (a function-level target): the same bits; call only when the
  * "avx512vnni" kernel set is active. */
 void zl_q8_0_vec_dot_rows4_avx512vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);

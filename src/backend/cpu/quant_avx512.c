@@ -177,6 +177,46 @@ void zl_f16_dot_gemm_rows_avx512(int64_t n, int g, int64_t n_rows, float *s, siz
     }
 }
 
+/* zl_f16_vec_dot_avx512's order (4 accumulators over steps of 64, reduce4x16) for n_rows F16 rows x g widened
+ * queries, as zl_f16_dot_gemm_rows_avx512. n % 64 == 0 (no leftover loop). */
+static inline __attribute__((always_inline)) void f16_vec_rows(const int g, int64_t n, int64_t n_rows, float *s,
+                                                                size_t s_stride, const void *k, size_t k_stride,
+                                                                const float *q)
+{
+    for (int64_t r = 0; r < n_rows; r++) {
+        const uint16_t *k0 = (const uint16_t *)(const void *)((const char *)k + (size_t)r * k_stride);
+        __m512 a[4][4];
+        _Pragma("GCC unroll 4") for (int h = 0; h < g; h++)
+        {
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) a[h][j] = _mm512_setzero_ps();
+        }
+        for (int64_t i = 0; i < n; i += 64) {
+            __m512 x[4];
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) x[j] = load_f16x16(k0 + i + 16 * j);
+            _Pragma("GCC unroll 4") for (int h = 0; h < g; h++)
+            {
+                _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) a[h][j] =
+                    _mm512_fmadd_ps(x[j], _mm512_loadu_ps(q + (size_t)h * (size_t)n + i + 16 * j), a[h][j]);
+            }
+        }
+        _Pragma("GCC unroll 4") for (int h = 0; h < g; h++) s[(size_t)h * s_stride + (size_t)r] =
+            reduce4x16(a[h][0], a[h][1], a[h][2], a[h][3]);
+    }
+}
+
+void zl_f16_dot_vec_rows_avx512(int64_t n, int g, int64_t n_rows, float *s, size_t s_stride, const void *k,
+                                size_t k_stride, const float *q)
+{
+    switch (g) {
+    case 2: f16_vec_rows(2, n, n_rows, s, s_stride, k, k_stride, q); break;
+    case 3: f16_vec_rows(3, n, n_rows, s, s_stride, k, k_stride, q); break;
+    case 4: f16_vec_rows(4, n, n_rows, s, s_stride, k, k_stride, q); break;
+    default:
+        for (int h = 0; h < g; h++)
+            f16_vec_rows(1, n, n_rows, s + (size_t)h * s_stride, s_stride, k, k_stride, q + (size_t)h * (size_t)n);
+    }
+}
+
 /* exp(x), 16 lanes: the Arm optimized-routines polynomial as ggml's AVX-512 build evaluates it. */
 static inline __m512 exp16(__m512 x)
 {
