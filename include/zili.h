@@ -118,7 +118,7 @@ int zili_chat_apply(const zili_model *m, const char *tmpl_name, const zili_chat_
 
 typedef struct zili_session_params {
     int32_t n_ctx;     /* tokens of context (0: min(model's, 4096)) */
-    int32_t n_batch;   /* max tokens per forward pass (0, the default: 128-512 chosen from the model's size) */
+    int32_t n_batch;   /* max tokens per forward pass (0, the default: 64-512 chosen from the model's size) */
     int32_t n_threads; /* 0: all online CPUs */
     bool kv_f16;       /* KV cache in F16 (default) or F32 */
 } zili_session_params;

@@ -701,7 +701,7 @@ int32_t zl_model_auto_batch(const zl_model *m)
     for (size_t i = 0; i < m->n_bound; i++)
         weights += (double)m->bound[i]->size;
     int32_t batch = 512;
-    while (batch > 128 && (double)batch * per_token > weights / 32)
+    while (batch > 64 && (double)batch * per_token > weights / 32)
         batch /= 2;
     return batch;
 }
