@@ -31,7 +31,10 @@
  *     outgrows that cache (n_swa + n_ubatch cells, rounded up to 256, at most n_ctx).
  *
  * Threads: zl_attention_paged runs on the zl_cpu's pool, each (token, head) pair on one thread, writing only its
- * own head_dim slice of att and its own thread's scratch; the cache is only read.
+ * own head_dim slice of att and its own thread's scratch; the cache is only read. With an F16 cache on the avx512
+ * sets, the query heads that share a KV head (up to 4) go to one thread together where that still leaves each
+ * thread 4+ items (attend_group): K and V rows are then read and widened once for all of them, with each head's
+ * arithmetic as above.
  */
 #include <math.h>
 #include <string.h>
