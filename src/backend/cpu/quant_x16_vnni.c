@@ -35,8 +35,7 @@ static inline __attribute__((always_inline)) void x16_body(const int nt, int64_t
 {
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     __m512 acc[8];
-    for (int t = 0; t < nt; t++)
-        acc[t] = _mm512_setzero_ps();
+    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const char *blk = xg + (size_t)b * BLOCK_BYTES;
         _mm_prefetch(blk + 4 * BLOCK_BYTES, _MM_HINT_T0);
@@ -51,27 +50,40 @@ static inline __attribute__((always_inline)) void x16_body(const int nt, int64_t
             w[j] = _mm512_and_si512(raw, m4);
             w[j + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
         }
-        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++)
-        {
-            const zl_block_q8_0 *yb = (const zl_block_q8_0 *)(const void *)(y + (size_t)t * y_stride) + b;
-            const zl_x16_aux *ab = (const zl_x16_aux *)(const void *)(a + (size_t)t * a_stride) + b;
-            __m512i i0 = _mm512_set1_epi32(ab->off);
-            if (nt <= 2) { /* few chains: split each in two for latency */
-                __m512i i1 = _mm512_setzero_si512();
+        if (nt <= 2) {
+            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++)
+            {
+                const zl_block_q8_0 *yb = (const zl_block_q8_0 *)(const void *)(y + (size_t)t * y_stride) + b;
+                const zl_x16_aux *ab = (const zl_x16_aux *)(const void *)(a + (size_t)t * a_stride) + b;
+                __m512i i0 = _mm512_set1_epi32(ab->off), i1 = _mm512_setzero_si512(); /* few chains: two each */
                 for (int j = 0; j < 8; j += 2) {
                     i0 = _mm512_dpbusd_epi32(i0, w[j], _mm512_set1_epi32(load_i32(yb->qs + 4 * j)));
                     i1 = _mm512_dpbusd_epi32(i1, w[j + 1], _mm512_set1_epi32(load_i32(yb->qs + 4 * j + 4)));
                 }
                 i0 = _mm512_add_epi32(i0, i1);
-            } else {
-                for (int j = 0; j < 8; j++)
-                    i0 = _mm512_dpbusd_epi32(i0, w[j], _mm512_set1_epi32(load_i32(yb->qs + 4 * j)));
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(dx, _mm512_set1_ps(ab->d)), acc[t]);
             }
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(dx, _mm512_set1_ps(ab->d)), acc[t]);
+        } else { /* the tokens' chains interleaved step by step (each a sequence of dependent VPDPBUSD) */
+            const zl_block_q8_0 *yb[8];
+            __m512i is[8];
+            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++)
+            {
+                yb[t] = (const zl_block_q8_0 *)(const void *)(y + (size_t)t * y_stride) + b;
+                is[t] = _mm512_set1_epi32(((const zl_x16_aux *)(const void *)(a + (size_t)t * a_stride) + b)->off);
+            }
+            _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)
+            {
+                _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) is[t] =
+                    _mm512_dpbusd_epi32(is[t], w[j], _mm512_set1_epi32(load_i32(yb[t]->qs + 4 * j)));
+            }
+            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++)
+            {
+                const zl_x16_aux *ab = (const zl_x16_aux *)(const void *)(a + (size_t)t * a_stride) + b;
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[t]), _mm512_mul_ps(dx, _mm512_set1_ps(ab->d)), acc[t]);
+            }
         }
     }
-    for (int t = 0; t < nt; t++)
-        _mm512_storeu_ps(s + (size_t)t * s_stride, acc[t]);
+    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) _mm512_storeu_ps(s + (size_t)t * s_stride, acc[t]);
 }
 
 void zl_q4_0_x16_vnni(int64_t nb, float *s, size_t s_stride, const void *xg, const void *y, size_t y_stride,
