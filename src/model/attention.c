@@ -162,12 +162,11 @@ typedef struct att_task {
     float *att;
     int width;  /* zl_cpu_simd_width(); 1 is treated as 8 (the portable path keeps the AVX2 order) */
     bool simd;  /* a vector kernel set is active (tinyBLAS's order exists only there) */
-    int group;  /* query heads per item (attend_group for tokens in tinyBLAS's order; 1: attend_one only) */
+    int group;  /* query heads per item (attend_group when > 1; 1: attend_one only) */
 } att_task;
 
-/* One (token, head): scores into sc (or, when sc_pre is given, those scores, already made by attend_group),
- * softmax, weighted sum of V rows into o. */
-static void attend_one(const att_task *t, int32_t i, int32_t h, int ith, float *sc_pre)
+/* One (token, head): scores into sc, softmax, weighted sum of V rows into o. */
+static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
 {
     const zl_hparams *hp = &t->m->hp;
     const zl_kv_params *p = zl_kv_get_params(t->kv);
@@ -180,7 +179,7 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith, float *
     const float scale = t->m->kq_scale;
     const float *q = t->q + (size_t)i * (size_t)hp->n_head * hd + (size_t)h * hd;
     float *o = t->att + (size_t)i * (size_t)hp->n_head * hd + (size_t)h * hd;
-    float *sc = sc_pre ? sc_pre : t->f->scores + (size_t)ith * ZL_ATT_GROUP * (size_t)t->f->ctx_cap;
+    float *sc = t->f->scores + (size_t)ith * ZL_ATT_GROUP * (size_t)t->f->ctx_cap;
     float *vrow = t->f->v_row + (size_t)ith * hd;
     int32_t n_blk;
     const int32_t *tab = zl_kv_seq_blocks(t->kv, t->b->seq[i], &n_blk);
@@ -193,7 +192,7 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith, float *
                                                                                       : tr->vec_dot;
     const int n_acc = gemm && hd % 4 == 0 ? 1 : 4;
     const void *qv = q;
-    if (f16 && !sc_pre) {
+    if (f16) {
         void *qc = (char *)t->f->q_conv + (size_t)ith * (ZL_ATT_GROUP + 1) * hd * sizeof(float);
         tr->from_float_act(q, qc, hd); /* f16: the same halves as from_float, with F16C where present */
         qv = qc;
@@ -202,7 +201,7 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith, float *
     /* Scores, block by block: slot j of a block holds K at base + j*kv_dim, V at base + (bs + j)*kv_dim. */
     for (int32_t p0 = sm0; p0 < lo; p0++)
         sc[p0] = -INFINITY;
-    for (int32_t t0 = lo - lo % bs; t0 < n_ctx && !sc_pre; t0 += bs) {
+    for (int32_t t0 = lo - lo % bs; t0 < n_ctx; t0 += bs) {
         const char *base = zl_kv_block(t->kv, t->il, tab[t0 / bs]);
         const int32_t n = n_ctx - t0 < bs ? n_ctx - t0 : bs;
         for (int32_t j = t0 < lo ? lo - t0 : 0; j < n; j++) {
@@ -357,7 +356,7 @@ static void att_worker(void *ctx, int ith, int nth)
         }
 #endif
         for (int32_t h = h0; h < h0 + g; h++)
-            attend_one(t, i, h, ith, NULL);
+            attend_one(t, i, h, ith);
     }
 }
 
@@ -375,7 +374,7 @@ void zl_attention_paged(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, co
     const int32_t gq = m->hp.n_head / m->hp.n_head_kv;
     const int g = gq % 4 == 0 ? 4 : gq % 3 == 0 ? 3 : gq % 2 == 0 ? 2 : 1;
     if (zl_kv_get_params(kv)->type == ZL_F16 && tr->vec_dot_gemm == zl_f16_vec_dot_gemm_avx512 &&
-        tr->vec_dot == zl_f16_vec_dot_avx512 && m->hp.head_dim % 64 == 0 &&
+        tr->vec_dot == zl_f16_vec_dot_avx512 && m->hp.head_dim % 64 == 0 && m->hp.head_dim <= ZERO_ROW &&
         (int64_t)b->n * (m->hp.n_head / g) >= 4 * (int64_t)zl_cpu_n_threads(cpu))
         t.group = g;
 #endif
