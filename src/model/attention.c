@@ -165,6 +165,40 @@ typedef struct att_task {
     int group;  /* query heads per item (attend_group when > 1; 1: attend_one only) */
 } att_task;
 
+/* The first position token i attends to in this layer (sliding-window layers skip the older ones). */
+static int32_t window_start(const att_task *t, int32_t n_ctx)
+{
+    const int32_t n_swa = t->m->layers[t->il].swa ? t->m->hp.n_swa : 0;
+    return n_swa > 0 && n_ctx > n_swa ? n_ctx - n_swa : 0;
+}
+
+/* Thread ith's table of KV head hk's V rows in each block of token i's sequence from position lo on (entries from
+ * lo / bs), for the register kernels; elt: bytes per cache element. */
+static const char **v_blocks(const att_task *t, int32_t i, int32_t hk, int32_t lo, int ith)
+{
+    const zl_kv_params *p = zl_kv_get_params(t->kv);
+    const int32_t bs = p->block_size, n_ctx = t->b->pos[i] + 1;
+    const size_t elt = p->type == ZL_F16 ? 2 : 4;
+    int32_t n_blk;
+    const int32_t *tab = zl_kv_seq_blocks(t->kv, t->b->seq[i], &n_blk);
+    const char **blk = (const char **)t->f->v_blk + (size_t)ith * (size_t)t->f->blk_cap;
+    for (int32_t k = lo / bs; k * bs < n_ctx; k++)
+        blk[k] = zl_kv_block(t->kv, t->il, tab[k]) +
+                 ((size_t)bs * p->kv_dim + (size_t)hk * t->m->hp.head_dim) * elt;
+    return blk;
+}
+
+/* Which of n_lanes lanes positions [lo, n_ctx) reach, in buf; NULL when they reach every lane. */
+static bool *lanes_reached(bool buf[ZL_ATT_MAX_LANES], int n_lanes, int32_t lo, int32_t n_ctx)
+{
+    if (n_ctx - lo >= n_lanes)
+        return NULL;
+    memset(buf, 0, ZL_ATT_MAX_LANES * sizeof *buf);
+    for (int32_t p0 = lo; p0 < n_ctx; p0++)
+        buf[p0 % n_lanes] = true;
+    return buf;
+}
+
 /* One (token, head): scores into sc, softmax, weighted sum of V rows into o. */
 static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
 {
@@ -173,8 +207,7 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
     const int32_t hd = hp->head_dim, kv_dim = p->kv_dim, bs = p->block_size;
     const int32_t hk = h / (hp->n_head / hp->n_head_kv);
     const int32_t n_ctx = t->b->pos[i] + 1;
-    const int32_t n_swa = t->m->layers[t->il].swa ? hp->n_swa : 0;
-    const int32_t lo = n_swa > 0 && n_ctx > n_swa ? n_ctx - n_swa : 0; /* first position attended to */
+    const int32_t lo = window_start(t, n_ctx);                          /* first position attended to */
     const int32_t sm0 = lo & ~15;                                       /* first position of the softmax */
     const float scale = t->m->kq_scale;
     const float *q = t->q + (size_t)i * (size_t)hp->n_head * hd + (size_t)h * hd;
@@ -229,26 +262,18 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
     if (f16 && simd && hd % 8 == 0 && n_ctx - lo >= 4 * n_lanes) {
         /* lane by lane, in registers (same bits); with fewer than ~4 positions per lane, zeroing the lanes and
          * adding row by row is as fast (and measurably faster for one-token decode at short contexts) */
-        const char **blk = (const char **)t->f->v_blk + (size_t)ith * (size_t)t->f->blk_cap;
-        for (int32_t k = lo / bs; k * bs < n_ctx; k++)
-            blk[k] = zl_kv_block(t->kv, t->il, tab[k]) + ((size_t)bs * kv_dim + (size_t)hk * hd) * elt;
-        zl_attn_v_lanes_f16_avx2(lanes, n_lanes, hd, blk, bs, (size_t)kv_dim * elt, sc, lo, n_ctx);
+        zl_attn_v_lanes_f16_avx2(lanes, n_lanes, hd, v_blocks(t, i, hk, lo, ith), bs, (size_t)kv_dim * elt, sc, lo,
+                                 n_ctx);
         reduce_lanes(lanes, hd, w, n_acc, NULL, o);
         return;
     }
 #endif
     /* fewer positions than lanes (short contexts): only the lanes they reach are cleared and read */
-    bool used_buf[ZL_ATT_MAX_LANES], *used = NULL;
-    if (n_ctx - lo < n_lanes && hd <= ZERO_ROW) {
-        used = used_buf;
-        memset(used, 0, sizeof used_buf);
-        for (int32_t p0 = lo; p0 < n_ctx; p0++) {
-            used[p0 % n_lanes] = true;
-            memset(lanes + (size_t)(p0 % n_lanes) * hd, 0, (size_t)hd * sizeof *lanes);
-        }
-    } else {
-        memset(lanes, 0, (size_t)n_lanes * hd * sizeof *lanes);
-    }
+    bool used_buf[ZL_ATT_MAX_LANES];
+    bool *used = hd <= ZERO_ROW ? lanes_reached(used_buf, n_lanes, lo, n_ctx) : NULL;
+    for (int l = 0; l < n_lanes; l++)
+        if (!used || used[l])
+            memset(lanes + (size_t)l * hd, 0, (size_t)hd * sizeof *lanes);
     for (int32_t t0 = lo - lo % bs; t0 < n_ctx; t0 += bs) {
         const char *base = zl_kv_block(t->kv, t->il, tab[t0 / bs]);
         const int32_t n = n_ctx - t0 < bs ? n_ctx - t0 : bs;
@@ -288,9 +313,7 @@ static void attend_group(const att_task *t, int32_t i, int32_t h0, int g, int it
     const int32_t hd = hp->head_dim, kv_dim = p->kv_dim, bs = p->block_size;
     const int32_t hk = h0 / (hp->n_head / hp->n_head_kv);
     const int32_t n_ctx = t->b->pos[i] + 1;
-    const int32_t n_swa = t->m->layers[t->il].swa ? hp->n_swa : 0;
-    const int32_t lo = n_swa > 0 && n_ctx > n_swa ? n_ctx - n_swa : 0;
-    const int32_t sm0 = lo & ~15;
+    const int32_t lo = window_start(t, n_ctx), sm0 = lo & ~15;
     const bool gemm = t->f->tok_gemm[i];
     const int w = t->width, n_acc = gemm ? 1 : 4, n_lanes = n_acc * w;
     const size_t cap = (size_t)t->f->ctx_cap;
@@ -322,18 +345,10 @@ static void attend_group(const att_task *t, int32_t i, int32_t h0, int g, int it
         zl_attn_round_f16_avx2(sk + lo, n_ctx - lo);
     }
     float *lanes = t->f->v_lanes + (size_t)ith * ZL_ATT_GROUP * ZL_ATT_MAX_LANES * hd;
-    const char **blk = (const char **)t->f->v_blk + (size_t)ith * (size_t)t->f->blk_cap;
-    for (int32_t k = lo / bs; k * bs < n_ctx; k++)
-        blk[k] = zl_kv_block(t->kv, t->il, tab[k]) + ((size_t)bs * kv_dim + (size_t)hk * hd) * sizeof(uint16_t);
-    zl_attn_v_lanes_f16_group_avx512(lanes, g, n_lanes, hd, blk, bs, (size_t)kv_dim * sizeof(uint16_t), sc, cap, lo,
-                                     n_ctx);
-    bool used_buf[ZL_ATT_MAX_LANES], *used = NULL; /* fewer positions than lanes: the lanes they reach */
-    if (n_ctx - lo < n_lanes) {
-        used = used_buf;
-        memset(used, 0, sizeof used_buf);
-        for (int32_t p0 = lo; p0 < n_ctx; p0++)
-            used[p0 % n_lanes] = true;
-    }
+    zl_attn_v_lanes_f16_group_avx512(lanes, g, n_lanes, hd, v_blocks(t, i, hk, lo, ith), bs,
+                                     (size_t)kv_dim * sizeof(uint16_t), sc, cap, lo, n_ctx);
+    bool used_buf[ZL_ATT_MAX_LANES];
+    bool *used = lanes_reached(used_buf, n_lanes, lo, n_ctx); /* the kernel leaves the others unwritten */
     for (int k = 0; k < g; k++)
         reduce_lanes(lanes + (size_t)k * n_lanes * hd, hd, w, n_acc, used,
                      t->att + ((size_t)i * (size_t)hp->n_head + (size_t)(h0 + k)) * hd);
