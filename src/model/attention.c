@@ -172,6 +172,7 @@ static int32_t window_start(const att_task *t, int32_t n_ctx)
     return n_swa > 0 && n_ctx > n_swa ? n_ctx - n_swa : 0;
 }
 
+#ifdef ZL_ATT_AVX2_ROWS
 /* Thread ith's table of KV head hk's V rows in each block of token i's sequence from position lo on (entries from
  * lo / bs), for the register kernels; elt: bytes per cache element. */
 static const char **v_blocks(const att_task *t, int32_t i, int32_t hk, int32_t lo, int ith)
@@ -187,6 +188,7 @@ static const char **v_blocks(const att_task *t, int32_t i, int32_t hk, int32_t l
                  ((size_t)bs * p->kv_dim + (size_t)hk * t->m->hp.head_dim) * elt;
     return blk;
 }
+#endif
 
 /* Which of n_lanes lanes positions [lo, n_ctx) reach, in buf; NULL when they reach every lane. */
 static bool *lanes_reached(bool buf[ZL_ATT_MAX_LANES], int n_lanes, int32_t lo, int32_t n_ctx)
