@@ -848,51 +848,105 @@ static void test_attn_v_lanes_equal_rows(void **state)
     print_message("attention V lanes: %d cases checked under the %s set\n", checked, zl_cpu_kernels_name());
 }
 
-/* F16 weights and 2+ tokens (tinyBLAS's order) take 4 rows x 4 tokens per call on the AVX-512 sets
- * (zl_f16_gemm_4x4_avx512): each (row, token) must be the set's vec_dot_gemm bits. Directly on lengths 16..656
- * (a zero row, a zero token, wide magnitudes), and through zl_matmul on 9 tokens x 40 rows (tiles, a token left
- * over, 2 threads), where every set with a tinyBLAS-order dot must give that dot's bits. */
+/* F16 weights in mixed modes through zl_matmul_modes: tokens in ZL_MODE_MULTI must give vec_dot_gemm's bits, the
+ * others vec_dot's (runs of gemm tokens of every length 1..7 between them). */
+static void check_f16_mixed_modes(zl_cpu *cpu, float *w, uint16_t *wq, float *x, uint16_t *xq, int ne0, int ne1,
+                                  int ntok)
+{
+    const zl_type_traits *t = zl_type_traits_get(ZL_F16);
+    int8_t *modes = malloc((size_t)ntok);
+    float *y = malloc((size_t)ne1 * (size_t)ntok * sizeof *y);
+    assert_non_null(modes);
+    assert_non_null(y);
+    for (int k = 0, run = 1, left = 1; k < ntok; k++) { /* runs of 1, 2, .., 7 gemm tokens, one vec_dot token after each */
+        modes[k] = left ? ZL_MODE_MULTI : ZL_MODE_ONE;
+        if (left) left--;
+        else left = run = run % 7 + 1;
+    }
+    fill_random(w, ne0 * ne1, 91, 1.0f);
+    t->from_float(w, wq, (int64_t)ne0 * ne1);
+    fill_random(x, ne0 * ntok, 92, 1.0f);
+    zl_tensor wt = { .name = "w", .type = ZL_F16, .ne = { ne0, ne1, 1, 1 }, .nb1 = (size_t)ne0 * 2, .data = wq };
+    assert_int_equal(zl_matmul_modes(cpu, &wt, x, ntok, y, modes), ZL_OK);
+    for (int k = 0; k < ntok; k++) {
+        t->from_float_act(x + (size_t)k * ne0, xq, ne0);
+        const zl_vec_dot_fn dot = modes[k] == ZL_MODE_MULTI ? t->vec_dot_gemm : t->vec_dot;
+        for (int r = 0; r < ne1; r++) {
+            float want;
+            dot(ne0, &want, wq + (size_t)r * ne0, xq);
+            if (memcmp(&want, &y[k * ne1 + r], sizeof want) != 0)
+                fail_msg("F16 mixed modes ne0=%d row %d token %d (mode %d): %a, want %a", ne0, r, k, modes[k],
+                         (double)y[k * ne1 + r], (double)want);
+        }
+    }
+    free(modes);
+    free(y);
+}
+
+/* F16 weights and 2+ tokens (tinyBLAS's order) take 4 rows x 1..6 tokens per call on the AVX-512 sets
+ * (zl_f16_gemm_4xn_avx512 on F16 tokens, zl_f16_gemm_4xn_wide_avx512 on tokens widened by zl_f16_widen_avx512):
+ * each (row, token) must be the set's vec_dot_gemm bits. Directly on lengths 16..656 (a zero row, a zero token, wide
+ * magnitudes) and every token count, and through zl_matmul on rows of 640 (widened) and 4112 (not), 9 and 30 tokens
+ * (the 24-token chunks, tails of every length, 2 threads), and with vec_dot-mode tokens between the gemm ones, where
+ * every set with a tinyBLAS-order dot must give that dot's bits. */
 static void test_f16_gemm44_equals_gemm_dot(void **state)
 {
     (void)state;
-    enum { NMAX = 656, NE1 = 40, NE0 = 640, NTOK = 9 }; /* tinyBLAS's order needs rows in fours */
+    enum { NMAX = 4112, NE1 = 40, NTOK = 30 }; /* tinyBLAS's order needs rows in fours */
     float *w = malloc(NE1 * NMAX * sizeof(float)), *x = malloc(NTOK * NMAX * sizeof(float));
     uint16_t *wq = malloc(NE1 * NMAX * 2), *xq = malloc(NTOK * NMAX * 2);
     const zl_type_traits *t = zl_type_traits_get(ZL_F16);
     int checked = 0;
 #ifdef ZL_HAVE_AVX512_KERNELS
+    float *xw = malloc(6 * NMAX * sizeof(float));
     if (t->vec_dot_gemm == zl_f16_vec_dot_gemm_avx512)
-        for (int n = 16; n <= NMAX; n += 80) {
+        for (int n = 16; n <= 656; n += 80) {
             for (int r = 0; r < 4; r++) {
                 fill_random(w + r * n, n, (unsigned)(n + r), r == 2 ? 0.0f : 0.01f + 7.0f * (float)r);
                 t->from_float(w + r * n, wq + r * n, n);
             }
-            for (int k = 0; k < 4; k++) {
+            for (int k = 0; k < 6; k++) {
                 fill_random(x + k * n, n, (unsigned)(n + 100 * k), k == 1 ? 0.0f : 0.3f + 5.0f * (float)k);
                 t->from_float_act(x + k * n, xq + k * n, n);
             }
-            float out[4 * 5];
-            zl_f16_gemm_4x4_avx512(n, out, 5, wq, (size_t)n * 2, xq, (size_t)n * 2);
-            for (int k = 0; k < 4; k++)
-                for (int r = 0; r < 4; r++) {
-                    float want;
-                    t->vec_dot_gemm(n, &want, wq + r * n, xq + k * n);
-                    if (memcmp(&want, &out[k * 5 + r], sizeof want) != 0)
-                        fail_msg("F16 4x4 n=%d row %d token %d: vec_dot_gemm %a, tile %a", n, r, k, (double)want,
-                                 (double)out[k * 5 + r]);
-                    checked++;
+            zl_f16_widen_avx512(xq, xw, 6 * n);
+            for (int i = 0; i < 6 * n; i++)
+                if (memcmp(&xw[i], &(float){ zl_fp16_to_fp32(xq[i]) }, sizeof(float)) != 0)
+                    fail_msg("F16 widening n=%d element %d: %a, not %a", n, i, (double)xw[i],
+                             (double)zl_fp16_to_fp32(xq[i]));
+            for (int wide = 0; wide < 2; wide++)
+                for (int nt = 1; nt <= 6; nt++) {
+                    float out[6 * 5];
+                    if (wide)
+                        zl_f16_gemm_4xn_wide_avx512(n, nt, out, 5, wq, (size_t)n * 2, xw, (size_t)n * sizeof(float));
+                    else
+                        zl_f16_gemm_4xn_avx512(n, nt, out, 5, wq, (size_t)n * 2, xq, (size_t)n * 2);
+                    for (int k = 0; k < nt; k++)
+                        for (int r = 0; r < 4; r++) {
+                            float want;
+                            t->vec_dot_gemm(n, &want, wq + r * n, xq + k * n);
+                            if (memcmp(&want, &out[k * 5 + r], sizeof want) != 0)
+                                fail_msg("F16 4x%d%s n=%d row %d token %d: vec_dot_gemm %a, tile %a", nt,
+                                         wide ? " wide" : "", n, r, k, (double)want, (double)out[k * 5 + r]);
+                            checked++;
+                        }
                 }
         }
+    free(xw);
 #endif
     if (t->vec_dot_gemm) {
         zl_cpu *cpu = zl_cpu_create(2);
         assert_non_null(cpu);
-        check_matmul_equals_dot(cpu, ZL_F16, t->vec_dot_gemm, "vec_dot_gemm", w, wq, x, xq, NE0, NE1, NTOK, 29, 30);
+        check_matmul_equals_dot(cpu, ZL_F16, t->vec_dot_gemm, "vec_dot_gemm", w, wq, x, xq, 640, NE1, 9, 29, 30);
+        check_matmul_equals_dot(cpu, ZL_F16, t->vec_dot_gemm, "vec_dot_gemm", w, wq, x, xq, 640, NE1, NTOK, 31, 32);
+        check_matmul_equals_dot(cpu, ZL_F16, t->vec_dot_gemm, "vec_dot_gemm", w, wq, x, xq, 4112, 8, NTOK, 33, 34);
+        check_f16_mixed_modes(cpu, w, wq, x, xq, 640, NE1, NTOK);
+        check_f16_mixed_modes(cpu, w, wq, x, xq, 4112, 8, NTOK);
         zl_cpu_destroy(cpu);
     } else { /* the scalar set keeps vec_dot for every batch */
-        print_message("F16 4x4 tiles: the %s set has no tinyBLAS-order dot\n", zl_cpu_kernels_name());
+        print_message("F16 4xN tiles: the %s set has no tinyBLAS-order dot\n", zl_cpu_kernels_name());
     }
-    print_message("F16 4x4 tiles: %d results checked directly under the %s set\n", checked, zl_cpu_kernels_name());
+    print_message("F16 4xN tiles: %d results checked directly under the %s set\n", checked, zl_cpu_kernels_name());
     free(w);
     free(x);
     free(wq);

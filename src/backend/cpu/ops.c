@@ -35,6 +35,9 @@
 enum {
     TILE_ROWS = 16,        /* weight rows per tile when n_tok > 1 */
     TILE_TOKS = 16,        /* tokens per tile */
+    F16_TILE_TOKS = 24,    /* tokens per tile for F16's 4 x 6 kernels */
+    F16_TILE_ROWS = 64,    /* and weight rows */
+    F16_WIDE_MAX = 4096,   /* F16 rows up to this long take the tokens widened to float */
     CONVERT_SERIAL = 8192, /* below this many activation values, convert on the calling thread */
     TILED_MIN_TOKENS = 8,  /* llama.cpp's tiled K-quant matmul takes batches of at least this many tokens */
 };
@@ -96,7 +99,7 @@ static int scratch_reserve(zl_cpu *cpu, size_t bytes)
 /* Four weight rows bx bytes apart against one activation row: s[i] = vec_dot(row i, y) bit for bit. */
 typedef void (*rows4_fn)(int64_t n, float *s, const void *x, size_t bx, const void *y);
 /* Four weight rows against four activation rows: s[t * s_stride + i] = vec_dot(row i, token t) bit for bit. */
-typedef void (*tile44_fn)(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
+typedef void (*tile4n_fn)(int64_t n, int nt, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
                           size_t y_stride);
 /* The Q4_0 / Q4_1 / Q5_0 / Q8_0 tiles of one type for this kernel set (all NULL: none). */
 typedef struct tile_set {
@@ -130,7 +133,10 @@ typedef struct matmul_task {
                                  * rows of that type */
     zl_vec_dot4_fn gemm4;       /* vec_dot_gemm for 4 tokens at once (NULL: none), for 4 tokens all in gemm mode */
     zl_vec_dot4_fn gemm8;       /* the same for 8 tokens (NULL: none; set only with gemm4) */
-    tile44_fn gemm44;           /* vec_dot_gemm for 4 rows x 4 tokens (NULL: none), for 4 tokens all in gemm mode */
+    tile4n_fn gemm4n;           /* vec_dot_gemm for 4 rows x 1..6 tokens (NULL: none), for tokens all in gemm mode */
+    bool wide;                  /* gemm4n reads the tokens widened to float (xw) */
+    float *xw;                  /* with wide: the converted F16 activations widened back to float, a row of ne0 per
+                                 * token */
     const int8_t *modes;        /* per token: use vec_dot_gemm if modes[k] >= min_mode (NULL: all do) */
     int8_t min_mode;            /* 1: tinyBLAS (batches of 2+), 2: tiled K-quant (batches of 8+) */
     float *y;
@@ -157,6 +163,10 @@ static void convert_rows(void *arg, int ith, int nth)
     for (int64_t i = ith; i < t->n_tok; i += nth) {
         void *xq = (void *)(t->xq + (size_t)i * t->xq_stride);
         t->convert(t->x + i * t->ne0, xq, t->ne0);
+#ifdef ZL_HAVE_AVX512_KERNELS
+        if (t->wide)
+            zl_f16_widen_avx512(xq, t->xw + i * t->ne0, t->ne0);
+#endif
         if (t->aux && t->x16)
             zl_x16_aux_make(t->x16_type, xq, aux_row(t, i), t->ne0);
         else if (t->aux) {
@@ -229,21 +239,23 @@ static void matmul_chunks(void *arg, int ith, int nth)
             continue;
         }
         int64_t r = r0;
-        if (t->gemm44)
+        if (t->gemm4n)
             for (; r + 4 <= r1; r += 4) {
                 const char *w4 = t->w + (size_t)r * t->nb1;
                 for (int64_t k = t0; k < t1;) {
-                    if (k + 4 <= t1 && uses_gemm(t, k) && uses_gemm(t, k + 1) && uses_gemm(t, k + 2) &&
-                        uses_gemm(t, k + 3)) {
-                        t->gemm44(t->ne0, &t->y[k * t->ne1 + r], (size_t)t->ne1, w4, t->nb1,
-                                  t->xq + (size_t)k * t->xq_stride, t->xq_stride);
-                        k += 4;
+                    int m = 0; /* the run of gemm-mode tokens from k, up to 6 */
+                    while (m < 6 && k + m < t1 && uses_gemm(t, k + m)) m++;
+                    if (m) {
+                        const void *yk = t->wide ? (const void *)(t->xw + k * t->ne0)
+                                                 : (const void *)(t->xq + (size_t)k * t->xq_stride);
+                        t->gemm4n(t->ne0, m, &t->y[k * t->ne1 + r], (size_t)t->ne1, w4, t->nb1, yk,
+                                  t->wide ? (size_t)t->ne0 * sizeof(float) : t->xq_stride);
+                        k += m;
                         continue;
                     }
-                    const zl_vec_dot_fn dot = uses_gemm(t, k) ? t->vec_dot_gemm : t->vec_dot;
                     for (int64_t i = 0; i < 4; i++)
-                        dot(t->ne0, &t->y[k * t->ne1 + r + i], w4 + (size_t)i * t->nb1,
-                            t->xq + (size_t)k * t->xq_stride);
+                        t->vec_dot(t->ne0, &t->y[k * t->ne1 + r + i], w4 + (size_t)i * t->nb1,
+                                   t->xq + (size_t)k * t->xq_stride);
                     k++;
                 }
             }
@@ -491,9 +503,13 @@ static int matmul_setup(const zl_tensor *w, const float *x, int64_t n_tok, float
         t->min_mode = ZL_MODE_MULTI;
     }
 #ifdef ZL_HAVE_AVX512_KERNELS
-    /* F16 weights in tinyBLAS's order on an AVX-512 set: 4 rows x 4 tokens per call (same bits per pair). */
-    if (t->vec_dot_gemm == zl_f16_vec_dot_gemm_avx512)
-        t->gemm44 = zl_f16_gemm_4x4_avx512;
+    /* F16 weights in tinyBLAS's order on an AVX-512 set: 4 rows x up to 6 tokens per call (same bits per pair).
+     * Rows up to F16_WIDE_MAX long take the tokens' halves widened once for all rows (matmul_convert); longer ones
+     * convert them in the kernel, where twice the activation bytes would outgrow L2 (slower on Zen 4). */
+    if (t->vec_dot_gemm == zl_f16_vec_dot_gemm_avx512) {
+        t->wide = ne0 <= F16_WIDE_MAX;
+        t->gemm4n = t->wide ? zl_f16_gemm_4xn_wide_avx512 : zl_f16_gemm_4xn_avx512;
+    }
 #endif
     /* K-quant weights and 8+ tokens: llama.cpp's tiled matmul (above), for the tokens in multi-token mode. */
     if ((gemm || n_tok >= TILED_MIN_TOKENS) && tiled_dot(w->type)) {
@@ -512,7 +528,8 @@ static int matmul_setup(const zl_tensor *w, const float *x, int64_t n_tok, float
         if (!any) {
             t->vec_dot_gemm = NULL;
             t->gemm4 = t->gemm8 = NULL;
-            t->gemm44 = NULL;
+            t->gemm4n = NULL;
+            t->wide = false;
             t->modes = NULL;
         }
     }
@@ -542,18 +559,22 @@ static int matmul_setup(const zl_tensor *w, const float *x, int64_t n_tok, float
 }
 
 /* Converts t's activations into the scratch buffer: the rows, then (for the tiles) their zl_tile_aux4 rows from
- * the next 64-byte boundary. */
+ * the next 64-byte boundary, then (for wide F16 tiles) the rows widened to float from the next. */
 static int matmul_convert(zl_cpu *cpu, matmul_task *t)
 {
     const int64_t n_tok = t->n_tok;
     const size_t xrow = t->xq_stride, aux_row_bytes = t->aux_stride;
-    if ((uint64_t)n_tok > (SIZE_MAX / 2 - 64) / (xrow + aux_row_bytes)) return ZL_ENOMEM;
+    const size_t xw_row = t->wide ? (size_t)t->ne0 * sizeof(float) : 0;
+    if ((uint64_t)n_tok > (SIZE_MAX / 4 - 64) / (xrow + aux_row_bytes + xw_row)) return ZL_ENOMEM;
     const size_t xq_bytes = ((size_t)n_tok * xrow + 63) & ~(size_t)63;
-    const int rc = scratch_reserve(cpu, xq_bytes + (size_t)(n_tok + 3) / 4 * 4 * aux_row_bytes); /* whole groups */
+    const size_t aux_bytes = ((size_t)(n_tok + 3) / 4 * 4 * aux_row_bytes + 63) & ~(size_t)63; /* whole groups */
+    const int rc = scratch_reserve(cpu, xq_bytes + aux_bytes + (size_t)n_tok * xw_row);
     if (rc != ZL_OK) return rc;
     t->xq = cpu->scratch;
     if (t->aux_stride)
         t->aux = (char *)cpu->scratch + xq_bytes;
+    if (xw_row)
+        t->xw = (float *)(void *)((char *)cpu->scratch + xq_bytes + aux_bytes);
     if (n_tok * t->ne0 < CONVERT_SERIAL || cpu->n_threads == 1)
         convert_rows(t, 0, 1);
     else
@@ -562,10 +583,11 @@ static int matmul_convert(zl_cpu *cpu, matmul_task *t)
 }
 
 /* Whether t may use the activations c converted: the same x made into the same type, with the tiles' per-token
- * rows where t needs them. */
+ * rows and the widened rows where t needs them. */
 static bool conversion_fits(const matmul_task *t, const matmul_task *c)
 {
     return c->xq && t->convert == c->convert && t->x == c->x && t->n_tok == c->n_tok && t->ne0 == c->ne0 &&
+           (!t->wide || c->xw) &&
            (!t->aux_stride || (c->aux && c->x16 == t->x16 &&
                                (t->x16 ? c->x16_type == t->x16_type : c->tiles.aux == t->tiles.aux)));
 }
@@ -585,8 +607,8 @@ static void matmul_run(zl_cpu *cpu, matmul_task *t)
         t->chunk_rows = rows < 4 ? 4 : rows;
         t->chunk_toks = t->n_tok;
     } else {
-        t->chunk_rows = TILE_ROWS;
-        t->chunk_toks = TILE_TOKS;
+        t->chunk_rows = t->gemm4n ? F16_TILE_ROWS : TILE_ROWS;
+        t->chunk_toks = t->gemm4n ? F16_TILE_TOKS : TILE_TOKS;
     }
     t->n_row_chunks = (t->ne1 + t->chunk_rows - 1) / t->chunk_rows;
     t->n_tok_chunks = (t->n_tok + t->chunk_toks - 1) / t->chunk_toks;
@@ -616,10 +638,12 @@ int zl_matmul_shared(zl_cpu *cpu, int n_w, const zl_tensor *const *ws, const flo
             if (conversion_fits(&t, &c)) {
                 t.xq = c.xq;
                 t.aux = c.aux;
+                t.xw = c.xw;
             } else {
                 if ((rc = matmul_convert(cpu, &t)) != ZL_OK) return rc;
                 c.xq = t.xq;
                 c.aux = t.aux;
+                c.xw = t.xw;
                 c.convert = t.convert;
                 c.x = t.x;
                 c.n_tok = t.n_tok;

@@ -287,10 +287,15 @@ void zl_f32_vec_dot_avx512(int64_t n, float *s, const void *x, const void *y);
 void zl_f16_vec_dot_avx512(int64_t n, float *s, const void *x, const void *y);
 void zl_f32_vec_dot_gemm_avx512(int64_t n, float *s, const void *x, const void *y); /* n % 16 == 0 */
 void zl_f16_vec_dot_gemm_avx512(int64_t n, float *s, const void *x, const void *y); /* n % 16 == 0 */
-/* 4 weight rows (bx bytes apart) x 4 tokens (y_stride bytes apart): s[t * s_stride + r] is
- * zl_f16_vec_dot_gemm_avx512 of row r and token t, bit for bit. n % 16 == 0. */
-void zl_f16_gemm_4x4_avx512(int64_t n, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
+/* 4 weight rows (bx bytes apart) x nt tokens (1..6, y_stride bytes apart): s[t * s_stride + r] is
+ * zl_f16_vec_dot_gemm_avx512 of row r and token t, bit for bit. n % 16 == 0. The tokens as F16 halves, or (wide)
+ * those halves widened to float. */
+void zl_f16_gemm_4xn_avx512(int64_t n, int nt, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
                             size_t y_stride);
+void zl_f16_gemm_4xn_wide_avx512(int64_t n, int nt, float *s, size_t s_stride, const void *x, size_t bx,
+                                 const void *y, size_t y_stride);
+/* y[i] = the float value of F16 half x[i] (exact), i < n. */
+void zl_f16_widen_avx512(const void *x, float *y, int64_t n);
 /* n_rows F16 rows (k_stride bytes apart) x g query vectors already widened to float (q + h * n, g <= 8, each the
  * float value of an F16 half): s[h * s_stride + r] is zl_f16_vec_dot_gemm_avx512 of row r and the halves of query h,
  * bit for bit; each row is converted once for the g queries. n % 16 == 0. */

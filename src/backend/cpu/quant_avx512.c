@@ -12,6 +12,7 @@
  */
 #include <immintrin.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -91,39 +92,71 @@ void zl_f16_vec_dot_gemm_avx512(int64_t n, float *s, const void *vx, const void 
     *s = reduce16(a);
 }
 
-/* 4 F16 weight rows x 4 F16 activation rows in tinyBLAS's order: s[t * s_stride + r] is
- * zl_f16_vec_dot_gemm_avx512(row r, token t) bit for bit (one accumulator per pair, fma over steps of 16, the same
- * final reduction); each weight and activation vector is converted once for 4 uses. n % 16 == 0. */
-void zl_f16_gemm_4x4_avx512(int64_t n, float *s, size_t s_stride, const void *vx, size_t bx, const void *vy,
+/* 4 F16 weight rows x nt tokens in tinyBLAS's order: s[t * s_stride + r] is zl_f16_vec_dot_gemm_avx512(row r,
+ * token t) bit for bit (one accumulator per pair, fma over steps of 16, the same final reduction). Each weight vector
+ * is converted once for nt uses, each token vector once for 4 (or, `wide`, not at all: the tokens come widened to
+ * float). On Zen 4 the conversions compete with the fmas: 4 x 4 on F16 tokens ran at ~83% of the fma rate; 4 x 6
+ * needs 10 conversions per 24 fmas, or 4 when wide. Wide tokens double the activation bytes streamed from L2 and
+ * pay off only for rows up to ~4096 (ops.c). n % 16 == 0, 1 <= nt <= 6. */
+static inline __attribute__((always_inline)) void f16_gemm_4xn(const int nt, const bool wide, int64_t n, float *s,
+                                                               size_t s_stride, const void *vx, size_t bx,
+                                                               const void *vy, size_t y_stride)
+{
+    const uint16_t *w[4];
+    const char *y[6];
+    for (int k = 0; k < 4; k++) w[k] = (const uint16_t *)(const void *)((const char *)vx + (size_t)k * bx);
+    _Pragma("GCC unroll 6") for (int t = 0; t < nt; t++) y[t] = (const char *)vy + (size_t)t * y_stride;
+    __m512 acc[4][6];
+    _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++)
+    {
+        _Pragma("GCC unroll 6") for (int t = 0; t < nt; t++) acc[r][t] = _mm512_setzero_ps();
+    }
+    for (int64_t i = 0; i < n; i += 16) {
+        __m512 yv[6];
+        _Pragma("GCC unroll 6") for (int t = 0; t < nt; t++) yv[t] =
+            wide ? _mm512_loadu_ps((const float *)(const void *)y[t] + i)
+                 : load_f16x16((const uint16_t *)(const void *)y[t] + i);
+        _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++)
+        {
+            const __m512 wv = load_f16x16(w[r] + i);
+            _Pragma("GCC unroll 6") for (int t = 0; t < nt; t++) acc[r][t] = _mm512_fmadd_ps(wv, yv[t], acc[r][t]);
+        }
+    }
+    _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++)
+    {
+        _Pragma("GCC unroll 6") for (int t = 0; t < nt; t++) s[(size_t)t * s_stride + (size_t)r] =
+            reduce16(acc[r][t]);
+    }
+}
+
+#define F16_GEMM_4XN(wide)                                                                                           \
+    switch (nt) {                                                                                                    \
+    case 1: f16_gemm_4xn(1, wide, n, s, s_stride, x, bx, y, y_stride); break;                                       \
+    case 2: f16_gemm_4xn(2, wide, n, s, s_stride, x, bx, y, y_stride); break;                                       \
+    case 3: f16_gemm_4xn(3, wide, n, s, s_stride, x, bx, y, y_stride); break;                                       \
+    case 4: f16_gemm_4xn(4, wide, n, s, s_stride, x, bx, y, y_stride); break;                                       \
+    case 5: f16_gemm_4xn(5, wide, n, s, s_stride, x, bx, y, y_stride); break;                                       \
+    default: f16_gemm_4xn(6, wide, n, s, s_stride, x, bx, y, y_stride); break;                                      \
+    }
+
+void zl_f16_gemm_4xn_avx512(int64_t n, int nt, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
                             size_t y_stride)
 {
-    const uint16_t *w[4], *y[4];
-    for (int k = 0; k < 4; k++) {
-        w[k] = (const uint16_t *)(const void *)((const char *)vx + (size_t)k * bx);
-        y[k] = (const uint16_t *)(const void *)((const char *)vy + (size_t)k * y_stride);
-    }
-    __m512 acc[4][4];
-#pragma GCC unroll 4
-    for (int r = 0; r < 4; r++)
-#pragma GCC unroll 4
-        for (int t = 0; t < 4; t++)
-            acc[r][t] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n; i += 16) {
-        __m512 wv[4], yv[4];
-#pragma GCC unroll 4
-        for (int k = 0; k < 4; k++) {
-            wv[k] = load_f16x16(w[k] + i);
-            yv[k] = load_f16x16(y[k] + i);
-        }
-#pragma GCC unroll 4
-        for (int r = 0; r < 4; r++)
-#pragma GCC unroll 4
-            for (int t = 0; t < 4; t++)
-                acc[r][t] = _mm512_fmadd_ps(wv[r], yv[t], acc[r][t]);
-    }
-    for (int r = 0; r < 4; r++)
-        for (int t = 0; t < 4; t++)
-            s[(size_t)t * s_stride + (size_t)r] = reduce16(acc[r][t]);
+    F16_GEMM_4XN(false)
+}
+
+void zl_f16_gemm_4xn_wide_avx512(int64_t n, int nt, float *s, size_t s_stride, const void *x, size_t bx,
+                                 const void *y, size_t y_stride)
+{
+    F16_GEMM_4XN(true)
+}
+
+void zl_f16_widen_avx512(const void *vx, float *y, int64_t n)
+{
+    const uint16_t *x = vx;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, load_f16x16(x + i));
+    for (; i < n; i++) y[i] = h2f(x[i]);
 }
 
 static inline __attribute__((always_inline)) void f16_dot_rows(const int g, int64_t n, int64_t n_rows, float *s,
