@@ -98,7 +98,7 @@ static int scratch_reserve(zl_cpu *cpu, size_t bytes)
 
 /* Four weight rows bx bytes apart against one activation row: s[i] = vec_dot(row i, y) bit for bit. */
 typedef void (*rows4_fn)(int64_t n, float *s, const void *x, size_t bx, const void *y);
-/* Four weight rows against four activation rows: s[t * s_stride + i] = vec_dot(row i, token t) bit for bit. */
+/* Four weight rows against nt activation rows: s[t * s_stride + i] = vec_dot_gemm(row i, token t) bit for bit. */
 typedef void (*tile4n_fn)(int64_t n, int nt, float *s, size_t s_stride, const void *x, size_t bx, const void *y,
                           size_t y_stride);
 /* The Q4_0 / Q4_1 / Q5_0 / Q8_0 tiles of one type for this kernel set (all NULL: none). */
