@@ -663,7 +663,8 @@ static void check_matmul_equals_dot(zl_cpu *cpu, uint32_t type, zl_vec_dot_fn do
     check_matmul_modes_equals_dot(cpu, type, dot, dot_name, w, wq, x, xq, ne0, ne1, ntok, seed_w, seed_x, NULL);
 }
 
-/* The same through zl_matmul_modes with per-token modes (NULL: zl_matmul's). */
+/* The same through zl_matmul_modes with per-token modes (NULL: zl_matmul's); a token in ZL_MODE_ONE must give the
+ * type's vec_dot instead of `dot`. */
 static void check_matmul_modes_equals_dot(zl_cpu *cpu, uint32_t type, zl_vec_dot_fn dot, const char *dot_name,
                                           float *w, void *wq, float *x, void *xq, int ne0, int ne1, int ntok,
                                           unsigned seed_w, unsigned seed_x, const int8_t *modes)
@@ -680,12 +681,13 @@ static void check_matmul_modes_equals_dot(zl_cpu *cpu, uint32_t type, zl_vec_dot
     assert_int_equal(zl_matmul_modes(cpu, &wt, x, ntok, y, modes), ZL_OK);
     for (int k = 0; k < ntok; k++) {
         vt->from_float_act(x + (size_t)k * ne0, xq, ne0);
+        const bool one = modes && modes[k] == ZL_MODE_ONE;
         for (int r = 0; r < ne1; r++) {
             float want;
-            dot(ne0, &want, (const char *)wq + (size_t)r * row, xq);
+            (one ? t->vec_dot : dot)(ne0, &want, (const char *)wq + (size_t)r * row, xq);
             if (memcmp(&want, &y[k * ne1 + r], sizeof want) != 0)
                 fail_msg("%s matmul %d tokens row %d token %d: %a, %s %a", t->name, ntok, r, k,
-                         (double)y[k * ne1 + r], dot_name, (double)want);
+                         (double)y[k * ne1 + r], one ? "vec_dot" : dot_name, (double)want);
         }
     }
     free(y);
@@ -853,34 +855,16 @@ static void test_attn_v_lanes_equal_rows(void **state)
 static void check_f16_mixed_modes(zl_cpu *cpu, float *w, uint16_t *wq, float *x, uint16_t *xq, int ne0, int ne1,
                                   int ntok)
 {
-    const zl_type_traits *t = zl_type_traits_get(ZL_F16);
     int8_t *modes = malloc((size_t)ntok);
-    float *y = malloc((size_t)ne1 * (size_t)ntok * sizeof *y);
     assert_non_null(modes);
-    assert_non_null(y);
     for (int k = 0, run = 1, left = 1; k < ntok; k++) { /* runs of 1, 2, .., 7 gemm tokens, one vec_dot token after each */
         modes[k] = left ? ZL_MODE_MULTI : ZL_MODE_ONE;
         if (left) left--;
         else left = run = run % 7 + 1;
     }
-    fill_random(w, ne0 * ne1, 91, 1.0f);
-    t->from_float(w, wq, (int64_t)ne0 * ne1);
-    fill_random(x, ne0 * ntok, 92, 1.0f);
-    zl_tensor wt = { .name = "w", .type = ZL_F16, .ne = { ne0, ne1, 1, 1 }, .nb1 = (size_t)ne0 * 2, .data = wq };
-    assert_int_equal(zl_matmul_modes(cpu, &wt, x, ntok, y, modes), ZL_OK);
-    for (int k = 0; k < ntok; k++) {
-        t->from_float_act(x + (size_t)k * ne0, xq, ne0);
-        const zl_vec_dot_fn dot = modes[k] == ZL_MODE_MULTI ? t->vec_dot_gemm : t->vec_dot;
-        for (int r = 0; r < ne1; r++) {
-            float want;
-            dot(ne0, &want, wq + (size_t)r * ne0, xq);
-            if (memcmp(&want, &y[k * ne1 + r], sizeof want) != 0)
-                fail_msg("F16 mixed modes ne0=%d row %d token %d (mode %d): %a, want %a", ne0, r, k, modes[k],
-                         (double)y[k * ne1 + r], (double)want);
-        }
-    }
+    check_matmul_modes_equals_dot(cpu, ZL_F16, zl_type_traits_get(ZL_F16)->vec_dot_gemm, "vec_dot_gemm", w, wq, x,
+                                  xq, ne0, ne1, ntok, 91, 92, modes);
     free(modes);
-    free(y);
 }
 
 /* F16 weights and 2+ tokens (tinyBLAS's order) take 4 rows x 1..6 tokens per call on the AVX-512 sets
