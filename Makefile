@@ -1,7 +1,7 @@
 # zili build. Plain make; every .c under src/ goes into build/libzili.a, tools/zili.c into build/zili,
 # every tests/unit/test_*.c into its own test binary. Files named *_avx2.c get AVX2/FMA/F16C flags, *_avx512.c
 # AVX-512 F/DQ, *_vnni.c AVX-512 BW/VL/VNNI (not AVX-VNNI: its VEX encoding faults on CPUs with AVX512-VNNI alone),
-# *_bf16.c AVX512-BF16 (x86 targets only), *_neon.c ARMv8.2-A with the dot-product extension (aarch64 targets only);
+# *_bf16.c AVX512-BF16, *_amx.c AMX-TILE/INT8/BF16 with AVX-512 F/DQ/BW/VL/VNNI/BF16 (x86 targets only), *_neon.c ARMv8.2-A with the dot-product extension (aarch64 targets only);
 # each is only called after a run-time CPU check. The target is what `$(CC) -dumpmachine` names, so
 # `make CC=aarch64-linux-gnu-gcc BUILD=build-arm64` cross-builds for ARM.
 
@@ -12,19 +12,23 @@ CFLAGS_BASE = -std=c11 -g $(OPT) -Wall -Wextra -Wshadow -Wmissing-prototypes -Ws
               -D_GNU_SOURCE -pthread -Iinclude -Isrc
 CFLAGS  += $(CFLAGS_BASE)
 LDLIBS  += -lmicrohttpd -ljansson -lpcre2-8 -lm -pthread
-PYTHON  ?= python3
+# The tests' Python is the project's virtual environment, which `make test` (scripts/setup.sh test) creates.
+VENV    ?= .venv
+PYTHON  ?= $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3)
 
 SRC_ALL  := $(shell find src -name '*.c' | sort)
 # Per-file ISA flags, by target architecture; another architecture's kernel files are left out of the build.
 TARGET_ARCH_NAME := $(firstword $(subst -, ,$(shell $(CC) -dumpmachine)))
 ifneq ($(filter x86_64 i386 i486 i586 i686,$(TARGET_ARCH_NAME)),)
 SRC      := $(filter-out %_neon.c,$(SRC_ALL))
-ISA_FLAGS = $(if $(findstring _avx2.c,$<),-mavx2 -mfma -mf16c)$(if $(findstring _avx512.c,$<),-mavx512f -mavx512dq -mavx2 -mfma -mf16c)$(if $(findstring _vnni.c,$<),-mavx512f -mavx512dq -mavx512bw -mavx512vl -mavx512vnni -mavx2 -mfma -mf16c)$(if $(findstring _bf16.c,$<),-mavx512f -mavx512bf16 -mavx512vl)
+AMX_FLAGS = -mamx-tile -mamx-int8 -mamx-bf16 -mavx512f -mavx512dq -mavx512bw -mavx512vl -mavx512vnni -mavx512bf16 \
+            -mavx2 -mfma -mf16c
+ISA_FLAGS = $(if $(findstring _amx.c,$<),$(AMX_FLAGS))$(if $(findstring _avx2.c,$<),-mavx2 -mfma -mf16c)$(if $(findstring _avx512.c,$<),-mavx512f -mavx512dq -mavx2 -mfma -mf16c)$(if $(findstring _vnni.c,$<),-mavx512f -mavx512dq -mavx512bw -mavx512vl -mavx512vnni -mavx2 -mfma -mf16c)$(if $(findstring _bf16.c,$<),-mavx512f -mavx512bf16 -mavx512vl)
 else ifeq ($(TARGET_ARCH_NAME),aarch64)
-SRC      := $(filter-out %_avx2.c %_avx512.c %_vnni.c %_bf16.c,$(SRC_ALL))
+SRC      := $(filter-out %_avx2.c %_avx512.c %_vnni.c %_bf16.c %_amx.c,$(SRC_ALL))
 ISA_FLAGS = $(if $(findstring _neon.c,$<),-march=armv8.2-a+dotprod)
 else
-SRC      := $(filter-out %_avx2.c %_avx512.c %_vnni.c %_bf16.c %_neon.c,$(SRC_ALL))
+SRC      := $(filter-out %_avx2.c %_avx512.c %_vnni.c %_bf16.c %_amx.c %_neon.c,$(SRC_ALL))
 ISA_FLAGS =
 endif
 
@@ -38,7 +42,7 @@ TEST_COMMON := $(wildcard tests/unit/common/*.c)
 MODEL_DIR ?= models
 DEFAULT_MODEL ?= $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: all test asan run serve clean models unit
+.PHONY: all test asan run serve clean models unit setup setup-test
 all: $(LIB) $(BIN) $(TEST_BIN)
 
 $(BUILD)/%.o: %.c
@@ -62,8 +66,17 @@ unit: $(TEST_BIN)
 	@scripts/run_unit.sh $(BUILD)
 
 # Everything: unit tests, tokenizer vectors, agreement with our float reference and with llama.cpp.
-test: all
-	@scripts/run_tests.sh $(BUILD)
+# `make test` and `make run` first install what they need (scripts/setup.sh: Debian packages as root, the Python
+# test packages in $(VENV)); a second run installs nothing. Then they go on in a fresh make, which sees the venv.
+test:
+	@scripts/setup.sh test
+	@$(MAKE) --no-print-directory all
+	@PYTHON=$(VENV)/bin/python scripts/run_tests.sh $(BUILD)
+
+setup:
+	@scripts/setup.sh build
+setup-test:
+	@scripts/setup.sh test
 
 # aarch64: cross-build into build-arm64 (gcc-aarch64-linux-gnu and the arm64 dev libraries, see .ci/run) and run
 # the kernel unit tests under qemu-user with the NEON sets and ZILI_CPU=scalar, plus a greedy generation compared
@@ -98,7 +111,12 @@ models:
 $(DEFAULT_MODEL):
 	scripts/fetch_models.sh $(MODEL_DIR)
 
-run: $(BIN) $(DEFAULT_MODEL)
+run:
+	@scripts/setup.sh build
+	@$(MAKE) --no-print-directory run-default
+
+.PHONY: run-default
+run-default: $(BIN) $(DEFAULT_MODEL)
 	$(BIN) run -m $(DEFAULT_MODEL) --chat --temp 0 -n 128 -p "What is the capital of France? Answer in one sentence."
 
 # The OpenAI-compatible server on the default model, with its chat page at http://127.0.0.1:8080/.
