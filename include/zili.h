@@ -46,9 +46,14 @@ typedef struct zili_model_params {
     bool use_mlock; /* lock the weights in RAM (a failure is a warning) */
     bool no_repack; /* keep Q4_0 / Q4_K matrices in the file's layout and vec_dot's arithmetic (llama.cpp's
                      * --no-repack) where this CPU would repack them for its faster kernels (also ZILI_NO_REPACK=1) */
+    bool exact;     /* llama.cpp's arithmetic everywhere: prompts never take the AMX tiles, whose sums are ordered
+                     * differently (also ZILI_EXACT=1; without AMX the same as false) */
 } zili_model_params;
 
 zili_model_params zili_model_default_params(void);
+/* The AMX tile units' measured peak on n_threads threads (about `seconds` in all): int8 and bf16 multiply-adds per
+ * second. Returns false (zeros) where prompts cannot take the tiles (no AMX, or ZILI_CPU names another set). */
+bool zili_cpu_tile_peak(int n_threads, double seconds, double *int8_macs, double *bf16_macs);
 int zili_model_load(const char *path, const zili_model_params *params, zili_model **out, char *err, size_t err_len);
 void zili_model_free(zili_model *m);
 /* A warning from load (e.g. mlock failed), or NULL. Borrowed. */
@@ -73,7 +78,8 @@ typedef struct zili_model_info {
     zili_token bos, eos;         /* -1 if none */
     bool add_bos;
     const char *chat_template;   /* recognised template name, or NULL if none / unrecognised */
-    const char *kernels;         /* CPU kernel set in use ("avx2", "scalar") */
+    const char *kernels;         /* CPU kernel set in use ("avx2", "scalar"; "avx512vnni+amx" where prompts take
+                                  * the AMX tiles) */
 } zili_model_info;
 
 /* All strings borrowed from the model. */

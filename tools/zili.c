@@ -70,6 +70,7 @@ static const char USAGE[] =
     "      --mlock             lock the model in RAM\n"
     "      --no-repack         keep Q4_0 weights in the file's layout and vec_dot's arithmetic (llama.cpp's\n"
     "                            --no-repack) instead of repacking them (x86 with AVX2)\n"
+    "      --exact             llama.cpp's arithmetic for prompts too: no AMX tiles (also ZILI_EXACT=1)\n"
     "  -o, --output FILE       output file (logits)\n"
     "      --token-ids \"1 2 3\" use these prompt ids instead of -p (logits)\n"
     "  -h, --help              this help\n";
@@ -77,7 +78,7 @@ static const char USAGE[] =
 typedef struct opts {
     const char *cmd, *model, *prompt, *file, *output, *system, *tmpl, *token_ids;
     int32_t n_predict, n_ctx, n_batch, n_threads;
-    bool chat, print_ids, no_bos, no_special, ignore_eos, kv_f32, no_mmap, mlock, no_repack, seed_set;
+    bool chat, print_ids, no_bos, no_special, ignore_eos, kv_f32, no_mmap, mlock, no_repack, exact, seed_set;
     zili_sampler_params sp;
 } opts;
 
@@ -185,6 +186,7 @@ static void parse_args(int argc, char **argv, opts *o)
         else if (!strcmp(a, "--no-mmap")) o->no_mmap = true;
         else if (!strcmp(a, "--mlock")) o->mlock = true;
         else if (!strcmp(a, "--no-repack")) o->no_repack = true;
+        else if (!strcmp(a, "--exact")) o->exact = true;
         else die(EXIT_USAGE, "unknown option '%s' (try 'zili --help')", a);
 #undef FLAG
 #undef VAL
@@ -235,6 +237,7 @@ static zili_model *load_model(const opts *o)
     mp.use_mmap = !o->no_mmap;
     mp.use_mlock = o->mlock;
     mp.no_repack = o->no_repack;
+    mp.exact = o->exact;
     zili_model *m;
     char err[512];
     if (zili_model_load(o->model, &mp, &m, err, sizeof err) != ZILI_OK)
@@ -726,6 +729,7 @@ static const char BENCH_USAGE[] =
     "usage: zili bench -m MODEL [-p N] [-n N] [-t T] [-r R] [-b B] [--json] [--no-mmap] [--mlock] [--kv-f32]\n"
     "                  [--no-repack]\n"
     "       zili bench --membw [-t T] [--json]\n"
+    "       zili bench --peak [-t T] [-m MODEL ...]\n"
     "\n"
     "Measures llama-bench's two tests on one sequence: ppN evaluates N random prompt tokens in one call (batches\n"
     "of -b) from an empty cache; tgN generates N tokens one forward pass at a time from an empty cache (the next\n"
@@ -739,11 +743,13 @@ static const char BENCH_USAGE[] =
     "  -b B        tokens per forward pass in ppN (default: 64-512 chosen from the model's size, as zili run)\n"
     "  --json      one JSON object on stdout instead of the table\n"
     "  --membw     measure only the memory read bandwidth of T threads (1 GiB buffer; the decode ceiling)\n"
+    "  --peak      the AMX tile units' int8 and bf16 peak with T threads (2 s); with -m, also the fraction of\n"
+    "              it that ppN's matmuls reach (their multiply-adds: the parameters less the embeddings)\n"
     "  -s LIST     batched decode instead: for each S in LIST (e.g. 1,4,16), S requests of -p random tokens\n"
     "              (default 16 here) run together through the serving engine, each generating -n tokens\n"
     "              (greedy, end-of-generation ignored); prints the prefill time and the aggregate decode\n"
     "              tokens/s once every sequence has its first token, and each S's speed-up over S = 1\n"
-    "  --no-mmap, --mlock, --kv-f32, --no-repack   as for the other commands\n";
+    "  --no-mmap, --mlock, --kv-f32, --no-repack, --exact   as for the other commands\n";
 
 typedef struct bench_result {
     const char *test; /* "pp" or "tg" */
@@ -964,7 +970,8 @@ static int bench_parallel(const opts *o, const char *list, int32_t n_p, int32_t 
     }
     if (n_g < 2)
         die(EXIT_USAGE, "bench: -s needs -n 2 or more (decode tokens after the first)");
-    zl_model_opts mo = {.use_mmap = !o->no_mmap, .use_mlock = o->mlock, .no_repack = o->no_repack};
+    zl_model_opts mo = {.use_mmap = !o->no_mmap, .use_mlock = o->mlock, .no_repack = o->no_repack,
+                        .exact = o->exact};
     zl_model *m;
     zl_err err;
     if (zl_model_load(o->model, &mo, &m, &err) != ZL_OK)
@@ -1029,7 +1036,7 @@ static int cmd_bench(int argc, char **argv)
     memset(&o, 0, sizeof o);
     o.n_batch = 0; /* chosen from the model */
     int32_t n_pp = 512, n_tg = 128, reps = 5;
-    bool json = false, membw = false, p_given = false;
+    bool json = false, membw = false, peak = false, p_given = false;
     const char *seqs = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -1046,9 +1053,11 @@ static int cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) o.n_batch = (int32_t)parse_int(a, VAL(), 1, 1 << 16);
         else if (!strcmp(a, "--json")) json = true;
         else if (!strcmp(a, "--membw")) membw = true;
+        else if (!strcmp(a, "--peak")) peak = true;
         else if (!strcmp(a, "--no-mmap")) o.no_mmap = true;
         else if (!strcmp(a, "--mlock")) o.mlock = true;
         else if (!strcmp(a, "--no-repack")) o.no_repack = true;
+        else if (!strcmp(a, "--exact")) o.exact = true;
         else if (!strcmp(a, "--kv-f32")) o.kv_f32 = true;
         else die(EXIT_USAGE, "bench: unknown option '%s' (try 'zili bench --help')", a);
 #undef VAL
@@ -1065,6 +1074,17 @@ static int cmd_bench(int argc, char **argv)
             printf("memory read bandwidth: %.2f GB/s with %d thread%s (1 GiB buffer, best of 5)\n", bw / 1e9, nt,
                    nt == 1 ? "" : "s");
         return 0;
+    }
+    double peak_i8 = 0, peak_bf = 0;
+    if (peak) {
+        const int nt = o.n_threads > 0 ? o.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+        if (!zili_cpu_tile_peak(nt, 2.0, &peak_i8, &peak_bf))
+            die(1, "bench: --peak: no AMX tiles here (CPU without AMX, tile permission refused, or ZILI_CPU set)");
+        printf("AMX tile peak, %d thread%s: int8 %.2f T multiply-adds/s (%.1f TOPS), bf16 %.2f T multiply-adds/s "
+               "(%.1f TFLOPS)\n", nt, nt == 1 ? "" : "s", peak_i8 / 1e12, 2 * peak_i8 / 1e12, peak_bf / 1e12,
+               2 * peak_bf / 1e12);
+        if (!o.model)
+            return 0;
     }
     if (!o.model)
         die(EXIT_USAGE, "bench: no model given (-m FILE)");
@@ -1143,6 +1163,13 @@ static int cmd_bench(int argc, char **argv)
         printf("\npeak resident memory %.1f MiB (model file %.1f MiB, %s); %d repetitions after one warm-up; "
                "batches of %d tokens\n",
                peak_mib, size_mib, o.no_mmap ? "read in" : "mapped", reps, zili_session_n_batch(s));
+    }
+    if (peak && n_res && !strcmp(res[0].test, "pp")) {
+        /* the prompt's matmuls: every weight but the embedding lookup (the output head runs on one row) */
+        const double emb = (double)info.n_vocab * info.n_embd * (info.tied_embeddings ? 1 : 2);
+        const double macs = ((double)info.n_params - emb) * res[0].mean;
+        printf("pp%d matmuls: %.3f T multiply-adds/s = %.1f%% of the int8 tile peak, %.1f%% of the bf16 one\n",
+               res[0].n, macs / 1e12, 100 * macs / peak_i8, 100 * macs / peak_bf);
     }
     free(tps);
     free(ids);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend/cpu/amx.h"
 #include "backend/cpu/ops.h"
 #include "core/dtype.h"
 #include "core/err.h"
@@ -43,6 +44,11 @@ struct zili_model {
     const char *tmpl_name; /* recognised template or NULL */
 };
 
+bool zili_cpu_tile_peak(int n_threads, double seconds, double *int8_macs, double *bf16_macs)
+{
+    return zl_amx_peak(n_threads, seconds, int8_macs, bf16_macs);
+}
+
 zili_model_params zili_model_default_params(void)
 {
     zili_model_params p = {.use_mmap = true, .use_mlock = false};
@@ -57,7 +63,8 @@ int zili_model_load(const char *path, const zili_model_params *params, zili_mode
     zili_model *zm = calloc(1, sizeof *zm);
     if (!zm)
         return report(zl_err_set(&e, ZL_ENOMEM, "%s: out of memory", path), &e, err, err_len);
-    zl_model_opts o = {.use_mmap = p.use_mmap, .use_mlock = p.use_mlock, .no_repack = p.no_repack};
+    zl_model_opts o = {.use_mmap = p.use_mmap, .use_mlock = p.use_mlock, .no_repack = p.no_repack,
+                      .exact = p.exact};
     int rc = zl_model_load(path, &o, &zm->m, &e);
     if (rc != ZL_OK) {
         free(zm);
@@ -130,7 +137,8 @@ void zili_model_get_info(const zili_model *m, zili_model_info *info)
     info->eos = zl_vocab_eos(v);
     info->add_bos = zl_vocab_add_bos(v);
     info->chat_template = m->tmpl_name;
-    info->kernels = zl_cpu_kernels_name();
+    /* "+amx": prompts take the AMX tiles (close to, not bit-identical with, the set's own kernels) */
+    info->kernels = zl_model_tiles(m->m) ? zl_cpu_kernels_amx_name() : zl_cpu_kernels_name();
 }
 
 void zili_model_foreach_type(const zili_model *m, void (*fn)(const char *, uint32_t, uint64_t, void *), void *ud)

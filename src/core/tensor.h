@@ -22,6 +22,8 @@ typedef struct zl_tensor {
     size_t nb1;        /* bytes between rows */
     const void *data;
     uint8_t layout;    /* ZL_LAYOUT_* */
+    uint8_t tiles;     /* 1: the tokens of multi-token prompts are multiplied on AMX tiles (backend/cpu/amx.h; set by
+                        * the model loader where the CPU has them and --exact is off), 0: the exact kernels */
 } zl_tensor;
 
 enum { ZL_LAYOUT_ROWS = 0, ZL_LAYOUT_X16 = 1 };

@@ -52,6 +52,7 @@ struct zl_model {
     zl_tensor output;         /* (n_embd, n_vocab); a copy of tok_embd's view when tied */
     const float *rope_freqs;  /* (n_rot / 2) llama3 frequency factors (angle divided by them), or NULL */
     zl_layer *layers;         /* n_layer */
+    bool tiles;               /* some matrices are marked for the AMX tiles (zl_tensor.tiles) */
     float kq_scale;           /* attention scores = (q . k) * kq_scale; 1 / sqrt(head_dim) unless the family
                                * scales q itself (gemma3: 1) */
 

@@ -25,6 +25,7 @@
 
 #include "core/dtype.h"
 #include "core/fp16.h"
+#include "backend/cpu/amx.h"
 #include "backend/cpu/repack.h"
 
 /* The architectures zili runs. One entry per family file. */
@@ -474,6 +475,18 @@ static void *repack_worker(void *arg)
  * bytes are made writable (or copied) here, then rewritten a matrix per job: on up to 16 threads when the weights
  * were read into memory, on this thread when they are mapped (there every first write to a page is a copy-on-write
  * fault, and two threads faulting in the same mapping took 1.2 s against 0.5 s for one, on a 1B Q4_0 file). */
+/* Marks the matrices the AMX tiles can multiply (backend/cpu/amx.h): their multi-token prompts' tokens take them. */
+static void mark_tiles(zl_model *m)
+{
+    for (int32_t il = 0; il < m->hp.n_layer; il++) {
+        zl_layer *L = &m->layers[il];
+        zl_tensor *ls[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
+        for (size_t i = 0; i < sizeof ls / sizeof ls[0]; i++)
+            if (ls[i]->data && zl_amx_supports(ls[i]->type)) ls[i]->tiles = 1, m->tiles = true;
+    }
+    if (m->output.data && zl_amx_supports(m->output.type)) m->output.tiles = 1, m->tiles = true;
+}
+
 static int repack_weights(zl_model *m, bool mapped, zl_err *err)
 {
     const size_t n_mat = 7 * (size_t)m->hp.n_layer + 1;
@@ -598,6 +611,8 @@ int zl_model_load(const char *path, const zl_model_opts *opts, zl_model **out, z
         goto fail;
     if (!(opts && opts->no_repack) && (rc = repack_weights(m, go.use_mmap, err)) != ZL_OK)
         goto fail;
+    if (!(opts && opts->exact) && zl_amx_default_on())
+        mark_tiles(m);
     for (size_t i = 0; i < m->n_bound; i++) {
         const gguf_tensor *t = m->bound[i];
         m->n_params += (uint64_t)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
@@ -624,6 +639,7 @@ void zl_model_free(zl_model *m)
 }
 
 const zl_hparams *zl_model_hparams(const zl_model *m) { return &m->hp; }
+bool zl_model_tiles(const zl_model *m) { return m->tiles; }
 const zl_vocab *zl_model_vocab(const zl_model *m) { return m->vocab; }
 const gguf_file *zl_model_gguf(const zl_model *m) { return m->gguf; }
 uint64_t zl_model_n_params(const zl_model *m) { return m->n_params; }

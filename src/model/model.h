@@ -62,6 +62,8 @@ typedef struct zl_model_opts {
     bool use_mlock; /* default false */
     bool no_repack; /* keep Q4_0 matrices in the file's layout (vec_dot's order) where the kernel set would
                      * repack them (backend/cpu/repack.h; also ZILI_NO_REPACK=1) */
+    bool exact;     /* llama.cpp's arithmetic everywhere: no AMX tiles for prompts (backend/cpu/amx.h; also
+                     * ZILI_EXACT=1) */
 } zl_model_opts;
 
 /* Loads and validates path (format, required metadata and tensors with the shapes the architecture needs, types
@@ -78,6 +80,8 @@ uint64_t zl_model_n_params(const zl_model *m);
 int32_t zl_model_n_swa_layers(const zl_model *m);
 /* A warning from load (e.g. mlock failed), or NULL. */
 const char *zl_model_warning(const zl_model *m);
+/* Whether prompts take the AMX tiles on some of m's matrices (backend/cpu/amx.h). */
+bool zl_model_tiles(const zl_model *m);
 
 /* A batch: n tokens; for each token i: token[i], pos[i], seq[i]; logits[i] != 0 asks for its output row.
  * Within one sequence, a batch must hold consecutive positions continuing what the KV cache stores (pos ==

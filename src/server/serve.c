@@ -789,6 +789,7 @@ static const char SERVE_USAGE[] =
     "      --chat-template NAME use a named template instead of the model's: chatml, qwen2.5, qwen3,\n"
     "                         llama3, llama3.1, gemma, deepseek-r1, mistral, mistral-v3, mistral-nemo\n"
     "      --kv-f32           KV cache in F32 (default F16)\n"
+    "      --exact            llama.cpp's arithmetic for prompts too: no AMX tiles (also ZILI_EXACT=1)\n"
     "  -t, --threads N        threads (default: all CPUs)\n";
 
 static int usage_error(const char *fmt, const char *a)
@@ -839,6 +840,7 @@ int zl_serve_main(int argc, char **argv)
     const char *model_path = NULL, *host = "127.0.0.1", *tmpl_name = NULL, *api_key = getenv("ZILI_API_KEY");
     long long port = 8080, timeout = 60, grace = 5, max_body = 4 << 20, v;
     zl_engine_params ep = zl_engine_default_params();
+    zl_model_opts mo = {.use_mmap = true};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -897,6 +899,8 @@ int zl_serve_main(int argc, char **argv)
             ep.kv_prefault = true;
         } else if (IS("--no-prefix-cache")) {
             ep.prefix_cache = false;
+        } else if (IS("--exact")) {
+            mo.exact = true;
         } else if (IS("--kv-f32")) {
             ep.kv_f16 = false;
         } else {
@@ -930,7 +934,7 @@ int zl_serve_main(int argc, char **argv)
     s->body_timeout = (double)timeout;
     s->started = time(NULL);
     zl_err err = {{0}};
-    if (zl_model_load(model_path, NULL, &s->model, &err) != ZL_OK) {
+    if (zl_model_load(model_path, &mo, &s->model, &err) != ZL_OK) {
         fprintf(stderr, "zili serve: %s\n", err.msg);
         free(s);
         return 1;

@@ -53,9 +53,21 @@ if llama_cpp is not None:
 
 @pytest.fixture(autouse=True)
 def zili_no_repack(request, monkeypatch):
-    """zili in vec_dot's order (as llama.cpp without repacking) except in the tests of the repacked order."""
+    """zili in vec_dot's order (as llama.cpp without repacking) except in the tests of the repacked order; always in
+    llama.cpp's arithmetic (ZILI_EXACT=1: no AMX tiles for prompts, whose sums are ordered otherwise)."""
+    monkeypatch.setenv("ZILI_EXACT", "1")
     if "repacked" not in request.node.name:
         monkeypatch.setenv("ZILI_NO_REPACK", "1")
+
+
+def test_reference_has_no_amx():
+    """The reference is built without GGML_NATIVE and without AMX (scripts/setup.sh): llama.cpp's AMX matmul crashes
+    on repacked weights in this version, and its AVX-512 results are the ones zili mirrors on every x86 CPU."""
+    if llama_cpp is None:
+        pytest.fail(f"llama-cpp-python is not importable ({IMPORT_ERROR}); pip install -r requirements-test.txt")
+    info = llama_cpp.llama_print_system_info().decode()
+    print(f"reference llama.cpp: {info.strip()}")
+    assert "AMX" not in info, f"llama-cpp-python was built with AMX ({info.strip()}); rebuild it: scripts/setup.sh test"
 
 
 @functools.lru_cache(maxsize=2)

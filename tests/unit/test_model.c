@@ -388,8 +388,9 @@ static void eval_chunked(const zl_model *m, runner *r, int32_t seq, const int32_
             want[i] = 1;
             gemm[i] = (int8_t)g_gemm_mode;
         }
+        /* a fixed mode fixes the logits rows' too (by default a row's mode counts its sequence's rows in the batch) */
         zl_batch b = {.n = nb, .token = tok + s, .pos = pos, .seq = seqs, .logits = want,
-                      .gemm = g_gemm_mode >= 0 ? gemm : NULL};
+                      .gemm = g_gemm_mode >= 0 ? gemm : NULL, .out_gemm = g_gemm_mode >= 0 ? gemm : NULL};
         const int rc = zl_model_forward(m, r->cpu, r->kv, r->fwd, &b, out + (size_t)s * nv, &e);
         if (rc != ZL_OK)
             fail_msg("forward: %s", e.msg);
@@ -725,7 +726,7 @@ static void test_real_batching_invariance(void **st)
                     k++;
                 }
             }
-            zl_batch b = {.n = k, .token = bt, .pos = bp, .seq = bs, .logits = bw, .gemm = bg};
+            zl_batch b = {.n = k, .token = bt, .pos = bp, .seq = bs, .logits = bw, .gemm = bg, .out_gemm = bg};
             if (zl_model_forward(m, r.cpu, r.kv, r.fwd, &b, scratch, &e) != ZL_OK)
                 fail_msg("forward: %s", e.msg);
             int o = 0;

@@ -25,6 +25,7 @@
 #include "core/dtype.h"
 #include "core/err.h"
 #include "core/fp16.h"
+#include "backend/cpu/amx.h"
 #include "backend/cpu/quant.h"
 #include "backend/cpu/repack.h"
 
@@ -47,6 +48,7 @@ struct zl_cpu {
     int n_threads;
     void *scratch; /* converted activations, 64-byte aligned */
     size_t scratch_cap;
+    zl_amx_ws *amx; /* the tile path's buffers (amx.h), created on first use */
 };
 
 zl_cpu *zl_cpu_create(int n_threads)
@@ -67,6 +69,7 @@ void zl_cpu_destroy(zl_cpu *cpu)
     if (!cpu) return;
     zl_pool_destroy(cpu->pool);
     free(cpu->scratch);
+    zl_amx_ws_free(cpu->amx);
     free(cpu);
 }
 
@@ -624,12 +627,62 @@ int zl_matmul_modes(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_t
     return zl_matmul_shared(cpu, 1, &w, x, n_tok, &y, gemm);
 }
 
+/* Whether token k takes the tiles (a weight marked for them): a token of a multi-token prompt (llama.cpp's rule for
+ * one batch when gemm is NULL). */
+static bool tile_token(const int8_t *gemm, int64_t n_tok, int64_t k)
+{
+    return gemm ? (gemm[k] & ZL_MODE_MASK) >= ZL_MODE_MULTI : n_tok >= 2;
+}
+
+/* y = w x for a weight marked for the tiles: its multi-token-mode tokens on the tiles, the others (one-token mode:
+ * decode) through the exact kernels, gathered into a batch of their own. ZL_EUNSUPPORTED: no token takes the tiles
+ * (or they are not available), nothing done. */
+static int matmul_tiles(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_tok, float *y, const int8_t *gemm)
+{
+    int64_t n_tiles = 0;
+    for (int64_t k = 0; k < n_tok; k++) n_tiles += tile_token(gemm, n_tok, k);
+    if (n_tiles == 0) return ZL_EUNSUPPORTED;
+    if (n_tiles == n_tok) return zl_amx_matmul(cpu->pool, &cpu->amx, w, x, NULL, n_tok, y);
+    const int64_t n_rest = n_tok - n_tiles, ne0 = w->ne[0], ne1 = w->ne[1];
+    int64_t *idx = malloc((size_t)n_tok * sizeof *idx);
+    float *xr = malloc((size_t)(n_rest * ne0) * sizeof(float)), *yr = malloc((size_t)(n_rest * ne1) * sizeof(float));
+    int8_t *gr = malloc((size_t)n_rest);
+    int rc = idx && xr && yr && gr ? ZL_OK : ZL_ENOMEM;
+    if (rc == ZL_OK) {
+        int64_t a = 0, b = 0; /* idx: the tile tokens from the front, the others from n_tiles on */
+        for (int64_t k = 0; k < n_tok; k++)
+            if (tile_token(gemm, n_tok, k)) {
+                idx[a++] = k;
+            } else {
+                memcpy(xr + b * ne0, x + k * ne0, (size_t)ne0 * sizeof(float));
+                gr[b] = gemm ? gemm[k] : ZL_MODE_ONE;
+                idx[n_tiles + b++] = k;
+            }
+        rc = zl_amx_matmul(cpu->pool, &cpu->amx, w, x, idx, n_tiles, y);
+    }
+    if (rc == ZL_OK) {
+        zl_tensor exact = *w;
+        exact.tiles = 0;
+        rc = zl_matmul_modes(cpu, &exact, xr, n_rest, yr, gr);
+    }
+    if (rc == ZL_OK)
+        for (int64_t b = 0; b < n_rest; b++)
+            memcpy(y + idx[n_tiles + b] * ne1, yr + b * ne1, (size_t)ne1 * sizeof(float));
+    free(idx), free(xr), free(yr), free(gr);
+    return rc;
+}
+
 int zl_matmul_shared(zl_cpu *cpu, int n_w, const zl_tensor *const *ws, const float *x, int64_t n_tok,
                      float *const *ys, const int8_t *gemm)
 {
     matmul_task t, c; /* c: the task whose conversion is in the scratch buffer */
     memset(&c, 0, sizeof c);
     for (int i = 0; i < n_w; i++) {
+        if (ws[i]->tiles && n_tok > 0) {
+            const int rc = matmul_tiles(cpu, ws[i], x, n_tok, ys[i], gemm);
+            if (rc == ZL_OK) continue;
+            if (rc != ZL_EUNSUPPORTED) return rc;
+        }
         bool done;
         int rc = matmul_setup(ws[i], x, n_tok, ys[i], gemm, &t, &done);
         if (rc != ZL_OK) return rc;
