@@ -36,10 +36,16 @@ say() { echo "setup: $*"; }
 want=$DEB_BUILD
 [ "$WHAT" != build ] && want="$want $DEB_TEST"
 [ "$WHAT" = ci ] && want="$want $DEB_ARM"
+# installed(PKG): an unqualified name means this machine's architecture (once arm64 is added, a bare name would
+# also match the arm64 package) or an arch-independent package.
+native=$(dpkg --print-architecture 2>/dev/null || echo amd64)
+status_has() { local st; st=$(dpkg-query -W -f='${db:Status-Status}\n' "$1" 2>/dev/null || true); [[ $'\n'"$st"$'\n' == *$'\n'installed$'\n'* ]]; }
+installed() {
+    case "$1" in *:*) status_has "$1" ;; *) status_has "$1:$native" || status_has "$1" ;; esac
+}
 missing=""
 for p in $want; do
-    st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
-    [ "$st" = installed ] || missing="$missing $p"
+    installed "$p" || missing="$missing $p"
 done
 missing=${missing# }
 if [ -n "$missing" ]; then

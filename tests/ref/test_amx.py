@@ -2,12 +2,17 @@
 arithmetic, itself checked bit for bit against llama.cpp in test_llamacpp.py).
 
 The tiles add the same products in another order (and the bf16 path rounds weights and activations to bf16), so
-they are held to tolerances instead of bits:
-  * perplexity of SmolLM2, Gemma 3 270M and every random test model the tiles take, over tests/data/ppl.txt at
-    context 128: within 0.1% of the exact path's;
-  * greedy 64 tokens on the four test prompts of every such model: identical to the exact path in at least 90% of
-    the cases; for the others the first position that differs is printed with the exact path's margin there (its top
-    logit minus its logit for the AMX path's token, relative to max |logit|): small means a near-tie;
+they are held to tolerances instead of bits. The scale of "close": llama.cpp's own two orders for the same weights
+(repacked and not, both exact in zili) differ on these texts by 0.46% in Gemma 3 270M's perplexity and give
+identical greedy text in 22 of 36 cases of the models that repack; a one-ulp difference upstream of an 8-bit
+activation quantization flips roundings that grow through the layers.
+  * perplexity of SmolLM2 and Gemma 3 270M over tests/data/ppl.txt at context 128: within 1% of the exact path's
+    (the bound test_llamacpp.py holds zili to against llama.cpp). The random models' perplexities (around e^100)
+    say nothing at this scale; their logits are checked against the float reference instead;
+  * greedy 64 tokens on the four test prompts of the real models and of every random model the tiles take: the
+    share identical to the exact path is printed; each case that differs must first differ at a near-tie, the
+    exact path's margin against the tiles' token there (its top logit minus that token's, relative to max |logit|)
+    at most NEAR_TIE, and at least half the cases must be identical;
   * the logits against our float reference are checked with the exact path's bounds in test_float_ref.py (its
     "amx" cases).
 
@@ -30,6 +35,10 @@ import common  # noqa: E402
 PPL_TEXT = os.path.join(common.ROOT, "tests", "data", "ppl.txt")
 PPL_CTX = 128
 N_PREDICT = 64
+# Each path is held to test_float_ref.py's DEFICIT against the float reference (3% of max|logit| for the 8-bit
+# types; the random K-quant models' exact-path logits are off by up to 3.9% of max|logit| there), so two correct
+# paths may rate each other's choice up to twice that apart.
+NEAR_TIE = 0.06
 TILE_TYPES = {"q4_0", "q4_1", "q5_0", "q8_0", "q4_k_m", "q5_k_m", "q6_k", "q3_k_m", "f16", "bf16"}
 
 
@@ -44,6 +53,10 @@ def need_amx():
     if not amx_on():
         pytest.skip("no AMX tiles here (CPU without AMX-INT8/BF16, tile permission refused, or ZILI_CPU set): "
                     "`zili info` reports no +amx kernels")
+
+
+def real_models() -> list[common.TestModel]:
+    return [common.smollm2(), common.gemma3_270m()]
 
 
 def tile_models() -> list[common.TestModel]:
@@ -72,14 +85,14 @@ def perplexity(model: str, exact: bool) -> float:
     return float(m.group(1))
 
 
-@pytest.mark.parametrize("model", tile_models(), ids=str)
+@pytest.mark.parametrize("model", real_models(), ids=str)
 def test_perplexity_close_to_exact(model, zili_ready):
     need_amx()
     common.skip_if_absent(model)
     exact, tiles = perplexity(model.path, True), perplexity(model.path, False)
     delta = (tiles - exact) / exact
     print(f"perplexity {model.name} ctx {PPL_CTX}: amx {tiles:.4f}, exact {exact:.4f}, delta {delta:+.4%}")
-    assert abs(delta) <= 0.001
+    assert abs(delta) <= 0.01
 
 
 def greedy(model: str, text: str, exact: bool) -> list[int]:
@@ -104,7 +117,7 @@ def exact_margin(model: str, ids: list[int], alt: int) -> tuple[float, float]:
 def test_greedy_mostly_identical(zili_ready):
     need_amx()
     cases = same = 0
-    notes = []
+    notes, far = [], []
     for model in tile_models():
         if not os.path.exists(model.path):
             continue
@@ -118,6 +131,8 @@ def test_greedy_mostly_identical(zili_ready):
             prompt_ids = common.zili_tokenize(model.path, text)
             if k < len(got) and k < len(want):
                 margin, gap = exact_margin(model.path, prompt_ids + want[:k], got[k])
+                if margin > NEAR_TIE:
+                    far.append(f"{model.name} p{p} at token {k}: margin {margin:.3%}")
                 notes.append(f"{model.name} p{p}: first differs at token {k}: exact {want[k]}, amx {got[k]}; exact "
                              f"path's margin against the amx token {margin:.3%} of max|logit| (its top-2 gap "
                              f"{gap:.3%})")
@@ -127,4 +142,5 @@ def test_greedy_mostly_identical(zili_ready):
         print("  " + n)
     print(f"greedy {N_PREDICT} tokens, amx vs exact: {same}/{cases} identical ({same / max(cases, 1):.1%})")
     assert cases > 0
-    assert same >= 0.9 * cases
+    assert not far, f"divergences that are no near-tie (margin > {NEAR_TIE:.0%}): {far}"
+    assert same >= 0.5 * cases

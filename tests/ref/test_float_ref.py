@@ -55,9 +55,20 @@ def compare(z: np.ndarray, r: np.ndarray) -> dict:
                 agree="".join("." if a == b else "x" for a, b in zip(zt, rt)))
 
 
+@functools.lru_cache(maxsize=1)
+def amx_on() -> bool:
+    return "+amx" in common.zili("info", "-m", common.SMOLLM2)
+
+
+@pytest.mark.parametrize("path", ["exact", "amx"])
 @pytest.mark.parametrize("prompt", range(len(PROMPTS)), ids=lambda i: f"p{i}")
 @pytest.mark.parametrize("model", common.all_models(), ids=str)
-def test_logits_vs_float_reference(model, prompt, zili_ready, tmp_path):
+def test_logits_vs_float_reference(model, prompt, path, zili_ready, tmp_path, monkeypatch):
+    """path "exact": llama.cpp's arithmetic (ZILI_EXACT=1); "amx": the prompt on the AMX tiles, held to the same
+    bounds (skipped where there are none)."""
+    if path == "amx" and not amx_on():
+        pytest.skip("no AMX tiles here (zili info reports no +amx kernels)")
+    monkeypatch.setenv("ZILI_EXACT", "1" if path == "exact" else "0")
     out = tmp_path / "logits.f32"
     ids = common.parse_ids(common.zili("logits", "-m", model.path, "-p", PROMPTS[prompt], "-o", str(out),
                                        "-t", str(common.THREADS)))
@@ -67,7 +78,7 @@ def test_logits_vs_float_reference(model, prompt, zili_ready, tmp_path):
     z = z.reshape(len(ids), fm.n_vocab).astype(np.float64)
     assert np.isfinite(z).all(), "non-finite logits"
     c = compare(z, fm.forward(ids))
-    print(f"{model.name} p{prompt} ({len(ids)} tokens): max abs err {c['max_abs']:.4g}, max rel err "
+    print(f"{model.name} p{prompt} {path} ({len(ids)} tokens): max abs err {c['max_abs']:.4g}, max rel err "
           f"{c['max_rel']:.4%} (bound {REL_BOUND[model.wtype]:.2%}), top-1 agreement {c['top1']:.0%} "
           f"[{c['agree']}], worst choice deficit {c['deficit']:.3%}")
     assert c["max_rel"] <= REL_BOUND[model.wtype]

@@ -422,6 +422,7 @@ typedef struct amx_task {
     int S;                /* quantized weights: their sub-block (the int8 panel's); 0: F16 / BF16 */
     bool bf16;            /* the bf16 tiles (activations in bf16; quantized weights dequantized into bf16 panels) */
     int64_t ne0, ne1, nsub, n, n_pad;
+    int64_t len;          /* bf16: the tile row length (zl_amx_bf16_len) */
     const float *x;
     const int64_t *idx;   /* token i's row in x (NULL: i) */
     size_t xrow;          /* bytes per converted activation row */
@@ -449,7 +450,10 @@ static void amx_convert(void *arg, int ith, int nth)
         const float *xr = t->x + (t->idx ? t->idx[i] : i) * t->ne0;
 #ifdef ZL_HAVE_AMX_KERNELS
         if (t->bf16) {
-            zl_amx_bf16_act(xr, t->ne0, (uint16_t *)(void *)xq);
+            if (t->len > t->ne0)
+                zl_amx_bf16_act3(xr, t->ne0, (uint16_t *)(void *)xq);
+            else
+                zl_amx_bf16_act(xr, t->ne0, (uint16_t *)(void *)xq);
             continue;
         }
 #endif
@@ -477,8 +481,8 @@ static void amx_panels(void *arg, int ith, int nth)
             zl_amx_bf16_panel(t->w->type, wr, t->w->nb1, nrows < 16 ? nrows : 16, t->ne0, pb);
             if (nrows > 16)
                 zl_amx_bf16_panel(t->w->type, wr + 16 * t->w->nb1, t->w->nb1, nrows - 16, t->ne0,
-                                  pb + t->ne0 * 16);
-            zl_amx_bf16_tiles(t->ne0, t->ws->xq, (int)t->n, pb, nrows, t->y + r0, t->ldy);
+                                  pb + t->len * 16);
+            zl_amx_bf16_tiles(t->len, t->ws->xq, (int)t->n, pb, nrows, t->y + r0, t->ldy);
             continue;
         }
         int8_t *codes = buf;
@@ -526,6 +530,7 @@ int zl_amx_matmul(zl_pool *pool, zl_amx_ws **wsp, const zl_tensor *w, const floa
     t.idx = idx;
     t.ws = ws;
     t.bf16 = !t.S || zl_amx_quant_bf16();
+    t.len = t.ne0;
     t.panel_rows = t.bf16 ? 32 : 16;
     if (t.ne0 <= 0 || t.ne0 % (t.S ? zl_type_traits_ref(w->type)->block_size : 32) != 0) return ZL_EINVAL;
     size_t panel_bytes = 0;
@@ -543,8 +548,9 @@ int zl_amx_matmul(zl_pool *pool, zl_amx_ws **wsp, const zl_tensor *w, const floa
             return ZL_ENOMEM;
         zl_amx_int8_offsets(w->type, t.ne0, ws->off);
     } else {
-        t.xrow = (size_t)t.ne0 * 2;
-        panel_bytes = (size_t)t.ne0 * 32 * 2;
+        t.len = zl_amx_bf16_len(w->type, t.ne0);
+        t.xrow = (size_t)t.len * 2;
+        panel_bytes = (size_t)t.len * 32 * 2;
     }
     if (!grow(&ws->xq, &ws->xq_cap, (size_t)t.n_pad * t.xrow)) return ZL_ENOMEM;
     const int nth = pool ? zl_pool_size(pool) : 1;

@@ -22,9 +22,9 @@
  *     activation's scale for that sub-block and sa_j = da_j * sum of the activation's codes over it.
  * zl_amx_int8_ref is that arithmetic in plain C (the kernels' bits exactly).
  *
- * bf16 path (F16 and BF16 weights): weights and activations rounded to bf16 (round to nearest even), products summed
- * in fp32 by the tiles over 32 values at a time, in the tiles' own order (no scalar mirror: compared within a
- * tolerance).
+ * bf16 path (F16 and BF16 weights, and by default the quantized ones, dequantized): weights and activations rounded
+ * to bf16 (round to nearest even), products summed in fp32 by the tiles over 32 values at a time, in the tiles' own
+ * order (no scalar mirror: compared within a tolerance).
  *
  * Layouts (per "panel" of 16 weight rows, made by the driver once per chunk and reused for all its tokens):
  *   int8 panel: codes, for each sub-block j in order, S/4 rows of 64 bytes: row q holds for each weight row r (0..15)
@@ -34,6 +34,13 @@
  * Activations, int8: the converted rows themselves (vec_dot_type blocks), n_pad tokens at xq + t * xq_stride
  * (n_pad: n rounded up to 16, the extra rows zero), the codes of sub-block j at byte offset off[j] of a row; da and
  * sa: float [n_pad][nsub]. bf16: [n_pad][k] bf16 rows.
+ *
+ * Kernel index (multi-token-mode tokens of a marked weight; one-token tokens always take ops.c's exact kernels):
+ *   F16, BF16                     -> zl_amx_bf16_panel + zl_amx_bf16_tiles           (matmul_bf16_amx.c)
+ *   Q4_0, Q4_1, Q5_0, Q8_0,       -> zl_amx_int8_panel + zl_amx_int8_to_bf16          (matmul_int8_amx.c)
+ *   Q4_K, Q5_K, Q6_K (default)       + zl_amx_bf16_tiles                              (matmul_bf16_amx.c)
+ *   the same with ZILI_AMX=int8   -> zl_amx_int8_panel + zl_amx_int8_tiles            (matmul_int8_amx.c)
+ *   other types                   -> not marked: the exact kernels
  *
  * Everything here but zl_amx_available and zl_amx_int8_ref runs only where zl_amx_available() is true (AMX
  * instructions fault elsewhere); the kernels are pure and callable from any thread (each call configures the
@@ -107,8 +114,15 @@ void zl_amx_int8_to_bf16(int S, int64_t ne0, const int8_t *codes, const float *s
 
 /* n rows of ne0 floats -> bf16 (round to nearest even), ne0 a multiple of 32. */
 void zl_amx_bf16_act(const float *x, int64_t ne0, uint16_t *xb);
-/* Weight rows r0 .. r0 + 15 (F16 or BF16, those below nrows; the rest zero) -> bf16 panel of ne0 * 16 values,
- * 64-byte aligned. */
+/* F16 weights keep their precision on the bf16 tiles by splitting both operands: w = wh + wl exactly, x ~ xh + xl
+ * (16 significant bits, more than the F16 activations of the exact path), and the row becomes 3 * ne0 long,
+ * activations [xh | xh | xl] against weights [wh | wl | wh] (the wl * xl term, ~2^-16 relative, is left out).
+ * zl_amx_bf16_len: the tile row length for a weight of `type` (3 ne0 for F16, else ne0); zl_amx_bf16_act3 writes
+ * one such activation row (3 ne0 bf16). */
+int64_t zl_amx_bf16_len(uint32_t type, int64_t ne0);
+void zl_amx_bf16_act3(const float *x, int64_t ne0, uint16_t *xb);
+/* Weight rows r0 .. r0 + 15 (F16 or BF16, those below nrows; the rest zero) -> bf16 panel of
+ * zl_amx_bf16_len(type, ne0) * 16 values, 64-byte aligned. */
 void zl_amx_bf16_panel(uint32_t type, const void *w, size_t nb1, int nrows, int64_t ne0, uint16_t *panel);
 /* y[t * ldy + r] for t < nt, r < nrows (<= 32: one or two panels, the second at panel + ne0 * 16) from activations
  * xb (nt rounded up to 16 rows of ne0 bf16, the extra rows zero). */

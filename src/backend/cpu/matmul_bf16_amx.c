@@ -27,23 +27,56 @@ void zl_amx_bf16_act(const float *x, int64_t ne0, uint16_t *xb)
     }
 }
 
+/* The floats of bf16 values 16 h .. 16 h + 15 of v (exact). */
+static inline __m512 bf16_half(__m512bh v, int h)
+{
+    const __m256i q = h ? _mm512_extracti64x4_epi64((__m512i)v, 1) : _mm512_castsi512_si256((__m512i)v);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(q), 16));
+}
+
+void zl_amx_bf16_act3(const float *x, int64_t ne0, uint16_t *xb)
+{
+    for (int64_t k = 0; k < ne0; k += 32) {
+        const __m512 a = _mm512_loadu_ps(x + k), b = _mm512_loadu_ps(x + k + 16);
+        const __m512bh h = _mm512_cvtne2ps_pbh(b, a);
+        const __m512 ah = bf16_half(h, 0), bh = bf16_half(h, 1);
+        const __m512bh l = _mm512_cvtne2ps_pbh(_mm512_sub_ps(b, bh), _mm512_sub_ps(a, ah));
+        _mm512_storeu_si512(xb + k, (__m512i)h);
+        _mm512_storeu_si512(xb + ne0 + k, (__m512i)h);
+        _mm512_storeu_si512(xb + 2 * ne0 + k, (__m512i)l);
+    }
+}
+
+int64_t zl_amx_bf16_len(uint32_t type, int64_t ne0)
+{
+    return type == ZL_F16 ? 3 * ne0 : ne0;
+}
+
 void zl_amx_bf16_panel(uint32_t type, const void *w, size_t nb1, int nrows, int64_t ne0, uint16_t *panel)
 {
-    _Alignas(64) uint16_t slice[16][32];
+    _Alignas(64) uint16_t slice[16][32], low[16][32];
     memset(slice, 0, sizeof slice);
+    memset(low, 0, sizeof low);
     for (int64_t k = 0; k < ne0; k += 32) {
         for (int r = 0; r < nrows; r++) {
             const char *row = (const char *)w + (size_t)r * nb1;
-            if (type == ZL_F16) {
+            if (type == ZL_F16) { /* w = hi + lo exactly (11 significant bits in two bf16 of 8) */
                 const __m256i *h = (const __m256i *)(const void *)(row + 2 * k);
-                const __m512 lo = _mm512_cvtph_ps(_mm256_loadu_si256(h)), hi = _mm512_cvtph_ps(_mm256_loadu_si256(h + 1));
-                _mm512_store_si512(slice[r], (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+                const __m512 a = _mm512_cvtph_ps(_mm256_loadu_si256(h)), b = _mm512_cvtph_ps(_mm256_loadu_si256(h + 1));
+                const __m512bh hi = _mm512_cvtne2ps_pbh(b, a);
+                const __m512 ah = bf16_half(hi, 0), bh = bf16_half(hi, 1);
+                _mm512_store_si512(slice[r], (__m512i)hi);
+                _mm512_store_si512(low[r], (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(b, bh), _mm512_sub_ps(a, ah)));
             } else { /* BF16: the values as they are */
                 _mm512_store_si512(slice[r], _mm512_loadu_si512(row + 2 * k));
             }
         }
         /* dword q of row r is its pair (k + 2q, k + 2q + 1): the panel's pair row k / 2 + q */
         zl_transpose16_dwords((const int8_t *)slice, 16, (int8_t *)(panel + k * 16));
+        if (type == ZL_F16) { /* [hi | lo | hi] against the activations' [hi | hi | lo] */
+            zl_transpose16_dwords((const int8_t *)low, 16, (int8_t *)(panel + (ne0 + k) * 16));
+            zl_transpose16_dwords((const int8_t *)slice, 16, (int8_t *)(panel + (2 * ne0 + k) * 16));
+        }
     }
 }
 
