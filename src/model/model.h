@@ -112,7 +112,7 @@ typedef struct zl_fwd zl_fwd;
 int zl_fwd_create(const zl_model *m, int32_t max_tokens, zl_fwd **out, zl_err *err);
 /* A batch size for prompts when the caller names none: the largest of 512, 256 and 128 tokens whose
  * activation scratch (zl_fwd's buffers plus the matmul's converted activations) stays within 1/32 of the weight
- * bytes, and 128 below that. Small models then keep their peak memory near file + KV cache, large ones keep
+ * bytes (1/16 when prompts take the AMX tiles, which unpack each weight panel once per batch), and 64 below that. Small models then keep their peak memory near file + KV cache, large ones keep
  * the weight reuse of long batches; prompt speed measured the same at 128 and 512 on quantized weights. */
 int32_t zl_model_auto_batch(const zl_model *m);
 void zl_fwd_destroy(zl_fwd *f);

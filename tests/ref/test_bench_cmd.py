@@ -58,12 +58,14 @@ def test_bench_parallel():
 
 def test_bench_batch_size():
     """The batch size: chosen from the model when -b is not given (SmolLM2's 94 MiB of weights: 64, the smallest
-    the rule picks), as given with -b, never above the context; reported in the JSON."""
+    the rule picks; 128 where prompts take the AMX tiles, whose budget is twice as large), as given with -b, never
+    above the context; reported in the JSON."""
     def n_batch(*args):
         r = bench("-m", SMOLLM2, "-n", "1", "-r", "1", "-t", "2", "--json", *args)
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout)["n_batch"]
 
-    assert n_batch("-p", "300") == 64
+    tiles = "+amx" in bench("-m", SMOLLM2, "-n", "1", "-p", "0", "-r", "1", "--json").stdout
+    assert n_batch("-p", "300") == (128 if tiles else 64)
     assert n_batch("-p", "300", "-b", "256") == 256
     assert n_batch("-p", "40") == 41  # context of 41 tokens: one batch holds all of it
