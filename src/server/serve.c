@@ -37,6 +37,7 @@
 
 #include "engine/engine.h"
 #include "model/model.h"
+#include "server/door.h"
 #include "server/oai.h"
 #include "server/page.h"
 #include "tokenizer/chat.h"
@@ -54,6 +55,8 @@ typedef struct srv {
     const char *api_key; /* NULL: open */
     size_t max_body;
     double body_timeout; /* seconds a request body may take to arrive in full (--timeout) */
+    struct MHD_Daemon *daemon;
+    zl_door *door;
     int32_t n_ctx;
     time_t started;
     atomic_uint_fast64_t by_code[N_CODES];
@@ -98,6 +101,8 @@ static enum MHD_Result send_buf(srv *s, struct MHD_Connection *c, int code, cons
         return MHD_NO;
     }
     MHD_add_response_header(r, "Content-Type", type);
+    /* One request per connection: the door (door.h) checks every request head before the library sees it. */
+    MHD_add_response_header(r, "Connection", "close");
     if (retry_after)
         MHD_add_response_header(r, "Retry-After", retry_after);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)code, r);
@@ -129,20 +134,53 @@ static enum MHD_Result send_error(srv *s, struct MHD_Connection *c, int code, co
     return send_buf(s, c, code, "application/json", body, true, code == 503 ? "1" : NULL);
 }
 
-/* True if the client closed its end (or the socket failed). */
-static bool peer_gone(struct MHD_Connection *c)
+/* Where the client is while its reply is being computed. */
+typedef enum peer_state {
+    PEER_HERE,     /* nothing new */
+    PEER_EOF,      /* it has just been seen to have shut its sending side (first time): maybe a half-close */
+    PEER_GONE,     /* the socket failed or was reset: nobody reads the reply */
+} peer_state;
+
+/* A client that shuts only its sending side after the request (SHUT_WR: `nc -N`, some HTTP/1.0 clients and
+ * proxies) still reads the reply, and the end of file it leaves looks the same as a client that closed the socket.
+ * So end of file is reported once as PEER_EOF, and the caller writes something (an interim "100 Continue", an SSE
+ * comment): a peer that has closed altogether answers that with a reset, which the next polls see as PEER_GONE. */
+static peer_state peer_poll(struct MHD_Connection *c, bool *eof_seen)
 {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (!ci)
-        return true;
+        return PEER_GONE;
     struct pollfd p = {.fd = ci->connect_fd, .events = POLLIN | POLLRDHUP};
     if (poll(&p, 1, 0) <= 0)
-        return false;
-    if (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
+        return PEER_HERE;
+    if (p.revents & (POLLHUP | POLLERR | POLLNVAL))
+        return PEER_GONE;
+    if (*eof_seen)
+        return PEER_HERE;
+    bool eof = (p.revents & POLLRDHUP) != 0;
+    if (!eof && (p.revents & POLLIN)) {
+        char b;
+        eof = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+    }
+    if (!eof)
+        return PEER_HERE;
+    *eof_seen = true;
+    return PEER_EOF;
+}
+
+/* The probe of a non-streamed reply: "100 Continue" straight to the socket (RFC 9110 15.2: clients skip interim
+ * responses before the final one; an HTTP/1.0 client must not get one, so it is not probed and only a reset or a
+ * socket error counts as gone). Returns false when the write already fails. */
+static bool probe_whole(struct MHD_Connection *c, bool http10)
+{
+    if (http10)
         return true;
-    char b;
-    const ssize_t n = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n == 0;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return false;
+    static const char k_continue[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    const ssize_t n = send(ci->connect_fd, k_continue, sizeof k_continue - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    return n >= 0 || errno == EAGAIN || errno == EWOULDBLOCK;
 }
 
 /* ------------------------------------------------------------------------------------------------------------ */
@@ -160,6 +198,7 @@ typedef struct gen {
     size_t len, pos, cap;
     int phase; /* 0 before the first chunk, 1 streaming, 2 final events queued, 3 done */
     double last_out; /* when stream_fill last produced bytes (now_s) */
+    bool http10, eof_seen; /* the request's version; the client's end of file seen (peer_poll) */
     json_t *lp_acc;
     size_t text_offset;
 } gen;
@@ -292,8 +331,13 @@ static bool stream_fill(gen *g)
         if (c.len || c.n_lp || c.finish != ZL_FINISH_NONE)
             break;
         zl_req_chunk_free(&c);
-        if (peer_gone(g->conn))
+        const peer_state ps = peer_poll(g->conn, &g->eof_seen);
+        if (ps == PEER_GONE)
             return false;
+        if (ps == PEER_EOF) { /* the reply is under way: a comment, which a closed peer answers with a reset */
+            buf_put(g, ": are you there\n\n", 18);
+            return true;
+        }
         /* libmicrohttpd drops a connection that has been silent for its timeout once this callback returns, so
          * a stream that waits long (queued, long prefill) sends an SSE comment, which clients ignore. */
         if (now_s() - g->last_out > g->s->body_timeout / 4) {
@@ -396,7 +440,8 @@ static enum MHD_Result reply_whole(gen *g)
         if (c.finish != ZL_FINISH_NONE)
             break;
         zl_req_chunk_free(&c);
-        if (peer_gone(g->conn)) {
+        const peer_state ps = peer_poll(g->conn, &g->eof_seen);
+        if (ps == PEER_GONE || (ps == PEER_EOF && !probe_whole(g->conn, g->http10))) {
             free(text);
             gen_free(g);
             return MHD_NO;
@@ -422,7 +467,8 @@ static enum MHD_Result reply_whole(gen *g)
     return ret;
 }
 
-static enum MHD_Result handle_generate(srv *s, struct MHD_Connection *conn, oai_kind kind, json_t *root)
+static enum MHD_Result handle_generate(srv *s, struct MHD_Connection *conn, oai_kind kind, json_t *root,
+                                       bool http10)
 {
     if (atomic_load(&s->draining))
         return send_error(s, conn, 503, "the server is shutting down", NULL);
@@ -432,6 +478,7 @@ static enum MHD_Result handle_generate(srv *s, struct MHD_Connection *conn, oai_
     atomic_fetch_add(&s->active, 1);
     g->s = s;
     g->conn = conn;
+    g->http10 = http10;
     g->created = time(NULL);
     oai_error oe;
     const uint64_t seed = (uint64_t)time(NULL) * 1000003u + atomic_fetch_add(&s->seed_counter, 1);
@@ -461,6 +508,7 @@ static enum MHD_Result handle_generate(srv *s, struct MHD_Connection *conn, oai_
     }
     MHD_add_response_header(r, "Content-Type", "text/event-stream");
     MHD_add_response_header(r, "Cache-Control", "no-cache");
+    MHD_add_response_header(r, "Connection", "close");
     enum MHD_Result ret = MHD_queue_response(conn, 200, r);
     MHD_destroy_response(r);
     count_code(s, 200);
@@ -655,7 +703,6 @@ static bool authorized(srv *s, struct MHD_Connection *c)
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
-    (void)version;
     srv *s = cls;
     conn_ctx *cc = *con_cls;
     if (!cc) {
@@ -744,13 +791,58 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (!json_is_object(root))
         ret = send_error(s, conn, 400, "the request body must be a JSON object", NULL);
     else if (route == 2)
-        ret = handle_generate(s, conn, kind, root);
+        ret = handle_generate(s, conn, kind, root, version && !strcmp(version, "HTTP/1.0"));
     else if (route == 3)
         ret = handle_tokenize(s, conn, root);
     else
         ret = handle_detokenize(s, conn, root);
     json_decref(root);
     return ret;
+}
+
+/* The library's connection-start / -closed notifications: the door counts these connections against its limits. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    srv *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        struct sockaddr_in *a = calloc(1, sizeof *a);
+        if (!a)
+            return;
+        if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET)
+            memcpy(a, ci->client_addr, sizeof *a);
+        zl_door_active_add(s->door, (const struct sockaddr *)a);
+        *socket_ctx = a;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && *socket_ctx) {
+        zl_door_active_remove(s->door, (const struct sockaddr *)*socket_ctx);
+        free(*socket_ctx);
+        *socket_ctx = NULL;
+    }
+}
+
+/* The door's hand-over: the library owns fd from here on (and closes it when it cannot take it). */
+static void hand_over(void *ctx, int fd, const struct sockaddr *addr, socklen_t len)
+{
+    srv *s = ctx;
+    MHD_add_connection(s->daemon, fd, addr, len);
+}
+
+/* A listening TCP socket on addr (non-blocking); -1 with errno on failure. */
+static int listen_on(const struct sockaddr_in *addr)
+{
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    const int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (const struct sockaddr *)addr, sizeof *addr) != 0 || listen(fd, 1024) != 0) {
+        const int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode t)
@@ -782,6 +874,13 @@ static const char SERVE_USAGE[] =
     "      --max-queue N      requests waiting before 503 (default 256)\n"
     "      --max-body BYTES   largest request body (default 4 MiB)\n"
     "      --timeout S        idle connection timeout, and the most a request body may take, in seconds (default 60)\n"
+    "      --header-timeout S the most a request head (request line and headers) may take, in seconds (default 10)\n"
+    "      --max-conns N      connections in all; at the limit the one waiting longest for its head is shed\n"
+    "                         (default 1024)\n"
+    "      --max-conns-per-ip N connections per client address (default 64; 0 = no limit, e.g. behind a proxy)\n"
+    "      --max-tokens N     max_tokens of a request that sets none, and the most one may set (default 4096)\n"
+    "      --special-in-content chat message text may spell special tokens (\"<|im_start|>\"...) and they become\n"
+    "                         control tokens (trusted clients only: a user could write system turns)\n"
     "      --grace S          seconds to let running requests finish on SIGTERM (default 5)\n"
     "      --no-prefix-cache  do not share prompt KV blocks between requests\n"
     "      --kv-prefault      make the whole KV pool resident at start (default: pages are taken as blocks are\n"
@@ -838,7 +937,9 @@ static bool parse_size(const char *s, int64_t *out)
 int zl_serve_main(int argc, char **argv)
 {
     const char *model_path = NULL, *host = "127.0.0.1", *tmpl_name = NULL, *api_key = getenv("ZILI_API_KEY");
-    long long port = 8080, timeout = 60, grace = 5, max_body = 4 << 20, v;
+    long long port = 8080, timeout = 60, grace = 5, max_body = 4 << 20, head_timeout = 10, max_conns = 1024,
+              max_per_ip = 64, max_tokens = 4096, v;
+    bool special_in_content = false;
     zl_engine_params ep = zl_engine_default_params();
     zl_model_opts mo = {.use_mmap = true};
     for (int i = 1; i < argc; i++) {
@@ -883,6 +984,16 @@ int zl_serve_main(int argc, char **argv)
             INT(1024, 1LL << 30, max_body);
         } else if (IS("--timeout")) {
             INT(1, 86400, timeout);
+        } else if (IS("--header-timeout")) {
+            INT(1, 3600, head_timeout);
+        } else if (IS("--max-conns")) {
+            INT(1, 65536, max_conns);
+        } else if (IS("--max-conns-per-ip")) {
+            INT(0, 65536, max_per_ip);
+        } else if (IS("--max-tokens")) {
+            INT(1, 1 << 24, max_tokens);
+        } else if (IS("--special-in-content")) {
+            special_in_content = true;
         } else if (IS("--grace")) {
             INT(0, 3600, grace);
         } else if (IS("--kv-mem")) {
@@ -970,31 +1081,45 @@ int zl_serve_main(int argc, char **argv)
     const zl_engine_params *used = zl_engine_get_params(s->engine);
     s->n_ctx = used->n_ctx;
 
-    struct MHD_Daemon *d = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC, 0, NULL, NULL, on_request,
-        s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)timeout,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
-    if (!d) {
-        fprintf(stderr, "zili serve: cannot listen on %s:%lld: %s\n", host, port, strerror(errno));
+    const int lfd = listen_on(&addr);
+    struct MHD_Daemon *d = NULL;
+    if (lfd >= 0)
+        d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
+                                 MHD_USE_NO_LISTEN_SOCKET,
+                             0, NULL, NULL, on_request, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)timeout,
+                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_conns + 16, MHD_OPTION_NOTIFY_COMPLETED,
+                             on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_END);
+    s->daemon = d;
+    const zl_door_params dp = {.max_conns = (int)max_conns, .max_per_ip = (int)max_per_ip,
+                               .head_timeout = (double)head_timeout, .max_head = 16384,
+                               .max_body = (uint64_t)max_body};
+    if (lfd < 0 || !d || zl_door_start(lfd, &dp, hand_over, s, &s->door, &err) != ZL_OK) {
+        fprintf(stderr, "zili serve: cannot listen on %s:%lld: %s\n", host, port,
+                lfd < 0 ? strerror(errno) : !d ? "the HTTP library did not start" : err.msg);
+        if (d)
+            MHD_stop_daemon(d);
+        if (lfd >= 0 && !s->door)
+            close(lfd);
         zl_engine_destroy(s->engine);
         zl_model_free(s->model);
         free(s);
         return 1;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    struct sockaddr_in bound;
+    socklen_t bl = sizeof bound;
+    const unsigned bport = getsockname(lfd, (struct sockaddr *)&bound, &bl) == 0 ? ntohs(bound.sin_port)
+                                                                               : (unsigned)port;
     fprintf(stderr,
             "zili serve: %s on http://%s:%u (parallel %d, ctx %d, %d KV blocks of %d, batch %d, prefix cache %s%s)\n",
-            s->model_id, host, di ? di->port : (unsigned)port, used->n_parallel, used->n_ctx, used->n_blocks,
-            used->block_size, used->n_batch, used->prefix_cache ? "on" : "off", api_key ? ", API key required" : "");
+            s->model_id, host, bport, used->n_parallel, used->n_ctx, used->n_blocks, used->block_size,
+            used->n_batch, used->prefix_cache ? "on" : "off", api_key ? ", API key required" : "");
     fflush(stderr);
 
     int sig = 0;
     sigwait(&sigs, &sig);
     fprintf(stderr, "zili serve: %s, stopping\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     atomic_store(&s->draining, true);
-    const MHD_socket ls = MHD_quiesce_daemon(d);
-    if (ls != MHD_INVALID_SOCKET)
-        close(ls);
+    zl_door_stop(s->door); /* no new connections */
     const double until = now_s() + (double)grace;
     while (atomic_load(&s->active) > 0 && now_s() < until)
         usleep(20000);
@@ -1004,6 +1129,7 @@ int zl_serve_main(int argc, char **argv)
     while (atomic_load(&s->active) > 0 && now_s() < until2)
         usleep(10000);
     MHD_stop_daemon(d);
+    zl_door_free(s->door);
     zl_engine_destroy(s->engine);
     zl_model_free(s->model);
     free(s);
