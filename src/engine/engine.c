@@ -78,6 +78,11 @@ struct zl_req {
     int32_t slot;       /* KV sequence id while running, else -1 */
     int32_t *toks;      /* prompt then generated */
     int32_t n_toks, toks_cap;
+    /* Log-probability records waiting for their token's text to be handed out (held back with it while it may
+     * still turn out to be a stop string), each with where that text starts in text. */
+    zl_token_logprob *lp_pend;
+    size_t *lp_start;
+    int32_t n_pend, pend_cap;
     int32_t n_done;     /* tokens of toks in the KV cache */
     int32_t n_reg;      /* full blocks registered with the prefix cache */
     int32_t n_gen;
@@ -182,6 +187,8 @@ static void req_free(zl_req *r)
     free(r->bias);
     free(r->out);
     free(r->lp);
+    free(r->lp_pend);
+    free(r->lp_start);
     free(r->toks);
     free(r->text);
     zl_sampler_free(r->smp);
@@ -437,10 +444,35 @@ static size_t stop_holdback(const zl_req *r, size_t from)
     return best;
 }
 
-/* Hands new text to the client. final: the request ends now (emit everything that is not cut by a stop).
- * Returns true if a stop string was found (the text is cut before it). */
-static bool emit_text(zl_req *r, bool final, const zl_token_logprob *lp)
+/* Queues r's log-probability record for a token whose text starts at text offset start (scheduler only). A
+ * record that cannot be queued (out of memory) is dropped. */
+static void lp_hold(zl_req *r, const zl_token_logprob *lp, size_t start)
 {
+    if (r->n_pend == r->pend_cap) {
+        const int32_t cap = r->pend_cap ? 2 * r->pend_cap : 16;
+        zl_token_logprob *nl = realloc(r->lp_pend, (size_t)cap * sizeof *nl);
+        if (nl)
+            r->lp_pend = nl;
+        size_t *ns = nl ? realloc(r->lp_start, (size_t)cap * sizeof *ns) : NULL;
+        if (ns)
+            r->lp_start = ns;
+        if (!nl || !ns)
+            return;
+        r->pend_cap = cap;
+    }
+    r->lp_pend[r->n_pend] = *lp;
+    r->lp_start[r->n_pend++] = start;
+}
+
+/* Hands new text to the client. final: the request ends now (emit everything that is not cut by a stop).
+ * lp (may be NULL): the log-probability record of the token just taken, whose text starts at lp_start. A record
+ * goes out with the first byte of its token's text, so that the records always describe the text handed out:
+ * those of tokens cut by a stop string never go out; at the end (final, no stop) all that are left do.
+ * Returns true if a stop string was found (the text is cut before it). */
+static bool emit_text(zl_req *r, bool final, const zl_token_logprob *lp, size_t lp_start)
+{
+    if (lp)
+        lp_hold(r, lp, lp_start);
     size_t which = 0;
     const ptrdiff_t at = find_stop(r, r->emitted, &which);
     size_t upto;
@@ -450,26 +482,39 @@ static bool emit_text(zl_req *r, bool final, const zl_token_logprob *lp)
         upto = r->text_len;
     else
         upto = r->text_len - stop_holdback(r, r->emitted);
+    int32_t n_out = 0; /* pending records to hand out, in order */
+    while (n_out < r->n_pend && (r->lp_start[n_out] < upto || (final && at < 0)))
+        n_out++;
     pthread_mutex_lock(&r->mu);
     bool ok = upto == r->emitted || out_append(r, r->text + r->emitted, upto - r->emitted);
     if (ok)
         r->emitted = upto;
-    if (lp) {
-        if (r->n_lp == r->lp_cap) {
-            const int32_t cap = r->lp_cap ? 2 * r->lp_cap : 16;
-            zl_token_logprob *nl = realloc(r->lp, (size_t)cap * sizeof *nl);
-            if (nl) {
-                r->lp = nl;
-                r->lp_cap = cap;
-            }
+    if (n_out && r->n_lp + n_out > r->lp_cap) {
+        int32_t cap = r->lp_cap ? r->lp_cap : 16;
+        while (cap < r->n_lp + n_out)
+            cap *= 2;
+        zl_token_logprob *nl = realloc(r->lp, (size_t)cap * sizeof *nl);
+        if (nl) {
+            r->lp = nl;
+            r->lp_cap = cap;
         }
-        if (r->n_lp < r->lp_cap)
-            r->lp[r->n_lp++] = *lp;
+    }
+    const int32_t n_copy = r->n_lp + n_out <= r->lp_cap ? n_out : r->lp_cap - r->n_lp;
+    if (n_copy > 0) {
+        memcpy(r->lp + r->n_lp, r->lp_pend, (size_t)n_copy * sizeof *r->lp);
+        r->n_lp += n_copy;
     }
     r->q_gen = r->n_gen;
     r->q_cached = r->n_cached;
     pthread_cond_signal(&r->cv);
     pthread_mutex_unlock(&r->mu);
+    if (at >= 0 || final) {
+        r->n_pend = 0; /* the rest belongs to text that is never handed out */
+    } else if (n_out) {
+        memmove(r->lp_pend, r->lp_pend + n_out, (size_t)(r->n_pend - n_out) * sizeof *r->lp_pend);
+        memmove(r->lp_start, r->lp_start + n_out, (size_t)(r->n_pend - n_out) * sizeof *r->lp_start);
+        r->n_pend -= n_out;
+    }
     return at >= 0;
 }
 
@@ -523,7 +568,7 @@ static void finish_with_text(zl_engine *e, zl_req *r, zl_finish why)
     int n = zl_detok_flush(&r->dt, e->piece, e->piece_cap);
     if (n > 0)
         text_append(r, e->piece, (size_t)n);
-    if (emit_text(r, true, NULL))
+    if (emit_text(r, true, NULL, 0))
         why = ZL_FINISH_STOP;
     finish(e, r, why, NULL);
 }
@@ -890,9 +935,10 @@ static void take_token(zl_engine *e, zl_req *r, int32_t i)
     }
     r->toks[r->n_toks++] = tok;
 
+    const size_t start = r->text_len; /* where this token's text goes */
     if (!r->p.ignore_eos && zl_vocab_is_eog(voc, tok)) {
         if (r->p.logprobs)
-            emit_text(r, false, lp);
+            emit_text(r, false, lp, start);
         finish_with_text(e, r, ZL_FINISH_STOP);
         return;
     }
@@ -901,7 +947,7 @@ static void take_token(zl_engine *e, zl_req *r, int32_t i)
         finish(e, r, ZL_FINISH_ERROR, "out of memory for the generated text");
         return;
     }
-    if (emit_text(r, false, r->p.logprobs ? lp : NULL)) {
+    if (emit_text(r, false, r->p.logprobs ? lp : NULL, start)) {
         finish(e, r, ZL_FINISH_STOP, NULL);
         return;
     }

@@ -105,7 +105,8 @@ static int message_text(json_t *content, size_t i, char **out, oai_error *e)
     return ZL_OK;
 }
 
-static int chat_prompt(const zl_model *m, const zl_chat_tmpl *tmpl, json_t *root, oai_request *out, oai_error *e)
+static int chat_prompt(const zl_model *m, const zl_chat_tmpl *tmpl, json_t *root, bool special_in_content,
+                       oai_request *out, oai_error *e)
 {
     json_t *msgs = json_object_get(root, "messages");
     if (!json_is_array(msgs) || json_array_size(msgs) == 0)
@@ -141,13 +142,26 @@ static int chat_prompt(const zl_model *m, const zl_chat_tmpl *tmpl, json_t *root
         cm[i].content = texts[i];
     }
     char *prompt;
+    zl_text_span *spans = NULL;
+    size_t n_spans = 0;
     zl_err err = {{0}};
-    if ((rc = zl_chat_render(*tmpl, cm, n, true, &prompt, &err)) != ZL_OK) {
+    if ((rc = zl_chat_render_spans(*tmpl, cm, n, true, &prompt, &spans, &n_spans, &err)) != ZL_OK) {
         rc = fail(e, "messages", "%s", err.msg);
         goto done;
     }
+    const size_t before = strlen(prompt);
     zl_chat_strip_bos(*tmpl, zl_vocab_add_bos(zl_model_vocab(m)), prompt);
-    rc = zl_tokenize(zl_model_vocab(m), prompt, strlen(prompt), true, true, &out->prompt, &out->n_prompt, &err);
+    const size_t len = strlen(prompt), cut = before - len; /* the BOS text is the template's, never a span's */
+    for (size_t i = 0; i < n_spans; i++)
+        spans[i].off -= cut;
+    /* Message text is plain text: a user who writes "<|im_end|>\n<|im_start|>system" gets those characters, not
+     * a turn of their own (unless the server trusts its clients: --special-in-content). */
+    if (special_in_content)
+        rc = zl_tokenize(zl_model_vocab(m), prompt, len, true, true, &out->prompt, &out->n_prompt, &err);
+    else
+        rc = zl_tokenize_plain(zl_model_vocab(m), prompt, len, true, spans, n_spans, &out->prompt, &out->n_prompt,
+                               &err);
+    free(spans);
     free(prompt);
     if (rc != ZL_OK)
         rc = fail(e, "messages", "%s", err.msg);
@@ -192,9 +206,10 @@ static int completion_prompt(const zl_model *m, json_t *root, oai_request *out, 
     return fail(e, "prompt", "'prompt' must be a string, a one-string array or an array of token ids");
 }
 
-int oai_parse(const zl_model *m, const zl_chat_tmpl *tmpl, oai_kind kind, json_t *root, int32_t n_ctx,
+int oai_parse(const zl_model *m, const zl_chat_tmpl *tmpl, oai_kind kind, json_t *root, const oai_limits *lim,
               uint64_t seed_default, oai_request *out, oai_error *e)
 {
+    const int32_t n_ctx = lim->n_ctx;
     memset(out, 0, sizeof *out);
     out->kind = kind;
     e->msg[0] = e->param[0] = 0;
@@ -231,6 +246,8 @@ int oai_parse(const zl_model *m, const zl_chat_tmpl *tmpl, oai_kind kind, json_t
     TRY(get_int(root, "max_completion_tokens", 1, n_ctx, &v, &present, e));
     if (present)
         rp->max_tokens = (int32_t)v;
+    if (lim->max_tokens > 0 && (rp->max_tokens <= 0 || rp->max_tokens > lim->max_tokens))
+        rp->max_tokens = lim->max_tokens;
     TRY(get_num(root, "temperature", 0, 2, &rp->sampling.temp, e));
     TRY(get_num(root, "top_p", 0, 1, &rp->sampling.top_p, e));
     TRY(get_num(root, "min_p", 0, 1, &rp->sampling.min_p, e));
@@ -329,7 +346,7 @@ int oai_parse(const zl_model *m, const zl_chat_tmpl *tmpl, oai_kind kind, json_t
     rp->top_logprobs = out->top_logprobs;
 
     if (kind == OAI_CHAT)
-        TRY(chat_prompt(m, tmpl, root, out, e));
+        TRY(chat_prompt(m, tmpl, root, lim->special_in_content, out, e));
     else
         TRY(completion_prompt(m, root, out, e));
     if (out->n_prompt == 0)
@@ -348,7 +365,7 @@ fail:
 }
 
 int oai_parse_body(const zl_model *m, const zl_chat_tmpl *tmpl, oai_kind kind, const char *body, size_t len,
-                   int32_t n_ctx, uint64_t seed_default, oai_request *out, oai_error *e)
+                   const oai_limits *lim, uint64_t seed_default, oai_request *out, oai_error *e)
 {
     memset(out, 0, sizeof *out);
     e->msg[0] = e->param[0] = 0;
@@ -356,7 +373,7 @@ int oai_parse_body(const zl_model *m, const zl_chat_tmpl *tmpl, oai_kind kind, c
     json_t *root = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &je);
     if (!root)
         return fail(e, NULL, "the body is not valid JSON (line %d, column %d): %s", je.line, je.column, je.text);
-    const int rc = oai_parse(m, tmpl, kind, root, n_ctx, seed_default, out, e);
+    const int rc = oai_parse(m, tmpl, kind, root, lim, seed_default, out, e);
     json_decref(root); /* out holds its own reference on success */
     return rc;
 }
@@ -439,6 +456,13 @@ json_t *oai_string(const char *s, size_t n)
     return j ? j : json_string("");
 }
 
+/* A log-probability as a JSON number: jansson has no -inf or NaN (json_real gives NULL and the key would vanish), so
+ * a token the sampler had masked gets -9999.0, as OpenAI sends. */
+static json_t *logprob_num(float x)
+{
+    return json_real(isfinite(x) ? (double)x : -9999.0);
+}
+
 static json_t *bytes_array(const char *s, size_t n)
 {
     json_t *a = json_array();
@@ -472,7 +496,7 @@ void oai_logprobs_append(const zl_model *m, oai_kind kind, const zl_token_logpro
         if (kind == OAI_CHAT) {
             json_t *t = json_object();
             json_object_set_new(t, "token", oai_string(piece, (size_t)len));
-            json_object_set_new(t, "logprob", json_real(lp[i].logprob));
+            json_object_set_new(t, "logprob", logprob_num(lp[i].logprob));
             json_object_set_new(t, "bytes", bytes_array(piece, (size_t)len));
             json_t *top = json_array();
             for (int32_t k = 0; k < lp[i].n_top; k++) {
@@ -484,7 +508,7 @@ void oai_logprobs_append(const zl_model *m, oai_kind kind, const zl_token_logpro
                     l2 = (int)sizeof p2;
                 json_t *o = json_object();
                 json_object_set_new(o, "token", oai_string(p2, (size_t)l2));
-                json_object_set_new(o, "logprob", json_real(lp[i].top_logprob[k]));
+                json_object_set_new(o, "logprob", logprob_num(lp[i].top_logprob[k]));
                 json_object_set_new(o, "bytes", bytes_array(p2, (size_t)l2));
                 json_array_append_new(top, o);
             }
@@ -492,7 +516,7 @@ void oai_logprobs_append(const zl_model *m, oai_kind kind, const zl_token_logpro
             json_array_append_new(json_object_get(*acc, "content"), t);
         } else {
             json_array_append_new(json_object_get(*acc, "tokens"), oai_string(piece, (size_t)len));
-            json_array_append_new(json_object_get(*acc, "token_logprobs"), json_real(lp[i].logprob));
+            json_array_append_new(json_object_get(*acc, "token_logprobs"), logprob_num(lp[i].logprob));
             json_t *top = json_object();
             for (int32_t k = 0; k < lp[i].n_top; k++) {
                 char p2[512];
@@ -502,7 +526,7 @@ void oai_logprobs_append(const zl_model *m, oai_kind kind, const zl_token_logpro
                 if ((size_t)l2 > sizeof p2 - 1)
                     l2 = (int)sizeof p2 - 1;
                 json_t *key = oai_string(p2, (size_t)l2);
-                json_object_set_new(top, json_string_value(key), json_real(lp[i].top_logprob[k]));
+                json_object_set_new(top, json_string_value(key), logprob_num(lp[i].top_logprob[k]));
                 json_decref(key);
             }
             json_array_append_new(json_object_get(*acc, "top_logprobs"), top);

@@ -36,15 +36,24 @@ typedef struct oai_error {
     char param[64]; /* the offending parameter, or "" */
 } oai_error;
 
+/* The server's bounds on requests. */
+typedef struct oai_limits {
+    int32_t n_ctx;           /* the context per sequence: a prompt must leave one token for the reply */
+    int32_t max_tokens;      /* max_tokens when a request sets none, and the most it may set (larger is lowered to
+                              * it; the reply then ends with finish_reason "length") */
+    bool special_in_content; /* chat message text may spell special tokens that become control tokens (trusted
+                              * clients only); otherwise message text is always plain text */
+} oai_limits;
+
 /* Parses root (a JSON value; borrowed reference is taken by out on success). Returns ZL_OK, or ZL_EINVAL with
- * e filled. tmpl: the chat template for OAI_CHAT. n_ctx: the context per sequence. */
-int oai_parse(const zl_model *m, const zl_chat_tmpl *tmpl, oai_kind kind, json_t *root, int32_t n_ctx,
+ * e filled. tmpl: the chat template for OAI_CHAT. */
+int oai_parse(const zl_model *m, const zl_chat_tmpl *tmpl, oai_kind kind, json_t *root, const oai_limits *lim,
               uint64_t seed_default, oai_request *out, oai_error *e);
 /* The HTTP body path without a socket: body[0..len) (any bytes) parsed as JSON the way the server does (duplicate
  * keys refused; jansson refuses invalid UTF-8), then oai_parse. A body that is not JSON, or not an object, is
  * ZL_EINVAL with e naming the line and column. Fuzzing and tests call this; serve.c calls the same steps. */
 int oai_parse_body(const zl_model *m, const zl_chat_tmpl *tmpl, oai_kind kind, const char *body, size_t len,
-                   int32_t n_ctx, uint64_t seed_default, oai_request *out, oai_error *e);
+                   const oai_limits *lim, uint64_t seed_default, oai_request *out, oai_error *e);
 void oai_request_free(oai_request *r);
 
 /* {"error": {"message", "type", "param", "code"}} as a malloc'd string (caller frees). */

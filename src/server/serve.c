@@ -57,7 +57,7 @@ typedef struct srv {
     double body_timeout; /* seconds a request body may take to arrive in full (--timeout) */
     struct MHD_Daemon *daemon;
     zl_door *door;
-    int32_t n_ctx;
+    oai_limits lim;
     time_t started;
     atomic_uint_fast64_t by_code[N_CODES];
     atomic_uint_fast64_t seed_counter;
@@ -482,7 +482,7 @@ static enum MHD_Result handle_generate(srv *s, struct MHD_Connection *conn, oai_
     g->created = time(NULL);
     oai_error oe;
     const uint64_t seed = (uint64_t)time(NULL) * 1000003u + atomic_fetch_add(&s->seed_counter, 1);
-    if (oai_parse(s->model, &s->tmpl, kind, root, s->n_ctx, seed, &g->q, &oe) != ZL_OK) {
+    if (oai_parse(s->model, &s->tmpl, kind, root, &s->lim, seed, &g->q, &oe) != ZL_OK) {
         gen_free(g);
         return send_error(s, conn, 400, oe.msg, oe.param);
     }
@@ -581,12 +581,13 @@ static enum MHD_Result handle_detokenize(srv *s, struct MHD_Connection *c, json_
     }
     char *text;
     zl_err err = {{0}};
-    const int rc = zl_detokenize(zl_model_vocab(s->model), ids, n, false, &text, &err);
+    size_t text_len = 0;
+    const int rc = zl_detokenize_n(zl_model_vocab(s->model), ids, n, false, &text, &text_len, &err);
     free(ids);
     if (rc != ZL_OK)
         return send_error(s, c, 400, err.msg, "tokens");
     json_t *o = json_object();
-    json_object_set_new(o, "content", oai_string(text, strlen(text)));
+    json_object_set_new(o, "content", oai_string(text, text_len));
     free(text);
     return send_json(s, c, 200, o);
 }
@@ -1079,7 +1080,8 @@ int zl_serve_main(int argc, char **argv)
         return 1;
     }
     const zl_engine_params *used = zl_engine_get_params(s->engine);
-    s->n_ctx = used->n_ctx;
+    s->lim = (oai_limits){.n_ctx = used->n_ctx, .max_tokens = (int32_t)max_tokens,
+                          .special_in_content = special_in_content};
 
     const int lfd = listen_on(&addr);
     struct MHD_Daemon *d = NULL;

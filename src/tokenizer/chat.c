@@ -404,7 +404,46 @@ typedef struct sbuf {
     char *s;
     size_t n, cap;
     bool oom;
+    /* zl_chat_render_spans: the messages, and the output ranges copied from their content (merged when adjacent) */
+    uintptr_t (*content)[2]; /* each message's content as [begin, end) addresses; NULL: no spans wanted */
+    size_t n_msgs, last;     /* last: the message the previous copy came from (renderers go in order) */
+    zl_text_span *spans;
+    size_t n_spans, cap_spans;
 } sbuf;
+
+/* True if s[0..l) lies inside one of the messages' content strings. Compared as addresses (uintptr_t): the
+ * renderers copy content through views into it (trimmed, split at "</think>"), never through copies. */
+static bool from_content(sbuf *b, const char *s, size_t l)
+{
+    const uintptr_t p = (uintptr_t)s;
+    if (b->last < b->n_msgs && p >= b->content[b->last][0] && p + l <= b->content[b->last][1])
+        return true;
+    for (size_t i = 0; i < b->n_msgs; i++)
+        if (p >= b->content[i][0] && p + l <= b->content[i][1]) {
+            b->last = i;
+            return true;
+        }
+    return false;
+}
+
+static void note_span(sbuf *b, size_t off, size_t l)
+{
+    if (b->n_spans && b->spans[b->n_spans - 1].off + b->spans[b->n_spans - 1].len == off) {
+        b->spans[b->n_spans - 1].len += l;
+        return;
+    }
+    if (b->n_spans == b->cap_spans) {
+        const size_t cap = b->cap_spans ? 2 * b->cap_spans : 16;
+        zl_text_span *ns = realloc(b->spans, cap * sizeof *ns);
+        if (!ns) {
+            b->oom = true;
+            return;
+        }
+        b->spans = ns;
+        b->cap_spans = cap;
+    }
+    b->spans[b->n_spans++] = (zl_text_span){off, l};
+}
 
 static void put_n(sbuf *b, const char *s, size_t l)
 {
@@ -426,6 +465,8 @@ static void put_n(sbuf *b, const char *s, size_t l)
         b->s = ns;
         b->cap = cap;
     }
+    if (b->content && l && from_content(b, s, l))
+        note_span(b, b->n, l);
     memcpy(b->s + b->n, s, l);
     b->n += l;
     b->s[b->n] = 0;
@@ -801,7 +842,17 @@ static bool known_role(const char *r)
 
 int zl_chat_render(zl_chat_tmpl t, const zl_chat_msg *msgs, size_t n, bool add_assistant, char **out, zl_err *err)
 {
+    return zl_chat_render_spans(t, msgs, n, add_assistant, out, NULL, NULL, err);
+}
+
+int zl_chat_render_spans(zl_chat_tmpl t, const zl_chat_msg *msgs, size_t n, bool add_assistant, char **out,
+                         zl_text_span **spans, size_t *n_spans, zl_err *err)
+{
     *out = NULL;
+    if (spans) {
+        *spans = NULL;
+        *n_spans = 0;
+    }
     if (t.kind <= ZL_TMPL_NONE || t.kind > ZL_TMPL_MISTRAL_V7)
         return zl_err_set(err, ZL_EINVAL, "chat render: no template");
     if (n == 0 || !msgs)
@@ -816,6 +867,16 @@ int zl_chat_render(zl_chat_tmpl t, const zl_chat_msg *msgs, size_t n, bool add_a
     t.date[ZL_CHAT_DATE_MAX - 1] = 0;
     t.sys_sep[ZL_CHAT_SEP_MAX - 1] = 0;
     sbuf b = {0};
+    if (spans) {
+        b.content = malloc(n * sizeof *b.content);
+        if (!b.content)
+            return zl_err_set(err, ZL_ENOMEM, "chat render: out of memory");
+        for (size_t i = 0; i < n; i++) {
+            b.content[i][0] = (uintptr_t)msgs[i].content;
+            b.content[i][1] = b.content[i][0] + strlen(msgs[i].content);
+        }
+        b.n_msgs = n;
+    }
     put(&b, zl_chat_tmpl_bos(t));
     int rc = ZL_OK;
     switch (t.kind) {
@@ -830,10 +891,16 @@ int zl_chat_render(zl_chat_tmpl t, const zl_chat_msg *msgs, size_t n, bool add_a
     }
     if (rc == ZL_OK && b.oom)
         rc = zl_err_set(err, ZL_ENOMEM, "chat render: out of memory");
+    free(b.content);
     if (rc != ZL_OK) {
         free(b.s);
+        free(b.spans);
         return rc;
     }
     *out = b.s;
+    if (spans) {
+        *spans = b.spans;
+        *n_spans = b.n_spans;
+    }
     return ZL_OK;
 }

@@ -53,6 +53,7 @@
 #include <stddef.h>
 
 #include "core/err.h"
+#include "tokenizer/vocab.h"
 
 typedef enum zl_chat_kind {
     ZL_TMPL_NONE = 0,
@@ -130,5 +131,12 @@ void zl_chat_strip_bos(zl_chat_tmpl t, bool tokenizer_adds_bos, char *prompt);
  * a one-line message. */
 int zl_chat_render(zl_chat_tmpl t, const zl_chat_msg *msgs, size_t n, bool add_assistant, char **out,
                    zl_err *err);
+/* zl_chat_render, and where in the prompt the messages' own text went: *spans (malloc'd, caller frees; NULL when
+ * none) lists, in order, the byte ranges copied from message content, so that a caller can tokenize that text as
+ * plain text and only the template's markup as special tokens (zl_tokenize_plain): a message that spells
+ * "<|im_end|>" then cannot open a turn of its own. Text the template adds itself (a default system message, dates)
+ * is markup. */
+int zl_chat_render_spans(zl_chat_tmpl t, const zl_chat_msg *msgs, size_t n, bool add_assistant, char **out,
+                         zl_text_span **spans, size_t *n_spans, zl_err *err);
 
 #endif

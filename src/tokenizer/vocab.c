@@ -685,9 +685,32 @@ static int frag_push(frag_buf *b, frag f)
     return ZL_OK;
 }
 
-/* Cuts every occurrence of special token id out of the raw fragments of a into b. */
-static int cut_special(const zl_vocab *v, const char *text, int32_t id, const frag_buf *a, frag_buf *b)
+/* The spans in which special-token text stays plain text (zl_tokenize_plain). */
+typedef struct plain_set {
+    const zl_text_span *v;
+    size_t n;
+} plain_set;
+
+/* True if [at, at + n) overlaps one of the spans (sorted: binary search for the last one starting before the end). */
+static bool in_plain(const plain_set *ps, size_t at, size_t n)
 {
+    size_t lo = 0, hi = ps->n;
+    while (lo < hi) {
+        const size_t mid = lo + (hi - lo) / 2;
+        if (ps->v[mid].off < at + n)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo > 0 && ps->v[lo - 1].len && ps->v[lo - 1].off + ps->v[lo - 1].len > at;
+}
+
+/* Cuts every occurrence of special token id out of the raw fragments of a into b (except, for a control or unknown
+ * token, occurrences overlapping a plain span). */
+static int cut_special(const zl_vocab *v, const char *text, int32_t id, const frag_buf *a, frag_buf *b,
+                       const plain_set *ps)
+{
+    const bool may_skip = ps && ps->n && v->type[id] != ZL_TOKEN_USER_DEFINED;
     const char *t = zl_tok_text(v, id);
     size_t tl = v->len[id];
     b->n = 0;
@@ -698,12 +721,16 @@ static int cut_special(const zl_vocab *v, const char *text, int32_t id, const fr
                 return ZL_ENOMEM;
             continue;
         }
-        size_t pos = f.off, end = f.off + f.len;
-        while (end - pos >= tl) {
-            const char *m = memmem(text + pos, end - pos, t, tl);
+        size_t pos = f.off, end = f.off + f.len, from = pos;
+        while (end - from >= tl) {
+            const char *m = memmem(text + from, end - from, t, tl);
             if (!m)
                 break;
             size_t at = (size_t)(m - text), left_end = at;
+            if (may_skip && in_plain(ps, at, tl)) {
+                from = at + 1;
+                continue;
+            }
             if (v->flags[id] & ZL_TOKF_LSTRIP)
                 while (left_end > pos && ascii_space(text[left_end - 1]))
                     left_end--;
@@ -715,6 +742,7 @@ static int cut_special(const zl_vocab *v, const char *text, int32_t id, const fr
             if (v->flags[id] & ZL_TOKF_RSTRIP)
                 while (pos < end && ascii_space(text[pos]))
                     pos++;
+            from = pos;
         }
         if (pos < end && frag_push(b, (frag){pos, end - pos, -1}))
             return ZL_ENOMEM;
@@ -722,7 +750,8 @@ static int cut_special(const zl_vocab *v, const char *text, int32_t id, const fr
     return ZL_OK;
 }
 
-static int partition(const zl_vocab *v, const char *text, size_t len, bool parse_special, frag_buf *out)
+static int partition(const zl_vocab *v, const char *text, size_t len, bool parse_special, const plain_set *ps,
+                     frag_buf *out)
 {
     frag_buf b = {0};
     out->n = 0;
@@ -745,7 +774,7 @@ static int partition(const zl_vocab *v, const char *text, size_t len, bool parse
                   memmem(text + out->v[k].off, out->v[k].len, zl_tok_text(v, id), v->len[id]);
         if (!any)
             continue;
-        if (cut_special(v, text, id, out, &b)) {
+        if (cut_special(v, text, id, out, &b, ps)) {
             free(b.v);
             return ZL_ENOMEM;
         }
@@ -757,8 +786,31 @@ static int partition(const zl_vocab *v, const char *text, size_t len, bool parse
     return ZL_OK;
 }
 
+static int tokenize(const zl_vocab *v, const char *text, size_t len, bool add_special, bool parse_special,
+                    const plain_set *ps, int32_t **out, size_t *n_out, zl_err *err);
+
 int zl_tokenize(const zl_vocab *v, const char *text, size_t len, bool add_special, bool parse_special,
                 int32_t **out, size_t *n_out, zl_err *err)
+{
+    return tokenize(v, text, len, add_special, parse_special, NULL, out, n_out, err);
+}
+
+int zl_tokenize_plain(const zl_vocab *v, const char *text, size_t len, bool add_special, const zl_text_span *plain,
+                      size_t n_plain, int32_t **out, size_t *n_out, zl_err *err)
+{
+    const plain_set ps = {plain, plain ? n_plain : 0};
+    for (size_t i = 0; i < ps.n; i++)
+        if (plain[i].off > len || plain[i].len > len - plain[i].off || (i && plain[i].off < plain[i - 1].off +
+                                                                                  plain[i - 1].len)) {
+            *out = NULL;
+            *n_out = 0;
+            return zl_err_set(err, ZL_EINVAL, "tokenize: plain span %zu is out of order or past the text", i);
+        }
+    return tokenize(v, text, len, add_special, true, &ps, out, n_out, err);
+}
+
+static int tokenize(const zl_vocab *v, const char *text, size_t len, bool add_special, bool parse_special,
+                    const plain_set *ps, int32_t **out, size_t *n_out, zl_err *err)
 {
     *out = NULL;
     *n_out = 0;
@@ -767,7 +819,7 @@ int zl_tokenize(const zl_vocab *v, const char *text, size_t len, bool add_specia
     zl_ids ids = {0};
     frag_buf fr = {0};
     int rc = ZL_OK;
-    if (partition(v, text, len, parse_special, &fr)) {
+    if (partition(v, text, len, parse_special, ps, &fr)) {
         rc = zl_err_set(err, ZL_ENOMEM, "tokenize: out of memory");
         goto done;
     }
@@ -968,7 +1020,15 @@ int zl_detok_flush(zl_detok *d, char *buf, size_t cap)
 
 int zl_detokenize(const zl_vocab *v, const int32_t *ids, size_t n, bool special, char **out, zl_err *err)
 {
+    return zl_detokenize_n(v, ids, n, special, out, NULL, err);
+}
+
+int zl_detokenize_n(const zl_vocab *v, const int32_t *ids, size_t n, bool special, char **out, size_t *out_len,
+                    zl_err *err)
+{
     *out = NULL;
+    if (out_len)
+        *out_len = 0;
     size_t total = 1;
     bool strip = v->kind == ZL_VOCAB_SPM && v->add_space_prefix;
     for (size_t i = 0; i < n; i++) {
@@ -995,5 +1055,7 @@ int zl_detokenize(const zl_vocab *v, const int32_t *ids, size_t n, bool special,
     }
     s[o] = 0;
     *out = s;
+    if (out_len)
+        *out_len = o;
     return ZL_OK;
 }

@@ -92,6 +92,17 @@ int32_t zl_vocab_find(const zl_vocab *v, const char *text, size_t len);
 int zl_tokenize(const zl_vocab *v, const char *text, size_t len, bool add_special, bool parse_special,
                 int32_t **out, size_t *n_out, zl_err *err);
 
+/* A byte range of a text. */
+typedef struct zl_text_span {
+    size_t off, len;
+} zl_text_span;
+
+/* zl_tokenize with parse_special true, except that special-token text overlapping any of the plain spans (sorted,
+ * not overlapping: e.g. the message text inside a rendered chat prompt) is encoded as plain text there, as with
+ * parse_special false. Where no span holds such text the ids are those of zl_tokenize(..., true, ...). */
+int zl_tokenize_plain(const zl_vocab *v, const char *text, size_t len, bool add_special, const zl_text_span *plain,
+                      size_t n_plain, int32_t **out, size_t *n_out, zl_err *err);
+
 /* The bytes token id stands for when decoded (byte-level BPE unmapped, SentencePiece "▁" turned to space,
  * <0xXX> to its byte). Control tokens give their text only if `special` is true, else nothing.
  * Writes up to cap bytes into buf and returns the full length (so a return > cap means truncated),
@@ -126,5 +137,9 @@ int zl_detok_flush(zl_detok *d, char *buf, size_t cap);
  * SentencePiece with add_space_prefix: the leading space of the first non-empty piece (after a BOS) is dropped.
  * ZL_ERANGE if an id is out of range. */
 int zl_detokenize(const zl_vocab *v, const int32_t *ids, size_t n, bool special, char **out, zl_err *err);
+/* The same, with the text's length in *out_len (NULL: not wanted): a token may decode to a NUL byte (<0x00>), so
+ * strlen would stop short. */
+int zl_detokenize_n(const zl_vocab *v, const int32_t *ids, size_t n, bool special, char **out, size_t *out_len,
+                    zl_err *err);
 
 #endif

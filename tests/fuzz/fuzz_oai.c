@@ -6,7 +6,7 @@
  * The model (ZILI_FUZZ_MODEL, default SmolLM2 in models/) is loaded once; its chat template as the server picks
  * it. A small context (256) so that the context-length checks are reached. Every accepted request must satisfy
  * what the engine relies on: 0 < n_prompt < n_ctx, every prompt id and logit_bias id in the vocabulary,
- * 1 <= max_tokens <= n_ctx when given, sampling parameters in their documented ranges.
+ * 1 <= max_tokens <= the server maximum, always set, sampling parameters in their documented ranges.
  *
  * tests/unit/test_fuzz_regress.c includes this file with ZL_FUZZ_REPLAY defined to replay saved inputs.
  */
@@ -62,7 +62,7 @@ static void fuzz_oai_check(const fuzz_oai_env *env, const oai_request *r)
     for (size_t i = 0; i < r->n_prompt; i++)
         FUZZ_CHECK(r->prompt[i] >= 0 && r->prompt[i] < nv, "accepted prompt id out of the vocabulary");
     const zl_req_params *rp = &r->rp;
-    FUZZ_CHECK(rp->max_tokens <= FUZZ_OAI_CTX, "accepted max_tokens past the context");
+    FUZZ_CHECK(rp->max_tokens >= 1 && rp->max_tokens <= FUZZ_OAI_CTX / 2, "max_tokens not within the server's default and maximum");
     FUZZ_CHECK(rp->n_bias >= 0 && rp->n_bias <= nv, "more logit_bias entries than tokens");
     for (int32_t i = 0; i < rp->n_bias; i++)
         FUZZ_CHECK(rp->bias[i].token >= 0 && rp->bias[i].token < nv, "accepted logit_bias id out of the vocabulary");
@@ -82,8 +82,10 @@ static void fuzz_oai_input(const fuzz_oai_env *env, const uint8_t *data, size_t 
     for (int k = 0; k < 2; k++) {
         oai_request r;
         oai_error e;
-        const int rc = oai_parse_body(env->model, &env->tmpl, kinds[k], (const char *)data, size, FUZZ_OAI_CTX, 1,
-                                      &r, &e);
+        /* both ways of tokenizing chat text: plain (the default) and with its special tokens parsed */
+        const oai_limits lim = {.n_ctx = FUZZ_OAI_CTX, .max_tokens = FUZZ_OAI_CTX / 2,
+                                .special_in_content = size > 0 && (data[0] & 1)};
+        const int rc = oai_parse_body(env->model, &env->tmpl, kinds[k], (const char *)data, size, &lim, 1, &r, &e);
         if (rc != ZL_OK) {
             FUZZ_CHECK(rc == ZL_EINVAL && e.msg[0], "oai_parse_body refused without a message");
             FUZZ_CHECK(memchr(e.msg, 0, sizeof e.msg) && memchr(e.param, 0, sizeof e.param), "unterminated error");
