@@ -410,11 +410,15 @@ static void on_event(zl_door *d, int i, uint32_t events, double now)
     d->hand_over(d->ctx, fd, (const struct sockaddr *)&addr, sizeof addr);
 }
 
-/* A refused connection gets its reply and is closed at once: it holds no slot. */
+/* A refused connection gets its reply and is closed at once: it holds no slot. What it has sent so far is read
+ * first, so that the close is a FIN rather than a reset that could destroy the reply. */
 static void refuse_fd(int fd, int status, const char *reason)
 {
     write_reply(fd, status, reason);
     shutdown(fd, SHUT_WR);
+    char trash[4096];
+    for (int k = 0; k < 16 && recv(fd, trash, sizeof trash, MSG_DONTWAIT) > 0; k++)
+        ;
     close(fd);
 }
 

@@ -671,6 +671,17 @@ static enum MHD_Result handle_metrics(srv *s, struct MHD_Connection *c)
     GAUGE("zili_kv_blocks_cached", "KV blocks held only by the prefix cache (evictable).", st.kv_blocks_cached);
     GAUGE("zili_kv_blocks_free", "Free KV blocks.", st.kv_blocks_free);
     GAUGE("zili_kv_blocks_total", "KV blocks in the pool.", st.kv_blocks_total);
+    const zl_door_stats ds = zl_door_get_stats(s->door);
+    GAUGE("zili_connections_waiting", "Connections whose request head has not arrived yet.", ds.waiting);
+    GAUGE("zili_connections_active", "Connections with a request in progress.", ds.active);
+    COUNTER("zili_connections_refused_per_ip_total", "Connections refused (429): --max-conns-per-ip.", ds.refused_ip);
+    COUNTER("zili_connections_refused_full_total", "Connections refused (503): --max-conns, none to shed.",
+            ds.refused_full);
+    COUNTER("zili_connections_shed_total", "Waiting connections closed to make room at --max-conns.", ds.shed);
+    COUNTER("zili_header_timeouts_total", "Request heads that did not arrive within --header-timeout (408).",
+            ds.head_timeouts);
+    COUNTER("zili_bad_request_heads_total", "Request heads refused for their framing (400, 413, 431, 501, 505).",
+            ds.bad_heads);
 #undef COUNTER
 #undef GAUGE
     sb_hist(&b, "zili_time_to_first_token_seconds", "Time from submit to the first generated token.", st.ttft_hist,
@@ -875,7 +886,8 @@ static const char SERVE_USAGE[] =
     "      --max-queue N      requests waiting before 503 (default 256)\n"
     "      --max-body BYTES   largest request body (default 4 MiB)\n"
     "      --timeout S        idle connection timeout, and the most a request body may take, in seconds (default 60)\n"
-    "      --header-timeout S the most a request head (request line and headers) may take, in seconds (default 10)\n"
+    "      --header-timeout S the most a request head (request line and headers) may take from the connection's\n"
+    "                         accept, in seconds (default 10, or --timeout when shorter)\n"
     "      --max-conns N      connections in all; at the limit the one waiting longest for its head is shed\n"
     "                         (default 1024)\n"
     "      --max-conns-per-ip N connections per client address (default 64; 0 = no limit, e.g. behind a proxy)\n"
@@ -938,7 +950,7 @@ static bool parse_size(const char *s, int64_t *out)
 int zl_serve_main(int argc, char **argv)
 {
     const char *model_path = NULL, *host = "127.0.0.1", *tmpl_name = NULL, *api_key = getenv("ZILI_API_KEY");
-    long long port = 8080, timeout = 60, grace = 5, max_body = 4 << 20, head_timeout = 10, max_conns = 1024,
+    long long port = 8080, timeout = 60, grace = 5, max_body = 4 << 20, head_timeout = 0, max_conns = 1024,
               max_per_ip = 64, max_tokens = 4096, v;
     bool special_in_content = false;
     zl_engine_params ep = zl_engine_default_params();
@@ -1092,6 +1104,8 @@ int zl_serve_main(int argc, char **argv)
                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_conns + 16, MHD_OPTION_NOTIFY_COMPLETED,
                              on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_END);
     s->daemon = d;
+    if (head_timeout == 0) /* default: 10 s, or the idle timeout when that is shorter */
+        head_timeout = timeout < 10 ? timeout : 10;
     const zl_door_params dp = {.max_conns = (int)max_conns, .max_per_ip = (int)max_per_ip,
                                .head_timeout = (double)head_timeout, .max_head = 16384,
                                .max_body = (uint64_t)max_body};

@@ -26,6 +26,7 @@ class Server:
     def __init__(self, *extra, model=MODEL):
         if not os.path.exists(BIN) or not os.path.exists(model):
             pytest.skip(f"needs {BIN} and {model}")
+        self.model = model
         self.port = free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.log = open(os.path.join("/tmp", "zili-serve-%d.log" % self.port), "w+")
@@ -68,3 +69,29 @@ def strict_server():
     s = Server("--parallel", "1", "-c", "256", "--api-key", "sekret", "--max-queue", "0", "--timeout", "2")
     yield s
     assert s.stop() == 0
+
+
+def metrics(s):
+    text = urllib.request.urlopen(s.url + "/metrics", timeout=10 * SLOW).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def healthy(s, deadline_s=30):
+    """The server answers /health and gives every KV block back."""
+    assert s.proc.poll() is None, "zili serve died"
+    assert urllib.request.urlopen(s.url + "/health", timeout=10 * SLOW).status == 200
+    deadline = time.time() + deadline_s * SLOW
+    while True:
+        m = metrics(s)
+        if m["zili_kv_blocks_used"] == 0 and m["zili_running_sequences"] == 0:
+            break
+        assert time.time() < deadline, f"KV blocks still in use: {m['zili_kv_blocks_used']}"
+        time.sleep(0.2)
+    assert m["zili_kv_blocks_used"] + m["zili_kv_blocks_cached"] + m["zili_kv_blocks_free"] == \
+        m["zili_kv_blocks_total"]
+    return m
