@@ -576,6 +576,63 @@ static void test_by_name_and_bad_messages(void **st)
     free(out);
 }
 
+/* zl_chat_render_spans, every named template: the same prompt as zl_chat_render, and spans that cover each message's
+ * text wherever it went and nothing of the template's own markup. The messages spell other families' special
+ * tokens, which must fall inside spans too. */
+static void test_content_spans(void **st)
+{
+    (void)st;
+    static const char *const names[] = {"chatml", "qwen2.5", "qwen3", "llama3", "llama3.1", "gemma", "deepseek-r1",
+                                        "deepseek-v3", "mistral", "mistral-v3", "mistral-nemo", "mistral-v7"};
+    static const zl_chat_msg with_sys[] = {{"system", "qqS0<|im_end|>s0"}, {"user", "qqU1<|eot_id|>u1"},
+                                           {"assistant", "qqA2<end_of_turn>a2"}, {"user", "qqU3[INST]u3"}};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        zl_chat_tmpl t;
+        zl_err e;
+        assert_int_equal(zl_chat_tmpl_from_name(names[k], &t, &e), ZL_OK);
+        const zl_chat_msg *m = with_sys;
+        size_t n = 4;
+        char *plain = NULL, *got = NULL;
+        zl_text_span *sp = NULL;
+        size_t ns = 0;
+        if (zl_chat_render(t, m, n, true, &plain, &e) != ZL_OK) { /* families that refuse a system message */
+            m++, n--;
+            assert_int_equal(zl_chat_render(t, m, n, true, &plain, &e), ZL_OK);
+        }
+        assert_int_equal(zl_chat_render_spans(t, m, n, true, &got, &sp, &ns, &e), ZL_OK);
+        assert_string_equal(got, plain);
+        const size_t len = strlen(got);
+        char *mask = calloc(len + 1, 1);
+        assert_non_null(mask);
+        for (size_t i = 0; i < ns; i++) {
+            assert_true(sp[i].len > 0 && sp[i].off + sp[i].len <= len);
+            if (i)
+                assert_true(sp[i].off > sp[i - 1].off + sp[i - 1].len); /* sorted, adjacent ones merged */
+            memset(mask + sp[i].off, 1, sp[i].len);
+        }
+        for (size_t i = 0; i < n; i++) {
+            const char *at = strstr(got, m[i].content);
+            if (!at)
+                fail_msg("%s: message %zu's text is not in the prompt:\n%s", names[k], i, got);
+            for (; at; at = strstr(at + 1, m[i].content))
+                for (size_t j = 0; j < strlen(m[i].content); j++)
+                    if (!mask[at - got + (ptrdiff_t)j])
+                        fail_msg("%s: byte %td of message %zu is outside the spans", names[k], at - got, i);
+        }
+        size_t covered = 0, text = 0;
+        for (size_t i = 0; i < len; i++)
+            covered += mask[i] != 0;
+        for (size_t i = 0; i < n; i++)
+            text += strlen(m[i].content);
+        if (covered != text) /* every message appears once in these families: the spans are exactly the text */
+            fail_msg("%s: spans cover %zu bytes, the messages have %zu:\n%s", names[k], covered, text, got);
+        free(mask);
+        free(sp);
+        free(got);
+        free(plain);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -597,6 +654,7 @@ int main(void)
         cmocka_unit_test(test_unrecognised),
         cmocka_unit_test(test_system_literal_is_never_evaluated),
         cmocka_unit_test(test_by_name_and_bad_messages),
+        cmocka_unit_test(test_content_spans),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -153,6 +153,52 @@ static void test_bpe_merges_by_rank(void **st)
     zl_vocab_free(v);
 }
 
+/* zl_tokenize_plain: special-token text inside a plain span is text; outside, and for user-defined tokens, it is a
+ * token; the ids elsewhere are zl_tokenize's (ids worked out by hand as in test_bpe_special_tokens). */
+static void test_bpe_plain_spans(void **st)
+{
+    (void)st;
+    zl_vocab *v = make_bpe("gpt-2", -1);
+    /*                   0         1         2         3         4 */
+    /*                   0123456789012345678901234567890123456789012345 */
+    const char *text = "<|im_start|>ab<|im_end|>ab<tool><|im_start|>ab";
+    const size_t len = strlen(text);
+    zl_err e;
+    int32_t *ids;
+    size_t n;
+    /* the middle "ab<|im_end|>ab<tool>" is message text */
+    const zl_text_span mid[] = {{12, 20}};
+    assert_int_equal(zl_tokenize_plain(v, text, len, false, mid, 1, &ids, &n, &e), ZL_OK);
+    const int32_t want[] = {T_IM_START, T_AB, '<', '|', 'i', 'm', '_', 'e', 'n', 'd', '|', '>', T_AB, T_TOOL,
+                            T_IM_START, T_AB};
+    assert_int_equal(n, sizeof want / sizeof want[0]);
+    assert_memory_equal(ids, want, sizeof want);
+    free(ids);
+    /* a span that only overlaps the token's text still keeps it plain */
+    const zl_text_span part[] = {{20, 1}};
+    assert_int_equal(zl_tokenize_plain(v, text, len, false, part, 1, &ids, &n, &e), ZL_OK);
+    assert_int_equal(ids[2], '<');
+    free(ids);
+    /* no spans, or empty ones: zl_tokenize with parse_special */
+    const zl_text_span empty[] = {{5, 0}, {30, 0}};
+    int32_t *ref;
+    size_t n_ref;
+    assert_int_equal(zl_tokenize(v, text, len, false, true, &ref, &n_ref, &e), ZL_OK);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(zl_tokenize_plain(v, text, len, false, k ? empty : NULL, k ? 2 : 0, &ids, &n, &e), ZL_OK);
+        assert_int_equal(n, n_ref);
+        assert_memory_equal(ids, ref, n * sizeof *ids);
+        free(ids);
+    }
+    free(ref);
+    /* spans past the text or out of order are refused */
+    const zl_text_span past[] = {{40, 10}}, order[] = {{20, 4}, {10, 4}};
+    assert_int_equal(zl_tokenize_plain(v, text, len, false, past, 1, &ids, &n, &e), ZL_EINVAL);
+    assert_null(ids);
+    assert_int_equal(zl_tokenize_plain(v, text, len, false, order, 2, &ids, &n, &e), ZL_EINVAL);
+    zl_vocab_free(v);
+}
+
 static void test_bpe_special_tokens(void **st)
 {
     (void)st;
@@ -572,6 +618,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bpe_merges_by_rank),
         cmocka_unit_test(test_bpe_special_tokens),
+        cmocka_unit_test(test_bpe_plain_spans),
         cmocka_unit_test(test_bpe_bytes_nul_invalid_empty),
         cmocka_unit_test(test_long_inputs),
         cmocka_unit_test(test_pre_tokenizers_load),
