@@ -138,6 +138,20 @@ def bodies(strings: list[str]) -> list[bytes]:
     return out
 
 
+def http_heads() -> list[bytes]:
+    """Request heads: sound ones, and the framings a server and a proxy could read two ways."""
+    body = b'{"content":"hi"}'
+    start = b"POST /tokenize HTTP/1.1\r\nHost: x\r\n"
+    shapes = [b"Content-Length: 16\r\n", b"Content-Length: 16\r\nContent-Length: 5\r\n",
+              b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n", b"Transfer-Encoding: chunked\r\n",
+              b"Transfer-Encoding: gzip, chunked\r\n", b"Transfer-Encoding: chunked \r\n",
+              b"Content-Length: -1\r\n", b"Content-Length: 99999999999999999999999\r\n",
+              b"Content-Length : 1\r\n", b"X-A: a\r\n b\r\n", b"Expect: 100-continue\r\nContent-Length: 5000\r\n"]
+    out = [start + s + b"\r\n" + body for s in shapes]
+    out += [b"GET /health HTTP/1.0\n\n", b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", b"GET / HTTP/2.0\r\n\r\n"]
+    return out
+
+
 def main() -> int:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "tests/fuzz/corpus"
     strings = test_strings()
@@ -158,6 +172,8 @@ def main() -> int:
         put(out, "gguf", g)
     for b in bodies(strings):
         put(out, "oai", b)
+    for h in http_heads():
+        put(out, "http", h)
     n = {d.name: len(list(d.iterdir())) for d in sorted(out.iterdir()) if d.is_dir()}
     print("make_corpus:", ", ".join(f"{k} {v}" for k, v in n.items()), "files in", out)
     return 0
