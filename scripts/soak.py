@@ -94,6 +94,8 @@ def one_request(host: str, port: int, rng: random.Random, st: Stats) -> None:
     ttft = None
     try:
         c = http.client.HTTPConnection(host, port, timeout=300)
+        c.connect()
+        sock = c.sock  # the server closes each connection after its reply, and http.client then lets go of it
         c.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
         r = c.getresponse()
         if r.status == 503:
@@ -127,7 +129,7 @@ def one_request(host: str, port: int, rng: random.Random, st: Stats) -> None:
             if ttft is None:
                 ttft = time.time() - t0
             if cut and chunks >= 3:
-                c.sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)
                 c.close()
                 st.add(None, ttft, None)
                 return
