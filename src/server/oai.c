@@ -145,7 +145,10 @@ static int chat_prompt(const zl_model *m, const zl_chat_tmpl *tmpl, json_t *root
     zl_text_span *spans = NULL;
     size_t n_spans = 0;
     zl_err err = {{0}};
-    if ((rc = zl_chat_render_spans(*tmpl, cm, n, true, &prompt, &spans, &n_spans, &err)) != ZL_OK) {
+    zl_chat_tmpl t = *tmpl;
+    if (out->no_thinking && t.kind == ZL_TMPL_QWEN3)
+        t.flags |= ZL_CHAT_NO_THINKING;
+    if ((rc = zl_chat_render_spans(t, cm, n, true, &prompt, &spans, &n_spans, &err)) != ZL_OK) {
         rc = fail(e, "messages", "%s", err.msg);
         goto done;
     }
@@ -234,6 +237,22 @@ int oai_parse(const zl_model *m, const zl_chat_tmpl *tmpl, oai_kind kind, json_t
     if (present && v != 1)
         TRY(fail(e, "n", "'n' = %lld: this server returns one choice per request (n = 1); send n requests", v));
     TRY(get_bool(root, "stream", &out->stream, e));
+    json_t *ctk = json_object_get(root, "chat_template_kwargs");
+    if (ctk && !json_is_null(ctk)) {
+        if (!json_is_object(ctk))
+            TRY(fail(e, "chat_template_kwargs", "'chat_template_kwargs' must be an object"));
+        bool thinking = true;
+        TRY(get_bool(ctk, "enable_thinking", &thinking, e));
+        out->no_thinking = !thinking;
+    }
+    json_t *rf = json_object_get(root, "reasoning_format");
+    if (rf && !json_is_null(rf)) {
+        const char *fmt = json_is_string(rf) ? json_string_value(rf) : "";
+        if (strcmp(fmt, "none") && strcmp(fmt, "deepseek") && strcmp(fmt, "auto"))
+            TRY(fail(e, "reasoning_format", "'reasoning_format' must be \"none\", \"deepseek\" or \"auto\""));
+        out->reasoning_off = !strcmp(fmt, "none");
+        out->reasoning_on = !out->reasoning_off;
+    }
     json_t *so = json_object_get(root, "stream_options");
     if (so && !json_is_null(so)) {
         if (!json_is_object(so))

@@ -26,6 +26,9 @@ typedef struct oai_request {
     zl_req_params rp; /* stop strings point into root */
     zl_logit_bias *bias;
     bool stream, include_usage;
+    bool no_thinking;   /* chat_template_kwargs.enable_thinking false (templates with the switch: qwen3) */
+    bool reasoning_off; /* reasoning_format "none": a reasoning model's <think> text stays in content */
+    bool reasoning_on;  /* reasoning_format "deepseek" / "auto": it goes to reasoning_content (server default: on) */
     bool logprobs;
     int32_t top_logprobs;
     json_t *root;

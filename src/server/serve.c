@@ -40,6 +40,7 @@
 #include "server/door.h"
 #include "server/oai.h"
 #include "server/page.h"
+#include "server/reasoning.h"
 #include "tokenizer/chat.h"
 #include "tokenizer/vocab.h"
 
@@ -57,6 +58,7 @@ typedef struct srv {
     double body_timeout; /* seconds a request body may take to arrive in full (--timeout) */
     struct MHD_Daemon *daemon;
     zl_door *door;
+    bool reasoning; /* --reasoning-format deepseek (default): <think> text of reasoning models apart */
     oai_limits lim;
     time_t started;
     atomic_uint_fast64_t by_code[N_CODES];
@@ -199,6 +201,8 @@ typedef struct gen {
     int phase; /* 0 before the first chunk, 1 streaming, 2 final events queued, 3 done */
     double last_out; /* when stream_fill last produced bytes (now_s) */
     bool http10, eof_seen; /* the request's version; the client's end of file seen (peer_poll) */
+    bool think_on;         /* a reasoning model's <think> text goes to reasoning_content (think splits it) */
+    oai_think think;
     json_t *lp_acc;
     size_t text_offset;
 } gen;
@@ -245,9 +249,10 @@ static json_t *envelope(const gen *g, bool chunk)
     return o;
 }
 
-/* One choice object. text may be NULL (chat role chunk / final chunk with an empty delta). */
-static json_t *choice(const gen *g, bool stream, const char *text, size_t len, const char *finish, json_t *lp,
-                      bool role)
+/* One choice object. text may be NULL (chat role chunk / final chunk with an empty delta); reasoning (chat only,
+ * may be NULL) becomes reasoning_content when it is not empty. */
+static json_t *choice(const gen *g, bool stream, const char *text, size_t len, const char *reasoning, size_t rlen,
+                      const char *finish, json_t *lp, bool role)
 {
     json_t *ch = json_object();
     json_object_set_new(ch, "index", json_integer(0));
@@ -255,6 +260,8 @@ static json_t *choice(const gen *g, bool stream, const char *text, size_t len, c
         json_t *m = json_object();
         if (role || !stream)
             json_object_set_new(m, "role", json_string("assistant"));
+        if (reasoning && rlen)
+            json_object_set_new(m, "reasoning_content", oai_string(reasoning, rlen));
         if (text)
             json_object_set_new(m, "content", oai_string(text, len));
         json_object_set_new(ch, stream ? "delta" : "message", m);
@@ -310,7 +317,7 @@ static bool stream_fill(gen *g)
         if (g->q.kind == OAI_CHAT) {
             json_t *o = envelope(g, true);
             json_t *arr = json_array();
-            json_array_append_new(arr, choice(g, true, "", 0, NULL, NULL, true));
+            json_array_append_new(arr, choice(g, true, "", 0, NULL, 0, NULL, NULL, true));
             json_object_set_new(o, "choices", arr);
             if (g->q.include_usage)
                 json_object_set_new(o, "usage", json_null());
@@ -361,22 +368,34 @@ static bool stream_fill(gen *g)
         return true;
     }
     json_t *lp = chunk_logprobs(g, &c);
-    if (c.len || lp) {
+    const char *text = c.text, *reasoning = NULL;
+    size_t tlen = c.len, rlen = 0;
+    char *split = NULL;
+    if (g->think_on && (c.len || c.finish != ZL_FINISH_NONE) && (split = malloc(2 * (c.len + 16)))) {
+        oai_think_out to = {split, split + c.len + 16, 0, 0};
+        oai_think_feed(&g->think, c.text, c.len, c.finish != ZL_FINISH_NONE, &to);
+        text = to.content;
+        tlen = to.n_content;
+        reasoning = to.reasoning;
+        rlen = to.n_reasoning;
+        if (!tlen && rlen)
+            text = NULL; /* a reasoning delta alone */
+    }
+    if (tlen || rlen || lp) {
         json_t *o = envelope(g, true);
         json_t *arr = json_array();
-        json_array_append_new(arr, choice(g, true, c.text, c.len, NULL, lp, false));
+        json_array_append_new(arr, choice(g, true, text, tlen, reasoning, rlen, NULL, lp, false));
         json_object_set_new(o, "choices", arr);
         if (g->q.include_usage)
             json_object_set_new(o, "usage", json_null());
         sse_event(g, o);
-    } else if (lp) {
-        json_decref(lp);
     }
+    free(split);
     if (c.finish != ZL_FINISH_NONE) {
         json_t *o = envelope(g, true);
         json_t *arr = json_array();
-        json_array_append_new(arr, choice(g, true, g->q.kind == OAI_CHAT ? NULL : "", 0, finish_name(c.finish),
-                                          NULL, false));
+        json_array_append_new(arr, choice(g, true, g->q.kind == OAI_CHAT ? NULL : "", 0, NULL, 0,
+                                          finish_name(c.finish), NULL, false));
         json_object_set_new(o, "choices", arr);
         if (g->q.include_usage)
             json_object_set_new(o, "usage", json_null());
@@ -456,7 +475,15 @@ static enum MHD_Result reply_whole(gen *g)
         json_t *arr = json_array();
         json_t *lp = g->lp_acc;
         g->lp_acc = NULL;
-        json_array_append_new(arr, choice(g, false, text ? text : "", len, finish_name(c.finish), lp, true));
+        char *split = g->think_on ? malloc(2 * (len + 16)) : NULL;
+        oai_think_out to = {split, split ? split + len + 16 : NULL, 0, 0};
+        if (split)
+            oai_think_feed(&g->think, text ? text : "", len, true, &to);
+        json_array_append_new(arr, split ? choice(g, false, to.content, to.n_content, to.reasoning, to.n_reasoning,
+                                                  finish_name(c.finish), lp, true)
+                                         : choice(g, false, text ? text : "", len, NULL, 0, finish_name(c.finish),
+                                                  lp, true));
+        free(split);
         json_object_set_new(o, "choices", arr);
         json_object_set_new(o, "usage", usage_json(&c));
         ret = send_json(s, g->conn, 200, o);
@@ -479,6 +506,9 @@ static enum MHD_Result handle_generate(srv *s, struct MHD_Connection *conn, oai_
     g->s = s;
     g->conn = conn;
     g->http10 = http10;
+    /* the reasoning families, unless the server or the request says "none" */
+    const bool thinks = s->tmpl.kind == ZL_TMPL_QWEN3 ||
+                        (s->tmpl.kind == ZL_TMPL_DEEPSEEK_R1 && !(s->tmpl.flags & ZL_CHAT_DEEPSEEK_WHOLE_REPLY));
     g->created = time(NULL);
     oai_error oe;
     const uint64_t seed = (uint64_t)time(NULL) * 1000003u + atomic_fetch_add(&s->seed_counter, 1);
@@ -486,6 +516,8 @@ static enum MHD_Result handle_generate(srv *s, struct MHD_Connection *conn, oai_
         gen_free(g);
         return send_error(s, conn, 400, oe.msg, oe.param);
     }
+    g->think_on = kind == OAI_CHAT && thinks && (s->reasoning || g->q.reasoning_on) && !g->q.reasoning_off;
+    oai_think_init(&g->think, s->tmpl.kind == ZL_TMPL_DEEPSEEK_R1 && (s->tmpl.flags & ZL_CHAT_THINK_PROMPT));
     zl_err err = {{0}};
     const int rc = zl_engine_submit(s->engine, g->q.prompt, g->q.n_prompt, &g->q.rp, &g->req, &err);
     if (rc != ZL_OK) {
@@ -892,6 +924,8 @@ static const char SERVE_USAGE[] =
     "                         (default 1024)\n"
     "      --max-conns-per-ip N connections per client address (default 64; 0 = no limit, e.g. behind a proxy)\n"
     "      --max-tokens N     max_tokens of a request that sets none, and the most one may set (default 4096)\n"
+    "      --reasoning-format F deepseek (default): Qwen3 / DeepSeek R1 <think> text goes to reasoning_content;\n"
+    "                         none: it stays in content (a request's reasoning_format overrides)\n"
     "      --special-in-content chat message text may spell special tokens (\"<|im_start|>\"...) and they become\n"
     "                         control tokens (trusted clients only: a user could write system turns)\n"
     "      --grace S          seconds to let running requests finish on SIGTERM (default 5)\n"
@@ -952,7 +986,7 @@ int zl_serve_main(int argc, char **argv)
     const char *model_path = NULL, *host = "127.0.0.1", *tmpl_name = NULL, *api_key = getenv("ZILI_API_KEY");
     long long port = 8080, timeout = 60, grace = 5, max_body = 4 << 20, head_timeout = 0, max_conns = 1024,
               max_per_ip = 64, max_tokens = 4096, v;
-    bool special_in_content = false;
+    bool special_in_content = false, reasoning = true;
     zl_engine_params ep = zl_engine_default_params();
     zl_model_opts mo = {.use_mmap = true};
     for (int i = 1; i < argc; i++) {
@@ -1005,6 +1039,11 @@ int zl_serve_main(int argc, char **argv)
             INT(0, 65536, max_per_ip);
         } else if (IS("--max-tokens")) {
             INT(1, 1 << 24, max_tokens);
+        } else if (IS("--reasoning-format")) {
+            NEED();
+            if (strcmp(val, "none") && strcmp(val, "deepseek"))
+                return usage_error("--reasoning-format: '%s' is not none or deepseek", val);
+            reasoning = !strcmp(val, "deepseek");
         } else if (IS("--special-in-content")) {
             special_in_content = true;
         } else if (IS("--grace")) {
@@ -1054,6 +1093,7 @@ int zl_serve_main(int argc, char **argv)
     if (!s)
         return 1;
     s->api_key = api_key;
+    s->reasoning = reasoning;
     s->max_body = (size_t)max_body;
     s->body_timeout = (double)timeout;
     s->started = time(NULL);

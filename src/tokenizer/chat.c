@@ -611,7 +611,7 @@ static void render_chatml(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t
 /* Qwen3: an assistant turn after the last real user query (one not wrapped in <tool_response>) keeps its
  * reasoning as "<think>\nR\n</think>\n\n" when it is the last message or has reasoning; every other assistant turn
  * is only what follows its last "</think>". */
-static void render_qwen3(const zl_chat_msg *msgs, size_t n, bool add_assistant, sbuf *b)
+static void render_qwen3(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t n, bool add_assistant, sbuf *b)
 {
     size_t last_query = n - 1;
     for (size_t k = n; k-- > 0;) {
@@ -646,8 +646,11 @@ static void render_qwen3(const zl_chat_msg *msgs, size_t n, bool add_assistant, 
         put_span(b, content);
         put(b, "<|im_end|>\n");
     }
-    if (add_assistant)
+    if (add_assistant) {
         put(b, "<|im_start|>assistant\n");
+        if (t->flags & ZL_CHAT_NO_THINKING) /* the template's enable_thinking = false: an empty reasoning block */
+            put(b, "<think>\n\n</think>\n\n");
+    }
 }
 
 static void llama3_header(sbuf *b, const char *role)
@@ -881,7 +884,7 @@ int zl_chat_render_spans(zl_chat_tmpl t, const zl_chat_msg *msgs, size_t n, bool
     int rc = ZL_OK;
     switch (t.kind) {
     case ZL_TMPL_CHATML: render_chatml(&t, msgs, n, add_assistant, &b); break;
-    case ZL_TMPL_QWEN3: render_qwen3(msgs, n, add_assistant, &b); break;
+    case ZL_TMPL_QWEN3: render_qwen3(&t, msgs, n, add_assistant, &b); break;
     case ZL_TMPL_LLAMA3: render_llama3(&t, msgs, n, add_assistant, &b); break;
     case ZL_TMPL_GEMMA: rc = render_gemma(&t, msgs, n, add_assistant, &b, err); break;
     case ZL_TMPL_DEEPSEEK_R1: render_deepseek(&t, msgs, n, add_assistant, &b); break;

@@ -78,6 +78,8 @@ enum {
                                              * the date), user / assistant alternating after it (Small 3.2) */
     ZL_CHAT_DEEPSEEK_JOIN_SYSTEM = 1u << 7, /* deepseek: every system message first, joined by "\n\n" (V3) */
     ZL_CHAT_DEEPSEEK_WHOLE_REPLY = 1u << 8, /* deepseek: assistant turns kept whole, no "</think>" split (V3) */
+    ZL_CHAT_NO_THINKING = 1u << 9,          /* qwen3, set per request: the template's enable_thinking = false (the
+                                             * reply opens with an empty "<think>\n\n</think>\n\n") */
 };
 
 enum {

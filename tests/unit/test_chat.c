@@ -633,6 +633,30 @@ static void test_content_spans(void **st)
     }
 }
 
+/* Qwen3 with the template's enable_thinking = false (ZL_CHAT_NO_THINKING): the reply opens with the empty block the
+ * official template writes ('<think>\n\n</think>\n\n' after the generation prompt); nothing else changes. */
+static void test_qwen3_no_thinking(void **st)
+{
+    (void)st;
+    zl_chat_tmpl t;
+    zl_err e;
+    assert_int_equal(zl_chat_tmpl_from_name("qwen3", &t, &e), ZL_OK);
+    const zl_chat_msg m[] = {{"user", "Hi"}};
+    char *on, *off, *off_nogen;
+    assert_int_equal(zl_chat_render(t, m, 1, true, &on, &e), ZL_OK);
+    t.flags |= ZL_CHAT_NO_THINKING;
+    assert_int_equal(zl_chat_render(t, m, 1, true, &off, &e), ZL_OK);
+    assert_int_equal(zl_chat_render(t, m, 1, false, &off_nogen, &e), ZL_OK);
+    const char *block = "<think>\n\n</think>\n\n";
+    assert_int_equal(strlen(off), strlen(on) + strlen(block));
+    assert_memory_equal(off, on, strlen(on));
+    assert_string_equal(off + strlen(on), block);
+    assert_null(strstr(off_nogen, "<think>")); /* no generation prompt, no block */
+    free(on);
+    free(off);
+    free(off_nogen);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -655,6 +679,7 @@ int main(void)
         cmocka_unit_test(test_system_literal_is_never_evaluated),
         cmocka_unit_test(test_by_name_and_bad_messages),
         cmocka_unit_test(test_content_spans),
+        cmocka_unit_test(test_qwen3_no_thinking),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
