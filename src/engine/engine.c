@@ -45,6 +45,7 @@
 #include <time.h>
 
 #include "core/dtype.h"
+#include "engine/constrain.h"
 #include "engine/prefix.h"
 
 const double zl_engine_hist_bounds[ZL_HIST_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1,  0.25, 0.5,
@@ -58,6 +59,9 @@ struct zl_req {
     size_t stop_len[ZL_REQ_MAX_STOP];
     size_t stop_max;
     zl_logit_bias *bias;
+    zl_grammar *grammar;      /* the request's grammar, NULL: none */
+    zl_grammar_state *gstate; /* its position (the sampling thread's) */
+    bool grammar_dead;        /* no token could continue the text (sampling thread; read by take_token) */
     atomic_int refs;
     atomic_bool cancel;
 
@@ -118,6 +122,7 @@ struct zl_engine {
     int n_ws;
     int32_t *chunk;                 /* per slot: tokens in this step's batch */
     char *piece;                    /* detok output scratch */
+    zl_token_text *tt;              /* every token's text, for grammars (constrain.h) */
     size_t piece_cap;
     uint64_t order;
     int32_t n_running;
@@ -185,6 +190,8 @@ static void req_free(zl_req *r)
     for (int i = 0; i < ZL_REQ_MAX_STOP; i++)
         free(r->stop[i]);
     free(r->bias);
+    zl_grammar_state_free(r->gstate);
+    zl_grammar_free(r->grammar);
     free(r->out);
     free(r->lp);
     free(r->lp_pend);
@@ -342,6 +349,16 @@ int zl_engine_submit(zl_engine *e, const int32_t *prompt, size_t n, const zl_req
         memcpy(r->bias, p->bias, (size_t)p->n_bias * sizeof *r->bias);
     }
     r->p.bias = r->bias;
+    r->p.grammar = NULL;
+    if (p->grammar) {
+        if ((rc = zl_grammar_parse(p->grammar, p->grammar_len, &r->grammar, err)) != ZL_OK) {
+            req_free(r);
+            return rc;
+        }
+        r->gstate = zl_grammar_state_new(r->grammar);
+        if (!r->gstate)
+            goto nomem;
+    }
     zl_detok_init(&r->dt, zl_model_vocab(e->m), false);
     atomic_init(&r->refs, 2);
     atomic_init(&r->cancel, false);
@@ -664,6 +681,8 @@ int zl_engine_create(const zl_model *m, const zl_engine_params *params, zl_engin
     e->chunk = calloc((size_t)p.n_parallel, sizeof *e->chunk);
     e->piece_cap = 3 * (zl_vocab_max_token_len(zl_model_vocab(m)) + 8) + 64;
     e->piece = malloc(e->piece_cap);
+    if (e->piece && (rc = zl_token_text_build(zl_model_vocab(m), e->n_vocab, &e->tt, err)) != ZL_OK)
+        goto fail;
     if (!e->b_tok || !e->b_pos || !e->b_seq || !e->b_want || !e->b_gemm || !e->logits || !e->slots || !e->blk ||
         !e->row_slot || !e->row_tok || !e->row_lp || !e->ws || !e->chunk || !e->piece) {
         rc = zl_err_set(err, ZL_ENOMEM, "engine: out of memory for the batch (%d tokens, %d sequences)", p.n_batch,
@@ -721,6 +740,7 @@ void zl_engine_destroy(zl_engine *e)
     free(e->ws);
     free(e->chunk);
     free(e->piece);
+    zl_token_text_free(e->tt);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
     free(e);
@@ -900,7 +920,16 @@ static void sample_rows(void *arg, int ith, int nth)
         float *row = e->logits + (size_t)i * (size_t)e->n_vocab;
         for (int32_t k = 0; k < r->p.n_bias; k++)
             row[r->bias[k].token] += r->bias[k].bias;
-        const int32_t tok = zl_sampler_sample_ws(r->smp, row, e->ws[ith]);
+        int32_t tok = zl_sampler_sample_ws(r->smp, row, e->ws[ith]);
+        if (r->gstate && !zl_constrain_ok(e->tt, r->gstate, tok)) {
+            /* the draw breaks the grammar: mask every token that would, and draw again */
+            if (zl_constrain_mask(e->tt, r->gstate, row) > 0)
+                tok = zl_sampler_sample_ws(r->smp, row, e->ws[ith]);
+            else
+                r->grammar_dead = true;
+        }
+        if (r->gstate && !r->grammar_dead)
+            zl_constrain_take(e->tt, r->gstate, tok);
         zl_sampler_accept(r->smp, tok);
         if (r->p.logprobs)
             fill_logprobs(row, e->n_vocab, tok, r->p.top_logprobs, &e->row_lp[i]);
@@ -914,6 +943,12 @@ static void take_token(zl_engine *e, zl_req *r, int32_t i)
     const zl_vocab *voc = zl_model_vocab(e->m);
     const int32_t tok = e->row_tok[i];
     const zl_token_logprob *lp = &e->row_lp[i];
+    if (r->grammar_dead) { /* the text so far goes out; the request ends as an error */
+        emit_text(r, true, NULL, 0);
+        finish(e, r, ZL_FINISH_ERROR, "the grammar admits no token after the text so far (no vocabulary token "
+                                      "spells a continuation)");
+        return;
+    }
     const double t = now_s();
     pthread_mutex_lock(&e->mu);
     if (r->n_gen == 0)

@@ -79,6 +79,9 @@ typedef struct zl_req_params {
     int32_t n_bias;
     bool logprobs;             /* report each generated token's log-probability */
     int32_t top_logprobs;      /* and the top N alternatives (0 .. ZL_REQ_MAX_TOP_LOGPROBS) */
+    const char *grammar;       /* GBNF (sample/grammar.h) the generated text must follow, grammar_len bytes; parsed
+                                * at submit (a bad grammar is ZL_EINVAL); NULL: none */
+    size_t grammar_len;
 } zl_req_params;
 
 void zl_req_params_init(zl_req_params *p);

@@ -837,6 +837,36 @@ static bool expects_char(const sset *st)
     return false;
 }
 
+/* Whether the character element at p can match some code point in [lo, hi]. A negated class is taken to (it
+ * could only fail if its items covered the whole range). */
+static bool may_match_range(const zl_grammar *g, uint32_t p, uint32_t lo, uint32_t hi)
+{
+    const elem *e = g->e;
+    if (e[p].type == G_ANY || e[p].type == G_CHAR_NOT)
+        return true;
+    for (uint32_t i = p;; i++) {
+        const uint32_t a = e[i].value, b = e[i + 1].type == G_RANGE_UPPER ? e[++i].value : a;
+        if (a <= hi && b >= lo)
+            return true;
+        if (e[i + 1].type != G_CHAR_ALT)
+            return false;
+    }
+}
+
+/* Some continuation of st can take a character that starts with the partial UTF-8 bytes u[0..nu). */
+static bool may_continue(const zl_grammar *g, const sset *st, const unsigned char *u, int nu)
+{
+    const int need = u[0] >= 0xf0 ? 4 : u[0] >= 0xe0 ? 3 : 2, missing = need - nu;
+    uint32_t known = u[0] & (0x7f >> need);
+    for (int k = 1; k < nu; k++)
+        known = known << 6 | (u[k] & 0x3f);
+    const uint32_t lo = known << (6 * missing), hi = lo | ((1u << (6 * missing)) - 1);
+    for (size_t k = 0; k < st->n; k++)
+        if (st->len[k] && may_match_range(g, st->data[st->off[k] + st->len[k] - 1], lo, hi))
+            return true;
+    return false;
+}
+
 /* Runs bytes through from s's position. On success the result is in *res (s->cur itself when no whole character
  * was taken) with the new unfinished-character bytes in pend / n_pend. */
 static bool run(zl_grammar_state *s, const char *bytes, size_t n, const sset **res, unsigned char *pend,
@@ -883,7 +913,7 @@ static bool run(zl_grammar_state *s, const char *bytes, size_t n, const sset **r
         if (cur->overflow || cur->n == 0)
             return false;
     }
-    if (nu && !expects_char(cur))
+    if (nu && !may_continue(s->g, cur, u, nu))
         return false;
     *res = cur;
     memcpy(pend, u, sizeof u);
@@ -914,6 +944,42 @@ bool zl_grammar_accept(zl_grammar_state *s, const char *bytes, size_t n)
     memcpy(s->pend, pend, sizeof pend);
     s->n_pend = np;
     return true;
+}
+
+void zl_grammar_first_bytes(const zl_grammar_state *s, bool first[256])
+{
+    memset(first, 0, 256 * sizeof *first);
+    if (s->n_pend) { /* inside a character: only its continuation bytes */
+        for (int b = 0x80; b < 0xc0; b++)
+            first[b] = true;
+        return;
+    }
+    bool wide = false; /* some top may take a code point >= 0x80 */
+    for (size_t k = 0; k < s->cur.n; k++) {
+        if (!s->cur.len[k])
+            continue;
+        const uint32_t p = s->cur.data[s->cur.off[k] + s->cur.len[k] - 1];
+        uint32_t next;
+        for (uint32_t c = 0; c < 0x80; c++)
+            if (!first[c] && match_char(s->g, p, c, &next))
+                first[c] = true;
+        const elem *e = s->g->e;
+        if (e[p].type == G_ANY || e[p].type == G_CHAR_NOT) {
+            wide = true;
+            continue;
+        }
+        for (uint32_t i = p;; i++) {
+            const uint32_t hi = e[i + 1].type == G_RANGE_UPPER ? e[i + 1].value : e[i].value;
+            wide |= hi >= 0x80;
+            if (e[i + 1].type == G_RANGE_UPPER)
+                i++;
+            if (e[i + 1].type != G_CHAR_ALT)
+                break;
+        }
+    }
+    if (wide)
+        for (int b = 0xc2; b <= 0xf4; b++)
+            first[b] = true;
 }
 
 bool zl_grammar_can_end(const zl_grammar_state *s)

@@ -35,10 +35,12 @@ zl_grammar_state *zl_grammar_state_new(const zl_grammar *g);
 void zl_grammar_state_free(zl_grammar_state *s);
 
 /* Whether bytes[0..n) may come next (the state is not changed). n == 0 is true. A trailing partial UTF-8
- * character is allowed when its first byte is a valid lead byte and some continuation expects a character. */
+ * character is allowed when some continuation can take a character that begins with those bytes. */
 bool zl_grammar_would_accept(zl_grammar_state *s, const char *bytes, size_t n);
 /* Takes bytes[0..n) if they may come next (true), else leaves s as it was (false). */
 bool zl_grammar_accept(zl_grammar_state *s, const char *bytes, size_t n);
+/* first[b] = whether a text whose first byte is b may come next (a pre-filter: true does not promise the rest). */
+void zl_grammar_first_bytes(const zl_grammar_state *s, bool first[256]);
 /* The text so far is a whole sentence (the end may come here). */
 bool zl_grammar_can_end(const zl_grammar_state *s);
 /* Nothing but the end may come: no continuation expects another character. */

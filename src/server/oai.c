@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "model/model.h"
+#include "sample/grammar.h"
 #include "tokenizer/vocab.h"
 
 static int fail(oai_error *e, const char *param, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -285,6 +286,37 @@ int oai_parse(const zl_model *m, const zl_chat_tmpl *tmpl, oai_kind kind, json_t
         }
     }
     TRY(get_bool(root, "ignore_eos", &rp->ignore_eos, e));
+
+    /* Structured output: a GBNF grammar (llama.cpp's `grammar`), or response_format json_object (a built-in
+     * grammar for one JSON object). The grammar is parsed at submit; its errors name the line and column. */
+    json_t *gr = json_object_get(root, "grammar");
+    if (gr && !json_is_null(gr)) {
+        if (!json_is_string(gr))
+            TRY(fail(e, "grammar", "'grammar' must be a string (GBNF)"));
+        rp->grammar = json_string_value(gr);
+        rp->grammar_len = json_string_length(gr);
+    }
+    json_t *rfmt = json_object_get(root, "response_format");
+    if (rfmt && !json_is_null(rfmt)) {
+        json_t *type = json_object_get(rfmt, "type");
+        const char *tn = json_is_string(type) ? json_string_value(type) : NULL;
+        if (!json_is_object(rfmt) || !tn)
+            TRY(fail(e, "response_format", "'response_format' must be an object with a string 'type'"));
+        if (!strcmp(tn, "json_object")) {
+            if (rp->grammar)
+                TRY(fail(e, "response_format", "'response_format' and 'grammar' together: give one"));
+            rp->grammar = zl_grammar_json_object;
+            rp->grammar_len = strlen(zl_grammar_json_object);
+        } else if (!strcmp(tn, "json_schema")) {
+            TRY(fail(e, "response_format", "response_format 'json_schema' is not supported yet; use "
+                     "'json_object' or a GBNF 'grammar'"));
+        } else if (strcmp(tn, "text")) {
+            TRY(fail(e, "response_format", "response_format type '%.32s' is not one of text, json_object", tn));
+        }
+    }
+    json_t *tools = json_object_get(root, "tools");
+    if (json_is_array(tools) && json_array_size(tools) > 0)
+        TRY(fail(e, "tools", "tool calling is not supported yet: send the request without 'tools'"));
 
     json_t *stop = json_object_get(root, "stop");
     if (json_is_string(stop)) {

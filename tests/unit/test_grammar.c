@@ -90,6 +90,12 @@ static void test_json_object(void **st)
     assert_true(zl_grammar_must_end(s));
     assert_false(zl_grammar_would_accept(s, " ", 1));
     zl_grammar_state_free(s);
+    /* the first byte of a character that cannot come (a space and then U+2xxx after the object) is refused */
+    s = zl_grammar_state_new(g);
+    assert_true(zl_grammar_accept(s, "{} ", 3));
+    assert_false(zl_grammar_would_accept(s, "\xe2", 1));
+    assert_true(zl_grammar_accept(s, "\n", 1));
+    zl_grammar_state_free(s);
     /* a character split between feeds: not a sentence until it is complete */
     s = zl_grammar_state_new(g);
     assert_true(zl_grammar_accept(s, "{\"\xc3", 3));
