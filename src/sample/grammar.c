@@ -653,7 +653,7 @@ static void sset_free(sset *s)
 static void sset_add(sset *s, const uint32_t *stk, uint32_t n)
 {
     for (size_t k = 0; k < s->n; k++)
-        if (s->len[k] == n && !memcmp(s->data + s->off[k], stk, n * sizeof *stk))
+        if (s->len[k] == n && (n == 0 || !memcmp(s->data + s->off[k], stk, n * sizeof *stk)))
             return;
     if (s->n >= MAX_STACKS) {
         s->overflow = true;
@@ -673,7 +673,7 @@ static void sset_add(sset *s, const uint32_t *stk, uint32_t n)
         }
         s->cap = cap;
     }
-    if (s->n_data + n > s->cap_data) {
+    if (n && s->n_data + n > s->cap_data) {
         size_t cap = s->cap_data ? s->cap_data : 256;
         while (cap < s->n_data + n)
             cap *= 2;
@@ -685,7 +685,8 @@ static void sset_add(sset *s, const uint32_t *stk, uint32_t n)
         s->data = nd;
         s->cap_data = cap;
     }
-    memcpy(s->data + s->n_data, stk, n * sizeof *stk);
+    if (n)
+        memcpy(s->data + s->n_data, stk, n * sizeof *stk);
     s->off[s->n] = (uint32_t)s->n_data;
     s->len[s->n] = n;
     s->n_data += n;
@@ -860,7 +861,12 @@ static bool may_continue(const zl_grammar *g, const sset *st, const unsigned cha
     uint32_t known = u[0] & (0x7f >> need);
     for (int k = 1; k < nu; k++)
         known = known << 6 | (u[k] & 0x3f);
-    const uint32_t lo = known << (6 * missing), hi = lo | ((1u << (6 * missing)) - 1);
+    static const uint32_t k_min[5] = {0, 0, 0x80, 0x800, 0x10000}; /* the shortest form is the only one */
+    uint32_t lo = known << (6 * missing), hi = lo | ((1u << (6 * missing)) - 1);
+    lo = lo < k_min[need] ? k_min[need] : lo;
+    hi = hi > 0x10ffff ? 0x10ffff : hi;
+    if (lo > hi)
+        return false;
     for (size_t k = 0; k < st->n; k++)
         if (st->len[k] && may_match_range(g, st->data[st->off[k] + st->len[k] - 1], lo, hi))
             return true;

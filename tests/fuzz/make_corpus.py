@@ -152,6 +152,19 @@ def http_heads() -> list[bytes]:
     return out
 
 
+def grammars() -> list[bytes]:
+    """GBNF texts, each with a text to feed after a NUL byte."""
+    return [
+        b'root ::= "yes" | "no"\x00yes',
+        b'root ::= num ("+" num)*\nnum ::= [0-9]{1,3}\x0012+345+6',
+        b'root ::= obj\nobj ::= "{" ( [a-z]+ ":" val ( "," [a-z]+ ":" val )* )? "}"\nval ::= obj | [0-9]+\x00{a:{b:1},c:2}',
+        b'root ::= [^"\\\\]* "\\"" . "\\u00e9"?\x00ab"x\xc3\xa9',
+        b'root ::=\n  ( "a" | "b" ){2,}\n  | "c"?\x00abab',
+        b'\x00{"a": [1, 2.5e3, true, null, "x\\u00e9"]}',
+        b'\x00{"k":"v"}   ',
+    ]
+
+
 def main() -> int:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "tests/fuzz/corpus"
     strings = test_strings()
@@ -174,6 +187,8 @@ def main() -> int:
         put(out, "oai", b)
     for h in http_heads():
         put(out, "http", h)
+    for g in grammars():
+        put(out, "grammar", g)
     n = {d.name: len(list(d.iterdir())) for d in sorted(out.iterdir()) if d.is_dir()}
     print("make_corpus:", ", ".join(f"{k} {v}" for k, v in n.items()), "files in", out)
     return 0

@@ -22,6 +22,7 @@
 #define ZL_FUZZ_REPLAY
 #include "../fuzz/fuzz_chat.c"
 #include "../fuzz/fuzz_gguf.c"
+#include "../fuzz/fuzz_grammar.c"
 #include "../fuzz/fuzz_oai.c"
 #include "../fuzz/fuzz_tokenizer.c"
 
@@ -97,6 +98,18 @@ static void run_tok(void *ctx, const uint8_t *data, size_t size)
 
 static void run_oai(void *ctx, const uint8_t *data, size_t size) { fuzz_oai_input(ctx, data, size); }
 
+static void run_grammar(void *ctx, const uint8_t *data, size_t size)
+{
+    (void)ctx;
+    fuzz_grammar_input(data, size);
+}
+
+static void test_grammar(void **state)
+{
+    (void)state;
+    print_message("%zu inputs\n", replay("grammar", run_grammar, NULL));
+}
+
 static void test_gguf(void **state)
 {
     (void)state;
@@ -153,7 +166,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gguf),    cmocka_unit_test(test_chat), cmocka_unit_test(test_tok_spm),
-        cmocka_unit_test(test_tok_bpe), cmocka_unit_test(test_oai),
+        cmocka_unit_test(test_tok_bpe), cmocka_unit_test(test_oai),  cmocka_unit_test(test_grammar),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
