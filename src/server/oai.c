@@ -16,6 +16,7 @@
 
 #include "model/model.h"
 #include "sample/grammar.h"
+#include "server/schema.h"
 #include "tokenizer/vocab.h"
 
 static int fail(oai_error *e, const char *param, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -308,10 +309,20 @@ int oai_parse(const zl_model *m, const zl_chat_tmpl *tmpl, oai_kind kind, json_t
             rp->grammar = zl_grammar_json_object;
             rp->grammar_len = strlen(zl_grammar_json_object);
         } else if (!strcmp(tn, "json_schema")) {
-            TRY(fail(e, "response_format", "response_format 'json_schema' is not supported yet; use "
-                     "'json_object' or a GBNF 'grammar'"));
+            if (rp->grammar)
+                TRY(fail(e, "response_format", "'response_format' and 'grammar' together: give one"));
+            json_t *js = json_object_get(rfmt, "json_schema");
+            json_t *sch = json_is_object(js) ? json_object_get(js, "schema") : NULL;
+            if (!sch)
+                TRY(fail(e, "response_format", "response_format json_schema needs 'json_schema': {'schema': ...}"));
+            char why[256];
+            if (!(out->grammar = oai_schema_grammar(sch, why, sizeof why)))
+                TRY(fail(e, "response_format", "%s", why));
+            rp->grammar = out->grammar;
+            rp->grammar_len = strlen(out->grammar);
         } else if (strcmp(tn, "text")) {
-            TRY(fail(e, "response_format", "response_format type '%.32s' is not one of text, json_object", tn));
+            TRY(fail(e, "response_format", "response_format type '%.32s' is not one of text, json_object, json_schema",
+                     tn));
         }
     }
     json_t *tools = json_object_get(root, "tools");
@@ -433,6 +444,7 @@ void oai_request_free(oai_request *r)
 {
     free(r->prompt);
     free(r->bias);
+    free(r->grammar);
     if (r->root)
         json_decref(r->root);
     memset(r, 0, sizeof *r);

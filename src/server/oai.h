@@ -28,6 +28,7 @@ typedef struct oai_request {
     bool stream, include_usage;
     bool no_thinking;   /* chat_template_kwargs.enable_thinking false (templates with the switch: qwen3) */
     bool reasoning_off; /* reasoning_format "none": a reasoning model's <think> text stays in content */
+    char *grammar;      /* the grammar made from a json_schema (malloc'd; rp.grammar points to it) */
     bool reasoning_on;  /* reasoning_format "deepseek" / "auto": it goes to reasoning_content (server default: on) */
     bool logprobs;
     int32_t top_logprobs;

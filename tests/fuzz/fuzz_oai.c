@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "model/model.h"
+#include "sample/grammar.h"
 #include "server/oai.h"
 #include "tokenizer/chat.h"
 
@@ -93,6 +94,13 @@ static void fuzz_oai_input(const fuzz_oai_env *env, const uint8_t *data, size_t 
             continue;
         }
         fuzz_oai_check(env, &r);
+        if (r.rp.grammar) { /* a grammar made from a json_schema (or the built-in one) must parse */
+            zl_grammar *g = NULL;
+            zl_err gerr;
+            FUZZ_CHECK(zl_grammar_parse(r.rp.grammar, r.rp.grammar_len, &g, &gerr) == ZL_OK || !r.grammar,
+                       "a json_schema made a grammar that does not parse");
+            zl_grammar_free(g);
+        }
         oai_request_free(&r);
     }
 }

@@ -185,6 +185,13 @@ def main() -> int:
         put(out, "gguf", g)
     for b in bodies(strings):
         put(out, "oai", b)
+    schema = {"type": "object", "properties": {"a": {"type": "array", "items": {"enum": [1, "x", None]},
+                                                      "maxItems": 3}, "d": {"type": "string", "format": "date"},
+                                                "r": {"$ref": "#/$defs/n"}}, "required": ["a"],
+              "additionalProperties": False, "$defs": {"n": {"anyOf": [{"type": "integer"}, {"const": "k"}]}}}
+    for rf in ({"type": "json_object"}, {"type": "json_schema", "json_schema": {"name": "t", "schema": schema}}):
+        put(out, "oai", json.dumps({"messages": [{"role": "user", "content": "hi"}], "response_format": rf}).encode())
+    put(out, "oai", json.dumps({"prompt": "x", "grammar": 'root ::= [0-9]{1,3} ("," [0-9])*'}).encode())
     for h in http_heads():
         put(out, "http", h)
     for g in grammars():

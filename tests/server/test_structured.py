@@ -2,12 +2,13 @@
 takes it) constrain sampled text; refusals for what is not supported yet (json_schema, tools).
 The grammar engine itself is tested in tests/unit/test_grammar.c."""
 import json
+import re
 import urllib.error
 import urllib.request
 
 import pytest
 
-from conftest import Server
+from conftest import SANITIZED, Server
 
 ASK = [{"role": "user", "content": "Describe a cat as a JSON object."}]
 
@@ -31,6 +32,10 @@ def post(s, body, path="/v1/chat/completions"):
                 ch = json.loads(line[6:])["choices"][0]
                 text += (ch.get("delta") or {}).get("content") or ch.get("text") or ""
         return text
+
+
+def schema_format(schema):
+    return {"type": "json_schema", "json_schema": {"name": "t", "schema": schema, "strict": True}}
 
 
 def refused(s, body, param):
@@ -85,9 +90,115 @@ def test_refusals(srv):
     assert "grammar" in msg and "'other'" in msg
     refused(srv, {"messages": ASK, "grammar": 5}, "grammar")
     refused(srv, {"messages": ASK, "response_format": {"type": "json_schema", "json_schema": {}}}, "response_format")
+    for schema, word in [({"type": "integer", "minimum": 3}, "'minimum'"), ({"type": "string", "pattern": "a+"},
+                         "'pattern'"), ({"allOf": [{}]}, "'allOf'"), ({"$ref": "#/$defs/x"}, "$ref"),
+                         ({"type": "date"}, "'date'"), ({"type": "string", "format": "email"}, "'email'")]:
+        msg = refused(srv, {"messages": ASK, "response_format": schema_format(schema)}, "response_format")
+        assert word in msg, (word, msg)
     refused(srv, {"messages": ASK, "response_format": {"type": "xml"}}, "response_format")
     refused(srv, {"messages": ASK, "response_format": {"type": "json_object"}, "grammar": 'root ::= "a"'},
             "response_format")
     refused(srv, {"messages": ASK, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools")
     # text is no constraint
     assert post(srv, {"messages": ASK, "max_tokens": 2, "response_format": {"type": "text"}})["choices"]
+
+
+# ---- json_schema --------------------------------------------------------------------------------------------
+
+DATE = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
+TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def valid(v, sch, root):
+    """A validator written here for the keywords the server supports (independent of its grammar)."""
+    if sch is True or sch == {}:
+        return True
+    if "$ref" in sch:
+        return valid(v, root["$defs"][sch["$ref"].split("/")[-1]], root)
+    if "const" in sch:
+        return v == sch["const"] and type(v) is type(sch["const"])
+    if "enum" in sch:
+        return any(v == e and type(v) is type(e) for e in sch["enum"])
+    for key in ("anyOf", "oneOf"):
+        if key in sch:
+            return any(valid(v, s, root) for s in sch[key])
+    types = sch.get("type")
+    if types is None:
+        return True
+    types = [types] if isinstance(types, str) else types
+    return any(valid_type(v, t, sch, root) for t in types)
+
+
+def valid_type(v, t, sch, root):
+    if t == "null":
+        return v is None
+    if t == "boolean":
+        return isinstance(v, bool)
+    if t == "integer":
+        return isinstance(v, int) and not isinstance(v, bool)
+    if t == "number":
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if t == "string":
+        if not isinstance(v, str) or len(v) < sch.get("minLength", 0) or len(v) > sch.get("maxLength", 1 << 30):
+            return False
+        fmt = {"date": DATE, "time": TIME, "uuid": UUID}.get(sch.get("format"))
+        if sch.get("format") == "date-time":
+            return "T" in v and DATE.match(v.split("T")[0]) and TIME.match(v.split("T", 1)[1])
+        return not fmt or bool(fmt.match(v))
+    if t == "array":
+        return (isinstance(v, list) and sch.get("minItems", 0) <= len(v) <= sch.get("maxItems", 1 << 30) and
+                all(valid(x, sch.get("items", True), root) for x in v))
+    if t == "object":
+        if not isinstance(v, dict):
+            return False
+        props = sch.get("properties", {})
+        if any(k not in v for k in sch.get("required", [])):
+            return False
+        if sch.get("additionalProperties") is False and any(k not in props for k in v):
+            return False
+        return all(valid(v[k], props[k], root) for k in v if k in props)
+    return False
+
+
+SCHEMAS = [
+    {"type": "object", "properties": {"name": {"type": "string", "maxLength": 24}, "age": {"type": "integer"}},
+     "required": ["name", "age"], "additionalProperties": False},
+    {"type": "object", "properties": {"colour": {"enum": ["red", "green", "blue"]}, "ok": {"type": "boolean"}},
+     "required": ["colour"]},
+    {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 4},
+    {"type": "object", "properties": {"when": {"type": "string", "format": "date"},
+                                      "at": {"type": "string", "format": "time"},
+                                      "id": {"type": "string", "format": "uuid"}},
+     "required": ["when", "at", "id"]},
+    {"type": "object", "properties": {"stamp": {"type": "string", "format": "date-time"}}, "required": ["stamp"]},
+    {"anyOf": [{"type": "number"}, {"type": "string", "minLength": 2, "maxLength": 5}]},
+    {"type": "object", "properties": {"kind": {"const": "point"}, "x": {"type": "number"}, "y": {"type": "number"},
+                                      "label": {"type": ["string", "null"]}},
+     "required": ["kind", "x", "y"], "additionalProperties": False},
+    {"$defs": {"pet": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
+                                                        "legs": {"type": "integer"}}, "required": ["name"]}},
+     "type": "object", "properties": {"pets": {"type": "array", "items": {"$ref": "#/$defs/pet"}, "maxItems": 3}},
+     "required": ["pets"]},
+    {"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "object", "properties": {
+        "c": {"type": "array", "items": {"type": "boolean"}, "maxItems": 3}}, "required": ["c"]}}, "required": ["b"]},
+        "note": {"type": "string", "maxLength": 16}}, "required": ["a"]},
+    {"type": "object"},
+]
+
+
+@pytest.mark.parametrize("k", range(len(SCHEMAS)))
+def test_json_schema_replies_validate(srv, k):
+    """Sampled replies (temperature 1) under each schema: every one that ends by itself parses and validates."""
+    schema, stopped = SCHEMAS[k], 0
+    for seed in range(4 if SANITIZED else 10):
+        r = post(srv, {"messages": ASK, "max_tokens": 160, "temperature": 1, "seed": seed,
+                       "response_format": schema_format(schema)})
+        c = r["choices"][0]
+        if c["finish_reason"] == "stop":
+            v = json.loads(c["message"]["content"])
+            assert valid(v, schema, schema), (schema, c["message"]["content"])
+            stopped += 1
+        else:
+            assert c["finish_reason"] == "length", c
+    assert stopped >= 1, schema

@@ -1,0 +1,399 @@
+/*
+ * schema.c - JSON Schema to GBNF (schema.h).
+ *
+ * Every schema node becomes a rule `sN` (N in the order nodes are met); the rules of JSON's building blocks
+ * (ws, string, number, ..., value) are written once at the end. Objects keep their properties in the schema's
+ * order, with commas placed by two rule chains over the properties k..n: aK (nothing written yet) and bK
+ * (something written): a required property is written in both, an optional one may be skipped in both.
+ */
+#include "server/schema.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { MAX_NESTING = 64 };
+
+typedef struct gen {
+    char *s;
+    size_t n, cap;
+    bool oom, failed;
+    int next_rule;
+    json_t *root; /* for $ref */
+    char *why;
+    size_t why_cap;
+} gen;
+
+static void put(gen *g, const char *fmt, ...)
+{
+    if (g->oom || g->failed)
+        return;
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        const int k = vsnprintf(g->s ? g->s + g->n : NULL, g->s ? g->cap - g->n : 0, fmt, ap);
+        va_end(ap);
+        if (k < 0) {
+            g->oom = true;
+            return;
+        }
+        if (g->s && g->n + (size_t)k < g->cap) {
+            g->n += (size_t)k;
+            return;
+        }
+        size_t cap = g->cap ? g->cap : 1024;
+        while (cap <= g->n + (size_t)k)
+            cap *= 2;
+        char *ns = realloc(g->s, cap);
+        if (!ns) {
+            g->oom = true;
+            return;
+        }
+        g->s = ns;
+        g->cap = cap;
+    }
+}
+
+static int refuse(gen *g, const char *fmt, const char *what)
+{
+    if (!g->failed)
+        snprintf(g->why, g->why_cap, fmt, what);
+    g->failed = true;
+    return -1;
+}
+
+/* A GBNF literal of the bytes of s (quotes, backslashes and control bytes escaped). */
+static void put_literal(gen *g, const char *s, size_t n)
+{
+    put(g, "\"");
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\')
+            put(g, "\\%c", c);
+        else if (c < 0x20 || c == 0x7f)
+            put(g, "\\x%02x", c);
+        else
+            put(g, "%c", c);
+    }
+    put(g, "\"");
+}
+
+/* A JSON value written as a literal (enum and const values, property names), compact as json_dumps writes it. */
+static void put_json_literal(gen *g, json_t *v)
+{
+    char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!t) {
+        g->oom = true;
+        return;
+    }
+    put_literal(g, t, strlen(t));
+    free(t);
+}
+
+static int node(gen *g, json_t *sch, int depth);
+
+static bool known_annotation(const char *k)
+{
+    static const char *const ok[] = {"title", "description", "default", "examples", "$schema", "$id", "$comment",
+                                     "$defs", "definitions", "deprecated", "readOnly", "writeOnly"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        if (!strcmp(k, ok[i]))
+            return true;
+    return false;
+}
+
+/* The keywords of sch each supported somewhere (the type-specific ones are read where they apply). */
+static int check_keywords(gen *g, json_t *sch)
+{
+    static const char *const kw[] = {"type", "properties", "required", "additionalProperties", "enum", "const",
+                                     "items", "minItems", "maxItems", "minLength", "maxLength", "format", "anyOf",
+                                     "oneOf", "$ref"};
+    const char *k;
+    json_t *v;
+    json_object_foreach(sch, k, v) {
+        bool ok = known_annotation(k);
+        for (size_t i = 0; i < sizeof kw / sizeof kw[0] && !ok; i++)
+            ok = !strcmp(k, kw[i]);
+        if (!ok)
+            return refuse(g, "json_schema keyword '%.64s' is not supported", k);
+    }
+    return 0;
+}
+
+static int get_count(gen *g, json_t *sch, const char *key, long dflt, long *out)
+{
+    json_t *v = json_object_get(sch, key);
+    *out = dflt;
+    if (!v)
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 10000)
+        return refuse(g, "json_schema '%s' must be an integer in [0, 10000]", key);
+    *out = (long)json_integer_value(v);
+    return 0;
+}
+
+static void put_repeat(gen *g, long lo, long hi)
+{
+    if (hi < 0)
+        put(g, "{%ld,}", lo);
+    else
+        put(g, "{%ld,%ld}", lo, hi);
+}
+
+/* A rule for one type of sch (type_name), written as rule r. */
+static int typed(gen *g, json_t *sch, const char *t, int r, int depth)
+{
+    if (!strcmp(t, "null") || !strcmp(t, "boolean") || !strcmp(t, "number") || !strcmp(t, "integer")) {
+        put(g, "s%d ::= %s\n", r, t);
+        return 0;
+    }
+    if (!strcmp(t, "string")) {
+        json_t *f = json_object_get(sch, "format");
+        if (f) {
+            const char *fn = json_is_string(f) ? json_string_value(f) : "";
+            if (strcmp(fn, "date") && strcmp(fn, "time") && strcmp(fn, "date-time") && strcmp(fn, "uuid"))
+                return refuse(g, "json_schema format '%.64s' is not supported (date, time, date-time, uuid)", fn);
+            put(g, "s%d ::= \"\\\"\" fmt-%s \"\\\"\" ws\n", r, fn);
+            return 0;
+        }
+        long lo, hi;
+        if (get_count(g, sch, "minLength", 0, &lo) || get_count(g, sch, "maxLength", -1, &hi))
+            return -1;
+        if (hi >= 0 && hi < lo)
+            return refuse(g, "json_schema %s: maxLength is below minLength", "string");
+        put(g, "s%d ::= \"\\\"\" char", r);
+        put_repeat(g, lo, hi);
+        put(g, " \"\\\"\" ws\n");
+        return 0;
+    }
+    if (!strcmp(t, "array")) {
+        long lo, hi;
+        if (get_count(g, sch, "minItems", 0, &lo) || get_count(g, sch, "maxItems", -1, &hi))
+            return -1;
+        if (hi >= 0 && hi < lo)
+            return refuse(g, "json_schema %s: maxItems is below minItems", "array");
+        json_t *items = json_object_get(sch, "items");
+        int item = -1;
+        if (items && (item = node(g, items, depth + 1)) < 0)
+            return -1;
+        char it[32];
+        snprintf(it, sizeof it, item < 0 ? "value" : "s%d", item);
+        if (hi == 0) {
+            put(g, "s%d ::= \"[\" ws \"]\" ws\n", r);
+        } else if (lo == 0) {
+            put(g, "s%d ::= \"[\" ws ( %s ( \",\" ws %s )", r, it, it);
+            put_repeat(g, 0, hi < 0 ? -1 : hi - 1);
+            put(g, " )? \"]\" ws\n");
+        } else {
+            put(g, "s%d ::= \"[\" ws %s ( \",\" ws %s )", r, it, it);
+            put_repeat(g, lo - 1, hi < 0 ? -1 : hi - 1);
+            put(g, " \"]\" ws\n");
+        }
+        return 0;
+    }
+    if (!strcmp(t, "object")) {
+        json_t *props = json_object_get(sch, "properties"), *req = json_object_get(sch, "required");
+        json_t *ap = json_object_get(sch, "additionalProperties");
+        if (props && !json_is_object(props))
+            return refuse(g, "json_schema '%s' must be an object", "properties");
+        if (req && !json_is_array(req))
+            return refuse(g, "json_schema '%s' must be an array of names", "required");
+        if (ap && !json_is_boolean(ap))
+            return refuse(g, "json_schema '%s' other than true / false is not supported", "additionalProperties");
+        const size_t n = props ? json_object_size(props) : 0;
+        if (n == 0 && !(ap && json_is_false(ap))) {
+            put(g, "s%d ::= object\n", r);
+            return 0;
+        }
+        for (size_t i = 0; req && i < json_array_size(req); i++) {
+            json_t *name = json_array_get(req, i);
+            if (!json_is_string(name) || !json_object_get(props, json_string_value(name)))
+                return refuse(g, "json_schema 'required' names %.64s, which is not in 'properties'",
+                              json_is_string(name) ? json_string_value(name) : "a non-string");
+        }
+        /* the value rule of each property, then the two chains */
+        int *vr = calloc(n ? n : 1, sizeof *vr);
+        bool *required = calloc(n ? n : 1, sizeof *required);
+        const char **names = calloc(n ? n : 1, sizeof *names);
+        if (!vr || !required || !names) {
+            free(vr);
+            free(required);
+            free(names);
+            g->oom = true;
+            return -1;
+        }
+        size_t i = 0;
+        const char *k;
+        json_t *v;
+        int rc = 0;
+        json_object_foreach(props, k, v) {
+            names[i] = k;
+            for (size_t j = 0; req && j < json_array_size(req); j++)
+                required[i] |= !strcmp(json_string_value(json_array_get(req, j)), k);
+            if ((vr[i] = node(g, v, depth + 1)) < 0) {
+                rc = -1;
+                break;
+            }
+            i++;
+        }
+        for (i = 0; rc == 0 && i < n; i++) {
+            /* kv: "name" ws ":" ws value */
+            json_t *nm = json_string(names[i]);
+            put(g, "s%d-kv%zu ::= ", r, i);
+            put_json_literal(g, nm);
+            json_decref(nm);
+            put(g, " ws \":\" ws s%d\n", vr[i]);
+            /* aK and bK over properties i..n-1: a = nothing written yet, b = something written */
+            put(g, "s%d-a%zu ::= s%d-kv%zu s%d-b%zu", r, i, r, i, r, i + 1);
+            put(g, required[i] ? "\n" : " | s%d-a%zu\n", r, i + 1);
+            put(g, "s%d-b%zu ::= \",\" ws s%d-kv%zu s%d-b%zu", r, i, r, i, r, i + 1);
+            put(g, required[i] ? "\n" : " | s%d-b%zu\n", r, i + 1);
+        }
+        if (rc == 0) {
+            put(g, "s%d-a%zu ::= \"\"\ns%d-b%zu ::= \"\"\n", r, n, r, n);
+            put(g, "s%d ::= \"{\" ws s%d-a0 \"}\" ws\n", r, r);
+        }
+        free(vr);
+        free(required);
+        free(names);
+        return rc;
+    }
+    return refuse(g, "json_schema type '%.32s' is not one of null, boolean, number, integer, string, array, object",
+                  t);
+}
+
+/* Writes the rule for sch; returns its number, or -1 (g->failed / g->oom set). */
+static int node(gen *g, json_t *sch, int depth)
+{
+    if (g->failed || g->oom)
+        return -1;
+    if (depth > MAX_NESTING)
+        return refuse(g, "json_schema nested deeper than %s levels (or a $ref cycle)", "64");
+    const int r = g->next_rule++;
+    if (json_is_true(sch) || (json_is_object(sch) && json_object_size(sch) == 0)) {
+        put(g, "s%d ::= value\n", r);
+        return r;
+    }
+    if (!json_is_object(sch))
+        return refuse(g, "a json_schema %s must be an object or true", "node");
+    if (check_keywords(g, sch))
+        return -1;
+    json_t *ref = json_object_get(sch, "$ref");
+    if (ref) {
+        const char *p = json_is_string(ref) ? json_string_value(ref) : "";
+        const char *name = !strncmp(p, "#/$defs/", 8) ? p + 8 : !strncmp(p, "#/definitions/", 14) ? p + 14 : NULL;
+        json_t *defs = json_object_get(g->root, !strncmp(p, "#/$defs/", 8) ? "$defs" : "definitions");
+        json_t *target = name && json_is_object(defs) ? json_object_get(defs, name) : NULL;
+        if (!target)
+            return refuse(g, "json_schema $ref '%.64s' is not a '#/$defs/NAME' of this schema", p);
+        const int t = node(g, target, depth + 1);
+        if (t < 0)
+            return -1;
+        put(g, "s%d ::= s%d\n", r, t);
+        return r;
+    }
+    json_t *c = json_object_get(sch, "const");
+    if (c) {
+        put(g, "s%d ::= ", r);
+        put_json_literal(g, c);
+        put(g, " ws\n");
+        return r;
+    }
+    json_t *en = json_object_get(sch, "enum");
+    if (en) {
+        if (!json_is_array(en) || json_array_size(en) == 0)
+            return refuse(g, "json_schema '%s' must be a non-empty array", "enum");
+        put(g, "s%d ::= (", r);
+        for (size_t i = 0; i < json_array_size(en); i++) {
+            put(g, i ? " | " : " ");
+            put_json_literal(g, json_array_get(en, i));
+        }
+        put(g, " ) ws\n");
+        return r;
+    }
+    json_t *any = json_object_get(sch, "anyOf");
+    if (!any)
+        any = json_object_get(sch, "oneOf");
+    if (any) {
+        if (!json_is_array(any) || json_array_size(any) == 0)
+            return refuse(g, "json_schema '%s' must be a non-empty array", "anyOf / oneOf");
+        const size_t n = json_array_size(any);
+        int *alt = malloc(n * sizeof *alt);
+        if (!alt) {
+            g->oom = true;
+            return -1;
+        }
+        for (size_t i = 0; i < n; i++)
+            if ((alt[i] = node(g, json_array_get(any, i), depth + 1)) < 0) {
+                free(alt);
+                return -1;
+            }
+        put(g, "s%d ::=", r);
+        for (size_t i = 0; i < n; i++)
+            put(g, "%s s%d", i ? " |" : "", alt[i]);
+        put(g, "\n");
+        free(alt);
+        return r;
+    }
+    json_t *type = json_object_get(sch, "type");
+    if (!type) {
+        put(g, "s%d ::= value\n", r);
+        return r;
+    }
+    if (json_is_string(type))
+        return typed(g, sch, json_string_value(type), r, depth) ? -1 : r;
+    if (!json_is_array(type) || json_array_size(type) == 0)
+        return refuse(g, "json_schema '%s' must be a string or a non-empty array of them", "type");
+    const size_t n = json_array_size(type);
+    put(g, "s%d ::=", r);
+    const int first = g->next_rule;
+    g->next_rule += (int)n;
+    for (size_t i = 0; i < n; i++)
+        put(g, "%s s%d", i ? " |" : "", first + (int)i);
+    put(g, "\n");
+    for (size_t i = 0; i < n; i++) {
+        json_t *t = json_array_get(type, i);
+        if (!json_is_string(t))
+            return refuse(g, "json_schema '%s' must be a string or a non-empty array of them", "type");
+        if (typed(g, sch, json_string_value(t), first + (int)i, depth))
+            return -1;
+    }
+    return r;
+}
+
+/* JSON's building blocks, as in sample/grammar.c's json object grammar, plus the formats. */
+static const char k_blocks[] =
+    "value   ::= object | array | string | number | boolean | null\n"
+    "object  ::= \"{\" ws ( member ( \",\" ws member )* )? \"}\" ws\n"
+    "member  ::= string \":\" ws value\n"
+    "array   ::= \"[\" ws ( value ( \",\" ws value )* )? \"]\" ws\n"
+    "string  ::= \"\\\"\" char* \"\\\"\" ws\n"
+    "char    ::= [^\"\\\\\\x00-\\x1f] | \"\\\\\" ( [\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4} )\n"
+    "integer ::= \"-\"? ( \"0\" | [1-9] [0-9]{0,15} ) ws\n"
+    "number  ::= \"-\"? ( \"0\" | [1-9] [0-9]{0,15} ) ( \".\" [0-9]{1,16} )? ( [eE] [-+]? [0-9]{1,3} )? ws\n"
+    "boolean ::= ( \"true\" | \"false\" ) ws\n"
+    "null    ::= \"null\" ws\n"
+    "ws      ::= [ \\t\\n]{0,8}\n"
+    "fmt-date ::= [0-9]{4} \"-\" ( \"0\" [1-9] | \"1\" [0-2] ) \"-\" ( \"0\" [1-9] | [12] [0-9] | \"3\" [01] )\n"
+    "fmt-time ::= ( [01] [0-9] | \"2\" [0-3] ) \":\" [0-5] [0-9] \":\" [0-5] [0-9] ( \".\" [0-9]{1,6} )? "
+    "( \"Z\" | [+-] ( [01] [0-9] | \"2\" [0-3] ) \":\" [0-5] [0-9] )\n"
+    "fmt-date-time ::= fmt-date \"T\" fmt-time\n"
+    "fmt-uuid ::= [0-9a-f]{8} \"-\" [0-9a-f]{4} \"-\" [0-9a-f]{4} \"-\" [0-9a-f]{4} \"-\" [0-9a-f]{12}\n";
+
+char *oai_schema_grammar(json_t *schema, char *why, size_t why_cap)
+{
+    gen g = {.root = schema, .why = why, .why_cap = why_cap};
+    why[0] = 0;
+    put(&g, "root ::= s0\n");
+    node(&g, schema, 0);
+    put(&g, "%s", k_blocks);
+    if (g.oom && !g.failed)
+        snprintf(why, why_cap, "out of memory for the json_schema grammar");
+    if (g.oom || g.failed) {
+        free(g.s);
+        return NULL;
+    }
+    return g.s;
+}
