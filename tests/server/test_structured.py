@@ -202,3 +202,22 @@ def test_json_schema_replies_validate(srv, k):
         else:
             assert c["finish_reason"] == "length", c
     assert stopped >= 1, schema
+
+
+def test_openai_sdk_parse_with_a_pydantic_model(srv):
+    """The official SDK's chat.completions.parse(response_format=Model), unchanged: the reply parses into the
+    model (the SDK sends a strict json_schema made from it)."""
+    openai = pytest.importorskip("openai")
+    pydantic = pytest.importorskip("pydantic")
+
+    class Cat(pydantic.BaseModel):
+        name: str
+        age: int
+        indoor: bool
+
+    client = openai.OpenAI(base_url=srv.url + "/v1", api_key="none")
+    for seed in range(3):
+        r = client.chat.completions.parse(model="zili", messages=ASK, response_format=Cat, max_tokens=80, seed=seed,
+                                          temperature=1)
+        assert r.choices[0].finish_reason == "stop"
+        assert isinstance(r.choices[0].message.parsed, Cat)
