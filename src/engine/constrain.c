@@ -62,14 +62,14 @@ void zl_token_text_free(zl_token_text *t)
     free(t);
 }
 
-bool zl_constrain_ok(const zl_token_text *t, zl_grammar_state *gs, int32_t tok)
+bool zl_constrain_take(const zl_token_text *t, zl_grammar_state *gs, int32_t tok)
 {
     if (tok < 0 || tok >= t->n)
         return false;
     if (t->eog[tok])
         return zl_grammar_can_end(gs);
     const uint32_t a = t->off[tok], b = t->off[tok + 1];
-    return b > a && zl_grammar_would_accept(gs, t->bytes + a, b - a);
+    return b > a && zl_grammar_accept(gs, t->bytes + a, b - a);
 }
 
 int32_t zl_constrain_mask(const zl_token_text *t, zl_grammar_state *gs, float *row)
@@ -91,11 +91,4 @@ int32_t zl_constrain_mask(const zl_token_text *t, zl_grammar_state *gs, float *r
             row[i] = -INFINITY;
     }
     return allowed;
-}
-
-void zl_constrain_take(const zl_token_text *t, zl_grammar_state *gs, int32_t tok)
-{
-    if (tok < 0 || tok >= t->n || t->eog[tok])
-        return;
-    zl_grammar_accept(gs, t->bytes + t->off[tok], t->off[tok + 1] - t->off[tok]);
 }

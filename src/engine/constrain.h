@@ -2,7 +2,7 @@
  * constrain.h - the token side of grammar-constrained decoding: every token's bytes, kept once per engine, and
  * the checks of sampled tokens against a request's grammar position (sample/grammar.h).
  *
- * The engine samples as usual and asks zl_constrain_ok about the token drawn; only when the grammar refuses it
+ * The engine samples as usual and offers the token drawn to zl_constrain_take; only when the grammar refuses it
  * does it mask the whole row (zl_constrain_mask: -inf for every token that may not come next, each checked
  * after a first-byte pre-filter) and draw again. End-of-generation tokens may come where the grammar can end;
  * tokens without text (control tokens) never may.
@@ -24,11 +24,11 @@ typedef struct zl_token_text zl_token_text;
 int zl_token_text_build(const zl_vocab *v, int32_t n_vocab, zl_token_text **out, zl_err *err);
 void zl_token_text_free(zl_token_text *t);
 
-bool zl_constrain_ok(const zl_token_text *t, zl_grammar_state *gs, int32_t tok);
+/* Takes tok into gs if it may come next (true); otherwise leaves gs as it was (false). An end-of-generation token
+ * changes nothing. */
+bool zl_constrain_take(const zl_token_text *t, zl_grammar_state *gs, int32_t tok);
 /* Sets row[tok] = -inf for every token that may not come next (tokens already at -inf are not checked); returns
  * how many may. */
 int32_t zl_constrain_mask(const zl_token_text *t, zl_grammar_state *gs, float *row);
-/* Takes tok (which zl_constrain_ok allowed) into gs. */
-void zl_constrain_take(const zl_token_text *t, zl_grammar_state *gs, int32_t tok);
 
 #endif

@@ -921,15 +921,16 @@ static void sample_rows(void *arg, int ith, int nth)
         for (int32_t k = 0; k < r->p.n_bias; k++)
             row[r->bias[k].token] += r->bias[k].bias;
         int32_t tok = zl_sampler_sample_ws(r->smp, row, e->ws[ith]);
-        if (r->gstate && !zl_constrain_ok(e->tt, r->gstate, tok)) {
-            /* the draw breaks the grammar: mask every token that would, and draw again */
-            if (zl_constrain_mask(e->tt, r->gstate, row) > 0)
+        if (r->gstate && !zl_constrain_take(e->tt, r->gstate, tok)) {
+            /* the draw breaks the grammar: mask every token that would, draw again, and take that one (the mask
+             * let only tokens the grammar takes through) */
+            if (zl_constrain_mask(e->tt, r->gstate, row) > 0) {
                 tok = zl_sampler_sample_ws(r->smp, row, e->ws[ith]);
-            else
+                zl_constrain_take(e->tt, r->gstate, tok);
+            } else {
                 r->grammar_dead = true;
+            }
         }
-        if (r->gstate && !r->grammar_dead)
-            zl_constrain_take(e->tt, r->gstate, tok);
         zl_sampler_accept(r->smp, tok);
         if (r->p.logprobs)
             fill_logprobs(row, e->n_vocab, tok, r->p.top_logprobs, &e->row_lp[i]);

@@ -316,16 +316,21 @@ static void write_reply(int fd, int status, const char *reason)
     }
 }
 
+/* Entry i no longer counts as waiting for its address. Under mu. */
+static void stop_waiting(zl_door *d, int i)
+{
+    ip_count *c = ip_find(d, d->w[i].ip, false);
+    if (c && c->waiting > 0) {
+        c->waiting--;
+        ip_tidy(d, c);
+    }
+}
+
 static void drop_at(zl_door *d, int i)
 {
     pthread_mutex_lock(&d->mu);
-    if (d->w[i].state == ST_WAITING) {
-        ip_count *c = ip_find(d, d->w[i].ip, false);
-        if (c && c->waiting > 0) {
-            c->waiting--;
-            ip_tidy(d, c);
-        }
-    }
+    if (d->w[i].state == ST_WAITING)
+        stop_waiting(d, i);
     d->w[i] = d->w[--d->nw];
     pthread_mutex_unlock(&d->mu);
 }
@@ -343,11 +348,7 @@ static void refuse_at(zl_door *d, int i, int status, const char *reason, double 
     write_reply(d->w[i].fd, status, reason);
     shutdown(d->w[i].fd, SHUT_WR);
     pthread_mutex_lock(&d->mu);
-    ip_count *c = ip_find(d, d->w[i].ip, false);
-    if (c && c->waiting > 0) {
-        c->waiting--;
-        ip_tidy(d, c);
-    }
+    stop_waiting(d, i);
     d->w[i].state = ST_CLOSING;
     d->w[i].deadline = now + LINGER_S;
     pthread_mutex_unlock(&d->mu);

@@ -21,15 +21,7 @@
 
 #include "tokenizer/chat.h"
 
-#ifndef FUZZ_CHECK
-#define FUZZ_CHECK(cond, what)                                                                                  \
-    do {                                                                                                        \
-        if (!(cond)) {                                                                                          \
-            fprintf(stderr, "%s:%d: fuzz property failed: %s\n", __FILE__, __LINE__, what);                     \
-            abort();                                                                                            \
-        }                                                                                                       \
-    } while (0)
-#endif
+#include "fuzz_check.h"
 
 enum { FUZZ_CHAT_MAX_MSGS = 64 };
 

@@ -19,15 +19,7 @@
 
 #include "sample/grammar.h"
 
-#ifndef FUZZ_CHECK
-#define FUZZ_CHECK(cond, what)                                                                                  \
-    do {                                                                                                        \
-        if (!(cond)) {                                                                                          \
-            fprintf(stderr, "%s:%d: fuzz property failed: %s\n", __FILE__, __LINE__, what);                     \
-            abort();                                                                                            \
-        }                                                                                                       \
-    } while (0)
-#endif
+#include "fuzz_check.h"
 
 static void fuzz_grammar_feed(const zl_grammar *g, const uint8_t *data, size_t size)
 {

@@ -17,15 +17,7 @@
 
 #include "server/door.h"
 
-#ifndef FUZZ_CHECK
-#define FUZZ_CHECK(cond, what)                                                                                  \
-    do {                                                                                                        \
-        if (!(cond)) {                                                                                          \
-            fprintf(stderr, "%s:%d: fuzz property failed: %s\n", __FILE__, __LINE__, what);                     \
-            abort();                                                                                            \
-        }                                                                                                       \
-    } while (0)
-#endif
+#include "fuzz_check.h"
 
 enum { FUZZ_HTTP_MAX_BODY = 1000 };
 

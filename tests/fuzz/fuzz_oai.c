@@ -23,15 +23,7 @@
 #include "server/oai.h"
 #include "tokenizer/chat.h"
 
-#ifndef FUZZ_CHECK
-#define FUZZ_CHECK(cond, what)                                                                                  \
-    do {                                                                                                        \
-        if (!(cond)) {                                                                                          \
-            fprintf(stderr, "%s:%d: fuzz property failed: %s\n", __FILE__, __LINE__, what);                     \
-            abort();                                                                                            \
-        }                                                                                                       \
-    } while (0)
-#endif
+#include "fuzz_check.h"
 
 enum { FUZZ_OAI_CTX = 256 };
 

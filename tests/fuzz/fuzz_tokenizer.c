@@ -24,15 +24,7 @@
 #include "format/gguf.h"
 #include "tokenizer/vocab.h"
 
-#ifndef FUZZ_CHECK
-#define FUZZ_CHECK(cond, what)                                                                                  \
-    do {                                                                                                        \
-        if (!(cond)) {                                                                                          \
-            fprintf(stderr, "%s:%d: fuzz property failed: %s\n", __FILE__, __LINE__, what);                     \
-            abort();                                                                                            \
-        }                                                                                                       \
-    } while (0)
-#endif
+#include "fuzz_check.h"
 
 /* Length of the valid UTF-8 sequence at s[0..n) (RFC 3629: no overlongs, no surrogates), or 0. */
 static size_t fuzz_utf8_len(const unsigned char *s, size_t n)

@@ -15,7 +15,7 @@ import urllib.request
 import openai
 import pytest
 
-from conftest import SLOW, Server
+from conftest import SLOW, Server, metrics
 
 PROMPTS = [
     "The capital of France is",
@@ -39,16 +39,6 @@ PROMPTS = [
 
 def client(srv, key="none"):
     return openai.OpenAI(base_url=srv.url + "/v1", api_key=key, max_retries=0, timeout=120 * SLOW)
-
-
-def metrics(srv):
-    text = urllib.request.urlopen(srv.url + "/metrics", timeout=10 * SLOW).read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
 
 
 def post_raw(srv, path, body, headers=None):
