@@ -32,6 +32,34 @@ SRC      := $(filter-out %_avx2.c %_avx512.c %_vnni.c %_bf16.c %_amx.c %_neon.c,
 ISA_FLAGS =
 endif
 
+# The Vulkan backend (src/backend/vulkan/): built when glslc and the Vulkan headers are present (Debian:
+# glslc, libvulkan-dev), left out otherwise (VULKAN=0 forces that). libvulkan itself is opened at run time, so the
+# binary runs CPU-only, and says so, where no Vulkan driver is installed. Each shader variant is compiled to SPIR-V
+# as a C initializer list ($(BUILD)/shaders/*.inc) that vk.c embeds.
+VULKAN ?= $(if $(and $(shell command -v glslc 2>/dev/null),$(wildcard /usr/include/vulkan/vulkan.h)),1,0)
+VK_DIR := src/backend/vulkan/shaders
+ifeq ($(VULKAN),1)
+CFLAGS += -DZL_HAVE_VULKAN -I$(BUILD)
+LDLIBS += -ldl
+VK_WTYPES := f32:0 f16:1 bf16:30 q4_0:2 q4_1:3 q5_0:6 q8_0:8 q4_k:12 q5_k:13 q6_k:14
+VK_INC :=
+define vk_shader
+$(BUILD)/shaders/$(1).inc: $(VK_DIR)/$(2).comp $(VK_DIR)/common.glsl
+	@mkdir -p $$(dir $$@)
+	glslc --target-env=vulkan1.1 -O $(3) -mfmt=c -o $$@ $$<
+VK_INC += $(BUILD)/shaders/$(1).inc
+endef
+$(foreach w,$(VK_WTYPES),$(eval $(call vk_shader,mul_mv_$(word 1,$(subst :, ,$(w))),mul_mv,-DWTYPE=$(word 2,$(subst :, ,$(w))))))
+$(foreach w,$(VK_WTYPES),$(eval $(call vk_shader,get_rows_$(word 1,$(subst :, ,$(w))),get_rows,-DWTYPE=$(word 2,$(subst :, ,$(w))))))
+$(foreach s,rmsnorm rope eltwise,$(eval $(call vk_shader,$(s),$(s),)))
+$(eval $(call vk_shader,kv_store_f16,kv_store,-DKV_F16))
+$(eval $(call vk_shader,kv_store_f32,kv_store,))
+$(eval $(call vk_shader,attention_f16,attention,-DKV_F16))
+$(eval $(call vk_shader,attention_f32,attention,))
+else
+SRC      := $(filter-out src/backend/vulkan/%,$(SRC))
+endif
+
 OBJ      := $(SRC:%.c=$(BUILD)/%.o)
 LIB      := $(BUILD)/libzili.a
 BIN      := $(BUILD)/zili
@@ -48,6 +76,10 @@ all: $(LIB) $(BIN) $(TEST_BIN)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(ISA_FLAGS) -MMD -MP -c $< -o $@
+
+ifeq ($(VULKAN),1)
+$(BUILD)/src/backend/vulkan/vk.o: $(VK_INC)
+endif
 
 $(LIB): $(OBJ)
 	@rm -f $@

@@ -1,0 +1,28 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// get_rows.comp - Y[i] = float(W row ids[i]) (embedding lookup): one workgroup per output row.
+layout(local_size_x = 64) in;
+layout(std430, binding = 0) readonly buffer BW { uint W[]; };
+layout(std430, binding = 1) readonly buffer BI { int IDS[]; };
+layout(std430, binding = 2) writeonly buffer BY { float Y[]; };
+layout(push_constant) uniform PC {
+    uint ne0, n, w_off, nb1;
+    uint ids_off, y_off;
+} pc;
+#include "common.glsl"
+
+void main()
+{
+    uint i = gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x;
+    if (i >= pc.n)
+        return;
+    uint rb = pc.w_off + uint(IDS[pc.ids_off + i]) * pc.nb1;
+    uint ng = (pc.ne0 + 31u) / 32u;
+    float v[32];
+    for (uint g = gl_LocalInvocationID.x; g < ng; g += 64u) {
+        deq32(rb, g, pc.ne0, v);
+        uint c0 = g * 32u, nc = min(32u, pc.ne0 - c0);
+        for (uint l = 0u; l < nc; l++)
+            Y[pc.y_off + i * pc.ne0 + c0 + l] = v[l];
+    }
+}
