@@ -173,6 +173,40 @@ void zili_sampler_accept(zili_sampler *s, zili_token t);
 
 const char *zili_status_str(int status);
 
+/* ---- devices -------------------------------------------------------------------------------------------- */
+
+/* Feature bits of zili_device_info.features. */
+enum {
+    ZILI_DEV_F16 = 1u << 0,       /* fp16 arithmetic in kernels */
+    ZILI_DEV_INT8_DOT = 1u << 1,  /* int8 dot products */
+    ZILI_DEV_SUBGROUPS = 1u << 2, /* subgroup arithmetic in compute */
+    ZILI_DEV_COOPMAT = 1u << 3,   /* cooperative matrices / tensor cores */
+    ZILI_DEV_UNIFIED = 1u << 4,   /* device memory is host memory (the CPU, integrated GPUs, lavapipe) */
+};
+
+typedef struct zili_device_info {
+    char spec[32];          /* what zili_model_params.device takes: "cpu:0", "vulkan:1" */
+    char kind[16];          /* "cpu", "vulkan" */
+    int index;              /* within its kind */
+    char name[128];         /* "AMD EPYC ...", "llvmpipe (LLVM 15.0.6, 256 bits)" */
+    char driver[64];        /* driver / API version, "" when none */
+    uint64_t memory;        /* bytes of device memory (the largest device-local heap; RAM for the CPU) */
+    uint64_t max_alloc;     /* largest single allocation, bytes */
+    uint64_t max_binding;   /* largest range one kernel may see, bytes */
+    uint64_t alignment;     /* offset alignment of a binding, bytes */
+    uint32_t subgroup_size; /* 0 when unknown / none */
+    uint32_t features;      /* ZILI_DEV_* */
+    bool is_cpu;
+} zili_device_info;
+
+/* The number of device kinds this build has (the CPU first, then "vulkan" where it was built in). */
+int zili_device_kinds(void);
+/* Kind k (0 .. zili_device_kinds() - 1): its name in *kind (borrowed, static) and its devices, up to max of them
+ * written to out (out may be NULL with max 0). Returns how many devices the kind has; when that is 0, *why (if
+ * non-NULL) receives the reason ("libvulkan.so.1 not found"; borrowed until the next call), else "". Returns
+ * ZILI_EINVAL for k out of range. */
+int zili_device_list(int k, const char **kind, zili_device_info *out, int max, const char **why);
+
 #ifdef __cplusplus
 }
 #endif

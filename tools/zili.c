@@ -1,5 +1,5 @@
 /*
- * zili.c - the `zili` command: run, chat, tokenize, detokenize, info, perplexity, logits, bench.
+ * zili.c - the `zili` command: run, chat, tokenize, detokenize, info, perplexity, logits, bench, devices.
  *
  * Uses the public API (include/zili.h), except `serve` and `bench -s`, which run the request engine
  * (src/engine/engine.h) that the server is built on. Errors are one line on stderr ("zili: ...") and a non-zero exit:
@@ -38,6 +38,7 @@ static const char USAGE[] =
     "  logits      -m MODEL -p PROMPT -o FILE   raw float32 logits of every prompt position\n"
     "  bench       -m MODEL             prompt and generation speed, like llama-bench (zili bench --help)\n"
     "  serve       -m MODEL             OpenAI-compatible HTTP server (zili serve --help for its options)\n"
+    "  devices                          the compute devices this build can use (CPU, Vulkan GPUs)\n"
     "\n"
     "options:\n"
     "  -m, --model FILE        GGUF model file\n"
@@ -1178,12 +1179,67 @@ static int cmd_bench(int argc, char **argv)
     return 0;
 }
 
+/* ---- devices -------------------------------------------------------------------------------------------- */
+
+/* "12.0 GiB", "256 MiB"; "-" for a limit that is really the address space (the CPU's). */
+static const char *fmt_bytes(char *s, size_t cap, uint64_t b)
+{
+    if (b >= (uint64_t)1 << 62)
+        snprintf(s, cap, "-");
+    else if (b >= (uint64_t)1 << 30)
+        snprintf(s, cap, "%.1f GiB", (double)b / (double)(1u << 30));
+    else
+        snprintf(s, cap, "%.0f MiB", (double)b / (double)(1u << 20));
+    return s;
+}
+
+/* One line per device of every kind this build has; a kind without devices says why. Needs no model. */
+static int cmd_devices(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            puts("usage: zili devices\n\nLists every device kind this build has and the devices of each (what a "
+                 "model's device option takes, like vulkan:0),\nor why a kind has none.");
+            return 0;
+        }
+        die(EXIT_USAGE, "devices: unknown option '%s' (it takes none)", argv[i]);
+    }
+    static const char *const feature_names[] = {"f16", "int8-dot", "subgroups", "coopmat", "unified"};
+    for (int k = 0; k < zili_device_kinds(); k++) {
+        enum { MAX_DEVICES = 16 };
+        zili_device_info d[MAX_DEVICES];
+        const char *kind = "", *why = "";
+        const int n = zili_device_list(k, &kind, d, MAX_DEVICES, &why);
+        if (n <= 0)
+            printf("%s: none (%s)\n", kind, *why ? why : "no device found");
+        for (int i = 0; i < n && i < MAX_DEVICES; i++) {
+            char mem[32], alloc[32], bind[32], sub[16], feat[96] = "";
+            if (d[i].subgroup_size)
+                snprintf(sub, sizeof sub, "%u", d[i].subgroup_size);
+            else
+                snprintf(sub, sizeof sub, "-");
+            for (size_t f = 0; f < sizeof feature_names / sizeof feature_names[0]; f++)
+                if (d[i].features & (1u << f))
+                    snprintf(feat + strlen(feat), sizeof feat - strlen(feat), "%s%s", *feat ? "," : "",
+                             feature_names[f]);
+            printf("%-9s %s  memory %s  max alloc %s  max binding %s  alignment %llu  subgroup %s  features %s%s%s\n",
+                   d[i].spec, d[i].name, fmt_bytes(mem, sizeof mem, d[i].memory),
+                   fmt_bytes(alloc, sizeof alloc, d[i].max_alloc), fmt_bytes(bind, sizeof bind, d[i].max_binding),
+                   (unsigned long long)d[i].alignment, sub, *feat ? feat : "-", *d[i].driver ? "  driver " : "",
+                   d[i].driver);
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "serve"))
         return zl_serve_main(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "bench"))
         return cmd_bench(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "devices"))
+        return cmd_devices(argc - 1, argv + 1);
     opts o;
     parse_args(argc, argv, &o);
     if (!strcmp(o.cmd, "run")) return cmd_run(&o);

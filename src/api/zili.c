@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend/backend.h"
 #include "backend/cpu/amx.h"
 #include "backend/cpu/ops.h"
 #include "core/dtype.h"
@@ -475,3 +476,58 @@ void zili_sampler_free(zili_sampler *s)
 zili_token zili_sampler_sample(zili_sampler *s, const float *logits) { return zl_sampler_sample(s->s, logits); }
 void zili_sampler_accept(zili_sampler *s, zili_token t) { zl_sampler_accept(s->s, t); }
 const char *zili_status_str(int status) { return zl_status_str(status); }
+
+/* ---- devices ---- */
+
+static_assert((int)ZILI_DEV_F16 == (int)ZL_DEV_F16 && (int)ZILI_DEV_INT8_DOT == (int)ZL_DEV_INT8_DOT &&
+                  (int)ZILI_DEV_SUBGROUPS == (int)ZL_DEV_SUBGROUPS && (int)ZILI_DEV_COOPMAT == (int)ZL_DEV_COOPMAT &&
+                  (int)ZILI_DEV_UNIFIED == (int)ZL_DEV_UNIFIED,
+              "public and internal device feature bits must agree");
+static_assert(sizeof(((zili_device_info *)0)->name) == sizeof(((zl_dev_info *)0)->name) &&
+                  sizeof(((zili_device_info *)0)->driver) == sizeof(((zl_dev_info *)0)->driver),
+              "device name and driver fields must have the same size");
+
+int zili_device_kinds(void)
+{
+    int n;
+    zl_backend_list(&n);
+    return n;
+}
+
+int zili_device_list(int k, const char **kind, zili_device_info *out, int max, const char **why)
+{
+    int n_kinds;
+    const zl_backend *const *kinds = zl_backend_list(&n_kinds);
+    if (k < 0 || k >= n_kinds || max < 0 || (max > 0 && !out))
+        return ZILI_EINVAL;
+    const zl_backend *b = kinds[k];
+    if (kind)
+        *kind = b->name;
+    enum { MAX_DEVICES = 16 };
+    zl_dev_info infos[MAX_DEVICES];
+    const int n = b->enumerate(infos, MAX_DEVICES);
+    for (int i = 0; i < n && i < max && i < MAX_DEVICES; i++) {
+        const zl_dev_info *d = &infos[i];
+        zili_device_info *o = &out[i];
+        memset(o, 0, sizeof *o);
+        snprintf(o->spec, sizeof o->spec, "%s:%d", b->name, d->index);
+        snprintf(o->kind, sizeof o->kind, "%s", b->name);
+        o->index = d->index;
+        /* same sizes as zl_dev_info's (static_assert'ed above); the backend NUL-terminates them */
+        memcpy(o->name, d->name, sizeof o->name);
+        memcpy(o->driver, d->driver, sizeof o->driver);
+        o->name[sizeof o->name - 1] = o->driver[sizeof o->driver - 1] = '\0';
+        o->memory = d->memory;
+        o->max_alloc = d->max_alloc;
+        o->max_binding = d->max_binding;
+        o->alignment = d->alignment;
+        o->subgroup_size = d->subgroup_size;
+        o->features = d->features;
+        o->is_cpu = d->is_cpu;
+    }
+    if (why) {
+        const char *w = n <= 0 && b->why_none ? b->why_none() : "";
+        *why = w ? w : "";
+    }
+    return n > 0 ? n : 0;
+}
