@@ -48,6 +48,10 @@ typedef struct zili_model_params {
                      * --no-repack) where this CPU would repack them for its faster kernels (also ZILI_NO_REPACK=1) */
     bool exact;     /* llama.cpp's arithmetic everywhere: prompts never take the AMX tiles, whose sums are ordered
                      * differently (also ZILI_EXACT=1; without AMX the same as false) */
+    const char *device; /* NULL / "cpu": the CPU; "vulkan" or "vulkan:N": the weights go to that device (see
+                         * `zili devices`) and every forward pass runs there */
+    int32_t gpu_layers; /* with a device: how many of the last layers run on it, the rest on the CPU (llama.cpp's
+                         * -ngl); negative (the default): all that fit its memory */
 } zili_model_params;
 
 zili_model_params zili_model_default_params(void);
@@ -58,6 +62,9 @@ int zili_model_load(const char *path, const zili_model_params *params, zili_mode
 void zili_model_free(zili_model *m);
 /* A warning from load (e.g. mlock failed), or NULL. Borrowed. */
 const char *zili_model_warning(const zili_model *m);
+/* One line on the device the weights were placed on ("vulkan:0 (llvmpipe ...): 30 of 30 layers, ..."), or NULL
+ * when the model runs on the CPU path. Borrowed. */
+const char *zili_model_device(const zili_model *m);
 
 typedef struct zili_model_info {
     const char *arch;            /* "llama" */

@@ -72,13 +72,16 @@ static const char USAGE[] =
     "      --no-repack         keep Q4_0 weights in the file's layout and vec_dot's arithmetic (llama.cpp's\n"
     "                            --no-repack) instead of repacking them (x86 with AVX2)\n"
     "      --exact             llama.cpp's arithmetic for prompts too: no AMX tiles (also ZILI_EXACT=1)\n"
+    "      --device DEV        cpu (default), vulkan or vulkan:N: where the model runs (zili devices lists them)\n"
+    "  -ngl, --gpu-layers N    with --device: the last N layers on the device, the rest on the CPU\n"
+    "                            (default: all that fit its memory)\n"
     "  -o, --output FILE       output file (logits)\n"
     "      --token-ids \"1 2 3\" use these prompt ids instead of -p (logits)\n"
     "  -h, --help              this help\n";
 
 typedef struct opts {
-    const char *cmd, *model, *prompt, *file, *output, *system, *tmpl, *token_ids;
-    int32_t n_predict, n_ctx, n_batch, n_threads;
+    const char *cmd, *model, *prompt, *file, *output, *system, *tmpl, *token_ids, *device;
+    int32_t n_predict, n_ctx, n_batch, n_threads, gpu_layers;
     bool chat, print_ids, no_bos, no_special, ignore_eos, kv_f32, no_mmap, mlock, no_repack, exact, seed_set;
     zili_sampler_params sp;
 } opts;
@@ -139,6 +142,7 @@ static void parse_args(int argc, char **argv, opts *o)
     memset(o, 0, sizeof *o);
     o->n_predict = 128;
     o->n_batch = 0; /* chosen from the model */
+    o->gpu_layers = -1; /* all that fit */
     o->sp = zili_sampler_default_params();
     if (argc < 2)
         die(EXIT_USAGE, "no command given (try 'zili --help')");
@@ -188,6 +192,8 @@ static void parse_args(int argc, char **argv, opts *o)
         else if (!strcmp(a, "--mlock")) o->mlock = true;
         else if (!strcmp(a, "--no-repack")) o->no_repack = true;
         else if (!strcmp(a, "--exact")) o->exact = true;
+        else if (!strcmp(a, "--device")) o->device = VAL();
+        else if (!strcmp(a, "--gpu-layers") || !strcmp(a, "-ngl")) o->gpu_layers = (int32_t)parse_int(a, VAL(), 0, 1 << 20);
         else die(EXIT_USAGE, "unknown option '%s' (try 'zili --help')", a);
 #undef FLAG
 #undef VAL
@@ -239,12 +245,16 @@ static zili_model *load_model(const opts *o)
     mp.use_mlock = o->mlock;
     mp.no_repack = o->no_repack;
     mp.exact = o->exact;
+    mp.device = o->device;
+    mp.gpu_layers = o->gpu_layers;
     zili_model *m;
     char err[512];
     if (zili_model_load(o->model, &mp, &m, err, sizeof err) != ZILI_OK)
         die(1, "%s", err);
     if (zili_model_warning(m))
         fprintf(stderr, "zili: warning: %s\n", zili_model_warning(m));
+    if (zili_model_device(m))
+        fprintf(stderr, "zili: %s\n", zili_model_device(m));
     return m;
 }
 

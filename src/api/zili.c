@@ -52,7 +52,7 @@ bool zili_cpu_tile_peak(int n_threads, double seconds, double *int8_macs, double
 
 zili_model_params zili_model_default_params(void)
 {
-    zili_model_params p = {.use_mmap = true, .use_mlock = false};
+    zili_model_params p = {.use_mmap = true, .use_mlock = false, .gpu_layers = -1};
     return p;
 }
 
@@ -65,7 +65,7 @@ int zili_model_load(const char *path, const zili_model_params *params, zili_mode
     if (!zm)
         return report(zl_err_set(&e, ZL_ENOMEM, "%s: out of memory", path), &e, err, err_len);
     zl_model_opts o = {.use_mmap = p.use_mmap, .use_mlock = p.use_mlock, .no_repack = p.no_repack,
-                      .exact = p.exact};
+                      .exact = p.exact, .device = p.device, .gpu_layers = p.gpu_layers};
     int rc = zl_model_load(path, &o, &zm->m, &e);
     if (rc != ZL_OK) {
         free(zm);
@@ -102,6 +102,11 @@ static const char *rope_scaling_name(zl_rope_scaling s)
     case ZL_ROPE_LLAMA3: return "llama3";
     default: return "none";
     }
+}
+
+const char *zili_model_device(const zili_model *m)
+{
+    return zl_model_device_summary(m->m);
 }
 
 void zili_model_get_info(const zili_model *m, zili_model_info *info)

@@ -41,6 +41,22 @@ typedef struct zl_layer {
 
 typedef struct zl_arch_impl zl_arch_impl;
 
+/* A model's weights placed on a device (forward_dev.c): the last gpu_layers layers (and the output head) on dev,
+ * the rest on the CPU backend; gpu_layers < 0: all that fit the device's memory. dev stays the caller's. */
+typedef struct zl_dmodel zl_dmodel;
+struct zl_dev;
+int zl_dmodel_create(const zl_model *m, struct zl_dev *dev, int32_t gpu_layers, zl_dmodel **out, zl_err *err);
+void zl_dmodel_free(zl_dmodel *dm);
+const char *zl_dmodel_summary(const zl_dmodel *dm);
+int32_t zl_dmodel_gpu_layers(const zl_dmodel *dm);
+/* The device scratch and KV pools of one zl_fwd. */
+typedef struct zl_dfwd zl_dfwd;
+int zl_dfwd_create(zl_dmodel *dm, int32_t max_tokens, zl_dfwd **out, zl_err *err);
+void zl_dfwd_destroy(zl_dfwd *f);
+/* One validated, reserved batch through the device pass (modes / out_modes: the CPU part's arithmetic). */
+int zl_dev_forward(const zl_model *m, zl_dfwd *f, zl_kv *kv, const zl_batch *b, const int8_t *modes,
+                   const int8_t *out_modes, float *out, zl_err *err);
+
 struct zl_model {
     zl_hparams hp;
     const zl_arch_impl *impl;
@@ -63,6 +79,8 @@ struct zl_model {
     float yarn_corr[2];       /* YaRN ramp: dims below corr[0] extrapolate, above corr[1] interpolate */
 
     uint64_t n_params;
+    struct zl_dev *dev;       /* the device the model was placed on (opts.device), or NULL: the CPU path */
+    zl_dmodel *dm;            /* its placement */
     char warning[256];        /* "" when none */
 
     /* Allocations freed at zl_model_free: float copies of norm vectors stored as F16/BF16, tensor names. */
@@ -90,6 +108,7 @@ struct zl_fwd {
     float *cs_swa; /* (max_tokens, n_rot) the same for sliding-window layers (hp.n_swa > 0), else NULL */
     int8_t *tok_gemm; /* (max_tokens) per token: llama.cpp's multi-token arithmetic (see zl_batch.gemm) */
     int8_t *out_gemm; /* (max_tokens) per logits row: the same for the output matmul (2+ rows of its sequence) */
+    zl_dfwd *dfwd;    /* the device pass's state when the model is placed on a device, else NULL */
 
     int32_t seq_cap;     /* entries of seq_next / seq_start */
     int32_t *seq_next;   /* next expected position of each sequence while checking a batch; -1 untouched */
@@ -143,6 +162,8 @@ int zl_qwen_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const 
                     zl_err *err);
 
 int zl_gemma3_bind(zl_model *m, zl_err *err);
+/* The scale gemma3 applies to q after RoPE (Gemma's query_pre_attn_scalar as llama.cpp derives it). */
+float zl_gemma3_q_scale(const zl_hparams *h);
 int zl_gemma3_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, float *out,
                       zl_err *err);
 

@@ -167,7 +167,7 @@ int zl_gemma3_bind(zl_model *m, zl_err *err)
 }
 
 /* The scale of q before attention: Gemma's query_pre_attn_scalar as llama.cpp derives it. */
-static float attn_scale(const zl_hparams *h)
+float zl_gemma3_q_scale(const zl_hparams *h)
 {
     if (h->n_layer == 62) /* Gemma 3 27B: n_embd / n_head (integer division), not head_dim */
         return 1.0f / sqrtf((float)(h->n_embd / h->n_head));
@@ -215,7 +215,7 @@ static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f,
     zl_dump("Qcur", il, f->q, n, q_dim);
     zl_dump("Kcur", il, f->k, n, kv_dim);
     zl_dump("Vcur", il, f->v, n, kv_dim);
-    const float qs = attn_scale(h);
+    const float qs = zl_gemma3_q_scale(h);
     for (int64_t i = 0; i < (int64_t)n * q_dim; i++)
         f->q[i] *= qs;
 

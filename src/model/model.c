@@ -13,6 +13,7 @@
  *
  * Threads: a loaded zl_model is immutable. A zl_fwd is used by one thread at a time.
  */
+#include "backend/backend.h"
 #include "model/arch.h"
 
 #include <math.h>
@@ -609,10 +610,17 @@ int zl_model_load(const char *path, const zl_model_opts *opts, zl_model **out, z
     rope_setup(m);
     if ((rc = check_all_bound(m, err)) != ZL_OK)
         goto fail;
-    if (!(opts && opts->no_repack) && (rc = repack_weights(m, go.use_mmap, err)) != ZL_OK)
+    const bool on_dev = opts && opts->device && strcmp(opts->device, "cpu") != 0;
+    /* a device takes the file's layout (the CPU part of a split model runs unrepacked too) */
+    if (!on_dev && !(opts && opts->no_repack) && (rc = repack_weights(m, go.use_mmap, err)) != ZL_OK)
         goto fail;
-    if (!(opts && opts->exact) && zl_amx_default_on())
+    if (!on_dev && !(opts && opts->exact) && zl_amx_default_on())
         mark_tiles(m);
+    if (on_dev) {
+        if ((rc = zl_dev_open(opts->device, &m->dev, err)) != ZL_OK ||
+            (rc = zl_dmodel_create(m, m->dev, opts->gpu_layers, &m->dm, err)) != ZL_OK)
+            goto fail;
+    }
     for (size_t i = 0; i < m->n_bound; i++) {
         const gguf_tensor *t = m->bound[i];
         m->n_params += (uint64_t)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
@@ -632,6 +640,8 @@ void zl_model_free(zl_model *m)
         free(m->owned[i]);
     free(m->owned);
     free(m->bound);
+    zl_dmodel_free(m->dm);
+    zl_dev_close(m->dev);
     free(m->layers);
     zl_vocab_free(m->vocab);
     gguf_close(m->gguf);
@@ -640,6 +650,7 @@ void zl_model_free(zl_model *m)
 
 const zl_hparams *zl_model_hparams(const zl_model *m) { return &m->hp; }
 bool zl_model_tiles(const zl_model *m) { return m->tiles; }
+const char *zl_model_device_summary(const zl_model *m) { return m->dm ? zl_dmodel_summary(m->dm) : NULL; }
 const zl_vocab *zl_model_vocab(const zl_model *m) { return m->vocab; }
 const gguf_file *zl_model_gguf(const zl_model *m) { return m->gguf; }
 uint64_t zl_model_n_params(const zl_model *m) { return m->n_params; }
@@ -700,6 +711,11 @@ int zl_fwd_create(const zl_model *m, int32_t max_tokens, zl_fwd **out, zl_err *e
         zl_fwd_destroy(f);
         return zl_err_set(err, ZL_ENOMEM, "out of memory for forward-pass scratch of %d tokens", max_tokens);
     }
+    int rc;
+    if (m->dm && (rc = zl_dfwd_create(m->dm, max_tokens, &f->dfwd, err)) != ZL_OK) {
+        zl_fwd_destroy(f);
+        return rc;
+    }
     *out = f;
     return ZL_OK;
 }
@@ -729,6 +745,7 @@ void zl_fwd_destroy(zl_fwd *f)
 {
     if (!f)
         return;
+    zl_dfwd_destroy(f->dfwd);
     free(f->x);
     free(f->xb);
     free(f->xb2);
@@ -914,7 +931,8 @@ int zl_model_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *fwd, con
             o |= ZL_MODE_TAIL4;
         fwd->out_gemm[r++] = o;
     }
-    rc = m->impl->forward(m, cpu, kv, fwd, b, out, err);
+    rc = fwd->dfwd ? zl_dev_forward(m, fwd->dfwd, kv, b, fwd->tok_gemm, fwd->out_gemm, out, err)
+                   : m->impl->forward(m, cpu, kv, fwd, b, out, err);
     if (rc != ZL_OK)
         rollback(kv, fwd, n_seq);
     reset_seqs(fwd, n_seq);

@@ -64,6 +64,10 @@ typedef struct zl_model_opts {
                      * repack them (backend/cpu/repack.h; also ZILI_NO_REPACK=1) */
     bool exact;     /* llama.cpp's arithmetic everywhere: no AMX tiles for prompts (backend/cpu/amx.h; also
                      * ZILI_EXACT=1) */
+    const char *device; /* NULL or "cpu": today's CPU path; "vulkan[:N]": the weights go to that device and every
+                         * forward pass runs through the device interface (model/forward_dev.c) */
+    int32_t gpu_layers; /* with a device: how many of the last layers run on it (the rest on the CPU backend);
+                         * negative: all that fit its memory */
 } zl_model_opts;
 
 /* Loads and validates path (format, required metadata and tensors with the shapes the architecture needs, types
@@ -80,6 +84,9 @@ uint64_t zl_model_n_params(const zl_model *m);
 int32_t zl_model_n_swa_layers(const zl_model *m);
 /* A warning from load (e.g. mlock failed), or NULL. */
 const char *zl_model_warning(const zl_model *m);
+/* One line on where the weights are ("vulkan:0 (llvmpipe ...): 30 of 30 layers, 95 MiB of weights"), or NULL on
+ * the CPU path. */
+const char *zl_model_device_summary(const zl_model *m);
 /* Whether prompts take the AMX tiles on some of m's matrices (backend/cpu/amx.h). */
 bool zl_model_tiles(const zl_model *m);
 

@@ -936,7 +936,9 @@ static const char SERVE_USAGE[] =
     "                         llama3, llama3.1, gemma, deepseek-r1, mistral, mistral-v3, mistral-nemo\n"
     "      --kv-f32           KV cache in F32 (default F16)\n"
     "      --exact            llama.cpp's arithmetic for prompts too: no AMX tiles (also ZILI_EXACT=1)\n"
-    "  -t, --threads N        threads (default: all CPUs)\n";
+    "  -t, --threads N        threads (default: all CPUs)\n"
+    "  --device DEV           run on a device: cpu (default), vulkan, vulkan:N (see `zili devices`)\n"
+    "  --gpu-layers N, -ngl N with --device: the last N layers on it, the rest on the CPU (default: all that fit)\n";
 
 static int usage_error(const char *fmt, const char *a)
 {
@@ -988,7 +990,7 @@ int zl_serve_main(int argc, char **argv)
               max_per_ip = 64, max_tokens = 4096, v;
     bool special_in_content = false, reasoning = true;
     zl_engine_params ep = zl_engine_default_params();
-    zl_model_opts mo = {.use_mmap = true};
+    zl_model_opts mo = {.use_mmap = true, .gpu_layers = -1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1044,6 +1046,11 @@ int zl_serve_main(int argc, char **argv)
             if (strcmp(val, "none") && strcmp(val, "deepseek"))
                 return usage_error("--reasoning-format: '%s' is not none or deepseek", val);
             reasoning = !strcmp(val, "deepseek");
+        } else if (IS("--device")) {
+            NEED();
+            mo.device = val;
+        } else if (IS("--gpu-layers") || IS("-ngl")) {
+            INT(0, 1 << 20, mo.gpu_layers);
         } else if (IS("--special-in-content")) {
             special_in_content = true;
         } else if (IS("--grace")) {
@@ -1103,6 +1110,8 @@ int zl_serve_main(int argc, char **argv)
         free(s);
         return 1;
     }
+    if (zl_model_device_summary(s->model))
+        fprintf(stderr, "zili serve: %s\n", zl_model_device_summary(s->model));
     const char *slash = strrchr(model_path, '/');
     snprintf(s->model_id, sizeof s->model_id, "%s", slash ? slash + 1 : model_path);
     int rc;

@@ -434,7 +434,9 @@ int zl_vk_binds(zl_vk *v, zl_vk_bind *b, int n, uint64_t *shift)
         }
         const uint64_t start = b[i].off - b[i].off % v->align;
         shift[i] = b[i].off - start;
-        uint64_t range = b[i].range + shift[i];
+        /* whole words: shaders read weights as uint[], and a slice may end mid-word (allocations are rounded
+         * up to 16 bytes, so the rounded range stays inside) */
+        uint64_t range = (b[i].range + shift[i] + 3) & ~(uint64_t)3;
         if (start >= b[i].mem->size)
             return ZL_EINVAL;
         if (range > b[i].mem->size - start)

@@ -62,57 +62,65 @@ int s8(uint v)
 #error unsupported WTYPE
 #endif
 
-// Group g (values 32g .. 32g+31) of the row starting at byte rb, of a row of ne0 values, into v (values past ne0,
-// only possible for the plain types, read as 0).
-void deq32(uint rb, uint g, uint ne0, out float v[32])
+// Values i .. i+3 of the row starting at byte rb (i a multiple of 4; for the quantized types ne0 is a multiple of
+// their block, so the 4 values never straddle a block). Values past ne0 (plain types only) read as 0.
+vec4 deq4(uint rb, uint i, uint ne0)
 {
 #if WTYPE == 0 || WTYPE == 1 || WTYPE == 30
-    for (uint l = 0u; l < 32u; l++) {
-        uint i = g * 32u + l;
-        if (i >= ne0) {
-            v[l] = 0.0;
-            continue;
-        }
+    if (i + 4u > ne0) {
+        vec4 r = vec4(0.0);
+        for (uint l = 0u; l < 4u && i + l < ne0; l++) {
 #if WTYPE == 0
-        v[l] = uintBitsToFloat(rd32(rb + 4u * i));
+            r[l] = uintBitsToFloat(rd32(rb + 4u * (i + l)));
 #elif WTYPE == 1
-        v[l] = f16(rd16(rb + 2u * i));
+            r[l] = f16(rd16(rb + 2u * (i + l)));
 #else
-        v[l] = uintBitsToFloat(rd16(rb + 2u * i) << 16);
+            r[l] = uintBitsToFloat(rd16(rb + 2u * (i + l)) << 16);
 #endif
+        }
+        return r;
     }
-#elif WTYPE == 2 || WTYPE == 3 || WTYPE == 6 || WTYPE == 8
-    uint b = rb + g * BLK_BYTES;
-    float d = f16(rd16(b));
-#if WTYPE == 2
-    for (uint l = 0u; l < 16u; l++) {
-        uint q = rd8(b + 2u + l);
-        v[l] = float(int(q & 15u) - 8) * d;
-        v[l + 16u] = float(int(q >> 4) - 8) * d;
-    }
-#elif WTYPE == 3
-    float m = f16(rd16(b + 2u));
-    for (uint l = 0u; l < 16u; l++) {
-        uint q = rd8(b + 4u + l);
-        v[l] = float(q & 15u) * d + m;
-        v[l + 16u] = float(q >> 4) * d + m;
-    }
-#elif WTYPE == 6
-    uint qh = rd32(b + 2u);
-    for (uint l = 0u; l < 16u; l++) {
-        uint q = rd8(b + 6u + l);
-        uint lo = (q & 15u) | (((qh >> l) & 1u) << 4);
-        uint hi = (q >> 4) | (((qh >> (l + 16u)) & 1u) << 4);
-        v[l] = float(int(lo) - 16) * d;
-        v[l + 16u] = float(int(hi) - 16) * d;
-    }
+#if WTYPE == 0
+    uint b = rb + 4u * i;
+    return vec4(uintBitsToFloat(rd32(b)), uintBitsToFloat(rd32(b + 4u)), uintBitsToFloat(rd32(b + 8u)),
+                uintBitsToFloat(rd32(b + 12u)));
+#elif WTYPE == 1
+    uint b = rb + 2u * i;
+    return vec4(unpackHalf2x16(rd32(b)), unpackHalf2x16(rd32(b + 4u)));
 #else
-    for (uint l = 0u; l < 32u; l++)
-        v[l] = float(s8(rd8(b + 2u + l))) * d;
+    uint b = rb + 2u * i, u0 = rd32(b), u1 = rd32(b + 4u);
+    return vec4(uintBitsToFloat(u0 << 16), uintBitsToFloat(u0 & 0xffff0000u), uintBitsToFloat(u1 << 16),
+                uintBitsToFloat(u1 & 0xffff0000u));
+#endif
+#elif WTYPE == 2 || WTYPE == 3 || WTYPE == 6 || WTYPE == 8
+    uint b = rb + (i >> 5) * BLK_BYTES, j = i & 31u;
+    float d = f16(rd16(b));
+#if WTYPE == 8
+    uint q = rd32(b + 2u + j);
+    return vec4(float(s8(q)), float(s8(q >> 8)), float(s8(q >> 16)), float(s8(q >> 24))) * d;
+#else
+    uint sh = j < 16u ? 0u : 4u, jj = j & 15u;
+#if WTYPE == 3
+    uint q = rd32(b + 4u + jj) >> sh;
+#elif WTYPE == 6
+    uint q = rd32(b + 6u + jj) >> sh;
+#else
+    uint q = rd32(b + 2u + jj) >> sh;
+#endif
+    uvec4 n = uvec4(q & 15u, (q >> 8) & 15u, (q >> 16) & 15u, (q >> 24) & 15u);
+#if WTYPE == 2
+    return (vec4(n) - 8.0) * d;
+#elif WTYPE == 3
+    return vec4(n) * d + f16(rd16(b + 2u));
+#else
+    uint qh = rd32(b + 2u) >> j;
+    n |= uvec4((qh & 1u) << 4, ((qh >> 1) & 1u) << 4, ((qh >> 2) & 1u) << 4, ((qh >> 3) & 1u) << 4);
+    return (vec4(n) - 16.0) * d;
+#endif
 #endif
 #elif WTYPE == 12 || WTYPE == 13
-    uint b = rb + (g >> 3) * BLK_BYTES;
-    uint sb = g & 7u;
+    uint b = rb + (i >> 8) * BLK_BYTES;
+    uint sb = (i >> 5) & 7u, l = i & 31u;
     float d = f16(rd16(b)), dmin = f16(rd16(b + 2u));
     uint sc, mn;
     if (sb < 4u) {
@@ -125,28 +133,24 @@ void deq32(uint rb, uint g, uint ne0, out float v[32])
     float d1 = d * float(sc), m1 = dmin * float(mn);
     uint sh = (sb & 1u) * 4u;
 #if WTYPE == 12
-    uint qs = b + 16u + (sb >> 1) * 32u;
-    for (uint l = 0u; l < 32u; l++)
-        v[l] = d1 * float((rd8(qs + l) >> sh) & 15u) - m1;
+    uint q = rd32(b + 16u + (sb >> 1) * 32u + l) >> sh;
+    uvec4 n = uvec4(q & 15u, (q >> 8) & 15u, (q >> 16) & 15u, (q >> 24) & 15u);
 #else
-    uint qh = b + 16u, qs = b + 48u + (sb >> 1) * 32u;
-    for (uint l = 0u; l < 32u; l++) {
-        uint q = ((rd8(qs + l) >> sh) & 15u) | (((rd8(qh + l) >> sb) & 1u) << 4);
-        v[l] = d1 * float(q) - m1;
-    }
+    uint q = rd32(b + 48u + (sb >> 1) * 32u + l) >> sh;
+    uint h = rd32(b + 16u + l) >> sb;
+    uvec4 n = uvec4((q & 15u) | ((h & 1u) << 4), ((q >> 8) & 15u) | (((h >> 8) & 1u) << 4),
+                    ((q >> 16) & 15u) | (((h >> 16) & 1u) << 4), ((q >> 24) & 15u) | (((h >> 24) & 1u) << 4));
 #endif
+    return vec4(n) * d1 - m1;
 #else // Q6_K
-    uint b = rb + (g >> 3) * BLK_BYTES;
-    uint sb = g & 7u, half_ = sb >> 2, k = sb & 3u;
-    float d = f16(rd16(b + 208u));
-    uint ql = b + half_ * 64u + ((k & 1u) * 32u), qh = b + 128u + half_ * 32u;
-    uint nsh = (k >> 1) * 4u, hsh = 2u * k;
-    uint scb = b + 192u + half_ * 8u + 2u * k;
-    float d0 = d * float(s8(rd8(scb))), d1 = d * float(s8(rd8(scb + 1u)));
-    for (uint l = 0u; l < 32u; l++) {
-        uint q = ((rd8(ql + l) >> nsh) & 15u) | (((rd8(qh + l) >> hsh) & 3u) << 4);
-        v[l] = (l < 16u ? d0 : d1) * float(int(q) - 32);
-    }
+    uint b = rb + (i >> 8) * BLK_BYTES;
+    uint sb = (i >> 5) & 7u, l = i & 31u, half_ = sb >> 2, k = sb & 3u;
+    float d = f16(rd16(b + 208u)) * float(s8(rd8(b + 192u + half_ * 8u + 2u * k + (l >> 4))));
+    uint q = rd32(b + half_ * 64u + (k & 1u) * 32u + l) >> ((k >> 1) * 4u);
+    uint h = rd32(b + 128u + half_ * 32u + l) >> (2u * k);
+    uvec4 n = uvec4((q & 15u) | ((h & 3u) << 4), ((q >> 8) & 15u) | (((h >> 8) & 3u) << 4),
+                    ((q >> 16) & 15u) | (((h >> 16) & 3u) << 4), ((q >> 24) & 15u) | (((h >> 24) & 3u) << 4));
+    return (vec4(n) - 32.0) * d;
 #endif
 }
 

@@ -1,6 +1,6 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// get_rows.comp - Y[i] = float(W row ids[i]) (embedding lookup): one workgroup per output row.
+// get_rows.comp - Y[i] = float(W row ids[i]) (embedding lookup): one workgroup per output row, 4 values a thread.
 layout(local_size_x = 64) in;
 layout(std430, binding = 0) readonly buffer BW { uint W[]; };
 layout(std430, binding = 1) readonly buffer BI { int IDS[]; };
@@ -17,12 +17,10 @@ void main()
     if (i >= pc.n)
         return;
     uint rb = pc.w_off + uint(IDS[pc.ids_off + i]) * pc.nb1;
-    uint ng = (pc.ne0 + 31u) / 32u;
-    float v[32];
-    for (uint g = gl_LocalInvocationID.x; g < ng; g += 64u) {
-        deq32(rb, g, pc.ne0, v);
-        uint c0 = g * 32u, nc = min(32u, pc.ne0 - c0);
-        for (uint l = 0u; l < nc; l++)
-            Y[pc.y_off + i * pc.ne0 + c0 + l] = v[l];
+    for (uint c = gl_LocalInvocationID.x * 4u; c < pc.ne0; c += 256u) {
+        vec4 v = deq4(rb, c, pc.ne0);
+        uint y = pc.y_off + i * pc.ne0 + c;
+        for (uint l = 0u; l < 4u && c + l < pc.ne0; l++)
+            Y[y + l] = v[l];
     }
 }
