@@ -4,6 +4,7 @@
  * The ops themselves are in vk_ops.c.
  */
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,34 +226,53 @@ static void fill_info(const zl_vk_fn *fn, VkPhysicalDevice p, int index, zl_dev_
         info->features |= ZL_DEV_UNIFIED;
 }
 
+/* One instance for the process, made on first use and kept: the loader unloads the driver (ICD) when the last
+ * instance goes, and drivers keep state of their own that outlives it (Mesa's lavapipe leaks a few hundred bytes
+ * per load), so every device opened shares it. */
+static pthread_mutex_t inst_lock = PTHREAD_MUTEX_INITIALIZER;
+static VkInstance g_inst;
+static zl_vk_fn g_fn;
+
+static bool get_instance(void)
+{
+    pthread_mutex_lock(&inst_lock);
+    bool ok = g_inst != VK_NULL_HANDLE;
+    if (!ok && !why[0] && load_lib()) {
+        VkInstance inst;
+        const VkResult r = make_instance(&inst);
+        if (r != VK_SUCCESS) {
+            snprintf(why, sizeof why, "vkCreateInstance failed (%d): no Vulkan driver (ICD) installed?", (int)r);
+        } else if (load_instance_fns(inst, &g_fn) != 0) {
+            snprintf(why, sizeof why, "libvulkan lacks Vulkan 1.1 entry points");
+            PFN_vkDestroyInstance destroy = (PFN_vkDestroyInstance)get_proc(inst, "vkDestroyInstance");
+            if (destroy)
+                destroy(inst, NULL);
+        } else {
+            g_inst = inst;
+            ok = true;
+        }
+    }
+    pthread_mutex_unlock(&inst_lock);
+    return ok;
+}
+
 static int vk_enumerate(zl_dev_info *out, int max)
 {
-    if (!load_lib())
+    if (!get_instance())
         return 0;
-    VkInstance inst;
-    VkResult r = make_instance(&inst);
-    if (r != VK_SUCCESS) {
-        snprintf(why, sizeof why, "vkCreateInstance failed (%d): no Vulkan driver (ICD) installed?", (int)r);
-        return 0;
-    }
-    zl_vk_fn fn;
+    VkPhysicalDevice p[16];
+    const uint32_t np = list_phys(g_inst, &g_fn, p, 16);
     int n = 0;
-    if (load_instance_fns(inst, &fn) == 0) {
-        VkPhysicalDevice p[16];
-        const uint32_t np = list_phys(inst, &fn, p, 16);
-        for (uint32_t i = 0; i < np; i++) {
-            if (n < max && out)
-                fill_info(&fn, p[i], (int)i, &out[n]);
-            n++;
-        }
-        if (np == 0)
-            snprintf(why, sizeof why, "the Vulkan driver lists no device with a compute queue");
-    } else {
-        snprintf(why, sizeof why, "libvulkan lacks Vulkan 1.1 entry points");
+    for (uint32_t i = 0; i < np; i++) {
+        if (n < max && out)
+            fill_info(&g_fn, p[i], (int)i, &out[n]);
+        n++;
     }
-    PFN_vkDestroyInstance destroy = (PFN_vkDestroyInstance)get_proc(inst, "vkDestroyInstance");
-    if (destroy)
-        destroy(inst, NULL);
+    if (np == 0) {
+        pthread_mutex_lock(&inst_lock);
+        snprintf(why, sizeof why, "the Vulkan driver lists no device with a compute queue");
+        pthread_mutex_unlock(&inst_lock);
+    }
     return n;
 }
 
@@ -598,8 +618,6 @@ static void vk_close(zl_dev *d)
             f->vkDestroyDescriptorSetLayout(v->dev, v->dsl, NULL);
         f->vkDestroyDevice(v->dev, NULL);
     }
-    if (v->inst)
-        f->vkDestroyInstance(v->inst, NULL);
     free(v);
 }
 
@@ -607,24 +625,15 @@ static zl_dev_ops vk_ops;
 
 static int vk_open(int index, zl_dev **out, zl_err *err)
 {
-    if (!load_lib())
+    if (!get_instance())
         return zl_err_set(err, ZL_EUNSUPPORTED, "vulkan: %s", why);
     zl_vk *v = calloc(1, sizeof *v);
     if (!v)
         return zl_err_set(err, ZL_ENOMEM, "vulkan: out of memory");
     zl_vk_fn *f = &v->fn;
-    VkResult r = make_instance(&v->inst);
-    if (r != VK_SUCCESS) {
-        free(v);
-        return zl_err_set(err, ZL_EUNSUPPORTED, "vulkan: vkCreateInstance failed (%d): no Vulkan driver?", (int)r);
-    }
-    if (load_instance_fns(v->inst, f) != 0) {
-        PFN_vkDestroyInstance destroy = (PFN_vkDestroyInstance)get_proc(v->inst, "vkDestroyInstance");
-        if (destroy)
-            destroy(v->inst, NULL);
-        free(v);
-        return zl_err_set(err, ZL_EUNSUPPORTED, "vulkan: libvulkan lacks Vulkan 1.1 entry points");
-    }
+    v->inst = g_inst;
+    v->fn = g_fn;
+    VkResult r;
     VkPhysicalDevice p[16];
     const uint32_t np = list_phys(v->inst, f, p, 16);
     if (index < 0 || (uint32_t)index >= np) {
