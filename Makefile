@@ -5,6 +5,8 @@
 # each is only called after a run-time CPU check. The target is what `$(CC) -dumpmachine` names, so
 # `make CC=aarch64-linux-gnu-gcc BUILD=build-arm64` cross-builds for ARM.
 
+.DEFAULT_GOAL := all
+
 CC      ?= cc
 BUILD   ?= build
 OPT     ?= -O2

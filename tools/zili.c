@@ -738,7 +738,7 @@ static int cmd_logits(const opts *o)
 
 static const char BENCH_USAGE[] =
     "usage: zili bench -m MODEL [-p N] [-n N] [-t T] [-r R] [-b B] [--json] [--no-mmap] [--mlock] [--kv-f32]\n"
-    "                  [--no-repack]\n"
+    "                  [--no-repack] [--device DEV] [--gpu-layers N] [-s LIST]\n"
     "       zili bench --membw [-t T] [--json]\n"
     "       zili bench --peak [-t T] [-m MODEL ...]\n"
     "\n"
@@ -760,6 +760,8 @@ static const char BENCH_USAGE[] =
     "              (default 16 here) run together through the serving engine, each generating -n tokens\n"
     "              (greedy, end-of-generation ignored); prints the prefill time and the aggregate decode\n"
     "              tokens/s once every sequence has its first token, and each S's speed-up over S = 1\n"
+    "  --device DEV, -ngl N   run on a device (vulkan, vulkan:N) with N layers there, as for the other commands;\n"
+    "              the kernels column then names the device\n"
     "  --no-mmap, --mlock, --kv-f32, --no-repack, --exact   as for the other commands\n";
 
 typedef struct bench_result {
@@ -982,11 +984,13 @@ static int bench_parallel(const opts *o, const char *list, int32_t n_p, int32_t 
     if (n_g < 2)
         die(EXIT_USAGE, "bench: -s needs -n 2 or more (decode tokens after the first)");
     zl_model_opts mo = {.use_mmap = !o->no_mmap, .use_mlock = o->mlock, .no_repack = o->no_repack,
-                        .exact = o->exact};
+                        .exact = o->exact, .device = o->device, .gpu_layers = o->gpu_layers};
     zl_model *m;
     zl_err err;
     if (zl_model_load(o->model, &mo, &m, &err) != ZL_OK)
         die(1, "%s", err.msg);
+    if (zl_model_device_summary(m))
+        fprintf(stderr, "zili: %s\n", zl_model_device_summary(m));
     const zl_vocab *v = zl_model_vocab(m);
     const int32_t n_vocab = zl_model_hparams(m)->n_vocab, bos = zl_vocab_add_bos(v) ? zl_vocab_bos(v) : -1;
     const char *base = strrchr(o->model, '/') ? strrchr(o->model, '/') + 1 : o->model;
@@ -1046,6 +1050,7 @@ static int cmd_bench(int argc, char **argv)
     opts o;
     memset(&o, 0, sizeof o);
     o.n_batch = 0; /* chosen from the model */
+    o.gpu_layers = -1; /* all that fit */
     int32_t n_pp = 512, n_tg = 128, reps = 5;
     bool json = false, membw = false, peak = false, p_given = false;
     const char *seqs = NULL;
@@ -1070,6 +1075,8 @@ static int cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--no-repack")) o.no_repack = true;
         else if (!strcmp(a, "--exact")) o.exact = true;
         else if (!strcmp(a, "--kv-f32")) o.kv_f32 = true;
+        else if (!strcmp(a, "--device")) o.device = VAL();
+        else if (!strcmp(a, "--gpu-layers") || !strcmp(a, "-ngl")) o.gpu_layers = (int32_t)parse_int(a, VAL(), 0, 1 << 20);
         else die(EXIT_USAGE, "bench: unknown option '%s' (try 'zili bench --help')", a);
 #undef VAL
     }
@@ -1148,12 +1155,14 @@ static int cmd_bench(int argc, char **argv)
     const double peak_mib = (double)ru.ru_maxrss / 1024.0; /* Linux: kilobytes */
     const double size_mib = (double)info.file_size / 1048576.0;
     const char *base = strrchr(o.model, '/') ? strrchr(o.model, '/') + 1 : o.model;
+    const char *kernels = o.device && strcmp(o.device, "cpu") ? o.device : info.kernels;
     if (json) {
         printf("{\"model\": \"");
         json_chars(base);
-        printf("\", \"arch\": \"%s\", \"size_mib\": %.2f, \"params\": %llu, \"kernels\": \"%s\", \"threads\": %d, "
-               "\"reps\": %d, \"mmap\": %s, \"n_batch\": %d, \"peak_rss_mib\": %.1f, \"results\": [",
-               info.arch, size_mib, (unsigned long long)info.n_params, info.kernels, n_threads, reps,
+        printf("\", \"arch\": \"%s\", \"size_mib\": %.2f, \"params\": %llu, \"kernels\": \"%s\", \"device\": \"%s\", "
+               "\"threads\": %d, \"reps\": %d, \"mmap\": %s, \"n_batch\": %d, \"peak_rss_mib\": %.1f, \"results\": [",
+               info.arch, size_mib, (unsigned long long)info.n_params, info.kernels, o.device ? o.device : "cpu",
+               n_threads, reps,
                o.no_mmap ? "false" : "true", zili_session_n_batch(s), peak_mib);
         for (int i = 0; i < n_res; i++)
             printf("%s{\"test\": \"%s%d\", \"tokens_per_s\": %.3f, \"sd\": %.3f}", i ? ", " : "", res[i].test,
@@ -1169,7 +1178,7 @@ static int cmd_bench(int argc, char **argv)
             snprintf(test, sizeof test, "%s%d", res[i].test, res[i].n);
             snprintf(tps_s, sizeof tps_s, "%.2f ± %.2f", res[i].mean, res[i].sd);
             printf("| %-32.32s | %-8s | %6.1f MiB | %7.1f M | %-8s | %7d | %8s | %20s |\n", base, info.arch, size_mib,
-                   (double)info.n_params / 1e6, info.kernels, n_threads, test, tps_s);
+                   (double)info.n_params / 1e6, kernels, n_threads, test, tps_s);
         }
         printf("\npeak resident memory %.1f MiB (model file %.1f MiB, %s); %d repetitions after one warm-up; "
                "batches of %d tokens\n",

@@ -245,6 +245,21 @@ def test_greedy_vulkan_vs_cpu(zili_ready, tmp_path):
         assert dev <= VK_DEFICIT, f"{name} {text[:20]!r} token {k}: the device's choice is {dev:.3%} below the best"
 
 
+def test_bench_on_device(zili_ready):
+    """zili bench --device: one sequence (pp/tg) and batched decode through the serving engine (-s)."""
+    need_vulkan()
+    import json
+    model = by_name("bpe-q8_0")
+    r = json.loads(common.zili("bench", "-m", model.path, "-p", "16", "-n", "4", "-r", "1", "--json", "--device", DEV))
+    print(r)
+    assert r["device"] == DEV
+    assert [x["test"] for x in r["results"]] == ["pp16", "tg4"]
+    assert all(x["tokens_per_s"] > 0 for x in r["results"])
+    out = common.zili("bench", "-m", model.path, "-p", "8", "-n", "3", "-r", "1", "-s", "1,2", "--device", DEV)
+    print(out)
+    assert re.search(r"^\|\s+2 \|", out, re.M), out
+
+
 def refused(*args: str) -> str:
     r = subprocess.run([common.zili_bin(), *args], capture_output=True, text=True, timeout=300)
     assert r.returncode == 1, f"exit {r.returncode}: {r.stderr[-400:]!r}"
