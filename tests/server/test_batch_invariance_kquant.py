@@ -48,3 +48,35 @@ def test_short_prompt_alone_equals_batched(model):
             assert a == t, (p, a, t)
     finally:
         assert s.stop() == 0
+
+
+def vulkan_device():
+    import subprocess
+    from conftest import BIN
+    if not os.path.exists(BIN):
+        return None
+    out = subprocess.run([BIN, "devices"], capture_output=True, text=True, timeout=120).stdout
+    return next((l for l in out.splitlines() if l.startswith("vulkan:0")), None)
+
+
+def test_vulkan_short_prompt_alone_equals_batched():
+    """The same on the Vulkan backend (lavapipe in CI): each token's matmul rows, norms and attention are summed in
+    an order that does not depend on the other tokens of the step, so alone and batched agree bit for bit."""
+    model = random_model("bpe-q8_0.gguf")
+    if not os.path.exists(model):
+        pytest.skip(f"{model} is absent (tests/ref/common.py makes it)")
+    if not vulkan_device():
+        pytest.skip("no Vulkan device (zili devices lists none)")
+    s = Server("--parallel", "4", "-c", "256", "--no-prefix-cache", "--device", "vulkan", model=model)
+    try:
+        short = ["The sky is", "Paris is the capital of"]
+        longs = ["Here is a long list of fruits: apples, pears, plums, cherries, grapes, melons, and %d" % i
+                 for i in range(2)]
+        alone = [complete(s, p) for p in short]
+        with cf.ThreadPoolExecutor(4) as ex:
+            futs = [ex.submit(complete, s, p) for p in longs + short]
+            together = [f.result() for f in futs][len(longs):]
+        for p, a, t in zip(short, alone, together):
+            assert a == t, (p, a, t)
+    finally:
+        assert s.stop() == 0
