@@ -1012,13 +1012,23 @@ static int setup(void **state)
         for (int i = 0; i < nd && i < MAX_DEVS && g_n_dev < MAX_DEVS; i++) {
             char spec[48];
             snprintf(spec, sizeof spec, "%s:%d", kinds[k]->name, i);
-            if (zl_dev_open(spec, &g_dev[g_n_dev], &e) != ZL_OK) {
-                snprintf(g_open_fail, sizeof g_open_fail, "%s (%.100s) enumerates but does not open: %.500s", spec,
-                         info[i].name, e.msg);
-                continue;
+            /* Vulkan has two mat-vec shapes (ZILI_VK_MATVEC, vk.c): each device is opened once with each */
+            const bool vk = !strcmp(kinds[k]->name, "vulkan");
+            for (int variant = 0; variant < (vk ? 2 : 1) && g_n_dev < MAX_DEVS; variant++) {
+                if (vk)
+                    setenv("ZILI_VK_MATVEC", variant ? "lanes" : "rows", 1);
+                const int rc = zl_dev_open(spec, &g_dev[g_n_dev], &e);
+                if (vk)
+                    unsetenv("ZILI_VK_MATVEC");
+                if (rc != ZL_OK) {
+                    snprintf(g_open_fail, sizeof g_open_fail, "%s (%.100s) enumerates but does not open: %.500s",
+                             spec, info[i].name, e.msg);
+                    continue;
+                }
+                print_message("comparing %s (%s, %s%s) with the CPU\n", spec, info[i].name, info[i].driver,
+                              vk ? (variant ? ", mat-vec 16 lanes a row" : ", mat-vec one thread a row") : "");
+                g_n_dev++;
             }
-            print_message("comparing %s (%s, %s) with the CPU\n", spec, info[i].name, info[i].driver);
-            g_n_dev++;
         }
     }
     return 0;

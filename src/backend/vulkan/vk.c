@@ -94,6 +94,36 @@ SPV(attention_f16)
 SPV(attention_f32)
 #include "shaders/attention_f32.inc"
 ;
+SPV(mul_mv_rt_f32)
+#include "shaders/mul_mv_rt_f32.inc"
+;
+SPV(mul_mv_rt_f16)
+#include "shaders/mul_mv_rt_f16.inc"
+;
+SPV(mul_mv_rt_bf16)
+#include "shaders/mul_mv_rt_bf16.inc"
+;
+SPV(mul_mv_rt_q4_0)
+#include "shaders/mul_mv_rt_q4_0.inc"
+;
+SPV(mul_mv_rt_q4_1)
+#include "shaders/mul_mv_rt_q4_1.inc"
+;
+SPV(mul_mv_rt_q5_0)
+#include "shaders/mul_mv_rt_q5_0.inc"
+;
+SPV(mul_mv_rt_q8_0)
+#include "shaders/mul_mv_rt_q8_0.inc"
+;
+SPV(mul_mv_rt_q4_k)
+#include "shaders/mul_mv_rt_q4_k.inc"
+;
+SPV(mul_mv_rt_q5_k)
+#include "shaders/mul_mv_rt_q5_k.inc"
+;
+SPV(mul_mv_rt_q6_k)
+#include "shaders/mul_mv_rt_q6_k.inc"
+;
 #undef SPV
 
 static const struct {
@@ -105,7 +135,9 @@ static const struct {
     S(mul_mv_q8_0),  S(mul_mv_q4_k),  S(mul_mv_q5_k),  S(mul_mv_q6_k),   S(get_rows_f32), S(get_rows_f16),
     S(get_rows_bf16), S(get_rows_q4_0), S(get_rows_q4_1), S(get_rows_q5_0), S(get_rows_q8_0), S(get_rows_q4_k),
     S(get_rows_q5_k), S(get_rows_q6_k), S(rmsnorm),    S(rope),          S(eltwise),      S(kv_store_f16),
-    S(kv_store_f32), S(attention_f16), S(attention_f32),
+    S(kv_store_f32), S(attention_f16), S(attention_f32), S(mul_mv_rt_f32), S(mul_mv_rt_f16), S(mul_mv_rt_bf16),
+    S(mul_mv_rt_q4_0), S(mul_mv_rt_q4_1), S(mul_mv_rt_q5_0), S(mul_mv_rt_q8_0), S(mul_mv_rt_q4_k), S(mul_mv_rt_q5_k),
+    S(mul_mv_rt_q6_k),
 #undef S
 };
 
@@ -673,6 +705,10 @@ static int vk_open(int index, zl_dev **out, zl_err *err)
                         : pr.limits.maxComputeWorkGroupCount[1];
     if (v->max_groups > 65535)
         v->max_groups = 65535;
+    const char *mv = getenv("ZILI_VK_MATVEC");
+    v->mv_rows = mv && !strcmp(mv, "rows") ? true
+                 : mv && !strcmp(mv, "lanes") ? false
+                                              : pr.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
 
     /* Memory: device-local for tensors; host-visible too when that type lives on the largest device-local heap
      * (unified memory, lavapipe, resizable BAR), so uploads and reads are plain copies. */

@@ -46,7 +46,10 @@ typedef enum zl_vk_shader {
     ZL_VKS_GET_ROWS_F32, ZL_VKS_GET_ROWS_F16, ZL_VKS_GET_ROWS_BF16, ZL_VKS_GET_ROWS_Q4_0, ZL_VKS_GET_ROWS_Q4_1,
     ZL_VKS_GET_ROWS_Q5_0, ZL_VKS_GET_ROWS_Q8_0, ZL_VKS_GET_ROWS_Q4_K, ZL_VKS_GET_ROWS_Q5_K, ZL_VKS_GET_ROWS_Q6_K,
     ZL_VKS_RMSNORM, ZL_VKS_ROPE, ZL_VKS_ELTWISE, ZL_VKS_KV_STORE_F16, ZL_VKS_KV_STORE_F32, ZL_VKS_ATTENTION_F16,
-    ZL_VKS_ATTENTION_F32, ZL_VKS_COUNT
+    ZL_VKS_ATTENTION_F32,
+    ZL_VKS_MUL_MV_RT_F32, ZL_VKS_MUL_MV_RT_F16, ZL_VKS_MUL_MV_RT_BF16, ZL_VKS_MUL_MV_RT_Q4_0, ZL_VKS_MUL_MV_RT_Q4_1,
+    ZL_VKS_MUL_MV_RT_Q5_0, ZL_VKS_MUL_MV_RT_Q8_0, ZL_VKS_MUL_MV_RT_Q4_K, ZL_VKS_MUL_MV_RT_Q5_K, ZL_VKS_MUL_MV_RT_Q6_K,
+    ZL_VKS_COUNT
 } zl_vk_shader;
 
 enum { ZL_VK_BINDINGS = 4, ZL_VK_PUSH_BYTES = 64, ZL_VK_SETS = 1024 };
@@ -72,6 +75,7 @@ typedef struct zl_vk {
     uint64_t align;         /* minStorageBufferOffsetAlignment */
     uint64_t max_range;     /* maxStorageBufferRange */
     uint32_t max_groups;    /* maxComputeWorkGroupCount[0] and [1] (at least 65535) */
+    bool mv_rows;           /* mat-vec one row per thread (mul_mv_rt_*): CPU-type devices, or ZILI_VK_MATVEC=rows */
 
     VkDescriptorSetLayout dsl;
     VkPipelineLayout pl;

@@ -4,8 +4,16 @@
 // small enough for one binding) and up to TOK tokens per workgroup. A workgroup takes ROWS rows, LANES threads
 // each; a thread walks its row 4 values at a time (LANES * 4 apart), decodes them once and multiplies them with
 // every token of the workgroup; the LANES partial sums of each (row, token) are then added in shared memory.
+// With ROW_THREAD (mul_mv_rt_*: for CPU-type devices such as lavapipe, where a workgroup's barriers and shared
+// memory cost more than the arithmetic of a short row) one thread takes a whole row instead: 64 rows a workgroup,
+// no shared memory, no barrier.
+#ifdef ROW_THREAD
+#define LANES 1u
+#define ROWS 64u
+#else
 #define LANES 16u
 #define ROWS 4u
+#endif
 #define TOK 8u
 layout(local_size_x = 64) in;
 layout(std430, binding = 0) readonly buffer BW { uint W[]; };
@@ -18,7 +26,9 @@ layout(push_constant) uniform PC {
 } pc;
 #include "common.glsl"
 
+#ifndef ROW_THREAD
 shared float red[TOK][64];
+#endif
 
 void main()
 {
@@ -44,6 +54,11 @@ void main()
             }
         }
     }
+#ifdef ROW_THREAD
+    if (r < pc.n_rows)
+        for (uint k = 0u; k < nt; k++)
+            Y[pc.y_off + (t0 + k) * pc.y_stride + pc.row0 + r] = acc[k];
+#else
     for (uint k = 0u; k < TOK; k++)
         red[k][tid] = acc[k];
     barrier();
@@ -55,4 +70,5 @@ void main()
     }
     if (lane < nt && r < pc.n_rows)
         Y[pc.y_off + (t0 + lane) * pc.y_stride + pc.row0 + r] = red[lane][rl * LANES];
+#endif
 }
