@@ -46,6 +46,31 @@ static void kinds_init(void)
         g_kinds[g_n_kinds++] = vk;
 }
 
+int zl_attn_args_check(const zl_attn_args *a, const zl_dkv_params *p, int layer, int max_head_dim, int64_t *span)
+{
+    if (!a || !p || layer < 0 || layer >= p->n_layer || a->n_tok < 0 || a->n_head <= 0 || a->n_head_kv <= 0 ||
+        a->n_head % a->n_head_kv || a->head_dim <= 0 || a->head_dim > max_head_dim ||
+        (int64_t)a->n_head_kv * a->head_dim != p->kv_dim || a->n_tables < 0 || a->window < 0 ||
+        p->block_size <= 0 || (a->n_tok > 0 && (!a->pos || !a->tbl_off || (a->n_tables > 0 && !a->tables))))
+        return ZL_EINVAL;
+    int64_t keys = 0;
+    for (int32_t i = 0; i < a->n_tok; i++) {
+        if (a->pos[i] < 0 || a->tbl_off[i] < 0)
+            return ZL_EINVAL;
+        const int64_t last = (int64_t)a->tbl_off[i] + a->pos[i] / p->block_size;
+        if (last >= a->n_tables)
+            return ZL_EINVAL;
+        /* the blocks below a window are never read, but a table is checked whole: a bad entry is a bug */
+        for (int64_t j = a->tbl_off[i]; j <= last; j++)
+            if (a->tables[j] < 0 || a->tables[j] >= p->n_blocks)
+                return ZL_EINVAL;
+        keys += a->window > 0 && a->pos[i] + 1 > a->window ? a->window : a->pos[i] + 1;
+    }
+    if (span)
+        *span = keys;
+    return ZL_OK;
+}
+
 const zl_backend *const *zl_backend_list(int *n)
 {
     pthread_once(&g_kinds_once, kinds_init);

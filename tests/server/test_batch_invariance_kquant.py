@@ -25,6 +25,19 @@ def complete(srv, prompt):
     return ch["text"], ch["logprobs"]["token_logprobs"], ch["logprobs"]["top_logprobs"]
 
 
+def alone_equals_batched(s, n_long):
+    """Two short prompts, each alone, then in one step with n_long long prompts: the same logprobs."""
+    short = ["The sky is", "Paris is the capital of"]
+    longs = ["Here is a long list of fruits: apples, pears, plums, cherries, grapes, melons, and %d" % i
+             for i in range(n_long)]
+    alone = [complete(s, p) for p in short]
+    with cf.ThreadPoolExecutor(n_long + len(short)) as ex:
+        futs = [ex.submit(complete, s, p) for p in longs + short]
+        together = [f.result() for f in futs][len(longs):]
+    for p, a, t in zip(short, alone, together):
+        assert a == t, (p, a, t)
+
+
 def random_model(name):
     found = sorted(glob.glob(os.path.join(ROOT, "models", "random", "*", name)))
     return found[0] if found else os.path.join(ROOT, "models", "random", name)
@@ -37,15 +50,7 @@ def test_short_prompt_alone_equals_batched(model):
         pytest.skip(f"{model} is absent (scripts/fetch_models.sh models and tests/ref/common.py make it)")
     s = Server("--parallel", "6", "-c", "256", "--no-prefix-cache", model=model)
     try:
-        short = ["The sky is", "Paris is the capital of"]
-        longs = ["Here is a long list of fruits: apples, pears, plums, cherries, grapes, melons, and %d" % i
-                 for i in range(4)]
-        alone = [complete(s, p) for p in short]
-        with cf.ThreadPoolExecutor(6) as ex:
-            futs = [ex.submit(complete, s, p) for p in longs + short]
-            together = [f.result() for f in futs][len(longs):]
-        for p, a, t in zip(short, alone, together):
-            assert a == t, (p, a, t)
+        alone_equals_batched(s, 4)
     finally:
         assert s.stop() == 0
 
@@ -69,14 +74,6 @@ def test_vulkan_short_prompt_alone_equals_batched():
         pytest.skip("no Vulkan device (zili devices lists none)")
     s = Server("--parallel", "4", "-c", "256", "--no-prefix-cache", "--device", "vulkan", model=model)
     try:
-        short = ["The sky is", "Paris is the capital of"]
-        longs = ["Here is a long list of fruits: apples, pears, plums, cherries, grapes, melons, and %d" % i
-                 for i in range(2)]
-        alone = [complete(s, p) for p in short]
-        with cf.ThreadPoolExecutor(4) as ex:
-            futs = [ex.submit(complete, s, p) for p in longs + short]
-            together = [f.result() for f in futs][len(longs):]
-        for p, a, t in zip(short, alone, together):
-            assert a == t, (p, a, t)
+        alone_equals_batched(s, 2)
     finally:
         assert s.stop() == 0

@@ -955,6 +955,8 @@ static void check_rejects(zl_dev *d)
     t = a, t.n_head = 3, BAD(o->attention(d, kv, 0, x, y, &t));
     t = a, t.head_dim = 16, BAD(o->attention(d, kv, 0, x, y, &t)); /* kv_dim is 2 x 8 */
     t = a, t.n_tok = -1, BAD(o->attention(d, kv, 0, x, y, &t));
+    t = a, t.pos = NULL, BAD(o->attention(d, kv, 0, x, y, &t)); /* no positions, no tables: refused, not read */
+    t = a, t.tables = NULL, BAD(o->attention(d, kv, 0, x, y, &t));
 #undef BAD
     /* and the right calls still run */
     OK(d, o->kv_store(d, kv, 0, x, x, slot0, 1));

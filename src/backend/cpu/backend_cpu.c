@@ -592,28 +592,12 @@ static void attn_item(void *ctx, int64_t item)
 
 static int cpu_attention(zl_dev *d, zl_dkv *kv, int32_t layer, zl_buf q, zl_buf out, const zl_attn_args *a)
 {
-    if (!kv || !a || layer < 0 || layer >= kv->p.n_layer || a->n_tok < 0 || a->n_head <= 0 || a->n_head_kv <= 0 ||
-        a->n_head % a->n_head_kv || a->head_dim <= 0 || a->head_dim > ATTN_MAX_HEAD_DIM ||
-        (int64_t)a->n_head_kv * a->head_dim != kv->p.kv_dim || a->n_tables < 0 || a->window < 0 ||
-        (a->n_tok > 0 && (!a->pos || !a->tbl_off || (a->n_tables > 0 && !a->tables))))
+    int64_t span = 0;
+    if (!kv || zl_attn_args_check(a, &kv->p, layer, ATTN_MAX_HEAD_DIM, &span) != ZL_OK)
         return ZL_EINVAL;
     const int64_t n = (int64_t)a->n_tok * a->n_head * a->head_dim;
     if (!fbuf_ok(q, n) || !fbuf_ok(out, n))
         return ZL_EINVAL;
-    const int32_t bs = kv->p.block_size;
-    int64_t span = 0;
-    for (int32_t i = 0; i < a->n_tok; i++) {
-        if (a->pos[i] < 0 || a->tbl_off[i] < 0)
-            return ZL_EINVAL;
-        const int64_t last = (int64_t)a->tbl_off[i] + a->pos[i] / bs;
-        if (last >= a->n_tables)
-            return ZL_EINVAL;
-        /* the blocks below the window are never read, but a table is checked whole: a bad entry is a bug */
-        for (int64_t j = a->tbl_off[i]; j <= last; j++)
-            if (a->tables[j] < 0 || a->tables[j] >= kv->p.n_blocks)
-                return ZL_EINVAL;
-        span += a->window > 0 && a->pos[i] + 1 > a->window ? a->window : a->pos[i] + 1;
-    }
     if (a->n_tok == 0)
         return ZL_OK;
     attn_ctx c = {kv, layer, a, fptr(q), fptr(out)};

@@ -357,26 +357,13 @@ static int kv_store(zl_dev *d, zl_dkv *kv, int32_t layer, zl_buf k, zl_buf vv, c
 static int attention(zl_dev *d, zl_dkv *kv, int32_t layer, zl_buf q, zl_buf o, const zl_attn_args *a)
 {
     zl_vk *v = V(d);
-    if (!kv || !a || layer < 0 || layer >= kv->p.n_layer || a->n_tok < 0 || a->n_head <= 0 || a->n_head_kv <= 0 ||
-        a->n_head % a->n_head_kv || a->head_dim <= 0 || a->head_dim > 256 ||
-        (int64_t)a->n_head_kv * a->head_dim != kv->p.kv_dim || a->n_tables < 0 || a->window < 0)
+    if (!kv || zl_attn_args_check(a, &kv->p, layer, 256, NULL) != ZL_OK)
         return ZL_EINVAL;
     const uint64_t bytes = (uint64_t)a->n_tok * (uint64_t)a->n_head * (uint64_t)a->head_dim * 4;
     if (!buf_ok(q, bytes) || !buf_ok(o, bytes))
         return ZL_EINVAL;
     if (a->n_tok == 0)
         return ZL_OK;
-    const int32_t bs = kv->p.block_size;
-    for (int32_t i = 0; i < a->n_tok; i++) {
-        if (a->pos[i] < 0 || a->tbl_off[i] < 0)
-            return ZL_EINVAL;
-        const int64_t last = (int64_t)a->tbl_off[i] + a->pos[i] / bs;
-        if (last >= a->n_tables)
-            return ZL_EINVAL;
-        for (int64_t j = a->tbl_off[i]; j <= last; j++)
-            if (a->tables[j] < 0 || a->tables[j] >= kv->p.n_blocks)
-                return ZL_EINVAL;
-    }
     /* pos, tbl_off and tables as one int array in the scratch ring */
     const size_t ni = 2 * (size_t)a->n_tok + (size_t)a->n_tables;
     int32_t *ints = malloc(ni * sizeof *ints);
@@ -399,7 +386,7 @@ static int attention(zl_dev *d, zl_dkv *kv, int32_t layer, zl_buf q, zl_buf o, c
         uint32_t n_tok, n_head, n_head_kv, head_dim, kv_dim, bs, q_off, o_off, i_off, p_off, window;
         float scale, softcap;
     } pc = {(uint32_t)a->n_tok, (uint32_t)a->n_head, (uint32_t)a->n_head_kv, (uint32_t)a->head_dim,
-            (uint32_t)kv->p.kv_dim, (uint32_t)bs, (uint32_t)(sh[0] / 4), (uint32_t)(sh[2] / 4),
+            (uint32_t)kv->p.kv_dim, (uint32_t)kv->p.block_size, (uint32_t)(sh[0] / 4), (uint32_t)(sh[2] / 4),
             (uint32_t)(sh[3] / 4), (uint32_t)(sh[1] / 4), (uint32_t)a->window, a->scale, a->softcap};
     uint32_t gx, gy;
     zl_vk_groups(v, (uint64_t)a->n_tok * (uint64_t)a->n_head, &gx, &gy);
