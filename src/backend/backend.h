@@ -170,13 +170,13 @@ typedef struct zl_backend {
     const char *(*why_none)(void);
 } zl_backend;
 
-/* The kinds this build has, in order (cpu first); *n receives their count. */
 /* The checks every backend's attention makes of its arguments before reading anything: shapes against the pool's
  * parameters p (layer in range, GQA head counts, head_dim at most max_head_dim), and every token's position and
  * block table entries inside the tables and the pool. ZL_OK or ZL_EINVAL; *span (may be NULL) receives the keys
  * the tokens read in all, for cost estimates. */
 int zl_attn_args_check(const zl_attn_args *a, const zl_dkv_params *p, int layer, int max_head_dim, int64_t *span);
 
+/* The kinds this build has, in order (cpu first); *n receives their count. */
 const zl_backend *const *zl_backend_list(int *n);
 /* Opens "cpu", "vulkan" (its first device) or "vulkan:N". ZL_EUNSUPPORTED with a one-line message when there is no
  * such device. */
