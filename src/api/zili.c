@@ -222,8 +222,13 @@ int zili_chat_apply(const zili_model *m, const char *tmpl_name, const zili_chat_
     }
     if (rc != ZL_OK)
         return report(rc, &e, err, err_len);
-    static_assert(sizeof(zili_chat_msg) == sizeof(zl_chat_msg), "chat message layouts must agree");
-    rc = zl_chat_render(t, (const zl_chat_msg *)msgs, n, add_assistant, out, &e);
+    zl_chat_msg *cm = n ? calloc(n, sizeof *cm) : NULL;
+    if (n && !cm)
+        return report(zl_err_set(&e, ZL_ENOMEM, "chat: out of memory"), &e, err, err_len);
+    for (size_t i = 0; i < n && msgs; i++)
+        cm[i] = (zl_chat_msg){.role = msgs[i].role, .content = msgs[i].content};
+    rc = zl_chat_render(t, msgs ? cm : NULL, n, add_assistant, out, &e);
+    free(cm);
     if (rc == ZL_OK) /* callers tokenize with the vocabulary's own BOS rule: never two */
         zl_chat_strip_bos(t, zl_vocab_add_bos(zl_model_vocab(m->m)), *out);
     return report(rc, &e, err, err_len);

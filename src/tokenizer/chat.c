@@ -14,11 +14,14 @@
  */
 #include "tokenizer/chat.h"
 
+#include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "tokenizer/pyjson.h"
 
 static const char IM_START[] = "<|im_start|>";
 #define KNOWN_NAMES                                                                                            \
@@ -289,6 +292,43 @@ static int detect_mistral_v7(const char *text, size_t len, zl_chat_tmpl *out, zl
     return ZL_OK;
 }
 
+/* The system text Qwen2.5's and Qwen3's templates write the tools into (Qwen2.5 puts "\n\n" before it). */
+static const char QWEN_TOOLS_HEAD[] = "# Tools\n\nYou may call one or more functions to assist with the user query."
+                                      "\n\nYou are provided with function signatures within <tools></tools> XML "
+                                      "tags:\n<tools>";
+static const char QWEN_TOOLS_TAIL[] = "\n</tools>\n\nFor each function call, return a json object with function "
+                                      "name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
+                                      "{\"name\": <function-name>, \"arguments\": <args-json-object>}\n"
+                                      "</tool_call>";
+
+/* Whether a recognised template renders tools the way zili's renderer for its family does (ZL_CHAT_TOOLS): the
+ * family's own tool markup, as the official texts of tests/data/chat write it. Templates with other tool texts
+ * (Hermes 2 Pro's, say) get the generic rendering. */
+static bool renders_tools(const zl_chat_tmpl *t, const char *text, size_t len)
+{
+    switch (t->kind) {
+    case ZL_TMPL_CHATML:
+    case ZL_TMPL_QWEN3:
+        /* the head as the template's string literal spells it (escaped newlines) */
+        return contains(text, len, "# Tools\\n\\nYou may call one or more functions to assist with the user "
+                                   "query.\\n\\nYou are provided with function signatures within <tools></tools> "
+                                   "XML tags:\\n<tools>") &&
+               contains(text, len, "'\\n<tool_call>\\n{\"name\": \"'") == (t->kind == ZL_TMPL_CHATML) &&
+               contains(text, len, "<tool_response>");
+    case ZL_TMPL_LLAMA3:
+        return (t->flags & ZL_CHAT_LLAMA3_SYSTEM) && contains(text, len, "tools_in_user_message") &&
+               contains(text, len, "\"parameters\": ") && contains(text, len, "<|start_header_id|>ipython");
+    case ZL_TMPL_MISTRAL:
+        return (t->flags & ZL_CHAT_MISTRAL_V3) && contains(text, len, "[AVAILABLE_TOOLS]") &&
+               contains(text, len, "[TOOL_CALLS]") && contains(text, len, "[TOOL_RESULTS]") &&
+               contains(text, len, "\"call_id\": \"");
+    case ZL_TMPL_DEEPSEEK_R1:
+        return contains(text, len, "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>") &&
+               contains(text, len, "<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>");
+    default: return false;
+    }
+}
+
 int zl_chat_tmpl_detect(const char *text, size_t len, zl_chat_tmpl *out, zl_err *err)
 {
     memset(out, 0, sizeof *out);
@@ -316,8 +356,12 @@ int zl_chat_tmpl_detect(const char *text, size_t len, zl_chat_tmpl *out, zl_err 
                           "--chat-template", KNOWN_NAMES);
     if (rc != ZL_OK)
         memset(out, 0, sizeof *out); /* a refused template leaves no kind behind */
-    else if (out->kind != ZL_TMPL_CHATML && out->kind != ZL_TMPL_QWEN3 && contains(text, len, "bos_token"))
-        out->flags |= ZL_CHAT_BOS;
+    else {
+        if (out->kind != ZL_TMPL_CHATML && out->kind != ZL_TMPL_QWEN3 && contains(text, len, "bos_token"))
+            out->flags |= ZL_CHAT_BOS;
+        if (renders_tools(out, text, len))
+            out->flags |= ZL_CHAT_TOOLS;
+    }
     return rc;
 }
 
@@ -331,16 +375,17 @@ typedef struct named_tmpl {
 /* What each official template renders as; names for --chat-template. */
 static const named_tmpl NAMED[] = {
     {"chatml", ZL_TMPL_CHATML, 0, ""},
-    {"qwen2.5", ZL_TMPL_CHATML, 0, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."},
-    {"qwen3", ZL_TMPL_QWEN3, 0, ""},
+    {"qwen2.5", ZL_TMPL_CHATML, ZL_CHAT_TOOLS, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."},
+    {"qwen3", ZL_TMPL_QWEN3, ZL_CHAT_TOOLS, ""},
     {"llama3", ZL_TMPL_LLAMA3, ZL_CHAT_BOS, ""},
-    {"llama3.1", ZL_TMPL_LLAMA3, ZL_CHAT_BOS | ZL_CHAT_LLAMA3_SYSTEM, ""},
+    {"llama3.1", ZL_TMPL_LLAMA3, ZL_CHAT_BOS | ZL_CHAT_LLAMA3_SYSTEM | ZL_CHAT_TOOLS, ""},
     {"gemma", ZL_TMPL_GEMMA, ZL_CHAT_BOS, ""},
-    {"deepseek-r1", ZL_TMPL_DEEPSEEK_R1, ZL_CHAT_BOS | ZL_CHAT_THINK_PROMPT, ""},
-    {"deepseek-v3", ZL_TMPL_DEEPSEEK_R1, ZL_CHAT_BOS | ZL_CHAT_DEEPSEEK_JOIN_SYSTEM | ZL_CHAT_DEEPSEEK_WHOLE_REPLY, ""},
+    {"deepseek-r1", ZL_TMPL_DEEPSEEK_R1, ZL_CHAT_BOS | ZL_CHAT_THINK_PROMPT | ZL_CHAT_TOOLS, ""},
+    {"deepseek-v3", ZL_TMPL_DEEPSEEK_R1,
+     ZL_CHAT_BOS | ZL_CHAT_DEEPSEEK_JOIN_SYSTEM | ZL_CHAT_DEEPSEEK_WHOLE_REPLY | ZL_CHAT_TOOLS, ""},
     {"mistral", ZL_TMPL_MISTRAL, ZL_CHAT_BOS, ""},
-    {"mistral-v3", ZL_TMPL_MISTRAL, ZL_CHAT_BOS | ZL_CHAT_MISTRAL_V3 | ZL_CHAT_MISTRAL_TRIM, ""},
-    {"mistral-nemo", ZL_TMPL_MISTRAL, ZL_CHAT_BOS | ZL_CHAT_MISTRAL_V3 | ZL_CHAT_MISTRAL_NOSPACE, ""},
+    {"mistral-v3", ZL_TMPL_MISTRAL, ZL_CHAT_BOS | ZL_CHAT_MISTRAL_V3 | ZL_CHAT_MISTRAL_TRIM | ZL_CHAT_TOOLS, ""},
+    {"mistral-nemo", ZL_TMPL_MISTRAL, ZL_CHAT_BOS | ZL_CHAT_MISTRAL_V3 | ZL_CHAT_MISTRAL_NOSPACE | ZL_CHAT_TOOLS, ""},
     {"mistral-v7", ZL_TMPL_MISTRAL_V7, ZL_CHAT_BOS, ""},
 };
 
@@ -474,6 +519,54 @@ static void put_n(sbuf *b, const char *s, size_t l)
 
 static void put(sbuf *b, const char *s) { put_n(b, s, strlen(s)); }
 
+/* Text from the client that is not a message's content (tool definitions, names, ids, arguments): a span always. */
+static void put_text(sbuf *b, const char *s, size_t l)
+{
+    if (b->oom || !l)
+        return;
+    const size_t off = b->n;
+    uintptr_t (*content)[2] = b->content;
+    b->content = NULL; /* no address lookup: put_n would not find it */
+    put_n(b, s, l);
+    b->content = content;
+    if (content && !b->oom)
+        note_span(b, off, l);
+}
+
+static void put_cstr_text(sbuf *b, const char *s) { put_text(b, s, strlen(s)); }
+
+/* Python's json.dumps(v) (indent >= 0: with that indent) as client text. */
+static void put_pyjson(sbuf *b, const json_t *v, int indent)
+{
+    char *j = zl_pyjson_dumps(v, indent);
+    if (!j) {
+        b->oom = true;
+        return;
+    }
+    put_cstr_text(b, j);
+    free(j);
+}
+
+/* A call's arguments through tojson: the JSON the client's string holds, written back as Python writes it; a
+ * string that is not JSON is written as a JSON string (what tojson does with a str). */
+static void put_args_tojson(sbuf *b, const char *args)
+{
+    json_error_t je;
+    json_t *v = json_loads(args, JSON_DECODE_ANY, &je);
+    if (v) {
+        put_pyjson(b, v, -1);
+        json_decref(v);
+        return;
+    }
+    char *q = zl_pyjson_string(args, strlen(args));
+    if (!q) {
+        b->oom = true;
+        return;
+    }
+    put_cstr_text(b, q);
+    free(q);
+}
+
 /* ---- string views, Python's strip ------------------------------------------------------------------------ */
 
 typedef struct span {
@@ -589,18 +682,83 @@ static bool ends_with(span s, const char *x)
 
 static bool is_role(const zl_chat_msg *m, const char *r) { return strcmp(m->role, r) == 0; }
 
-static void render_chatml(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t n, bool add_assistant, sbuf *b)
+static const char *msg_text(const zl_chat_msg *m) { return m->content ? m->content : ""; }
+
+/* Qwen2.5's and Qwen3's tool list: QWEN_TOOLS_HEAD, each tool's JSON on a line, QWEN_TOOLS_TAIL. */
+static void put_qwen_tools(sbuf *b, const json_t *tools)
 {
-    if (t->default_system[0] && !is_role(&msgs[0], "system")) {
+    put(b, QWEN_TOOLS_HEAD);
+    for (size_t k = 0; k < json_array_size(tools); k++) {
+        put(b, "\n");
+        put_pyjson(b, json_array_get(tools, k), -1);
+    }
+    put(b, QWEN_TOOLS_TAIL);
+}
+
+/* A run of tool results as Qwen writes them: "<|im_start|>user" before the first of a run, "<|im_end|>\n" after
+ * the last. */
+static void put_qwen_tool_result(sbuf *b, const zl_chat_msg *msgs, size_t n, size_t i)
+{
+    if (i == 0 || !is_role(&msgs[i - 1], "tool"))
+        put(b, "<|im_start|>user");
+    put(b, "\n<tool_response>\n");
+    put(b, msg_text(&msgs[i]));
+    put(b, "\n</tool_response>");
+    if (i == n - 1 || !is_role(&msgs[i + 1], "tool"))
+        put(b, "<|im_end|>\n");
+}
+
+/* One <tool_call> block's JSON line: {"name": "N", "arguments": A}, A as tojson writes it or as sent. */
+static void put_hermes_call(sbuf *b, const zl_chat_call *c, bool args_as_sent)
+{
+    put(b, "<tool_call>\n{\"name\": \"");
+    put_cstr_text(b, c->name);
+    put(b, "\", \"arguments\": ");
+    if (args_as_sent)
+        put_cstr_text(b, c->arguments);
+    else
+        put_args_tojson(b, c->arguments);
+    put(b, "}\n</tool_call>");
+}
+
+static void render_chatml(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t n, bool add_assistant,
+                          const json_t *tools, sbuf *b)
+{
+    const bool sys0 = is_role(&msgs[0], "system");
+    if (tools) { /* Qwen2.5 */
+        put(b, "<|im_start|>system\n");
+        put(b, sys0 ? msgs[0].content : t->default_system);
+        put(b, "\n\n");
+        put_qwen_tools(b, tools);
+        put(b, "<|im_end|>\n");
+    } else if (t->default_system[0] && !sys0) {
         put(b, "<|im_start|>system\n");
         put(b, t->default_system);
         put(b, "<|im_end|>\n");
     }
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = tools && sys0; i < n; i++) {
+        const zl_chat_msg *m = &msgs[i];
+        if (is_role(m, "tool")) {
+            put_qwen_tool_result(b, msgs, n, i);
+            continue;
+        }
+        if (is_role(m, "assistant") && m->n_calls) {
+            put(b, "<|im_start|>assistant");
+            if (m->content && m->content[0]) {
+                put(b, "\n");
+                put(b, m->content);
+            }
+            for (size_t k = 0; k < m->n_calls; k++) {
+                put(b, "\n");
+                put_hermes_call(b, &m->calls[k], false);
+            }
+            put(b, "<|im_end|>\n");
+            continue;
+        }
         put(b, IM_START);
-        put(b, msgs[i].role);
+        put(b, m->role);
         put(b, "\n");
-        put(b, msgs[i].content);
+        put(b, m->content);
         put(b, IM_END);
         put(b, "\n");
     }
@@ -610,18 +768,29 @@ static void render_chatml(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t
 
 /* Qwen3: an assistant turn after the last real user query (one not wrapped in <tool_response>) keeps its
  * reasoning as "<think>\nR\n</think>\n\n" when it is the last message or has reasoning; every other assistant turn
- * is only what follows its last "</think>". */
-static void render_qwen3(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t n, bool add_assistant, sbuf *b)
+ * is only what follows its last "</think>". Calls follow as <tool_call> blocks, their arguments as sent. */
+static void render_qwen3(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t n, bool add_assistant,
+                         const json_t *tools, sbuf *b)
 {
+    const bool sys0 = is_role(&msgs[0], "system");
+    if (tools) {
+        put(b, "<|im_start|>system\n");
+        if (sys0) {
+            put(b, msgs[0].content);
+            put(b, "\n\n");
+        }
+        put_qwen_tools(b, tools);
+        put(b, "<|im_end|>\n");
+    }
     size_t last_query = n - 1;
     for (size_t k = n; k-- > 0;) {
-        span c = span_of(msgs[k].content);
+        span c = span_of(msg_text(&msgs[k]));
         if (is_role(&msgs[k], "user") && !(starts_with(c, "<tool_response>") && ends_with(c, "</tool_response>"))) {
             last_query = k;
             break;
         }
     }
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = tools && sys0; i < n; i++) {
         const zl_chat_msg *m = &msgs[i];
         if (is_role(m, "system") || is_role(m, "user")) {
             put(b, IM_START);
@@ -631,11 +800,16 @@ static void render_qwen3(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t 
             put(b, "<|im_end|>\n");
             continue;
         }
-        span content = span_of(m->content), reasoning = {"", 0};
+        if (is_role(m, "tool")) {
+            put_qwen_tool_result(b, msgs, n, i);
+            continue;
+        }
+        span content = span_of(msg_text(m)), reasoning = {"", 0};
         if (memmem(content.p, content.n, "</think>", 8)) {
             reasoning = lstrip_nl(after_last(rstrip_nl(before_first(content, "</think>")), "<think>"));
             content = lstrip_nl(after_last(content, "</think>"));
         }
+        const bool has_content = content.n != 0; /* the template tests its content before the lstrip below */
         put(b, "<|im_start|>assistant\n");
         if (i > last_query && (i == n - 1 || reasoning.n)) {
             put(b, "<think>\n");
@@ -644,6 +818,11 @@ static void render_qwen3(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t 
             content = lstrip_nl(content);
         }
         put_span(b, content);
+        for (size_t k = 0; k < m->n_calls; k++) {
+            if (k > 0 || has_content)
+                put(b, "\n");
+            put_hermes_call(b, &m->calls[k], true);
+        }
         put(b, "<|im_end|>\n");
     }
     if (add_assistant) {
@@ -660,25 +839,65 @@ static void llama3_header(sbuf *b, const char *role)
     put(b, "<|end_header_id|>\n\n");
 }
 
-static void render_llama3(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t n, bool add_assistant, sbuf *b)
+static int render_llama3(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t n, bool add_assistant,
+                         const json_t *tools, sbuf *b, zl_err *err)
 {
     size_t i = 0;
     if (t->flags & ZL_CHAT_LLAMA3_SYSTEM) {
         llama3_header(b, "system");
+        if (tools)
+            put(b, "Environment: ipython\n");
         put(b, "Cutting Knowledge Date: December 2023\nToday Date: ");
         put(b, t->date);
         put(b, "\n\n");
         if (is_role(&msgs[0], "system"))
             put_span(b, trim(span_of(msgs[i++].content)));
         put(b, "<|eot_id|>");
+        if (tools) { /* tools_in_user_message: the list goes into the first message after the system one */
+            if (i == n)
+                return zl_err_set(err, ZL_EINVAL, "chat render: llama3: tools need a first user message to go in");
+            llama3_header(b, "user");
+            put(b, "Given the following functions, please respond with a JSON for a function call with its proper "
+                   "arguments that best answers the given prompt.\n\nRespond in the format {\"name\": function "
+                   "name, \"parameters\": dictionary of argument name and its value}.Do not use variables.\n\n");
+            for (size_t k = 0; k < json_array_size(tools); k++) {
+                put_pyjson(b, json_array_get(tools, k), 4);
+                put(b, "\n\n");
+            }
+            put_span(b, trim(span_of(msg_text(&msgs[i++]))));
+            put(b, "<|eot_id|>");
+        }
     }
     for (; i < n; i++) {
-        llama3_header(b, msgs[i].role);
-        put_span(b, trim(span_of(msgs[i].content)));
-        put(b, "<|eot_id|>");
+        const zl_chat_msg *m = &msgs[i];
+        if (m->n_calls) {
+            if (m->n_calls != 1)
+                return zl_err_set(err, ZL_EINVAL, "chat render: llama3: one tool call a message (message %zu has "
+                                  "%zu; the template refuses more)", i, m->n_calls);
+            llama3_header(b, "assistant");
+            put(b, "{\"name\": \"");
+            put_cstr_text(b, m->calls[0].name);
+            put(b, "\", \"parameters\": ");
+            put_args_tojson(b, m->calls[0].arguments);
+            put(b, "}<|eot_id|>");
+        } else if (is_role(m, "tool")) {
+            /* the template's test `content is iterable` holds for a string, so it is written through tojson */
+            llama3_header(b, "ipython");
+            char *q = zl_pyjson_string(m->content, strlen(m->content));
+            if (!q)
+                return zl_err_set(err, ZL_ENOMEM, "chat render: out of memory");
+            put_cstr_text(b, q);
+            free(q);
+            put(b, "<|eot_id|>");
+        } else {
+            llama3_header(b, m->role);
+            put_span(b, trim(span_of(m->content)));
+            put(b, "<|eot_id|>");
+        }
     }
     if (add_assistant)
         llama3_header(b, "assistant");
+    return ZL_OK;
 }
 
 /* User and assistant turns alternate, user first (other roles may take an assistant's place, as the templates'
@@ -720,6 +939,8 @@ static int render_gemma(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t n
     return ZL_OK;
 }
 
+/* DeepSeek V3 / R1: as their templates, whose state (ns.is_first, ns.is_output_first) is never reset, so only
+ * the first assistant message with calls opens <｜tool▁calls▁begin｜>, and only a second call closes it. */
 static void render_deepseek(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t n, bool add_assistant, sbuf *b)
 {
     if (t->flags & ZL_CHAT_DEEPSEEK_JOIN_SYSTEM) {
@@ -739,22 +960,91 @@ static void render_deepseek(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size
                 sys = msgs[i].content; /* the last one wins, written first */
         put(b, sys);
     }
+    bool is_first = false, is_tool = false, output_first = true;
     for (size_t i = 0; i < n; i++) {
-        if (is_role(&msgs[i], "user")) {
+        const zl_chat_msg *m = &msgs[i];
+        if (is_role(m, "user")) {
+            is_tool = false;
             put(b, "<｜User｜>");
-            put(b, msgs[i].content);
-        } else if (is_role(&msgs[i], "assistant")) {
-            put(b, "<｜Assistant｜>");
-            span c = span_of(msgs[i].content);
-            put_span(b, t->flags & ZL_CHAT_DEEPSEEK_WHOLE_REPLY ? c : after_last(c, "</think>"));
+            put(b, m->content);
+        } else if (is_role(m, "assistant") && !m->content) {
+            is_tool = false;
+            for (size_t k = 0; k < m->n_calls; k++) {
+                put(b, is_first ? "\n<｜tool▁call▁begin｜>" : "<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>");
+                put(b, "function<｜tool▁sep｜>");
+                put_cstr_text(b, m->calls[k].name);
+                put(b, "\n```json\n");
+                put_cstr_text(b, m->calls[k].arguments);
+                put(b, "\n```<｜tool▁call▁end｜>");
+                if (is_first)
+                    put(b, "<｜tool▁calls▁end｜><｜end▁of▁sentence｜>");
+                is_first = true;
+            }
+        } else if (is_role(m, "assistant")) {
+            span c = span_of(m->content);
+            if (is_tool) {
+                put(b, "<｜tool▁outputs▁end｜>");
+                is_tool = false;
+            } else {
+                put(b, "<｜Assistant｜>");
+                if (!(t->flags & ZL_CHAT_DEEPSEEK_WHOLE_REPLY))
+                    c = after_last(c, "</think>");
+            }
+            put_span(b, c);
             put(b, "<｜end▁of▁sentence｜>");
+        } else if (is_role(m, "tool")) {
+            is_tool = true;
+            put(b, output_first ? "<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>" : "\n<｜tool▁output▁begin｜>");
+            put(b, m->content);
+            put(b, "<｜tool▁output▁end｜>");
+            output_first = false;
         }
     }
-    if (add_assistant)
+    if (is_tool)
+        put(b, "<｜tool▁outputs▁end｜>");
+    if (add_assistant && !is_tool)
         put(b, t->flags & ZL_CHAT_THINK_PROMPT ? "<｜Assistant｜><think>\n" : "<｜Assistant｜>");
 }
 
-static int render_mistral(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t n, sbuf *b, zl_err *err)
+/* Mistral v3 / Nemo's tool list: each tool's function as {"type": "function", "function": {...}} with its keys in
+ * order ("return" left out), string values written raw between quotes (the template does not escape them), others
+ * through tojson. */
+static void put_mistral_tools(sbuf *b, const json_t *tools, bool nospace)
+{
+    put(b, nospace ? "[AVAILABLE_TOOLS][" : "[AVAILABLE_TOOLS] [");
+    for (size_t k = 0; k < json_array_size(tools); k++) {
+        json_t *f = json_object_get(json_array_get(tools, k), "function");
+        put(b, "{\"type\": \"function\", \"function\": {");
+        const char *key;
+        json_t *val;
+        bool first = true;
+        json_object_foreach(f, key, val) {
+            if (!strcmp(key, "return"))
+                continue;
+            if (!first)
+                put(b, ", ");
+            first = false;
+            put(b, "\"");
+            put_cstr_text(b, key);
+            if (json_is_string(val)) {
+                put(b, "\": \"");
+                put_text(b, json_string_value(val), json_string_length(val));
+                put(b, "\"");
+            } else {
+                put(b, "\": ");
+                put_pyjson(b, val, -1);
+            }
+        }
+        put(b, "}}");
+        put(b, k + 1 < json_array_size(tools) ? ", " : "]");
+    }
+    put(b, "[/AVAILABLE_TOOLS]");
+}
+
+static bool nine_chars(const char *id) { return id && strlen(id) == 9; }
+
+static int render_mistral(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t n, const json_t *tools, sbuf *b,
+                          zl_err *err)
 {
     const bool v3 = t->flags & ZL_CHAT_MISTRAL_V3, nospace = t->flags & ZL_CHAT_MISTRAL_NOSPACE;
     const char *sys = NULL;
@@ -764,28 +1054,68 @@ static int render_mistral(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t
         n--;
     }
     const size_t skip = sys != NULL;
-    const size_t bad = first_unalternating(msgs, n);
-    if (bad < n)
-        return zl_err_set(err, ZL_EINVAL, "chat render: mistral: user and assistant turns must alternate (message "
-                          "%zu is '%.32s')", bad + skip, msgs[bad].role);
+    /* user / assistant alternate, tool results and messages with calls aside */
+    size_t turn = 0;
+    const char *last_user = NULL;
     for (size_t i = 0; i < n; i++) {
-        if (is_role(&msgs[i], "system"))
+        if (is_role(&msgs[i], "user"))
+            last_user = msgs[i].content;
+        if (is_role(&msgs[i], "tool") || msgs[i].n_calls)
+            continue;
+        if (is_role(&msgs[i], "user") != (turn++ % 2 == 0))
+            return zl_err_set(err, ZL_EINVAL, "chat render: mistral: user and assistant turns must alternate (message "
+                              "%zu is '%.32s')", i + skip, msgs[i].role);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const zl_chat_msg *m = &msgs[i];
+        if (is_role(m, "system"))
             return zl_err_set(err, ZL_EINVAL, "chat render: mistral: a system message is only allowed %s (message "
                               "%zu)", v3 ? "first" : "in none of its turns", i + skip);
-        if (is_role(&msgs[i], "user")) {
+        if (is_role(m, "user")) {
+            /* the template compares messages as values: every user message equal to the last one gets the tools */
+            if (tools && !strcmp(m->content, last_user))
+                put_mistral_tools(b, tools, nospace);
             put(b, v3 && nospace ? "[INST]" : "[INST] ");
             if (sys && i == n - 1) {
                 put(b, sys);
                 put(b, "\n\n");
             }
-            put(b, msgs[i].content);
+            put(b, m->content);
             put(b, v3 ? "[/INST]" : " [/INST]");
+        } else if (m->n_calls) {
+            put(b, nospace ? "[TOOL_CALLS][" : "[TOOL_CALLS] [");
+            for (size_t k = 0; k < m->n_calls; k++) {
+                if (!nine_chars(m->calls[k].id))
+                    return zl_err_set(err, ZL_EINVAL, "chat render: mistral: tool call ids must be 9 characters "
+                                      "(message %zu)", i + skip);
+                put(b, "{\"name\": ");
+                char *q = zl_pyjson_string(m->calls[k].name, strlen(m->calls[k].name));
+                if (!q)
+                    return zl_err_set(err, ZL_ENOMEM, "chat render: out of memory");
+                put_cstr_text(b, q);
+                free(q);
+                put(b, ", \"arguments\": ");
+                put_args_tojson(b, m->calls[k].arguments);
+                put(b, ", \"id\": \"");
+                put_cstr_text(b, m->calls[k].id);
+                put(b, "\"}");
+                put(b, k + 1 < m->n_calls ? ", " : "]</s>");
+            }
+        } else if (is_role(m, "tool")) {
+            if (!nine_chars(m->tool_call_id))
+                return zl_err_set(err, ZL_EINVAL, "chat render: mistral: a tool result's tool_call_id must be 9 "
+                                  "characters (message %zu)", i + skip);
+            put(b, nospace ? "[TOOL_RESULTS]{\"content\": " : "[TOOL_RESULTS] {\"content\": ");
+            put(b, m->content);
+            put(b, ", \"call_id\": \"");
+            put_cstr_text(b, m->tool_call_id);
+            put(b, "\"}[/TOOL_RESULTS]");
         } else if (!v3 || nospace) {
-            put(b, msgs[i].content);
+            put(b, m->content);
             put(b, "</s>");
         } else {
             put(b, " ");
-            span c = span_of(msgs[i].content);
+            span c = span_of(m->content);
             put_span(b, t->flags & ZL_CHAT_MISTRAL_TRIM ? trim(c) : c);
             put(b, "</s>");
         }
@@ -840,7 +1170,8 @@ static int render_mistral_v7(const zl_chat_tmpl *t, const zl_chat_msg *msgs, siz
 
 static bool known_role(const char *r)
 {
-    return strcmp(r, "system") == 0 || strcmp(r, "user") == 0 || strcmp(r, "assistant") == 0;
+    return strcmp(r, "system") == 0 || strcmp(r, "user") == 0 || strcmp(r, "assistant") == 0 ||
+           strcmp(r, "tool") == 0;
 }
 
 int zl_chat_render(zl_chat_tmpl t, const zl_chat_msg *msgs, size_t n, bool add_assistant, char **out, zl_err *err)
@@ -851,6 +1182,123 @@ int zl_chat_render(zl_chat_tmpl t, const zl_chat_msg *msgs, size_t n, bool add_a
 int zl_chat_render_spans(zl_chat_tmpl t, const zl_chat_msg *msgs, size_t n, bool add_assistant, char **out,
                          zl_text_span **spans, size_t *n_spans, zl_err *err)
 {
+    const zl_chat_opts o = {.add_assistant = add_assistant};
+    return zl_chat_render_opts(t, msgs, n, &o, out, spans, n_spans, err);
+}
+
+zl_chat_tool_format zl_chat_tools_format(zl_chat_tmpl t)
+{
+    if (!(t.flags & ZL_CHAT_TOOLS))
+        return ZL_TOOLFMT_HERMES;
+    switch (t.kind) {
+    case ZL_TMPL_LLAMA3: return ZL_TOOLFMT_LLAMA3;
+    case ZL_TMPL_MISTRAL: return ZL_TOOLFMT_MISTRAL;
+    case ZL_TMPL_DEEPSEEK_R1: return ZL_TOOLFMT_DEEPSEEK;
+    default: return ZL_TOOLFMT_HERMES;
+    }
+}
+
+/* The request's tools: NULL for none (absent, or an empty array), else a new reference to the array. */
+static int parse_tools(const char *text, json_t **out, zl_err *err)
+{
+    *out = NULL;
+    if (!text)
+        return ZL_OK;
+    json_error_t je;
+    json_t *v = json_loads(text, 0, &je);
+    if (!v || !json_is_array(v)) {
+        json_decref(v);
+        return zl_err_set(err, ZL_EINVAL, "chat render: tools must be a JSON array");
+    }
+    for (size_t k = 0; k < json_array_size(v); k++) {
+        json_t *f = json_object_get(json_array_get(v, k), "function");
+        if (!json_is_object(f) || !json_is_string(json_object_get(f, "name"))) {
+            json_decref(v);
+            return zl_err_set(err, ZL_EINVAL, "chat render: tools[%zu] must be {\"type\": \"function\", "
+                              "\"function\": {\"name\": ...}}", k);
+        }
+    }
+    if (json_array_size(v) == 0)
+        json_decref(v);
+    else
+        *out = v;
+    return ZL_OK;
+}
+
+/* The generic way for templates without tools of their own: msgs rewritten as system / user / assistant text
+ * (chat.h). The rewritten messages' strings are kept in *keep (each malloc'd; the caller frees them). */
+static int generic_tools(const zl_chat_tmpl *t, const zl_chat_msg *msgs, size_t n, const json_t *tools,
+                         zl_chat_msg **out, size_t *n_out, char ***keep, size_t *n_keep)
+{
+    zl_chat_msg *m = calloc(n + 1, sizeof *m);
+    char **k = calloc(n + 1, sizeof *k);
+    size_t nm = 0, nk = 0;
+    if (!m || !k) {
+        free(m);
+        free(k);
+        return ZL_ENOMEM;
+    }
+    bool oom = false;
+    size_t i = 0;
+    if (tools) {
+        /* Mistral v0.1 / v0.2 refuse system messages: the tools then open the first user message */
+        const bool in_user = t->kind == ZL_TMPL_MISTRAL && !(t->flags & ZL_CHAT_MISTRAL_V3);
+        const bool sys0 = is_role(&msgs[0], "system");
+        sbuf b = {0};
+        const zl_chat_msg *host = in_user ? (is_role(&msgs[0], "user") ? &msgs[0] : NULL) : sys0 ? &msgs[0] : NULL;
+        if (host && !in_user) {
+            put(&b, host->content);
+            put(&b, "\n\n");
+        }
+        put_qwen_tools(&b, tools);
+        if (host && in_user) {
+            put(&b, "\n\n");
+            put(&b, host->content);
+        }
+        oom |= b.oom;
+        k[nk++] = b.s;
+        m[nm++] = (zl_chat_msg){.role = in_user ? "user" : "system", .content = b.s ? b.s : ""};
+        i = host != NULL;
+    }
+    for (; i < n; i++) {
+        if (is_role(&msgs[i], "assistant") && msgs[i].n_calls) {
+            sbuf b = {0};
+            put(&b, msg_text(&msgs[i]));
+            for (size_t c = 0; c < msgs[i].n_calls; c++) {
+                if (c || msg_text(&msgs[i])[0])
+                    put(&b, "\n");
+                put_hermes_call(&b, &msgs[i].calls[c], true);
+            }
+            oom |= b.oom;
+            k[nk++] = b.s;
+            m[nm++] = (zl_chat_msg){.role = "assistant", .content = b.s ? b.s : ""};
+        } else if (is_role(&msgs[i], "tool")) {
+            sbuf b = {0};
+            for (; i < n && is_role(&msgs[i], "tool"); i++) {
+                if (b.n)
+                    put(&b, "\n");
+                put(&b, "<tool_response>\n");
+                put(&b, msgs[i].content);
+                put(&b, "\n</tool_response>");
+            }
+            i--;
+            oom |= b.oom;
+            k[nk++] = b.s;
+            m[nm++] = (zl_chat_msg){.role = "user", .content = b.s ? b.s : ""};
+        } else {
+            m[nm++] = (zl_chat_msg){.role = msgs[i].role, .content = msgs[i].content};
+        }
+    }
+    *out = m;
+    *n_out = nm;
+    *keep = k;
+    *n_keep = nk;
+    return oom ? ZL_ENOMEM : ZL_OK;
+}
+
+int zl_chat_render_opts(zl_chat_tmpl t, const zl_chat_msg *msgs, size_t n, const zl_chat_opts *o, char **out,
+                        zl_text_span **spans, size_t *n_spans, zl_err *err)
+{
     *out = NULL;
     if (spans) {
         *spans = NULL;
@@ -860,35 +1308,66 @@ int zl_chat_render_spans(zl_chat_tmpl t, const zl_chat_msg *msgs, size_t n, bool
         return zl_err_set(err, ZL_EINVAL, "chat render: no template");
     if (n == 0 || !msgs)
         return zl_err_set(err, ZL_EINVAL, "chat render: no messages");
+    bool tool_msgs = false;
     for (size_t i = 0; i < n; i++) {
-        if (!msgs[i].role || !msgs[i].content)
+        const zl_chat_msg *m = &msgs[i];
+        if (!m->role || (!m->content && !(is_role(m, "assistant") && m->n_calls)))
             return zl_err_set(err, ZL_EINVAL, "chat render: message %zu has no role or content", i);
-        if (!known_role(msgs[i].role))
-            return zl_err_set(err, ZL_EINVAL, "chat render: message %zu has unknown role '%.32s'", i, msgs[i].role);
+        if (!known_role(m->role))
+            return zl_err_set(err, ZL_EINVAL, "chat render: message %zu has unknown role '%.32s'", i, m->role);
+        if (m->n_calls && (!is_role(m, "assistant") || !m->calls))
+            return zl_err_set(err, ZL_EINVAL, "chat render: message %zu: only assistant messages make tool calls", i);
+        for (size_t k = 0; k < m->n_calls; k++)
+            if (!m->calls[k].name || !m->calls[k].arguments)
+                return zl_err_set(err, ZL_EINVAL, "chat render: message %zu: tool call %zu has no name or "
+                                  "arguments", i, k);
+        tool_msgs |= m->n_calls || is_role(m, "tool");
+    }
+    json_t *tools;
+    int rc = parse_tools(o->tools, &tools, err);
+    if (rc != ZL_OK)
+        return rc;
+    zl_chat_msg *gm = NULL;
+    char **keep = NULL;
+    size_t n_keep = 0;
+    if (!(t.flags & ZL_CHAT_TOOLS) && (tools || tool_msgs)) {
+        size_t gn;
+        rc = generic_tools(&t, msgs, n, tools, &gm, &gn, &keep, &n_keep);
+        json_decref(tools);
+        tools = NULL;
+        if (rc != ZL_OK) {
+            rc = zl_err_set(err, ZL_ENOMEM, "chat render: out of memory");
+            goto done;
+        }
+        msgs = gm;
+        n = gn;
     }
     t.default_system[ZL_CHAT_SYSTEM_MAX - 1] = 0;
     t.date[ZL_CHAT_DATE_MAX - 1] = 0;
     t.sys_sep[ZL_CHAT_SEP_MAX - 1] = 0;
     sbuf b = {0};
     if (spans) {
-        b.content = malloc(n * sizeof *b.content);
-        if (!b.content)
-            return zl_err_set(err, ZL_ENOMEM, "chat render: out of memory");
-        for (size_t i = 0; i < n; i++) {
-            b.content[i][0] = (uintptr_t)msgs[i].content;
-            b.content[i][1] = b.content[i][0] + strlen(msgs[i].content);
+        b.content = calloc(n, sizeof *b.content);
+        if (!b.content) {
+            rc = zl_err_set(err, ZL_ENOMEM, "chat render: out of memory");
+            goto done;
         }
+        for (size_t i = 0; i < n; i++)
+            if (msgs[i].content) {
+                b.content[i][0] = (uintptr_t)msgs[i].content;
+                b.content[i][1] = b.content[i][0] + strlen(msgs[i].content);
+            }
         b.n_msgs = n;
     }
     put(&b, zl_chat_tmpl_bos(t));
-    int rc = ZL_OK;
+    const bool add = o->add_assistant;
     switch (t.kind) {
-    case ZL_TMPL_CHATML: render_chatml(&t, msgs, n, add_assistant, &b); break;
-    case ZL_TMPL_QWEN3: render_qwen3(&t, msgs, n, add_assistant, &b); break;
-    case ZL_TMPL_LLAMA3: render_llama3(&t, msgs, n, add_assistant, &b); break;
-    case ZL_TMPL_GEMMA: rc = render_gemma(&t, msgs, n, add_assistant, &b, err); break;
-    case ZL_TMPL_DEEPSEEK_R1: render_deepseek(&t, msgs, n, add_assistant, &b); break;
-    case ZL_TMPL_MISTRAL: rc = render_mistral(&t, msgs, n, &b, err); break;
+    case ZL_TMPL_CHATML: render_chatml(&t, msgs, n, add, tools, &b); break;
+    case ZL_TMPL_QWEN3: render_qwen3(&t, msgs, n, add, tools, &b); break;
+    case ZL_TMPL_LLAMA3: rc = render_llama3(&t, msgs, n, add, tools, &b, err); break;
+    case ZL_TMPL_GEMMA: rc = render_gemma(&t, msgs, n, add, &b, err); break;
+    case ZL_TMPL_DEEPSEEK_R1: render_deepseek(&t, msgs, n, add, &b); break;
+    case ZL_TMPL_MISTRAL: rc = render_mistral(&t, msgs, n, tools, &b, err); break;
     case ZL_TMPL_MISTRAL_V7: rc = render_mistral_v7(&t, msgs, n, &b, err); break;
     default: break;
     }
@@ -898,12 +1377,20 @@ int zl_chat_render_spans(zl_chat_tmpl t, const zl_chat_msg *msgs, size_t n, bool
     if (rc != ZL_OK) {
         free(b.s);
         free(b.spans);
-        return rc;
+        goto done;
     }
     *out = b.s;
     if (spans) {
         *spans = b.spans;
         *n_spans = b.n_spans;
+    } else {
+        free(b.spans);
     }
-    return ZL_OK;
+done:
+    json_decref(tools);
+    for (size_t i = 0; i < n_keep; i++)
+        free(keep[i]);
+    free(keep);
+    free(gm);
+    return rc;
 }

@@ -38,8 +38,8 @@
  *                copied from the template with the date's place (zl_chat_tmpl.date_at); the date written is
  *                zl_chat_tmpl.date when set, else today's local date as "%Y-%m-%d" (as the template's strftime_now),
  *                so that form's prompt without a system message changes with the day. Mistral Small 3 (2501) and 3.1,
- *                whose templates do not check the alternation, are not recognised; tool calls, tool results and
- *                image blocks are not rendered (zili's messages are text with system/user/assistant roles only).
+ *                whose templates do not check the alternation, are not recognised. Mistral v7's tools (Small 3.2's
+ *                [CALL_ID] / [ARGS] form) are rendered the generic way (zl_chat_render_opts); image blocks never.
  * Families whose templates refuse some conversations (gemma, mistral and Mistral Small 3.2's v7: roles that do not
  * alternate user / assistant) refuse the same ones here (ZL_EINVAL). Templates that begin with bos_token render the family's BOS text
  * first (zl_chat_tmpl_bos); a caller that tokenizes the result must not add a second BOS.
@@ -80,6 +80,9 @@ enum {
     ZL_CHAT_DEEPSEEK_WHOLE_REPLY = 1u << 8, /* deepseek: assistant turns kept whole, no "</think>" split (V3) */
     ZL_CHAT_NO_THINKING = 1u << 9,          /* qwen3, set per request: the template's enable_thinking = false (the
                                              * reply opens with an empty "<think>\n\n</think>\n\n") */
+    ZL_CHAT_TOOLS = 1u << 10,               /* the template renders tools, tool calls and results itself (Qwen2.5,
+                                             * Qwen3, Llama 3.1+, Mistral v3 / Nemo, DeepSeek); zili writes them
+                                             * as it does. Without it they are rendered the generic way (below) */
 };
 
 enum {
@@ -101,10 +104,39 @@ typedef struct zl_chat_tmpl {
     char sys_sep[ZL_CHAT_SEP_MAX]; /* gemma: written between a folded system message and the first turn */
 } zl_chat_tmpl;
 
+/* One tool call an assistant message made (OpenAI's tool_calls[i]). */
+typedef struct zl_chat_call {
+    const char *id;        /* the call's id; NULL: none given (templates that need one refuse) */
+    const char *name;      /* the function's name */
+    const char *arguments; /* its arguments as the client sent them (OpenAI's JSON text in a string) */
+} zl_chat_call;
+
 typedef struct zl_chat_msg {
-    const char *role;    /* "system", "user", "assistant" */
-    const char *content; /* NUL-terminated UTF-8 */
+    const char *role;    /* "system", "user", "assistant", "tool" */
+    const char *content; /* NUL-terminated UTF-8; NULL only for an assistant message with calls (OpenAI's null) */
+    const zl_chat_call *calls; /* assistant: the tool calls it made, n_calls of them (0: none) */
+    size_t n_calls;
+    const char *tool_call_id; /* tool: the id of the call this message answers (NULL: none given) */
 } zl_chat_msg;
+
+/* How a family's model writes tool calls, which the server parses back out of its replies (server/tools.c). */
+typedef enum zl_chat_tool_format {
+    ZL_TOOLFMT_HERMES = 1, /* <tool_call>\n{"name": N, "arguments": A}\n</tool_call> (Qwen2.5, Qwen3, and every
+                            * template without tools of its own, which get them the generic way) */
+    ZL_TOOLFMT_LLAMA3,     /* {"name": N, "parameters": A} as the whole reply (Llama 3.1 / 3.2 / 3.3) */
+    ZL_TOOLFMT_MISTRAL,    /* [TOOL_CALLS][{"name": N, "arguments": A}, ...] (Mistral v3, Nemo) */
+    ZL_TOOLFMT_DEEPSEEK,   /* <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>N\n```json\nA\n```
+                            * <｜tool▁call▁end｜>...<｜tool▁calls▁end｜> (DeepSeek V3, R1) */
+} zl_chat_tool_format;
+
+zl_chat_tool_format zl_chat_tools_format(zl_chat_tmpl t);
+
+/* What a rendering is asked for beyond the messages. */
+typedef struct zl_chat_opts {
+    bool add_assistant; /* end with the opening of an assistant turn */
+    const char *tools;  /* the request's tools, a JSON array of {"type": "function", "function": {"name": ...,
+                         * "description": ..., "parameters": {...}}} (OpenAI's shape); NULL or "[]": none */
+} zl_chat_opts;
 
 /* Recognises a template text (len bytes, not necessarily NUL-terminated). ZL_EUNSUPPORTED if unknown. */
 int zl_chat_tmpl_detect(const char *text, size_t len, zl_chat_tmpl *out, zl_err *err);
@@ -140,5 +172,17 @@ int zl_chat_render(zl_chat_tmpl t, const zl_chat_msg *msgs, size_t n, bool add_a
  * is markup. */
 int zl_chat_render_spans(zl_chat_tmpl t, const zl_chat_msg *msgs, size_t n, bool add_assistant, char **out,
                          zl_text_span **spans, size_t *n_spans, zl_err *err);
+/* zl_chat_render_spans with tools: the tool list, assistant tool calls and tool results ("tool" messages).
+ * A template with ZL_CHAT_TOOLS renders them as its jinja2 text does, byte for byte (tests/data/chat/tools*):
+ * arguments are parsed as JSON and written back with Python's json.dumps where the template applies tojson to
+ * them (Qwen2.5, Llama 3.1, Mistral), and copied as sent where it writes the string (Qwen3, DeepSeek); tool
+ * results stay text. Every other template gets them the generic way: the tools in Qwen3's "# Tools" system text
+ * (prepended to the system message, or a system message of its own), calls as <tool_call> blocks in the
+ * assistant's text, consecutive tool results as one user message of <tool_response> blocks; then the family's own
+ * rendering. Text from the client (tool definitions, names, arguments, results) is all in *spans. Refusals
+ * (ZL_EINVAL): tools that are not an array of objects with function.name, NULL content without calls, and
+ * what the template refuses (Llama 3.1: more than one call in a message; Mistral: call ids not 9 characters). */
+int zl_chat_render_opts(zl_chat_tmpl t, const zl_chat_msg *msgs, size_t n, const zl_chat_opts *o, char **out,
+                        zl_text_span **spans, size_t *n_spans, zl_err *err);
 
 #endif

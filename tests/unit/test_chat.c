@@ -25,22 +25,22 @@ typedef struct conv {
 } conv;
 
 static const conv CONVS[] = {
-    {1, {{"user", "Hi"}}},
-    {2, {{"system", "You are terse."}, {"user", "What is 2+2?"}}},
-    {3, {{"user", "Hello"}, {"assistant", "Hi! How can I help?"}, {"user", "Tell me a joke."}}},
-    {1, {{"user", ""}}},
-    {1, {{"user", "Ünïcödé 🦙 <b>tags</b> {{ not jinja }} \"quotes\" 'apos'\nnew line"}}},
-    {1, {{"assistant", "I start."}}},
-    {3, {{"system", "S1"}, {"user", "u"}, {"system", "S2 mid"}}},
-    {4, {{"system", "Be brief."}, {"user", "Hello"}, {"assistant", "Hi!"}, {"user", "Again"}}},
-    {4, {{"system", " Sys \n"}, {"user", "  padded \n"}, {"assistant", "\t answer \u3000\u00a0"}, {"user", "x\u2028"}}},
-    {3, {{"user", "Q1"}, {"assistant", "<think>\nplan\n</think>\n\nA1"}, {"user", "Q2"}}},
-    {2, {{"user", "Q"}, {"assistant", "<think>r</think>final"}}},
+    {1, {{.role = "user", .content = "Hi"}}},
+    {2, {{.role = "system", .content = "You are terse."}, {.role = "user", .content = "What is 2+2?"}}},
+    {3, {{.role = "user", .content = "Hello"}, {.role = "assistant", .content = "Hi! How can I help?"}, {.role = "user", .content = "Tell me a joke."}}},
+    {1, {{.role = "user", .content = ""}}},
+    {1, {{.role = "user", .content = "Ünïcödé 🦙 <b>tags</b> {{ not jinja }} \"quotes\" 'apos'\nnew line"}}},
+    {1, {{.role = "assistant", .content = "I start."}}},
+    {3, {{.role = "system", .content = "S1"}, {.role = "user", .content = "u"}, {.role = "system", .content = "S2 mid"}}},
+    {4, {{.role = "system", .content = "Be brief."}, {.role = "user", .content = "Hello"}, {.role = "assistant", .content = "Hi!"}, {.role = "user", .content = "Again"}}},
+    {4, {{.role = "system", .content = " Sys \n"}, {.role = "user", .content = "  padded \n"}, {.role = "assistant", .content = "\t answer \u3000\u00a0"}, {.role = "user", .content = "x\u2028"}}},
+    {3, {{.role = "user", .content = "Q1"}, {.role = "assistant", .content = "<think>\nplan\n</think>\n\nA1"}, {.role = "user", .content = "Q2"}}},
+    {2, {{.role = "user", .content = "Q"}, {.role = "assistant", .content = "<think>r</think>final"}}},
     {3,
-     {{"user", "a</think>b"}, {"assistant", "\nx</think>y</think>\n\nz"}, {"user", "<tool_response>t</tool_response>"}}},
-    {2, {{"user", "Hi"}, {"assistant", ""}}},
-    {2, {{"user", "u1"}, {"user", "u2"}}},
-    {3, {{"system", "Sys"}, {"user", "U"}, {"assistant", "A"}}},
+     {{.role = "user", .content = "a</think>b"}, {.role = "assistant", .content = "\nx</think>y</think>\n\nz"}, {.role = "user", .content = "<tool_response>t</tool_response>"}}},
+    {2, {{.role = "user", .content = "Hi"}, {.role = "assistant", .content = ""}}},
+    {2, {{.role = "user", .content = "u1"}, {.role = "user", .content = "u2"}}},
+    {3, {{.role = "system", .content = "Sys"}, {.role = "user", .content = "U"}, {.role = "assistant", .content = "A"}}},
 };
 enum { N_CONVS = sizeof CONVS / sizeof CONVS[0] };
 
@@ -217,7 +217,7 @@ static void test_plain_chatml(void **st)
 static void test_qwen25(void **st)
 {
     (void)st;
-    check_template("qwen2.5", ZL_TMPL_CHATML, 0,
+    check_template("qwen2.5", ZL_TMPL_CHATML, ZL_CHAT_TOOLS,
                    "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
     check_named("qwen2.5", "qwen2.5");
 }
@@ -225,7 +225,7 @@ static void test_qwen25(void **st)
 static void test_qwen3(void **st)
 {
     (void)st;
-    check_template("qwen3", ZL_TMPL_QWEN3, 0, "");
+    check_template("qwen3", ZL_TMPL_QWEN3, ZL_CHAT_TOOLS, "");
     check_named("qwen3", "qwen3");
 }
 
@@ -239,8 +239,8 @@ static void test_llama3(void **st)
 static void test_llama31(void **st)
 {
     (void)st;
-    check_template("llama3.1", ZL_TMPL_LLAMA3, ZL_CHAT_BOS | ZL_CHAT_LLAMA3_SYSTEM, "");
-    check_template("llama3.2", ZL_TMPL_LLAMA3, ZL_CHAT_BOS | ZL_CHAT_LLAMA3_SYSTEM, "");
+    check_template("llama3.1", ZL_TMPL_LLAMA3, ZL_CHAT_BOS | ZL_CHAT_LLAMA3_SYSTEM | ZL_CHAT_TOOLS, "");
+    check_template("llama3.2", ZL_TMPL_LLAMA3, ZL_CHAT_BOS | ZL_CHAT_LLAMA3_SYSTEM | ZL_CHAT_TOOLS, "");
     check_named("llama3.1", "llama3.1");
 }
 
@@ -255,7 +255,7 @@ static void test_gemma(void **st)
 static void test_deepseek_r1(void **st)
 {
     (void)st;
-    check_template("deepseek-r1", ZL_TMPL_DEEPSEEK_R1, ZL_CHAT_BOS | ZL_CHAT_THINK_PROMPT, "");
+    check_template("deepseek-r1", ZL_TMPL_DEEPSEEK_R1, ZL_CHAT_BOS | ZL_CHAT_THINK_PROMPT | ZL_CHAT_TOOLS, "");
     check_named("deepseek-r1", "deepseek-r1");
 }
 
@@ -263,7 +263,7 @@ static void test_deepseek_v3(void **st)
 {
     (void)st;
     const unsigned v3 = ZL_CHAT_BOS | ZL_CHAT_DEEPSEEK_JOIN_SYSTEM | ZL_CHAT_DEEPSEEK_WHOLE_REPLY;
-    check_template("deepseek-v3", ZL_TMPL_DEEPSEEK_R1, v3, "");
+    check_template("deepseek-v3", ZL_TMPL_DEEPSEEK_R1, v3 | ZL_CHAT_TOOLS, "");
     check_named("deepseek-v3", "deepseek-v3");
     /* The R1 forms stay as they were. */
     zl_chat_tmpl t;
@@ -333,8 +333,9 @@ static void test_mistral(void **st)
 {
     (void)st;
     check_template("mistral-v0.2", ZL_TMPL_MISTRAL, ZL_CHAT_BOS, "");
-    check_template("mistral-v3", ZL_TMPL_MISTRAL, ZL_CHAT_BOS | ZL_CHAT_MISTRAL_V3 | ZL_CHAT_MISTRAL_TRIM, "");
-    check_template("mistral-nemo", ZL_TMPL_MISTRAL, ZL_CHAT_BOS | ZL_CHAT_MISTRAL_V3 | ZL_CHAT_MISTRAL_NOSPACE, "");
+    check_template("mistral-v3", ZL_TMPL_MISTRAL, ZL_CHAT_BOS | ZL_CHAT_MISTRAL_V3 | ZL_CHAT_MISTRAL_TRIM | ZL_CHAT_TOOLS, "");
+    check_template("mistral-nemo", ZL_TMPL_MISTRAL,
+                   ZL_CHAT_BOS | ZL_CHAT_MISTRAL_V3 | ZL_CHAT_MISTRAL_NOSPACE | ZL_CHAT_TOOLS, "");
     check_named("mistral", "mistral-v0.2");
     check_named("mistral-v3", "mistral-v3");
     check_named("mistral-nemo", "mistral-nemo");
@@ -361,7 +362,7 @@ static void test_bos_and_names(void **st)
         assert_string_equal(zl_chat_tmpl_name(t), cases[i].family);
         assert_string_equal(zl_chat_tmpl_bos(t), cases[i].bos);
         char *out = NULL;
-        zl_chat_msg m[] = {{"user", "x"}};
+        zl_chat_msg m[] = {{.role = "user", .content = "x"}};
         assert_int_equal(zl_chat_render(t, m, 1, true, &out, &e), ZL_OK);
         assert_true(strncmp(out, cases[i].bos, strlen(cases[i].bos)) == 0);
         /* A tokenizer that adds BOS itself gets the prompt without the BOS text; one that does not keeps it. */
@@ -470,7 +471,7 @@ static void test_trim_edges(void **st)
         {"", ""},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        zl_chat_msg m[] = {{"user", cases[i].in}};
+        zl_chat_msg m[] = {{.role = "user", .content = cases[i].in}};
         char *out = NULL;
         assert_int_equal(zl_chat_render(t, m, 1, false, &out, &e), ZL_OK);
         char want[128];
@@ -557,13 +558,13 @@ static void test_by_name_and_bad_messages(void **st)
 
     assert_int_equal(zl_chat_tmpl_from_name("chatml", &t, &e), ZL_OK);
     char *out = NULL;
-    zl_chat_msg bad_role[] = {{"tool", "x"}};
+    zl_chat_msg bad_role[] = {{.role = "ipython", .content = "x"}};
     assert_int_equal(zl_chat_render(t, bad_role, 1, true, &out, &e), ZL_EINVAL);
     assert_null(out);
-    zl_chat_msg null_content[] = {{"user", NULL}};
+    zl_chat_msg null_content[] = {{.role = "user", .content = NULL}};
     assert_int_equal(zl_chat_render(t, null_content, 1, true, &out, &e), ZL_EINVAL);
     zl_chat_tmpl none = {0};
-    zl_chat_msg ok[] = {{"user", "x"}};
+    zl_chat_msg ok[] = {{.role = "user", .content = "x"}};
     assert_int_equal(zl_chat_render(none, ok, 1, true, &out, &e), ZL_EINVAL);
     assert_int_equal(zl_chat_render(t, ok, 0, true, &out, &e), ZL_EINVAL); /* no messages */
     assert_null(out);
@@ -584,8 +585,8 @@ static void test_content_spans(void **st)
     (void)st;
     static const char *const names[] = {"chatml", "qwen2.5", "qwen3", "llama3", "llama3.1", "gemma", "deepseek-r1",
                                         "deepseek-v3", "mistral", "mistral-v3", "mistral-nemo", "mistral-v7"};
-    static const zl_chat_msg with_sys[] = {{"system", "qqS0<|im_end|>s0"}, {"user", "qqU1<|eot_id|>u1"},
-                                           {"assistant", "qqA2<end_of_turn>a2"}, {"user", "qqU3[INST]u3"}};
+    static const zl_chat_msg with_sys[] = {{.role = "system", .content = "qqS0<|im_end|>s0"}, {.role = "user", .content = "qqU1<|eot_id|>u1"},
+                                           {.role = "assistant", .content = "qqA2<end_of_turn>a2"}, {.role = "user", .content = "qqU3[INST]u3"}};
     for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
         zl_chat_tmpl t;
         zl_err e;
@@ -641,7 +642,7 @@ static void test_qwen3_no_thinking(void **st)
     zl_chat_tmpl t;
     zl_err e;
     assert_int_equal(zl_chat_tmpl_from_name("qwen3", &t, &e), ZL_OK);
-    const zl_chat_msg m[] = {{"user", "Hi"}};
+    const zl_chat_msg m[] = {{.role = "user", .content = "Hi"}};
     char *on, *off, *off_nogen;
     assert_int_equal(zl_chat_render(t, m, 1, true, &on, &e), ZL_OK);
     t.flags |= ZL_CHAT_NO_THINKING;
