@@ -17,6 +17,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "tokenizer/chat.h"
 
 typedef struct conv {
@@ -66,19 +68,22 @@ typedef struct record {
     size_t len;
 } record;
 
+enum { MAX_RECORDS = 32 };
+
 typedef struct expected {
     char *data;
-    record rec[N_CONVS][2];
+    record rec[MAX_RECORDS][2];
 } expected;
 
-static void load_expected(const char *name, expected *x)
+/* Reads a record file of n_convs conversations (each rendered without and with the generation prompt). */
+static void load_records(const char *path, expected *x, long n_convs)
 {
-    char path[256];
     size_t el;
-    snprintf(path, sizeof path, "tests/data/chat/%s.expected", name);
+    assert_true(n_convs <= MAX_RECORDS);
     x->data = slurp(path, &el);
-    assert_non_null(x->data);
-    bool seen[N_CONVS][2] = {{false}};
+    if (!x->data)
+        fail_msg("%s: cannot read", path);
+    bool seen[MAX_RECORDS][2] = {{false}};
     size_t pos = 0, records = 0;
     while (pos < el) {
         /* header "@@ conv=N gen=G len=L\n" or "@@ conv=N gen=G error\n" */
@@ -89,7 +94,7 @@ static void load_expected(const char *name, expected *x)
         long ci = strtol(h + 8, &q, 10);
         assert_true(strncmp(q, " gen=", 5) == 0);
         long gen = strtol(q + 5, &q, 10);
-        assert_true(ci >= 0 && ci < N_CONVS && (gen == 0 || gen == 1) && !seen[ci][gen]);
+        assert_true(ci >= 0 && ci < n_convs && (gen == 0 || gen == 1) && !seen[ci][gen]);
         seen[ci][gen] = true;
         record *r = &x->rec[ci][gen];
         pos = (size_t)(hend - x->data) + 1;
@@ -106,7 +111,14 @@ static void load_expected(const char *name, expected *x)
         }
         records++;
     }
-    assert_int_equal(records, 2 * N_CONVS);
+    assert_int_equal(records, 2 * n_convs);
+}
+
+static void load_expected(const char *name, expected *x)
+{
+    char path[256];
+    snprintf(path, sizeof path, "tests/data/chat/%s.expected", name);
+    load_records(path, x, N_CONVS);
 }
 
 /* Renders every conversation with t and compares with want's records: the same bytes, or a refusal (ZL_EINVAL)
@@ -658,6 +670,147 @@ static void test_qwen3_no_thinking(void **st)
     free(off_nogen);
 }
 
+/* ---- tools --------------------------------------------------------------------------------------------------- */
+
+/* One case of tests/data/chat/tools_cases.json as zl_chat_msg values (strings borrowed from the JSON). */
+typedef struct tool_conv {
+    zl_chat_msg m[8];
+    zl_chat_call calls[8][4];
+    size_t n;
+} tool_conv;
+
+static void tool_conv_from_json(json_t *msgs, tool_conv *c)
+{
+    c->n = json_array_size(msgs);
+    assert_true(c->n <= 8);
+    for (size_t i = 0; i < c->n; i++) {
+        json_t *m = json_array_get(msgs, i), *content = json_object_get(m, "content");
+        json_t *calls = json_object_get(m, "tool_calls"), *id = json_object_get(m, "tool_call_id");
+        c->m[i] = (zl_chat_msg){.role = json_string_value(json_object_get(m, "role")),
+                                .content = json_is_string(content) ? json_string_value(content) : NULL,
+                                .tool_call_id = id ? json_string_value(id) : NULL};
+        assert_true(json_array_size(calls) <= 4);
+        for (size_t k = 0; k < json_array_size(calls); k++) {
+            json_t *call = json_array_get(calls, k), *f = json_object_get(call, "function");
+            c->calls[i][k] = (zl_chat_call){json_string_value(json_object_get(call, "id")),
+                                            json_string_value(json_object_get(f, "name")),
+                                            json_string_value(json_object_get(f, "arguments"))};
+        }
+        if (json_array_size(calls)) {
+            c->m[i].calls = c->calls[i];
+            c->m[i].n_calls = json_array_size(calls);
+        }
+    }
+}
+
+/* Every case of tools_cases.json, rendered by every template that has tools of its own (byte-identical to jinja2
+ * with the tools) and by the generic way (identical to make_tools_expected.py's independent rewrite rendered by
+ * jinja2); with and without spans the same text, and every span inside the prompt. */
+static void test_tools_rendering(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"qwen2.5", "qwen3", "llama3.1", "llama3.2", "mistral-v3", "mistral-nemo",
+                                        "deepseek-r1", "deepseek-v3", "smollm2", "qwen2", "chatml", "llama3",
+                                        "gemma3", "mistral-v0.2", "mistral-v7"};
+    size_t cl;
+    char *cases_text = slurp("tests/data/chat/tools_cases.json", &cl);
+    assert_non_null(cases_text);
+    json_error_t je;
+    json_t *root = json_loads(cases_text, 0, &je);
+    free(cases_text);
+    assert_non_null(root);
+    char *tools = json_dumps(json_object_get(root, "tools"), JSON_COMPACT);
+    json_t *cases = json_object_get(root, "cases");
+    size_t compared = 0, refused = 0;
+    for (size_t ni = 0; ni < sizeof names / sizeof names[0]; ni++) {
+        zl_chat_tmpl t;
+        detect_file(names[ni], &t);
+        assert_int_equal((t.flags & ZL_CHAT_TOOLS) != 0, ni < 8);
+        char path[256];
+        snprintf(path, sizeof path, "tests/data/chat/%s.tools.expected", names[ni]);
+        expected want;
+        load_records(path, &want, (long)json_array_size(cases));
+        for (size_t ci = 0; ci < json_array_size(cases); ci++) {
+            json_t *cs = json_array_get(cases, ci);
+            tool_conv c;
+            tool_conv_from_json(json_object_get(cs, "messages"), &c);
+            for (int gen = 0; gen < 2; gen++) {
+                const zl_chat_opts o = {.add_assistant = gen != 0,
+                                        .tools = json_is_true(json_object_get(cs, "tools")) ? tools : NULL};
+                const record *r = &want.rec[ci][gen];
+                char *got = NULL, *got2 = NULL;
+                zl_text_span *sp = NULL;
+                size_t nsp = 0;
+                zl_err e;
+                const int rc = zl_chat_render_opts(t, c.m, c.n, &o, &got, NULL, NULL, &e);
+                if (!r->text) {
+                    if (rc != ZL_EINVAL)
+                        fail_msg("%s case %zu gen %d: the template refuses it, zili: %s", names[ni], ci, gen,
+                                 got ? got : e.msg);
+                    refused++;
+                    continue;
+                }
+                if (rc != ZL_OK)
+                    fail_msg("%s case %zu gen %d: refused (%s)", names[ni], ci, gen, e.msg);
+                if (strlen(got) != r->len || memcmp(got, r->text, r->len) != 0)
+                    fail_msg("%s case %zu gen %d:\n--- expected\n%.*s\n--- got\n%s\n", names[ni], ci, gen,
+                             (int)r->len, r->text, got);
+                assert_int_equal(zl_chat_render_opts(t, c.m, c.n, &o, &got2, &sp, &nsp, &e), ZL_OK);
+                assert_string_equal(got, got2);
+                for (size_t k = 0; k < nsp; k++)
+                    assert_true(sp[k].off + sp[k].len <= strlen(got2) && (k == 0 || sp[k].off >= sp[k - 1].off +
+                                                                                      sp[k - 1].len));
+                if (o.tools) /* the tool names are the client's text */
+                    assert_true(nsp > 0);
+                free(got);
+                free(got2);
+                free(sp);
+                compared++;
+            }
+        }
+        free(want.data);
+    }
+    assert_true(compared >= 250);
+    assert_true(refused >= 10);
+    free(tools);
+    json_decref(root);
+}
+
+/* Refusals of malformed tool input. */
+static void test_tools_refusals(void **state)
+{
+    (void)state;
+    zl_chat_tmpl t;
+    zl_err e;
+    char *out = NULL;
+    assert_int_equal(zl_chat_tmpl_from_name("qwen2.5", &t, &e), ZL_OK);
+    const zl_chat_msg u[] = {{.role = "user", .content = "x"}};
+    static const char *const bad_tools[] = {"{}", "[1]", "[{\"type\": \"function\"}]",
+                                            "[{\"function\": {\"name\": 3}}]", "[", "not json"};
+    for (size_t i = 0; i < sizeof bad_tools / sizeof bad_tools[0]; i++) {
+        const zl_chat_opts o = {.add_assistant = true, .tools = bad_tools[i]};
+        assert_int_equal(zl_chat_render_opts(t, u, 1, &o, &out, NULL, NULL, &e), ZL_EINVAL);
+        assert_null(out);
+    }
+    const zl_chat_opts none = {.add_assistant = true, .tools = "[]"}; /* an empty list is no tools */
+    char *plain = NULL;
+    assert_int_equal(zl_chat_render_opts(t, u, 1, &none, &out, NULL, NULL, &e), ZL_OK);
+    assert_int_equal(zl_chat_render(t, u, 1, true, &plain, &e), ZL_OK);
+    assert_string_equal(out, plain);
+    free(out);
+    free(plain);
+    out = NULL;
+    const zl_chat_call noname = {"call00001", NULL, "{}"};
+    const zl_chat_msg a[] = {{.role = "user", .content = "x"}, {.role = "assistant", .calls = &noname, .n_calls = 1}};
+    assert_int_equal(zl_chat_render(t, a, 2, true, &out, &e), ZL_EINVAL);
+    const zl_chat_call ok = {"call00001", "f", "{}"};
+    const zl_chat_msg user_calls[] = {{.role = "user", .content = "x", .calls = &ok, .n_calls = 1}};
+    assert_int_equal(zl_chat_render(t, user_calls, 1, true, &out, &e), ZL_EINVAL);
+    const zl_chat_msg null_content[] = {{.role = "tool", .content = NULL}};
+    assert_int_equal(zl_chat_render(t, null_content, 1, true, &out, &e), ZL_EINVAL);
+    assert_null(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -681,6 +834,8 @@ int main(void)
         cmocka_unit_test(test_by_name_and_bad_messages),
         cmocka_unit_test(test_content_spans),
         cmocka_unit_test(test_qwen3_no_thinking),
+        cmocka_unit_test(test_tools_rendering),
+        cmocka_unit_test(test_tools_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

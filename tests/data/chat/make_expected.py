@@ -68,16 +68,21 @@ def raise_exception(msg):
 
 env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
 env.globals["raise_exception"] = raise_exception
-for name, (bos, eos) in TEMPLATES.items():
-    tmpl = env.from_string(open("tests/data/chat/%s.jinja" % name, encoding="utf-8").read())
-    with open("tests/data/chat/%s.expected" % name, "wb") as f:
-        for i, conv in enumerate(CONVS):
-            for gen in (0, 1):
-                msgs = [{"role": r, "content": c} for r, c in conv]
-                try:
-                    out = tmpl.render(messages=msgs, add_generation_prompt=bool(gen), bos_token=bos,
-                                      eos_token=eos, **EXTRA.get(name, {})).encode("utf-8")
-                except jinja2.exceptions.TemplateError:
-                    f.write(b"@@ conv=%d gen=%d error\n" % (i, gen))
-                    continue
-                f.write(b"@@ conv=%d gen=%d len=%d\n" % (i, gen, len(out)) + out + b"\n")
+def main():
+    for name, (bos, eos) in TEMPLATES.items():
+        tmpl = env.from_string(open("tests/data/chat/%s.jinja" % name, encoding="utf-8").read())
+        with open("tests/data/chat/%s.expected" % name, "wb") as f:
+            for i, conv in enumerate(CONVS):
+                for gen in (0, 1):
+                    msgs = [{"role": r, "content": c} for r, c in conv]
+                    try:
+                        out = tmpl.render(messages=msgs, add_generation_prompt=bool(gen), bos_token=bos,
+                                          eos_token=eos, **EXTRA.get(name, {})).encode("utf-8")
+                    except jinja2.exceptions.TemplateError:
+                        f.write(b"@@ conv=%d gen=%d error\n" % (i, gen))
+                        continue
+                    f.write(b"@@ conv=%d gen=%d len=%d\n" % (i, gen, len(out)) + out + b"\n")
+
+
+if __name__ == "__main__":
+    main()
