@@ -397,3 +397,36 @@ char *oai_schema_grammar(json_t *schema, char *why, size_t why_cap)
     }
     return g.s;
 }
+
+char *oai_schema_grammar_tools(json_t *const *schemas, size_t n, const char *head, char *why, size_t why_cap)
+{
+    gen g = {.why = why, .why_cap = why_cap};
+    why[0] = 0;
+    put(&g, "%s", head);
+    for (size_t i = 0; i < n; i++) {
+        const size_t at = g.n;
+        const int next = g.next_rule;
+        int r = -1;
+        if (schemas[i]) {
+            g.root = schemas[i];
+            r = node(&g, schemas[i], 0);
+        }
+        if (r < 0 && !g.oom) { /* no schema, or one outside what node() takes: any object */
+            g.n = at;
+            if (g.s)
+                g.s[at] = 0;
+            g.next_rule = next;
+            g.failed = false;
+            put(&g, "args%zu ::= object\n", i);
+        } else {
+            put(&g, "args%zu ::= s%d\n", i, r);
+        }
+    }
+    put(&g, "%s", k_blocks);
+    if (g.oom) {
+        snprintf(why, why_cap, "out of memory for the tool-call grammar");
+        free(g.s);
+        return NULL;
+    }
+    return g.s;
+}

@@ -19,4 +19,10 @@
 /* The grammar for schema, malloc'd (caller frees), or NULL with a one-line reason in why[0..why_cap). */
 char *oai_schema_grammar(json_t *schema, char *why, size_t why_cap);
 
+/* One grammar for tool calls: head (GBNF rules, root among them, that use args0 .. args(n-1) and the shared rules
+ * object, value, string, ws), then each schemas[i]'s rules with argsI its top one, then the shared rules. A schema
+ * that is NULL, or has what oai_schema_grammar refuses, allows any JSON object (a function's parameters should not
+ * make the whole request fail). NULL only when out of memory (why says so). */
+char *oai_schema_grammar_tools(json_t *const *schemas, size_t n, const char *head, char *why, size_t why_cap);
+
 #endif
