@@ -359,7 +359,7 @@ int zl_engine_submit(zl_engine *e, const int32_t *prompt, size_t n, const zl_req
         if (!r->gstate)
             goto nomem;
     }
-    zl_detok_init(&r->dt, zl_model_vocab(e->m), false);
+    zl_detok_init(&r->dt, zl_model_vocab(e->m), r->p.special_text);
     atomic_init(&r->refs, 2);
     atomic_init(&r->cancel, false);
     r->t_submit = now_s();

@@ -82,6 +82,8 @@ typedef struct zl_req_params {
     const char *grammar;       /* GBNF (sample/grammar.h) the generated text must follow, grammar_len bytes; parsed
                                 * at submit (a bad grammar is ZL_EINVAL); NULL: none */
     size_t grammar_len;
+    bool special_text;         /* control tokens (other than the end-of-generation one) are written as their text
+                                * (tool-call markers that are control tokens, Mistral's [TOOL_CALLS]) */
 } zl_req_params;
 
 void zl_req_params_init(zl_req_params *p);

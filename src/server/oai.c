@@ -16,6 +16,7 @@
 
 #include "model/model.h"
 #include "sample/grammar.h"
+#include "server/tools.h"
 #include "server/schema.h"
 #include "tokenizer/vocab.h"
 
@@ -107,6 +108,49 @@ static int message_text(json_t *content, size_t i, char **out, oai_error *e)
     return ZL_OK;
 }
 
+/* An assistant message's tool_calls into m->calls (malloc'd; names, ids and argument strings borrowed from the
+ * request; arguments sent as an object are written out as JSON text, kept in keep). */
+static int message_calls(json_t *calls, size_t i, zl_chat_msg *m, json_t **keep, oai_error *e)
+{
+    const size_t n = json_array_size(calls);
+    if (n > 128)
+        return fail(e, "messages", "messages[%zu]: %zu tool calls (at most 128)", i, n);
+    zl_chat_call *c = calloc(n, sizeof *c);
+    if (!c || !*keep) {
+        free(c);
+        return fail(e, "messages", "out of memory");
+    }
+    m->calls = c;
+    m->n_calls = n;
+    for (size_t k = 0; k < n; k++) {
+        json_t *call = json_array_get(calls, k), *f = json_object_get(call, "function");
+        json_t *id = json_object_get(call, "id"), *name = json_object_get(f, "name");
+        json_t *args = json_object_get(f, "arguments");
+        if (!json_is_object(f) || !json_is_string(name) || (id && !json_is_string(id) && !json_is_null(id)))
+            return fail(e, "messages", "messages[%zu].tool_calls[%zu] must be {\"id\": ..., \"type\": "
+                        "\"function\", \"function\": {\"name\": ..., \"arguments\": ...}}", i, k);
+        c[k].id = json_string_value(id);
+        c[k].name = json_string_value(name);
+        if (json_is_string(args)) {
+            c[k].arguments = json_string_value(args);
+        } else if (!args || json_is_object(args)) {
+            json_t *s = json_string_nocheck("{}");
+            char *text = args ? json_dumps(args, JSON_COMPACT) : NULL;
+            if (text) {
+                json_string_set(s, text);
+                free(text);
+            }
+            if (!s || json_array_append_new(*keep, s))
+                return fail(e, "messages", "out of memory");
+            c[k].arguments = json_string_value(s);
+        } else {
+            return fail(e, "messages", "messages[%zu].tool_calls[%zu].function.arguments must be a JSON string", i,
+                        k);
+        }
+    }
+    return ZL_OK;
+}
+
 static int chat_prompt(const zl_model *m, const zl_chat_tmpl *tmpl, json_t *root, bool special_in_content,
                        oai_request *out, oai_error *e)
 {
@@ -118,6 +162,7 @@ static int chat_prompt(const zl_model *m, const zl_chat_tmpl *tmpl, json_t *root
         return fail(e, "messages", "%zu messages (at most 4096)", n);
     zl_chat_msg *cm = calloc(n, sizeof *cm);
     char **texts = calloc(n, sizeof *texts);
+    json_t *call_args = json_array(); /* arguments sent as objects, as JSON text (kept until rendered) */
     int rc = ZL_OK;
     if (!cm || !texts) {
         rc = fail(e, "messages", "out of memory");
@@ -133,15 +178,33 @@ static int chat_prompt(const zl_model *m, const zl_chat_tmpl *tmpl, json_t *root
         const char *r = json_string_value(role);
         if (!strcmp(r, "developer"))
             r = "system";
-        if (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant")) {
-            rc = fail(e, "messages", "messages[%zu]: role '%.32s' is not supported (system, user, assistant)", i, r);
+        if (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant") && strcmp(r, "tool")) {
+            rc = fail(e, "messages", "messages[%zu]: role '%.32s' is not supported (system, user, assistant, tool)",
+                      i, r);
             goto done;
         }
         json_t *content = json_object_get(msg, "content");
-        if ((rc = message_text(content, i, &texts[i], e)) != ZL_OK)
+        json_t *calls = json_object_get(msg, "tool_calls");
+        const bool has_calls = !strcmp(r, "assistant") && json_is_array(calls) && json_array_size(calls) > 0;
+        if (calls && !json_is_null(calls) && !json_is_array(calls)) {
+            rc = fail(e, "messages", "messages[%zu].tool_calls must be an array", i);
+            goto done;
+        }
+        if (!(has_calls && (!content || json_is_null(content))) &&
+            (rc = message_text(content, i, &texts[i], e)) != ZL_OK)
             goto done;
         cm[i].role = r;
         cm[i].content = texts[i];
+        if (!strcmp(r, "tool")) {
+            json_t *id = json_object_get(msg, "tool_call_id");
+            if (id && !json_is_string(id) && !json_is_null(id)) {
+                rc = fail(e, "messages", "messages[%zu].tool_call_id must be a string", i);
+                goto done;
+            }
+            cm[i].tool_call_id = json_string_value(id);
+        }
+        if (has_calls && (rc = message_calls(calls, i, &cm[i], &call_args, e)) != ZL_OK)
+            goto done;
     }
     char *prompt;
     zl_text_span *spans = NULL;
@@ -150,7 +213,8 @@ static int chat_prompt(const zl_model *m, const zl_chat_tmpl *tmpl, json_t *root
     zl_chat_tmpl t = *tmpl;
     if (out->no_thinking && t.kind == ZL_TMPL_QWEN3)
         t.flags |= ZL_CHAT_NO_THINKING;
-    if ((rc = zl_chat_render_spans(t, cm, n, true, &prompt, &spans, &n_spans, &err)) != ZL_OK) {
+    const zl_chat_opts opts = {.add_assistant = true, .tools = out->tools_text};
+    if ((rc = zl_chat_render_opts(t, cm, n, &opts, &prompt, &spans, &n_spans, &err)) != ZL_OK) {
         rc = fail(e, "messages", "%s", err.msg);
         goto done;
     }
@@ -175,7 +239,11 @@ done:
         for (size_t i = 0; i < n; i++)
             free(texts[i]);
     free(texts);
+    if (cm)
+        for (size_t i = 0; i < n; i++)
+            free((void *)cm[i].calls);
     free(cm);
+    json_decref(call_args);
     return rc;
 }
 
@@ -209,6 +277,89 @@ static int completion_prompt(const zl_model *m, json_t *root, oai_request *out, 
     if (json_is_array(p) && json_array_size(p) > 1)
         return fail(e, "prompt", "'prompt' with several prompts is not supported; send one request per prompt");
     return fail(e, "prompt", "'prompt' must be a string, a one-string array or an array of token ids");
+}
+
+/* OpenAI's function names: letters, digits, '_' and '-', 1 to 64 of them. */
+static bool function_name_ok(const char *s)
+{
+    const size_t n = strlen(s);
+    return n >= 1 && n <= 64 &&
+           strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") == n;
+}
+
+/* tools, tool_choice, parallel_tool_calls. */
+static int parse_tools(const zl_chat_tmpl *tmpl, json_t *root, oai_request *out, oai_error *e)
+{
+    json_t *tools = json_object_get(root, "tools"), *choice = json_object_get(root, "tool_choice");
+    if (tools && !json_is_null(tools)) {
+        if (!json_is_array(tools))
+            return fail(e, "tools", "'tools' must be an array of {\"type\": \"function\", \"function\": {...}}");
+        if (json_array_size(tools) > 128)
+            return fail(e, "tools", "%zu tools (at most 128)", json_array_size(tools));
+        for (size_t i = 0; i < json_array_size(tools); i++) {
+            json_t *t = json_array_get(tools, i), *type = json_object_get(t, "type");
+            json_t *f = json_object_get(t, "function"), *name = json_object_get(f, "name");
+            json_t *params = json_object_get(f, "parameters");
+            if (!json_is_object(t) || (type && (!json_is_string(type) || strcmp(json_string_value(type), "function"))))
+                return fail(e, "tools", "tools[%zu]: only {\"type\": \"function\", ...} tools are supported", i);
+            if (!json_is_object(f) || !json_is_string(name) || !function_name_ok(json_string_value(name)))
+                return fail(e, "tools", "tools[%zu].function.name must be 1 to 64 letters, digits, '_', '-' or '.'",
+                            i);
+            if (params && !json_is_object(params) && !json_is_null(params))
+                return fail(e, "tools", "tools[%zu].function.parameters must be a JSON Schema object", i);
+            for (size_t k = 0; k < i; k++)
+                if (!strcmp(json_string_value(json_object_get(json_object_get(json_array_get(tools, k), "function"),
+                                                              "name")),
+                            json_string_value(name)))
+                    return fail(e, "tools", "tools[%zu]: a second function named '%s'", i, json_string_value(name));
+        }
+    }
+    const bool have = json_array_size(tools) > 0;
+    enum { AUTO, NONE, REQUIRED, NAMED };
+    int mode = AUTO;
+    const char *named = NULL;
+    if (json_is_string(choice)) {
+        const char *c = json_string_value(choice);
+        mode = !strcmp(c, "auto") ? AUTO : !strcmp(c, "none") ? NONE : !strcmp(c, "required") ? REQUIRED : -1;
+        if (mode < 0)
+            return fail(e, "tool_choice", "'tool_choice' must be \"auto\", \"none\", \"required\" or "
+                        "{\"type\": \"function\", \"function\": {\"name\": ...}}");
+    } else if (choice && !json_is_null(choice)) {
+        named = json_string_value(json_object_get(json_object_get(choice, "function"), "name"));
+        if (!json_is_object(choice) || !named)
+            return fail(e, "tool_choice", "'tool_choice' must be \"auto\", \"none\", \"required\" or "
+                        "{\"type\": \"function\", \"function\": {\"name\": ...}}");
+        mode = NAMED;
+    }
+    if ((mode == REQUIRED || mode == NAMED) && !have)
+        return fail(e, "tool_choice", "'tool_choice' %s needs 'tools'", mode == NAMED ? "naming a function" :
+                    "\"required\"");
+    bool parallel = true;
+    int rc = get_bool(root, "parallel_tool_calls", &parallel, e);
+    if (rc != ZL_OK)
+        return rc;
+    if (!have || mode == NONE) /* "none": the model is not shown the tools, and its reply is text */
+        return ZL_OK;
+    out->tools_text = json_dumps(tools, JSON_COMPACT);
+    if (!out->tools_text)
+        return fail(e, "tools", "out of memory");
+    out->tools_on = true;
+    out->tool_fmt = zl_chat_tools_format(*tmpl);
+    out->parallel_calls = parallel;
+    out->tools_forced = mode != AUTO;
+    if (out->tools_forced) {
+        if (out->rp.grammar)
+            return fail(e, "tool_choice", "'tool_choice' %s and 'response_format' / 'grammar' together: give one",
+                        mode == NAMED ? "naming a function" : "\"required\"");
+        char why[256];
+        if (!(out->grammar = oai_tools_grammar(out->tool_fmt, tools, named, parallel, why, sizeof why)))
+            return fail(e, "tool_choice", "%s", why);
+        out->rp.grammar = out->grammar;
+        out->rp.grammar_len = strlen(out->grammar);
+    }
+    /* Mistral's [TOOL_CALLS] is a control token, which replies otherwise leave out */
+    out->rp.special_text = out->tool_fmt == ZL_TOOLFMT_MISTRAL;
+    return ZL_OK;
 }
 
 int oai_parse(const zl_model *m, const zl_chat_tmpl *tmpl, oai_kind kind, json_t *root, const oai_limits *lim,
@@ -325,9 +476,8 @@ int oai_parse(const zl_model *m, const zl_chat_tmpl *tmpl, oai_kind kind, json_t
                      tn));
         }
     }
-    json_t *tools = json_object_get(root, "tools");
-    if (json_is_array(tools) && json_array_size(tools) > 0)
-        TRY(fail(e, "tools", "tool calling is not supported yet: send the request without 'tools'"));
+    if (kind == OAI_CHAT)
+        TRY(parse_tools(tmpl, root, out, e));
 
     json_t *stop = json_object_get(root, "stop");
     if (json_is_string(stop)) {
@@ -445,6 +595,7 @@ void oai_request_free(oai_request *r)
     free(r->prompt);
     free(r->bias);
     free(r->grammar);
+    free(r->tools_text);
     if (r->root)
         json_decref(r->root);
     memset(r, 0, sizeof *r);

@@ -32,6 +32,12 @@ typedef struct oai_request {
     bool reasoning_on;  /* reasoning_format "deepseek" / "auto": it goes to reasoning_content (server default: on) */
     bool logprobs;
     int32_t top_logprobs;
+    /* tools (chat): the tools as JSON text for the template (malloc'd; NULL: none, or tool_choice "none") */
+    char *tools_text;
+    bool tools_on;       /* the reply is parsed for tool calls (server/tools.h), in tool_fmt */
+    bool tools_forced;   /* tool_choice "required" or a named function: grammar (above) makes the reply calls */
+    bool parallel_calls; /* parallel_tool_calls (default true): more than one call may come */
+    zl_chat_tool_format tool_fmt;
     json_t *root;
 } oai_request;
 

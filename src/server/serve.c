@@ -41,6 +41,7 @@
 #include "server/oai.h"
 #include "server/page.h"
 #include "server/reasoning.h"
+#include "server/tools.h"
 #include "tokenizer/chat.h"
 #include "tokenizer/vocab.h"
 
@@ -203,6 +204,9 @@ typedef struct gen {
     bool http10, eof_seen; /* the request's version; the client's end of file seen (peer_poll) */
     bool think_on;         /* a reasoning model's <think> text goes to reasoning_content (think splits it) */
     oai_think think;
+    oai_tool_parser tools; /* with q.tools_on: tool calls out of the content */
+    uint64_t id_rng;       /* the call ids' state */
+    size_t n_calls;        /* tool calls given so far */
     json_t *lp_acc;
     size_t text_offset;
 } gen;
@@ -212,6 +216,7 @@ static void gen_free(gen *g)
     if (g->req)
         zl_req_release(g->req);
     oai_request_free(&g->q);
+    oai_tools_free(&g->tools);
     if (g->lp_acc)
         json_decref(g->lp_acc);
     free(g->buf);
@@ -219,9 +224,29 @@ static void gen_free(gen *g)
     free(g);
 }
 
-static const char *finish_name(zl_finish f)
+static const char *finish_name(const gen *g, zl_finish f)
 {
-    return f == ZL_FINISH_LENGTH ? "length" : "stop";
+    return f == ZL_FINISH_LENGTH ? "length" : g->n_calls ? "tool_calls" : "stop";
+}
+
+/* The calls of o as OpenAI's tool_calls: whole (id, type, function name and arguments) or, streamed, each as two
+ * deltas' worth (first: index, id, type, name and "" arguments; then: index and the arguments). */
+static json_t *tool_call_json(gen *g, const oai_call *c, size_t index, int part)
+{
+    json_t *t = json_object();
+    json_t *f = json_object();
+    if (part >= 0)
+        json_object_set_new(t, "index", json_integer((json_int_t)index));
+    if (part <= 0) {
+        char id[32];
+        oai_tools_call_id(g->q.tool_fmt, &g->id_rng, id);
+        json_object_set_new(t, "id", json_string(id));
+        json_object_set_new(t, "type", json_string("function"));
+        json_object_set_new(f, "name", json_string(c->name));
+    }
+    json_object_set_new(f, "arguments", json_string(part == 0 ? "" : c->args));
+    json_object_set_new(t, "function", f);
+    return t;
 }
 
 static json_t *usage_json(const zl_req_chunk *c)
@@ -252,7 +277,7 @@ static json_t *envelope(const gen *g, bool chunk)
 /* One choice object. text may be NULL (chat role chunk / final chunk with an empty delta); reasoning (chat only,
  * may be NULL) becomes reasoning_content when it is not empty. */
 static json_t *choice(const gen *g, bool stream, const char *text, size_t len, const char *reasoning, size_t rlen,
-                      const char *finish, json_t *lp, bool role)
+                      const char *finish, json_t *lp, bool role, json_t *calls)
 {
     json_t *ch = json_object();
     json_object_set_new(ch, "index", json_integer(0));
@@ -264,6 +289,10 @@ static json_t *choice(const gen *g, bool stream, const char *text, size_t len, c
             json_object_set_new(m, "reasoning_content", oai_string(reasoning, rlen));
         if (text)
             json_object_set_new(m, "content", oai_string(text, len));
+        else if (!stream)
+            json_object_set_new(m, "content", json_null()); /* a reply of tool calls alone */
+        if (calls)
+            json_object_set_new(m, "tool_calls", calls);
         json_object_set_new(ch, stream ? "delta" : "message", m);
     } else {
         json_object_set_new(ch, "text", text ? oai_string(text, len) : json_string(""));
@@ -317,7 +346,7 @@ static bool stream_fill(gen *g)
         if (g->q.kind == OAI_CHAT) {
             json_t *o = envelope(g, true);
             json_t *arr = json_array();
-            json_array_append_new(arr, choice(g, true, "", 0, NULL, 0, NULL, NULL, true));
+            json_array_append_new(arr, choice(g, true, "", 0, NULL, 0, NULL, NULL, true, NULL));
             json_object_set_new(o, "choices", arr);
             if (g->q.include_usage)
                 json_object_set_new(o, "usage", json_null());
@@ -381,21 +410,39 @@ static bool stream_fill(gen *g)
         if (!tlen && rlen)
             text = NULL; /* a reasoning delta alone */
     }
+    oai_tool_out calls = {0};
+    if (g->q.tools_on && (tlen || c.finish != ZL_FINISH_NONE)) {
+        oai_tools_feed(&g->tools, text ? text : "", text ? tlen : 0, c.finish != ZL_FINISH_NONE, &calls);
+        text = calls.n_content ? calls.content : NULL;
+        tlen = calls.n_content;
+    }
     if (tlen || rlen || lp) {
         json_t *o = envelope(g, true);
         json_t *arr = json_array();
-        json_array_append_new(arr, choice(g, true, text, tlen, reasoning, rlen, NULL, lp, false));
+        json_array_append_new(arr, choice(g, true, text, tlen, reasoning, rlen, NULL, lp, false, NULL));
         json_object_set_new(o, "choices", arr);
         if (g->q.include_usage)
             json_object_set_new(o, "usage", json_null());
         sse_event(g, o);
     }
+    for (size_t k = 0; k < calls.n_calls; k++, g->n_calls++)
+        for (int part = 0; part < 2; part++) {
+            json_t *o = envelope(g, true);
+            json_t *arr = json_array(), *tc = json_array();
+            json_array_append_new(tc, tool_call_json(g, &calls.calls[k], g->n_calls, part));
+            json_array_append_new(arr, choice(g, true, NULL, 0, NULL, 0, NULL, NULL, false, tc));
+            json_object_set_new(o, "choices", arr);
+            if (g->q.include_usage)
+                json_object_set_new(o, "usage", json_null());
+            sse_event(g, o);
+        }
+    oai_tool_out_free(&calls);
     free(split);
     if (c.finish != ZL_FINISH_NONE) {
         json_t *o = envelope(g, true);
         json_t *arr = json_array();
         json_array_append_new(arr, choice(g, true, g->q.kind == OAI_CHAT ? NULL : "", 0, NULL, 0,
-                                          finish_name(c.finish), NULL, false));
+                                          finish_name(g, c.finish), NULL, false, NULL));
         json_object_set_new(o, "choices", arr);
         if (g->q.include_usage)
             json_object_set_new(o, "usage", json_null());
@@ -477,12 +524,28 @@ static enum MHD_Result reply_whole(gen *g)
         g->lp_acc = NULL;
         char *split = g->think_on ? malloc(2 * (len + 16)) : NULL;
         oai_think_out to = {split, split ? split + len + 16 : NULL, 0, 0};
-        if (split)
+        if (split) {
             oai_think_feed(&g->think, text ? text : "", len, true, &to);
-        json_array_append_new(arr, split ? choice(g, false, to.content, to.n_content, to.reasoning, to.n_reasoning,
-                                                  finish_name(c.finish), lp, true)
-                                         : choice(g, false, text ? text : "", len, NULL, 0, finish_name(c.finish),
-                                                  lp, true));
+        } else {
+            to.content = text ? text : "";
+            to.n_content = len;
+        }
+        oai_tool_out calls = {0};
+        json_t *tc = NULL;
+        const char *content = to.content;
+        size_t n_content = to.n_content;
+        if (g->q.tools_on) {
+            oai_tools_feed(&g->tools, to.content, to.n_content, true, &calls);
+            content = calls.n_content || !calls.n_calls ? (calls.content ? calls.content : "") : NULL;
+            n_content = calls.n_content;
+            if (calls.n_calls)
+                tc = json_array();
+            for (size_t k = 0; k < calls.n_calls; k++, g->n_calls++)
+                json_array_append_new(tc, tool_call_json(g, &calls.calls[k], g->n_calls, -1));
+        }
+        json_array_append_new(arr, choice(g, false, content, n_content, to.reasoning, to.n_reasoning,
+                                          finish_name(g, c.finish), lp, true, tc));
+        oai_tool_out_free(&calls);
         free(split);
         json_object_set_new(o, "choices", arr);
         json_object_set_new(o, "usage", usage_json(&c));
@@ -518,6 +581,8 @@ static enum MHD_Result handle_generate(srv *s, struct MHD_Connection *conn, oai_
     }
     g->think_on = kind == OAI_CHAT && thinks && (s->reasoning || g->q.reasoning_on) && !g->q.reasoning_off;
     oai_think_init(&g->think, s->tmpl.kind == ZL_TMPL_DEEPSEEK_R1 && (s->tmpl.flags & ZL_CHAT_THINK_PROMPT));
+    oai_tools_init(&g->tools, g->q.tool_fmt, g->q.tools_forced);
+    g->id_rng = seed ^ 0x7f4a7c159e3779b9ull;
     zl_err err = {{0}};
     const int rc = zl_engine_submit(s->engine, g->q.prompt, g->q.n_prompt, &g->q.rp, &g->req, &err);
     if (rc != ZL_OK) {

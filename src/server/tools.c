@@ -404,6 +404,7 @@ void oai_tools_init(oai_tool_parser *p, zl_chat_tool_format fmt, bool forced)
 {
     memset(p, 0, sizeof *p);
     p->fmt = fmt;
+    p->forced = forced;
     p->state = forced ? ST_CALLS : ST_CONTENT;
 }
 
@@ -498,7 +499,12 @@ void oai_tools_feed(oai_tool_parser *p, const char *s, size_t n, bool final, oai
             continue;
         }
         /* not a unit: the calls are over; what follows is content (P_NONE: the whitespace before it dropped) or
-         * was a call that does not parse (text, as it came) */
+         * was a call that does not parse (text, as it came). Under a tool_choice grammar the reply is calls only:
+         * a last call cut short (max_tokens) is left out, not made content. */
+        if (p->forced && u != P_NONE) {
+            drop(p, len);
+            return;
+        }
         if (u == P_NONE)
             drop(p, i);
         p->state = u == P_NONE ? ST_CONTENT : ST_TEXT;

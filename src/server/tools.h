@@ -12,7 +12,7 @@
  *
  * forced (tool_choice "required" or a named function): the reply is calls from its first byte (the grammar of
  * oai_tools_grammar made it so), so no start marker is needed (Mistral's control token [TOOL_CALLS] never comes
- * out of a grammar).
+ * out of a grammar), and a last call cut short by max_tokens is left out rather than given back as content.
  *
  * Threads: a parser belongs to one request.
  */
@@ -44,6 +44,7 @@ typedef struct oai_tool_parser {
     zl_chat_tool_format fmt;
     int state;    /* content, calls or text (after a call that did not parse) */
     bool started; /* a byte other than whitespace has been seen (Llama 3's call only opens a reply) */
+    bool forced;  /* the reply is calls only (tool_choice): a last call cut short is dropped, not content */
     char *pend;   /* bytes not yet decided */
     size_t n_pend, cap_pend;
     bool oom;

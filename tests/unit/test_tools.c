@@ -113,6 +113,9 @@ static void test_hermes(void **state)
          " Done.", "Done.", 1, {"a"}, {"{\"k\": 2}"}},
         {ZL_TOOLFMT_HERMES, true, "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"ü\": \"🦙\"}}\n</tool_call>", "",
          1, {"f"}, {"{\"ü\": \"🦙\"}"}},
+        /* forced: a last call cut short (max_tokens) is left out, never made content */
+        {ZL_TOOLFMT_HERMES, true, "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>\n<tool_call>\n"
+         "{\"name\": \"g\", \"argu", "", 1, {"f"}, {"{}"}},
         /* a marker's prefix at the end is content after all */
         {ZL_TOOLFMT_HERMES, false, "see <tool_ca", "see <tool_ca", 0, {0}, {0}},
     };
