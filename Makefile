@@ -168,7 +168,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_CORPUS  ?= tests/fuzz/corpus
 FUZZ_OPT     := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
                 -fsanitize=fuzzer-no-link
-FUZZ_NAMES   := gguf tok_bpe tok_spm chat oai http grammar
+FUZZ_NAMES   := gguf tok_bpe tok_spm chat oai http grammar tools
 FUZZ_BIN     := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz/fuzz_%)
 FUZZ_VOCAB_bpe := $(DEFAULT_MODEL)
 FUZZ_VOCAB_spm := tests/data/vocab/ggml-vocab-llama-spm.gguf

@@ -16,7 +16,7 @@
 #include "server/schema.h"
 #include "tokenizer/pyjson.h"
 
-enum { ST_CONTENT, ST_CALLS, ST_TEXT };
+enum { ST_CONTENT, ST_CALLS, ST_TEXT, ST_DROP };
 enum { P_NEED = -1, P_BAD = -2, P_NONE = -3 };
 enum { MAX_NAME = 256, MAX_DEPTH = 256 };
 
@@ -312,7 +312,7 @@ static long unit_mistral(const char *s, size_t n, oai_tool_out *o)
 
 static const char *find_in(const char *s, size_t n, const char *lit)
 {
-    return memmem(s, n, lit, strlen(lit));
+    return n ? memmem(s, n, lit, strlen(lit)) : NULL;
 }
 
 static long unit_deepseek(const char *s, size_t n, oai_tool_out *o)
@@ -327,7 +327,7 @@ static long unit_deepseek(const char *s, size_t n, oai_tool_out *o)
     size_t i = strlen(DS_CALL_BEGIN);
     const char *sep = find_in(s + i, n - i, DS_SEP);
     if (!sep)
-        return n - i > 64 ? P_BAD : P_NEED;
+        return n - i > 64 + strlen(DS_SEP) ? P_BAD : P_NEED; /* (a separator may start at 64 and not be whole) */
     if (sep - (s + i) > 64)
         return P_BAD;
     i = (size_t)(sep - s) + strlen(DS_SEP);
@@ -427,9 +427,9 @@ void oai_tools_feed(oai_tool_parser *p, const char *s, size_t n, bool final, oai
         out->oom = true;
         return;
     }
-    if (p->n_pend + n > p->cap_pend) {
+    if (p->n_pend + n + 1 > p->cap_pend) { /* never NULL, even for an empty feed */
         size_t cap = p->cap_pend ? p->cap_pend : 256;
-        while (cap < p->n_pend + n)
+        while (cap < p->n_pend + n + 1)
             cap *= 2;
         char *np = realloc(p->pend, cap);
         if (!np) {
@@ -445,6 +445,10 @@ void oai_tools_feed(oai_tool_parser *p, const char *s, size_t n, bool final, oai
     for (;;) {
         const char *b = p->pend;
         const size_t len = p->n_pend;
+        if (p->state == ST_DROP) {
+            p->n_pend = 0;
+            return;
+        }
         if (p->state == ST_TEXT) {
             out_content(out, b, len);
             p->n_pend = 0;
@@ -460,8 +464,7 @@ void oai_tools_feed(oai_tool_parser *p, const char *s, size_t n, bool final, oai
                 }
                 p->started = true;
                 if (b[i] == '{' || starts(b, len, i, LLAMA_TAG) != 0) {
-                    drop(p, i);
-                    p->state = ST_CALLS;
+                    p->state = ST_CALLS; /* the whitespace stays, in case it is no call after all */
                     continue;
                 }
             }
@@ -496,16 +499,17 @@ void oai_tools_feed(oai_tool_parser *p, const char *s, size_t n, bool final, oai
             return;
         if (u >= 0) {
             drop(p, i + (size_t)u);
+            p->after_unit = true;
             continue;
         }
         /* not a unit: the calls are over; what follows is content (P_NONE: the whitespace before it dropped) or
          * was a call that does not parse (text, as it came). Under a tool_choice grammar the reply is calls only:
          * a last call cut short (max_tokens) is left out, not made content. */
         if (p->forced && u != P_NONE) {
-            drop(p, len);
-            return;
+            p->state = ST_DROP;
+            continue;
         }
-        if (u == P_NONE)
+        if (u == P_NONE && p->after_unit)
             drop(p, i);
         p->state = u == P_NONE ? ST_CONTENT : ST_TEXT;
         if (u == P_NONE && p->fmt == ZL_TOOLFMT_LLAMA3)

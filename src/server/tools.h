@@ -44,6 +44,7 @@ typedef struct oai_tool_parser {
     zl_chat_tool_format fmt;
     int state;    /* content, calls or text (after a call that did not parse) */
     bool started; /* a byte other than whitespace has been seen (Llama 3's call only opens a reply) */
+    bool after_unit; /* a unit of calls has been read (text after it loses its leading whitespace) */
     bool forced;  /* the reply is calls only (tool_choice): a last call cut short is dropped, not content */
     char *pend;   /* bytes not yet decided */
     size_t n_pend, cap_pend;

@@ -165,6 +165,18 @@ def grammars() -> list[bytes]:
     ]
 
 
+def tool_replies() -> list[tuple[int, bytes]]:
+    """(format, reply) seeds for fuzz_tools: 0 Hermes, 1 Llama 3, 2 Mistral, 3 DeepSeek."""
+    return [
+        (0, b'Sure.\n<tool_call>\n{"name": "f", "arguments": {"a": "}\\"x"}}\n</tool_call>\n<tool_call>{"name": "g"}'),
+        (0, b'<tool_call>{"name": "f", "arguments": "{\\"k\\": 1}"}'),
+        (1, b' <|python_tag|>{"name": "f", "parameters": {"a": [1, {"b": null}]}}; {"name": "g", "parameters": {}}'),
+        (2, b'ok [TOOL_CALLS] [{"name": "f", "arguments": {}, "id": "abcdefghi"}, {"name": "g", "arguments": {"x": 1}}]'),
+        (3, "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>f\n```json\n{\"a\": 1}\n```"
+            "<｜tool▁call▁end｜><｜tool▁calls▁end｜>".encode()),
+    ]
+
+
 def main() -> int:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "tests/fuzz/corpus"
     strings = test_strings()
@@ -192,6 +204,17 @@ def main() -> int:
     for rf in ({"type": "json_object"}, {"type": "json_schema", "json_schema": {"name": "t", "schema": schema}}):
         put(out, "oai", json.dumps({"messages": [{"role": "user", "content": "hi"}], "response_format": rf}).encode())
     put(out, "oai", json.dumps({"prompt": "x", "grammar": 'root ::= [0-9]{1,3} ("," [0-9])*'}).encode())
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": schema}}]
+    conv = [{"role": "user", "content": "hi"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "abcdefghi", "type": "function", "function": {"name": "get_weather", "arguments": "{\"a\": [1]}"}}]},
+            {"role": "tool", "tool_call_id": "abcdefghi", "content": "sunny"}]
+    for choice in ("auto", "required", "none", {"type": "function", "function": {"name": "get_weather"}}):
+        put(out, "oai", json.dumps({"messages": conv, "tools": tools, "tool_choice": choice}).encode())
+    for fmt, reply in tool_replies():
+        for forced in (0, 4):
+            put(out, "tools", bytes([fmt | forced, len(reply) // 2 % 256]) + reply)
+    put(out, "tools", b"\x00\x07" + json.dumps(tools).encode())
     for h in http_heads():
         put(out, "http", h)
     for g in grammars():

@@ -25,6 +25,7 @@
 #include "../fuzz/fuzz_grammar.c"
 #include "../fuzz/fuzz_oai.c"
 #include "../fuzz/fuzz_tokenizer.c"
+#include "../fuzz/fuzz_tools.c"
 
 #define REGRESS_DIR "tests/fuzz/regress/"
 
@@ -104,6 +105,18 @@ static void run_grammar(void *ctx, const uint8_t *data, size_t size)
     fuzz_grammar_input(data, size);
 }
 
+static void run_tools(void *ctx, const uint8_t *data, size_t size)
+{
+    (void)ctx;
+    fuzz_tools_input(data, size);
+}
+
+static void test_tools(void **state)
+{
+    (void)state;
+    print_message("%zu inputs\n", replay("tools", run_tools, NULL));
+}
+
 static void test_grammar(void **state)
 {
     (void)state;
@@ -167,6 +180,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gguf),    cmocka_unit_test(test_chat), cmocka_unit_test(test_tok_spm),
         cmocka_unit_test(test_tok_bpe), cmocka_unit_test(test_oai),  cmocka_unit_test(test_grammar),
+        cmocka_unit_test(test_tools),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
