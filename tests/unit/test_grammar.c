@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "sample/grammar.h"
 
 static zl_grammar *parse(const char *text)
@@ -181,12 +183,77 @@ static void test_refusals(void **st)
     refused("root ::= \"\xc3\"\n", "invalid UTF-8");
 }
 
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        fail_msg("%s: cannot read", path);
+    fseek(f, 0, SEEK_END);
+    const long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
+    b[n] = 0;
+    fclose(f);
+    return b;
+}
+
+/* The same verdicts as llama.cpp's grammar engine (tests/data/grammar: its sample grammars json, json_arr, chess,
+ * japanese and list, and grammars of each notation; verdicts recorded by make_expected.py from llama-cpp-python). */
+static void test_llamacpp_verdicts(void **st)
+{
+    (void)st;
+    json_error_t je;
+    json_t *cases = json_load_file("tests/data/grammar/cases.json", 0, &je);
+    json_t *want = json_load_file("tests/data/grammar/llamacpp.expected.json", 0, &je);
+    assert_non_null(cases);
+    assert_non_null(want);
+    json_t *cs = json_object_get(cases, "cases"), *ws = json_object_get(want, "accepts");
+    assert_int_equal(json_array_size(cs), json_array_size(ws));
+    size_t n = 0, yes = 0;
+    for (size_t i = 0; i < json_array_size(cs); i++) {
+        json_t *c = json_array_get(cs, i), *file = json_object_get(c, "file");
+        char *text;
+        if (file) {
+            char path[256];
+            snprintf(path, sizeof path, "tests/data/grammar/%s", json_string_value(file));
+            text = read_text(path);
+        } else {
+            text = strdup(json_string_value(json_object_get(c, "gbnf")));
+        }
+        zl_grammar *g;
+        zl_err e;
+        if (zl_grammar_parse(text, strlen(text), &g, &e) != ZL_OK)
+            fail_msg("case %zu: %s", i, e.msg);
+        json_t *strs = json_object_get(c, "strings"), *verdicts = json_array_get(ws, i);
+        assert_int_equal(json_array_size(strs), json_array_size(verdicts));
+        for (size_t k = 0; k < json_array_size(strs); k++) {
+            const char *s = json_string_value(json_array_get(strs, k));
+            zl_grammar_state *gs = zl_grammar_state_new(g);
+            const bool ok = zl_grammar_accept(gs, s, strlen(s)) && zl_grammar_can_end(gs);
+            zl_grammar_state_free(gs);
+            if (ok != json_is_true(json_array_get(verdicts, k)))
+                fail_msg("case %zu (%s): zili %s \"%s\", llama.cpp does not", i, file ? json_string_value(file) :
+                         "inline", ok ? "accepts" : "refuses", s);
+            n++;
+            yes += ok;
+        }
+        zl_grammar_free(g);
+        free(text);
+    }
+    assert_true(n >= 80 && yes > 20 && yes < n - 20);
+    json_decref(cases);
+    json_decref(want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_json_object),
         cmocka_unit_test(test_notation),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_llamacpp_verdicts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
