@@ -68,6 +68,14 @@ def raise_exception(msg):
 
 env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
 env.globals["raise_exception"] = raise_exception
+def write_record(f, i, gen, out):
+    """One record: the rendering (bytes), or None where the template raised."""
+    if out is None:
+        f.write(b"@@ conv=%d gen=%d error\n" % (i, gen))
+    else:
+        f.write(b"@@ conv=%d gen=%d len=%d\n" % (i, gen, len(out)) + out + b"\n")
+
+
 def main():
     for name, (bos, eos) in TEMPLATES.items():
         tmpl = env.from_string(open("tests/data/chat/%s.jinja" % name, encoding="utf-8").read())
@@ -79,9 +87,8 @@ def main():
                         out = tmpl.render(messages=msgs, add_generation_prompt=bool(gen), bos_token=bos,
                                           eos_token=eos, **EXTRA.get(name, {})).encode("utf-8")
                     except jinja2.exceptions.TemplateError:
-                        f.write(b"@@ conv=%d gen=%d error\n" % (i, gen))
-                        continue
-                    f.write(b"@@ conv=%d gen=%d len=%d\n" % (i, gen, len(out)) + out + b"\n")
+                        out = None
+                    write_record(f, i, gen, out)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_expected import EXTRA, TEMPLATES, env  # noqa: E402
+from make_expected import EXTRA, TEMPLATES, env, write_record  # noqa: E402
 
 NATIVE = ["qwen2.5", "qwen3", "llama3.1", "llama3.2", "mistral-v3", "mistral-nemo", "deepseek-r1", "deepseek-v3"]
 ARGS_AS_OBJECT = {"qwen2.5", "llama3.1", "llama3.2", "mistral-v3", "mistral-nemo"}
@@ -121,9 +121,8 @@ def main():
                     try:
                         out = render(tmpl, name, msgs, t, gen).encode("utf-8")
                     except jinja2.exceptions.TemplateError:
-                        f.write(b"@@ conv=%d gen=%d error\n" % (i, gen))
-                        continue
-                    f.write(b"@@ conv=%d gen=%d len=%d\n" % (i, gen, len(out)) + out + b"\n")
+                        out = None
+                    write_record(f, i, gen, out)
 
 
 if __name__ == "__main__":
