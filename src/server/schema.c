@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 enum { MAX_NESTING = 64 };
@@ -109,7 +110,7 @@ static int check_keywords(gen *g, json_t *sch)
 {
     static const char *const kw[] = {"type", "properties", "required", "additionalProperties", "enum", "const",
                                      "items", "minItems", "maxItems", "minLength", "maxLength", "format", "anyOf",
-                                     "oneOf", "$ref"};
+                                     "oneOf", "$ref", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
     const char *k;
     json_t *v;
     json_object_foreach(sch, k, v) {
@@ -142,9 +143,131 @@ static void put_repeat(gen *g, long lo, long hi)
         put(g, "{%ld,%ld}", lo, hi);
 }
 
+static const char *const BOUNDS[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
+enum { INT_DIGITS = 16 }; /* the integer rule's longest: [1-9] [0-9]{0,15} */
+
+/* Decimal strings lo and hi of n digits each, lo <= hi: a GBNF sequence for the n-digit strings between them. */
+static void put_same_len(gen *g, const char *lo, const char *hi, size_t n)
+{
+    while (n && lo[0] == hi[0]) {
+        put(g, "\"%c\" ", lo[0]);
+        lo++;
+        hi++;
+        n--;
+    }
+    if (!n)
+        return;
+    char nines[INT_DIGITS + 1], zeros[INT_DIGITS + 1];
+    memset(nines, '9', n - 1);
+    memset(zeros, '0', n - 1);
+    nines[n - 1] = zeros[n - 1] = 0;
+    const bool lo_zeros = !strncmp(lo + 1, zeros, n - 1), hi_nines = !strncmp(hi + 1, nines, n - 1);
+    char start = lo[0], end = hi[0];
+    bool alt = false;
+    put(g, "( ");
+    if (!lo_zeros) { /* lo's first digit, then from the rest of lo up */
+        put(g, "\"%c\" ", lo[0]);
+        put_same_len(g, lo + 1, nines, n - 1);
+        start++;
+        alt = true;
+    }
+    if (!hi_nines)
+        end--;
+    if (start <= end) {
+        put(g, alt ? "| " : "");
+        put(g, start == end ? "\"%c\" " : "[%c-%c] ", start, end);
+        if (n > 1)
+            put(g, "[0-9]{%zu} ", n - 1);
+        alt = true;
+    }
+    if (!hi_nines) { /* hi's first digit, then up to the rest of hi */
+        put(g, alt ? "| " : "");
+        put(g, "\"%c\" ", hi[0]);
+        put_same_len(g, zeros, hi + 1, n - 1);
+    }
+    put(g, ") ");
+}
+
+/* The integers a .. b (0 <= a; b < 0: no bound) in decimal without leading zeros, as alternatives by length. */
+static void put_nonneg(gen *g, long long a, long long b)
+{
+    char la[24], lb[24];
+    const int da = snprintf(la, sizeof la, "%lld", a);
+    const int db = b < 0 ? INT_DIGITS : snprintf(lb, sizeof lb, "%lld", b);
+    bool alt = false;
+    long long p = 1; /* 10^(len-1) */
+    for (int k = 1; k < da; k++)
+        p *= 10;
+    put(g, "( ");
+    for (int len = da; len <= db; len++, p *= 10) {
+        const long long lo = len == da ? a : p, hi = b >= 0 && len == db ? b : p * 10 - 1;
+        if (lo > hi)
+            continue;
+        char sl[24], sh[24];
+        snprintf(sl, sizeof sl, "%lld", lo);
+        snprintf(sh, sizeof sh, "%lld", hi);
+        put(g, alt ? "| " : "");
+        put_same_len(g, sl, sh, (size_t)len);
+        alt = true;
+    }
+    put(g, ") ");
+}
+
+/* An integer rule with minimum / maximum / exclusiveMinimum / exclusiveMaximum: 1 when sch has none. */
+static int integer_bounds(gen *g, json_t *sch, int r)
+{
+    const long long cap = 9999999999999999LL; /* INT_DIGITS nines */
+    long long lo = -cap, hi = cap;
+    bool any = false;
+    for (int k = 0; k < 4; k++) {
+        json_t *v = json_object_get(sch, BOUNDS[k]);
+        if (!v)
+            continue;
+        if (!json_is_number(v))
+            return refuse(g, "json_schema '%s' must be a number", BOUNDS[k]);
+        const double x = json_number_value(v);
+        any = true;
+        if (k == 0 || k == 2) { /* the least integer >= x, or > x */
+            double c = ceil(x);
+            if (k == 2 && c == x)
+                c += 1;
+            if (c > (double)lo)
+                lo = c > (double)cap ? cap + 1 : (long long)c;
+        } else {
+            double f = floor(x);
+            if (k == 3 && f == x)
+                f -= 1;
+            if (f < (double)hi)
+                hi = f < (double)-cap ? -cap - 1 : (long long)f;
+        }
+    }
+    if (!any)
+        return 1;
+    if (lo > hi)
+        return refuse(g, "json_schema %s: no integer lies within its bounds (or beyond 16 digits)", "integer");
+    put(g, "s%d ::= ( ", r);
+    if (hi >= 0)
+        put_nonneg(g, lo > 0 ? lo : 0, hi);
+    if (lo < 0) {
+        put(g, hi >= 0 ? "| \"-\" " : "\"-\" ");
+        put_nonneg(g, hi < 0 ? -hi : 1, -lo);
+    }
+    put(g, ") ws\n");
+    return 0;
+}
+
 /* A rule for one type of sch (type_name), written as rule r. */
 static int typed(gen *g, json_t *sch, const char *t, int r, int depth)
 {
+    if (!strcmp(t, "integer")) {
+        const int b = integer_bounds(g, sch, r);
+        if (b <= 0)
+            return b;
+    }
+    if (!strcmp(t, "number"))
+        for (int k = 0; k < 4; k++)
+            if (json_object_get(sch, BOUNDS[k]))
+                return refuse(g, "json_schema keyword '%s' is supported on integers, not on numbers", BOUNDS[k]);
     if (!strcmp(t, "null") || !strcmp(t, "boolean") || !strcmp(t, "number") || !strcmp(t, "integer")) {
         put(g, "s%d ::= %s\n", r, t);
         return 0;

@@ -3,10 +3,11 @@
  *
  * Supported: type (one or a list), properties, required, additionalProperties (false, or true / absent: the
  * properties listed are the ones written, in their order, the required ones always), enum, const, items,
- * minItems, maxItems, minLength, maxLength, format date / time / date-time / uuid, anyOf, oneOf (as anyOf), $ref
+ * minItems, maxItems, minLength, maxLength, minimum / maximum / exclusiveMinimum / exclusiveMaximum on integers
+ * (as digit ranges, up to 16 digits), format date / time / date-time / uuid, anyOf, oneOf (as anyOf), $ref
  * to "#/$defs/NAME" or "#/definitions/NAME", and the annotations title, description, default, examples,
  * $schema, $id, $comment. A schema of true or {} is any JSON value; an object schema without properties is any
- * object. Any other keyword (minimum, pattern, allOf, ...) is refused with a message that names it, as is a $ref
+ * object. Any other keyword (pattern, allOf, bounds on numbers, ...) is refused with a message that names it, as is a $ref
  * elsewhere or a recursion deeper than 64 levels.
  *
  * Threads: a pure function over its arguments.

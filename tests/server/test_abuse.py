@@ -196,7 +196,7 @@ CHAT_WRONG = [
     '{"messages": [{"role": "user", "content": 5}]}', '{"messages": [{"role": ["user"], "content": "x"}]}',
     '{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]}',
     '{"messages": [{"role": "user", "content": [{"type": "text"}]}]}',
-    '{"messages": [{"role": "tool", "content": "x"}]}', '{"messages": [{"role": "user", "content": "x"}], '
+    '{"messages": [{"role": "function", "content": "x"}]}', '{"messages": [{"role": "user", "content": "x"}], '
     '"top_logprobs": 3}',
 ]
 

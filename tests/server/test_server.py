@@ -238,7 +238,7 @@ def test_bad_request(server, body, param):
 
 def test_bad_chat(server):
     with pytest.raises(openai.BadRequestError) as ex:
-        client(server).chat.completions.create(model="m", messages=[{"role": "tool", "content": "x"}])
+        client(server).chat.completions.create(model="m", messages=[{"role": "function", "content": "x"}])
     assert "role" in str(ex.value)
     with pytest.raises(openai.BadRequestError):
         client(server).chat.completions.create(model="m", messages=[])

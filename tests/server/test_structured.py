@@ -91,7 +91,7 @@ def test_refusals(srv):
     assert "grammar" in msg and "'other'" in msg
     refused(srv, {"messages": ASK, "grammar": 5}, "grammar")
     refused(srv, {"messages": ASK, "response_format": {"type": "json_schema", "json_schema": {}}}, "response_format")
-    for schema, word in [({"type": "integer", "minimum": 3}, "'minimum'"), ({"type": "string", "pattern": "a+"},
+    for schema, word in [({"type": "number", "minimum": 3}, "'minimum'"), ({"type": "string", "pattern": "a+"},
                          "'pattern'"), ({"allOf": [{}]}, "'allOf'"), ({"$ref": "#/$defs/x"}, "$ref"),
                          ({"type": "date"}, "'date'"), ({"type": "string", "format": "email"}, "'email'")]:
         msg = refused(srv, {"messages": ASK, "response_format": schema_format(schema)}, "response_format")
@@ -136,7 +136,9 @@ def valid_type(v, t, sch, root):
     if t == "boolean":
         return isinstance(v, bool)
     if t == "integer":
-        return isinstance(v, int) and not isinstance(v, bool)
+        return (isinstance(v, int) and not isinstance(v, bool) and v >= sch.get("minimum", v) and
+                v <= sch.get("maximum", v) and v > sch.get("exclusiveMinimum", v - 1) and
+                v < sch.get("exclusiveMaximum", v + 1))
     if t == "number":
         return isinstance(v, (int, float)) and not isinstance(v, bool)
     if t == "string":
@@ -184,6 +186,10 @@ SCHEMAS = [
         "c": {"type": "array", "items": {"type": "boolean"}, "maxItems": 3}}, "required": ["c"]}}, "required": ["b"]},
         "note": {"type": "string", "maxLength": 16}}, "required": ["a"]},
     {"type": "object"},
+    {"type": "object", "properties": {"year": {"type": "integer", "minimum": 1900, "maximum": 2100},
+                                      "delta": {"type": "integer", "exclusiveMinimum": -50, "exclusiveMaximum": 7},
+                                      "n": {"type": "integer", "minimum": 12}},
+     "required": ["year", "delta", "n"], "additionalProperties": False},
 ]
 
 
