@@ -24,12 +24,12 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA = {"type": "object", "properties": {
-    "title": {"type": "string", "maxLength": 400},
+    "title": {"type": "string", "maxLength": 80},
     "people": {"type": "array", "maxItems": 8, "items": {"type": "object", "properties": {
-        "name": {"type": "string", "maxLength": 200}, "age": {"type": "integer"},
-        "tags": {"type": "array", "items": {"type": "string", "maxLength": 200}, "maxItems": 6}},
+        "name": {"type": "string", "maxLength": 40}, "age": {"type": "integer"},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 24}, "maxItems": 6}},
         "required": ["name", "age", "tags"], "additionalProperties": False}},
-    "summary": {"type": "string", "maxLength": 2000}},
+    "summary": {"type": "string", "maxLength": 300}},
     "required": ["title", "people", "summary"], "additionalProperties": False}
 ASK = [{"role": "user", "content": "Invent a story about a few people and describe it as JSON."}]
 
@@ -76,7 +76,7 @@ def bench_zili(args):
     port = free_port()
     url = "http://127.0.0.1:%d" % port
     proc = subprocess.Popen([args.bin, "serve", "-m", args.model, "--port", str(port), "--host", "127.0.0.1",
-                             "--parallel", "16", "-c", "4096", "--no-mmap"], stdout=subprocess.DEVNULL,
+                             "--parallel", "16", "-c", "4096"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         for _ in range(600):
