@@ -194,7 +194,7 @@ static void test_grammars(void **state)
         "[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"parameters\": {\"type\": \"object\", "
         "\"properties\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"], \"additionalProperties\": "
         "false}}}, {\"type\": \"function\", \"function\": {\"name\": \"odd\", \"parameters\": {\"type\": \"object\", "
-        "\"properties\": {\"n\": {\"type\": \"integer\", \"exclusiveMaximum\": 3}}}}}]",
+        "\"properties\": {\"n\": {\"type\": \"integer\"}, \"s\": {\"type\": \"string\", \"pattern\": \"a+\"}}}}}]",
         0, &je);
     assert_non_null(tools);
     char why[256];
