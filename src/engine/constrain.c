@@ -62,6 +62,16 @@ void zl_token_text_free(zl_token_text *t)
     free(t);
 }
 
+bool zl_constrain_allows(const zl_token_text *t, zl_grammar_state *gs, int32_t tok)
+{
+    if (tok < 0 || tok >= t->n)
+        return false;
+    if (t->eog[tok])
+        return zl_grammar_can_end(gs);
+    const uint32_t a = t->off[tok], b = t->off[tok + 1];
+    return b > a && zl_grammar_would_accept(gs, t->bytes + a, b - a);
+}
+
 bool zl_constrain_take(const zl_token_text *t, zl_grammar_state *gs, int32_t tok)
 {
     if (tok < 0 || tok >= t->n)

@@ -2,9 +2,10 @@
  * constrain.h - the token side of grammar-constrained decoding: every token's bytes, kept once per engine, and
  * the checks of sampled tokens against a request's grammar position (sample/grammar.h).
  *
- * The engine samples as usual and offers the token drawn to zl_constrain_take; only when the grammar refuses it
- * does it mask the whole row (zl_constrain_mask: -inf for every token that may not come next, each checked
- * after a first-byte pre-filter) and draw again. End-of-generation tokens may come where the grammar can end;
+ * The engine draws with zl_sampler_sample_where, which asks zl_constrain_allows about the tokens drawn (or, for
+ * greedy and top-k, the best few) rather than the whole vocabulary; only when that does not settle the draw does
+ * it mask the whole row (zl_constrain_mask: -inf for every token that may not come next, each checked after a
+ * first-byte pre-filter) and draw from it. End-of-generation tokens may come where the grammar can end;
  * tokens without text (control tokens) never may.
  *
  * Threads: the table is immutable after build; a grammar state is used by the thread sampling its request.
@@ -24,6 +25,8 @@ typedef struct zl_token_text zl_token_text;
 int zl_token_text_build(const zl_vocab *v, int32_t n_vocab, zl_token_text **out, zl_err *err);
 void zl_token_text_free(zl_token_text *t);
 
+/* Whether tok may come next (gs unchanged). */
+bool zl_constrain_allows(const zl_token_text *t, zl_grammar_state *gs, int32_t tok);
 /* Takes tok into gs if it may come next (true); otherwise leaves gs as it was (false). An end-of-generation token
  * changes nothing. */
 bool zl_constrain_take(const zl_token_text *t, zl_grammar_state *gs, int32_t tok);

@@ -907,6 +907,20 @@ typedef struct sample_task {
     atomic_int next;
 } sample_task;
 
+/* Refused draws a grammar-constrained draw may test before it masks the row. */
+#define GRAMMAR_TRIES 32
+
+typedef struct grammar_ask {
+    const zl_token_text *tt;
+    zl_grammar_state *gs;
+} grammar_ask;
+
+static bool grammar_allows(void *ctx, int32_t tok)
+{
+    const grammar_ask *a = ctx;
+    return zl_constrain_allows(a->tt, a->gs, tok);
+}
+
 static void sample_rows(void *arg, int ith, int nth)
 {
     (void)nth;
@@ -920,15 +934,21 @@ static void sample_rows(void *arg, int ith, int nth)
         float *row = e->logits + (size_t)i * (size_t)e->n_vocab;
         for (int32_t k = 0; k < r->p.n_bias; k++)
             row[r->bias[k].token] += r->bias[k].bias;
-        int32_t tok = zl_sampler_sample_ws(r->smp, row, e->ws[ith]);
-        if (r->gstate && !zl_constrain_take(e->tt, r->gstate, tok)) {
-            /* the draw breaks the grammar: mask every token that would, draw again, and take that one (the mask
-             * let only tokens the grammar takes through) */
-            if (zl_constrain_mask(e->tt, r->gstate, row) > 0) {
+        int32_t tok;
+        if (!r->gstate) {
+            tok = zl_sampler_sample_ws(r->smp, row, e->ws[ith]);
+        } else {
+            /* a draw among the tokens the grammar takes, asking it about a few; when that does not settle it, the
+             * row masked (every token that would break the grammar at -inf) and a draw from that */
+            grammar_ask ask = {e->tt, r->gstate};
+            tok = zl_sampler_sample_where(r->smp, row, e->ws[ith], grammar_allows, &ask, GRAMMAR_TRIES);
+            if (tok < 0 && zl_constrain_mask(e->tt, r->gstate, row) > 0)
                 tok = zl_sampler_sample_ws(r->smp, row, e->ws[ith]);
+            if (tok >= 0) {
                 zl_constrain_take(e->tt, r->gstate, tok);
             } else {
                 r->grammar_dead = true;
+                tok = 0;
             }
         }
         zl_sampler_accept(r->smp, tok);

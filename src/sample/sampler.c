@@ -36,6 +36,8 @@ struct zl_sampler {
 
 /* The history window for repeat_last_n = -1 ("all"): bounded so memory stays bounded. */
 enum { ZL_SAMPLER_MAX_WINDOW = 1 << 20 };
+/* zl_sampler_sample_where with min-p alone: candidates beyond the refusals it may walk before the threshold. */
+enum { ZL_SAMPLER_MIN_P_SPAN = 256 };
 
 static uint64_t splitmix64(uint64_t *x)
 {
@@ -199,6 +201,12 @@ static int cmp_cand_desc(const void *a, const void *b)
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
+static int cmp_cand_id(const void *a, const void *b)
+{
+    const cand *x = a, *y = b;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
 /* Sift-down for a min-heap on (logit, then higher id counts as smaller so lower ids win ties). */
 static bool cand_less(const cand *a, const cand *b)
 {
@@ -270,74 +278,84 @@ static int32_t first_equal(const float *l, int32_t n, bool raw, float v)
     return 0;
 }
 
-int32_t zl_sampler_sample(zl_sampler *s, const float *logits) { return zl_sampler_sample_ws(s, logits, s->own); }
-
-int32_t zl_sampler_sample_ws(zl_sampler *s, const float *logits, zl_sample_ws *ws)
+/* The logits as the chain sees them: the caller's row (*raw: cleaned on reading) or, with penalties, a cleaned and
+ * penalized copy in ws->v. */
+static const float *chain_view(zl_sampler *s, const float *logits, zl_sample_ws *ws, bool *raw)
 {
     const zl_sampler_params *p = &s->p;
-    int32_t n = s->n_vocab;
-    const bool filters = (p->top_k > 0 && p->top_k < n) || p->top_p < 1.0f || p->min_p > 0.0f;
-
-    /* Penalties, once per distinct token in the window, on a copy of the clean logits. counts[t] is negated while
-     * t is done, then restored. */
-    const float *l = logits;
-    const bool raw = !s->window;
-    if (s->window) {
-        float *v = ws->v;
-        for (int32_t i = 0; i < n; i++)
-            v[i] = clean(logits[i]);
-        for (int32_t j = 0; j < s->hist_n; j++) {
-            const int32_t t = s->hist[(s->hist_head + j) % s->window];
-            const int32_t cnt = s->counts[t];
-            if (cnt <= 0)
-                continue;
-            float x = v[t];
-            x = x <= 0 ? x * p->repeat_penalty : x / p->repeat_penalty;
-            v[t] = x - (float)cnt * p->frequency_penalty - p->presence_penalty;
-            s->counts[t] = -cnt;
-        }
-        for (int32_t j = 0; j < s->hist_n; j++) {
-            const int32_t t = s->hist[(s->hist_head + j) % s->window];
-            if (s->counts[t] < 0)
-                s->counts[t] = -s->counts[t];
-        }
-        l = v;
+    const int32_t n = s->n_vocab;
+    *raw = !s->window;
+    if (!s->window)
+        return logits;
+    /* Penalties, once per distinct token in the window. counts[t] is negated while t is done, then restored. */
+    float *v = ws->v;
+    for (int32_t i = 0; i < n; i++)
+        v[i] = clean(logits[i]);
+    for (int32_t j = 0; j < s->hist_n; j++) {
+        const int32_t t = s->hist[(s->hist_head + j) % s->window];
+        const int32_t cnt = s->counts[t];
+        if (cnt <= 0)
+            continue;
+        float x = v[t];
+        x = x <= 0 ? x * p->repeat_penalty : x / p->repeat_penalty;
+        v[t] = x - (float)cnt * p->frequency_penalty - p->presence_penalty;
+        s->counts[t] = -cnt;
     }
-
-    /* Greedy, or a draw from the whole vocabulary: no candidate array. */
-    if (p->temp <= 0 || !filters) {
-        const float maxl = raw ? max_of(l, n, true) : max_of(l, n, false); /* each loop for its own case */
-        if (p->temp <= 0) /* the lowest id of the maximum */
-            return first_equal(l, n, raw, maxl);
-        if (!isfinite(maxl)) /* every logit -inf (or a penalty's +inf): the lowest id, as the candidate path does */
-            return 0;
-        double total = 0;
-        for (int32_t i = 0; i < n; i++) {
-            ws->w[i] = exp(((double)at(l, i, raw) - maxl) / (double)p->temp);
-            total += ws->w[i];
-        }
-        const double r = rng_uniform(s->rng) * total;
-        double acc = 0;
-        for (int32_t i = 0; i < n; i++) {
-            acc += ws->w[i];
-            if (r < acc)
-                return i;
-        }
-        return n - 1;
+    for (int32_t j = 0; j < s->hist_n; j++) {
+        const int32_t t = s->hist[(s->hist_head + j) % s->window];
+        if (s->counts[t] < 0)
+            s->counts[t] = -s->counts[t];
     }
+    return v;
+}
 
-    cand *c = ws->cands;
+static bool has_filters(const zl_sampler *s)
+{
+    const zl_sampler_params *p = &s->p;
+    return (p->top_k > 0 && p->top_k < s->n_vocab) || p->top_p < 1.0f || p->min_p > 0.0f;
+}
+
+/* Greedy, or a draw from the whole vocabulary: no candidate array. A draw leaves every token's weight in ws->w
+ * and their sum in *total (0 when none was made). */
+static int32_t draw_plain(zl_sampler *s, const float *l, bool raw, zl_sample_ws *ws, double *total_out)
+{
+    const zl_sampler_params *p = &s->p;
+    const int32_t n = s->n_vocab;
+    *total_out = 0;
+    const float maxl = raw ? max_of(l, n, true) : max_of(l, n, false); /* each loop for its own case */
+    if (p->temp <= 0) /* the lowest id of the maximum */
+        return first_equal(l, n, raw, maxl);
+    if (!isfinite(maxl)) /* every logit -inf (or a penalty's +inf): the lowest id, as the candidate path does */
+        return 0;
+    double total = 0;
+    for (int32_t i = 0; i < n; i++) {
+        ws->w[i] = exp(((double)at(l, i, raw) - maxl) / (double)p->temp);
+        total += ws->w[i];
+    }
+    *total_out = total;
+    const double r = rng_uniform(s->rng) * total;
+    double acc = 0;
+    for (int32_t i = 0; i < n; i++) {
+        acc += ws->w[i];
+        if (r < acc)
+            return i;
+    }
+    return n - 1;
+}
+
+/* Every token as a candidate (id order). */
+static void fill_cands(const float *l, bool raw, int32_t n, cand *c)
+{
     for (int32_t i = 0; i < n; i++) {
         c[i].id = i;
         c[i].logit = at(l, i, raw);
     }
+}
 
-    bool sorted = false;
-    if (p->top_k > 0 && p->top_k < n) {
-        top_k_sorted(c, n, p->top_k);
-        n = p->top_k;
-        sorted = true;
-    }
+/* top-p, min-p, temperature and the draw over the candidates c[0..n) (sorted: in descending order already). */
+static int32_t draw_tail(zl_sampler *s, cand *c, int32_t n, bool sorted, zl_sample_ws *ws)
+{
+    const zl_sampler_params *p = &s->p;
     if (p->top_p < 1.0f) {
         if (!sorted) {
             qsort(c, (size_t)n, sizeof *c, cmp_cand_desc);
@@ -388,4 +406,165 @@ int32_t zl_sampler_sample_ws(zl_sampler *s, const float *logits, zl_sample_ws *w
         if (r < acc) return c[i].id;
     }
     return c[n - 1].id;
+}
+
+static int32_t draw_filtered(zl_sampler *s, const float *l, bool raw, zl_sample_ws *ws)
+{
+    const zl_sampler_params *p = &s->p;
+    int32_t n = s->n_vocab;
+    cand *c = ws->cands;
+    fill_cands(l, raw, n, c);
+    bool sorted = false;
+    if (p->top_k > 0 && p->top_k < n) {
+        top_k_sorted(c, n, p->top_k);
+        n = p->top_k;
+        sorted = true;
+    }
+    return draw_tail(s, c, n, sorted, ws);
+}
+
+int32_t zl_sampler_sample(zl_sampler *s, const float *logits) { return zl_sampler_sample_ws(s, logits, s->own); }
+
+int32_t zl_sampler_sample_ws(zl_sampler *s, const float *logits, zl_sample_ws *ws)
+{
+    bool raw;
+    const float *l = chain_view(s, logits, ws, &raw);
+    if (s->p.temp <= 0 || !has_filters(s)) {
+        double total;
+        return draw_plain(s, l, raw, ws, &total);
+    }
+    return draw_filtered(s, l, raw, ws);
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Draws restricted to the tokens a test admits (zl_sampler_sample_where) */
+
+/* First i in [lo, hi] with cum[i] - off > x (hi when none: rounding). */
+static int32_t first_above(const double *cum, int32_t lo, int32_t hi, double off, double x)
+{
+    while (lo < hi) {
+        const int32_t mid = lo + (hi - lo) / 2;
+        if (cum[mid] - off > x)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+/* A draw from the weights whose prefix sums are cum[0..n), without the tokens rm[0..k) (ascending, weights rw):
+ * a uniform point of the remaining mass (total) located segment by segment between the removed tokens. -1 when
+ * rounding leaves no token. */
+static int32_t draw_without(zl_sampler *s, const double *cum, int32_t n, const int32_t *rm, const double *rw,
+                            int k, double total)
+{
+    const double x = rng_uniform(s->rng) * total;
+    double off = 0; /* mass of the removed tokens below the segment */
+    for (int j = 0; j <= k; j++) {
+        const int32_t lo = j ? rm[j - 1] + 1 : 0, hi = j < k ? rm[j] - 1 : n - 1;
+        if (lo <= hi && cum[hi] - off > x)
+            return first_above(cum, lo, hi, off, x);
+        if (j < k)
+            off += rw[j];
+    }
+    return -1;
+}
+
+int32_t zl_sampler_sample_where(zl_sampler *s, const float *logits, zl_sample_ws *ws, zl_token_ok ok, void *ctx,
+                                int32_t tries)
+{
+    const zl_sampler_params *p = &s->p;
+    const int32_t n = s->n_vocab;
+    bool raw;
+    const float *l = chain_view(s, logits, ws, &raw);
+    tries = tries < 1 ? 1 : tries > ZL_SAMPLER_MAX_TRIES ? ZL_SAMPLER_MAX_TRIES : tries;
+
+    if (p->temp > 0 && !has_filters(s)) {
+        /* Rejection: draws from the same weights until one is admitted (the admitted tokens' distribution, as a
+         * draw from the masked row would give), each refused token taken out of the later draws. */
+        double total;
+        int32_t tok = draw_plain(s, l, raw, ws, &total);
+        if (ok(ctx, tok))
+            return tok;
+        if (!(total > 0))
+            return -1;
+        double *cum = ws->w, acc = 0;
+        for (int32_t i = 0; i < n; i++) {
+            acc += cum[i];
+            cum[i] = acc;
+        }
+        int32_t rm[ZL_SAMPLER_MAX_TRIES];
+        double rw[ZL_SAMPLER_MAX_TRIES], left = acc;
+        int k = 0;
+        for (;;) {
+            /* tok joins the removed tokens, kept ascending */
+            const double w = cum[tok] - (tok ? cum[tok - 1] : 0);
+            int j = k++;
+            while (j > 0 && rm[j - 1] > tok) {
+                rm[j] = rm[j - 1];
+                rw[j] = rw[j - 1];
+                j--;
+            }
+            rm[j] = tok;
+            rw[j] = w;
+            left -= w;
+            if (k >= tries || !(left > 0))
+                return -1;
+            tok = draw_without(s, cum, n, rm, rw, k, left);
+            if (tok < 0)
+                return -1;
+            if (ok(ctx, tok))
+                return tok;
+        }
+    }
+
+    const bool top_k = p->top_k > 0 && p->top_k < n;
+    int32_t tok;
+    if (p->temp <= 0) {
+        double total;
+        tok = draw_plain(s, l, raw, ws, &total);
+    } else {
+        tok = draw_filtered(s, l, raw, ws);
+    }
+    if (ok(ctx, tok))
+        return tok;
+    if (p->temp > 0 && !top_k && p->top_p < 1.0f)
+        return -1; /* top-p over the admitted tokens needs all of their mass */
+
+    /* Greedy, top-k and min-p settle on the best candidates: the m best in descending order (the order the
+     * masked row's candidates take), tested until the admitted ones that stage keeps are known. */
+    const int32_t want = p->temp <= 0 ? 1 : top_k ? p->top_k : n; /* admitted candidates to collect */
+    int64_t mm = (int64_t)(want < n ? want : 0) + tries + (p->temp > 0 && !top_k ? ZL_SAMPLER_MIN_P_SPAN : 0);
+    const int32_t m = mm < n ? (int32_t)mm : n;
+    cand *c = ws->cands;
+    fill_cands(l, raw, n, c);
+    top_k_sorted(c, n, m);
+    int32_t got = 0, refused = 0;
+    float thr = -INFINITY; /* min-p only: the admitted candidates at or above it */
+    bool settled = m == n;
+    for (int32_t i = 0; i < m; i++) {
+        if (p->temp > 0 && !top_k && got > 0 && c[i].logit < thr) {
+            settled = true;
+            break;
+        }
+        if (c[i].id == tok || !ok(ctx, c[i].id)) { /* tok: the first draw, refused already */
+            if (++refused > tries && got < want)
+                return -1;
+            continue;
+        }
+        if (got == 0 && p->temp > 0 && !top_k)
+            thr = c[i].logit + logf(p->min_p);
+        c[got++] = c[i];
+        if (got == want) {
+            settled = true;
+            break;
+        }
+    }
+    if (!settled || got == 0)
+        return -1;
+    if (p->temp <= 0)
+        return c[0].id;
+    if (!top_k) /* min-p alone keeps the candidates in id order */
+        qsort(c, (size_t)got, sizeof *c, cmp_cand_id);
+    return draw_tail(s, c, got, top_k, ws);
 }

@@ -54,6 +54,21 @@ int32_t zl_sampler_sample(zl_sampler *s, const float *logits);
 /* The same with the caller's scratch (made for the same n_vocab), used by one thread at a time. */
 int32_t zl_sampler_sample_ws(zl_sampler *s, const float *logits, zl_sample_ws *ws);
 
+/* Whether token may come (a grammar's verdict, say); must not depend on earlier calls. */
+typedef bool (*zl_token_ok)(void *ctx, int32_t token);
+#define ZL_SAMPLER_MAX_TRIES 64
+
+/* A draw as zl_sampler_sample_ws would make it from logits in which every token ok refuses were -inf, asking ok
+ * about a few tokens instead of the whole vocabulary: greedy, top-k and min-p take the best candidates in order
+ * until the admitted ones their stage keeps are known, then draw as the masked row would (the same token for the
+ * same RNG state); a plain-temperature draw (no top-k / top-p / min-p) draws from the same weights again, each
+ * refused token taken out, until ok admits one (rejection sampling: the masked row's distribution, though not its
+ * draw). -1 when `tries` (1 .. ZL_SAMPLER_MAX_TRIES) refusals do not settle it, and for top-p without top-k
+ * once the first draw is refused (its cut needs the mass of every admitted token): the caller then masks the row
+ * and calls zl_sampler_sample_ws. The returned token has been admitted by ok. */
+int32_t zl_sampler_sample_where(zl_sampler *s, const float *logits, zl_sample_ws *ws, zl_token_ok ok, void *ctx,
+                                int32_t tries);
+
 /* Records a token as part of the context (prompt or generated) for the penalties. */
 void zl_sampler_accept(zl_sampler *s, int32_t token);
 /* Forgets accepted tokens (keeps the RNG state). */

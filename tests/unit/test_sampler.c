@@ -359,13 +359,150 @@ static void test_matches_reference(void **st)
     zl_sample_ws_free(ws);
 }
 
+/* zl_sampler_sample_where's admission test for the tests below: token t admitted when adm[t]. */
+static bool admitted(void *ctx, int32_t t) { return ((const bool *)ctx)[t]; }
+
+/* The old way: a draw; refused, the row masked and a second draw. */
+static int32_t masked_draw(zl_sampler *s, const float *l, float *row, const bool *adm, int32_t n, zl_sample_ws *ws)
+{
+    const int32_t t = zl_sampler_sample_ws(s, l, ws);
+    if (adm[t])
+        return t;
+    for (int32_t i = 0; i < n; i++)
+        row[i] = adm[i] ? l[i] : -INFINITY;
+    return zl_sampler_sample_ws(s, row, ws);
+}
+
+/* Greedy, top-k, top-p and min-p draws restricted to admitted tokens give the masked row's token at every step
+ * (the same RNG use, falling back where they cannot settle), over random logits with NaN / inf, admitted sets
+ * from one token to nearly all, with and without penalties. */
+static void test_where_matches_mask(void **st)
+{
+    (void)st;
+    enum { N = 1003, STEPS = 160 };
+    static float l[N], row[N];
+    static bool adm[N];
+    zl_err e;
+    zl_sample_ws *ws = NULL;
+    assert_int_equal(zl_sample_ws_create(N, &ws, &e), 0);
+    uint64_t x = 11;
+    int settled = 0, fell_back = 0;
+    for (int set = 0; set < 20; set++) {
+        zl_sampler_params p = neutral();
+        p.seed = 500 + (uint64_t)set;
+        p.temp = (float[]){0.0f, 1.0f, 0.7f, 1.5f}[set % 4];
+        p.top_k = (set / 4) % 3 != 2 ? (set % 3 ? 20 : 1) : 0;
+        p.top_p = (set / 4) % 3 == 1 ? 0.9f : (set % 7 == 3 ? 0.8f : 1.0f);
+        p.min_p = set % 5 == 1 || (p.temp > 0 && p.top_k == 0 && p.top_p == 1.0f) ? 0.05f : 0.0f;
+        const bool pen = set >= 10;
+        if (pen) {
+            p.repeat_penalty = 1.3f;
+            p.frequency_penalty = 0.2f;
+            p.presence_penalty = 0.5f;
+            p.repeat_last_n = -1;
+        }
+        if (p.temp > 0 && p.top_k == 0 && p.top_p == 1.0f && p.min_p == 0.0f)
+            fail_msg("set %d is a plain draw (tested by distribution)", set);
+        zl_sampler *a = NULL, *b = NULL;
+        assert_int_equal(zl_sampler_create_shared(&p, N, &a, &e), 0);
+        assert_int_equal(zl_sampler_create_shared(&p, N, &b, &e), 0);
+        for (int step = 0; step < STEPS; step++) {
+            const unsigned density = (unsigned[]){1, 3, 50, 500, 700, 850, 950, 1000}[step % 8]; /* per mille */
+            bool any = false;
+            for (int i = 0; i < N; i++) {
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                l[i] = (float)((int64_t)(x % 4001) - 2000) / 200.0f;
+                const unsigned k = (unsigned)(x >> 40) % 97;
+                l[i] = k == 0 ? NAN : k == 1 ? INFINITY : k == 2 ? -INFINITY : l[i];
+                adm[i] = (unsigned)(x >> 20) % 1000 < density;
+                any |= adm[i] && isfinite(l[i]);
+            }
+            if (!any)
+                continue;
+            const int32_t want = masked_draw(a, l, row, adm, N, ws);
+            int32_t got = zl_sampler_sample_where(b, l, ws, admitted, adm, 16);
+            if (got < 0) {
+                fell_back++;
+                for (int32_t i = 0; i < N; i++)
+                    row[i] = adm[i] ? l[i] : -INFINITY;
+                got = zl_sampler_sample_ws(b, row, ws);
+            } else {
+                settled++;
+                if (!adm[got])
+                    fail_msg("set %d step %d: token %d not admitted", set, step, got);
+            }
+            if (got != want)
+                fail_msg("set %d step %d (density %u/1000): masked row %d, restricted draw %d", set, step, density,
+                         want, got);
+            zl_sampler_accept(a, want);
+            zl_sampler_accept(b, want);
+        }
+        zl_sampler_free(a);
+        zl_sampler_free(b);
+    }
+    assert_true(settled > 500);
+    assert_true(fell_back > 20); /* the fallbacks were exercised too */
+    zl_sample_ws_free(ws);
+}
+
+/* A plain-temperature draw restricted to admitted tokens follows the masked row's distribution: frequencies over
+ * many draws against p_i / (admitted mass), with the refused tokens holding most of the mass (most draws are
+ * refused first, some fall back to the mask). */
+static void test_where_distribution(void **st)
+{
+    (void)st;
+    enum { N = 64, DRAWS = 60000 };
+    float l[N], row[N];
+    bool adm[N];
+    double pr[N], za = 0;
+    for (int i = 0; i < N; i++) {
+        l[i] = (float)((i * 37) % 23) / 4.0f;
+        adm[i] = i % 5 == 1;
+        if (i == 9)
+            l[i] = -INFINITY; /* admitted but impossible */
+    }
+    l[40] = 9.0f; /* refused, most of the mass */
+    for (int i = 0; i < N; i++)
+        za += adm[i] && isfinite(l[i]) ? exp(l[i]) : 0;
+    for (int i = 0; i < N; i++)
+        pr[i] = adm[i] && isfinite(l[i]) ? exp(l[i]) / za : 0;
+    zl_sampler_params p = neutral();
+    zl_sampler *s = make(&p, N);
+    zl_err e;
+    zl_sample_ws *ws = NULL;
+    assert_int_equal(zl_sample_ws_create(N, &ws, &e), 0);
+    static int hits[N];
+    int fell_back = 0;
+    for (int d = 0; d < DRAWS; d++) {
+        int32_t t = zl_sampler_sample_where(s, l, ws, admitted, adm, 4);
+        if (t < 0) {
+            fell_back++;
+            for (int i = 0; i < N; i++)
+                row[i] = adm[i] ? l[i] : -INFINITY;
+            t = zl_sampler_sample_ws(s, row, ws);
+        }
+        assert_true(t >= 0 && t < N && adm[t] && t != 9);
+        hits[t]++;
+    }
+    double tv = 0;
+    for (int i = 0; i < N; i++)
+        tv += fabs(hits[i] / (double)DRAWS - pr[i]);
+    tv /= 2;
+    if (tv > 0.01)
+        fail_msg("total variation %.4f from the masked distribution", tv);
+    assert_true(fell_back > 0 && fell_back < DRAWS);
+    zl_sampler_free(s);
+    zl_sample_ws_free(ws);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_argmax_and_ties), cmocka_unit_test(test_bad_params),
         cmocka_unit_test(test_distribution),           cmocka_unit_test(test_seed_determinism),
         cmocka_unit_test(test_filters),                cmocka_unit_test(test_penalties),
-        cmocka_unit_test(test_matches_reference),
+        cmocka_unit_test(test_matches_reference),      cmocka_unit_test(test_where_matches_mask),
+        cmocka_unit_test(test_where_distribution),
     };
     return cmocka_run_group_tests_name("sampler", tests, NULL, NULL);
 }
