@@ -96,6 +96,14 @@ def bench_zili(args):
             out[clients] = (p, c)
             print("zili  %2d client(s): plain %7.1f t/s, json_schema %7.1f t/s, ratio %.3f" % (clients, p, c, c / p),
                   flush=True)
+        m = {}
+        for line in urllib.request.urlopen(url + "/metrics", timeout=10).read().decode().splitlines():
+            if line.startswith("zili_grammar_"):
+                k, v = line.split()
+                m[k] = float(v)
+        toks, masks = m.get("zili_grammar_tokens_total", 0), m.get("zili_grammar_masks_total", 0)
+        print("zili  grammar-constrained tokens %d, whole-vocabulary masks %d (%.2f%%)" %
+              (toks, masks, 100 * masks / toks if toks else 0), flush=True)
         return out
     finally:
         proc.terminate()

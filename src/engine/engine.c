@@ -905,6 +905,7 @@ typedef struct sample_task {
     zl_engine *e;
     int32_t n_rows;
     atomic_int next;
+    atomic_int constrained, masked; /* rows drawn under a grammar; those of them that needed the whole mask */
 } sample_task;
 
 /* Refused draws a grammar-constrained draw may test before it masks the row. */
@@ -942,8 +943,12 @@ static void sample_rows(void *arg, int ith, int nth)
              * row masked (every token that would break the grammar at -inf) and a draw from that */
             grammar_ask ask = {e->tt, r->gstate};
             tok = zl_sampler_sample_where(r->smp, row, e->ws[ith], grammar_allows, &ask, GRAMMAR_TRIES);
-            if (tok < 0 && zl_constrain_mask(e->tt, r->gstate, row) > 0)
-                tok = zl_sampler_sample_ws(r->smp, row, e->ws[ith]);
+            atomic_fetch_add_explicit(&t->constrained, 1, memory_order_relaxed);
+            if (tok < 0) {
+                atomic_fetch_add_explicit(&t->masked, 1, memory_order_relaxed);
+                if (zl_constrain_mask(e->tt, r->gstate, row) > 0)
+                    tok = zl_sampler_sample_ws(r->smp, row, e->ws[ith]);
+            }
             if (tok >= 0) {
                 zl_constrain_take(e->tt, r->gstate, tok);
             } else {
@@ -1149,6 +1154,8 @@ static void scheduler_step(zl_engine *e)
     }
     sample_task st = {.e = e, .n_rows = n_rows};
     atomic_init(&st.next, 0);
+    atomic_init(&st.constrained, 0);
+    atomic_init(&st.masked, 0);
     if (n_rows > 1)
         zl_pool_run(zl_cpu_pool(e->cpu), sample_rows, &st);
     else
@@ -1157,6 +1164,8 @@ static void scheduler_step(zl_engine *e)
         take_token(e, e->slots[e->row_slot[i]], i);
     pthread_mutex_lock(&e->mu);
     e->st.steps++;
+    e->st.grammar_tokens += (uint64_t)atomic_load(&st.constrained);
+    e->st.grammar_masks += (uint64_t)atomic_load(&st.masked);
     pthread_mutex_unlock(&e->mu);
     publish_kv(e);
 }

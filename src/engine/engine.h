@@ -144,6 +144,8 @@ typedef struct zl_engine_stats {
     uint64_t requests_finished[5]; /* by zl_finish */
     uint64_t prompt_tokens, generated_tokens, cached_prompt_tokens, prefix_hits, prefix_lookups;
     uint64_t preemptions, steps;
+    /* tokens drawn under a grammar; those of them for which the whole vocabulary was checked (the row masked) */
+    uint64_t grammar_tokens, grammar_masks;
     /* Histograms in seconds: bucket i counts observations <= zl_engine_hist_bounds[i]; the last is +Inf. */
     uint64_t ttft_hist[ZL_HIST_BUCKETS], itl_hist[ZL_HIST_BUCKETS];
     double ttft_sum, itl_sum;

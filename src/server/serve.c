@@ -761,6 +761,10 @@ static enum MHD_Result handle_metrics(srv *s, struct MHD_Connection *c)
     COUNTER("zili_prefix_cache_hit_tokens_total", "Prompt tokens taken from the prefix cache.",
             st.cached_prompt_tokens);
     COUNTER("zili_preemptions_total", "Requests preempted for KV space (recomputed later).", st.preemptions);
+    COUNTER("zili_grammar_tokens_total", "Tokens drawn under a grammar (json_schema, tools, grammar).",
+            st.grammar_tokens);
+    COUNTER("zili_grammar_masks_total", "Grammar-constrained draws that checked the whole vocabulary.",
+            st.grammar_masks);
     COUNTER("zili_engine_steps_total", "Forward passes of the scheduler.", st.steps);
     GAUGE("zili_queue_depth", "Requests waiting for a sequence slot.", st.queue_depth);
     GAUGE("zili_running_sequences", "Requests running.", st.running);
