@@ -4,8 +4,7 @@
  *
  * The engine draws with zl_sampler_sample_where, which asks zl_constrain_allows about the tokens drawn (or, for
  * greedy and top-k, the best few) rather than the whole vocabulary; only when that does not settle the draw does
- * it mask the whole row (zl_constrain_mask: -inf for every token that may not come next, each checked after a
- * first-byte pre-filter) and draw from it. End-of-generation tokens may come where the grammar can end;
+ * it find every token that may come (zl_constrain_allowed) and draw among them (zl_sampler_sample_among). End-of-generation tokens may come where the grammar can end;
  * tokens without text (control tokens) never may.
  *
  * Threads: the table is immutable after build; a grammar state is used by the thread sampling its request.
@@ -30,8 +29,11 @@ bool zl_constrain_allows(const zl_token_text *t, zl_grammar_state *gs, int32_t t
 /* Takes tok into gs if it may come next (true); otherwise leaves gs as it was (false). An end-of-generation token
  * changes nothing. */
 bool zl_constrain_take(const zl_token_text *t, zl_grammar_state *gs, int32_t tok);
-/* Sets row[tok] = -inf for every token that may not come next (tokens already at -inf are not checked); returns
- * how many may. */
-int32_t zl_constrain_mask(const zl_token_text *t, zl_grammar_state *gs, float *row);
+/* The tokens that may come next, among those whose row entry is not -inf, in ascending order into ids (room for
+ * n_vocab); returns how many. The vocabulary is walked as a trie (sorted at build), so each shared prefix is
+ * matched once and a refused one rules out every token that starts with it. */
+int32_t zl_constrain_allowed(const zl_token_text *t, zl_grammar_state *gs, const float *row, int32_t *ids);
+/* row[i] = -inf for every token not among ids[0..n) (ascending). */
+void zl_constrain_apply(const zl_token_text *t, const int32_t *ids, int32_t n, float *row);
 
 #endif

@@ -119,6 +119,7 @@ struct zl_engine {
     int32_t *row_tok;               /* per logits row: the token sampled from it */
     zl_token_logprob *row_lp;       /* per logits row: its log-probabilities (requests that ask) */
     zl_sample_ws **ws;              /* sampling scratch, one per pool thread */
+    int32_t **ids;                  /* the same: the tokens a grammar admits (n_vocab each) */
     int n_ws;
     int32_t *chunk;                 /* per slot: tokens in this step's batch */
     char *piece;                    /* detok output scratch */
@@ -675,6 +676,7 @@ int zl_engine_create(const zl_model *m, const zl_engine_params *params, zl_engin
     e->row_lp = malloc((size_t)p.n_parallel * sizeof *e->row_lp);
     e->n_ws = zl_cpu_n_threads(e->cpu);
     e->ws = calloc((size_t)e->n_ws, sizeof *e->ws);
+    e->ids = calloc((size_t)e->n_ws, sizeof *e->ids); /* each made by its thread on first use */
     for (int i = 0; e->ws && i < e->n_ws; i++)
         if ((rc = zl_sample_ws_create(e->n_vocab, &e->ws[i], err)) != ZL_OK)
             goto fail;
@@ -684,7 +686,7 @@ int zl_engine_create(const zl_model *m, const zl_engine_params *params, zl_engin
     if (e->piece && (rc = zl_token_text_build(zl_model_vocab(m), e->n_vocab, &e->tt, err)) != ZL_OK)
         goto fail;
     if (!e->b_tok || !e->b_pos || !e->b_seq || !e->b_want || !e->b_gemm || !e->logits || !e->slots || !e->blk ||
-        !e->row_slot || !e->row_tok || !e->row_lp || !e->ws || !e->chunk || !e->piece) {
+        !e->row_slot || !e->row_tok || !e->row_lp || !e->ws || !e->ids || !e->chunk || !e->piece) {
         rc = zl_err_set(err, ZL_ENOMEM, "engine: out of memory for the batch (%d tokens, %d sequences)", p.n_batch,
                         p.n_parallel);
         goto fail;
@@ -738,6 +740,9 @@ void zl_engine_destroy(zl_engine *e)
     for (int i = 0; e->ws && i < e->n_ws; i++)
         zl_sample_ws_free(e->ws[i]);
     free(e->ws);
+    for (int i = 0; e->ids && i < e->n_ws; i++)
+        free(e->ids[i]);
+    free(e->ids);
     free(e->chunk);
     free(e->piece);
     zl_token_text_free(e->tt);
@@ -946,8 +951,14 @@ static void sample_rows(void *arg, int ith, int nth)
             atomic_fetch_add_explicit(&t->constrained, 1, memory_order_relaxed);
             if (tok < 0) {
                 atomic_fetch_add_explicit(&t->masked, 1, memory_order_relaxed);
-                if (zl_constrain_mask(e->tt, r->gstate, row) > 0)
-                    tok = zl_sampler_sample_ws(r->smp, row, e->ws[ith]);
+                if (!e->ids[ith])
+                    e->ids[ith] = malloc((size_t)e->n_vocab * sizeof **e->ids);
+                int32_t *ids = e->ids[ith];
+                const int32_t n_ids = ids ? zl_constrain_allowed(e->tt, r->gstate, row, ids) : 0;
+                if (n_ids > 0)
+                    tok = zl_sampler_sample_among(r->smp, row, ids, n_ids, e->ws[ith]);
+                if (ids && r->p.logprobs) /* reported from the masked row */
+                    zl_constrain_apply(e->tt, ids, n_ids, row);
             }
             if (tok >= 0) {
                 zl_constrain_take(e->tt, r->gstate, tok);

@@ -757,6 +757,14 @@ static bool match_char(const zl_grammar *g, uint32_t p, uint32_t cp, uint32_t *n
 /* ------------------------------------------------------------------------------------------------------------ */
 /* States */
 
+/* A walk's position after the first d bytes of the current text (zl_grammar_walk_*). */
+typedef struct walk_level {
+    sset own;          /* the stacks, when this level ended a character */
+    int src;           /* the level whose `own` holds this level's stacks; -1: the state's cur */
+    unsigned char u[4];
+    int nu;            /* bytes of an unfinished character */
+} walk_level;
+
 struct zl_grammar_state {
     const zl_grammar *g;
     sset cur;          /* the position */
@@ -764,6 +772,8 @@ struct zl_grammar_state {
     uint32_t *stk;     /* MAX_DEPTH + 2 */
     unsigned char pend[4];
     int n_pend;        /* bytes of an unfinished UTF-8 character taken so far */
+    walk_level *lv;    /* zl_grammar_walk_*: n_lv levels made so far (grown on demand) */
+    int n_lv;
 };
 
 zl_grammar_state *zl_grammar_state_new(const zl_grammar *g)
@@ -806,6 +816,9 @@ void zl_grammar_state_free(zl_grammar_state *s)
     sset_free(&s->cur);
     sset_free(&s->a);
     sset_free(&s->b);
+    for (int i = 0; i < s->n_lv; i++)
+        sset_free(&s->lv[i].own);
+    free(s->lv);
     free(s->stk);
     free(s);
 }
@@ -873,6 +886,43 @@ static bool may_continue(const zl_grammar *g, const sset *st, const unsigned cha
     return false;
 }
 
+/* One byte c after the position (in, u[0..*nu)): the unfinished-character bytes updated in u / *nu; *res: the
+ * stacks after it (in itself while a character is unfinished, else `out`, filled). False when c may not come. */
+static bool take_byte(zl_grammar_state *s, const sset *in, unsigned char u[4], int *nu, unsigned char c, sset *out,
+                      const sset **res)
+{
+    if (*nu == 0) {
+        if (c < 0x80) {
+            step_cp(s, in, c, out);
+            *res = out;
+            return !out->overflow && out->n > 0;
+        }
+        if (c < 0xc2 || c > 0xf4)
+            return false; /* not a lead byte */
+        u[(*nu)++] = c;
+        *res = in;
+        return true;
+    }
+    if ((c & 0xc0) != 0x80)
+        return false;
+    u[(*nu)++] = c;
+    const int need = u[0] >= 0xf0 ? 4 : u[0] >= 0xe0 ? 3 : 2;
+    if (*nu < need) {
+        *res = in;
+        return true;
+    }
+    uint32_t cp = u[0] & (0x7f >> need);
+    for (int k = 1; k < need; k++)
+        cp = cp << 6 | (u[k] & 0x3f);
+    *nu = 0;
+    if ((need == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (need == 4 && (cp < 0x10000 ||
+                                                                                           cp > 0x10ffff)))
+        return false;
+    step_cp(s, in, cp, out);
+    *res = out;
+    return !out->overflow && out->n > 0;
+}
+
 /* Runs bytes through from s's position. On success the result is in *res (s->cur itself when no whole character
  * was taken) with the new unfinished-character bytes in pend / n_pend. */
 static bool run(zl_grammar_state *s, const char *bytes, size_t n, const sset **res, unsigned char *pend,
@@ -885,39 +935,13 @@ static bool run(zl_grammar_state *s, const char *bytes, size_t n, const sset **r
     int nu = s->n_pend;
     memcpy(u, s->pend, sizeof u);
     for (size_t i = 0; i < n; i++) {
-        const unsigned char c = (unsigned char)bytes[i];
-        if (nu == 0) {
-            if (c < 0x80) {
-                step_cp(s, cur, c, bufs[flip]);
-                cur = bufs[flip];
-                flip ^= 1;
-                if (cur->overflow || cur->n == 0)
-                    return false;
-                continue;
-            }
-            if (c < 0xc2 || c > 0xf4)
-                return false; /* not a lead byte */
-            u[nu++] = c;
-            continue;
+        const sset *next;
+        if (!take_byte(s, cur, u, &nu, (unsigned char)bytes[i], bufs[flip], &next))
+            return false;
+        if (next != cur) {
+            cur = next;
+            flip ^= 1;
         }
-        if ((c & 0xc0) != 0x80)
-            return false;
-        u[nu++] = c;
-        const int need = u[0] >= 0xf0 ? 4 : u[0] >= 0xe0 ? 3 : 2;
-        if (nu < need)
-            continue;
-        uint32_t cp = u[0] & (0x7f >> need);
-        for (int k = 1; k < need; k++)
-            cp = cp << 6 | (u[k] & 0x3f);
-        nu = 0;
-        if ((need == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (need == 4 && (cp < 0x10000 ||
-                                                                                               cp > 0x10ffff)))
-            return false;
-        step_cp(s, cur, cp, bufs[flip]);
-        cur = bufs[flip];
-        flip ^= 1;
-        if (cur->overflow || cur->n == 0)
-            return false;
     }
     if (nu && !may_continue(s->g, cur, u, nu))
         return false;
@@ -950,6 +974,55 @@ bool zl_grammar_accept(zl_grammar_state *s, const char *bytes, size_t n)
     memcpy(s->pend, pend, sizeof pend);
     s->n_pend = np;
     return true;
+}
+
+static const sset *level_set(const zl_grammar_state *s, int d)
+{
+    const int src = s->lv[d].src;
+    return src < 0 ? &s->cur : &s->lv[src].own;
+}
+
+bool zl_grammar_walk_start(zl_grammar_state *s)
+{
+    if (s->n_lv == 0) {
+        s->lv = calloc(16, sizeof *s->lv);
+        if (!s->lv)
+            return false;
+        s->n_lv = 16;
+    }
+    s->lv[0].src = -1;
+    memcpy(s->lv[0].u, s->pend, sizeof s->pend);
+    s->lv[0].nu = s->n_pend;
+    return true;
+}
+
+bool zl_grammar_walk_push(zl_grammar_state *s, int depth, unsigned char c)
+{
+    if (depth < 0 || depth >= ZL_GRAMMAR_WALK_MAX || !s->lv)
+        return false;
+    if (depth + 1 >= s->n_lv) {
+        const int n = s->n_lv * 2 > ZL_GRAMMAR_WALK_MAX + 1 ? ZL_GRAMMAR_WALK_MAX + 1 : s->n_lv * 2;
+        walk_level *lv = realloc(s->lv, (size_t)n * sizeof *lv);
+        if (!lv)
+            return false;
+        memset(lv + s->n_lv, 0, (size_t)(n - s->n_lv) * sizeof *lv);
+        s->lv = lv;
+        s->n_lv = n;
+    }
+    walk_level *from = &s->lv[depth], *to = &s->lv[depth + 1];
+    const sset *in = level_set(s, depth), *res;
+    memcpy(to->u, from->u, sizeof to->u);
+    to->nu = from->nu;
+    if (!take_byte(s, in, to->u, &to->nu, c, &to->own, &res))
+        return false;
+    to->src = res == in ? from->src : depth + 1;
+    return true;
+}
+
+bool zl_grammar_walk_complete(const zl_grammar_state *s, int depth)
+{
+    const walk_level *l = &s->lv[depth];
+    return !l->nu || may_continue(s->g, level_set(s, depth), l->u, l->nu);
 }
 
 void zl_grammar_first_bytes(const zl_grammar_state *s, bool first[256])

@@ -39,6 +39,16 @@ void zl_grammar_state_free(zl_grammar_state *s);
 bool zl_grammar_would_accept(zl_grammar_state *s, const char *bytes, size_t n);
 /* Takes bytes[0..n) if they may come next (true), else leaves s as it was (false). */
 bool zl_grammar_accept(zl_grammar_state *s, const char *bytes, size_t n);
+/* Walking many texts that share prefixes (a sorted vocabulary, say): the position after the first d bytes of the
+ * text being walked is kept for each depth d, so a prefix shared by the next text is matched once. Start puts
+ * depth 0 at s's position (false on out of memory); push makes depth + 1 the position after byte c at depth
+ * (depth at most the deepest made since start, and < ZL_GRAMMAR_WALK_MAX), false when c may not come there;
+ * complete says whether the text of the first depth bytes may come, as zl_grammar_would_accept does (a trailing
+ * partial character must be one some continuation can take). s's own position does not change. */
+#define ZL_GRAMMAR_WALK_MAX 1024
+bool zl_grammar_walk_start(zl_grammar_state *s);
+bool zl_grammar_walk_push(zl_grammar_state *s, int depth, unsigned char c);
+bool zl_grammar_walk_complete(const zl_grammar_state *s, int depth);
 /* first[b] = whether a text whose first byte is b may come next (a pre-filter: true does not promise the rest). */
 void zl_grammar_first_bytes(const zl_grammar_state *s, bool first[256]);
 /* The text so far is a whole sentence (the end may come here). */

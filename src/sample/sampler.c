@@ -568,3 +568,62 @@ int32_t zl_sampler_sample_where(zl_sampler *s, const float *logits, zl_sample_ws
         qsort(c, (size_t)got, sizeof *c, cmp_cand_id);
     return draw_tail(s, c, got, top_k, ws);
 }
+
+int32_t zl_sampler_sample_among(zl_sampler *s, const float *logits, const int32_t *ids, int32_t n_ids,
+                                zl_sample_ws *ws)
+{
+    const zl_sampler_params *p = &s->p;
+    if (n_ids <= 0)
+        return 0;
+    /* the candidates' logits as the chain sees them (penalties only on these) */
+    cand *c = ws->cands;
+    for (int32_t j = 0; j < n_ids; j++) {
+        const int32_t t = ids[j];
+        float x = clean(logits[t]);
+        const int32_t cnt = s->window ? s->counts[t] : 0;
+        if (cnt > 0) {
+            x = x <= 0 ? x * p->repeat_penalty : x / p->repeat_penalty;
+            x = x - (float)cnt * p->frequency_penalty - p->presence_penalty;
+        }
+        c[j].id = t;
+        c[j].logit = x;
+    }
+    float maxl = -INFINITY;
+    int32_t best = 0;
+    for (int32_t j = 0; j < n_ids; j++)
+        if (c[j].logit > maxl) { /* the first (lowest id) of the maximum */
+            maxl = c[j].logit;
+            best = c[j].id;
+        }
+    if (!isfinite(maxl) && !(maxl == INFINITY && p->temp <= 0))
+        return 0; /* every candidate -inf: the whole-row draw's lowest id, as zl_sampler_sample_ws gives */
+    if (p->temp <= 0)
+        return best;
+    if (!has_filters(s)) { /* the whole-row draw's sums, without its zero terms */
+        double total = 0;
+        for (int32_t j = 0; j < n_ids; j++) {
+            ws->w[j] = exp(((double)c[j].logit - maxl) / (double)p->temp);
+            total += ws->w[j];
+        }
+        const double r = rng_uniform(s->rng) * total;
+        double acc = 0;
+        for (int32_t j = 0; j < n_ids; j++) {
+            acc += ws->w[j];
+            if (r < acc)
+                return c[j].id;
+        }
+        return c[n_ids - 1].id;
+    }
+    int32_t n = n_ids;
+    bool sorted = false;
+    if (p->top_k > 0 && p->top_k < s->n_vocab) {
+        if (p->top_k < n) {
+            top_k_sorted(c, n, p->top_k);
+            n = p->top_k;
+        } else {
+            qsort(c, (size_t)n, sizeof *c, cmp_cand_desc);
+        }
+        sorted = true;
+    }
+    return draw_tail(s, c, n, sorted, ws);
+}

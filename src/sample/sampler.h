@@ -69,6 +69,11 @@ typedef bool (*zl_token_ok)(void *ctx, int32_t token);
 int32_t zl_sampler_sample_where(zl_sampler *s, const float *logits, zl_sample_ws *ws, zl_token_ok ok, void *ctx,
                                 int32_t tries);
 
+/* The draw zl_sampler_sample_ws would make from logits with every token but ids[0..n_ids) (ascending) at -inf,
+ * reading only those: the same token for the same RNG state. */
+int32_t zl_sampler_sample_among(zl_sampler *s, const float *logits, const int32_t *ids, int32_t n_ids,
+                                zl_sample_ws *ws);
+
 /* Records a token as part of the context (prompt or generated) for the penalties. */
 void zl_sampler_accept(zl_sampler *s, int32_t token);
 /* Forgets accepted tokens (keeps the RNG state). */

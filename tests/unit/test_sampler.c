@@ -374,7 +374,7 @@ static int32_t masked_draw(zl_sampler *s, const float *l, float *row, const bool
 }
 
 /* Greedy, top-k, top-p and min-p draws restricted to admitted tokens give the masked row's token at every step
- * (the same RNG use, falling back where they cannot settle), over random logits with NaN / inf, admitted sets
+ * (the same RNG use; where they cannot settle, zl_sampler_sample_among over the admitted ids does), over random logits with NaN / inf, admitted sets
  * from one token to nearly all, with and without penalties. */
 static void test_where_matches_mask(void **st)
 {
@@ -382,6 +382,7 @@ static void test_where_matches_mask(void **st)
     enum { N = 1003, STEPS = 160 };
     static float l[N], row[N];
     static bool adm[N];
+    static int32_t ids[N];
     zl_err e;
     zl_sample_ws *ws = NULL;
     assert_int_equal(zl_sample_ws_create(N, &ws, &e), 0);
@@ -421,11 +422,13 @@ static void test_where_matches_mask(void **st)
                 continue;
             const int32_t want = masked_draw(a, l, row, adm, N, ws);
             int32_t got = zl_sampler_sample_where(b, l, ws, admitted, adm, 16);
-            if (got < 0) {
+            if (got < 0) { /* the fallback draws among the admitted ids, reading only those */
                 fell_back++;
+                int32_t n_ids = 0;
                 for (int32_t i = 0; i < N; i++)
-                    row[i] = adm[i] ? l[i] : -INFINITY;
-                got = zl_sampler_sample_ws(b, row, ws);
+                    if (adm[i])
+                        ids[n_ids++] = i;
+                got = zl_sampler_sample_among(b, l, ids, n_ids, ws);
             } else {
                 settled++;
                 if (!adm[got])
@@ -495,6 +498,60 @@ static void test_where_distribution(void **st)
     zl_sample_ws_free(ws);
 }
 
+/* zl_sampler_sample_among over the admitted ids gives the masked row's token for every parameter set (plain
+ * draws, filters, penalties), random logits with NaN / inf, admitted sets from one token to all. */
+static void test_among_matches_mask(void **st)
+{
+    (void)st;
+    enum { N = 1003, STEPS = 60 };
+    static float l[N], row[N];
+    static int32_t ids[N];
+    zl_err e;
+    zl_sample_ws *ws = NULL;
+    assert_int_equal(zl_sample_ws_create(N, &ws, &e), 0);
+    uint64_t x = 23;
+    for (int set = 0; set < 24; set++) {
+        zl_sampler_params p = neutral();
+        p.seed = 900 + (uint64_t)set;
+        p.temp = (float[]){0.0f, 1.0f, 0.7f, 1.5f}[set % 4];
+        p.top_k = (set / 4) % 3 == 1 ? (set % 2 ? 20 : 2000) : 0;
+        p.top_p = (set / 4) % 3 == 2 ? 0.9f : 1.0f;
+        p.min_p = set % 5 == 1 ? 0.05f : 0.0f;
+        if (set >= 12) {
+            p.repeat_penalty = 1.3f;
+            p.frequency_penalty = 0.2f;
+            p.presence_penalty = 0.5f;
+            p.repeat_last_n = -1;
+        }
+        zl_sampler *a = NULL, *b = NULL;
+        assert_int_equal(zl_sampler_create_shared(&p, N, &a, &e), 0);
+        assert_int_equal(zl_sampler_create_shared(&p, N, &b, &e), 0);
+        for (int step = 0; step < STEPS; step++) {
+            const unsigned density = (unsigned[]){1, 5, 100, 600, 1000}[step % 5];
+            int32_t n_ids = 0;
+            for (int32_t i = 0; i < N; i++) {
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                l[i] = (float)((int64_t)(x % 4001) - 2000) / 200.0f;
+                const unsigned k = (unsigned)(x >> 40) % 97;
+                l[i] = k == 0 ? NAN : k == 1 ? INFINITY : k == 2 ? -INFINITY : l[i];
+                const bool in = (unsigned)(x >> 20) % 1000 < density;
+                row[i] = in ? l[i] : -INFINITY;
+                if (in)
+                    ids[n_ids++] = i;
+            }
+            const int32_t want = zl_sampler_sample_ws(a, row, ws);
+            const int32_t got = zl_sampler_sample_among(b, l, ids, n_ids, ws);
+            if (got != want)
+                fail_msg("set %d step %d (%d ids): masked row %d, among the ids %d", set, step, n_ids, want, got);
+            zl_sampler_accept(a, want);
+            zl_sampler_accept(b, want);
+        }
+        zl_sampler_free(a);
+        zl_sampler_free(b);
+    }
+    zl_sample_ws_free(ws);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -502,7 +559,7 @@ int main(void)
         cmocka_unit_test(test_distribution),           cmocka_unit_test(test_seed_determinism),
         cmocka_unit_test(test_filters),                cmocka_unit_test(test_penalties),
         cmocka_unit_test(test_matches_reference),      cmocka_unit_test(test_where_matches_mask),
-        cmocka_unit_test(test_where_distribution),
+        cmocka_unit_test(test_where_distribution),     cmocka_unit_test(test_among_matches_mask),
     };
     return cmocka_run_group_tests_name("sampler", tests, NULL, NULL);
 }
