@@ -398,6 +398,25 @@ int oai_parse(const zl_model *m, const zl_chat_tmpl *tmpl, oai_kind kind, json_t
         TRY(get_bool(ctk, "enable_thinking", &thinking, e));
         out->no_thinking = !thinking;
     }
+    /* OpenAI's reasoning_effort: the templates here have an on / off switch (Qwen3's enable_thinking), no levels,
+     * so "none" turns thinking off and the levels leave it on; one that contradicts enable_thinking is refused. */
+    json_t *effort = json_object_get(root, "reasoning_effort");
+    if (effort && !json_is_null(effort)) {
+        static const char *const levels[] = {"none", "minimal", "low", "medium", "high", "xhigh"};
+        const char *lv = json_is_string(effort) ? json_string_value(effort) : "";
+        size_t k = 0;
+        while (k < sizeof levels / sizeof *levels && strcmp(lv, levels[k]))
+            k++;
+        if (k == sizeof levels / sizeof *levels)
+            TRY(fail(e, "reasoning_effort", "'reasoning_effort' must be one of \"none\", \"minimal\", \"low\", "
+                                            "\"medium\", \"high\", \"xhigh\""));
+        const bool off = k == 0;
+        const json_t *et = ctk && json_is_object(ctk) ? json_object_get(ctk, "enable_thinking") : NULL;
+        if (et && json_is_boolean(et) && json_is_true(et) == off)
+            TRY(fail(e, "reasoning_effort", "'reasoning_effort' \"%s\" contradicts chat_template_kwargs."
+                                            "enable_thinking %s", lv, off ? "true" : "false"));
+        out->no_thinking = off;
+    }
     json_t *rf = json_object_get(root, "reasoning_format");
     if (rf && !json_is_null(rf)) {
         const char *fmt = json_is_string(rf) ? json_string_value(rf) : "";

@@ -69,11 +69,20 @@ def test_qwen3_enable_thinking_false_adds_the_empty_block(qwen3):
     n_block = len(json.loads(urllib.request.urlopen(tok, timeout=30).read())["tokens"])
     assert prompt_tokens(chat_template_kwargs={"enable_thinking": False}) == prompt_tokens() + n_block
     assert prompt_tokens(chat_template_kwargs={"enable_thinking": True}) == prompt_tokens()
+    # OpenAI's reasoning_effort: "none" is the switch turned off, a level leaves it on (the template has no levels)
+    assert prompt_tokens(reasoning_effort="none") == prompt_tokens() + n_block
+    assert prompt_tokens(reasoning_effort="high") == prompt_tokens(reasoning_effort="minimal") == prompt_tokens()
+    assert prompt_tokens(reasoning_effort="none", chat_template_kwargs={"enable_thinking": False}) == \
+        prompt_tokens() + n_block
 
 
 @pytest.mark.parametrize("body,param", [({"reasoning_format": "loud"}, "reasoning_format"),
                                         ({"chat_template_kwargs": []}, "chat_template_kwargs"),
-                                        ({"chat_template_kwargs": {"enable_thinking": "no"}}, "enable_thinking")])
+                                        ({"chat_template_kwargs": {"enable_thinking": "no"}}, "enable_thinking"),
+                                        ({"reasoning_effort": "extreme"}, "reasoning_effort"),
+                                        ({"reasoning_effort": 3}, "reasoning_effort"),
+                                        ({"reasoning_effort": "none", "chat_template_kwargs": {"enable_thinking": True}},
+                                         "reasoning_effort")])
 def test_bad_reasoning_parameters(qwen3, body, param):
     req = urllib.request.Request(qwen3.url + "/v1/chat/completions", data=json.dumps({"messages": MSG, **body})
                                  .encode(), headers={"Content-Type": "application/json"})
