@@ -174,6 +174,11 @@ static int route(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t i
         }
     }
     zl_dump("ffn_moe_probs", il, f->moe_probs, n, ne);
+    if (zl_dump_enabled() && k <= h->n_embd) { /* the selected experts as floats (moe_yg: free until experts()) */
+        for (int32_t i = 0; i < n * k; i++)
+            f->moe_yg[i] = (float)f->moe_sel[i];
+        zl_dump("ffn_moe_topk", il, f->moe_yg, n, k);
+    }
     zl_dump("ffn_moe_weights", il, f->moe_w, n, k);
     return ZL_OK;
 }
