@@ -126,7 +126,7 @@ struct zl_fwd {
     int32_t *moe_rows;  /* (max_tokens * n_expert_used) per expert, (token, slot) pairs flattened as token * n_used +
                          * slot, grouped by expert in batch order */
     int32_t *moe_count; /* (n_expert + 1) start of each expert's group in moe_rows */
-    int8_t *moe_mode;   /* (max_tokens) the matmul mode of each gathered row */
+    int8_t *moe_mode;   /* (2, max_tokens) the matmul mode of each gathered row, then all ZL_MODE_ONE */
     int32_t *moe_seq;   /* (max_tokens) the sequence of each row kept for the last layer */
 
     int32_t seq_cap;     /* entries of seq_next / seq_start */

@@ -762,7 +762,7 @@ int zl_fwd_create(const zl_model *m, int32_t max_tokens, zl_fwd **out, zl_err *e
         f->moe_yg = alloc_rows(max_tokens, h->n_embd, sizeof(float), &ok);
         f->moe_rows = alloc_rows(max_tokens, used, sizeof(int32_t), &ok);
         f->moe_count = alloc_rows(h->n_expert + 1, 1, sizeof(int32_t), &ok);
-        f->moe_mode = alloc_rows(max_tokens, 1, 1, &ok);
+        f->moe_mode = alloc_rows(max_tokens, 2, 1, &ok);
         f->moe_seq = alloc_rows(max_tokens, 1, sizeof(int32_t), &ok);
     }
     f->cs = alloc_rows(max_tokens, h->n_rot, sizeof(float), &ok);

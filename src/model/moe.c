@@ -209,8 +209,13 @@ static int experts(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t
         start[e] = start[e - 1];
     start[0] = 0;
 
-    const bool tiled = zl_matmul_tiled_type(l->gate_exps.type) || zl_matmul_tiled_type(l->up_exps.type) ||
-                       zl_matmul_tiled_type(l->down_exps.type);
+    /* moe_mode: the rows' modes where the weight type has the tiled path; one_mode: vec_dot for every row (the
+     * other types: ZL_MODE_MULTI8 would be tinyBLAS for F16 weights, which MUL_MAT_ID never takes) */
+    const bool tg = zl_matmul_tiled_type(l->gate_exps.type), tu = zl_matmul_tiled_type(l->up_exps.type);
+    const bool td = zl_matmul_tiled_type(l->down_exps.type);
+    const bool tiled = tg || tu || td;
+    int8_t *one_mode = f->moe_mode + f->max_tokens;
+    memset(one_mode, ZL_MODE_ONE, (size_t)f->max_tokens);
     for (int32_t e = 0; e < ne; e++) {
         const int32_t r0 = start[e], nr = start[e + 1] - r0;
         if (nr == 0)
@@ -236,11 +241,16 @@ static int experts(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t
         const zl_tensor wg = zl_expert_view(&l->gate_exps, e), wu = zl_expert_view(&l->up_exps, e);
         const zl_tensor wd = zl_expert_view(&l->down_exps, e);
         /* hb (gate), hb2 (up): (nr, n_ff_exp) */
-        if ((rc = zl_matmul_shared(cpu, 2, (const zl_tensor *const[]){&wg, &wu}, f->moe_xg, nr,
-                                   (float *const[]){f->hb, f->hb2}, f->moe_mode)) != ZL_OK)
+        if (tg == tu)
+            rc = zl_matmul_shared(cpu, 2, (const zl_tensor *const[]){&wg, &wu}, f->moe_xg, nr,
+                                  (float *const[]){f->hb, f->hb2}, tg ? f->moe_mode : one_mode);
+        else if ((rc = zl_matmul_modes(cpu, &wg, f->moe_xg, nr, f->hb, tg ? f->moe_mode : one_mode)) == ZL_OK)
+            rc = zl_matmul_modes(cpu, &wu, f->moe_xg, nr, f->hb2, tu ? f->moe_mode : one_mode);
+        if (rc != ZL_OK)
             return rc;
         zl_silu_mul_mt(cpu, f->hb, f->hb, f->hb2, nr, (int64_t)ff);
-        if ((rc = zl_matmul_modes(cpu, &wd, f->hb, nr, f->moe_yg, f->moe_mode)) != ZL_OK) /* (nr, n_embd) */
+        /* moe_yg: (nr, n_embd) */
+        if ((rc = zl_matmul_modes(cpu, &wd, f->hb, nr, f->moe_yg, td ? f->moe_mode : one_mode)) != ZL_OK)
             return rc;
         for (int32_t r = 0; r < nr; r++) {
             const float w = f->moe_w[rows[r]];
