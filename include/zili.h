@@ -76,6 +76,11 @@ typedef struct zili_model_info {
     int32_t rope_orig_ctx;       /* original context of a scaled model */
     int32_t n_swa;               /* sliding window in positions, 0 when none */
     int32_t n_swa_layers;        /* layers that use it (the others attend to the whole context) */
+    int32_t n_expert;            /* mixture of experts: experts per layer, 0 for a dense model */
+    int32_t n_expert_used;       /* experts each token is routed to */
+    int32_t n_ff_exp;            /* an expert's feed-forward width */
+    int32_t n_ff_shexp;          /* the shared expert's width (qwen2moe), 0 when none */
+    bool expert_weights_norm;    /* the routed experts' weights are normalized to sum 1 */
     bool tied_embeddings;
     uint64_t n_params;
     uint64_t file_size;

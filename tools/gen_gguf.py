@@ -30,7 +30,9 @@ Architectures live in ARCHS: each is a function returning the metadata and the t
 `llama`, `qwen2` (Q/K/V biases; llama.cpp runs it with NEOX rope) and `qwen3` (per-head Q/K RMSNorm, NEOX rope,
 head_dim may differ from n_embd / n_head: --head-dim) and `gemma3` (per-head Q/K RMSNorm, norms after the attention
 and FFN outputs, GeGLU, tied embeddings, sliding-window layers: --swa WINDOW, --swa-pattern N; llama.cpp scales its
-embeddings by sqrt(n_embd), so the model draws them N(0, 1/n_embd^2) to keep the scaled rows at norm about 1).
+embeddings by sqrt(n_embd), so the model draws them N(0, 1/n_embd^2) to keep the scaled rows at norm about 1), and
+the mixtures of experts `qwen3moe` and `qwen2moe` (--n-expert, --n-expert-used, --n-ff-exp, --n-ff-shexp; see
+moe_arch).
 RoPE scaling as real files carry it: --rope-scaling linear|yarn with --rope-factor and --rope-orig-ctx writes the
 rope.scaling.* keys (gemma3 applies them to its global layers only); --rope-freqs FACTOR writes Llama 3.1's
 rope_freqs.weight (per-pair divisors of the angle, from Meta's published formula with low/high frequency factors 1
@@ -68,6 +70,7 @@ LOGIT_SCALE = 8.0        # target standard deviation of the logits
 OUT_ROW_LOG_SIGMA = 0.5  # per-row log-normal scale of the output projection
 CONTROL_ROW_SCALE = 0.25 # output rows of control tokens
 BIAS_SIGMA = 0.5         # standard deviation of bias entries (qwen2's Q/K/V biases)
+ROUTER_SCALE = 2.0       # MoE router rows (router logits of standard deviation about 2)
 
 PRESETS = {
     # The test model: small enough that a numpy float64 reference runs in seconds.
@@ -107,6 +110,10 @@ class Config:
     rope_factor: float = 0.0
     rope_orig_ctx: int = 0     # rope.scaling.original_context_length (0: not written)
     rope_freqs: float = 0.0    # > 0: write rope_freqs.weight, Llama 3.1's scheme with this factor
+    n_expert: int = 16         # qwen3moe / qwen2moe: experts per layer
+    n_expert_used: int = 4     # experts each token is routed to
+    n_ff_exp: int = 256        # expert feed-forward width (expert_feed_forward_length)
+    n_ff_shexp: int = 512      # qwen2moe: the shared expert's width
 
     @property
     def hd(self) -> int:
@@ -118,7 +125,7 @@ class TensorSpec:
     """One tensor to write. shape is numpy order (rows, cols) = (n_out, n_in); GGUF stores it reversed."""
     name: str
     shape: tuple[int, ...]
-    kind: str                  # "norm", "bias", "matrix", "embd" (token_embd), "output"
+    kind: str                  # "norm", "bias", "matrix", "embd" (token_embd), "output", "router" (kept F32)
     gain: float = 1.0          # norms: centre of the gain
 
 
@@ -291,8 +298,63 @@ def gemma3_arch(cfg: Config) -> tuple[dict, list[TensorSpec]]:
     return meta, out
 
 
+def moe_arch(cfg: Config, shared: bool) -> tuple[dict, list[TensorSpec]]:
+    """qwen3moe (qwen3's attention) and qwen2moe (qwen2's, with biases): every layer's dense FFN replaced by
+    llama.cpp's routed one: the router ffn_gate_inp (n_expert rows; F32 whatever the type, as llama.cpp's quantizer
+    leaves it), the experts as 3-D tensors ffn_{gate,up,down}_exps of (n_expert, n_ff_exp, n_embd) / (n_expert,
+    n_embd, n_ff_exp), and for qwen2moe the shared expert ffn_{gate,up,down}_shexp of width n_ff_shexp with its
+    gate vector ffn_gate_inp_shexp (1-D, so F32). Expert matrices have the statistics of the dense ones; the router
+    rows are N(0, ROUTER_SCALE^2 / n_embd), so that a token's top experts stand apart from the rest."""
+    a = cfg.arch
+    u32 = gguf.GGUFValueType.UINT32
+    meta, ts = dense_arch(cfg, qkv_bias=shared, qk_norm=not shared, always_head_dims=not shared)
+    meta[f"{a}.expert_count"] = (cfg.n_expert, u32)
+    meta[f"{a}.expert_used_count"] = (cfg.n_expert_used, u32)
+    meta[f"{a}.expert_feed_forward_length"] = (cfg.n_ff_exp, u32)
+    if shared:
+        meta[f"{a}.expert_shared_feed_forward_length"] = (cfg.n_ff_shexp, u32)
+    E, X, FE, FS = cfg.n_embd, cfg.n_expert, cfg.n_ff_exp, cfg.n_ff_shexp
+    out = []
+    for t in ts:
+        if t.name.endswith((".ffn_gate.weight", ".ffn_up.weight", ".ffn_down.weight")):
+            continue
+        out.append(t)
+        if t.name.endswith(".ffn_norm.weight"):
+            b = t.name[: -len("ffn_norm.weight")]
+            out += [
+                TensorSpec(b + "ffn_gate_inp.weight", (X, E), "router"),
+                TensorSpec(b + "ffn_gate_exps.weight", (X, FE, E), "matrix"),
+                TensorSpec(b + "ffn_up_exps.weight", (X, FE, E), "matrix"),
+                TensorSpec(b + "ffn_down_exps.weight", (X, E, FE), "matrix"),
+            ]
+            if shared:
+                out += [
+                    TensorSpec(b + "ffn_gate_inp_shexp.weight", (E,), "router"),
+                    TensorSpec(b + "ffn_gate_shexp.weight", (FS, E), "matrix"),
+                    TensorSpec(b + "ffn_up_shexp.weight", (FS, E), "matrix"),
+                    TensorSpec(b + "ffn_down_shexp.weight", (E, FS), "matrix"),
+                ]
+    return meta, out
+
+
+def qwen3moe_arch(cfg: Config) -> tuple[dict, list[TensorSpec]]:
+    """Qwen3-MoE (Qwen3-30B-A3B's layout): qwen3's attention, routed experts with normalized weights."""
+    return moe_arch(cfg, shared=False)
+
+
+def qwen2moe_arch(cfg: Config) -> tuple[dict, list[TensorSpec]]:
+    """Qwen2-MoE / Qwen1.5-MoE: qwen2's attention (biases), routed experts plus a sigmoid-gated shared expert;
+    llama.cpp requires a separate output.weight (--no-tied)."""
+    if cfg.tied:
+        raise SystemExit("gen_gguf.py: qwen2moe needs --no-tied (llama.cpp requires output.weight for it)")
+    if cfg.n_head * cfg.hd != cfg.n_embd:
+        raise SystemExit("gen_gguf.py: qwen2moe needs n_head * head_dim == n_embd")
+    return moe_arch(cfg, shared=True)
+
+
 ARCHS: dict[str, Callable[[Config], tuple[dict, list[TensorSpec]]]] = {
-    "llama": llama_arch, "qwen2": qwen2_arch, "qwen3": qwen3_arch, "gemma3": gemma3_arch}
+    "llama": llama_arch, "qwen2": qwen2_arch, "qwen3": qwen3_arch, "gemma3": gemma3_arch,
+    "qwen3moe": qwen3moe_arch, "qwen2moe": qwen2moe_arch}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -332,6 +394,8 @@ def make_weights(cfg: Config, spec: TensorSpec, control: np.ndarray) -> np.ndarr
         return (BIAS_SIGMA * rng.standard_normal(spec.shape)).astype(np.float32)
     n_in = spec.shape[-1]
     w = rng.standard_normal(spec.shape, dtype=np.float32) / np.float32(np.sqrt(n_in))
+    if spec.kind == "router":
+        w *= np.float32(ROUTER_SCALE)
     if spec.kind == "embd_scaled":  # gemma3: the model multiplies the rows by sqrt(n_embd)
         w /= np.float32(np.sqrt(n_in))
     is_output = spec.kind == "output" or (spec.kind in ("embd", "embd_scaled") and cfg.tied)
@@ -352,7 +416,7 @@ def encode(w: np.ndarray, qt: GT) -> np.ndarray:
 
 
 def tensor_type(cfg: Config, spec: TensorSpec) -> GT:
-    if spec.kind in ("norm", "bias", "rope_freqs"):
+    if spec.kind in ("norm", "bias", "rope_freqs", "router"):
         return GT.F32
     if spec.kind in ("embd", "embd_scaled"):
         return TYPES[cfg.embd_type or cfg.wtype][0]
@@ -374,10 +438,10 @@ def write_model(cfg: Config, vocab: Vocab, out: str, name: str) -> int:
     # memory whole.
     for spec in specs:
         qt = tensor_type(cfg, spec)
-        if len(spec.shape) == 2 and qt not in (GT.F32, GT.F16):
+        if len(spec.shape) >= 2 and qt not in (GT.F32, GT.F16):
             bs, ts = gguf.GGML_QUANT_SIZES[qt]
-            if spec.shape[1] % bs:
-                raise SystemExit(f"gen_gguf.py: {spec.name}: row length {spec.shape[1]} is not a multiple of the "
+            if spec.shape[-1] % bs:
+                raise SystemExit(f"gen_gguf.py: {spec.name}: row length {spec.shape[-1]} is not a multiple of the "
                                  f"{qt.name} block size {bs}")
             shape = gguf.quant_shape_to_byte_shape(spec.shape, qt)
             w.add_tensor_info(spec.name, shape, np.dtype(np.uint8), int(np.prod(shape)), raw_dtype=qt)
@@ -423,6 +487,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="rope.scaling.original_context_length; with --rope-freqs, the context of its formula")
     p.add_argument("--rope-freqs", type=float, default=0.0, metavar="FACTOR",
                    help="write Llama 3.1's rope_freqs.weight with this factor (llama arch)")
+    p.add_argument("--n-expert", type=int, default=16, help="qwen3moe / qwen2moe: experts per layer (default 16)")
+    p.add_argument("--n-expert-used", type=int, default=4, help="experts per token (default 4)")
+    p.add_argument("--n-ff-exp", type=int, default=256, help="expert feed-forward width (default 256)")
+    p.add_argument("--n-ff-shexp", type=int, default=512, help="qwen2moe: shared expert width (default 512)")
     p.add_argument("--vocab-from", required=True, metavar="FILE.gguf",
                    help="copy the tokenizer (all tokenizer.* keys) from this GGUF; n_vocab = its token count")
     p.add_argument("--n-vocab", type=int, default=0,
@@ -440,6 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg.swa, cfg.swa_pattern = a.swa, a.swa_pattern
     cfg.rope_scaling, cfg.rope_factor = a.rope_scaling or "", a.rope_factor
     cfg.rope_orig_ctx, cfg.rope_freqs = a.rope_orig_ctx, a.rope_freqs
+    cfg.n_expert, cfg.n_expert_used, cfg.n_ff_exp, cfg.n_ff_shexp = a.n_expert, a.n_expert_used, a.n_ff_exp, a.n_ff_shexp
+    if not 1 <= cfg.n_expert_used <= cfg.n_expert:
+        p.error(f"--n-expert-used ({cfg.n_expert_used}) must be in 1 .. --n-expert ({cfg.n_expert})")
     if cfg.rope_scaling and not cfg.rope_factor >= 1.0:
         p.error(f"--rope-factor must be at least 1, got {cfg.rope_factor}")
     if cfg.rope_freqs and cfg.arch != "llama":

@@ -614,6 +614,14 @@ static int cmd_info(const opts *o)
     printf("embedding:       %d\n", i.n_embd);
     printf("heads:           %d (kv %d, head dim %d, rotary dims %d)\n", i.n_head, i.n_head_kv, i.head_dim, i.n_rot);
     printf("feed-forward:    %d\n", i.n_ff);
+    if (i.n_expert > 0) {
+        printf("experts:         %d, %d used per token%s, expert feed-forward %d\n", i.n_expert, i.n_expert_used,
+               i.expert_weights_norm ? " (weights normalized)" : "", i.n_ff_exp);
+        if (i.n_ff_shexp > 0)
+            printf("shared expert:   1, feed-forward %d, sigmoid-gated\n", i.n_ff_shexp);
+        else
+            printf("shared expert:   none\n");
+    }
     printf("context (train): %d\n", i.n_ctx_train);
     if (strcmp(i.rope_scaling, "linear") == 0 || strcmp(i.rope_scaling, "yarn") == 0)
         printf("rope:            base %g, scaling %s x%g (original context %d)\n", i.rope_theta, i.rope_scaling,

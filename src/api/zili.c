@@ -133,6 +133,11 @@ void zili_model_get_info(const zili_model *m, zili_model_info *info)
     info->rope_orig_ctx = h->rope_orig_ctx;
     info->n_swa_layers = zl_model_n_swa_layers(m->m);
     info->n_swa = info->n_swa_layers > 0 ? h->n_swa : 0;
+    info->n_expert = h->n_expert;
+    info->n_expert_used = h->n_expert_used;
+    info->n_ff_exp = h->n_ff_exp;
+    info->n_ff_shexp = h->n_ff_shexp;
+    info->expert_weights_norm = h->expert_weights_norm;
     info->tied_embeddings = h->tied_embeddings;
     info->n_params = zl_model_n_params(m->m);
     info->file_size = gguf_file_size(f);

@@ -1,7 +1,7 @@
 /*
  * arch.h - what model.c shares with the per-family files: the weight table,
  * the forward-pass scratch, the registry entry of an architecture, and helpers to bind tensors with checks.
- * (Family files: llama.c, qwen.c, gemma3.c.)
+ * (Family files: llama.c, qwen.c, gemma3.c, moe.c.)
  *
  * Only model.c and the family files include this; everything else sees zl_model through model.h.
  *
@@ -32,9 +32,16 @@ typedef struct zl_layer {
     const float *attn_k_norm; /* (head_dim) per-head RMSNorm gain of K (qwen3, gemma3), or NULL */
     const float *attn_post_norm; /* (n_embd) RMSNorm gain of the attention output (gemma3), or NULL */
     const float *ffn_norm;  /* (n_embd) */
-    zl_tensor w_gate;       /* (n_embd, n_ff) */
-    zl_tensor w_up;         /* (n_embd, n_ff) */
-    zl_tensor w_down;       /* (n_ff, n_embd) */
+    zl_tensor w_gate;       /* (n_embd, n_ff); qwen2moe: the shared expert's, (n_embd, n_ff_shexp) */
+    zl_tensor w_up;         /* (n_embd, n_ff); qwen2moe: (n_embd, n_ff_shexp) */
+    zl_tensor w_down;       /* (n_ff, n_embd); qwen2moe: (n_ff_shexp, n_embd) */
+    /* Mixture of experts (hp.n_expert > 0). The expert tensors are 3-D, expert e's matrix the contiguous slice
+     * at data + e * ne[1] * nb1 (zl_expert_view). */
+    zl_tensor gate_inp;     /* (n_embd, n_expert) router */
+    zl_tensor gate_exps;    /* (n_embd, n_ff_exp, n_expert) */
+    zl_tensor up_exps;      /* (n_embd, n_ff_exp, n_expert) */
+    zl_tensor down_exps;    /* (n_ff_exp, n_embd, n_expert) */
+    zl_tensor gate_inp_shexp; /* (n_embd, 1) the shared expert's gate (qwen2moe), or data == NULL */
     const float *ffn_post_norm; /* (n_embd) RMSNorm gain of the FFN output (gemma3), or NULL */
     bool swa;               /* sliding-window layer: attends to the last hp.n_swa positions (gemma3) */
 } zl_layer;
@@ -102,13 +109,25 @@ struct zl_fwd {
     float *k;    /* (max_tokens, n_head_kv * head_dim) */
     float *v;    /* (max_tokens, n_head_kv * head_dim) */
     float *att;  /* (max_tokens, n_head * head_dim) attention output */
-    float *hb;   /* (max_tokens, n_ff) gate, then silu(gate) * up */
-    float *hb2;  /* (max_tokens, n_ff) up */
+    float *hb;   /* (max_tokens, max(n_ff, n_ff_shexp, n_ff_exp)) gate, then silu(gate) * up */
+    float *hb2;  /* (max_tokens, the same) up */
     float *cs;   /* (max_tokens, n_rot) RoPE cos/sin of each token's position */
     float *cs_swa; /* (max_tokens, n_rot) the same for sliding-window layers (hp.n_swa > 0), else NULL */
     int8_t *tok_gemm; /* (max_tokens) per token: llama.cpp's multi-token arithmetic (see zl_batch.gemm) */
     int8_t *out_gemm; /* (max_tokens) per logits row: the same for the output matmul (2+ rows of its sequence) */
     zl_dfwd *dfwd;    /* the device pass's state when the model is placed on a device, else NULL */
+    /* Mixture of experts only (hp.n_expert > 0), else NULL (moe.c). */
+    float *moe_probs;   /* (max_tokens, n_expert) router probabilities */
+    int32_t *moe_sel;   /* (max_tokens, n_expert_used) selected experts, best first */
+    float *moe_w;       /* (max_tokens, n_expert_used) their weights */
+    float *moe_slot;    /* (max_tokens, n_expert_used, n_embd) each selected expert's weighted output */
+    float *moe_xg;      /* (max_tokens, n_embd) the rows routed to one expert, gathered */
+    float *moe_yg;      /* (max_tokens, n_embd) that expert's output rows */
+    int32_t *moe_rows;  /* (max_tokens * n_expert_used) per expert, (token, slot) pairs flattened as token * n_used +
+                         * slot, grouped by expert in batch order */
+    int32_t *moe_count; /* (n_expert + 1) start of each expert's group in moe_rows */
+    int8_t *moe_mode;   /* (2, max_tokens) the matmul mode of each gathered row, then all ZL_MODE_ONE */
+    int32_t *moe_seq;   /* (max_tokens) the sequence of each row kept for the last layer */
 
     int32_t seq_cap;     /* entries of seq_next / seq_start */
     int32_t *seq_next;   /* next expected position of each sequence while checking a batch; -1 untouched */
@@ -158,8 +177,23 @@ int zl_llama_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const
 
 int zl_qwen2_bind(zl_model *m, zl_err *err);
 int zl_qwen3_bind(zl_model *m, zl_err *err);
+int zl_qwen2moe_bind(zl_model *m, zl_err *err);
+int zl_qwen3moe_bind(zl_model *m, zl_err *err);
 int zl_qwen_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, float *out,
                     zl_err *err);
+
+int zl_moe_bind(zl_model *m, zl_err *err);
+int zl_moe_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, float *out,
+                   zl_err *err);
+/* Reads expert_count, expert_used_count, expert_feed_forward_length (and with shared, qwen2moe's
+ * expert_shared_feed_forward_length) into m->hp, range-checked. */
+int zl_moe_read_hparams(zl_model *m, bool shared, zl_err *err);
+/* Binds layer il's router, expert tensors and (hp.n_ff_shexp > 0) shared expert. */
+int zl_moe_bind_ffn(zl_model *m, int32_t il, zl_err *err);
+/* qwen.c's attention block (x += attention of layer il over the batch), shared with the MoE family. */
+int zl_qwen_attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, int32_t il);
+/* The 2-D matrix of expert e of a 3-D expert tensor (a borrowed view). */
+zl_tensor zl_expert_view(const zl_tensor *t, int64_t e);
 
 int zl_gemma3_bind(zl_model *m, zl_err *err);
 /* The scale gemma3 applies to q after RoPE (Gemma's query_pre_attn_scalar as llama.cpp derives it). */
@@ -177,6 +211,10 @@ int zl_model_bind_vector(zl_model *m, const char *name, int64_t n, bool required
 /* The same for layer il's tensor "blk.<il>.<suffix>" (every family's per-layer tensors are named this way). */
 int zl_model_bind_layer_matrix(zl_model *m, int32_t il, const char *suffix, int64_t ne0, int64_t ne1, bool required,
                                zl_tensor *t, zl_err *err);
+/* Binds layer il's 3-D expert tensor "blk.<il>.<suffix>" of exactly (ne0, ne1, ne2) with a computable type; t->ne[2] =
+ * ne2, rows nb1 apart, experts ne1 * nb1 apart. Always required. */
+int zl_model_bind_layer_experts(zl_model *m, int32_t il, const char *suffix, int64_t ne0, int64_t ne1, int64_t ne2,
+                                zl_tensor *t, zl_err *err);
 int zl_model_bind_layer_vector(zl_model *m, int32_t il, const char *suffix, int64_t n, bool required,
                                const float **out, zl_err *err);
 

@@ -37,6 +37,10 @@ static const zl_arch_impl k_archs[] = {
     {.name = "qwen3", .arch = ZL_ARCH_QWEN3, .rope_neox = true, .bind = zl_qwen3_bind, .forward = zl_qwen_forward},
     {.name = "gemma3", .arch = ZL_ARCH_GEMMA3, .rope_neox = true, .bind = zl_gemma3_bind,
      .forward = zl_gemma3_forward},
+    {.name = "qwen2moe", .arch = ZL_ARCH_QWEN2MOE, .rope_neox = true, .bind = zl_qwen2moe_bind,
+     .forward = zl_moe_forward},
+    {.name = "qwen3moe", .arch = ZL_ARCH_QWEN3MOE, .rope_neox = true, .bind = zl_qwen3moe_bind,
+     .forward = zl_moe_forward},
 };
 
 /* Bounds on hyperparameters: generous for any published model, small enough that products stay far from
@@ -356,6 +360,46 @@ int zl_model_bind_matrix(zl_model *m, const char *name, int64_t ne0, int64_t ne1
     return ZL_OK;
 }
 
+int zl_model_bind_layer_experts(zl_model *m, int32_t il, const char *suffix, int64_t ne0, int64_t ne1, int64_t ne2,
+                                zl_tensor *t, zl_err *err)
+{
+    char name[128];
+    snprintf(name, sizeof name, "blk.%d.%s", il, suffix);
+    const char *path = gguf_path(m->gguf);
+    memset(t, 0, sizeof *t);
+    const gguf_tensor *g = gguf_find_tensor(m->gguf, name);
+    if (!g)
+        return zl_err_set(err, ZL_EFORMAT, "%s: required tensor '%s' is missing", path, name);
+    if (g->ne[0] != ne0 || g->ne[1] != ne1 || g->ne[2] != ne2 || g->ne[3] != 1) {
+        char have[96];
+        return zl_err_set(err, ZL_EFORMAT, "%s: tensor '%s' has shape %s, expected (%lld, %lld, %lld)", path, name,
+                          shape_str(g, have, sizeof have), (long long)ne0, (long long)ne1, (long long)ne2);
+    }
+    const zl_type_traits *tr = zl_type_traits_get(g->type);
+    size_t row;
+    if (!tr || !tr->supported || !tr->vec_dot)
+        return zl_err_set(err, ZL_EUNSUPPORTED, "%s: tensor '%s' has type %s, which zili cannot compute with yet",
+                          path, name, zl_type_name(g->type));
+    if (!zl_row_size(g->type, ne0, &row))
+        return zl_err_set(err, ZL_EFORMAT, "%s: tensor '%s': row of %lld is not a whole number of %s blocks", path,
+                          name, (long long)ne0, zl_type_name(g->type));
+    int rc = note_bound(m, g, err);
+    if (rc != ZL_OK)
+        return rc;
+    char *nm = strdup(name);
+    if (!nm || (rc = keep_owned(m, nm, err)) != ZL_OK)
+        return nm ? rc : zl_err_set(err, ZL_ENOMEM, "%s: out of memory", path);
+    t->name = nm;
+    t->type = g->type;
+    t->ne[0] = ne0;
+    t->ne[1] = ne1;
+    t->ne[2] = ne2;
+    t->ne[3] = 1;
+    t->nb1 = row;
+    t->data = g->data;
+    return ZL_OK;
+}
+
 int zl_model_bind_layer_matrix(zl_model *m, int32_t il, const char *suffix, int64_t ne0, int64_t ne1, bool required,
                                zl_tensor *t, zl_err *err)
 {
@@ -579,7 +623,7 @@ int zl_model_load(const char *path, const zl_model_opts *opts, zl_model **out, z
             m->impl = &k_archs[i];
     if (!m->impl) {
         rc = zl_err_set(err, ZL_EUNSUPPORTED,
-                        "%s: architecture '%.*s' is not supported (supported: llama, qwen2, qwen3, gemma3)", path,
+                        "%s: architecture '%.*s' is not supported (supported: llama, qwen2, qwen3, gemma3, qwen2moe, qwen3moe)", path,
                         (int)(arch.len < 64 ? arch.len : 64), arch.ptr);
         goto fail;
     }
@@ -611,6 +655,11 @@ int zl_model_load(const char *path, const zl_model_opts *opts, zl_model **out, z
     if ((rc = check_all_bound(m, err)) != ZL_OK)
         goto fail;
     const bool on_dev = opts && opts->device && strcmp(opts->device, "cpu") != 0;
+    if (on_dev && m->hp.n_expert > 0) {
+        rc = zl_err_set(err, ZL_EUNSUPPORTED, "%s: %s runs on the CPU only (no device pass for experts yet)", path,
+                        m->hp.arch_name);
+        goto fail;
+    }
     /* a device takes the file's layout (the CPU part of a split model runs unrepacked too) */
     if (!on_dev && !(opts && opts->no_repack) && (rc = repack_weights(m, go.use_mmap, err)) != ZL_OK)
         goto fail;
@@ -699,8 +748,23 @@ int zl_fwd_create(const zl_model *m, int32_t max_tokens, zl_fwd **out, zl_err *e
     f->k = alloc_rows(max_tokens, kv_dim, sizeof(float), &ok);
     f->v = alloc_rows(max_tokens, kv_dim, sizeof(float), &ok);
     f->att = alloc_rows(max_tokens, q_dim, sizeof(float), &ok);
-    f->hb = alloc_rows(max_tokens, h->n_ff, sizeof(float), &ok);
-    f->hb2 = alloc_rows(max_tokens, h->n_ff, sizeof(float), &ok);
+    int64_t ff = h->n_ff > h->n_ff_exp ? h->n_ff : h->n_ff_exp;
+    ff = ff > h->n_ff_shexp ? ff : h->n_ff_shexp;
+    f->hb = alloc_rows(max_tokens, ff, sizeof(float), &ok);
+    f->hb2 = alloc_rows(max_tokens, ff, sizeof(float), &ok);
+    if (h->n_expert > 0) {
+        const int64_t used = h->n_expert_used;
+        f->moe_probs = alloc_rows(max_tokens, h->n_expert, sizeof(float), &ok);
+        f->moe_sel = alloc_rows(max_tokens, used, sizeof(int32_t), &ok);
+        f->moe_w = alloc_rows(max_tokens, used, sizeof(float), &ok);
+        f->moe_slot = alloc_rows(max_tokens, used * h->n_embd, sizeof(float), &ok);
+        f->moe_xg = alloc_rows(max_tokens, h->n_embd, sizeof(float), &ok);
+        f->moe_yg = alloc_rows(max_tokens, h->n_embd, sizeof(float), &ok);
+        f->moe_rows = alloc_rows(max_tokens, used, sizeof(int32_t), &ok);
+        f->moe_count = alloc_rows(h->n_expert + 1, 1, sizeof(int32_t), &ok);
+        f->moe_mode = alloc_rows(max_tokens, 2, 1, &ok);
+        f->moe_seq = alloc_rows(max_tokens, 1, sizeof(int32_t), &ok);
+    }
     f->cs = alloc_rows(max_tokens, h->n_rot, sizeof(float), &ok);
     if (h->n_swa > 0)
         f->cs_swa = alloc_rows(max_tokens, h->n_rot, sizeof(float), &ok);
@@ -723,6 +787,10 @@ int zl_fwd_create(const zl_model *m, int32_t max_tokens, zl_fwd **out, zl_err *e
 int32_t zl_model_auto_batch(const zl_model *m)
 {
     const zl_hparams *h = &m->hp;
+    /* Mixtures of experts: llama.cpp's micro-batch, whose rows per expert decide the K-quant matmul path (moe.c);
+     * each expert's weights are read once per batch, so longer batches also read fewer weight bytes per token. */
+    if (h->n_expert > 0)
+        return 512;
     const int64_t q_dim = (int64_t)h->n_head * h->head_dim, kv_dim = (int64_t)h->n_head_kv * h->head_dim;
     int64_t widest = h->n_ff > h->n_embd ? h->n_ff : h->n_embd;
     widest = q_dim > widest ? q_dim : widest;
@@ -755,6 +823,16 @@ void zl_fwd_destroy(zl_fwd *f)
     free(f->att);
     free(f->hb);
     free(f->hb2);
+    free(f->moe_probs);
+    free(f->moe_sel);
+    free(f->moe_w);
+    free(f->moe_slot);
+    free(f->moe_xg);
+    free(f->moe_yg);
+    free(f->moe_rows);
+    free(f->moe_count);
+    free(f->moe_mode);
+    free(f->moe_seq);
     free(f->cs);
     free(f->cs_swa);
     free(f->seq_list);

@@ -23,7 +23,9 @@
 #include "format/gguf.h"
 #include "tokenizer/vocab.h"
 
-typedef enum zl_arch { ZL_ARCH_LLAMA = 1, ZL_ARCH_QWEN2, ZL_ARCH_QWEN3, ZL_ARCH_GEMMA3 } zl_arch;
+typedef enum zl_arch {
+    ZL_ARCH_LLAMA = 1, ZL_ARCH_QWEN2, ZL_ARCH_QWEN3, ZL_ARCH_GEMMA3, ZL_ARCH_QWEN2MOE, ZL_ARCH_QWEN3MOE
+} zl_arch;
 
 typedef enum zl_rope_scaling { ZL_ROPE_NONE = 0, ZL_ROPE_LINEAR, ZL_ROPE_YARN, ZL_ROPE_LLAMA3 } zl_rope_scaling;
 
@@ -53,6 +55,14 @@ typedef struct zl_hparams {
     int32_t n_swa;
     float rope_theta_swa;
     float logit_softcap;   /* logits = softcap * tanh(logits / softcap) when > 0 (gemma3 option), else 0 */
+    /* Mixture of experts (qwen2moe, qwen3moe; 0 / false elsewhere): each token's FFN is the weighted sum of the
+     * n_expert_used experts (of n_expert) its router ranks highest, each a SwiGLU of width n_ff_exp; qwen2moe adds
+     * a shared expert of width n_ff_shexp gated by a sigmoid. */
+    int32_t n_expert;
+    int32_t n_expert_used;
+    int32_t n_ff_exp;
+    int32_t n_ff_shexp;    /* 0: no shared expert */
+    bool expert_weights_norm; /* the selected experts' weights are divided by their sum (qwen3moe) */
 } zl_hparams;
 
 typedef struct zl_model zl_model;

@@ -20,6 +20,8 @@
  * The arithmetic is llama.cpp's (src/models/qwen2.cpp, qwen3.cpp): the same ops in the same order, each op with
  * ggml's rounding (see ops.h and attention.c), so greedy generations agree token for token.
  *
+ * The mixture-of-experts variants `qwen2moe` and `qwen3moe` bind and run this attention with moe.c's FFN.
+ *
  * Threads: called by zl_model_forward on the thread that owns cpu, kv and f; the ops use cpu's pool.
  */
 #include <stdio.h>
@@ -30,8 +32,9 @@
 #include "model/arch.h"
 
 /* Binds the tensors of both variants; qk_norm selects qwen3 (per-head Q/K norms required, biases optional), else
- * qwen2 (Q/K/V biases required, no Q/K norms). */
-static int qwen_bind(zl_model *m, bool qk_norm, zl_err *err)
+ * qwen2 (Q/K/V biases required, no Q/K norms). moe: qwen3moe / qwen2moe, whose FFNs are moe.c's (qwen2moe's
+ * output matrix is required: llama.cpp does not tie it). */
+static int qwen_bind(zl_model *m, bool qk_norm, bool moe, zl_err *err)
 {
     const zl_hparams *h = &m->hp;
     const int64_t d = h->n_embd, hd = h->head_dim, q_dim = (int64_t)h->n_head * h->head_dim;
@@ -39,6 +42,8 @@ static int qwen_bind(zl_model *m, bool qk_norm, zl_err *err)
     const bool bias_required = !qk_norm;
     int rc;
 
+    if (moe && (rc = zl_moe_read_hparams(m, !qk_norm, err)) != ZL_OK)
+        return rc;
     if (h->n_rot != h->head_dim)
         return zl_err_set(err, ZL_EUNSUPPORTED, "%s: %s with rope.dimension_count %d != head width %d is not "
                           "supported", gguf_path(m->gguf), h->arch_name, h->n_rot, h->head_dim);
@@ -46,7 +51,7 @@ static int qwen_bind(zl_model *m, bool qk_norm, zl_err *err)
         return rc;
     if ((rc = zl_model_bind_vector(m, "output_norm.weight", d, true, &m->output_norm, err)) != ZL_OK)
         return rc;
-    if ((rc = zl_model_bind_matrix(m, "output.weight", d, h->n_vocab, false, &m->output, err)) != ZL_OK)
+    if ((rc = zl_model_bind_matrix(m, "output.weight", d, h->n_vocab, moe && !qk_norm, &m->output, err)) != ZL_OK)
         return rc;
     if (!m->output.data)
         m->output = m->tok_embd; /* tied embeddings (Qwen2.5 0.5B-3B, Qwen3 0.6B-4B) */
@@ -79,6 +84,11 @@ static int qwen_bind(zl_model *m, bool qk_norm, zl_err *err)
         }
         MAT("attn_output.weight", q_dim, d, wo);
         VEC("ffn_norm.weight", d, true, ffn_norm);
+        if (moe) {
+            if ((rc = zl_moe_bind_ffn(m, il, err)) != ZL_OK)
+                return rc;
+            continue;
+        }
         MAT("ffn_gate.weight", d, h->n_ff, w_gate);
         MAT("ffn_up.weight", d, h->n_ff, w_up);
         MAT("ffn_down.weight", h->n_ff, d, w_down);
@@ -88,12 +98,15 @@ static int qwen_bind(zl_model *m, bool qk_norm, zl_err *err)
     return ZL_OK;
 }
 
-int zl_qwen2_bind(zl_model *m, zl_err *err) { return qwen_bind(m, false, err); }
+int zl_qwen2_bind(zl_model *m, zl_err *err) { return qwen_bind(m, false, false, err); }
 
-int zl_qwen3_bind(zl_model *m, zl_err *err) { return qwen_bind(m, true, err); }
+int zl_qwen3_bind(zl_model *m, zl_err *err) { return qwen_bind(m, true, false, err); }
 
-/* x += attention block of layer il, for the whole batch. */
-static int attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, int32_t il)
+int zl_qwen2moe_bind(zl_model *m, zl_err *err) { return qwen_bind(m, false, true, err); }
+
+int zl_qwen3moe_bind(zl_model *m, zl_err *err) { return qwen_bind(m, true, true, err); }
+
+int zl_qwen_attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, int32_t il)
 {
     const zl_hparams *h = &m->hp;
     const zl_layer *l = &m->layers[il];
@@ -143,7 +156,7 @@ int zl_qwen_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const 
     zl_dump_step();
     zl_block_embed(m, f, b); /* x: (n, n_embd), cs: (n, n_rot) */
     for (int32_t il = 0; il < h->n_layer && rc == ZL_OK; il++) {
-        rc = attention_block(m, cpu, kv, f, b, il);
+        rc = zl_qwen_attention_block(m, cpu, kv, f, b, il);
         if (rc == ZL_OK)
             rc = zl_block_ffn_swiglu(m, cpu, f, b->n, il);
     }

@@ -1,5 +1,7 @@
 """Malformed GGUF files: each must make `zili info -m FILE` exit non-zero with one specific line on stderr.
 
+The mixture-of-experts cases ("moe ...") start from the same model made a qwen3moe or qwen2moe (moe_spec).
+
 Every case starts from a small valid llama model written byte by byte here (GgufSpec below: a 1-layer model with an
 8-token SentencePiece vocabulary, all tensors F32), breaks exactly one thing, and checks that zili names the
 problem: the exit status is 1 (not a signal), stderr is one line that matches the case's pattern, and there is no
@@ -153,6 +155,53 @@ def base_spec() -> GgufSpec:
     return g
 
 
+N_EXPERT, N_EXPERT_USED, N_FF_EXP, N_FF_SHEXP = 4, 2, 16, 16
+
+
+def moe_spec(arch: str = "qwen3moe") -> GgufSpec:
+    """The base model as a mixture of experts: qwen3moe (per-head Q/K norms) or qwen2moe (Q/K/V biases, shared
+    expert), with a router of N_EXPERT rows and 3-D expert tensors instead of the dense FFN."""
+    g = base_spec()
+    g.kvs = [(k.replace("llama.", f"{arch}.", 1), t, v) if k.startswith("llama.") else (k, t, v)
+             for k, t, v in g.kvs]
+    g.set_kv("general.architecture", STR, arch)
+    g.set_kv(f"{arch}.expert_count", U32, N_EXPERT)
+    g.set_kv(f"{arch}.expert_used_count", U32, N_EXPERT_USED)
+    g.set_kv(f"{arch}.expert_feed_forward_length", U32, N_FF_EXP)
+    d, hd = N_EMBD, N_EMBD // N_HEAD
+    tensors = []
+    for t in g.tensors:
+        if ".ffn_gate." in t.name or ".ffn_up." in t.name or ".ffn_down." in t.name:
+            continue
+        tensors.append(t)
+        b = t.name.rsplit(".", 2)[0]
+        if t.name.endswith(".attn_v.weight") and arch == "qwen2moe":
+            tensors += [Tensor(f"{b}.attn_q.bias", [d]), Tensor(f"{b}.attn_k.bias", [d]), Tensor(f"{b}.attn_v.bias", [d])]
+        if t.name.endswith(".attn_v.weight") and arch == "qwen3moe":
+            tensors += [Tensor(f"{b}.attn_q_norm.weight", [hd]), Tensor(f"{b}.attn_k_norm.weight", [hd])]
+        if t.name.endswith(".ffn_norm.weight"):
+            tensors += [Tensor(f"{b}.ffn_gate_inp.weight", [d, N_EXPERT]),
+                        Tensor(f"{b}.ffn_gate_exps.weight", [d, N_FF_EXP, N_EXPERT]),
+                        Tensor(f"{b}.ffn_up_exps.weight", [d, N_FF_EXP, N_EXPERT]),
+                        Tensor(f"{b}.ffn_down_exps.weight", [N_FF_EXP, d, N_EXPERT])]
+            if arch == "qwen2moe":
+                tensors += [Tensor(f"{b}.ffn_gate_inp_shexp.weight", [d]),
+                            Tensor(f"{b}.ffn_gate_shexp.weight", [d, N_FF_SHEXP]),
+                            Tensor(f"{b}.ffn_up_shexp.weight", [d, N_FF_SHEXP]),
+                            Tensor(f"{b}.ffn_down_shexp.weight", [N_FF_SHEXP, d])]
+    if arch == "qwen2moe":
+        g.set_kv(f"{arch}.expert_shared_feed_forward_length", U32, N_FF_SHEXP)
+        tensors.append(Tensor("output.weight", [d, len(TOKENS)]))
+    g.tensors = tensors
+    return g
+
+
+def mutate_moe(fn, arch: str = "qwen3moe"):
+    g = moe_spec(arch)
+    fn(g)
+    return g.build()
+
+
 def run_info(tmp_path: Path, data: bytes, name: str = "bad.gguf") -> subprocess.CompletedProcess:
     p = tmp_path / name
     p.write_bytes(data)
@@ -177,6 +226,14 @@ def test_base_file_loads(tmp_path):
     r = run_info(tmp_path, base_spec().build(), "base.gguf")
     assert r.returncode == 0, r.stderr
     assert "llama" in r.stdout
+
+
+@pytest.mark.parametrize("arch", ["qwen3moe", "qwen2moe"])
+def test_moe_base_file_loads(tmp_path, arch):
+    r = run_info(tmp_path, moe_spec(arch).build(), "base.gguf")
+    assert r.returncode == 0, r.stderr
+    assert f"experts:         {N_EXPERT}, {N_EXPERT_USED} used per token" in r.stdout, r.stdout
+    assert ("shared expert:   1, feed-forward 16" if arch == "qwen2moe" else "shared expert:   none") in r.stdout
 
 
 def mutate(fn):
@@ -344,6 +401,63 @@ CASES = {
                                 r"blk\.0\.attn_q\.weight.*missing"),
     "tensor of the wrong shape": (lambda: mutate(lambda g: setattr(g.tensor("blk.0.ffn_up.weight"), "dims", [8, 8])),
                                   r"blk\.0\.ffn_up\.weight.*shape"),
+    # mixtures of experts (qwen3moe / qwen2moe)
+    "moe expert_count zero": (lambda: mutate_moe(lambda g: g.set_kv("qwen3moe.expert_count", U32, 0)),
+                              r"qwen3moe\.expert_count = 0 out of range"),
+    "moe expert_count missing": (lambda: mutate_moe(lambda g: g.drop_kv("qwen3moe.expert_count")),
+                                 r"qwen3moe\.expert_count.*missing"),
+    "moe expert_count absurd": (lambda: mutate_moe(lambda g: g.set_kv("qwen3moe.expert_count", U64, 1 << 40)),
+                                r"qwen3moe\.expert_count = 1099511627776 out of range"),
+    "moe expert_used_count zero": (lambda: mutate_moe(lambda g: g.set_kv("qwen3moe.expert_used_count", U32, 0)),
+                                   r"qwen3moe\.expert_used_count = 0 out of range \(1 \.\. 4\)"),
+    "moe expert_used_count above expert_count": (
+        lambda: mutate_moe(lambda g: g.set_kv("qwen3moe.expert_used_count", U32, 5)),
+        r"qwen3moe\.expert_used_count = 5 out of range \(1 \.\. 4\)"),
+    "moe expert_used_count missing": (lambda: mutate_moe(lambda g: g.drop_kv("qwen3moe.expert_used_count")),
+                                      r"qwen3moe\.expert_used_count.*missing"),
+    "moe expert_feed_forward_length absurd": (
+        lambda: mutate_moe(lambda g: g.set_kv("qwen3moe.expert_feed_forward_length", U64, 1 << 40)),
+        r"expert_feed_forward_length = 1099511627776 out of range"),
+    "moe expert_feed_forward_length per layer": (
+        lambda: mutate_moe(lambda g: g.set_kv("qwen3moe.expert_feed_forward_length", ARR, (U32, [16]))),
+        r"expert_feed_forward_length"),
+    "moe expert tensor with one expert too few": (
+        lambda: mutate_moe(lambda g: setattr(g.tensor("blk.0.ffn_up_exps.weight"), "dims", [N_EMBD, N_FF_EXP, 3])),
+        r"blk\.0\.ffn_up_exps\.weight' has shape \(8, 16, 3\), expected \(8, 16, 4\)"),
+    "moe expert tensor 2-D": (
+        lambda: mutate_moe(lambda g: setattr(g.tensor("blk.0.ffn_gate_exps.weight"), "dims", [N_EMBD, N_FF_EXP])),
+        r"blk\.0\.ffn_gate_exps\.weight' has shape \(8, 16\), expected \(8, 16, 4\)"),
+    "moe down experts transposed": (
+        lambda: mutate_moe(lambda g: setattr(g.tensor("blk.0.ffn_down_exps.weight"), "dims",
+                                             [N_EMBD, N_FF_EXP, N_EXPERT])),
+        r"blk\.0\.ffn_down_exps\.weight' has shape \(8, 16, 4\), expected \(16, 8, 4\)"),
+    "moe expert tensor 4-D": (
+        lambda: mutate_moe(lambda g: setattr(g.tensor("blk.0.ffn_up_exps.weight"), "dims",
+                                             [N_EMBD, N_FF_EXP, N_EXPERT, 2])),
+        r"blk\.0\.ffn_up_exps\.weight' has shape"),
+    "moe router of the wrong shape": (
+        lambda: mutate_moe(lambda g: setattr(g.tensor("blk.0.ffn_gate_inp.weight"), "dims", [N_EMBD, N_EXPERT + 1])),
+        r"blk\.0\.ffn_gate_inp\.weight' has shape \(8, 5\), expected \(8, 4\)"),
+    "moe router missing": (
+        lambda: mutate_moe(lambda g: g.tensors.remove(g.tensor("blk.0.ffn_gate_inp.weight"))),
+        r"blk\.0\.ffn_gate_inp\.weight.*missing"),
+    "moe dense ffn left in": (
+        lambda: mutate_moe(lambda g: g.tensors.append(Tensor("blk.0.ffn_up.weight", [N_EMBD, N_FF]))),
+        r"blk\.0\.ffn_up\.weight.*not used"),
+    "moe shared expert missing": (
+        lambda: mutate_moe(lambda g: g.tensors.remove(g.tensor("blk.0.ffn_down_shexp.weight")), "qwen2moe"),
+        r"blk\.0\.ffn_down_shexp\.weight.*missing"),
+    "moe shared expert gate of the wrong shape": (
+        lambda: mutate_moe(lambda g: setattr(g.tensor("blk.0.ffn_gate_inp_shexp.weight"), "dims", [N_EMBD, 2]),
+                           "qwen2moe"),
+        r"blk\.0\.ffn_gate_inp_shexp\.weight' has shape \(8, 2\), expected \(8, 1\)"),
+    "moe qwen2moe without output.weight": (
+        lambda: mutate_moe(lambda g: g.tensors.remove(g.tensor("output.weight")), "qwen2moe"),
+        r"'output\.weight'.*missing"),
+    "moe shared feed-forward absurd": (
+        lambda: mutate_moe(lambda g: g.set_kv("qwen2moe.expert_shared_feed_forward_length", U32, 1 << 31),
+                           "qwen2moe"),
+        r"expert_shared_feed_forward_length = 2147483648 out of range"),
     "byte token <0x-1>": (lambda: mutate(_byte_token("<0x-1>")), r"<0x-1>"),
     "byte token <0xZZ>": (lambda: mutate(_byte_token("<0xZZ>")), r"<0xZZ>"),
     "byte token <0x100>": (lambda: mutate(_byte_token("<0x100>")), r"<0x100>"),

@@ -16,6 +16,7 @@ Test models:
     = 512 != n_embd = 256). See QWEN_MODELS.
   * Random-weight gemma3 models (SentencePiece vocabulary): Q8_0, and Q4_K_M, Q5_K_M, Q6_K, Q2_K, Q3_K_M, Q5_0 and
     Q5_1 quantized the same way, with sliding-window layers of window 16 (see GEMMA3_MODELS).
+  * Random-weight mixtures of experts, qwen3moe and qwen2moe, in F16, Q8_0 and the Q4_K_M mix (see MOE_MODELS).
   * Random-weight Q8_0 models with RoPE scaling: YaRN (llama, qwen2), linear (llama, gemma3's global layers) and
     Llama 3.1's rope_freqs.weight (see ROPE_MODELS), and a llama model with a Mistral-style sliding window
     (MISTRAL_SWA; float reference only, llama.cpp ignores the window for this architecture).
@@ -54,6 +55,7 @@ class TestModel:
     gen_args: tuple = ()      # gen_gguf.py arguments; empty for downloaded models
     quantize: str = ""        # then tools/quantize_gguf.py to this file type (gen_args write F32)
     llamacpp: bool = True     # False: llama.cpp computes another model from this file (see MISTRAL_SWA)
+    moe: bool = False         # a mixture of experts (MOE_MODELS)
 
     def __str__(self) -> str:
         return self.name
@@ -125,6 +127,26 @@ ROPE_MODELS = [
     ("gemma3-linear", "spm", (*GEMMA3_SHAPE, "--seed", "25", "--rope-scaling", "linear", "--rope-factor", "8")),
 ]
 
+# Random mixtures of experts (gpt2 vocabulary of SmolLM2; name, tensor type, gen_gguf.py arguments, quantize_gguf.py
+# file type or ""): qwen3moe with 16 experts of which 4 are used (weights normalized), qwen2moe with 8 of which 2, plus
+# its shared expert of 512 (llama.cpp requires its output.weight). Expert width 256, so that K-quants apply to every
+# expert row; batches of 40 and 130 tokens route 8+ rows to some experts (llama.cpp's tiled K-quant MUL_MAT_ID) and
+# fewer to others (vec_dot). llama.cpp's qwen3moe has no leading dense layers (every layer is routed), so none here.
+MOE_Q3 = ("--arch", "qwen3moe", "--n-expert", "16", "--n-expert-used", "4", "--n-ff-exp", "256", "--no-tied")
+MOE_Q2 = ("--arch", "qwen2moe", "--n-expert", "8", "--n-expert-used", "2", "--n-ff-exp", "256", "--n-ff-shexp", "512",
+          "--no-tied")
+# All untied: with tied embeddings these random models repeat one token from the first greedy step on (measured on
+# qwen3moe, seeds 41 and 47); the seeds give 10-30 distinct tokens in each 64-token greedy reply (test_llamacpp.py
+# requires 4+).
+MOE_MODELS = [
+    ("qwen3moe-f16", "f16", (*MOE_Q3, "--seed", "47", "--head-dim", "64"), ""),
+    ("qwen3moe-q8_0", "q8_0", (*MOE_Q3, "--seed", "47", "--n-head-kv", "2"), ""),
+    ("qwen3moe-q4_k_m", "q4_k_m", (*MOE_Q3, "--seed", "47"), "q4_k_m"),
+    ("qwen2moe-f16", "f16", (*MOE_Q2, "--seed", "43"), ""),
+    ("qwen2moe-q8_0", "q8_0", (*MOE_Q2, "--seed", "49", "--n-head-kv", "2"), ""),
+    ("qwen2moe-q4_k_m", "q4_k_m", (*MOE_Q2, "--seed", "43"), "q4_k_m"),
+]
+
 # A llama model with a Mistral-style sliding window of 8 on every layer (llama.attention.sliding_window). llama.cpp
 # ignores that key for the llama architecture (and its converters do not write it), so this one is checked against
 # the float reference only, whose prompts (10-23 tokens) run past the window.
@@ -159,6 +181,10 @@ def random_models() -> list[TestModel]:
         out.append(TestModel(name, os.path.join(d, f"{name}.gguf"), "q8_0",
                              ("--preset", "tiny", "--type", "q8_0", *args, "--vocab-from",
                               SMOLLM2 if vocab == "bpe" else SPM_VOCAB)))
+    for name, t, args, quant in MOE_MODELS:
+        out.append(TestModel(name, os.path.join(d, f"{name}.gguf"), t,
+                             ("--preset", "tiny", "--type", "f32" if quant else t, *args, "--vocab-from", SMOLLM2),
+                             quant, moe=True))
     out.append(TestModel("mistral-swa", os.path.join(d, "mistral-swa.gguf"), "q8_0",
                          ("--preset", "tiny", "--type", "q8_0", *MISTRAL_SWA, "--vocab-from", SPM_VOCAB),
                          llamacpp=False))

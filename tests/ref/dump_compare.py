@@ -29,7 +29,8 @@ import common  # noqa: E402
 # attn_post_norm, sa_out, ffn_geglu and ffn_post_norm).
 FIRST = ["inp_scaled"]
 ORDER = ["attn_norm", "Qcur_normed", "Kcur_normed", "Qcur", "Kcur", "Vcur", "kqv_out", "attn_out", "attn_post_norm",
-         "sa_out", "ffn_inp", "ffn_norm", "ffn_gate", "ffn_up", "ffn_swiglu", "ffn_geglu", "ffn_out", "ffn_post_norm",
+         "sa_out", "ffn_inp", "ffn_norm", "ffn_moe_logits", "ffn_moe_probs", "ffn_moe_weights", "ffn_gate", "ffn_up", "ffn_swiglu",
+         "ffn_geglu", "ffn_moe_out", "ffn_shexp", "ffn_out", "ffn_post_norm",
          "l_out"]
 FINAL = ["result_norm", "result_output"]
 

@@ -33,6 +33,14 @@ Architecture `gemma3` (Gemma 3 text models):
     attn_scale = 1 / sqrt(head_dim); sliding-window layers (every layer but each sliding_window_pattern-th, 6 by
     default) also mask keys more than sliding_window - 1 positions back.
 
+Architectures `qwen3moe` and `qwen2moe` (mixtures of experts) keep qwen3's / qwen2's attention and replace the FFN:
+    h = rmsnorm(x) * ffn_norm
+    p = softmax(h Wr^T)                                           (n, n_expert), Wr = ffn_gate_inp
+    e_0 .. e_{k-1} = the k = expert_used_count largest p (ties to the lower index), w_j = p[e_j]
+    qwen3moe: w_j /= sum_j w_j
+    x += sum_j w_j (silu(h Wg[e_j]^T) * (h Wu[e_j]^T)) Wd[e_j]^T  (Wg, Wu, Wd: ffn_{gate,up,down}_exps)
+    qwen2moe also: x += sigmoid(h . ffn_gate_inp_shexp) * (silu(h Wgs^T) * (h Wus^T)) Wds^T   (the shared expert)
+
 Only the model file is read; nothing here depends on zili or llama.cpp.
 """
 from __future__ import annotations
@@ -53,9 +61,10 @@ class FloatModel:
                      or k in ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
                               "tokenizer.ggml.add_bos_token", "tokenizer.ggml.model")}
         self.arch = self.meta["general.architecture"]
-        if self.arch not in ("llama", "qwen2", "qwen3", "gemma3"):
-            raise NotImplementedError(f"float_ref: architecture {self.arch!r} (llama, qwen2, qwen3, gemma3 only)")
-        self.neox = self.arch in ("qwen2", "qwen3", "gemma3")
+        if self.arch not in ("llama", "qwen2", "qwen3", "gemma3", "qwen2moe", "qwen3moe"):
+            raise NotImplementedError(f"float_ref: architecture {self.arch!r} (llama, qwen2, qwen3, gemma3, "
+                                      f"qwen2moe, qwen3moe only)")
+        self.neox = self.arch in ("qwen2", "qwen3", "gemma3", "qwen2moe", "qwen3moe")
         a = self.arch
         self.n_embd = int(self.meta[f"{a}.embedding_length"])
         self.n_layer = int(self.meta[f"{a}.block_count"])
@@ -81,9 +90,10 @@ class FloatModel:
             raise NotImplementedError(f"float_ref: rope scaling {self.rope_type}")
         self.rope_orig_ctx = int(self.meta.get(f"{a}.rope.scaling.original_context_length",
                                                self.meta.get(f"{a}.context_length", 2048)))
+        self.n_expert_used = int(self.meta.get(f"{a}.expert_used_count", 0))
         self.w: dict[str, np.ndarray] = {}
         for t in r.tensors:
-            # gguf-py gives numpy order (n_out, n_in) for 2-D tensors.
+            # gguf-py gives numpy order (n_out, n_in) for 2-D tensors, (n_expert, n_out, n_in) for 3-D ones.
             self.w[t.name] = np.ascontiguousarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
         self.n_vocab = self.w["token_embd.weight"].shape[0]
         self.out_w = self.w.get("output.weight", self.w["token_embd.weight"])
@@ -137,8 +147,40 @@ class FloatModel:
         out[..., i1] = x0 * s + x1 * c
         return out
 
-    def forward(self, tokens, pos0: int = 0) -> np.ndarray:
-        """Logits (n_tokens, n_vocab) of every position of one causal batch starting at position pos0."""
+    def _swiglu(self, h: np.ndarray, wg: np.ndarray, wu: np.ndarray, wd: np.ndarray) -> np.ndarray:
+        g, u = self._mm(h, wg), self._mm(h, wu)
+        return self._mm(g / (1.0 + np.exp(-g)) * u, wd)
+
+    def _moe(self, h: np.ndarray, b: str, sel: np.ndarray | None = None) -> np.ndarray:
+        """The routed experts of qwen3moe / qwen2moe (and qwen2moe's shared expert) for the rows of h; sel: the
+        experts to route each row to (n, k), or None to choose them here. The probabilities are kept in
+        self.router_probs (one (n, n_expert) array per MoE layer of the last forward)."""
+        logits = self._mm(h, b + "ffn_gate_inp.weight")
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        self.router_probs.append(p)
+        if sel is None:
+            sel = np.argsort(-p, axis=1, kind="stable")[:, : self.n_expert_used]
+        wsel = np.take_along_axis(p, sel, axis=1)
+        if self.arch == "qwen3moe":
+            wsel = wsel / wsel.sum(axis=1, keepdims=True)
+        out = np.zeros_like(h)
+        wg, wu, wd = (self.w[b + f"ffn_{n}_exps.weight"] for n in ("gate", "up", "down"))
+        for e in np.unique(sel):
+            rows, slot = np.nonzero(sel == e)
+            out[rows] += wsel[rows, slot][:, None] * self._swiglu(h[rows], wg[e], wu[e], wd[e])
+        if b + "ffn_gate_inp_shexp.weight" in self.w:
+            gate = 1.0 / (1.0 + np.exp(-(h @ self.w[b + "ffn_gate_inp_shexp.weight"].astype(self.dtype))))
+            out += gate[:, None] * self._swiglu(h, self.w[b + "ffn_gate_shexp.weight"], self.w[b + "ffn_up_shexp.weight"],
+                                                self.w[b + "ffn_down_shexp.weight"])
+        return out
+
+    def forward(self, tokens, pos0: int = 0, routing: list | None = None) -> np.ndarray:
+        """Logits (n_tokens, n_vocab) of every position of one causal batch starting at position pos0. routing (MoE
+        only): per layer, the (n_tokens, expert_used_count) experts to route to instead of the reference's own top k
+        (a near-tie between the k-th and the next expert, which rounding decides, would otherwise change a token's
+        experts and its logits by far more than any rounding)."""
+        self.router_probs = []
         toks = np.asarray(tokens, dtype=np.int64)
         n = len(toks)
         hd, nh, nkv = self.head_dim, self.n_head, self.n_head_kv
@@ -173,6 +215,9 @@ class FloatModel:
             a = self._mm(o, b + "attn_output.weight")
             x = x + (self._rmsnorm(a, b + "post_attention_norm.weight") if gemma else a)
             h = self._rmsnorm(x, b + "ffn_norm.weight")
+            if b + "ffn_gate_inp.weight" in self.w:
+                x = x + self._moe(h, b, None if routing is None else np.asarray(routing[i], dtype=np.int64))
+                continue
             g = self._mm(h, b + "ffn_gate.weight")
             u = self._mm(h, b + "ffn_up.weight")
             if gemma:

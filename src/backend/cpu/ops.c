@@ -358,6 +358,8 @@ static zl_vec_dot_fn tiled_dot(uint32_t type)
     }
 }
 
+bool zl_matmul_tiled_type(uint32_t type) { return tiled_dot(type) != NULL; }
+
 /* The tiled dot for 4 tokens at once (same results per token as tiled_dot's), or NULL. */
 static zl_vec_dot4_fn tiled_dot4(uint32_t type)
 {
@@ -894,6 +896,28 @@ void zl_softmax(float *x, int64_t n)
     }
     const float inv = (float)(1.0 / sum);
     for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+void zl_softmax_unpadded(float *x, int64_t n)
+{
+    if (n <= 0) return;
+    float max = x[0];
+    for (int64_t i = 1; i < n; i++) max = x[i] > max ? x[i] : max;
+    double sum = 0.0;
+    int64_t i = 0;
+#ifdef ZL_HAVE_AVX512_KERNELS
+    const int w = zl_cpu_simd_width();
+    if (w == 16 || w == 8) {
+        i = n - n % w;
+        sum = w == 16 ? zl_softmax_exp_full_avx512(x, i, max) : zl_softmax_exp_full_avx2(x, i, max);
+    }
+#endif
+    for (; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += (double)x[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (i = 0; i < n; i++) x[i] *= inv;
 }
 
 void zl_add(float *y, const float *x, int64_t n)

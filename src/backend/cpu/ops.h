@@ -39,6 +39,9 @@ enum {
 /* zl_matmul with the arithmetic chosen per token by gemm[k], a ZL_MODE_* value. gemm NULL: llama.cpp's rule for
  * one batch of n_tok tokens (tinyBLAS when n_tok >= 2, tiled K-quant when n_tok >= 8), as zl_matmul does. */
 int zl_matmul_modes(zl_cpu *cpu, const zl_tensor *w, const float *x, int64_t n_tok, float *y, const int8_t *gemm);
+/* Whether weights of this type take llama.cpp's tiled K-quant matmul for ZL_MODE_MULTI8 tokens on this CPU (Q2_K ..
+ * Q6_K on the vector sets). Its MUL_MAT_ID takes that path per expert, for an expert with 8+ routed rows. */
+bool zl_matmul_tiled_type(uint32_t type);
 /* zl_matmul_modes for n_w weights and the same x: ys[i] = ws[i] x. x is quantized once for the weights whose
  * activation type (and tile data) agree, instead of once per weight (Q, K, V; gate and up). Same results. */
 int zl_matmul_shared(zl_cpu *cpu, int n_w, const zl_tensor *const *ws, const float *x, int64_t n_tok,
@@ -79,6 +82,9 @@ void zl_gelu_mul(float *y, const float *g, const float *u, int64_t n);
 /* In-place softmax over n values (max-subtracted; ggml's vector exp and its per-vector partial sums, added in
  * double, then one multiply by 1/sum). Values past n count as llama.cpp's masked padding (exp 0). */
 void zl_softmax(float *x, int64_t n);
+/* ggml's softmax of a row that is not padded (the MoE router's n_expert logits): the vector exp over the row's whole
+ * vectors of the active width, expf over the rest, sums in double in that order, one multiply by 1/sum. */
+void zl_softmax_unpadded(float *x, int64_t n);
 /* y[i] += x[i]. */
 void zl_add(float *y, const float *x, int64_t n);
 /* The same ops over many rows on cpu's pool: rows split into one contiguous range per thread when the batch holds

@@ -277,6 +277,9 @@ void zl_f32_vec_dot_gemm_avx2(int64_t n, float *s, const void *x, const void *y)
 void zl_f16_vec_dot_gemm_avx2(int64_t n, float *s, const void *x, const void *y);
 /* Softmax exp pass (x[i] = exp(x[i] - max) in place, returns 1/sum) and y = silu(g) * u with ggml's AVX2 exp. */
 float zl_softmax_exp_avx2(float *x, int64_t n, float max);
+/* exp(x - max) in place over the whole 8-float vectors of x (n a multiple of 8), returning their sum (vectors summed
+ * in double in order); the unpadded softmax takes the rest with expf. */
+double zl_softmax_exp_full_avx2(float *x, int64_t n, float max);
 void zl_silu_mul_avx2(float *y, const float *g, const float *u, int64_t n);
 /* zl_gelu_mul's steps for the first n & ~7 values (returned), looking up `table` (65537 entries). */
 int64_t zl_gelu_mul_avx2(float *y, const float *g, const float *u, int64_t n, const uint16_t *table);
@@ -309,6 +312,7 @@ void zl_f16_dot_vec_rows_avx512(int64_t n, int g, int64_t n_rows, float *s, size
 void zl_q8_0_vec_dot_rows4_avx512vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
 void zl_q5_0_vec_dot_rows4_avx512vnni(int64_t n, float *s, const void *x, size_t bx, const void *y);
 float zl_softmax_exp_avx512(float *x, int64_t n, float max);
+double zl_softmax_exp_full_avx512(float *x, int64_t n, float max); /* as zl_softmax_exp_full_avx2, 16 wide */
 void zl_silu_mul_avx512(float *y, const float *g, const float *u, int64_t n);
 
 /* ---- VNNI (quant_vnni.c): AVX-512 F/BW/VL + VNNI versions of the 32-wide quantized dots, bit-identical to the

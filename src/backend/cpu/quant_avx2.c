@@ -960,6 +960,18 @@ float zl_softmax_exp_avx2(float *x, int64_t n, float max)
     return (float)(1.0 / sum);
 }
 
+double zl_softmax_exp_full_avx2(float *x, int64_t n, float max)
+{
+    double sum = 0.0;
+    const __m256 mx = _mm256_set1_ps(max);
+    for (int64_t i = 0; i + 8 <= n; i += 8) {
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mx));
+        _mm256_storeu_ps(x + i, e);
+        sum += (double)hsum8(e);
+    }
+    return sum;
+}
+
 void zl_silu_mul_avx2(float *y, const float *g, const float *u, int64_t n)
 {
     int64_t i = 0;

@@ -292,6 +292,18 @@ float zl_softmax_exp_avx512(float *x, int64_t n, float max)
     return (float)(1.0 / sum);
 }
 
+double zl_softmax_exp_full_avx512(float *x, int64_t n, float max)
+{
+    double sum = 0.0;
+    const __m512 mx = _mm512_set1_ps(max);
+    for (int64_t i = 0; i + 16 <= n; i += 16) {
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), mx));
+        _mm512_storeu_ps(x + i, e);
+        sum += (double)reduce16(e);
+    }
+    return sum;
+}
+
 void zl_silu_mul_avx512(float *y, const float *g, const float *u, int64_t n)
 {
     int64_t i = 0;
