@@ -256,6 +256,249 @@ static int integer_bounds(gen *g, json_t *sch, int r)
     return 0;
 }
 
+/* Number bounds. A bound's magnitude is a decimal: its integer part and its fraction digits (no trailing zeros),
+ * the shortest decimal that reads back as the schema's double (0.1 means 0.1). Numbers under bounds are written
+ * without an exponent; each bound is met by digit ranges, as integers' are, and fractions compare digit by digit. */
+enum { FRAC_TAIL = 15, FRAC_MAX = 40 }; /* digits a fraction may add past a bound's own; a bound's most */
+
+typedef struct dec {
+    long long ip;            /* integer part (< 10^INT_DIGITS) */
+    char fr[FRAC_MAX + 1];   /* fraction digits */
+} dec;
+
+/* |x| as a dec; false when its integer part has more than INT_DIGITS digits or its fraction more than FRAC_MAX. */
+static bool to_dec(double x, dec *d)
+{
+    char buf[40];
+    x = fabs(x);
+    for (int p = 1; p <= 17; p++) { /* the shortest that reads back */
+        snprintf(buf, sizeof buf, "%.*e", p - 1, x);
+        if (strtod(buf, NULL) == x)
+            break;
+    }
+    char digits[20];
+    int nd = 0;
+    const char *c = buf;
+    for (; *c && *c != 'e'; c++)
+        if (*c >= '0' && *c <= '9')
+            digits[nd++] = *c;
+    const int e = *c == 'e' ? atoi(c + 1) : 0; /* x = d0.d1d2... * 10^e */
+    if (e >= INT_DIGITS)
+        return false;
+    d->ip = 0;
+    int k = 0;
+    for (int i = 0; i <= e; i++)
+        d->ip = d->ip * 10 + (i < nd ? digits[i] - '0' : 0);
+    k = e >= 0 ? e + 1 : 0;
+    int nf = 0;
+    for (int i = e + 1; i < 0; i++) { /* zeros between the point and the first digit */
+        if (nf >= FRAC_MAX)
+            return false;
+        d->fr[nf++] = '0';
+    }
+    for (; k < nd; k++) {
+        if (nf >= FRAC_MAX)
+            return false;
+        d->fr[nf++] = digits[k];
+    }
+    while (nf > 0 && d->fr[nf - 1] == '0')
+        nf--;
+    d->fr[nf] = 0;
+    return true;
+}
+
+static bool all_zero(const char *f)
+{
+    for (; *f; f++)
+        if (*f != '0')
+            return false;
+    return true;
+}
+
+/* Whether the empty fraction (value 0) lies within: 0.lo <(=) 0 <(=) 0.hi, NULL for an open side. */
+static bool zero_ok(const char *lo, bool lo_x, const char *hi, bool hi_x)
+{
+    return (!lo || (all_zero(lo) && !lo_x)) && (!hi || !hi_x || !all_zero(hi));
+}
+
+/* Non-empty digit strings t with 0.lo <(=) 0.t <(=) 0.hi (NULL: that side open), each at most about FRAC_TAIL
+ * digits longer than the bounds. Returns whether it wrote anything (false: no such t, nothing written). */
+static bool put_frac(gen *g, const char *lo, bool lo_x, const char *hi, bool hi_x)
+{
+    if (lo && !*lo && !lo_x)
+        lo = NULL; /* t >= 0.000...: no constraint */
+    if (hi && !*hi) { /* t <= 0.000... (or <): zeros only, or nothing */
+        if (hi_x || lo)
+            return false;
+        put(g, "\"0\"{1,%d} ", FRAC_TAIL + 1);
+        return true;
+    }
+    if (!lo && !hi) {
+        put(g, "[0-9]{1,%d} ", FRAC_TAIL + 1);
+        return true;
+    }
+    if (lo && !*lo && !hi) { /* t > 0.000...: a digit other than 0 somewhere */
+        put(g, "\"0\"{0,%d} [1-9] [0-9]{0,%d} ", FRAC_TAIL, FRAC_TAIL);
+        return true;
+    }
+    /* by the first digit: below / above a tight bound's digit nothing more is asked */
+    const char fl = lo ? (*lo ? *lo : '0') : '0', fh = hi ? *hi : '9';
+    const char *lr = lo ? (*lo ? lo + 1 : lo) : NULL, *hr = hi ? hi + 1 : NULL;
+    const size_t mark = g->n;
+    bool any = false;
+    put(g, "( ");
+    for (char d = fl; d <= fh; d++) {
+        const bool tl = lo && d == fl, th = hi && d == fh;
+        if (!tl && !th) { /* the free middle digits as one class */
+            char e = d;
+            while (e + 1 <= fh && !(hi && e + 1 == fh))
+                e++;
+            put(g, any ? "| " : "");
+            put(g, d == e ? "\"%c\" [0-9]{0,%d} " : "[%c-%c] [0-9]{0,%d} ", d, e, FRAC_TAIL);
+            any = true;
+            d = e;
+            continue;
+        }
+        const char *nlo = tl ? lr : NULL, *nhi = th ? hr : NULL;
+        const bool nlx = tl && lo_x, nhx = th && hi_x;
+        const size_t at = g->n;
+        put(g, any ? "| " : "");
+        put(g, "\"%c\" ", d);
+        const bool zero = zero_ok(nlo, nlx, nhi, nhx);
+        const size_t rest = g->n;
+        put(g, "( ");
+        const bool more = put_frac(g, nlo, nlx, nhi, nhx);
+        if (more) {
+            put(g, zero ? ")? " : ") ");
+        } else {
+            g->n = rest;
+            if (!zero)
+                g->n = at; /* no t starts with d */
+        }
+        any |= g->n > at;
+    }
+    if (!any) {
+        g->n = mark;
+        return false;
+    }
+    put(g, ") ");
+    return true;
+}
+
+/* ( "." fraction )? or "." fraction for the fractions of put_frac; false (nothing written) when none fits. */
+static bool put_frac_part(gen *g, const char *lo, bool lo_x, const char *hi, bool hi_x)
+{
+    const bool zero = zero_ok(lo, lo_x, hi, hi_x);
+    const size_t at = g->n;
+    put(g, "( \".\" ");
+    if (put_frac(g, lo, lo_x, hi, hi_x)) {
+        put(g, zero ? ")? " : ") ");
+        return true;
+    }
+    g->n = at;
+    return zero;
+}
+
+/* Magnitudes m with lo <(=) m <(=) hi (hi NULL: open), lo <= hi, as alternatives; whether it wrote any. */
+static bool put_magnitude(gen *g, const dec *lo, bool lo_x, const dec *hi, bool hi_x)
+{
+    bool any = false;
+    size_t at = g->n;
+    const long long top = hi ? hi->ip : -1;
+    /* the integer part of lo, with the fractions above lo's (and below hi's when it is hi's too) */
+    put(g, "( \"%lld\" ", lo->ip);
+    if (put_frac_part(g, lo->fr, lo_x, hi && hi->ip == lo->ip ? hi->fr : NULL, hi_x)) {
+        put(g, ") ");
+        any = true;
+    } else {
+        g->n = at;
+    }
+    if (hi && hi->ip == lo->ip)
+        return any;
+    /* the integer parts strictly between, any fraction */
+    if (!hi || hi->ip > lo->ip + 1) {
+        put(g, any ? "| " : "");
+        put_nonneg(g, lo->ip + 1, hi ? top - 1 : -1);
+        put(g, "( \".\" [0-9]{1,%d} )? ", INT_DIGITS);
+        any = true;
+    }
+    if (hi) { /* hi's integer part, with the fractions below hi's */
+        at = g->n;
+        put(g, any ? "| " : "");
+        put(g, "( \"%lld\" ", hi->ip);
+        if (put_frac_part(g, NULL, false, hi->fr, hi_x)) {
+            put(g, ") ");
+            any = true;
+        } else {
+            g->n = at;
+        }
+    }
+    return any;
+}
+
+/* A number rule with minimum / maximum / exclusiveMinimum / exclusiveMaximum: 1 when sch has none. */
+static int number_bounds(gen *g, json_t *sch, int r)
+{
+    double lo = -INFINITY, hi = INFINITY;
+    bool lo_x = false, hi_x = false, any = false;
+    for (int k = 0; k < 4; k++) {
+        json_t *v = json_object_get(sch, BOUNDS[k]);
+        if (!v)
+            continue;
+        if (!json_is_number(v))
+            return refuse(g, "json_schema '%s' must be a number", BOUNDS[k]);
+        const double x = json_number_value(v);
+        any = true;
+        if (k == 0 || k == 2) {
+            if (x > lo || (x == lo && k == 2)) {
+                lo = x;
+                lo_x = k == 2;
+            }
+        } else if (x < hi || (x == hi && k == 3)) {
+            hi = x;
+            hi_x = k == 3;
+        }
+    }
+    if (!any)
+        return 1;
+    if (lo > hi || (lo == hi && (lo_x || hi_x)))
+        return refuse(g, "json_schema %s: no number lies within its bounds", "number");
+    dec dlo, dhi;
+    const bool lo_in = isinf(lo) || to_dec(lo, &dlo), hi_in = isinf(hi) || to_dec(hi, &dhi);
+    if ((!lo_in && (lo > 0 || !isfinite(lo))) || (!hi_in && hi < 0))
+        return refuse(g, "json_schema %s: a bound beyond 16 integer digits or 40 fraction digits", "number");
+    if (!lo_in) /* a lower bound below -10^16: no bound within the digits numbers may have */
+        lo = -INFINITY;
+    if (!hi_in)
+        hi = INFINITY;
+    const size_t start = g->n;
+    put(g, "s%d ::= ( ", r);
+    bool alt = false;
+    if (hi > 0 || (hi == 0 && !hi_x)) { /* the part >= 0 */
+        const dec zero = {0, ""};
+        const bool pos_lo = lo > 0 || (lo == 0 && lo_x);
+        alt = put_magnitude(g, pos_lo ? &dlo : &zero, pos_lo && lo_x, isinf(hi) ? NULL : &dhi, hi_x);
+    }
+    if (lo < 0) { /* the part < 0: "-" and magnitudes from |min(hi, 0)| (0 itself excluded: no "-0") to |lo| */
+        const dec zero = {0, ""};
+        const bool neg_hi = hi < 0;
+        const size_t at = g->n;
+        put(g, alt ? "| \"-\" ( " : "\"-\" ( ");
+        if (put_magnitude(g, neg_hi ? &dhi : &zero, neg_hi ? hi_x : true, isinf(lo) ? NULL : &dlo, lo_x)) {
+            put(g, ") ");
+            alt = true;
+        } else {
+            g->n = at;
+        }
+    }
+    if (!alt) {
+        g->n = start;
+        return refuse(g, "json_schema %s: no number lies within its bounds", "number");
+    }
+    put(g, ") ws\n");
+    return 0;
+}
+
 /* A rule for one type of sch (type_name), written as rule r. */
 static int typed(gen *g, json_t *sch, const char *t, int r, int depth)
 {
@@ -264,10 +507,11 @@ static int typed(gen *g, json_t *sch, const char *t, int r, int depth)
         if (b <= 0)
             return b;
     }
-    if (!strcmp(t, "number"))
-        for (int k = 0; k < 4; k++)
-            if (json_object_get(sch, BOUNDS[k]))
-                return refuse(g, "json_schema keyword '%s' is supported on integers, not on numbers", BOUNDS[k]);
+    if (!strcmp(t, "number")) {
+        const int b = number_bounds(g, sch, r);
+        if (b <= 0)
+            return b;
+    }
     if (!strcmp(t, "null") || !strcmp(t, "boolean") || !strcmp(t, "number") || !strcmp(t, "integer")) {
         put(g, "s%d ::= %s\n", r, t);
         return 0;

@@ -91,7 +91,7 @@ def test_refusals(srv):
     assert "grammar" in msg and "'other'" in msg
     refused(srv, {"messages": ASK, "grammar": 5}, "grammar")
     refused(srv, {"messages": ASK, "response_format": {"type": "json_schema", "json_schema": {}}}, "response_format")
-    for schema, word in [({"type": "number", "minimum": 3}, "'minimum'"), ({"type": "string", "pattern": "a+"},
+    for schema, word in [({"type": "number", "multipleOf": 3}, "'multipleOf'"), ({"type": "string", "pattern": "a+"},
                          "'pattern'"), ({"allOf": [{}]}, "'allOf'"), ({"$ref": "#/$defs/x"}, "$ref"),
                          ({"type": "date"}, "'date'"), ({"type": "string", "format": "email"}, "'email'")]:
         msg = refused(srv, {"messages": ASK, "response_format": schema_format(schema)}, "response_format")
@@ -135,12 +135,10 @@ def valid_type(v, t, sch, root):
         return v is None
     if t == "boolean":
         return isinstance(v, bool)
-    if t == "integer":
-        return (isinstance(v, int) and not isinstance(v, bool) and v >= sch.get("minimum", v) and
-                v <= sch.get("maximum", v) and v > sch.get("exclusiveMinimum", v - 1) and
-                v < sch.get("exclusiveMaximum", v + 1))
-    if t == "number":
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if t in ("integer", "number"):
+        return (isinstance(v, int if t == "integer" else (int, float)) and not isinstance(v, bool) and
+                v >= sch.get("minimum", v) and v <= sch.get("maximum", v) and
+                v > sch.get("exclusiveMinimum", v - 1) and v < sch.get("exclusiveMaximum", v + 1))
     if t == "string":
         if not isinstance(v, str) or len(v) < sch.get("minLength", 0) or len(v) > sch.get("maxLength", 1 << 30):
             return False
@@ -188,8 +186,10 @@ SCHEMAS = [
     {"type": "object"},
     {"type": "object", "properties": {"year": {"type": "integer", "minimum": 1900, "maximum": 2100},
                                       "delta": {"type": "integer", "exclusiveMinimum": -50, "exclusiveMaximum": 7},
-                                      "n": {"type": "integer", "minimum": 12}},
-     "required": ["year", "delta", "n"], "additionalProperties": False},
+                                      "n": {"type": "integer", "minimum": 12},
+                                      "score": {"type": "number", "minimum": -1.5, "exclusiveMaximum": 2.25},
+                                      "p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}},
+     "required": ["year", "delta", "n", "score", "p"], "additionalProperties": False},
 ]
 
 
