@@ -31,6 +31,30 @@ typedef struct zl_sampler_params {
     uint64_t seed;
 } zl_sampler_params;
 
+/* A candidate's weight e^((logit - max) / temp) (logit <= max, temp > 0) as every draw computes it, in float:
+ * x = k ln2 + r (k the nearest integer to x log2 e, r by a two-part ln2), e^r by its degree-6 Taylor polynomial
+ * (|r| <= ln2 / 2: relative error about 2e-7), times 2^k from the exponent bits; 0 below e^-87 and for -inf.
+ * sampler_avx2.c does the same operations 8 at a time (no FMA), so both give the same bits. */
+static inline float zl_sample_weight(float logit, float max, float temp)
+{
+    const float x = (logit - max) / temp;
+    const float xc = x > -87.0f ? x : -87.0f; /* -inf and NaN alike */
+    const float k = (xc * 1.44269504f + 12582912.0f) - 12582912.0f; /* nearest integer (1.5 * 2^23) */
+    const float r = (xc - k * 0.693145751953125f) - k * 1.428606765330187e-6f;
+    float p = 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union {
+        int32_t i;
+        float f;
+    } two_k = {.i = ((int32_t)k + 127) * (1 << 23)};
+    return x > -87.0f ? p * two_k.f : 0.0f;
+}
+
 typedef struct zl_sampler zl_sampler;
 /* Scratch for one sampling call over n_vocab logits (candidates and weights, 16 bytes per token). A sampler made
  * by zl_sampler_create has its own; a server keeps one per sampling thread and makes its samplers with

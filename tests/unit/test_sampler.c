@@ -261,10 +261,10 @@ static int32_t ref_sample(const zl_sampler_params *p, ref_rng *g, const float *l
     if (p->top_p < 1.0f) {
         qsort(c, (size_t)n, sizeof *c, ref_cmp);
         double sum = 0, cum = 0;
-        for (int32_t i = 0; i < n; i++) sum += exp((double)c[i].logit - c[0].logit);
+        for (int32_t i = 0; i < n; i++) sum += zl_sample_weight(c[i].logit, c[0].logit, 1.0f);
         int32_t keep = n;
         for (int32_t i = 0; i < n; i++) {
-            cum += exp((double)c[i].logit - c[0].logit) / sum;
+            cum += zl_sample_weight(c[i].logit, c[0].logit, 1.0f) / sum;
             if (cum >= p->top_p) { keep = i + 1; break; }
         }
         n = keep;
@@ -286,11 +286,11 @@ static int32_t ref_sample(const zl_sampler_params *p, ref_rng *g, const float *l
         goto done;
     }
     double total = 0, acc = 0;
-    for (int32_t i = 0; i < n; i++) total += exp(((double)c[i].logit - maxl) / p->temp);
+    for (int32_t i = 0; i < n; i++) total += zl_sample_weight(c[i].logit, maxl, p->temp);
     const double r = ref_uniform(g) * total;
     tok = c[n - 1].id;
     for (int32_t i = 0; i < n; i++) {
-        acc += exp(((double)c[i].logit - maxl) / p->temp);
+        acc += zl_sample_weight(c[i].logit, maxl, p->temp);
         if (r < acc) { tok = c[i].id; break; }
     }
 done:
