@@ -372,6 +372,25 @@ static void fill_cands(const float *l, bool raw, int32_t n, cand *c)
     }
 }
 
+/* The draw over candidates c[0..n) whose largest logit is maxl (finite): each weight once (w), summed and walked
+ * in the same order. */
+static int32_t draw_weighted(zl_sampler *s, const cand *c, int32_t n, float maxl, zl_sample_ws *ws)
+{
+    double total = 0;
+    for (int32_t i = 0; i < n; i++) {
+        ws->w[i] = zl_sample_weight(c[i].logit, maxl, s->p.temp);
+        total += ws->w[i];
+    }
+    const double r = rng_uniform(s->rng) * total;
+    double acc = 0;
+    for (int32_t i = 0; i < n; i++) {
+        acc += ws->w[i];
+        if (r < acc)
+            return c[i].id;
+    }
+    return c[n - 1].id;
+}
+
 /* top-p, min-p, temperature and the draw over the candidates c[0..n) (sorted: in descending order already). */
 static int32_t draw_tail(zl_sampler *s, cand *c, int32_t n, bool sorted, zl_sample_ws *ws)
 {
@@ -413,19 +432,7 @@ static int32_t draw_tail(zl_sampler *s, cand *c, int32_t n, bool sorted, zl_samp
         for (int32_t i = 1; i < n; i++) if (c[i].id < best) best = c[i].id;
         return best;
     }
-    /* each weight once (w), summed and walked in the same order */
-    double total = 0;
-    for (int32_t i = 0; i < n; i++) {
-        ws->w[i] = zl_sample_weight(c[i].logit, maxl, p->temp);
-        total += ws->w[i];
-    }
-    const double r = rng_uniform(s->rng) * total;
-    double acc = 0;
-    for (int32_t i = 0; i < n; i++) {
-        acc += ws->w[i];
-        if (r < acc) return c[i].id;
-    }
-    return c[n - 1].id;
+    return draw_weighted(s, c, n, maxl, ws);
 }
 
 static int32_t draw_filtered(zl_sampler *s, const float *l, bool raw, zl_sample_ws *ws)
@@ -619,21 +626,8 @@ int32_t zl_sampler_sample_among(zl_sampler *s, const float *logits, const int32_
         return 0; /* every candidate -inf: the whole-row draw's lowest id, as zl_sampler_sample_ws gives */
     if (p->temp <= 0)
         return best;
-    if (!has_filters(s)) { /* the whole-row draw's sums, without its zero terms */
-        double total = 0;
-        for (int32_t j = 0; j < n_ids; j++) {
-            ws->w[j] = zl_sample_weight(c[j].logit, maxl, p->temp);
-            total += ws->w[j];
-        }
-        const double r = rng_uniform(s->rng) * total;
-        double acc = 0;
-        for (int32_t j = 0; j < n_ids; j++) {
-            acc += ws->w[j];
-            if (r < acc)
-                return c[j].id;
-        }
-        return c[n_ids - 1].id;
-    }
+    if (!has_filters(s)) /* the whole-row draw's sums, without its zero terms */
+        return draw_weighted(s, c, n_ids, maxl, ws);
     int32_t n = n_ids;
     bool sorted = false;
     if (p->top_k > 0 && p->top_k < s->n_vocab) {

@@ -213,12 +213,13 @@ static void put_nonneg(gen *g, long long a, long long b)
     put(g, ") ");
 }
 
-/* An integer rule with minimum / maximum / exclusiveMinimum / exclusiveMaximum: 1 when sch has none. */
-static int integer_bounds(gen *g, json_t *sch, int r)
+/* The tightest of sch's minimum / exclusiveMinimum (*lo, *lo_x: exclusive) and maximum / exclusiveMaximum: 1 when
+ * it has some, 0 when none (lo / hi stay -inf / inf), -1 when one is not a number. */
+static int read_bounds(gen *g, json_t *sch, double *lo, bool *lo_x, double *hi, bool *hi_x)
 {
-    const long long cap = 9999999999999999LL; /* INT_DIGITS nines */
-    long long lo = -cap, hi = cap;
-    bool any = false;
+    *lo = -INFINITY, *hi = INFINITY;
+    *lo_x = *hi_x = false;
+    int any = 0;
     for (int k = 0; k < 4; k++) {
         json_t *v = json_object_get(sch, BOUNDS[k]);
         if (!v)
@@ -226,23 +227,42 @@ static int integer_bounds(gen *g, json_t *sch, int r)
         if (!json_is_number(v))
             return refuse(g, "json_schema '%s' must be a number", BOUNDS[k]);
         const double x = json_number_value(v);
-        any = true;
-        if (k == 0 || k == 2) { /* the least integer >= x, or > x */
-            double c = ceil(x);
-            if (k == 2 && c == x)
-                c += 1;
-            if (c > (double)lo)
-                lo = c > (double)cap ? cap + 1 : (long long)c;
-        } else {
-            double f = floor(x);
-            if (k == 3 && f == x)
-                f -= 1;
-            if (f < (double)hi)
-                hi = f < (double)-cap ? -cap - 1 : (long long)f;
+        any = 1;
+        if (k == 0 || k == 2) {
+            if (x > *lo || (x == *lo && k == 2)) {
+                *lo = x;
+                *lo_x = k == 2;
+            }
+        } else if (x < *hi || (x == *hi && k == 3)) {
+            *hi = x;
+            *hi_x = k == 3;
         }
     }
-    if (!any)
-        return 1;
+    return any;
+}
+
+/* An integer rule with minimum / maximum / exclusiveMinimum / exclusiveMaximum: 1 when sch has none. */
+static int integer_bounds(gen *g, json_t *sch, int r)
+{
+    const long long cap = 9999999999999999LL; /* INT_DIGITS nines */
+    double blo, bhi;
+    bool blo_x, bhi_x;
+    const int any = read_bounds(g, sch, &blo, &blo_x, &bhi, &bhi_x);
+    if (any <= 0)
+        return any < 0 ? -1 : 1;
+    long long lo = -cap, hi = cap;
+    if (isfinite(blo)) { /* the least integer >= blo, or > blo */
+        double c = ceil(blo);
+        if (blo_x && c == blo)
+            c += 1;
+        lo = c > (double)cap ? cap + 1 : c < (double)-cap ? -cap : (long long)c;
+    }
+    if (isfinite(bhi)) { /* the greatest integer <= bhi, or < bhi */
+        double f = floor(bhi);
+        if (bhi_x && f == bhi)
+            f -= 1;
+        hi = f < (double)-cap ? -cap - 1 : f > (double)cap ? cap : (long long)f;
+    }
     if (lo > hi)
         return refuse(g, "json_schema %s: no integer lies within its bounds (or beyond 16 digits)", "integer");
     put(g, "s%d ::= ( ", r);
@@ -439,28 +459,11 @@ static bool put_magnitude(gen *g, const dec *lo, bool lo_x, const dec *hi, bool 
 /* A number rule with minimum / maximum / exclusiveMinimum / exclusiveMaximum: 1 when sch has none. */
 static int number_bounds(gen *g, json_t *sch, int r)
 {
-    double lo = -INFINITY, hi = INFINITY;
-    bool lo_x = false, hi_x = false, any = false;
-    for (int k = 0; k < 4; k++) {
-        json_t *v = json_object_get(sch, BOUNDS[k]);
-        if (!v)
-            continue;
-        if (!json_is_number(v))
-            return refuse(g, "json_schema '%s' must be a number", BOUNDS[k]);
-        const double x = json_number_value(v);
-        any = true;
-        if (k == 0 || k == 2) {
-            if (x > lo || (x == lo && k == 2)) {
-                lo = x;
-                lo_x = k == 2;
-            }
-        } else if (x < hi || (x == hi && k == 3)) {
-            hi = x;
-            hi_x = k == 3;
-        }
-    }
-    if (!any)
-        return 1;
+    double lo, hi;
+    bool lo_x, hi_x;
+    const int any = read_bounds(g, sch, &lo, &lo_x, &hi, &hi_x);
+    if (any <= 0)
+        return any < 0 ? -1 : 1;
     if (lo > hi || (lo == hi && (lo_x || hi_x)))
         return refuse(g, "json_schema %s: no number lies within its bounds", "number");
     dec dlo, dhi;
