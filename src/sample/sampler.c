@@ -336,6 +336,18 @@ static void weights(const float *l, int32_t n, bool raw, float max, float temp, 
         w[i] = zl_sample_weight(at(l, i, raw), max, temp);
 }
 
+/* The first i whose running sum of w[0..i] passes r (n - 1 if rounding leaves none). */
+static int32_t pick(const double *w, int32_t n, double r)
+{
+    double acc = 0;
+    for (int32_t i = 0; i < n; i++) {
+        acc += w[i];
+        if (r < acc)
+            return i;
+    }
+    return n - 1;
+}
+
 /* Greedy, or a draw from the whole vocabulary: no candidate array. A draw leaves every token's weight in ws->w
  * and their sum in *total (0 when none was made). */
 static int32_t draw_plain(zl_sampler *s, const float *l, bool raw, zl_sample_ws *ws, double *total_out)
@@ -353,14 +365,7 @@ static int32_t draw_plain(zl_sampler *s, const float *l, bool raw, zl_sample_ws 
     for (int32_t i = 0; i < n; i++)
         total += ws->w[i];
     *total_out = total;
-    const double r = rng_uniform(s->rng) * total;
-    double acc = 0;
-    for (int32_t i = 0; i < n; i++) {
-        acc += ws->w[i];
-        if (r < acc)
-            return i;
-    }
-    return n - 1;
+    return pick(ws->w, n, rng_uniform(s->rng) * total);
 }
 
 /* Every token as a candidate (id order). */
@@ -381,14 +386,7 @@ static int32_t draw_weighted(zl_sampler *s, const cand *c, int32_t n, float maxl
         ws->w[i] = zl_sample_weight(c[i].logit, maxl, s->p.temp);
         total += ws->w[i];
     }
-    const double r = rng_uniform(s->rng) * total;
-    double acc = 0;
-    for (int32_t i = 0; i < n; i++) {
-        acc += ws->w[i];
-        if (r < acc)
-            return c[i].id;
-    }
-    return c[n - 1].id;
+    return c[pick(ws->w, n, rng_uniform(s->rng) * total)].id;
 }
 
 /* top-p, min-p, temperature and the draw over the candidates c[0..n) (sorted: in descending order already). */
