@@ -5,7 +5,8 @@
  * refused with a message; a parsed one is fed the bytes in pieces of 1 to 8 bytes, and each time
  * zl_grammar_would_accept must agree with zl_grammar_accept, a refused piece must leave the state as it was (the
  * next check sees the same answers), can_end / must_end / first_bytes must not contradict each other (must_end
- * implies can_end without a pending character; a byte first_bytes rules out is never accepted).
+ * implies can_end without a pending character; a byte first_bytes rules out is never accepted), and the prefix walk
+ * (zl_grammar_walk_*) gives would_accept's answers, also when it resumes from a prefix shared with the last text.
  * The built-in JSON grammar is fed the same bytes.
  *
  * tests/unit/test_fuzz_regress.c may include this file with ZL_FUZZ_REPLAY defined.
@@ -34,6 +35,26 @@ static void fuzz_grammar_feed(const zl_grammar *g, const uint8_t *data, size_t s
         zl_grammar_first_bytes(s, first);
         const bool would = zl_grammar_would_accept(s, p, n);
         FUZZ_CHECK(zl_grammar_would_accept(s, p, n) == would, "would_accept changed the state");
+        /* the walk (zl_grammar_walk_*) agrees: the piece from depth 0, then a text sharing its first half and
+         * going on with the piece's bytes reversed, from the shared depth */
+        if (zl_grammar_walk_start(s)) {
+            int d = 0;
+            while ((size_t)d < n && zl_grammar_walk_push(s, d, (unsigned char)p[d]))
+                d++;
+            FUZZ_CHECK(((size_t)d == n && zl_grammar_walk_complete(s, d)) == would, "the walk disagrees");
+            char alt[8];
+            const size_t h = n / 2;
+            memcpy(alt, p, h);
+            for (size_t k = h; k < n; k++)
+                alt[k] = p[n - 1 - (k - h)];
+            const int from = d < (int)h ? d : (int)h;
+            int e = from;
+            bool ok = (size_t)d >= h; /* a prefix the first walk refused stays refused */
+            while (ok && (size_t)e < n && zl_grammar_walk_push(s, e, (unsigned char)alt[e]))
+                e++;
+            ok = ok && (size_t)e == n && zl_grammar_walk_complete(s, e);
+            FUZZ_CHECK(ok == zl_grammar_would_accept(s, alt, n), "the walk from a shared prefix disagrees");
+        }
         const bool took = zl_grammar_accept(s, p, n);
         FUZZ_CHECK(took == would, "accept disagrees with would_accept");
         if (took)
