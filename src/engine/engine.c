@@ -864,6 +864,7 @@ static void admit(zl_engine *e)
             e->st.cached_prompt_tokens += (uint64_t)r->n_cached;
             e->st.prefix_lookups++;
             e->st.prefix_hits += n_hit > 0;
+            hist_add(e->st.queue_hist, &e->st.queue_sum, &e->st.queue_count, now_s() - r->t_submit);
         }
         e->st.running = e->n_running;
         pthread_mutex_unlock(&e->mu);

@@ -150,6 +150,10 @@ typedef struct zl_engine_stats {
     uint64_t ttft_hist[ZL_HIST_BUCKETS], itl_hist[ZL_HIST_BUCKETS];
     double ttft_sum, itl_sum;
     uint64_t ttft_count, itl_count;
+    /* time from submit to the first admission into a sequence slot */
+    uint64_t queue_hist[ZL_HIST_BUCKETS];
+    double queue_sum;
+    uint64_t queue_count;
 } zl_engine_stats;
 
 extern const double zl_engine_hist_bounds[ZL_HIST_BUCKETS];
