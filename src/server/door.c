@@ -177,15 +177,22 @@ zl_head_verdict zl_http_check_head(const char *head, size_t len, uint64_t max_bo
 
 enum { ST_WAITING = 0, ST_CLOSING = 1 };
 
+/* A client address as the per-address counts know it: IPv6's 16 bytes, IPv4 as its mapped form ::ffff:a.b.c.d
+ * (so a dual-stack socket's IPv4 clients count as themselves). */
+typedef struct ip_key {
+    unsigned char b[16];
+} ip_key;
+
 typedef struct waiter {
     int fd, state;
-    uint32_t ip;
-    struct sockaddr_in addr;
+    ip_key ip;
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
     double since, deadline;
 } waiter;
 
 typedef struct ip_count {
-    uint32_t ip;
+    ip_key ip;
     int waiting, active;
 } ip_count;
 
@@ -215,10 +222,10 @@ static double now_s(void)
 }
 
 /* The entry for ip, created with zero counts when create is set (NULL when absent, or out of memory). */
-static ip_count *ip_find(zl_door *d, uint32_t ip, bool create)
+static ip_count *ip_find(zl_door *d, ip_key ip, bool create)
 {
     for (int i = 0; i < d->nips; i++)
-        if (d->ips[i].ip == ip)
+        if (!memcmp(d->ips[i].ip.b, ip.b, sizeof ip.b))
             return &d->ips[i];
     if (!create)
         return NULL;
@@ -242,13 +249,21 @@ static void ip_tidy(zl_door *d, ip_count *c)
     *c = d->ips[--d->nips];
 }
 
-static uint32_t addr_ip(const struct sockaddr *a)
+/* The key of addr; all zeros for NULL or another family. */
+static ip_key addr_ip(const struct sockaddr *a)
 {
-    if (!a || a->sa_family != AF_INET)
-        return 0;
-    struct sockaddr_in in;
-    memcpy(&in, a, sizeof in);
-    return in.sin_addr.s_addr;
+    ip_key k = {{0}};
+    if (a && a->sa_family == AF_INET) {
+        struct sockaddr_in in;
+        memcpy(&in, a, sizeof in);
+        k.b[10] = k.b[11] = 0xff;
+        memcpy(k.b + 12, &in.sin_addr, 4);
+    } else if (a && a->sa_family == AF_INET6) {
+        struct sockaddr_in6 in6;
+        memcpy(&in6, a, sizeof in6);
+        memcpy(k.b, &in6.sin6_addr, 16);
+    }
+    return k;
 }
 
 void zl_door_active_add(zl_door *d, const struct sockaddr *addr)
@@ -405,10 +420,11 @@ static void on_event(zl_door *d, int i, uint32_t events, double now)
         return;
     }
     const int fd = w->fd;
-    const struct sockaddr_in addr = w->addr;
+    const struct sockaddr_storage addr = w->addr;
+    const socklen_t addr_len = w->addr_len;
     epoll_ctl(d->efd, EPOLL_CTL_DEL, fd, NULL);
     drop_at(d, i);
-    d->hand_over(d->ctx, fd, (const struct sockaddr *)&addr, sizeof addr);
+    d->hand_over(d->ctx, fd, (const struct sockaddr *)&addr, addr_len);
 }
 
 /* A refused connection gets its reply and is closed at once: it holds no slot. What it has sent so far is read
@@ -426,12 +442,12 @@ static void refuse_fd(int fd, int status, const char *reason)
 static void on_accept(zl_door *d, double now)
 {
     for (;;) {
-        struct sockaddr_in addr;
+        struct sockaddr_storage addr;
         socklen_t al = sizeof addr;
         const int fd = accept4(d->lfd, (struct sockaddr *)&addr, &al, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
             return; /* EAGAIN, or a transient failure (EMFILE, ECONNABORTED): the next event retries */
-        const uint32_t ip = addr.sin_addr.s_addr;
+        const ip_key ip = addr_ip((const struct sockaddr *)&addr);
         /* Entries of the address table move (realloc, removal) under the library's threads: never keep one across
          * an unlock. */
         pthread_mutex_lock(&d->mu);
@@ -470,7 +486,7 @@ static void on_accept(zl_door *d, double now)
             continue;
         }
         c->waiting++;
-        d->w[d->nw] = (waiter){fd, ST_WAITING, ip, addr, now, now + d->p.head_timeout};
+        d->w[d->nw] = (waiter){fd, ST_WAITING, ip, addr, al, now, now + d->p.head_timeout};
         const int i = d->nw++;
         pthread_mutex_unlock(&d->mu);
         struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.fd = fd};

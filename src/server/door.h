@@ -68,7 +68,7 @@ typedef struct zl_door zl_door;
 /* Starts the door thread on listen_fd (bound, listening; the door closes it in zl_door_stop). */
 int zl_door_start(int listen_fd, const zl_door_params *p, zl_door_hand_over hand_over, void *ctx, zl_door **out,
                   zl_err *err);
-/* The library started / closed a connection from addr (IPv4): counted against max_conns and max_per_ip. */
+/* The library started / closed a connection from addr (IPv4 or IPv6): counted against max_conns and max_per_ip. */
 void zl_door_active_add(zl_door *d, const struct sockaddr *addr);
 void zl_door_active_remove(zl_door *d, const struct sockaddr *addr);
 /* Connections waiting at the door, and in the library; and those refused, shed or timed out so far. */
