@@ -451,9 +451,11 @@ int oai_parse(const zl_model *m, const zl_chat_tmpl *tmpl, oai_kind kind, json_t
     {
         json_t *sv = json_object_get(root, "seed");
         if (sv && !json_is_null(sv)) {
-            if (!json_is_integer(sv))
-                TRY(fail(e, "seed", "'seed' must be an integer"));
-            rp->sampling.seed = (uint64_t)json_integer_value(sv);
+            /* The CLI's --seed rule too (tools/zili.c): -1 is random (the server's per-request seed), 0..2^63-1 */
+            if (!json_is_integer(sv) || json_integer_value(sv) < -1)
+                TRY(fail(e, "seed", "'seed' must be an integer in -1..9223372036854775807 (-1: random)"));
+            if (json_integer_value(sv) >= 0)
+                rp->sampling.seed = (uint64_t)json_integer_value(sv);
         }
     }
     TRY(get_bool(root, "ignore_eos", &rp->ignore_eos, e));

@@ -7,9 +7,10 @@
  * immutable vocabulary (tokenize / detokenize). While it waits, a connection thread polls its socket: a client
  * that hangs up has its request cancelled, so its KV blocks are freed at the next scheduler step.
  *
- * Routes: GET / (chat page), GET /health, GET /metrics, GET /v1/models, POST /v1/chat/completions,
- * POST /v1/completions, POST /tokenize, POST /detokenize. Errors use OpenAI's {"error": {...}} shape.
- * With an API key, everything but /, /health and /metrics needs "Authorization: Bearer KEY".
+ * Routes: GET / (chat page), GET /health, GET /metrics, GET /v1/models, GET /v1/models/{id},
+ * POST /v1/chat/completions, POST /v1/completions, POST /tokenize, POST /detokenize. Errors use OpenAI's
+ * {"error": {...}} shape. With an API key, everything but /, /health and /metrics needs "Authorization: Bearer
+ * KEY". With --cors ORIGIN every reply allows that origin and OPTIONS preflights are answered (cors.c).
  *
  * Shutdown: SIGTERM / SIGINT are blocked in every thread and taken by sigwait in the main thread, which stops
  * accepting connections, lets running requests finish for a grace period, then cancels the rest, stops the
@@ -23,6 +24,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <microhttpd.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -37,6 +39,7 @@
 
 #include "engine/engine.h"
 #include "model/model.h"
+#include "server/cors.h"
 #include "server/door.h"
 #include "server/oai.h"
 #include "server/page.h"
@@ -55,6 +58,7 @@ typedef struct srv {
     zl_chat_tmpl tmpl;
     char model_id[256];
     const char *api_key; /* NULL: open */
+    const char *cors;    /* --cors ORIGIN ("*": any); NULL: no cross-origin headers */
     size_t max_body;
     double body_timeout; /* seconds a request body may take to arrive in full (--timeout) */
     struct MHD_Daemon *daemon;
@@ -65,6 +69,9 @@ typedef struct srv {
     atomic_uint_fast64_t by_code[N_CODES];
     atomic_uint_fast64_t seed_counter;
     atomic_int active;     /* generation requests in flight */
+    /* generation requests end to end, from their complete request head to the end of the reply (seconds; the sum
+     * in microseconds), buckets as the engine's (zl_engine_hist_bounds) */
+    atomic_uint_fast64_t e2e_hist[ZL_HIST_BUCKETS], e2e_sum_us, e2e_count;
     atomic_bool draining;  /* shutting down: new generation requests get 503 */
 } srv;
 
@@ -104,6 +111,7 @@ static enum MHD_Result send_buf(srv *s, struct MHD_Connection *c, int code, cons
         return MHD_NO;
     }
     MHD_add_response_header(r, "Content-Type", type);
+    zl_cors_headers(r, s->cors);
     /* One request per connection: the door (door.h) checks every request head before the library sees it. */
     MHD_add_response_header(r, "Connection", "close");
     if (retry_after)
@@ -209,12 +217,21 @@ typedef struct gen {
     size_t n_calls;        /* tool calls given so far */
     json_t *lp_acc;
     size_t text_offset;
+    double t_start; /* the request head complete (conn_ctx.start), for the end-to-end latency */
 } gen;
 
 static void gen_free(gen *g)
 {
-    if (g->req)
+    if (g->req) { /* a submitted request: its reply is over (written, or its client gone) */
+        const double t = now_s() - g->t_start;
+        int i = 0;
+        while (i < ZL_HIST_BUCKETS - 1 && t > zl_engine_hist_bounds[i])
+            i++;
+        atomic_fetch_add(&g->s->e2e_hist[i], 1);
+        atomic_fetch_add(&g->s->e2e_sum_us, (uint_fast64_t)(t * 1e6));
+        atomic_fetch_add(&g->s->e2e_count, 1);
         zl_req_release(g->req);
+    }
     oai_request_free(&g->q);
     oai_tools_free(&g->tools);
     if (g->lp_acc)
@@ -558,7 +575,7 @@ static enum MHD_Result reply_whole(gen *g)
 }
 
 static enum MHD_Result handle_generate(srv *s, struct MHD_Connection *conn, oai_kind kind, json_t *root,
-                                       bool http10)
+                                       bool http10, double t_start)
 {
     if (atomic_load(&s->draining))
         return send_error(s, conn, 503, "the server is shutting down", NULL);
@@ -569,6 +586,7 @@ static enum MHD_Result handle_generate(srv *s, struct MHD_Connection *conn, oai_
     g->s = s;
     g->conn = conn;
     g->http10 = http10;
+    g->t_start = t_start;
     /* the reasoning families, unless the server or the request says "none" */
     const bool thinks = s->tmpl.kind == ZL_TMPL_QWEN3 ||
                         (s->tmpl.kind == ZL_TMPL_DEEPSEEK_R1 && !(s->tmpl.flags & ZL_CHAT_DEEPSEEK_WHOLE_REPLY));
@@ -604,6 +622,7 @@ static enum MHD_Result handle_generate(srv *s, struct MHD_Connection *conn, oai_
         return MHD_NO;
     }
     MHD_add_response_header(r, "Content-Type", "text/event-stream");
+    zl_cors_headers(r, s->cors);
     MHD_add_response_header(r, "Cache-Control", "no-cache");
     MHD_add_response_header(r, "Connection", "close");
     enum MHD_Result ret = MHD_queue_response(conn, 200, r);
@@ -615,15 +634,32 @@ static enum MHD_Result handle_generate(srv *s, struct MHD_Connection *conn, oai_
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Other routes */
 
-static enum MHD_Result handle_models(srv *s, struct MHD_Connection *c)
+/* The served model as OpenAI's model object. */
+static json_t *model_json(const srv *s)
 {
     json_t *m = json_object();
     json_object_set_new(m, "id", json_string(s->model_id));
     json_object_set_new(m, "object", json_string("model"));
     json_object_set_new(m, "created", json_integer((json_int_t)s->started));
     json_object_set_new(m, "owned_by", json_string("zili"));
+    return m;
+}
+
+/* GET /v1/models/{id}: the model object when id is the served model's, else 404 (as OpenAI answers). */
+static enum MHD_Result handle_model(srv *s, struct MHD_Connection *c, const char *id)
+{
+    if (strcmp(id, s->model_id)) {
+        char msg[640];
+        snprintf(msg, sizeof msg, "The model '%.300s' does not exist (this server serves '%s')", id, s->model_id);
+        return send_error(s, c, 404, msg, "model");
+    }
+    return send_json(s, c, 200, model_json(s));
+}
+
+static enum MHD_Result handle_models(srv *s, struct MHD_Connection *c)
+{
     json_t *arr = json_array();
-    json_array_append_new(arr, m);
+    json_array_append_new(arr, model_json(s));
     json_t *o = json_object();
     json_object_set_new(o, "object", json_string("list"));
     json_object_set_new(o, "data", arr);
@@ -720,18 +756,32 @@ static void sb_printf(sbuf *b, const char *fmt, ...)
     }
 }
 
-static void sb_hist(sbuf *b, const char *name, const char *help, const uint64_t *h, double sum, uint64_t count)
+/* A histogram labelled model="ID" (the id has no characters a label value would escape: see model_label). */
+static void sb_hist(sbuf *b, const char *name, const char *help, const char *model, const uint64_t *h, double sum,
+                    uint64_t count)
 {
     sb_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     uint64_t cum = 0;
     for (int i = 0; i < ZL_HIST_BUCKETS; i++) {
         cum += h[i];
         if (i == ZL_HIST_BUCKETS - 1)
-            sb_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
+            sb_printf(b, "%s_bucket{model=\"%s\",le=\"+Inf\"} %llu\n", name, model, (unsigned long long)cum);
         else
-            sb_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, zl_engine_hist_bounds[i], (unsigned long long)cum);
+            sb_printf(b, "%s_bucket{model=\"%s\",le=\"%g\"} %llu\n", name, model, zl_engine_hist_bounds[i],
+                      (unsigned long long)cum);
     }
-    sb_printf(b, "%s_sum %.6f\n%s_count %llu\n", name, sum, name, (unsigned long long)count);
+    sb_printf(b, "%s_sum{model=\"%s\"} %.6f\n%s_count{model=\"%s\"} %llu\n", name, model, sum, name, model,
+              (unsigned long long)count);
+}
+
+/* The model id as a Prometheus label value: backslash, double quote and newline would need escapes, so they (and
+ * other control bytes) become '_'. */
+static void model_label(const char *id, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (; id[n] && n + 1 < cap; n++)
+        out[n] = id[n] == '\\' || id[n] == '"' || (unsigned char)id[n] < 0x20 ? '_' : id[n];
+    out[n] = 0;
 }
 
 static enum MHD_Result handle_metrics(srv *s, struct MHD_Connection *c)
@@ -785,10 +835,24 @@ static enum MHD_Result handle_metrics(srv *s, struct MHD_Connection *c)
             ds.bad_heads);
 #undef COUNTER
 #undef GAUGE
-    sb_hist(&b, "zili_time_to_first_token_seconds", "Time from submit to the first generated token.", st.ttft_hist,
-            st.ttft_sum, st.ttft_count);
-    sb_hist(&b, "zili_inter_token_latency_seconds", "Time between consecutive tokens of a request.", st.itl_hist,
-            st.itl_sum, st.itl_count);
+    char ml[sizeof s->model_id];
+    model_label(s->model_id, ml, sizeof ml);
+    sb_printf(&b, "# HELP zili_model_info The model served (its id as label).\n# TYPE zili_model_info gauge\n"
+                  "zili_model_info{model=\"%s\"} 1\n", ml);
+    sb_printf(&b, "# HELP zili_kv_usage_ratio KV blocks held by running sequences over the pool's blocks.\n"
+                  "# TYPE zili_kv_usage_ratio gauge\nzili_kv_usage_ratio{model=\"%s\"} %.6f\n", ml,
+              st.kv_blocks_total > 0 ? (double)st.kv_blocks_used / st.kv_blocks_total : 0.0);
+    sb_hist(&b, "zili_time_to_first_token_seconds", "Time from submit to the first generated token.", ml,
+            st.ttft_hist, st.ttft_sum, st.ttft_count);
+    sb_hist(&b, "zili_inter_token_latency_seconds", "Time between consecutive tokens of a request.", ml,
+            st.itl_hist, st.itl_sum, st.itl_count);
+    sb_hist(&b, "zili_queue_time_seconds", "Time from submit to the request's first sequence slot.", ml,
+            st.queue_hist, st.queue_sum, st.queue_count);
+    uint64_t e2e[ZL_HIST_BUCKETS];
+    for (int i = 0; i < ZL_HIST_BUCKETS; i++)
+        e2e[i] = atomic_load(&s->e2e_hist[i]);
+    sb_hist(&b, "zili_request_duration_seconds", "Generation requests end to end: request head to the reply's end.",
+            ml, e2e, (double)atomic_load(&s->e2e_sum_us) * 1e-6, atomic_load(&s->e2e_count));
     if (!b.p)
         return send_error(s, c, 500, "out of memory", NULL);
     return send_buf(s, c, 200, "text/plain; version=0.0.4", b.p, true, NULL);
@@ -854,6 +918,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
 
     const bool get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
+    if (s->cors && !strcmp(method, "OPTIONS"))
+        return zl_cors_preflight(conn, s->cors);
     if (!strcmp(url, "/") || !strcmp(url, "/index.html")) {
         if (!get)
             return send_error(s, conn, 405, "use GET", NULL);
@@ -868,9 +934,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return handle_metrics(s, conn);
 
     oai_kind kind = 0;
-    int route = 0; /* 1 models, 2 generate, 3 tokenize, 4 detokenize */
+    int route = 0; /* 1 models, 2 generate, 3 tokenize, 4 detokenize, 5 one model (model_id) */
+    const char *model_id = !strncmp(url, "/v1/models/", 11) ? url + 11 : !strncmp(url, "/models/", 8) ? url + 8 : NULL;
     if (!strcmp(url, "/v1/models") || !strcmp(url, "/models"))
         route = 1;
+    else if (model_id)
+        route = 5;
     else if (!strcmp(url, "/v1/chat/completions") || !strcmp(url, "/chat/completions"))
         route = 2, kind = OAI_CHAT;
     else if (!strcmp(url, "/v1/completions") || !strcmp(url, "/completions"))
@@ -883,8 +952,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return send_error(s, conn, 404, "no such route", NULL);
     if (!authorized(s, conn))
         return send_error(s, conn, 401, "missing or wrong API key (Authorization: Bearer KEY)", NULL);
-    if (route == 1)
-        return get ? handle_models(s, conn) : send_error(s, conn, 405, "use GET", NULL);
+    if (route == 1 || route == 5) {
+        if (!get)
+            return send_error(s, conn, 405, "use GET", NULL);
+        return route == 1 ? handle_models(s, conn) : handle_model(s, conn, model_id);
+    }
     if (!post)
         return send_error(s, conn, 405, "use POST", NULL);
     if (cc->too_large) {
@@ -904,7 +976,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (!json_is_object(root))
         ret = send_error(s, conn, 400, "the request body must be a JSON object", NULL);
     else if (route == 2)
-        ret = handle_generate(s, conn, kind, root, version && !strcmp(version, "HTTP/1.0"));
+        ret = handle_generate(s, conn, kind, root, version && !strcmp(version, "HTTP/1.0"), cc->start);
     else if (route == 3)
         ret = handle_tokenize(s, conn, root);
     else
@@ -920,11 +992,13 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx
     srv *s = cls;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-        struct sockaddr_in *a = calloc(1, sizeof *a);
+        struct sockaddr_storage *a = calloc(1, sizeof *a);
         if (!a)
             return;
         if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET)
-            memcpy(a, ci->client_addr, sizeof *a);
+            memcpy(a, ci->client_addr, sizeof(struct sockaddr_in));
+        else if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET6)
+            memcpy(a, ci->client_addr, sizeof(struct sockaddr_in6));
         zl_door_active_add(s->door, (const struct sockaddr *)a);
         *socket_ctx = a;
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && *socket_ctx) {
@@ -941,15 +1015,38 @@ static void hand_over(void *ctx, int fd, const struct sockaddr *addr, socklen_t 
     MHD_add_connection(s->daemon, fd, addr, len);
 }
 
-/* A listening TCP socket on addr (non-blocking); -1 with errno on failure. */
-static int listen_on(const struct sockaddr_in *addr)
+/* --host: an IPv4 or IPv6 literal, or a name resolved with getaddrinfo; a name with both kinds of address listens
+ * on its first IPv4 one (localhost: 127.0.0.1), else its first IPv6 one. NULL, or why not (gai_strerror's words). */
+static const char *resolve_host(const char *host, unsigned port, struct sockaddr_storage *out, socklen_t *len)
 {
-    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    char service[8];
+    snprintf(service, sizeof service, "%u", port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res;
+    const int rc = getaddrinfo(host, service, &hints, &res);
+    if (rc != 0)
+        return gai_strerror(rc);
+    const struct addrinfo *pick = NULL;
+    for (const struct addrinfo *r = res; r; r = r->ai_next)
+        if ((r->ai_family == AF_INET || r->ai_family == AF_INET6) && r->ai_addrlen <= sizeof *out &&
+            (!pick || (pick->ai_family != AF_INET && r->ai_family == AF_INET)))
+            pick = r;
+    if (pick) {
+        memcpy(out, pick->ai_addr, pick->ai_addrlen);
+        *len = pick->ai_addrlen;
+    }
+    freeaddrinfo(res);
+    return pick ? NULL : "no IPv4 or IPv6 address";
+}
+
+/* A listening TCP socket on addr (non-blocking); -1 with errno on failure. */
+static int listen_on(const struct sockaddr_storage *addr, socklen_t len)
+{
+    const int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
     const int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, (const struct sockaddr *)addr, sizeof *addr) != 0 || listen(fd, 1024) != 0) {
+    if (bind(fd, (const struct sockaddr *)addr, len) != 0 || listen(fd, 1024) != 0) {
         const int e = errno;
         close(fd);
         errno = e;
@@ -977,13 +1074,16 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 static const char SERVE_USAGE[] =
     "usage: zili serve -m MODEL [options]\n"
     "  -m, --model FILE       GGUF model file\n"
-    "      --host ADDR        IPv4 address to listen on (default 127.0.0.1)\n"
+    "      --host ADDR        address or name to listen on: IPv4, IPv6 (::1) or a name such as localhost (its\n"
+    "                         first IPv4 address, else its first IPv6 one); default 127.0.0.1\n"
     "      --port N           TCP port (default 8080; 0 = any free port, printed on start)\n"
     "      --parallel N       sequences decoded together (default 16)\n"
     "  -c, --ctx N            tokens per sequence, prompt + reply (default min(model, 4096))\n"
     "      --kv-mem SIZE      KV cache memory, e.g. 512M or 2G (default: ctx x parallel)\n"
     "  -b, --batch N          tokens per forward pass (default 256)\n"
     "      --api-key KEY      require 'Authorization: Bearer KEY' (default: $ZILI_API_KEY, else open)\n"
+    "      --cors ORIGIN      let pages from ORIGIN (or *: any) call the API: Access-Control-Allow-Origin on every\n"
+    "                         reply, OPTIONS preflights answered (default: no cross-origin headers)\n"
     "      --max-queue N      requests waiting before 503 (default 256)\n"
     "      --max-body BYTES   largest request body (default 4 MiB)\n"
     "      --timeout S        idle connection timeout, and the most a request body may take, in seconds (default 60)\n"
@@ -1009,11 +1109,16 @@ static const char SERVE_USAGE[] =
     "  --device DEV           run on a device: cpu (default), vulkan, vulkan:N (see `zili devices`)\n"
     "  --gpu-layers N, -ngl N with --device: the last N layers on it, the rest on the CPU (default: all that fit)\n";
 
-static int usage_error(const char *fmt, const char *a)
+/* A usage error is one line on stderr (no usage text: that is --help's) and exit status 2. */
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
 {
-    fprintf(stderr, "zili serve: ");
-    fprintf(stderr, fmt, a);
-    fprintf(stderr, "\n%s", SERVE_USAGE);
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("zili: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
     return 2;
 }
 
@@ -1054,7 +1159,8 @@ static bool parse_size(const char *s, int64_t *out)
 
 int zl_serve_main(int argc, char **argv)
 {
-    const char *model_path = NULL, *host = "127.0.0.1", *tmpl_name = NULL, *api_key = getenv("ZILI_API_KEY");
+    const char *model_path = NULL, *host = "127.0.0.1", *tmpl_name = NULL, *api_key = getenv("ZILI_API_KEY"),
+               *cors = NULL;
     long long port = 8080, timeout = 60, grace = 5, max_body = 4 << 20, head_timeout = 0, max_conns = 1024,
               max_per_ip = 64, max_tokens = 4096, v;
     bool special_in_content = false, reasoning = true;
@@ -1067,14 +1173,15 @@ int zl_serve_main(int argc, char **argv)
 #define NEED()                                                                                                  \
     do {                                                                                                        \
         if (!val)                                                                                               \
-            return usage_error("%s needs a value", a);                                                          \
+            return usage_error("%s: missing value", a);                                                         \
         i++;                                                                                                    \
     } while (0)
 #define INT(lo, hi, dst)                                                                                        \
     do {                                                                                                        \
         NEED();                                                                                                 \
         if (!parse_ll(val, lo, hi, &v))                                                                         \
-            return usage_error("bad value for %s", a);                                                          \
+            return usage_error("%s '%s': expected an integer in %lld..%lld", a, val, (long long)(lo),           \
+                               (long long)(hi));                                                                \
         dst = v;                                                                                                \
     } while (0)
         if (IS("-h") || IS("--help")) {
@@ -1113,7 +1220,7 @@ int zl_serve_main(int argc, char **argv)
         } else if (IS("--reasoning-format")) {
             NEED();
             if (strcmp(val, "none") && strcmp(val, "deepseek"))
-                return usage_error("--reasoning-format: '%s' is not none or deepseek", val);
+                return usage_error("--reasoning-format '%s': expected none or deepseek", val);
             reasoning = !strcmp(val, "deepseek");
         } else if (IS("--device")) {
             NEED();
@@ -1127,10 +1234,16 @@ int zl_serve_main(int argc, char **argv)
         } else if (IS("--kv-mem")) {
             NEED();
             if (!parse_size(val, &ep.kv_mem_bytes))
-                return usage_error("bad size for --kv-mem: %s", val);
+                return usage_error("--kv-mem '%s': expected a size above 0 and below 1e15 bytes, like 512M or 2G",
+                                   val);
         } else if (IS("--api-key")) {
             NEED();
             api_key = val;
+        } else if (IS("--cors")) {
+            NEED();
+            if (!val[0] || strpbrk(val, "\r\n"))
+                return usage_error("--cors '%s': expected an origin like https://example.com, or *", val);
+            cors = val;
         } else if (IS("--chat-template")) {
             NEED();
             tmpl_name = val;
@@ -1143,19 +1256,22 @@ int zl_serve_main(int argc, char **argv)
         } else if (IS("--kv-f32")) {
             ep.kv_f16 = false;
         } else {
-            return usage_error("unknown option '%s'", a);
+            return usage_error("serve: unknown option '%s' (zili serve --help lists them)", a);
         }
 #undef IS
 #undef NEED
 #undef INT
     }
     if (!model_path)
-        return usage_error("%s", "no model given (-m FILE)");
+        return usage_error("serve: no model given (-m FILE)");
     if (api_key && !api_key[0])
         api_key = NULL;
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1)
-        return usage_error("--host: '%s' is not an IPv4 address", host);
+    struct sockaddr_storage addr;
+    socklen_t addr_len = 0;
+    const char *why = resolve_host(host, (unsigned)port, &addr, &addr_len);
+    if (why)
+        return usage_error("--host '%s': expected an IPv4 or IPv6 address or a name this machine resolves (%s)",
+                           host, why);
 
     /* Signals go to sigwait below: block them before any thread exists, so every thread inherits the mask. */
     sigset_t sigs;
@@ -1169,6 +1285,7 @@ int zl_serve_main(int argc, char **argv)
     if (!s)
         return 1;
     s->api_key = api_key;
+    s->cors = cors;
     s->reasoning = reasoning;
     s->max_body = (size_t)max_body;
     s->body_timeout = (double)timeout;
@@ -1213,7 +1330,7 @@ int zl_serve_main(int argc, char **argv)
     s->lim = (oai_limits){.n_ctx = used->n_ctx, .max_tokens = (int32_t)max_tokens,
                           .special_in_content = special_in_content};
 
-    const int lfd = listen_on(&addr);
+    const int lfd = listen_on(&addr, addr_len);
     struct MHD_Daemon *d = NULL;
     if (lfd >= 0)
         d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
@@ -1239,13 +1356,16 @@ int zl_serve_main(int argc, char **argv)
         free(s);
         return 1;
     }
-    struct sockaddr_in bound;
+    struct sockaddr_storage bound;
     socklen_t bl = sizeof bound;
-    const unsigned bport = getsockname(lfd, (struct sockaddr *)&bound, &bl) == 0 ? ntohs(bound.sin_port)
-                                                                               : (unsigned)port;
+    char bhost[NI_MAXHOST] = "?", bport[NI_MAXSERV] = "?";
+    if (getsockname(lfd, (struct sockaddr *)&bound, &bl) == 0)
+        getnameinfo((struct sockaddr *)&bound, bl, bhost, sizeof bhost, bport, sizeof bport,
+                    NI_NUMERICHOST | NI_NUMERICSERV);
+    const bool v6 = bound.ss_family == AF_INET6;
     fprintf(stderr,
-            "zili serve: %s on http://%s:%u (parallel %d, ctx %d, %d KV blocks of %d, batch %d, prefix cache %s%s)\n",
-            s->model_id, host, bport, used->n_parallel, used->n_ctx, used->n_blocks, used->block_size,
+            "zili serve: %s on http://%s%s%s:%s (parallel %d, ctx %d, %d KV blocks of %d, batch %d, prefix cache %s%s)\n",
+            s->model_id, v6 ? "[" : "", bhost, v6 ? "]" : "", bport, used->n_parallel, used->n_ctx, used->n_blocks, used->block_size,
             used->n_batch, used->prefix_cache ? "on" : "off", api_key ? ", API key required" : "");
     fflush(stderr);
 
