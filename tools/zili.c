@@ -56,7 +56,7 @@ static const char USAGE[] =
     "      --repeat-penalty R  (default 1 = off)\n"
     "      --repeat-last-n N   penalty window (default 64; -1 = all)\n"
     "      --presence-penalty P, --frequency-penalty P   (default 0 = off)\n"
-    "      --seed S            RNG seed (default: random)\n"
+    "      --seed S            RNG seed, 0..2^63-1 (default -1 = random; as the server takes \"seed\")\n"
     "      --chat              wrap the prompt in the model's chat template (run)\n"
     "      --system TEXT       system message for --chat and chat\n"
     "      --chat-template NAME  use a named template instead of the model's: chatml, qwen2.5, qwen3,\n"
@@ -77,7 +77,8 @@ static const char USAGE[] =
     "                            (default: all that fit its memory)\n"
     "  -o, --output FILE       output file (logits)\n"
     "      --token-ids \"1 2 3\" use these prompt ids instead of -p (logits)\n"
-    "  -h, --help              this help\n";
+    "  -h, --help              this help\n"
+    "  -v, --version           the version (also: zili version)\n";
 
 typedef struct opts {
     const char *cmd, *model, *prompt, *file, *output, *system, *tmpl, *token_ids, *device;
@@ -105,26 +106,25 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* Option values: a bad one is one line naming the option, the value and what it takes, and exit 2. */
 static long long parse_int(const char *opt, const char *s, long long lo, long long hi)
 {
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
     if (errno || end == s || *end || v < lo || v > hi)
-        die(EXIT_USAGE, "%s: '%s' is not an integer in [%lld, %lld]", opt, s, lo, hi);
+        die(EXIT_USAGE, "%s '%s': expected an integer in %lld..%lld", opt, s, lo, hi);
     return v;
 }
 
-static unsigned long long parse_u64(const char *opt, const char *s)
+/* --seed: the server's rule for "seed" too (oai.c): an integer in -1..2^63-1, where -1 means random (the default).
+ * Returns false for -1. */
+static bool parse_seed(const char *opt, const char *s, uint64_t *seed)
 {
-    char *end;
-    errno = 0;
-    if (*s == '-')
-        die(EXIT_USAGE, "%s: '%s' must be a non-negative integer", opt, s);
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end)
-        die(EXIT_USAGE, "%s: '%s' is not a non-negative 64-bit integer", opt, s);
-    return v;
+    const long long v = parse_int(opt, s, -1, INT64_MAX);
+    if (v >= 0)
+        *seed = (uint64_t)v;
+    return v >= 0;
 }
 
 static float parse_float(const char *opt, const char *s, double lo, double hi)
@@ -133,8 +133,44 @@ static float parse_float(const char *opt, const char *s, double lo, double hi)
     errno = 0;
     double v = strtod(s, &end);
     if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
-        die(EXIT_USAGE, "%s: '%s' is not a number in [%g, %g]", opt, s, lo, hi);
+        die(EXIT_USAGE, "%s '%s': expected a number in %g..%g", opt, s, lo, hi);
     return (float)v;
+}
+
+/* Every command, in the order usage lists them (later items of issue 27 add pull, list and rm). */
+static const char COMMANDS[] = "run, chat, tokenize, detokenize, info, perplexity, logits, bench, serve, devices, "
+                               "version, help";
+
+static bool is_command(const char *c)
+{
+    static const char *const k[] = {"run", "chat", "tokenize", "detokenize", "info", "perplexity", "logits",
+                                    "bench", "serve", "devices", "version", "help"};
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
+        if (!strcmp(c, k[i]))
+            return true;
+    return false;
+}
+
+/* What comes before any command's options: help, the version, or a command name (anything else is one line). */
+static void check_command(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(USAGE, stderr);
+        exit(EXIT_USAGE);
+    }
+    const char *c = argv[1];
+    if (!strcmp(c, "-h") || !strcmp(c, "--help") || !strcmp(c, "help")) {
+        fputs(USAGE, stdout);
+        exit(0);
+    }
+    if (!strcmp(c, "-v") || !strcmp(c, "--version") || !strcmp(c, "version")) {
+        printf("zili %s\n", ZILI_VERSION);
+        exit(0);
+    }
+    if (c[0] == '-')
+        die(EXIT_USAGE, "'%s' before a command; usage: zili COMMAND [options] (commands: %s)", c, COMMANDS);
+    if (!is_command(c))
+        die(EXIT_USAGE, "unknown command '%s'; commands: %s", c, COMMANDS);
 }
 
 static void parse_args(int argc, char **argv, opts *o)
@@ -144,21 +180,11 @@ static void parse_args(int argc, char **argv, opts *o)
     o->n_batch = 0; /* chosen from the model */
     o->gpu_layers = -1; /* all that fit */
     o->sp = zili_sampler_default_params();
-    if (argc < 2)
-        die(EXIT_USAGE, "no command given (try 'zili --help')");
-    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
-        fputs(USAGE, stdout);
-        exit(0);
-    }
-    if (!strcmp(argv[1], "--version")) {
-        printf("zili %s\n", ZILI_VERSION);
-        exit(0);
-    }
     o->cmd = argv[1];
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
 #define FLAG(s, l) (!strcmp(a, s) || !strcmp(a, l))
-#define VAL() (i + 1 < argc ? argv[++i] : (die(EXIT_USAGE, "%s needs a value", a), (char *)NULL))
+#define VAL() (i + 1 < argc ? argv[++i] : (die(EXIT_USAGE, "%s: missing value", a), (char *)NULL))
         if (FLAG("-h", "--help")) {
             fputs(USAGE, stdout);
             exit(0);
@@ -178,7 +204,7 @@ static void parse_args(int argc, char **argv, opts *o)
         else if (!strcmp(a, "--repeat-last-n")) o->sp.repeat_last_n = (int32_t)parse_int(a, VAL(), -1, 1 << 20);
         else if (!strcmp(a, "--presence-penalty")) o->sp.presence_penalty = parse_float(a, VAL(), -1e6, 1e6);
         else if (!strcmp(a, "--frequency-penalty")) o->sp.frequency_penalty = parse_float(a, VAL(), -1e6, 1e6);
-        else if (!strcmp(a, "--seed")) { o->sp.seed = parse_u64(a, VAL()); o->seed_set = true; }
+        else if (!strcmp(a, "--seed")) o->seed_set = parse_seed(a, VAL(), &o->sp.seed);
         else if (!strcmp(a, "--chat")) o->chat = true;
         else if (!strcmp(a, "--system")) o->system = VAL();
         else if (!strcmp(a, "--chat-template")) o->tmpl = VAL();
@@ -194,7 +220,7 @@ static void parse_args(int argc, char **argv, opts *o)
         else if (!strcmp(a, "--exact")) o->exact = true;
         else if (!strcmp(a, "--device")) o->device = VAL();
         else if (!strcmp(a, "--gpu-layers") || !strcmp(a, "-ngl")) o->gpu_layers = (int32_t)parse_int(a, VAL(), 0, 1 << 20);
-        else die(EXIT_USAGE, "unknown option '%s' (try 'zili --help')", a);
+        else die(EXIT_USAGE, "%s: unknown option '%s' (zili --help lists them)", o->cmd, a);
 #undef FLAG
 #undef VAL
     }
@@ -451,7 +477,10 @@ static int cmd_run(const opts *o)
     const double t_prompt = now_s() - t0;
     double t_gen = 0;
     int32_t n_gen = generate(m, s, smp, o, &t_gen, NULL, NULL);
-    printf("\n");
+    /* Text on a pipe or in a file is exactly the generated bytes; a terminal (and a list of ids) gets a final
+     * newline so the prompt that follows starts on its own line. */
+    if (o->print_ids || isatty(STDOUT_FILENO))
+        printf("\n");
     fflush(stdout);
     fprintf(stderr, "zili: prompt %zu tokens in %.3f s (%.1f tokens/s); generated %d tokens in %.3f s (%.1f tokens/s)\n",
             n_prompt, t_prompt, (double)n_prompt / (t_prompt > 0 ? t_prompt : 1e-9), n_gen, t_gen,
@@ -1064,7 +1093,7 @@ static int cmd_bench(int argc, char **argv)
     const char *seqs = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-#define VAL() (i + 1 < argc ? argv[++i] : (die(EXIT_USAGE, "bench: %s needs a value", a), (char *)NULL))
+#define VAL() (i + 1 < argc ? argv[++i] : (die(EXIT_USAGE, "bench: %s: missing value", a), (char *)NULL))
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(BENCH_USAGE, stdout);
             return 0;
@@ -1267,6 +1296,7 @@ int main(int argc, char **argv)
         return cmd_bench(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "devices"))
         return cmd_devices(argc - 1, argv + 1);
+    check_command(argc, argv);
     opts o;
     parse_args(argc, argv, &o);
     if (!strcmp(o.cmd, "run")) return cmd_run(&o);
