@@ -1,5 +1,6 @@
 /*
- * zili.c - the `zili` command: run, chat, tokenize, detokenize, info, perplexity, logits, bench, devices.
+ * zili.c - the `zili` command: run, chat, tokenize, detokenize, info, perplexity, logits, bench, serve, devices,
+ * version.
  *
  * Uses the public API (include/zili.h), except `serve` and `bench -s`, which run the request engine
  * (src/engine/engine.h) that the server is built on. Errors are one line on stderr ("zili: ...") and a non-zero exit:
@@ -39,6 +40,7 @@ static const char USAGE[] =
     "  bench       -m MODEL             prompt and generation speed, like llama-bench (zili bench --help)\n"
     "  serve       -m MODEL             OpenAI-compatible HTTP server (zili serve --help for its options)\n"
     "  devices                          the compute devices this build can use (CPU, Vulkan GPUs)\n"
+    "  version                          the version (also -v, --version)\n"
     "\n"
     "options:\n"
     "  -m, --model FILE        GGUF model file\n"
@@ -77,8 +79,7 @@ static const char USAGE[] =
     "                            (default: all that fit its memory)\n"
     "  -o, --output FILE       output file (logits)\n"
     "      --token-ids \"1 2 3\" use these prompt ids instead of -p (logits)\n"
-    "  -h, --help              this help\n"
-    "  -v, --version           the version (also: zili version)\n";
+    "  -h, --help              this help\n";
 
 typedef struct opts {
     const char *cmd, *model, *prompt, *file, *output, *system, *tmpl, *token_ids, *device;
