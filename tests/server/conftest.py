@@ -23,14 +23,16 @@ def free_port():
 
 
 class Server:
-    def __init__(self, *extra, model=MODEL):
+    def __init__(self, *extra, model=MODEL, host="127.0.0.1", url_host=None):
+        """host is --host; url_host where clients connect (default host; an IPv6 literal goes in brackets)."""
         if not os.path.exists(BIN) or not os.path.exists(model):
             pytest.skip(f"needs {BIN} and {model}")
         self.model = model
         self.port = free_port()
-        self.url = "http://127.0.0.1:%d" % self.port
+        url_host = url_host or host
+        self.url = "http://%s:%d" % ("[%s]" % url_host if ":" in url_host else url_host, self.port)
         self.log = open(os.path.join("/tmp", "zili-serve-%d.log" % self.port), "w+")
-        self.proc = subprocess.Popen([BIN, "serve", "-m", model, "--host", "127.0.0.1", "--port", str(self.port),
+        self.proc = subprocess.Popen([BIN, "serve", "-m", model, "--host", host, "--port", str(self.port),
                                       *extra], stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 60 * SLOW
         while time.time() < deadline:
