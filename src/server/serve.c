@@ -20,7 +20,6 @@
  */
 #include "server/serve.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
 #include <microhttpd.h>
@@ -1345,7 +1344,8 @@ int zl_serve_main(int argc, char **argv)
                                .head_timeout = (double)head_timeout, .max_head = 16384,
                                .max_body = (uint64_t)max_body};
     if (lfd < 0 || !d || zl_door_start(lfd, &dp, hand_over, s, &s->door, &err) != ZL_OK) {
-        fprintf(stderr, "zili serve: cannot listen on %s:%lld: %s\n", host, port,
+        const bool v6 = strchr(host, ':') != NULL;
+        fprintf(stderr, "zili serve: cannot listen on %s%s%s:%lld: %s\n", v6 ? "[" : "", host, v6 ? "]" : "", port,
                 lfd < 0 ? strerror(errno) : !d ? "the HTTP library did not start" : err.msg);
         if (d)
             MHD_stop_daemon(d);
