@@ -15,8 +15,9 @@ llama.cpp first in even ones), and their repetitions are pooled, so a slow phase
 Peak memory: zili's is the process's peak RSS; llama.cpp's is the child's peak RSS, which includes the Python
 interpreter and numpy (about 30-40 MiB), so it is an upper bound. The tg ceiling is the memory read bandwidth of the
 same thread count (`zili bench --membw`: 1 GiB, widest vector reads, best of 5; re-measured after each model and
-the best value so far kept) divided by the weight bytes one token reads (every tensor except an untied token
-embedding).
+the best value so far kept) divided by the weight bytes one token reads (every tensor, an untied token embedding
+as one row, a mixture of experts' expert tensors as the share of its experts a token uses: zili bench's
+active_weight_bytes). Make the MoE models with bench/moe_models.sh.
 
 Not a test: numbers depend on the machine and its load.
 """
@@ -94,12 +95,26 @@ def run_llama(model: str, a) -> dict:
 
 
 def weight_bytes_per_token(model: str) -> int:
+    """The weight bytes one token reads (zili bench's active_weight_bytes): every tensor, an untied token embedding
+    as one row, a mixture of experts' expert tensors (*_exps) as expert_used_count of expert_count experts."""
     import gguf
     rd = gguf.GGUFReader(model)
     names = {t.name: int(t.n_bytes) for t in rd.tensors}
-    total = sum(names.values())
+    arch = bytes(rd.fields["general.architecture"].parts[-1]).decode()
+
+    def key(k: str) -> int:
+        f = rd.fields.get(f"{arch}.{k}")
+        return int(f.parts[-1][0]) if f else 0
+
+    n_expert, n_used = key("expert_count"), key("expert_used_count")
+    total = 0
+    for name, b in names.items():
+        if n_expert and name.endswith("_exps.weight"):
+            b = b // n_expert * n_used
+        total += b
     if "output.weight" in names and "token_embd.weight" in names:
-        total -= names["token_embd.weight"]  # untied: only one embedding row per token is read
+        emb = next(t for t in rd.tensors if t.name == "token_embd.weight")
+        total -= names["token_embd.weight"] - names["token_embd.weight"] // int(emb.shape[-1])  # untied: one row
     return total
 
 
