@@ -3,6 +3,7 @@
 as tokens/s and as the ratio zili / llama.cpp, plus peak memory and each model's memory-bandwidth ceiling for tgN.
 
     python3 bench/side_by_side.py                              # SmolLM2, Gemma 3 270M, models/bench/* if there
+                                                               # (the MoE ones from bench/moe_models.sh too)
     python3 bench/side_by_side.py -m a.gguf -m b.gguf -p 512 -n 128 -t 2 -r 3 --rounds 2 [--json out.json]
 
 zili runs as `zili bench --json --no-mmap` (ZILI overrides build/zili). llama.cpp runs through llama-cpp-python
@@ -36,7 +37,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MODELS = [os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"),
                   os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf")] + \
                  [os.path.join(ROOT, "models", "bench", f"llama3.2-1b-{t}.gguf")
-                  for t in ("q4_0", "q4_k_m", "q8_0", "f16")]
+                  for t in ("q4_0", "q4_k_m", "q8_0", "f16")] + \
+                 [os.path.join(ROOT, "models", "bench", f"{m}-q4_k_m.gguf")  # bench/moe_models.sh
+                  for m in ("qwen3moe-30b-a3b-4l", "qwen2moe-a2.7b-4l")]
 
 
 def llama_worker(model: str, pp: int, tg: int, threads: int, reps: int) -> None:

@@ -605,8 +605,8 @@ static bool conversion_fits(const matmul_task *t, const matmul_task *c)
                                (t->x16 ? c->x16_type == t->x16_type : c->tiles.aux == t->tiles.aux)));
 }
 
-/* t's chunk geometry for nth threads. */
-static void matmul_geometry(matmul_task *t, int nth)
+/* t's chunk geometry for nth threads; min_rows: the fewest rows in a chunk of a few tokens (0: none). */
+static void matmul_geometry(matmul_task *t, int nth, int64_t min_rows)
 {
     if (t->n_tok <= TILE_TOKS) {
         /* ~8 chunks per thread: small enough to balance a busy core, big enough to amortise the atomic (chunks of
@@ -614,6 +614,7 @@ static void matmul_geometry(matmul_task *t, int nth)
          * cross between the cores every few hundred nanoseconds). All the tokens in one chunk: each weight row is
          * read once. */
         int64_t rows = (t->ne1 + 8 * nth - 1) / (8 * nth);
+        rows = rows > min_rows ? rows : min_rows < t->ne1 ? min_rows : t->ne1;
         rows = t->x16     ? (rows + 15) / 16 * 16 /* whole X16 groups */
                : t->rows8 ? (rows + 7) / 8 * 8
                           : (rows + 3) / 4 * 4; /* whole groups for the 4- or 8-row kernels */
@@ -630,7 +631,7 @@ static void matmul_geometry(matmul_task *t, int nth)
 static void matmul_run(zl_cpu *cpu, matmul_task *t)
 {
     const int nth = cpu->n_threads;
-    matmul_geometry(t, nth);
+    matmul_geometry(t, nth, 0);
     atomic_init(&t->next_chunk, 0);
     if (nth == 1 || t->n_row_chunks * t->n_tok_chunks == 1)
         matmul_chunks(t, 0, 1);
@@ -859,7 +860,12 @@ int zl_matmul_many(zl_cpu *cpu, int n_jobs, const zl_matmul_job *jobs)
     if (rc == ZL_OK && bytes)
         rc = scratch_reserve(cpu, bytes);
     if (rc == ZL_OK && n > 0) {
-        int64_t items = 0, values = 0, chunks = 0;
+        /* ~8 chunks per thread over all the jobs of a few tokens, not per job (matmul_geometry's reason: a layer's
+         * experts at one token would be 16 chunks of 48 rows each, a few microseconds apiece) */
+        int64_t items = 0, values = 0, chunks = 0, few_rows = 0;
+        for (int i = 0; i < n; i++)
+            few_rows += ts[i].n_tok <= TILE_TOKS ? ts[i].ne1 : 0;
+        const int64_t min_rows = few_rows / (8 * cpu->n_threads);
         for (int i = 0; i < n; i++) {
             matmul_task *t = &ts[i];
             conv_first[i] = items;
@@ -877,7 +883,7 @@ int zl_matmul_many(zl_cpu *cpu, int n_jobs, const zl_matmul_job *jobs)
                 t->aux = ts[src[i]].aux;
                 t->xw = ts[src[i]].xw;
             }
-            matmul_geometry(t, cpu->n_threads);
+            matmul_geometry(t, cpu->n_threads, min_rows);
             first[i] = chunks;
             chunks += t->n_row_chunks * t->n_tok_chunks;
         }
