@@ -127,7 +127,7 @@ struct zl_fwd {
     float *moe_hu;      /* (max_tokens * n_expert_used, n_ff_exp) their up outputs */
     float *moe_yg;      /* (max_tokens, n_embd) the shared expert's output rows; a row of products in experts() */
     int32_t *moe_pos;   /* (max_tokens * n_expert_used) each (token, slot) pair's position in moe_rows */
-    zl_matmul_job *moe_jobs; /* (2 * n_expert) the matmuls of one layer's experts */
+    zl_matmul_job *moe_jobs; /* (2 * n_expert + 4) the matmuls of one layer's experts (and shared expert) */
     zl_tensor *moe_views;    /* (3 * n_expert) their gate / up / down views */
     int32_t *moe_rows;  /* (max_tokens * n_expert_used) per expert, (token, slot) pairs flattened as token * n_used +
                          * slot, grouped by expert in batch order */

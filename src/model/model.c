@@ -763,7 +763,7 @@ int zl_fwd_create(const zl_model *m, int32_t max_tokens, zl_fwd **out, zl_err *e
         f->moe_hu = alloc_rows(max_tokens, used * h->n_ff_exp, sizeof(float), &ok);
         f->moe_yg = alloc_rows(max_tokens, h->n_embd, sizeof(float), &ok);
         f->moe_pos = alloc_rows(max_tokens, used, sizeof(int32_t), &ok);
-        f->moe_jobs = alloc_rows(h->n_expert, 2, sizeof(zl_matmul_job), &ok);
+        f->moe_jobs = alloc_rows(h->n_expert + 2, 2, sizeof(zl_matmul_job), &ok);
         f->moe_views = alloc_rows(h->n_expert, 3, sizeof(zl_tensor), &ok);
         f->moe_rows = alloc_rows(max_tokens, used, sizeof(int32_t), &ok);
         f->moe_count = alloc_rows(h->n_expert + 1, 1, sizeof(int32_t), &ok);

@@ -41,7 +41,8 @@
  * Execution reads each expert once per batch: the rows routed to expert e are gathered (moe_xg), multiplied by e's
  * gate / up / down slices of the 3-D tensors (2-D views, zl_expert_view), and summed from their slots. All the
  * experts of a layer share two pool runs (zl_matmul_many: gate and up, then down), not a few each: at one token a
- * layer's 8 experts of 768 rows are too small to dispatch one by one.
+ * layer's 8 experts of 768 rows are too small to dispatch one by one. qwen2moe's shared expert (its gate vector,
+ * gate and up; then down) joins the same two runs.
  *
  * Threads: as qwen.c (the thread that owns cpu, kv and f; the matmuls use cpu's pool).
  */
@@ -257,20 +258,34 @@ static int experts(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t
         jobs[n_jobs++] = (zl_matmul_job){&v[0], xg, nr, f->moe_hg + (size_t)r0 * ff, tg ? mode : one_mode + r0};
         jobs[n_jobs++] = (zl_matmul_job){&v[1], xg, nr, f->moe_hu + (size_t)r0 * ff, tu ? mode : one_mode + r0};
     }
+    /* qwen2moe's shared expert in the same runs: its gate (n, 1) into moe_probs, gate and up (n, n_ff_shexp) into
+     * hb and hb2, in the rows' own modes (ordinary matmuls in llama.cpp) */
+    const int64_t fs = h->n_ff_shexp;
+    const int n_routed = n_jobs;
+    if (fs > 0) {
+        jobs[n_jobs++] = (zl_matmul_job){&l->gate_inp_shexp, f->xb, n, f->moe_probs, modes};
+        jobs[n_jobs++] = (zl_matmul_job){&l->w_gate, f->xb, n, f->hb, modes};
+        jobs[n_jobs++] = (zl_matmul_job){&l->w_up, f->xb, n, f->hb2, modes};
+    }
     if ((rc = zl_matmul_many(cpu, n_jobs, jobs)) != ZL_OK)
         return rc;
     zl_silu_mul_mt(cpu, f->moe_hg, f->moe_hg, f->moe_hu, n * k, (int64_t)ff);
-    /* down: (nr, n_embd) per expert into moe_slot, in grouped order */
-    for (int j = 0; j < n_jobs / 2; j++) {
+    if (fs > 0)
+        zl_silu_mul_mt(cpu, f->hb, f->hb, f->hb2, n, fs);
+    /* down: (nr, n_embd) per expert into moe_slot, in grouped order; the shared expert's (n, n_embd) into moe_yg */
+    n_jobs = n_routed / 2;
+    for (int j = 0; j < n_jobs; j++) {
         const int32_t r0 = (int32_t)((jobs[2 * j].x - f->moe_xg) / (ptrdiff_t)d), nr = (int32_t)jobs[2 * j].n_tok;
         jobs[j] = (zl_matmul_job){&views[3 * (size_t)j + 2], f->moe_hg + (size_t)r0 * ff, nr,
                                   f->moe_slot + (size_t)r0 * d, td ? f->moe_mode + r0 : one_mode + r0};
     }
-    if ((rc = zl_matmul_many(cpu, n_jobs / 2, jobs)) != ZL_OK)
+    if (fs > 0)
+        jobs[n_jobs++] = (zl_matmul_job){&l->w_down, f->hb, n, f->moe_yg, modes};
+    if ((rc = zl_matmul_many(cpu, n_jobs, jobs)) != ZL_OK)
         return rc;
 
-    /* each slot's output times its weight (rounded), added in slot order */
-    float *tmp = f->moe_yg;
+    /* each slot's output times its weight (rounded), added in slot order (moe_xg: free now) */
+    float *tmp = f->moe_xg;
     for (int32_t t = 0; t < n; t++) {
         float *o = f->xb2 + (size_t)t * d;
         for (int32_t j = 0; j < k; j++) {
@@ -288,22 +303,11 @@ static int experts(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t
     return ZL_OK;
 }
 
-/* qwen2moe: xb2 += sigmoid(gate_inp_shexp . xb) * shared SwiGLU expert of xb, for n rows. */
-static int shared_expert(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t il, const int8_t *modes)
+/* qwen2moe: xb2 += sigmoid(gate_inp_shexp . xb) * shared SwiGLU expert of xb, for n rows, from the gate in
+ * moe_probs and the expert's output in moe_yg (experts() computed both). */
+static void shared_expert(const zl_model *m, zl_fwd *f, int32_t n, int32_t il)
 {
-    const zl_hparams *h = &m->hp;
-    const zl_layer *l = &m->layers[il];
-    const size_t d = (size_t)h->n_embd;
-    int rc;
-    /* the gate (n, 1) into moe_probs, then the expert into moe_yg: (n, n_embd) */
-    if ((rc = zl_matmul_modes(cpu, &l->gate_inp_shexp, f->xb, n, f->moe_probs, modes)) != ZL_OK)
-        return rc;
-    if ((rc = zl_matmul_shared(cpu, 2, (const zl_tensor *const[]){&l->w_gate, &l->w_up}, f->xb, n,
-                               (float *const[]){f->hb, f->hb2}, modes)) != ZL_OK)
-        return rc;
-    zl_silu_mul_mt(cpu, f->hb, f->hb, f->hb2, n, h->n_ff_shexp);
-    if ((rc = zl_matmul_modes(cpu, &l->w_down, f->hb, n, f->moe_yg, modes)) != ZL_OK)
-        return rc;
+    const size_t d = (size_t)m->hp.n_embd;
     zl_dump("ffn_shexp", il, f->moe_yg, n, (int64_t)d);
     for (int32_t t = 0; t < n; t++) {
         const float g = f->moe_probs[t];
@@ -314,7 +318,6 @@ static int shared_expert(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, i
             o[c] = o[c] + y[c] * gate;
     }
     zl_dump("ffn_out", il, f->xb2, n, (int64_t)d);
-    return ZL_OK;
 }
 
 /* x += MoE feed-forward block of layer il for n rows of x; modes: each row's matmul arithmetic of the ordinary
@@ -328,8 +331,8 @@ static int moe_ffn(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t
     zl_dump("ffn_norm", il, f->xb, n, h->n_embd);
     if ((rc = route(m, cpu, f, n, il, modes)) != ZL_OK || (rc = experts(m, cpu, f, n, il, modes, seq)) != ZL_OK)
         return rc;
-    if (h->n_ff_shexp > 0 && (rc = shared_expert(m, cpu, f, n, il, modes)) != ZL_OK)
-        return rc;
+    if (h->n_ff_shexp > 0)
+        shared_expert(m, f, n, il);
     zl_add_mt(cpu, f->x, f->xb2, (int64_t)n * h->n_embd);
     zl_dump("l_out", il, f->x, n, h->n_embd);
     return ZL_OK;
