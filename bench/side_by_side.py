@@ -3,6 +3,7 @@
 as tokens/s and as the ratio zili / llama.cpp, plus peak memory and each model's memory-bandwidth ceiling for tgN.
 
     python3 bench/side_by_side.py                              # SmolLM2, Gemma 3 270M, models/bench/* if there
+                                                               # (the MoE ones from bench/moe_models.sh too)
     python3 bench/side_by_side.py -m a.gguf -m b.gguf -p 512 -n 128 -t 2 -r 3 --rounds 2 [--json out.json]
 
 zili runs as `zili bench --json --no-mmap` (ZILI overrides build/zili). llama.cpp runs through llama-cpp-python
@@ -15,8 +16,9 @@ llama.cpp first in even ones), and their repetitions are pooled, so a slow phase
 Peak memory: zili's is the process's peak RSS; llama.cpp's is the child's peak RSS, which includes the Python
 interpreter and numpy (about 30-40 MiB), so it is an upper bound. The tg ceiling is the memory read bandwidth of the
 same thread count (`zili bench --membw`: 1 GiB, widest vector reads, best of 5; re-measured after each model and
-the best value so far kept) divided by the weight bytes one token reads (every tensor except an untied token
-embedding).
+the best value so far kept) divided by the weight bytes one token reads (every tensor, an untied token embedding
+as one row, a mixture of experts' expert tensors as the share of its experts a token uses: zili bench's
+active_weight_bytes). Make the MoE models with bench/moe_models.sh.
 
 Not a test: numbers depend on the machine and its load.
 """
@@ -35,7 +37,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MODELS = [os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"),
                   os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf")] + \
                  [os.path.join(ROOT, "models", "bench", f"llama3.2-1b-{t}.gguf")
-                  for t in ("q4_0", "q4_k_m", "q8_0", "f16")]
+                  for t in ("q4_0", "q4_k_m", "q8_0", "f16")] + \
+                 [os.path.join(ROOT, "models", "bench", f"{m}-q4_k_m.gguf")  # bench/moe_models.sh
+                  for m in ("qwen3moe-30b-a3b-4l", "qwen2moe-a2.7b-4l")]
 
 
 def llama_worker(model: str, pp: int, tg: int, threads: int, reps: int) -> None:
@@ -94,12 +98,26 @@ def run_llama(model: str, a) -> dict:
 
 
 def weight_bytes_per_token(model: str) -> int:
+    """The weight bytes one token reads (zili bench's active_weight_bytes): every tensor, an untied token embedding
+    as one row, a mixture of experts' expert tensors (*_exps) as expert_used_count of expert_count experts."""
     import gguf
     rd = gguf.GGUFReader(model)
     names = {t.name: int(t.n_bytes) for t in rd.tensors}
-    total = sum(names.values())
+    arch = bytes(rd.fields["general.architecture"].parts[-1]).decode()
+
+    def key(k: str) -> int:
+        f = rd.fields.get(f"{arch}.{k}")
+        return int(f.parts[-1][0]) if f else 0
+
+    n_expert, n_used = key("expert_count"), key("expert_used_count")
+    total = 0
+    for name, b in names.items():
+        if n_expert and name.endswith("_exps.weight"):
+            b = b // n_expert * n_used
+        total += b
     if "output.weight" in names and "token_embd.weight" in names:
-        total -= names["token_embd.weight"]  # untied: only one embedding row per token is read
+        emb = next(t for t in rd.tensors if t.name == "token_embd.weight")
+        total -= names["token_embd.weight"] - names["token_embd.weight"] // int(emb.shape[-1])  # untied: one row
     return total
 
 

@@ -84,6 +84,8 @@ typedef struct zili_model_info {
     bool tied_embeddings;
     uint64_t n_params;
     uint64_t file_size;
+    uint64_t active_weight_bytes; /* the weight bytes one token reads: every tensor, an untied token embedding as one
+                                   * row, the expert tensors (`*_exps`) as n_expert_used of n_expert experts */
     uint32_t gguf_version;
     const char *tokenizer_model; /* "gpt2", "llama" */
     const char *tokenizer_pre;

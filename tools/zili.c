@@ -1198,10 +1198,12 @@ static int cmd_bench(int argc, char **argv)
         printf("{\"model\": \"");
         json_chars(base);
         printf("\", \"arch\": \"%s\", \"size_mib\": %.2f, \"params\": %llu, \"kernels\": \"%s\", \"device\": \"%s\", "
-               "\"threads\": %d, \"reps\": %d, \"mmap\": %s, \"n_batch\": %d, \"peak_rss_mib\": %.1f, \"results\": [",
+               "\"threads\": %d, \"reps\": %d, \"mmap\": %s, \"n_batch\": %d, \"peak_rss_mib\": %.1f, "
+               "\"active_weight_bytes\": %llu, \"results\": [",
                info.arch, size_mib, (unsigned long long)info.n_params, info.kernels, o.device ? o.device : "cpu",
                n_threads, reps,
-               o.no_mmap ? "false" : "true", zili_session_n_batch(s), peak_mib);
+               o.no_mmap ? "false" : "true", zili_session_n_batch(s), peak_mib,
+               (unsigned long long)info.active_weight_bytes);
         for (int i = 0; i < n_res; i++)
             printf("%s{\"test\": \"%s%d\", \"tokens_per_s\": %.3f, \"sd\": %.3f}", i ? ", " : "", res[i].test,
                    res[i].n, res[i].mean, res[i].sd);
@@ -1221,6 +1223,14 @@ static int cmd_bench(int argc, char **argv)
         printf("\npeak resident memory %.1f MiB (model file %.1f MiB, %s); %d repetitions after one warm-up; "
                "batches of %d tokens\n",
                peak_mib, size_mib, o.no_mmap ? "read in" : "mapped", reps, zili_session_n_batch(s));
+        /* what one token's forward pass reads of the weights; a mixture of experts reads only its active experts */
+        printf("active weight bytes per token %.1f MiB", (double)info.active_weight_bytes / 1048576.0);
+        for (int i = 0; i < n_res; i++)
+            if (!strcmp(res[i].test, "tg"))
+                printf(" (tg%d: %.2f GB/s of weights)", res[i].n, res[i].mean * (double)info.active_weight_bytes / 1e9);
+        if (info.n_expert > 0)
+            printf("; %d of %d experts per layer", info.n_expert_used, info.n_expert);
+        printf("\n");
     }
     if (peak && n_res && !strcmp(res[0].test, "pp")) {
         /* the prompt's matmuls: every weight but the embedding lookup (the output head runs on one row) */

@@ -141,6 +141,19 @@ void zili_model_get_info(const zili_model *m, zili_model_info *info)
     info->tied_embeddings = h->tied_embeddings;
     info->n_params = zl_model_n_params(m->m);
     info->file_size = gguf_file_size(f);
+    info->active_weight_bytes = 0;
+    const bool untied = gguf_find_tensor(f, "output.weight") != NULL;
+    for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        uint64_t b = t->size;
+        const char *nm = t->name.ptr;
+        const size_t len = (size_t)t->name.len;
+        if (h->n_expert > 0 && len >= 12 && !memcmp(nm + len - 12, "_exps.weight", 12))
+            b = b / (uint64_t)h->n_expert * (uint64_t)h->n_expert_used;
+        else if (untied && gguf_str_eq(t->name, "token_embd.weight") && h->n_vocab > 0)
+            b /= (uint64_t)h->n_vocab;
+        info->active_weight_bytes += b;
+    }
     info->gguf_version = gguf_version(f);
     info->tokenizer_model = zl_vocab_model_name(v);
     info->tokenizer_pre = zl_vocab_pre_name(v);

@@ -120,13 +120,20 @@ struct zl_fwd {
     float *moe_probs;   /* (max_tokens, n_expert) router probabilities */
     int32_t *moe_sel;   /* (max_tokens, n_expert_used) selected experts, best first */
     float *moe_w;       /* (max_tokens, n_expert_used) their weights */
-    float *moe_slot;    /* (max_tokens, n_expert_used, n_embd) each selected expert's weighted output */
-    float *moe_xg;      /* (max_tokens, n_embd) the rows routed to one expert, gathered */
-    float *moe_yg;      /* (max_tokens, n_embd) that expert's output rows */
+    float *moe_slot;    /* (max_tokens * n_expert_used, n_embd) each selected expert's output, in moe_rows' order */
+    float *moe_xg;      /* (max_tokens * n_expert_used, n_embd) the rows routed to each expert, gathered in
+                         * moe_rows' order */
+    float *moe_hg;      /* (max_tokens * n_expert_used, n_ff_exp) their gate outputs, then silu(gate) * up */
+    float *moe_hu;      /* (max_tokens * n_expert_used, n_ff_exp) their up outputs */
+    float *moe_yg;      /* (max_tokens, n_embd) the shared expert's output rows; a row of products in experts() */
+    int32_t *moe_pos;   /* (max_tokens * n_expert_used) each (token, slot) pair's position in moe_rows */
+    zl_matmul_job *moe_jobs; /* (2 * n_expert + 4) the matmuls of one layer's experts (and shared expert) */
+    zl_tensor *moe_views;    /* (3 * n_expert) their gate / up / down views */
     int32_t *moe_rows;  /* (max_tokens * n_expert_used) per expert, (token, slot) pairs flattened as token * n_used +
                          * slot, grouped by expert in batch order */
     int32_t *moe_count; /* (n_expert + 1) start of each expert's group in moe_rows */
-    int8_t *moe_mode;   /* (2, max_tokens) the matmul mode of each gathered row, then all ZL_MODE_ONE */
+    int8_t *moe_mode;   /* (2, max_tokens * n_expert_used) the matmul mode of each gathered row, then all
+                         * ZL_MODE_ONE */
     int32_t *moe_seq;   /* (max_tokens) the sequence of each row kept for the last layer */
 
     int32_t seq_cap;     /* entries of seq_next / seq_start */

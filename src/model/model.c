@@ -758,11 +758,16 @@ int zl_fwd_create(const zl_model *m, int32_t max_tokens, zl_fwd **out, zl_err *e
         f->moe_sel = alloc_rows(max_tokens, used, sizeof(int32_t), &ok);
         f->moe_w = alloc_rows(max_tokens, used, sizeof(float), &ok);
         f->moe_slot = alloc_rows(max_tokens, used * h->n_embd, sizeof(float), &ok);
-        f->moe_xg = alloc_rows(max_tokens, h->n_embd, sizeof(float), &ok);
+        f->moe_xg = alloc_rows(max_tokens, used * h->n_embd, sizeof(float), &ok);
+        f->moe_hg = alloc_rows(max_tokens, used * h->n_ff_exp, sizeof(float), &ok);
+        f->moe_hu = alloc_rows(max_tokens, used * h->n_ff_exp, sizeof(float), &ok);
         f->moe_yg = alloc_rows(max_tokens, h->n_embd, sizeof(float), &ok);
+        f->moe_pos = alloc_rows(max_tokens, used, sizeof(int32_t), &ok);
+        f->moe_jobs = alloc_rows(h->n_expert + 2, 2, sizeof(zl_matmul_job), &ok);
+        f->moe_views = alloc_rows(h->n_expert, 3, sizeof(zl_tensor), &ok);
         f->moe_rows = alloc_rows(max_tokens, used, sizeof(int32_t), &ok);
         f->moe_count = alloc_rows(h->n_expert + 1, 1, sizeof(int32_t), &ok);
-        f->moe_mode = alloc_rows(max_tokens, 2, 1, &ok);
+        f->moe_mode = alloc_rows(max_tokens, 2 * used, 1, &ok);
         f->moe_seq = alloc_rows(max_tokens, 1, sizeof(int32_t), &ok);
     }
     f->cs = alloc_rows(max_tokens, h->n_rot, sizeof(float), &ok);
@@ -828,7 +833,12 @@ void zl_fwd_destroy(zl_fwd *f)
     free(f->moe_w);
     free(f->moe_slot);
     free(f->moe_xg);
+    free(f->moe_hg);
+    free(f->moe_hu);
     free(f->moe_yg);
+    free(f->moe_pos);
+    free(f->moe_jobs);
+    free(f->moe_views);
     free(f->moe_rows);
     free(f->moe_count);
     free(f->moe_mode);

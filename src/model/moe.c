@@ -39,7 +39,10 @@
  * last bits).
  *
  * Execution reads each expert once per batch: the rows routed to expert e are gathered (moe_xg), multiplied by e's
- * gate / up / down slices of the 3-D tensors (2-D views, zl_expert_view), and scattered into their slots.
+ * gate / up / down slices of the 3-D tensors (2-D views, zl_expert_view), and summed from their slots. All the
+ * experts of a layer share two pool runs (zl_matmul_many: gate and up, then down), not a few each: at one token a
+ * layer's 8 experts of 768 rows are too small to dispatch one by one. qwen2moe's shared expert (its gate vector,
+ * gate and up; then down) joins the same two runs.
  *
  * Threads: as qwen.c (the thread that owns cpu, kv and f; the matmuls use cpu's pool).
  */
@@ -183,8 +186,11 @@ static int route(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t i
     return ZL_OK;
 }
 
-/* The routed experts of n rows of f->xb into f->xb2: moe_slot holds each (row, slot)'s weighted expert output, then
- * xb2[t] = sum over slots in order. seq[t]: the sequence of row t (rows of one sequence share a micro-batch). */
+/* The routed experts of n rows of f->xb into f->xb2. The (row, slot) pairs are grouped by expert (moe_rows; pair i
+ * at position moe_pos[i]), their rows gathered into moe_xg in that order, and every expert's gate and up matmuls
+ * run as one zl_matmul_many (one conversion per expert, shared by gate and up), the SwiGLU over all the gathered
+ * rows, then every expert's down matmul as another, into moe_slot in grouped order; xb2[t] = sum over slots in
+ * order of weight * output. seq[t]: the sequence of row t (rows of one sequence share a micro-batch). */
 static int experts(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t il, const int8_t *modes,
                    const int32_t *seq)
 {
@@ -203,6 +209,7 @@ static int experts(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t
         start[e + 1] += start[e];
     for (int32_t i = 0; i < n * k; i++) {
         const int32_t e = f->moe_sel[i];
+        f->moe_pos[i] = start[e];
         f->moe_rows[start[e]++] = i;
     }
     for (int32_t e = ne; e > 0; e--)
@@ -214,19 +221,25 @@ static int experts(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t
     const bool tg = zl_matmul_tiled_type(l->gate_exps.type), tu = zl_matmul_tiled_type(l->up_exps.type);
     const bool td = zl_matmul_tiled_type(l->down_exps.type);
     const bool tiled = tg || tu || td;
-    int8_t *one_mode = f->moe_mode + f->max_tokens;
-    memset(one_mode, ZL_MODE_ONE, (size_t)f->max_tokens);
+    const size_t nk = (size_t)n * (size_t)k;
+    int8_t *one_mode = f->moe_mode + nk;
+    memset(one_mode, ZL_MODE_ONE, nk);
+    zl_matmul_job *jobs = f->moe_jobs;
+    int n_jobs = 0;
+    zl_tensor *views = f->moe_views; /* (3, n_expert): gate, up, down of the experts with rows */
     for (int32_t e = 0; e < ne; e++) {
         const int32_t r0 = start[e], nr = start[e + 1] - r0;
         if (nr == 0)
             continue;
         const int32_t *rows = f->moe_rows + r0;
+        int8_t *mode = f->moe_mode + r0;
+        float *xg = f->moe_xg + (size_t)r0 * d;
         for (int32_t r = 0; r < nr; r++) {
             const int32_t t = rows[r] / k;
-            memcpy(f->moe_xg + (size_t)r * d, f->xb + (size_t)t * d, d * sizeof(float));
+            memcpy(xg + (size_t)r * d, f->xb + (size_t)t * d, d * sizeof(float));
             /* vec_dot, except the tiled K-quant path for the rows of a micro-batch with 8+ rows on this expert;
              * a row in one-token mode is a micro-batch of its own */
-            int8_t mode = ZL_MODE_ONE;
+            mode[r] = ZL_MODE_ONE;
             if (tiled && (modes[t] & ZL_MODE_MASK) != ZL_MODE_ONE) {
                 int32_t same = 0;
                 for (int32_t q = 0; q < nr; q++) {
@@ -234,60 +247,67 @@ static int experts(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t
                     same += seq[tq] == seq[t] && (modes[tq] & ZL_MODE_MASK) != ZL_MODE_ONE;
                 }
                 if (same >= 8)
-                    mode = ZL_MODE_MULTI8;
+                    mode[r] = ZL_MODE_MULTI8;
             }
-            f->moe_mode[r] = mode;
         }
-        const zl_tensor wg = zl_expert_view(&l->gate_exps, e), wu = zl_expert_view(&l->up_exps, e);
-        const zl_tensor wd = zl_expert_view(&l->down_exps, e);
-        /* hb (gate), hb2 (up): (nr, n_ff_exp) */
-        if (tg == tu)
-            rc = zl_matmul_shared(cpu, 2, (const zl_tensor *const[]){&wg, &wu}, f->moe_xg, nr,
-                                  (float *const[]){f->hb, f->hb2}, tg ? f->moe_mode : one_mode);
-        else if ((rc = zl_matmul_modes(cpu, &wg, f->moe_xg, nr, f->hb, tg ? f->moe_mode : one_mode)) == ZL_OK)
-            rc = zl_matmul_modes(cpu, &wu, f->moe_xg, nr, f->hb2, tu ? f->moe_mode : one_mode);
-        if (rc != ZL_OK)
-            return rc;
-        zl_silu_mul_mt(cpu, f->hb, f->hb, f->hb2, nr, (int64_t)ff);
-        /* moe_yg: (nr, n_embd) */
-        if ((rc = zl_matmul_modes(cpu, &wd, f->hb, nr, f->moe_yg, td ? f->moe_mode : one_mode)) != ZL_OK)
-            return rc;
-        for (int32_t r = 0; r < nr; r++) {
-            const float w = f->moe_w[rows[r]];
-            const float *y = f->moe_yg + (size_t)r * d;
-            float *s = f->moe_slot + (size_t)rows[r] * d;
-            for (size_t c = 0; c < d; c++)
-                s[c] = y[c] * w;
-        }
+        zl_tensor *v = views + 3 * (size_t)(n_jobs / 2);
+        v[0] = zl_expert_view(&l->gate_exps, e);
+        v[1] = zl_expert_view(&l->up_exps, e);
+        v[2] = zl_expert_view(&l->down_exps, e);
+        /* gate into moe_hg, up into moe_hu: (nr, n_ff_exp) at the group's rows */
+        jobs[n_jobs++] = (zl_matmul_job){&v[0], xg, nr, f->moe_hg + (size_t)r0 * ff, tg ? mode : one_mode + r0};
+        jobs[n_jobs++] = (zl_matmul_job){&v[1], xg, nr, f->moe_hu + (size_t)r0 * ff, tu ? mode : one_mode + r0};
     }
+    /* qwen2moe's shared expert in the same runs: its gate (n, 1) into moe_probs, gate and up (n, n_ff_shexp) into
+     * hb and hb2, in the rows' own modes (ordinary matmuls in llama.cpp) */
+    const int64_t fs = h->n_ff_shexp;
+    const int n_routed = n_jobs;
+    if (fs > 0) {
+        jobs[n_jobs++] = (zl_matmul_job){&l->gate_inp_shexp, f->xb, n, f->moe_probs, modes};
+        jobs[n_jobs++] = (zl_matmul_job){&l->w_gate, f->xb, n, f->hb, modes};
+        jobs[n_jobs++] = (zl_matmul_job){&l->w_up, f->xb, n, f->hb2, modes};
+    }
+    if ((rc = zl_matmul_many(cpu, n_jobs, jobs)) != ZL_OK)
+        return rc;
+    zl_silu_mul_mt(cpu, f->moe_hg, f->moe_hg, f->moe_hu, n * k, (int64_t)ff);
+    if (fs > 0)
+        zl_silu_mul_mt(cpu, f->hb, f->hb, f->hb2, n, fs);
+    /* down: (nr, n_embd) per expert into moe_slot, in grouped order; the shared expert's (n, n_embd) into moe_yg */
+    n_jobs = n_routed / 2;
+    for (int j = 0; j < n_jobs; j++) {
+        const int32_t r0 = (int32_t)((jobs[2 * j].x - f->moe_xg) / (ptrdiff_t)d), nr = (int32_t)jobs[2 * j].n_tok;
+        jobs[j] = (zl_matmul_job){&views[3 * (size_t)j + 2], f->moe_hg + (size_t)r0 * ff, nr,
+                                  f->moe_slot + (size_t)r0 * d, td ? f->moe_mode + r0 : one_mode + r0};
+    }
+    if (fs > 0)
+        jobs[n_jobs++] = (zl_matmul_job){&l->w_down, f->hb, n, f->moe_yg, modes};
+    if ((rc = zl_matmul_many(cpu, n_jobs, jobs)) != ZL_OK)
+        return rc;
 
+    /* each slot's output times its weight (rounded), added in slot order (moe_xg: free now) */
+    float *tmp = f->moe_xg;
     for (int32_t t = 0; t < n; t++) {
         float *o = f->xb2 + (size_t)t * d;
-        const float *s = f->moe_slot + (size_t)t * (size_t)k * d;
-        memcpy(o, s, d * sizeof(float));
-        for (int32_t j = 1; j < k; j++)
-            zl_add(o, s + (size_t)j * d, (int64_t)d);
+        for (int32_t j = 0; j < k; j++) {
+            const int32_t i = t * k + j;
+            const float w = f->moe_w[i];
+            const float *y = f->moe_slot + (size_t)f->moe_pos[i] * d;
+            float *s = j == 0 ? o : tmp;
+            for (size_t c = 0; c < d; c++)
+                s[c] = y[c] * w;
+            if (j > 0)
+                zl_add(o, tmp, (int64_t)d);
+        }
     }
     zl_dump("ffn_moe_out", il, f->xb2, n, (int64_t)d);
     return ZL_OK;
 }
 
-/* qwen2moe: xb2 += sigmoid(gate_inp_shexp . xb) * shared SwiGLU expert of xb, for n rows. */
-static int shared_expert(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t il, const int8_t *modes)
+/* qwen2moe: xb2 += sigmoid(gate_inp_shexp . xb) * shared SwiGLU expert of xb, for n rows, from the gate in
+ * moe_probs and the expert's output in moe_yg (experts() computed both). */
+static void shared_expert(const zl_model *m, zl_fwd *f, int32_t n, int32_t il)
 {
-    const zl_hparams *h = &m->hp;
-    const zl_layer *l = &m->layers[il];
-    const size_t d = (size_t)h->n_embd;
-    int rc;
-    /* the gate (n, 1) into moe_probs, then the expert into moe_yg: (n, n_embd) */
-    if ((rc = zl_matmul_modes(cpu, &l->gate_inp_shexp, f->xb, n, f->moe_probs, modes)) != ZL_OK)
-        return rc;
-    if ((rc = zl_matmul_shared(cpu, 2, (const zl_tensor *const[]){&l->w_gate, &l->w_up}, f->xb, n,
-                               (float *const[]){f->hb, f->hb2}, modes)) != ZL_OK)
-        return rc;
-    zl_silu_mul_mt(cpu, f->hb, f->hb, f->hb2, n, h->n_ff_shexp);
-    if ((rc = zl_matmul_modes(cpu, &l->w_down, f->hb, n, f->moe_yg, modes)) != ZL_OK)
-        return rc;
+    const size_t d = (size_t)m->hp.n_embd;
     zl_dump("ffn_shexp", il, f->moe_yg, n, (int64_t)d);
     for (int32_t t = 0; t < n; t++) {
         const float g = f->moe_probs[t];
@@ -298,7 +318,6 @@ static int shared_expert(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, i
             o[c] = o[c] + y[c] * gate;
     }
     zl_dump("ffn_out", il, f->xb2, n, (int64_t)d);
-    return ZL_OK;
 }
 
 /* x += MoE feed-forward block of layer il for n rows of x; modes: each row's matmul arithmetic of the ordinary
@@ -312,8 +331,8 @@ static int moe_ffn(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t
     zl_dump("ffn_norm", il, f->xb, n, h->n_embd);
     if ((rc = route(m, cpu, f, n, il, modes)) != ZL_OK || (rc = experts(m, cpu, f, n, il, modes, seq)) != ZL_OK)
         return rc;
-    if (h->n_ff_shexp > 0 && (rc = shared_expert(m, cpu, f, n, il, modes)) != ZL_OK)
-        return rc;
+    if (h->n_ff_shexp > 0)
+        shared_expert(m, f, n, il);
     zl_add_mt(cpu, f->x, f->xb2, (int64_t)n * h->n_embd);
     zl_dump("l_out", il, f->x, n, h->n_embd);
     return ZL_OK;

@@ -1,6 +1,7 @@
 /*
  * test_ops.c - the CPU ops against direct double-precision formulas: matmul on every supported weight type
- * (odd shapes, 1 and 2 threads, 1 / 3 / 17 tokens), RoPE in both layouts, rmsnorm, softmax, SiLU and GELU GLUs.
+ * (odd shapes, 1 and 2 threads, 1 / 3 / 17 tokens), zl_matmul_many against one matmul at a time, RoPE in both
+ * layouts, rmsnorm, softmax, SiLU and GELU GLUs.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -315,6 +316,56 @@ static void test_matmul_q4_0_x16(void **state)
     zl_cpu_destroy(cpu);
 }
 
+/* zl_matmul_many: bit for bit each job's zl_matmul_modes, with jobs of several types, token counts and modes, two
+ * jobs on one x (a shared conversion), an empty one, on 1 and 2 threads. */
+static void test_matmul_many(void **state)
+{
+    (void)state;
+    enum { NE0 = 512, NE1 = 36, NJ = 7, MAXT = 17 };
+    static const uint32_t types[NJ] = { ZL_Q4_K, ZL_Q4_K, ZL_Q6_K, ZL_Q8_0, ZL_F16, ZL_Q4_0, ZL_Q4_K };
+    static const int64_t n_tok[NJ] = { 9, 9, 1, 3, 4, 17, 0 };
+    uint8_t *wq[NJ];
+    zl_tensor w[NJ];
+    float *x = malloc((size_t)NJ * MAXT * NE0 * sizeof(float)), *wf = malloc((size_t)NE0 * NE1 * sizeof(float));
+    float *y = malloc((size_t)NJ * MAXT * NE1 * sizeof(float)), *want = malloc((size_t)NJ * MAXT * NE1 * sizeof(float));
+    int8_t modes[NJ][MAXT];
+    fill_random(x, (int64_t)NJ * MAXT * NE0, 7, 2.0f);
+    for (int j = 0; j < NJ; j++) {
+        size_t wrow;
+        assert_true(zl_row_size(types[j], NE0, &wrow));
+        wq[j] = malloc(wrow * NE1);
+        fill_random(wf, (int64_t)NE0 * NE1, 100u + (unsigned)j, 0.5f);
+        for (int64_t r = 0; r < NE1; r++)
+            zl_type_traits_get(types[j])->from_float(wf + r * NE0, wq[j] + (size_t)r * wrow, NE0);
+        w[j] = (zl_tensor){ .name = "w", .type = types[j], .ne = { NE0, NE1, 1, 1 }, .nb1 = wrow, .data = wq[j] };
+        for (int t = 0; t < MAXT; t++) /* MoE's modes: vec_dot, or the tiled path for some rows */
+            modes[j][t] = j < 2 ? ZL_MODE_MULTI8 : (t % 3 == 0 ? ZL_MODE_MULTI8 : ZL_MODE_ONE);
+    }
+    zl_matmul_job jobs[NJ];
+    for (int j = 0; j < NJ; j++) /* jobs 0 and 1: gate and up on one x */
+        jobs[j] = (zl_matmul_job){ &w[j], x + (size_t)(j == 1 ? 0 : j) * MAXT * NE0, n_tok[j],
+                                   y + (size_t)j * MAXT * NE1, modes[j] };
+    for (int nth = 1; nth <= 2; nth++) {
+        zl_cpu *cpu = zl_cpu_create(nth);
+        assert_non_null(cpu);
+        for (int j = 0; j < NJ; j++)
+            assert_int_equal(zl_matmul_modes(cpu, jobs[j].w, jobs[j].x, jobs[j].n_tok,
+                                             want + (size_t)j * MAXT * NE1, jobs[j].modes), ZL_OK);
+        for (size_t i = 0; i < (size_t)NJ * MAXT * NE1; i++) y[i] = NAN;
+        assert_int_equal(zl_matmul_many(cpu, NJ, jobs), ZL_OK);
+        for (int j = 0; j < NJ; j++)
+            for (int64_t i = 0; i < n_tok[j] * NE1; i++) {
+                const size_t k = (size_t)j * MAXT * NE1 + (size_t)i;
+                if (memcmp(&y[k], &want[k], sizeof(float)) != 0)
+                    fail_msg("many: job %d (%s) nth=%d y[%lld] = %.9g, alone %.9g", j, zl_type_name(types[j]), nth,
+                             (long long)i, y[k], want[k]);
+            }
+        zl_cpu_destroy(cpu);
+    }
+    for (int j = 0; j < NJ; j++) free(wq[j]);
+    free(x), free(wf), free(y), free(want);
+}
+
 static void test_matmul_rejects(void **state)
 {
     (void)state;
@@ -551,6 +602,7 @@ int main(void)
         cmocka_unit_test(test_matmul_all_types),
         cmocka_unit_test(test_matmul_q4_0_x16),
         cmocka_unit_test(test_matmul_q4_K_x16),
+        cmocka_unit_test(test_matmul_many),
         cmocka_unit_test(test_matmul_rejects),
         cmocka_unit_test(test_get_row),
         cmocka_unit_test(test_rope_both_layouts),

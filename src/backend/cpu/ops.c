@@ -224,22 +224,17 @@ static void x16_chunk(const matmul_task *t, int64_t r0, int64_t r1, int64_t t0, 
     }
 }
 
-static void matmul_chunks(void *arg, int ith, int nth)
+/* Chunk c of t: its rows x tokens (matmul_run's geometry). */
+static void matmul_chunk(const matmul_task *t, int64_t c)
 {
-    (void)ith;
-    (void)nth;
-    matmul_task *t = arg;
-    const int64_t n_chunks = t->n_row_chunks * t->n_tok_chunks;
-    for (;;) {
-        const int64_t c = atomic_fetch_add_explicit(&t->next_chunk, 1, memory_order_relaxed);
-        if (c >= n_chunks) break;
+    {
         const int64_t r0 = (c / t->n_tok_chunks) * t->chunk_rows;
         const int64_t t0 = (c % t->n_tok_chunks) * t->chunk_toks;
         const int64_t r1 = r0 + t->chunk_rows < t->ne1 ? r0 + t->chunk_rows : t->ne1;
         const int64_t t1 = t0 + t->chunk_toks < t->n_tok ? t0 + t->chunk_toks : t->n_tok;
         if (t->x16) {
             x16_chunk(t, r0, r1, t0, t1);
-            continue;
+            return;
         }
         int64_t r = r0;
         if (t->gemm4n)
@@ -315,6 +310,19 @@ static void matmul_chunks(void *arg, int ith, int nth)
                 k++;
             }
         }
+    }
+}
+
+static void matmul_chunks(void *arg, int ith, int nth)
+{
+    (void)ith;
+    (void)nth;
+    matmul_task *t = arg;
+    const int64_t n_chunks = t->n_row_chunks * t->n_tok_chunks;
+    for (;;) {
+        const int64_t c = atomic_fetch_add_explicit(&t->next_chunk, 1, memory_order_relaxed);
+        if (c >= n_chunks) break;
+        matmul_chunk(t, c);
     }
 }
 
@@ -597,15 +605,16 @@ static bool conversion_fits(const matmul_task *t, const matmul_task *c)
                                (t->x16 ? c->x16_type == t->x16_type : c->tiles.aux == t->tiles.aux)));
 }
 
-static void matmul_run(zl_cpu *cpu, matmul_task *t)
+/* t's chunk geometry for nth threads; min_rows: the fewest rows in a chunk of a few tokens (0: none). */
+static void matmul_geometry(matmul_task *t, int nth, int64_t min_rows)
 {
-    const int nth = cpu->n_threads;
     if (t->n_tok <= TILE_TOKS) {
         /* ~8 chunks per thread: small enough to balance a busy core, big enough to amortise the atomic (chunks of
          * TILE_ROWS rows x a few tokens take well under a microsecond, so the shared counter's cache line would
          * cross between the cores every few hundred nanoseconds). All the tokens in one chunk: each weight row is
          * read once. */
         int64_t rows = (t->ne1 + 8 * nth - 1) / (8 * nth);
+        rows = rows > min_rows ? rows : min_rows < t->ne1 ? min_rows : t->ne1;
         rows = t->x16     ? (rows + 15) / 16 * 16 /* whole X16 groups */
                : t->rows8 ? (rows + 7) / 8 * 8
                           : (rows + 3) / 4 * 4; /* whole groups for the 4- or 8-row kernels */
@@ -617,6 +626,12 @@ static void matmul_run(zl_cpu *cpu, matmul_task *t)
     }
     t->n_row_chunks = (t->ne1 + t->chunk_rows - 1) / t->chunk_rows;
     t->n_tok_chunks = (t->n_tok + t->chunk_toks - 1) / t->chunk_toks;
+}
+
+static void matmul_run(zl_cpu *cpu, matmul_task *t)
+{
+    const int nth = cpu->n_threads;
+    matmul_geometry(t, nth, 0);
     atomic_init(&t->next_chunk, 0);
     if (nth == 1 || t->n_row_chunks * t->n_tok_chunks == 1)
         matmul_chunks(t, 0, 1);
@@ -711,6 +726,183 @@ int zl_matmul_shared(zl_cpu *cpu, int n_w, const zl_tensor *const *ws, const flo
         matmul_run(cpu, &t);
     }
     return ZL_OK;
+}
+
+/* ---- many matmuls in one pool run (zl_matmul_many) ---- */
+
+typedef struct many_task {
+    matmul_task *ts;
+    int n;                     /* tasks */
+    const int64_t *first;      /* first[i]: task i's first chunk in the global numbering; first[n]: the total */
+    const int64_t *conv_first; /* conv_first[i]: task i's first token to convert, the same way (0 of its own when it
+                                * reuses another task's conversion) */
+    atomic_llong next;         /* the next global chunk */
+    atomic_llong next_conv;    /* the next token to convert */
+} many_task;
+
+/* The conversions of all tasks, a token at a time from an atomic counter (convert_rows' steps). */
+static void many_convert(void *arg, int ith, int nth)
+{
+    (void)ith;
+    (void)nth;
+    many_task *m = arg;
+    const int64_t total = m->conv_first[m->n];
+    int i = 0; /* items are taken in increasing order: each thread's task index only moves forward */
+    for (;;) {
+        const int64_t c = atomic_fetch_add_explicit(&m->next_conv, 1, memory_order_relaxed);
+        if (c >= total) break;
+        while (m->conv_first[i + 1] <= c) i++;
+        const matmul_task *t = &m->ts[i];
+        const int64_t k = c - m->conv_first[i];
+        void *xq = (void *)(t->xq + (size_t)k * t->xq_stride);
+        t->convert(t->x + k * t->ne0, xq, t->ne0);
+#ifdef ZL_HAVE_AVX512_KERNELS
+        if (t->wide)
+            zl_f16_widen_avx512(xq, t->xw + k * t->ne0, t->ne0);
+#endif
+        if (t->aux && t->x16)
+            zl_x16_aux_make(t->x16_type, xq, aux_row(t, k), t->ne0);
+        else if (t->aux) {
+            t->tiles.aux(xq, aux_group(t, k), (int)(k % 4), t->ne0);
+            if (k == t->n_tok - 1 && k % 4 != 3)
+                zl_tile_aux_pad(aux_group(t, k), (int)(k % 4) + 1, t->ne0);
+        }
+    }
+}
+
+static void many_chunks(void *arg, int ith, int nth)
+{
+    (void)ith;
+    (void)nth;
+    many_task *m = arg;
+    const int64_t total = m->first[m->n];
+    int i = 0;
+    for (;;) {
+        const int64_t c = atomic_fetch_add_explicit(&m->next, 1, memory_order_relaxed);
+        if (c >= total) break;
+        while (m->first[i + 1] <= c) i++;
+        matmul_chunk(&m->ts[i], c - m->first[i]);
+    }
+}
+
+/* The scratch bytes of t's conversion: its rows, its tiles' aux rows (whole groups), its widened rows, each part
+ * from a 64-byte boundary (matmul_convert's layout); 0 on overflow. */
+static size_t conversion_bytes(const matmul_task *t, size_t *xq_bytes, size_t *aux_bytes)
+{
+    const size_t xw_row = t->wide ? (size_t)t->ne0 * sizeof(float) : 0;
+    if ((uint64_t)t->n_tok > (SIZE_MAX / 8 - 64) / (t->xq_stride + t->aux_stride + xw_row)) return 0;
+    *xq_bytes = ((size_t)t->n_tok * t->xq_stride + 63) & ~(size_t)63;
+    *aux_bytes = ((size_t)(t->n_tok + 3) / 4 * 4 * t->aux_stride + 63) & ~(size_t)63;
+    return *xq_bytes + *aux_bytes + (((size_t)t->n_tok * xw_row + 63) & ~(size_t)63);
+}
+
+/* The jobs one at a time (zl_matmul_shared for consecutive jobs on the same x). */
+static int many_in_turn(zl_cpu *cpu, int n_jobs, const zl_matmul_job *jobs)
+{
+    for (int i = 0; i < n_jobs; i++) {
+        const bool pair = i + 1 < n_jobs && jobs[i + 1].x == jobs[i].x && jobs[i + 1].n_tok == jobs[i].n_tok &&
+                          jobs[i + 1].modes == jobs[i].modes;
+        const zl_tensor *ws[2] = {jobs[i].w, pair ? jobs[i + 1].w : NULL};
+        float *ys[2] = {jobs[i].y, pair ? jobs[i + 1].y : NULL};
+        const int rc = zl_matmul_shared(cpu, pair ? 2 : 1, ws, jobs[i].x, jobs[i].n_tok, ys, jobs[i].modes);
+        if (rc != ZL_OK) return rc;
+        i += pair;
+    }
+    return ZL_OK;
+}
+
+int zl_matmul_many(zl_cpu *cpu, int n_jobs, const zl_matmul_job *jobs)
+{
+    if (n_jobs <= 0) return ZL_OK;
+    for (int i = 0; i < n_jobs; i++)
+        if (jobs[i].w->tiles && jobs[i].n_tok > 0) /* the AMX path has its own buffers and runs */
+            return many_in_turn(cpu, n_jobs, jobs);
+    matmul_task *ts = malloc((size_t)n_jobs * sizeof *ts);
+    int64_t *first = malloc((size_t)(n_jobs + 1) * sizeof *first);
+    int64_t *conv_first = malloc((size_t)(n_jobs + 1) * sizeof *conv_first);
+    size_t *off = malloc((size_t)n_jobs * sizeof *off); /* each task's conversion in the scratch buffer */
+    int *src = malloc((size_t)n_jobs * sizeof *src);    /* the task whose conversion task i reads (i: its own) */
+    int rc = ts && first && conv_first && off && src ? ZL_OK : ZL_ENOMEM;
+    int n = 0;
+    size_t bytes = 0;
+    /* Set up every task and lay out the conversions one after another; a task reads an earlier task's conversion
+     * where it fits (conversion_fits, asked before the buffer exists: placeholders for the pointers it checks). */
+    for (int j = 0; j < n_jobs && rc == ZL_OK; j++) {
+        bool done;
+        matmul_task *t = &ts[n];
+        rc = matmul_setup(jobs[j].w, jobs[j].x, jobs[j].n_tok, jobs[j].y, jobs[j].modes, t, &done);
+        if (rc != ZL_OK || done)
+            continue;
+        src[n] = n;
+        for (int q = 0; q < n && t->convert; q++) {
+            matmul_task c = ts[q];
+            if (src[q] != q || !c.convert) continue;
+            c.xq = (const char *)cpu; /* placeholders: non-NULL where c will have them */
+            c.aux = c.aux_stride ? (void *)cpu : NULL;
+            c.xw = c.wide ? (float *)(void *)cpu : NULL;
+            if (conversion_fits(t, &c)) {
+                src[n] = q;
+                break;
+            }
+        }
+        if (t->convert && src[n] == n) {
+            size_t xq_bytes, aux_bytes;
+            const size_t b = conversion_bytes(t, &xq_bytes, &aux_bytes);
+            if (!b || bytes > SIZE_MAX / 4 - b) {
+                rc = ZL_ENOMEM;
+                break;
+            }
+            off[n] = bytes;
+            bytes += b;
+        }
+        n++;
+    }
+    if (rc == ZL_OK && bytes)
+        rc = scratch_reserve(cpu, bytes);
+    if (rc == ZL_OK && n > 0) {
+        /* ~8 chunks per thread over all the jobs of a few tokens, not per job (matmul_geometry's reason: a layer's
+         * experts at one token would be 16 chunks of 48 rows each, a few microseconds apiece) */
+        int64_t items = 0, values = 0, chunks = 0, few_rows = 0;
+        for (int i = 0; i < n; i++)
+            few_rows += ts[i].n_tok <= TILE_TOKS ? ts[i].ne1 : 0;
+        const int64_t min_rows = few_rows / (8 * cpu->n_threads);
+        for (int i = 0; i < n; i++) {
+            matmul_task *t = &ts[i];
+            conv_first[i] = items;
+            if (t->convert && src[i] == i) {
+                size_t xq_bytes, aux_bytes;
+                conversion_bytes(t, &xq_bytes, &aux_bytes);
+                char *base = (char *)cpu->scratch + off[i];
+                t->xq = base;
+                t->aux = t->aux_stride ? base + xq_bytes : NULL;
+                t->xw = t->wide ? (float *)(void *)(base + xq_bytes + aux_bytes) : NULL;
+                items += t->n_tok;
+                values += t->n_tok * t->ne0;
+            } else if (t->convert) {
+                t->xq = ts[src[i]].xq;
+                t->aux = ts[src[i]].aux;
+                t->xw = ts[src[i]].xw;
+            }
+            matmul_geometry(t, cpu->n_threads, min_rows);
+            first[i] = chunks;
+            chunks += t->n_row_chunks * t->n_tok_chunks;
+        }
+        conv_first[n] = items;
+        first[n] = chunks;
+        many_task m = {.ts = ts, .n = n, .first = first, .conv_first = conv_first};
+        atomic_init(&m.next_conv, 0);
+        atomic_init(&m.next, 0);
+        if (values < CONVERT_SERIAL || cpu->n_threads == 1)
+            many_convert(&m, 0, 1);
+        else
+            zl_pool_run(cpu->pool, many_convert, &m);
+        if (cpu->n_threads == 1 || chunks == 1)
+            many_chunks(&m, 0, 1);
+        else
+            zl_pool_run(cpu->pool, many_chunks, &m);
+    }
+    free(ts), free(first), free(conv_first), free(off), free(src);
+    return rc;
 }
 
 void zl_get_row(const zl_tensor *w, int64_t row, float *y)

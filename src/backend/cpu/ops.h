@@ -47,6 +47,20 @@ bool zl_matmul_tiled_type(uint32_t type);
 int zl_matmul_shared(zl_cpu *cpu, int n_w, const zl_tensor *const *ws, const float *x, int64_t n_tok,
                      float *const *ys, const int8_t *gemm);
 
+/* One matmul of zl_matmul_many: y = w x for n_tok rows of x, in the modes given (NULL: as zl_matmul). */
+typedef struct zl_matmul_job {
+    const zl_tensor *w;
+    const float *x;
+    int64_t n_tok;
+    float *y;
+    const int8_t *modes;
+} zl_matmul_job;
+/* n_jobs independent matmuls (no y overlapping another job's x or y) with zl_matmul_modes' results, the conversions
+ * of all of them in one pool run and then all their chunks in another, so that small matmuls (a MoE layer's experts)
+ * cost two dispatches instead of two each and keep every thread busy; jobs with the same x, n_tok and activation
+ * type share one conversion (gate and up). Weights on the AMX tile path run one job at a time. */
+int zl_matmul_many(zl_cpu *cpu, int n_jobs, const zl_matmul_job *jobs);
+
 /* Row `row` of w, converted to float: y[0 .. w->ne[0]). (Embedding lookup.) w's type must have a to_float
  * (supported types and Q8_1) and w the row layout (the loader never repacks the embedding); otherwise y is
  * zero-filled. */
