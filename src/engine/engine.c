@@ -945,8 +945,8 @@ static void sample_rows(void *arg, int ith, int nth)
         if (!r->gstate) {
             tok = zl_sampler_sample_ws(r->smp, row, e->ws[ith]);
         } else {
-            /* a draw among the tokens the grammar takes, asking it about a few; when that does not settle it, the
-             * row masked (every token that would break the grammar at -inf) and a draw from that */
+            /* a draw among the tokens the grammar takes, asking it about a few; when that does not settle it,
+             * every token it takes is found (the vocabulary walked as a trie) and the draw is made among those */
             grammar_ask ask = {e->tt, r->gstate};
             tok = zl_sampler_sample_where(r->smp, row, e->ws[ith], grammar_allows, &ask, GRAMMAR_TRIES);
             atomic_fetch_add_explicit(&t->constrained, 1, memory_order_relaxed);
@@ -961,9 +961,8 @@ static void sample_rows(void *arg, int ith, int nth)
                 if (ids && r->p.logprobs) /* reported from the masked row */
                     zl_constrain_apply(e->tt, ids, n_ids, row);
             }
-            if (tok >= 0) {
-                zl_constrain_take(e->tt, r->gstate, tok);
-            } else {
+            /* (take refuses only when every admitted logit was NaN and the lowest-id rule gave another token) */
+            if (tok < 0 || !zl_constrain_take(e->tt, r->gstate, tok)) {
                 r->grammar_dead = true;
                 tok = 0;
             }
