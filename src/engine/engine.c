@@ -396,12 +396,17 @@ nomem:
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Requests: the scheduler side */
 
-static void hist_add(uint64_t *h, double *sum, uint64_t *count, double v)
+int zl_engine_hist_bucket(double v)
 {
     int i = 0;
     while (i < ZL_HIST_BUCKETS - 1 && v > zl_engine_hist_bounds[i])
         i++;
-    h[i]++;
+    return i;
+}
+
+static void hist_add(uint64_t *h, double *sum, uint64_t *count, double v)
+{
+    h[zl_engine_hist_bucket(v)]++;
     *sum += v;
     (*count)++;
 }

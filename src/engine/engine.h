@@ -157,6 +157,8 @@ typedef struct zl_engine_stats {
 } zl_engine_stats;
 
 extern const double zl_engine_hist_bounds[ZL_HIST_BUCKETS];
+/* The bucket of an observation of v seconds. */
+int zl_engine_hist_bucket(double v);
 
 void zl_engine_stats_get(zl_engine *e, zl_engine_stats *out);
 

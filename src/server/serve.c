@@ -223,10 +223,7 @@ static void gen_free(gen *g)
 {
     if (g->req) { /* a submitted request: its reply is over (written, or its client gone) */
         const double t = now_s() - g->t_start;
-        int i = 0;
-        while (i < ZL_HIST_BUCKETS - 1 && t > zl_engine_hist_bounds[i])
-            i++;
-        atomic_fetch_add(&g->s->e2e_hist[i], 1);
+        atomic_fetch_add(&g->s->e2e_hist[zl_engine_hist_bucket(t)], 1);
         atomic_fetch_add(&g->s->e2e_sum_us, (uint_fast64_t)(t * 1e6));
         atomic_fetch_add(&g->s->e2e_count, 1);
         zl_req_release(g->req);
