@@ -312,6 +312,7 @@ int zili_session_create(const zili_model *m, const zili_session_params *params, 
     }
     zl_kv_params kp = {.n_layer = h->n_layer,
                        .kv_dim = h->n_head_kv * h->head_dim,
+                       .k_only = h->n_lora_kv > 0,
                        .block_size = SESSION_BLOCK,
                        .n_blocks = (p.n_ctx + SESSION_BLOCK - 1) / SESSION_BLOCK,
                        .max_seqs = 1,
