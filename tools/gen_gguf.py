@@ -377,8 +377,8 @@ def deepseek2_arch(cfg: Config) -> tuple[dict, list[TensorSpec]]:
     kv_lora_rank; key_length_mla / value_length_mla the decompressed head sizes. The first n_dense_lead layers have a
     dense FFN of n_ff; the others a router (ffn_gate_inp, F32), optionally exp_probs_b (F32), routed experts of
     n_ff_exp and n_expert_shared shared experts as one SwiGLU of n_ff_exp * n_expert_shared. attn_k_b / attn_v_b
-    stay F16 (F32 for --type f32) whatever --type, as llama.cpp's quantizer leaves them; their rows are scaled by
-    1 / sqrt(kv_lora_rank) so that each head's decompressed key has RMS about 1."""
+    are written F16 for a quantized --type (F32 for --type f32; tools/quantize_gguf.py then quantizes them with the
+    rest, as llama-quantize does); their entries are N(0, 1 / kv_lora_rank)."""
     a = cfg.arch
     u32, f32, b_ = gguf.GGUFValueType.UINT32, gguf.GGUFValueType.FLOAT32, gguf.GGUFValueType.BOOL
     H, E, V, F = cfg.n_head, cfg.n_embd, cfg.n_vocab, cfg.n_ff

@@ -153,8 +153,8 @@ MOE_MODELS = [
 # 2.5, one shared expert) on the F16 and Q4_K_M models, the F16 one with YaRN (factor 4 over 64 positions, the
 # yarn_log_multiplier 0.1 of DeepSeek's mscale_all_dim 1) and a latent of 256 + 64 rope dims (multiples of 64: the
 # grouped attention kernels); V2-Lite's (no query compression, softmax, no groups, no bias, no normalization, 2 shared
-# experts) on the Q8_0 one. attn_k_b / attn_v_b stay F16 (F32 in the Q4_K_M file, whose F32 source llama-quantize
-# leaves them in). Seeds chosen for talkative greedy text (test_llamacpp.py requires 4+ distinct tokens in 64).
+# experts) on the Q8_0 one (its attn_k_b / attn_v_b F16), and an F32 one (F32 attn_k_b: llama.cpp multiplies it by
+# vec_dot whatever the batch, see deepseek2.c). Seeds chosen for talkative greedy text (test_llamacpp.py requires 4+ distinct tokens in 64).
 DS_BASE = ("--arch", "deepseek2", "--n-expert", "16", "--n-expert-used", "4", "--n-ff-exp", "256", "--no-tied")
 DEEPSEEK2_MODELS = [
     ("deepseek2-f16", "f16", (*DS_BASE, "--seed", "51", "--kv-lora-rank", "256", "--qk-rope", "64",
@@ -163,6 +163,7 @@ DEEPSEEK2_MODELS = [
     ("deepseek2-q8_0", "q8_0", (*DS_BASE, "--seed", "52", "--q-lora-rank", "0", "--gating", "softmax", "--n-group",
                                 "0", "--no-probs-bias", "--w-scale", "1", "--no-w-norm", "--n-expert-shared", "2"), ""),
     ("deepseek2-q4_k_m", "q4_k_m", (*DS_BASE, "--seed", "53"), "q4_k_m"),
+    ("deepseek2-f32", "f32", (*DS_BASE, "--seed", "53"), ""),
 ]
 
 # A llama model with a Mistral-style sliding window of 8 on every layer (llama.attention.sliding_window). llama.cpp
