@@ -741,10 +741,11 @@ static int vk_open(int index, zl_dev **out, zl_err *err)
     v->mv_rows = mv && !strcmp(mv, "rows") ? true
                  : mv && !strcmp(mv, "lanes") ? false
                                               : pr.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
-    /* The tiled matmul pays off once a batch fills most of its 32-token tile; ZILI_VK_MM_MIN=N moves the threshold
-     * (0 = never tiled), for tests and tuning. */
+    /* The tiled matmul (batches of ZILI_VK_MM_MIN=N tokens or more) is off unless asked for: its sums run in
+     * another order than the mat-vec's, so a token's logits would depend on how many tokens share its batch, and
+     * the server's batching invariance would break. 16 is where it pays off on lavapipe. */
     const char *mm = getenv("ZILI_VK_MM_MIN");
-    v->mm_min = 16;
+    v->mm_min = INT32_MAX;
     if (mm && *mm) {
         char *end;
         const long n = strtol(mm, &end, 10);
