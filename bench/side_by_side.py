@@ -39,7 +39,7 @@ DEFAULT_MODELS = [os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"
                  [os.path.join(ROOT, "models", "bench", f"llama3.2-1b-{t}.gguf")
                   for t in ("q4_0", "q4_k_m", "q8_0", "f16")] + \
                  [os.path.join(ROOT, "models", "bench", f"{m}-q4_k_m.gguf")  # bench/moe_models.sh
-                  for m in ("qwen3moe-30b-a3b-4l", "qwen2moe-a2.7b-4l")]
+                  for m in ("qwen3moe-30b-a3b-4l", "qwen2moe-a2.7b-4l", "deepseek2-v2-lite-4l")]
 
 
 def llama_worker(model: str, pp: int, tg: int, threads: int, reps: int) -> None:

@@ -200,6 +200,16 @@ int zl_qwen_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const 
                     zl_err *err);
 
 int zl_moe_bind(zl_model *m, zl_err *err);
+/* A layer's attention block (x += attention of layer il over the batch) and FFN block (x += the FFN of layer il for
+ * n rows of x; modes: the ordinary matmuls' arithmetic per row, seq: each row's sequence). */
+typedef int (*zl_attn_block_fn)(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b,
+                                int32_t il);
+typedef int (*zl_ffn_block_fn)(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t il,
+                               const int8_t *modes, const int32_t *seq);
+/* The MoE families' forward pass: embedding, attn + ffn per layer (the last layer's FFN on just the rows that ask
+ * for logits, as llama.cpp drops the others), the output norm and head. */
+int zl_moe_layers_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, float *out,
+                          zl_attn_block_fn attn, zl_ffn_block_fn ffn, zl_err *err);
 int zl_moe_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, float *out,
                    zl_err *err);
 /* Reads expert_count, expert_used_count, expert_feed_forward_length (and with shared, qwen2moe's

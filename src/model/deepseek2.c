@@ -347,21 +347,6 @@ static int mla_attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd
     return ZL_OK;
 }
 
-/* Keeps the rows of x whose tokens ask for logits as rows 0 .. n_out - 1, their sequences in seq. */
-static int32_t keep_output_rows(const zl_model *m, zl_fwd *f, const zl_batch *b, int32_t *seq)
-{
-    const size_t d = (size_t)m->hp.n_embd;
-    int32_t n_out = 0;
-    for (int32_t i = 0; i < b->n; i++) {
-        if (!b->logits[i])
-            continue;
-        if (n_out != i)
-            memcpy(f->x + (size_t)n_out * d, f->x + (size_t)i * d, d * sizeof(float));
-        seq[n_out++] = b->seq[i];
-    }
-    return n_out;
-}
-
 static int ffn(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t il, const int8_t *modes,
                const int32_t *seq)
 {
@@ -380,29 +365,5 @@ static int ffn(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t il,
 int zl_deepseek2_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, float *out,
                          zl_err *err)
 {
-    const zl_hparams *h = &m->hp;
-    int32_t n_out = b->n;
-    int rc = ZL_OK;
-    zl_dump_step();
-    zl_block_embed(m, f, b); /* x: (n, n_embd), cs: (n, n_rot) */
-    for (int32_t il = 0; il < h->n_layer && rc == ZL_OK; il++) {
-        if ((rc = mla_attention_block(m, cpu, kv, f, b, il)) != ZL_OK)
-            break;
-        if (il < h->n_layer - 1) {
-            rc = ffn(m, cpu, f, b->n, il, f->tok_gemm, b->seq);
-            continue;
-        }
-        n_out = keep_output_rows(m, f, b, f->moe_seq);
-        if (n_out > 0)
-            rc = ffn(m, cpu, f, n_out, il, f->out_gemm, f->moe_seq);
-    }
-    if (rc == ZL_OK && n_out > 0) {
-        zl_rmsnorm_mt(cpu, f->xb, f->x, m->output_norm, n_out, h->n_embd, h->norm_eps);
-        zl_dump("result_norm", -1, f->xb, n_out, h->n_embd);
-        rc = zl_matmul_modes(cpu, &m->output, f->xb, n_out, out, f->out_gemm);
-        zl_dump("result_output", -1, out, n_out, h->n_vocab);
-    }
-    if (rc != ZL_OK)
-        return zl_err_set(err, rc, "%s: forward pass failed: %s", gguf_path(m->gguf), zl_status_str(rc));
-    return ZL_OK;
+    return zl_moe_layers_forward(m, cpu, kv, f, b, out, mla_attention_block, ffn, err);
 }

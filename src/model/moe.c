@@ -406,8 +406,8 @@ static int32_t keep_output_rows(const zl_model *m, zl_fwd *f, const zl_batch *b,
     return n_out;
 }
 
-int zl_moe_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, float *out,
-                   zl_err *err)
+int zl_moe_layers_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, float *out,
+                          zl_attn_block_fn attn, zl_ffn_block_fn ffn, zl_err *err)
 {
     const zl_hparams *h = &m->hp;
     int32_t n_out = b->n;
@@ -415,16 +415,16 @@ int zl_moe_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const z
     zl_dump_step();
     zl_block_embed(m, f, b); /* x: (n, n_embd), cs: (n, n_rot) */
     for (int32_t il = 0; il < h->n_layer && rc == ZL_OK; il++) {
-        if ((rc = zl_qwen_attention_block(m, cpu, kv, f, b, il)) != ZL_OK)
+        if ((rc = attn(m, cpu, kv, f, b, il)) != ZL_OK)
             break;
         if (il < h->n_layer - 1) {
-            rc = zl_moe_ffn(m, cpu, f, b->n, il, f->tok_gemm, b->seq);
+            rc = ffn(m, cpu, f, b->n, il, f->tok_gemm, b->seq);
             continue;
         }
         /* the last layer: only the rows that ask for logits, in the output matmul's modes */
         n_out = keep_output_rows(m, f, b, f->moe_seq);
         if (n_out > 0)
-            rc = zl_moe_ffn(m, cpu, f, n_out, il, f->out_gemm, f->moe_seq);
+            rc = ffn(m, cpu, f, n_out, il, f->out_gemm, f->moe_seq);
     }
     if (rc == ZL_OK && n_out > 0) {
         zl_rmsnorm_mt(cpu, f->xb, f->x, m->output_norm, n_out, h->n_embd, h->norm_eps);
@@ -435,4 +435,10 @@ int zl_moe_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const z
     if (rc != ZL_OK)
         return zl_err_set(err, rc, "%s: forward pass failed: %s", gguf_path(m->gguf), zl_status_str(rc));
     return ZL_OK;
+}
+
+int zl_moe_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, float *out,
+                   zl_err *err)
+{
+    return zl_moe_layers_forward(m, cpu, kv, f, b, out, zl_qwen_attention_block, zl_moe_ffn, err);
 }
