@@ -14,7 +14,7 @@ CFLAGS_BASE = -std=c11 -g $(OPT) -Wall -Wextra -Wshadow -Wmissing-prototypes -Ws
               -D_GNU_SOURCE -pthread -Iinclude -Isrc
 CFLAGS  += $(CFLAGS_BASE)
 # libedit: zili chat's line editing; libcurl + libcrypto (OpenSSL's SHA-256): zili pull.
-LDLIBS  += -lmicrohttpd -ljansson -lpcre2-8 -ledit -lcurl -lcrypto -lm -pthread
+LDLIBS  += -lmicrohttpd -ljansson -lpcre2-8 -lutf8proc -ledit -lcurl -lcrypto -lm -pthread
 # The tests' Python is the project's virtual environment, which `make test` (scripts/setup.sh test) creates.
 VENV    ?= .venv
 PYTHON  ?= $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3)
@@ -54,6 +54,7 @@ VK_INC += $(BUILD)/shaders/$(1).inc
 endef
 $(foreach w,$(VK_WTYPES),$(eval $(call vk_shader,mul_mv_$(word 1,$(subst :, ,$(w))),mul_mv,-DWTYPE=$(word 2,$(subst :, ,$(w))))))
 $(foreach w,$(VK_WTYPES),$(eval $(call vk_shader,mul_mv_rt_$(word 1,$(subst :, ,$(w))),mul_mv,-DROW_THREAD -DWTYPE=$(word 2,$(subst :, ,$(w))))))
+$(foreach w,$(VK_WTYPES),$(eval $(call vk_shader,mul_mm_$(word 1,$(subst :, ,$(w))),mul_mm,-DWTYPE=$(word 2,$(subst :, ,$(w))))))
 $(foreach w,$(VK_WTYPES),$(eval $(call vk_shader,get_rows_$(word 1,$(subst :, ,$(w))),get_rows,-DWTYPE=$(word 2,$(subst :, ,$(w))))))
 $(foreach s,rmsnorm rope eltwise,$(eval $(call vk_shader,$(s),$(s),)))
 $(eval $(call vk_shader,kv_store_f16,kv_store,-DKV_F16))
@@ -127,7 +128,7 @@ test-arm: $(BIN)
 
 # Unit tests under AddressSanitizer + UBSan, in a separate build tree.
 ASAN_MAKE = $(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-	        LDFLAGS="-fsanitize=address,undefined" LDLIBS="-fsanitize=address,undefined -lmicrohttpd -ljansson -lpcre2-8 -ledit -lcurl -lcrypto -lm -pthread"
+	        LDFLAGS="-fsanitize=address,undefined" LDLIBS="-fsanitize=address,undefined -lmicrohttpd -ljansson -lpcre2-8 -lutf8proc -ledit -lcurl -lcrypto -lm -pthread"
 asan:
 	UNIT_TIMEOUT=$${UNIT_TIMEOUT:-2400} $(ASAN_MAKE) unit
 

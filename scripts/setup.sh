@@ -23,11 +23,13 @@ WHAT=${1:-build}
 case "$WHAT" in build|test|ci) ;; *) echo "setup.sh: unknown part '$WHAT' (build, test or ci)" >&2; exit 2 ;; esac
 
 # The Vulkan backend: headers and glslc to build it, libvulkan1 + Mesa (lavapipe runs it on the CPU) to run it.
-DEB_BUILD="build-essential pkg-config libcmocka-dev libjansson-dev libmicrohttpd-dev libpcre2-dev python3 python3-pip
-           libvulkan-dev glslc mesa-vulkan-drivers"
+# libedit: zili chat's line editing; libcurl + OpenSSL's libcrypto (SHA-256): zili pull.
+DEB_BUILD="build-essential pkg-config libcmocka-dev libjansson-dev libmicrohttpd-dev libpcre2-dev libutf8proc-dev python3 python3-pip
+           libvulkan-dev glslc mesa-vulkan-drivers libedit-dev libcurl4-openssl-dev libssl-dev"
 DEB_TEST="clang libclang-rt-14-dev binutils cmake git ca-certificates python3-venv python3-dev"
 DEB_ARM="gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libcmocka-dev:arm64 libjansson-dev:arm64
-         libmicrohttpd-dev:arm64 libpcre2-dev:arm64"
+         libmicrohttpd-dev:arm64 libpcre2-dev:arm64 libutf8proc-dev:arm64 libedit-dev:arm64 libcurl4-openssl-dev:arm64
+         libssl-dev:arm64"
 LLAMA_CPP_PYTHON=llama-cpp-python==0.3.36
 VENV=${ZILI_VENV:-.venv}
 WHEELS=${ZILI_WHEELS:-${XDG_CACHE_HOME:-$HOME/.cache}/zili/wheels}
@@ -98,6 +100,9 @@ cpu_flags() {
     echo "$out"
 }
 CMAKE_FLAGS=$(cpu_flags)
+# The wheel depends only on the llama-cpp-python version and the flags; the stamp also on requirements-test.txt, so
+# adding a test package installs it without rebuilding llama.cpp.
+wkey=$(printf '%s\n' "$LLAMA_CPP_PYTHON $CMAKE_FLAGS" | sha256sum | cut -c1-16)
 key=$(printf '%s\n%s\n' "$LLAMA_CPP_PYTHON $CMAKE_FLAGS" "$(cat requirements-test.txt)" | sha256sum | cut -c1-16)
 stamp=$VENV/.zili-setup
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$key" ]; then
@@ -108,7 +113,7 @@ PY=${PYTHON_FOR_VENV:-python3}
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 log=$(mktemp)
 fail() { tail -40 "$log" >&2; rm -f "$log"; echo "setup: $1 (log above)" >&2; exit 1; }
-whl_dir=$WHEELS/$key
+whl_dir=$WHEELS/$wkey
 whl=$(ls "$whl_dir"/llama_cpp_python-*.whl 2>/dev/null | head -1 || true)
 if [ -n "$whl" ]; then
     say "installing the Python test packages into $VENV (reference llama.cpp from $whl_dir)"

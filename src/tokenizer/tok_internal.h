@@ -128,6 +128,9 @@ int zl_bpe_encode(const zl_vocab *v, const char *text, size_t len, zl_ids *out, 
 /* SentencePiece-style encode of one raw-text fragment; prefix_space: prepend " " first. Appends ids to out. */
 int zl_spm_encode(const zl_vocab *v, const char *text, size_t len, bool prefix_space, zl_ids *out, zl_err *err);
 
+/* WordPiece encode of one raw-text fragment (normalised and split into words inside). Appends ids to out. */
+int zl_wpm_encode(const zl_vocab *v, const char *text, size_t len, zl_ids *out, zl_err *err);
+
 /* GPT-2 byte <-> code point map, filled into v at build. */
 void zl_bpe_init_byte_map(zl_vocab *v);
 

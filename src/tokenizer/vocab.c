@@ -295,9 +295,12 @@ int zl_vocab_build(const zl_vocab_desc *d, zl_vocab **out, zl_err *err)
         kind = ZL_VOCAB_BPE;
     else if (strcmp(d->model, "llama") == 0)
         kind = ZL_VOCAB_SPM;
+    else if (strcmp(d->model, "bert") == 0)
+        kind = ZL_VOCAB_WPM;
     else
         return zl_err_set(err, ZL_EUNSUPPORTED,
-                          "%s: tokenizer model '%s' (pre-tokenizer '%s') is not supported (supported: gpt2, llama)",
+                          "%s: tokenizer model '%s' (pre-tokenizer '%s') is not supported (supported: gpt2, llama, "
+                          "bert)",
                           name, d->model, pre);
     const zl_pretok_info *pi = NULL;
     if (kind == ZL_VOCAB_BPE) {
@@ -307,7 +310,7 @@ int zl_vocab_build(const zl_vocab_desc *d, zl_vocab **out, zl_err *err)
                               name, pre, d->model);
         if (!d->merges && d->n_merges)
             return zl_err_set(err, ZL_EINVAL, "%s: merges missing", name);
-    } else if (!d->scores) {
+    } else if (kind == ZL_VOCAB_SPM && !d->scores) {
         return zl_err_set(err, ZL_EFORMAT, "%s: SentencePiece vocabulary without tokenizer.ggml.scores", name);
     }
     if (d->n_tokens == 0 || d->n_tokens >= (size_t)INT32_MAX || !d->tokens)
@@ -319,7 +322,7 @@ int zl_vocab_build(const zl_vocab_desc *d, zl_vocab **out, zl_err *err)
     v->kind = kind;
     v->n_tokens = (int32_t)d->n_tokens;
     snprintf(v->model_name, sizeof v->model_name, "%s", d->model);
-    snprintf(v->pre_name, sizeof v->pre_name, "%s", kind == ZL_VOCAB_SPM ? "default" : pre);
+    snprintf(v->pre_name, sizeof v->pre_name, "%s", kind == ZL_VOCAB_BPE ? pre : "default");
     int rc = build_tables(v, d, err);
     if (rc)
         goto fail;
@@ -333,8 +336,9 @@ int zl_vocab_build(const zl_vocab_desc *d, zl_vocab **out, zl_err *err)
         (rc = resolve_id(d, "eot", d->eot, -1, n, &v->eot, err)) ||
         (rc = resolve_id(d, "eom", d->eom, -1, n, &v->eom, err)))
         goto fail;
-    v->add_bos = d->add_bos >= 0 ? d->add_bos != 0 : spm ? true : pi->add_bos;
-    v->add_eos = d->add_eos > 0;
+    bool wpm = kind == ZL_VOCAB_WPM; /* [CLS] text [SEP] */
+    v->add_bos = d->add_bos >= 0 ? d->add_bos != 0 : (spm || wpm) ? true : pi->add_bos;
+    v->add_eos = d->add_eos >= 0 ? d->add_eos != 0 : wpm;
     v->add_space_prefix = spm && (d->add_space_prefix >= 0 ? d->add_space_prefix != 0 : true);
     v->ignore_merges = pi && pi->ignore_merges;
 
@@ -355,7 +359,7 @@ int zl_vocab_build(const zl_vocab_desc *d, zl_vocab **out, zl_err *err)
             snprintf(t, sizeof t, "<0x%02X>", b);
             v->byte_tok[b] = zl_vocab_find_text(v, t, 6);
         }
-    } else {
+    } else if (kind == ZL_VOCAB_BPE) {
         zl_bpe_init_byte_map(v);
         for (int b = 0; b < 256; b++) {
             char t[4];
@@ -606,6 +610,16 @@ int zl_vocab_load(const gguf_file *f, zl_vocab **out, zl_err *err)
         (rc = get_flag_key(f, "tokenizer.ggml.add_eos_token", &d.add_eos, err)) ||
         (rc = get_flag_key(f, "tokenizer.ggml.add_space_prefix", &d.add_space_prefix, err)))
         goto done;
+    if (strcmp(model, "bert") == 0) { /* WordPiece: [CLS] text [SEP], the file's cls and sep ids when given */
+        int64_t cls, sep;
+        if ((rc = get_id_key(f, "tokenizer.ggml.cls_token_id", &cls, err)) ||
+            (rc = get_id_key(f, "tokenizer.ggml.seperator_token_id", &sep, err)))
+            goto done;
+        if (cls != ZL_VOCAB_ID_UNSET)
+            d.bos = cls;
+        if (sep != ZL_VOCAB_ID_UNSET)
+            d.eos = sep;
+    }
     rc = zl_vocab_build(&d, out, err);
 done:
     free(tokens);
@@ -836,6 +850,8 @@ static int tokenize(const zl_vocab *v, const char *text, size_t len, bool add_sp
         }
         if (v->kind == ZL_VOCAB_SPM)
             rc = zl_spm_encode(v, text + f.off, f.len, v->add_space_prefix && prev_special, &ids, err);
+        else if (v->kind == ZL_VOCAB_WPM)
+            rc = zl_wpm_encode(v, text + f.off, f.len, &ids, err);
         else
             rc = zl_bpe_encode(v, text + f.off, f.len, &ids, err);
         if (rc)
@@ -904,7 +920,7 @@ int zl_token_to_piece(const zl_vocab *v, int32_t id, bool special, char *buf, si
                 continue;
             }
             uint32_t cp = zl_utf8_decode(u, l);
-            if (v->kind == ZL_VOCAB_SPM && cp == 0x2581) {
+            if (v->kind != ZL_VOCAB_BPE && cp == 0x2581) {
                 put(&w, " ", 1);
             } else if (v->kind == ZL_VOCAB_BPE && cp < 324 && v->cp_byte[cp] >= 0) {
                 char c = (char)v->cp_byte[cp];

@@ -2,7 +2,8 @@
  * vocab.h - the tokenizer: vocabulary from GGUF metadata, encoding text to token ids and decoding back.
  *
  * Supported tokenizer.ggml.model values: "gpt2" (byte-level BPE with merges; the pre-tokenizer regexes named by
- * tokenizer.ggml.pre) and "llama" (SentencePiece-style BPE over scores, with byte fallback <0xXX> tokens).
+ * tokenizer.ggml.pre), "llama" (SentencePiece-style BPE over scores, with byte fallback <0xXX> tokens) and
+ * "bert" (WordPiece, wpm.c; [CLS] / [SEP] from tokenizer.ggml.cls_token_id / seperator_token_id are BOS / EOS).
  * Anything else is ZL_EUNSUPPORTED with a message naming the model and pre-tokenizer.
  *
  * A zl_vocab is immutable after load and may be shared by any number of threads.
@@ -19,7 +20,7 @@
 
 typedef struct zl_vocab zl_vocab;
 
-typedef enum zl_vocab_kind { ZL_VOCAB_BPE = 1, ZL_VOCAB_SPM = 2 } zl_vocab_kind;
+typedef enum zl_vocab_kind { ZL_VOCAB_BPE = 1, ZL_VOCAB_SPM = 2, ZL_VOCAB_WPM = 3 } zl_vocab_kind;
 
 /* Token attribute, as tokenizer.ggml.token_type stores it. */
 typedef enum zl_token_type {

@@ -164,7 +164,7 @@ static int run_vocab(const char *dir, const char *name)
     }
     size_t pass = 0, rt_fail = 0;
     bool shown = false;
-    bool bpe = zl_vocab_kind_of(v) == ZL_VOCAB_BPE;
+    bool bpe = zl_vocab_kind_of(v) == ZL_VOCAB_BPE, spm = zl_vocab_kind_of(v) == ZL_VOCAB_SPM;
     for (size_t i = 0; i < n; i++) {
         int32_t *ids = NULL;
         size_t nid = 0;
@@ -173,7 +173,7 @@ static int run_vocab(const char *dir, const char *name)
         if (ok) {
             pass++;
             char *back = NULL;
-            if ((bpe || spm_roundtrips(cases[i].text, cases[i].len)) &&
+            if ((bpe || (spm && spm_roundtrips(cases[i].text, cases[i].len))) &&
                 zl_detokenize(v, ids, nid, false, &back, &e) == ZL_OK &&
                 (strlen(back) != cases[i].len || memcmp(back, cases[i].text, cases[i].len) != 0)) {
                 if (!rt_fail)
