@@ -116,96 +116,54 @@ def chat():
         c.kill()
 
 
-def greedy_reply(question, n):
+def greedy_reply(question, n, *extra):
     """The same first turn through `zili run --chat` (an independent path through the CLI): its greedy reply."""
-    r = subprocess.run([BIN, "run", "-m", MODEL, "--chat", "--temp", "0", "-n", str(n), "-p", question],
+    r = subprocess.run([BIN, "run", "-m", MODEL, "--chat", "--temp", "0", "-n", str(n), "-p", question, *extra],
                        capture_output=True, timeout=120 * SLOW)
     assert r.returncode == 0, r.stderr
     return r.stdout.decode()
 
 
-def test_ctrl_c_stops_the_reply_and_keeps_the_conversation(chat, tmp_path):
-    head = greedy_reply(LONG_QUESTION, 40)[:80]
+def test_one_session_ctrl_c_empty_lines_and_the_end_of_generation(chat, tmp_path):
+    """One zili chat process: empty lines, Ctrl-C at the prompt, Ctrl-C in a reply, a reply to its end, Ctrl-D."""
+    head40 = greedy_reply(LONG_QUESTION, 40)
+    assert len(head40) >= 80, head40
     c = chat()
-    c.send(LONG_QUESTION.encode() + b"\r")
-    # Wait until the reply is well under way (its first 80 characters, as `zili run` gives them), then Ctrl-C.
-    c.expect(re.escape(head.replace("\n", "\r\n").encode()), timeout=120)
-    c.send(b"\x03")
-    m = c.expect(rb"\[stopped: (\d+) tokens kept\]")
-    n_kept = int(m.group(1))
-    c.expect(rb"> ")
-    assert c.alive()
-    reply2 = c.ask("What is the capital of France?")
-    assert "Paris" in reply2
-    msgs = c.save(tmp_path / "conv.json")
-    assert [x["role"] for x in msgs] == ["user", "assistant", "user", "assistant"]
-    assert msgs[0]["content"] == LONG_QUESTION and msgs[2]["content"] == "What is the capital of France?"
-    partial = msgs[1]["content"]
-    full = greedy_reply(LONG_QUESTION, n_kept + 40)
-    # The partial reply is the beginning of the uninterrupted greedy reply, and shorter than it.
-    assert len(partial) >= 80 and full.startswith(partial) and len(full) > len(partial), c.out
-    assert c.quit() == 0
-
-
-def test_ctrl_c_at_the_prompt_abandons_the_line(chat, tmp_path):
-    c = chat()
+    # Empty and blank lines are ignored (nothing is sent; the prompt comes back).
+    for line in (b"\r", b"   \r", b"\t\r"):
+        c.send(line)
+        c.expect(rb"> ")
+    # Ctrl-C at the prompt abandons the line being typed.
     c.send(b"this line is abandoned")
     c.expect(rb"abandoned")
     c.send(b"\x03")
     c.expect(rb"\^C\r?\n> ")
     assert c.alive()
-    assert c.save(tmp_path / "conv.json") == []
-    assert c.quit() == 0
-
-
-def test_ctrl_d_quits(chat):
-    c = chat()
+    assert c.save(tmp_path / "empty.json") == []
+    # Ctrl-C in the middle of a reply: once its first 80 characters (as `zili run` gives them) are out.
+    c.send(LONG_QUESTION.encode() + b"\r")
+    c.expect(re.escape(head40[:80].replace("\n", "\r\n").encode()), timeout=120)
+    c.send(b"\x03")
+    n_kept = int(c.expect(rb"\[stopped: (\d+) tokens kept\]").group(1))
+    c.expect(rb"> ")
+    assert c.alive()
+    # The next reply runs to the model's end of generation (the tokens/s line), not to a limit.
+    reply2 = c.ask("What is the capital of France?")
+    assert "Paris" in reply2 and re.search(r"\[\d+ tokens, [0-9.]+ tokens/s\]", reply2), reply2
+    assert "[stopped" not in reply2
+    msgs = c.save(tmp_path / "conv.json")
+    assert [x["role"] for x in msgs] == ["user", "assistant", "user", "assistant"]
+    assert msgs[0]["content"] == LONG_QUESTION and msgs[2]["content"] == "What is the capital of France?"
+    # The partial reply is the beginning of the uninterrupted greedy reply.
+    partial = msgs[1]["content"]
+    assert len(partial) >= 80 and n_kept > 0, c.out
+    assert head40.startswith(partial) if n_kept <= 40 else partial.startswith(head40), (partial, head40)
     t0 = time.time()
     assert c.quit() == 0
     assert time.time() - t0 < 10 * SLOW
 
 
-def test_empty_lines_are_ignored(chat, tmp_path):
-    c = chat()
-    for line in (b"\r", b"   \r", b"\t\r"):
-        c.send(line)
-        c.expect(rb"> ")
-    assert c.alive()
-    assert c.save(tmp_path / "conv.json") == []
-    assert c.quit() == 0
-
-
-def test_reply_runs_to_the_end_by_default_and_n_caps_it(chat, tmp_path):
-    c = chat()
-    out = c.ask(LONG_QUESTION, timeout=300)
-    assert "[stopped at the -n limit" not in out
-    reply = c.save(tmp_path / "a.json")[1]["content"]
-    # Past the old fixed cap of 128 tokens, and the model's own end (greedy run with no cap gives the same text).
-    assert reply == greedy_reply(LONG_QUESTION, -1)
-    assert c.quit() == 0
-    c = chat("-n", "10")
-    out = c.ask(LONG_QUESTION)
-    assert "[stopped at the -n limit of 10 tokens]" in out
-    assert c.save(tmp_path / "b.json")[1]["content"] == greedy_reply(LONG_QUESTION, 10)
-    assert c.quit() == 0
-
-
-def test_context_overflow_drops_the_oldest_turns(chat, tmp_path):
-    c = chat("-c", "160", "-n", "40")
-    questions = ["What is the capital of France?", "Name a color of the sky.", "What is two plus two?",
-                 "Name a fruit that is yellow.", "What animal says moo?"]
-    outs = [c.ask(q) for q in questions]
-    notices = [o for o in outs if re.search(r"zili: context full: dropped the oldest \d+ turns?\r?\n", o)]
-    assert notices, "".join(outs)
-    assert c.alive()
-    msgs = c.save(tmp_path / "conv.json")
-    users = [x["content"] for x in msgs if x["role"] == "user"]
-    assert users[-1] == questions[-1] and questions[0] not in users
-    assert users == questions[len(questions) - len(users):]  # what is left is the newest turns, in order
-    assert c.quit() == 0
-
-
-def test_slash_commands(chat, tmp_path):
+def test_n_caps_the_reply_slash_commands_and_line_editing(chat, tmp_path):
     c = chat("-n", "8")
     out = c.ask("/help")
     for cmd in ("/clear", "/system TEXT", "/save FILE", "/load FILE", "/help"):
@@ -213,10 +171,12 @@ def test_slash_commands(chat, tmp_path):
     assert "(no system message)" in c.ask("/system")
     assert "(system message set)" in c.ask("/system You answer in French.")
     assert "system: You answer in French." in c.ask("/system")
-    c.ask("Hello")
+    out = c.ask("Hello")
+    assert "[stopped at the -n limit of 8 tokens]" in out
     msgs = c.save(tmp_path / "one.json")
     assert [x["role"] for x in msgs] == ["system", "user", "assistant"]
     assert msgs[0]["content"] == "You answer in French." and msgs[1]["content"] == "Hello"
+    assert msgs[2]["content"] == greedy_reply("Hello", 8, "--system", "You answer in French.")
     assert "(conversation cleared)" in c.ask("/clear")
     assert c.save(tmp_path / "two.json") == [msgs[0]]
     # /load: a conversation written by hand, then a question on top of it.
@@ -238,31 +198,41 @@ def test_slash_commands(chat, tmp_path):
     assert "cannot write" in c.ask("/save %s" % (tmp_path / "no" / "dir.json"))
     assert "unknown command '/frob'" in c.ask("/frob x")
     assert c.save(tmp_path / "four.json") == msgs
+    # Line editing: "abd", Left, "c" is the line "abcd"; Up recalls it and Home + "x" makes "xabcd"; two Ups go
+    # back to "abcd", sent unchanged. No escape sequence reaches the model.
+    assert "(conversation cleared)" in c.ask("/clear")
+    c.ask("abd\x1b[Dc")
+    c.ask("\x1b[A\x1b[Hx")
+    c.ask("\x1b[A\x1b[A")
+    msgs = c.save(tmp_path / "edit.json")
+    assert [x["content"] for x in msgs if x["role"] == "user"] == ["abcd", "xabcd", "abcd"]
+    assert not any("\x1b" in x["content"] or "[D" in x["content"] for x in msgs)
     assert c.quit() == 0
 
 
-def test_arrow_keys_edit_the_line_and_recall_history(chat, tmp_path):
-    c = chat("-n", "4")
-    # "abd", Left, "c": the line is "abcd"; then Up recalls it and Home + "x" makes "xabcd".
-    c.send(b"abd\x1b[Dc\r")
-    c.expect(rb"\n> ")
-    c.send(b"\x1b[A\x1b[Hx\r")
-    c.expect(rb"\n> ")
-    c.send(b"\x1b[A\x1b[A\r")  # two Ups: back to the first line, sent unchanged
-    c.expect(rb"\n> ")
+def test_context_overflow_drops_the_oldest_turns(chat, tmp_path):
+    c = chat("-c", "128", "-n", "24")
+    questions = ["What is the capital of France?", "Name a color of the sky.", "What is two plus two?",
+                 "What animal says moo?"]
+    outs = [c.ask(q) for q in questions]
+    notices = [o for o in outs if re.search(r"zili: context full: dropped the oldest \d+ turns?\r?\n", o)]
+    assert notices, "".join(outs)
+    assert c.alive()
     msgs = c.save(tmp_path / "conv.json")
-    assert [x["content"] for x in msgs if x["role"] == "user"] == ["abcd", "xabcd", "abcd"]
-    assert not any("\x1b" in x["content"] or "[D" in x["content"] for x in msgs)
+    users = [x["content"] for x in msgs if x["role"] == "user"]
+    assert users[-1] == questions[-1] and questions[0] not in users
+    assert users == questions[len(questions) - len(users):]  # what is left is the newest turns, in order
     assert c.quit() == 0
 
 
 def test_piped_input_without_a_terminal():
     if not os.path.exists(BIN) or not os.path.exists(MODEL):
         pytest.skip(f"needs {BIN} and {MODEL}")
-    r = subprocess.run([BIN, "chat", "-m", MODEL, "--temp", "0", "-n", "12"], input=b"\n\nWhat is the capital of "
-                       b"France?\n\n", capture_output=True, timeout=120 * SLOW)
+    # No -n: the reply runs to the end of generation, as an uncapped `zili run` (-n -1) gives it.
+    r = subprocess.run([BIN, "chat", "-m", MODEL, "--temp", "0"], input=b"\n\nWhat is 2+2?\n\n",
+                       capture_output=True, timeout=120 * SLOW)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.decode() == greedy_reply("What is the capital of France?", 12) + "\n"
+    assert r.stdout.decode() == greedy_reply("What is 2+2?", -1) + "\n"
 
 
 def test_a_model_without_a_template_names_the_choices():
