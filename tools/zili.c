@@ -7,6 +7,7 @@
  * 2 for a usage error, 1 for anything else. Generated text goes to stdout; timings to stderr.
  */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <math.h>
 #include <stdarg.h>
@@ -24,6 +25,7 @@
 #include "tokenizer/vocab.h"
 #include "server/serve.h"
 #include "cli/cli.h"
+#include "store/store.h"
 
 enum { EXIT_USAGE = ZL_CLI_EXIT_USAGE };
 
@@ -115,14 +117,14 @@ static float parse_float(const char *opt, const char *s, double lo, double hi)
     return (float)v;
 }
 
-/* Every command, in the order usage lists them (later items of issue 27 add pull, list and rm). */
+/* Every command, in the order usage lists them. */
 static const char COMMANDS[] = "run, chat, tokenize, detokenize, info, perplexity, logits, bench, serve, devices, "
-                               "version, help";
+                               "pull, list, rm, version, help";
 
 static bool is_command(const char *c)
 {
     static const char *const k[] = {"run", "chat", "tokenize", "detokenize", "info", "perplexity", "logits",
-                                    "bench", "serve", "devices", "version", "help"};
+                                    "bench", "serve", "devices", "pull", "list", "rm", "version", "help"};
     for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
         if (!strcmp(c, k[i]))
             return true;
@@ -978,6 +980,10 @@ static int cmd_bench(int argc, char **argv)
     }
     if (!o.model)
         zl_cli_die(EXIT_USAGE, "bench: no model given (-m FILE)");
+    char model_path[PATH_MAX], err[1024];
+    if (zl_store_resolve(o.model, model_path, sizeof model_path, err, sizeof err) != 0)
+        zl_cli_die(1, "%s", err);
+    o.model = model_path;
     if (seqs)
         return bench_parallel(&o, seqs, p_given ? (n_pp > 0 ? n_pp : 1) : 16, n_tg, reps, json);
     if (n_pp == 0 && n_tg == 0)
@@ -1141,6 +1147,12 @@ int main(int argc, char **argv)
         return cmd_bench(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "devices"))
         return cmd_devices(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "pull"))
+        return zl_cli_pull(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "list"))
+        return zl_cli_list(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "rm"))
+        return zl_cli_rm(argc - 1, argv + 1);
     check_command(argc, argv);
     opts o;
     parse_args(argc, argv, &o);

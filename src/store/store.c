@@ -1,5 +1,6 @@
 /*
- * store.c - the model store's directory, names, listing and removal (store.h). Downloads are in pull.c.
+ * store.c - the model store's directory, names, listing, description and removal (store.h). Downloads are in
+ * pull.c.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -9,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/dtype.h"
+#include "format/gguf.h"
 #include "store/store.h"
 
 bool zl_store_valid_name(const char *name)
@@ -56,6 +59,17 @@ static int stored_path(const char *dir, const char *name, const char *suffix, ch
                        size_t err_len)
 {
     const int n = snprintf(out, cap, "%s/%s.gguf%s", dir, name, suffix);
+    if (n < 0 || (size_t)n >= cap) {
+        snprintf(err, err_len, "model store: the path of '%s' is too long", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* DIR/NAME.part: a download in progress. */
+static int stored_path_part(const char *dir, const char *name, char *out, size_t cap, char *err, size_t err_len)
+{
+    const int n = snprintf(out, cap, "%s/%s.part", dir, name);
     if (n < 0 || (size_t)n >= cap) {
         snprintf(err, err_len, "model store: the path of '%s' is too long", name);
         return -1;
@@ -160,7 +174,7 @@ int zl_store_rm(const char *name, char *err, size_t err_len)
     }
     if (zl_store_dir(dir, sizeof dir, err, err_len) != 0 ||
         stored_path(dir, name, "", path, sizeof path, err, err_len) != 0 ||
-        stored_path(dir, name, ".partial", partial, sizeof partial, err, err_len) != 0)
+        stored_path_part(dir, name, partial, sizeof partial, err, err_len) != 0)
         return -1;
     const int had_partial = unlink(partial) == 0;
     if (unlink(path) != 0) {
@@ -172,5 +186,37 @@ int zl_store_rm(const char *name, char *err, size_t err_len)
             snprintf(err, err_len, "rm: %s: %s", path, strerror(errno));
         return -1;
     }
+    return 0;
+}
+
+int zl_store_describe(const char *path, char *arch, size_t arch_cap, char *type, size_t type_cap)
+{
+    snprintf(arch, arch_cap, "?");
+    snprintf(type, type_cap, "?");
+    gguf_file *f;
+    zl_err e;
+    if (gguf_open(path, NULL, &f, &e) != 0)
+        return -1;
+    gguf_str a;
+    if (gguf_get_str(f, "general.architecture", &a, NULL))
+        snprintf(arch, arch_cap, "%.*s", (int)(a.len > 64 ? 64 : a.len), a.ptr);
+    /* The weights' type: the one holding the most bytes among the matrices (a quantized file's norms are F32). */
+    uint64_t bytes[ZL_DTYPE_COUNT] = {0};
+    for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        if (t->n_dims >= 2 && t->type < ZL_DTYPE_COUNT)
+            bytes[t->type] += t->size;
+    }
+    uint32_t best = ZL_DTYPE_COUNT;
+    for (uint32_t t = 0; t < ZL_DTYPE_COUNT; t++)
+        if (bytes[t] && (best == ZL_DTYPE_COUNT || bytes[t] > bytes[best]))
+            best = t;
+    if (best < ZL_DTYPE_COUNT && zl_type_name(best)) {
+        size_t i = 0;
+        for (const char *n = zl_type_name(best); *n && i + 1 < type_cap; n++)
+            type[i++] = (char)(*n >= 'a' && *n <= 'z' ? *n - 32 : *n);
+        type[i] = 0;
+    }
+    gguf_close(f);
     return 0;
 }

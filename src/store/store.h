@@ -2,9 +2,9 @@
  * store.h - the model store: GGUF files downloaded by `zili pull`, kept under one directory and found by name.
  *
  * The directory is $ZILI_MODELS, else $XDG_CACHE_HOME/zili/models, else $HOME/.cache/zili/models. A stored model
- * NAME is the file DIR/NAME.gguf; a download in progress is DIR/NAME.gguf.partial until it is complete, its size
- * and hash checked and its GGUF structure validated, then it is renamed. A NAME is 1-128 characters of
- * [A-Za-z0-9._-], not starting with '.'. The name is the pull's --name (an alias), else the URL's file name
+ * NAME is the file DIR/NAME.gguf; a download in progress is DIR/NAME.part until it is complete, its size
+ * and hash checked and its GGUF structure validated, then it is renamed to NAME.gguf (pull.c says how). A NAME
+ * is 1-128 characters of [A-Za-z0-9._-], not starting with '.'. The name is the pull's --name (an alias), else the URL's file name
  * without .gguf.
  *
  * Every function returns 0 on success, -1 with a one-line message in err.
@@ -28,6 +28,10 @@ int zl_store_resolve(const char *name, char *out, size_t cap, char *err, size_t 
 /* Calls fn for each stored model, in name order (the partial downloads are not listed). */
 typedef void (*zl_store_entry_fn)(const char *name, const char *path, uint64_t size, void *ud);
 int zl_store_list(zl_store_entry_fn fn, void *ud, char *err, size_t err_len);
+
+/* The architecture (general.architecture) and the weights' type (the type of most of the matrices' bytes, as
+ * "Q4_K") of a GGUF file, from its header only; "?" for what cannot be read (then -1). */
+int zl_store_describe(const char *path, char *arch, size_t arch_cap, char *type, size_t type_cap);
 
 /* Removes the stored model NAME and any partial download of it. */
 int zl_store_rm(const char *name, char *err, size_t err_len);
