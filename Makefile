@@ -13,7 +13,8 @@ OPT     ?= -O2
 CFLAGS_BASE = -std=c11 -g $(OPT) -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes \
               -D_GNU_SOURCE -pthread -Iinclude -Isrc
 CFLAGS  += $(CFLAGS_BASE)
-LDLIBS  += -lmicrohttpd -ljansson -lpcre2-8 -lutf8proc -lm -pthread
+# libedit: zili chat's line editing; libcurl + libcrypto (OpenSSL's SHA-256): zili pull.
+LDLIBS  += -lmicrohttpd -ljansson -lpcre2-8 -lutf8proc -ledit -lcurl -lcrypto -lm -pthread
 # The tests' Python is the project's virtual environment, which `make test` (scripts/setup.sh test) creates.
 VENV    ?= .venv
 PYTHON  ?= $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3)
@@ -127,7 +128,7 @@ test-arm: $(BIN)
 
 # Unit tests under AddressSanitizer + UBSan, in a separate build tree.
 ASAN_MAKE = $(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-	        LDFLAGS="-fsanitize=address,undefined" LDLIBS="-fsanitize=address,undefined -lmicrohttpd -ljansson -lpcre2-8 -lutf8proc -lm -pthread"
+	        LDFLAGS="-fsanitize=address,undefined" LDLIBS="-fsanitize=address,undefined -lmicrohttpd -ljansson -lpcre2-8 -lutf8proc -ledit -lcurl -lcrypto -lm -pthread"
 asan:
 	UNIT_TIMEOUT=$${UNIT_TIMEOUT:-2400} $(ASAN_MAKE) unit
 

@@ -7,6 +7,7 @@
  * 2 for a usage error, 1 for anything else. Generated text goes to stdout; timings to stderr.
  */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <math.h>
 #include <stdarg.h>
@@ -23,8 +24,10 @@
 #include "engine/engine.h"
 #include "tokenizer/vocab.h"
 #include "server/serve.h"
+#include "cli/cli.h"
+#include "store/store.h"
 
-enum { EXIT_USAGE = 2 };
+enum { EXIT_USAGE = ZL_CLI_EXIT_USAGE };
 
 static const char USAGE[] =
     "usage: zili <command> [options]\n"
@@ -81,31 +84,7 @@ static const char USAGE[] =
     "      --token-ids \"1 2 3\" use these prompt ids instead of -p (logits)\n"
     "  -h, --help              this help\n";
 
-typedef struct opts {
-    const char *cmd, *model, *prompt, *file, *output, *system, *tmpl, *token_ids, *device;
-    int32_t n_predict, n_ctx, n_batch, n_threads, gpu_layers;
-    bool chat, print_ids, no_bos, no_special, ignore_eos, kv_f32, no_mmap, mlock, no_repack, exact, seed_set;
-    zili_sampler_params sp;
-} opts;
-
-static void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
-static void die(int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("zili: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    exit(code);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+typedef zl_cli_opts opts;
 
 /* Option values: a bad one is one line naming the option, the value and what it takes, and exit 2. */
 static long long parse_int(const char *opt, const char *s, long long lo, long long hi)
@@ -114,7 +93,7 @@ static long long parse_int(const char *opt, const char *s, long long lo, long lo
     errno = 0;
     long long v = strtoll(s, &end, 10);
     if (errno || end == s || *end || v < lo || v > hi)
-        die(EXIT_USAGE, "%s '%s': expected an integer in %lld..%lld", opt, s, lo, hi);
+        zl_cli_die(EXIT_USAGE, "%s '%s': expected an integer in %lld..%lld", opt, s, lo, hi);
     return v;
 }
 
@@ -134,18 +113,18 @@ static float parse_float(const char *opt, const char *s, double lo, double hi)
     errno = 0;
     double v = strtod(s, &end);
     if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
-        die(EXIT_USAGE, "%s '%s': expected a number in %g..%g", opt, s, lo, hi);
+        zl_cli_die(EXIT_USAGE, "%s '%s': expected a number in %g..%g", opt, s, lo, hi);
     return (float)v;
 }
 
-/* Every command, in the order usage lists them (later items of issue 27 add pull, list and rm). */
+/* Every command, in the order usage lists them. */
 static const char COMMANDS[] = "run, chat, tokenize, detokenize, info, perplexity, logits, bench, serve, devices, "
-                               "version, help";
+                               "pull, list, rm, version, help";
 
 static bool is_command(const char *c)
 {
     static const char *const k[] = {"run", "chat", "tokenize", "detokenize", "info", "perplexity", "logits",
-                                    "bench", "serve", "devices", "version", "help"};
+                                    "bench", "serve", "devices", "pull", "list", "rm", "version", "help"};
     for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
         if (!strcmp(c, k[i]))
             return true;
@@ -169,9 +148,9 @@ static void check_command(int argc, char **argv)
         exit(0);
     }
     if (c[0] == '-')
-        die(EXIT_USAGE, "'%s' before a command; usage: zili COMMAND [options] (commands: %s)", c, COMMANDS);
+        zl_cli_die(EXIT_USAGE, "'%s' before a command; usage: zili COMMAND [options] (commands: %s)", c, COMMANDS);
     if (!is_command(c))
-        die(EXIT_USAGE, "unknown command '%s'; commands: %s", c, COMMANDS);
+        zl_cli_die(EXIT_USAGE, "unknown command '%s'; commands: %s", c, COMMANDS);
 }
 
 static void parse_args(int argc, char **argv, opts *o)
@@ -185,7 +164,7 @@ static void parse_args(int argc, char **argv, opts *o)
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
 #define FLAG(s, l) (!strcmp(a, s) || !strcmp(a, l))
-#define VAL() (i + 1 < argc ? argv[++i] : (die(EXIT_USAGE, "%s: missing value", a), (char *)NULL))
+#define VAL() (i + 1 < argc ? argv[++i] : (zl_cli_die(EXIT_USAGE, "%s: missing value", a), (char *)NULL))
         if (FLAG("-h", "--help")) {
             fputs(USAGE, stdout);
             exit(0);
@@ -193,7 +172,7 @@ static void parse_args(int argc, char **argv, opts *o)
         else if (FLAG("-p", "--prompt")) o->prompt = VAL();
         else if (FLAG("-f", "--file")) o->file = VAL();
         else if (FLAG("-o", "--output")) o->output = VAL();
-        else if (FLAG("-n", "--n-predict")) o->n_predict = (int32_t)parse_int(a, VAL(), -1, 1 << 24);
+        else if (FLAG("-n", "--n-predict")) o->n_predict = (int32_t)parse_int(a, VAL(), -1, 1 << 24), o->n_predict_set = true;
         else if (FLAG("-c", "--ctx")) o->n_ctx = (int32_t)parse_int(a, VAL(), 1, 1 << 24);
         else if (FLAG("-b", "--batch")) o->n_batch = (int32_t)parse_int(a, VAL(), 1, 1 << 16);
         else if (FLAG("-t", "--threads")) o->n_threads = (int32_t)parse_int(a, VAL(), 1, 1024);
@@ -221,12 +200,12 @@ static void parse_args(int argc, char **argv, opts *o)
         else if (!strcmp(a, "--exact")) o->exact = true;
         else if (!strcmp(a, "--device")) o->device = VAL();
         else if (!strcmp(a, "--gpu-layers") || !strcmp(a, "-ngl")) o->gpu_layers = (int32_t)parse_int(a, VAL(), 0, 1 << 20);
-        else die(EXIT_USAGE, "%s: unknown option '%s' (zili --help lists them)", o->cmd, a);
+        else zl_cli_die(EXIT_USAGE, "%s: unknown option '%s' (zili --help lists them)", o->cmd, a);
 #undef FLAG
 #undef VAL
     }
     if (!o->model)
-        die(EXIT_USAGE, "%s: no model given (-m FILE)", o->cmd);
+        zl_cli_die(EXIT_USAGE, "%s: no model given (-m FILE)", o->cmd);
 }
 
 /* Reads a whole stream into a NUL-terminated buffer (the NUL is not counted in *len). */
@@ -235,21 +214,21 @@ static char *read_all(FILE *f, size_t *len)
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
     if (!buf)
-        die(1, "out of memory");
+        zl_cli_die(1, "out of memory");
     size_t r;
     while ((r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
         n += r;
         if (cap - n - 1 == 0) {
             if (cap > ((size_t)1 << 31))
-                die(1, "input larger than 2 GiB");
+                zl_cli_die(1, "input larger than 2 GiB");
             char *nb = realloc(buf, cap *= 2);
             if (!nb)
-                die(1, "out of memory");
+                zl_cli_die(1, "out of memory");
             buf = nb;
         }
     }
     if (ferror(f))
-        die(1, "read error: %s", strerror(errno));
+        zl_cli_die(1, "read error: %s", strerror(errno));
     buf[n] = 0;
     *len = n;
     return buf;
@@ -259,54 +238,10 @@ static char *read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
-        die(1, "%s: %s", path, strerror(errno));
+        zl_cli_die(1, "%s: %s", path, strerror(errno));
     char *s = read_all(f, len);
     fclose(f);
     return s;
-}
-
-static zili_model *load_model(const opts *o)
-{
-    zili_model_params mp = zili_model_default_params();
-    mp.use_mmap = !o->no_mmap;
-    mp.use_mlock = o->mlock;
-    mp.no_repack = o->no_repack;
-    mp.exact = o->exact;
-    mp.device = o->device;
-    mp.gpu_layers = o->gpu_layers;
-    zili_model *m;
-    char err[512];
-    if (zili_model_load(o->model, &mp, &m, err, sizeof err) != ZILI_OK)
-        die(1, "%s", err);
-    if (zili_model_warning(m))
-        fprintf(stderr, "zili: warning: %s\n", zili_model_warning(m));
-    if (zili_model_device(m))
-        fprintf(stderr, "zili: %s\n", zili_model_device(m));
-    return m;
-}
-
-static zili_session *make_session(const zili_model *m, const opts *o)
-{
-    zili_session_params p = zili_session_default_params();
-    p.n_ctx = o->n_ctx;
-    p.n_batch = o->n_batch;
-    p.n_threads = o->n_threads;
-    p.kv_f16 = !o->kv_f32;
-    zili_session *s;
-    char err[512];
-    if (zili_session_create(m, &p, &s, err, sizeof err) != ZILI_OK)
-        die(1, "%s", err);
-    return s;
-}
-
-static zili_token *tokenize_or_die(const zili_model *m, const char *text, size_t len, bool add_special,
-                                   bool parse_special, size_t *n)
-{
-    zili_token *ids;
-    char err[512];
-    if (zili_tokenize(m, text, len, add_special, parse_special, &ids, n, err, sizeof err) != ZILI_OK)
-        die(1, "%s", err);
-    return ids;
 }
 
 /* Parses space-separated token ids. */
@@ -315,7 +250,7 @@ static zili_token *parse_ids(const char *s, size_t *n)
     size_t cap = 64;
     zili_token *ids = malloc(cap * sizeof *ids);
     if (!ids)
-        die(1, "out of memory");
+        zl_cli_die(1, "out of memory");
     *n = 0;
     while (*s) {
         while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == ',')
@@ -326,24 +261,17 @@ static zili_token *parse_ids(const char *s, size_t *n)
         errno = 0;
         long long v = strtoll(s, &end, 10);
         if (end == s || errno || v < INT32_MIN || v > INT32_MAX)
-            die(1, "token ids: '%.20s' is not a token id", s);
+            zl_cli_die(1, "token ids: '%.20s' is not a token id", s);
         if (*n == cap) {
             zili_token *ni = realloc(ids, (cap *= 2) * sizeof *ids);
             if (!ni)
-                die(1, "out of memory");
+                zl_cli_die(1, "out of memory");
             ids = ni;
         }
         ids[(*n)++] = (zili_token)v;
         s = end;
     }
     return ids;
-}
-
-static void eval_or_die(zili_session *s, const zili_token *t, size_t n, bool all)
-{
-    char err[512];
-    if (zili_session_eval(s, t, n, all, err, sizeof err) != ZILI_OK)
-        die(1, "%s", err);
 }
 
 /* A growable list of token ids. */
@@ -358,7 +286,7 @@ static void id_list_push(id_list *l, zili_token t)
         l->cap = l->cap ? 2 * l->cap : 256;
         zili_token *nv = realloc(l->v, l->cap * sizeof *nv);
         if (!nv)
-            die(1, "out of memory");
+            zl_cli_die(1, "out of memory");
         l->v = nv;
     }
     l->v[l->n++] = t;
@@ -372,14 +300,14 @@ static int32_t generate(const zili_model *m, zili_session *s, zili_sampler *smp,
 {
     zili_detok *d = zili_detok_create(m, false);
     if (!d)
-        die(1, "out of memory");
+        zl_cli_die(1, "out of memory");
     size_t tcap = 256, tlen = 0;
     char *acc = text ? malloc(tcap) : NULL;
     if (text && !acc)
-        die(1, "out of memory");
+        zl_cli_die(1, "out of memory");
     char buf[1024];
     int32_t n = 0;
-    const double t0 = now_s();
+    const double t0 = zl_cli_now();
     for (; o->n_predict < 0 || n < o->n_predict; n++) {
         if (zili_session_n_past(s) >= zili_session_n_ctx(s)) {
             fprintf(stderr, "\nzili: context full (%d tokens)\n", zili_session_n_ctx(s));
@@ -398,7 +326,7 @@ static int32_t generate(const zili_model *m, zili_session *s, zili_sampler *smp,
                 if (acc) {
                     while (tlen + (size_t)k + 1 > tcap) {
                         char *na = realloc(acc, tcap *= 2);
-                        if (!na) die(1, "out of memory");
+                        if (!na) zl_cli_die(1, "out of memory");
                         acc = na;
                     }
                     memcpy(acc + tlen, buf, (size_t)k);
@@ -407,7 +335,7 @@ static int32_t generate(const zili_model *m, zili_session *s, zili_sampler *smp,
             }
         }
         fflush(stdout);
-        eval_or_die(s, &t, 1, false);
+        zl_cli_eval(s, &t, 1, false);
         if (evaluated)
             id_list_push(evaluated, t);
     }
@@ -421,7 +349,7 @@ static int32_t generate(const zili_model *m, zili_session *s, zili_sampler *smp,
             }
         }
     }
-    *t_gen = now_s() - t0;
+    *t_gen = zl_cli_now() - t0;
     zili_detok_free(d);
     if (acc) {
         acc[tlen] = 0;
@@ -430,25 +358,16 @@ static int32_t generate(const zili_model *m, zili_session *s, zili_sampler *smp,
     return n;
 }
 
-static zili_sampler *make_sampler(const zili_model *m, const opts *o)
-{
-    zili_sampler *smp;
-    char err[512];
-    if (zili_sampler_create(m, &o->sp, &smp, err, sizeof err) != ZILI_OK)
-        die(1, "%s", err);
-    return smp;
-}
-
 static int cmd_run(const opts *o)
 {
     if (!o->prompt && !o->file)
-        die(EXIT_USAGE, "run: no prompt given (-p TEXT or -f FILE)");
+        zl_cli_die(EXIT_USAGE, "run: no prompt given (-p TEXT or -f FILE)");
     size_t plen = 0;
     char *ptext = o->prompt ? strdup(o->prompt) : read_file(o->file, &plen);
     if (!ptext)
-        die(1, "out of memory");
+        zl_cli_die(1, "out of memory");
     plen = strlen(ptext);
-    zili_model *m = load_model(o);
+    zili_model *m = zl_cli_load_model(o);
     if (o->chat) {
         zili_chat_msg msgs[2];
         size_t n = 0;
@@ -457,25 +376,25 @@ static int cmd_run(const opts *o)
         msgs[n++] = (zili_chat_msg){"user", ptext};
         char *rendered, err[512];
         if (zili_chat_apply(m, o->tmpl, msgs, n, true, &rendered, err, sizeof err) != ZILI_OK)
-            die(1, "%s", err);
+            zl_cli_die(1, "%s", err);
         free(ptext);
         ptext = rendered;
         plen = strlen(ptext);
     }
     size_t n_prompt;
-    zili_token *ids = tokenize_or_die(m, ptext, plen, !o->no_bos, true, &n_prompt);
+    zili_token *ids = zl_cli_tokenize(m, ptext, plen, !o->no_bos, true, &n_prompt);
     if (n_prompt == 0)
-        die(1, "run: the prompt is empty after tokenization");
-    zili_session *s = make_session(m, o);
+        zl_cli_die(1, "run: the prompt is empty after tokenization");
+    zili_session *s = zl_cli_make_session(m, o);
     if (n_prompt >= (size_t)zili_session_n_ctx(s))
-        die(1, "run: prompt of %zu tokens does not fit in the context of %d", n_prompt, zili_session_n_ctx(s));
-    zili_sampler *smp = make_sampler(m, o);
+        zl_cli_die(1, "run: prompt of %zu tokens does not fit in the context of %d", n_prompt, zili_session_n_ctx(s));
+    zili_sampler *smp = zl_cli_make_sampler(m, o);
     for (size_t i = 0; i < n_prompt; i++)
         zili_sampler_accept(smp, ids[i]);
 
-    const double t0 = now_s();
-    eval_or_die(s, ids, n_prompt, false);
-    const double t_prompt = now_s() - t0;
+    const double t0 = zl_cli_now();
+    zl_cli_eval(s, ids, n_prompt, false);
+    const double t_prompt = zl_cli_now() - t0;
     double t_gen = 0;
     int32_t n_gen = generate(m, s, smp, o, &t_gen, NULL, NULL);
     /* Text on a pipe or in a file is exactly the generated bytes; a terminal (and a list of ids) gets a final
@@ -494,108 +413,15 @@ static int cmd_run(const opts *o)
     return 0;
 }
 
-/* Chat: the whole conversation is re-rendered every turn; the session keeps the tokens it already evaluated and
- * only evaluates what follows the longest common prefix, so each turn costs only its new tokens. */
-static int cmd_chat(const opts *o)
-{
-    zili_model *m = load_model(o);
-    zili_session *s = make_session(m, o);
-    zili_sampler *smp = make_sampler(m, o);
-    const bool tty = isatty(0);
-    size_t cap = 16, n_msgs = 0;
-    zili_chat_msg *msgs = malloc(cap * sizeof *msgs);
-    char **owned = malloc(cap * sizeof *owned);
-    id_list cached = {0}; /* exactly the tokens the session holds */
-    if (!msgs || !owned)
-        die(1, "out of memory");
-    if (o->system) {
-        owned[n_msgs] = strdup(o->system);
-        msgs[n_msgs] = (zili_chat_msg){"system", owned[n_msgs]};
-        n_msgs++;
-    }
-    if (tty)
-        fprintf(stderr, "zili chat: type a message, an empty line or Ctrl-D to quit.\n");
-    char *line = NULL;
-    size_t line_cap = 0;
-    for (;;) {
-        if (tty)
-            fprintf(stderr, "\n> ");
-        ssize_t r = getline(&line, &line_cap, stdin);
-        if (r <= 0)
-            break;
-        while (r > 0 && (line[r - 1] == '\n' || line[r - 1] == '\r'))
-            line[--r] = 0;
-        if (r == 0)
-            break;
-        if (n_msgs + 2 > cap) {
-            cap *= 2;
-            zili_chat_msg *nm = realloc(msgs, cap * sizeof *msgs);
-            if (!nm) die(1, "out of memory");
-            msgs = nm;
-            char **no = realloc(owned, cap * sizeof *owned);
-            if (!no) die(1, "out of memory");
-            owned = no;
-        }
-        owned[n_msgs] = strdup(line);
-        msgs[n_msgs] = (zili_chat_msg){"user", owned[n_msgs]};
-        n_msgs++;
-        char *rendered, err[512];
-        if (zili_chat_apply(m, o->tmpl, msgs, n_msgs, true, &rendered, err, sizeof err) != ZILI_OK)
-            die(1, "%s", err);
-        size_t n_ids;
-        zili_token *ids = tokenize_or_die(m, rendered, strlen(rendered), !o->no_bos, true, &n_ids);
-        free(rendered);
-        size_t common = 0;
-        while (common < n_ids && common < cached.n && ids[common] == cached.v[common])
-            common++;
-        if (common == n_ids) /* always evaluate at least the last token to get fresh logits */
-            common--;
-        if (n_ids + 1 >= (size_t)zili_session_n_ctx(s))
-            die(1, "chat: the conversation (%zu tokens) no longer fits in the context of %d", n_ids,
-                zili_session_n_ctx(s));
-        zili_session_truncate(s, (int32_t)common);
-        eval_or_die(s, ids + common, n_ids - common, false);
-        cached.n = common;
-        for (size_t i = common; i < n_ids; i++)
-            id_list_push(&cached, ids[i]);
-        free(ids);
-        double t_gen;
-        char *reply = NULL;
-        opts go = *o;
-        if (go.n_predict >= 0 && go.n_predict < 1) go.n_predict = 1;
-        go.print_ids = false;
-        int32_t n_gen = generate(m, s, smp, &go, &t_gen, &reply, &cached);
-        printf("\n");
-        fflush(stdout);
-        if (tty)
-            fprintf(stderr, "[%d tokens, %.1f tokens/s]\n", n_gen, n_gen / (t_gen > 0 ? t_gen : 1e-9));
-        /* The session (and `cached`) now hold the generated tokens too; the next turn's render repeats them, so
-         * only the closing of this turn and the new message are evaluated. */
-        owned[n_msgs] = reply;
-        msgs[n_msgs] = (zili_chat_msg){"assistant", reply};
-        n_msgs++;
-    }
-    free(line);
-    for (size_t i = 0; i < n_msgs; i++)
-        free(owned[i]);
-    free(owned);
-    free(msgs);
-    free(cached.v);
-    zili_sampler_free(smp);
-    zili_session_free(s);
-    zili_model_free(m);
-    return 0;
-}
-
 static int cmd_tokenize(const opts *o)
 {
-    zili_model *m = load_model(o);
+    zili_model *m = zl_cli_load_model(o);
     size_t len;
     char *text = o->prompt ? strdup(o->prompt) : read_all(stdin, &len);
     if (!text)
-        die(1, "out of memory");
+        zl_cli_die(1, "out of memory");
     size_t n;
-    zili_token *ids = tokenize_or_die(m, text, strlen(text), !o->no_bos, !o->no_special, &n);
+    zili_token *ids = zl_cli_tokenize(m, text, strlen(text), !o->no_bos, !o->no_special, &n);
     for (size_t i = 0; i < n; i++)
         printf(i ? " %d" : "%d", ids[i]);
     printf("\n");
@@ -607,15 +433,15 @@ static int cmd_tokenize(const opts *o)
 
 static int cmd_detokenize(const opts *o)
 {
-    zili_model *m = load_model(o);
+    zili_model *m = zl_cli_load_model(o);
     size_t len, n;
     char *text = o->prompt ? strdup(o->prompt) : read_all(stdin, &len);
     if (!text)
-        die(1, "out of memory");
+        zl_cli_die(1, "out of memory");
     zili_token *ids = parse_ids(text, &n);
     char *out, err[512];
     if (zili_detokenize(m, ids, n, true, &out, err, sizeof err) != ZILI_OK)
-        die(1, "%s", err);
+        zl_cli_die(1, "%s", err);
     fputs(out, stdout);
     printf("\n");
     free(out);
@@ -633,7 +459,7 @@ static void print_type(const char *type, uint32_t n, uint64_t bytes, void *ud)
 
 static int cmd_info(const opts *o)
 {
-    zili_model *m = load_model(o);
+    zili_model *m = zl_cli_load_model(o);
     zili_model_info i;
     zili_model_get_info(m, &i);
     printf("file:            %s (GGUF v%u, %.2f MiB)\n", o->model, i.gguf_version, (double)i.file_size / 1048576.0);
@@ -690,38 +516,38 @@ static int cmd_info(const opts *o)
 static int cmd_perplexity(const opts *o)
 {
     if (!o->file)
-        die(EXIT_USAGE, "perplexity: no text file given (-f FILE)");
+        zl_cli_die(EXIT_USAGE, "perplexity: no text file given (-f FILE)");
     size_t len;
     char *text = read_file(o->file, &len);
-    zili_model *m = load_model(o);
+    zili_model *m = zl_cli_load_model(o);
     opts so = *o;
     if (so.n_ctx <= 0)
         so.n_ctx = 512;
-    zili_session *s = make_session(m, &so);
+    zili_session *s = zl_cli_make_session(m, &so);
     const int32_t n_ctx = zili_session_n_ctx(s);
     zili_model_info info;
     zili_model_get_info(m, &info);
     const bool add_bos = info.add_bos && !o->no_bos;
     size_t n_tok;
-    zili_token *toks = tokenize_or_die(m, text, len, add_bos, false, &n_tok);
+    zili_token *toks = zl_cli_tokenize(m, text, len, add_bos, false, &n_tok);
     const size_t n_chunk = n_tok / (size_t)n_ctx;
     if (n_chunk == 0)
-        die(1, "perplexity: %s has %zu tokens, fewer than one context of %d", o->file, n_tok, n_ctx);
+        zl_cli_die(1, "perplexity: %s has %zu tokens, fewer than one context of %d", o->file, n_tok, n_ctx);
     const int32_t n_vocab = info.n_vocab;
     const int32_t first = n_ctx / 2;
     double nll = 0;
     size_t count = 0;
     zili_token *chunk = malloc((size_t)n_ctx * sizeof *chunk);
     if (!chunk)
-        die(1, "out of memory");
+        zl_cli_die(1, "out of memory");
     fprintf(stderr, "zili: perplexity over %zu chunks of %d tokens (%zu tokens)\n", n_chunk, n_ctx, n_tok);
-    const double t0 = now_s();
+    const double t0 = zl_cli_now();
     for (size_t c = 0; c < n_chunk; c++) {
         memcpy(chunk, toks + c * (size_t)n_ctx, (size_t)n_ctx * sizeof *chunk);
         if (add_bos)
             chunk[0] = info.bos;
         zili_session_truncate(s, 0);
-        eval_or_die(s, chunk, (size_t)n_ctx, true);
+        zl_cli_eval(s, chunk, (size_t)n_ctx, true);
         for (int32_t j = first; j < n_ctx - 1; j++) {
             const float *l = zili_session_logits(s, j);
             double mx = l[0];
@@ -737,7 +563,7 @@ static int cmd_perplexity(const opts *o)
         printf("[%zu] %.4f\n", c + 1, exp(nll / (double)count));
         fflush(stdout);
     }
-    fprintf(stderr, "zili: %.2f s\n", now_s() - t0);
+    fprintf(stderr, "zili: %.2f s\n", zl_cli_now() - t0);
     printf("PPL = %.4f\n", exp(nll / (double)count));
     free(chunk);
     free(toks);
@@ -750,29 +576,29 @@ static int cmd_perplexity(const opts *o)
 static int cmd_logits(const opts *o)
 {
     if (!o->output)
-        die(EXIT_USAGE, "logits: no output file given (-o FILE)");
+        zl_cli_die(EXIT_USAGE, "logits: no output file given (-o FILE)");
     if (!o->prompt && !o->token_ids)
-        die(EXIT_USAGE, "logits: no prompt given (-p TEXT or --token-ids \"1 2 3\")");
-    zili_model *m = load_model(o);
+        zl_cli_die(EXIT_USAGE, "logits: no prompt given (-p TEXT or --token-ids \"1 2 3\")");
+    zili_model *m = zl_cli_load_model(o);
     size_t n;
     zili_token *ids = o->token_ids ? parse_ids(o->token_ids, &n)
-                                   : tokenize_or_die(m, o->prompt, strlen(o->prompt), !o->no_bos, true, &n);
+                                   : zl_cli_tokenize(m, o->prompt, strlen(o->prompt), !o->no_bos, true, &n);
     if (n == 0)
-        die(1, "logits: empty prompt");
+        zl_cli_die(1, "logits: empty prompt");
     opts so = *o;
     if (so.n_ctx <= 0 || (size_t)so.n_ctx < n)
         so.n_ctx = (int32_t)n;
-    zili_session *s = make_session(m, &so);
-    eval_or_die(s, ids, n, true);
+    zili_session *s = zl_cli_make_session(m, &so);
+    zl_cli_eval(s, ids, n, true);
     FILE *f = fopen(o->output, "wb");
     if (!f)
-        die(1, "%s: %s", o->output, strerror(errno));
+        zl_cli_die(1, "%s: %s", o->output, strerror(errno));
     const int32_t n_vocab = zili_n_vocab(m);
     for (size_t i = 0; i < n; i++)
         if (fwrite(zili_session_logits(s, (int32_t)i), sizeof(float), (size_t)n_vocab, f) != (size_t)n_vocab)
-            die(1, "%s: write failed", o->output);
+            zl_cli_die(1, "%s: write failed", o->output);
     if (fclose(f))
-        die(1, "%s: %s", o->output, strerror(errno));
+        zl_cli_die(1, "%s: %s", o->output, strerror(errno));
     for (size_t i = 0; i < n; i++)
         printf(i ? " %d" : "%d", ids[i]);
     printf("\n");
@@ -889,7 +715,7 @@ static double measure_read_bandwidth(int n_threads, unsigned long long *sink)
 #endif
     unsigned char *buf = NULL;
     if (posix_memalign((void **)&buf, (size_t)2 << 20, bytes))
-        die(1, "bench: out of memory for the 1 GiB bandwidth buffer");
+        zl_cli_die(1, "bench: out of memory for the 1 GiB bandwidth buffer");
 #ifdef MADV_HUGEPAGE
     (void)madvise(buf, bytes, MADV_HUGEPAGE); /* as --no-mmap's weights: TLB misses would understate the memory */
 #endif
@@ -906,15 +732,15 @@ static double measure_read_bandwidth(int n_threads, unsigned long long *sink)
         for (int t = 0; t < n_threads; t++) {
             part[t] = (membw_part){buf + (size_t)t * per, per, &go, 0};
             if (pthread_create(&tid[t], NULL, reader, &part[t]))
-                die(1, "bench: cannot create a thread");
+                zl_cli_die(1, "bench: cannot create a thread");
         }
         pthread_barrier_wait(&go);
-        const double t0 = now_s();
+        const double t0 = zl_cli_now();
         for (int t = 0; t < n_threads; t++) {
             pthread_join(tid[t], NULL);
             *sink ^= part[t].x;
         }
-        const double dt = now_s() - t0;
+        const double dt = zl_cli_now() - t0;
         pthread_barrier_destroy(&go);
         const double bw = (double)(per * (size_t)n_threads) / (dt > 0 ? dt : 1e-9);
         best = bw > best ? bw : best;
@@ -928,17 +754,17 @@ static double bench_once(zili_session *s, const zili_model *m, const char *test,
                          int32_t n)
 {
     zili_session_truncate(s, 0);
-    const double t0 = now_s();
+    const double t0 = zl_cli_now();
     if (!strcmp(test, "pp")) {
-        eval_or_die(s, prompt, (size_t)n, false);
+        zl_cli_eval(s, prompt, (size_t)n, false);
     } else {
         zili_token t = prompt[0];
         for (int32_t i = 0; i < n; i++) {
-            eval_or_die(s, &t, 1, false);
+            zl_cli_eval(s, &t, 1, false);
             t = argmax_token(zili_session_logits(s, -1), zili_n_vocab(m));
         }
     }
-    const double dt = now_s() - t0;
+    const double dt = zl_cli_now() - t0;
     return (double)n / (dt > 0 ? dt : 1e-9);
 }
 
@@ -960,13 +786,13 @@ static double bench_parallel_once(zl_engine *e, int32_t n_vocab, int32_t bos, in
     zl_req **req = calloc((size_t)S, sizeof *req);
     int32_t *prompt = malloc((size_t)n_p * sizeof *prompt), *gen0 = calloc((size_t)S, sizeof *gen0);
     if (!req || !prompt || !gen0)
-        die(1, "out of memory");
+        zl_cli_die(1, "out of memory");
     zl_req_params rp;
     zl_req_params_init(&rp);
     rp.sampling.temp = 0;
     rp.max_tokens = n_g;
     rp.ignore_eos = true;
-    const double t0 = now_s();
+    const double t0 = zl_cli_now();
     for (int32_t i = 0; i < S; i++) {
         for (int32_t k = 0; k < n_p; k++) {
             *rng ^= *rng << 13, *rng ^= *rng >> 7, *rng ^= *rng << 17;
@@ -976,39 +802,39 @@ static double bench_parallel_once(zl_engine *e, int32_t n_vocab, int32_t bos, in
             prompt[0] = bos;
         zl_err err;
         if (zl_engine_submit(e, prompt, (size_t)n_p, &rp, &req[i], &err) != ZL_OK)
-            die(1, "bench: %s", err.msg);
+            zl_cli_die(1, "bench: %s", err.msg);
     }
     /* Requests step together, so waiting for them in order sees each one's first token within a step of it. */
     zl_req_chunk c;
     for (int32_t i = 0; i < S; i++) {
         do {
             if (zl_req_next(req[i], -1, &c) != ZL_OK)
-                die(1, "bench: out of memory");
+                zl_cli_die(1, "bench: out of memory");
             gen0[i] = c.n_gen;
             const zl_finish f = c.finish;
             zl_req_chunk_free(&c);
             if (f == ZL_FINISH_ERROR || f == ZL_FINISH_CANCELLED)
-                die(1, "bench: a request failed");
+                zl_cli_die(1, "bench: a request failed");
         } while (gen0[i] == 0);
     }
-    const double t1 = now_s();
+    const double t1 = zl_cli_now();
     int64_t decoded = 0;
     for (int32_t i = 0; i < S; i++) {
         int32_t n_gen = 0;
         zl_finish f = ZL_FINISH_NONE;
         while (f == ZL_FINISH_NONE) {
             if (zl_req_next(req[i], -1, &c) != ZL_OK)
-                die(1, "bench: out of memory");
+                zl_cli_die(1, "bench: out of memory");
             f = c.finish;
             n_gen = c.n_gen;
             zl_req_chunk_free(&c);
         }
         if (f != ZL_FINISH_LENGTH)
-            die(1, "bench: a request ended early");
+            zl_cli_die(1, "bench: a request ended early");
         decoded += n_gen - gen0[i];
         zl_req_release(req[i]);
     }
-    const double t2 = now_s();
+    const double t2 = zl_cli_now();
     free(req);
     free(prompt);
     free(gen0);
@@ -1025,18 +851,18 @@ static int bench_parallel(const opts *o, const char *list, int32_t n_p, int32_t 
         errno = 0;
         const long v = strtol(c, &end, 10);
         if (end == c || errno || v < 1 || v > 1024 || n_s == 32 || (*end && (*end != ',' || !end[1])))
-            die(EXIT_USAGE, "bench: -s wants a list of 1 to 32 sequence counts in 1..1024, like 1,4,16");
+            zl_cli_die(EXIT_USAGE, "bench: -s wants a list of 1 to 32 sequence counts in 1..1024, like 1,4,16");
         S[n_s++] = (int32_t)v;
         c = *end ? end + 1 : end;
     }
     if (n_g < 2)
-        die(EXIT_USAGE, "bench: -s needs -n 2 or more (decode tokens after the first)");
+        zl_cli_die(EXIT_USAGE, "bench: -s needs -n 2 or more (decode tokens after the first)");
     zl_model_opts mo = {.use_mmap = !o->no_mmap, .use_mlock = o->mlock, .no_repack = o->no_repack,
                         .exact = o->exact, .device = o->device, .gpu_layers = o->gpu_layers};
     zl_model *m;
     zl_err err;
     if (zl_model_load(o->model, &mo, &m, &err) != ZL_OK)
-        die(1, "%s", err.msg);
+        zl_cli_die(1, "%s", err.msg);
     if (zl_model_device_summary(m))
         fprintf(stderr, "zili: %s\n", zl_model_device_summary(m));
     const zl_vocab *v = zl_model_vocab(m);
@@ -1063,7 +889,7 @@ static int bench_parallel(const opts *o, const char *list, int32_t n_p, int32_t 
         ep.max_queue = S[k];
         zl_engine *e;
         if (zl_engine_create(m, &ep, &e, &err) != ZL_OK)
-            die(1, "bench: %s", err.msg);
+            zl_cli_die(1, "bench: %s", err.msg);
         double pf, sum = 0, sum2 = 0, pf_sum = 0;
         bench_parallel_once(e, n_vocab, bos, S[k], n_p, n_g, &rng, &pf); /* warm-up */
         for (int r = 0; r < reps; r++) {
@@ -1104,7 +930,7 @@ static int cmd_bench(int argc, char **argv)
     const char *seqs = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-#define VAL() (i + 1 < argc ? argv[++i] : (die(EXIT_USAGE, "bench: %s: missing value", a), (char *)NULL))
+#define VAL() (i + 1 < argc ? argv[++i] : (zl_cli_die(EXIT_USAGE, "bench: %s: missing value", a), (char *)NULL))
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(BENCH_USAGE, stdout);
             return 0;
@@ -1125,12 +951,12 @@ static int cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--kv-f32")) o.kv_f32 = true;
         else if (!strcmp(a, "--device")) o.device = VAL();
         else if (!strcmp(a, "--gpu-layers") || !strcmp(a, "-ngl")) o.gpu_layers = (int32_t)parse_int(a, VAL(), 0, 1 << 20);
-        else die(EXIT_USAGE, "bench: unknown option '%s' (try 'zili bench --help')", a);
+        else zl_cli_die(EXIT_USAGE, "bench: unknown option '%s' (try 'zili bench --help')", a);
 #undef VAL
     }
     if (membw) {
         if (o.model)
-            die(EXIT_USAGE, "bench: --membw measures memory alone; give it no model");
+            zl_cli_die(EXIT_USAGE, "bench: --membw measures memory alone; give it no model");
         const int nt = o.n_threads > 0 ? o.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
         unsigned long long sink = 0;
         const double bw = measure_read_bandwidth(nt, &sink);
@@ -1145,7 +971,7 @@ static int cmd_bench(int argc, char **argv)
     if (peak) {
         const int nt = o.n_threads > 0 ? o.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
         if (!zili_cpu_tile_peak(nt, 2.0, &peak_i8, &peak_bf))
-            die(1, "bench: --peak: no AMX tiles here (CPU without AMX, tile permission refused, or ZILI_CPU set)");
+            zl_cli_die(1, "bench: --peak: no AMX tiles here (CPU without AMX, tile permission refused, or ZILI_CPU set)");
         printf("AMX tile peak, %d thread%s: int8 %.2f T multiply-adds/s (%.1f TOPS), bf16 %.2f T multiply-adds/s "
                "(%.1f TFLOPS)\n", nt, nt == 1 ? "" : "s", peak_i8 / 1e12, 2 * peak_i8 / 1e12, peak_bf / 1e12,
                2 * peak_bf / 1e12);
@@ -1153,23 +979,27 @@ static int cmd_bench(int argc, char **argv)
             return 0;
     }
     if (!o.model)
-        die(EXIT_USAGE, "bench: no model given (-m FILE)");
+        zl_cli_die(EXIT_USAGE, "bench: no model given (-m FILE)");
+    char model_path[PATH_MAX], err[1024];
+    if (zl_store_resolve(o.model, model_path, sizeof model_path, err, sizeof err) != 0)
+        zl_cli_die(1, "%s", err);
+    o.model = model_path;
     if (seqs)
         return bench_parallel(&o, seqs, p_given ? (n_pp > 0 ? n_pp : 1) : 16, n_tg, reps, json);
     if (n_pp == 0 && n_tg == 0)
-        die(EXIT_USAGE, "bench: nothing to measure (-p 0 and -n 0)");
-    zili_model *m = load_model(&o);
+        zl_cli_die(EXIT_USAGE, "bench: nothing to measure (-p 0 and -n 0)");
+    zili_model *m = zl_cli_load_model(&o);
     zili_model_info info;
     zili_model_get_info(m, &info);
     o.n_ctx = (n_pp > n_tg ? n_pp : n_tg) + 1;
-    zili_session *s = make_session(m, &o);
+    zili_session *s = zl_cli_make_session(m, &o);
     const int n_threads = o.n_threads > 0 ? o.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
 
     /* Random prompt ids (fixed seed: the same prompt every run), BOS first when the vocabulary adds one. */
     const int32_t n_ids = n_pp > 1 ? n_pp : 1;
     zili_token *ids = malloc((size_t)n_ids * sizeof *ids);
     if (!ids)
-        die(1, "out of memory");
+        zl_cli_die(1, "out of memory");
     uint64_t rng = 0x9e3779b97f4a7c15ull;
     for (int32_t i = 0; i < n_ids; i++) {
         rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
@@ -1182,7 +1012,7 @@ static int cmd_bench(int argc, char **argv)
     int n_res = 0;
     double *tps = malloc((size_t)reps * sizeof *tps);
     if (!tps)
-        die(1, "out of memory");
+        zl_cli_die(1, "out of memory");
     for (int k = 0; k < 2; k++) {
         const char *test = k == 0 ? "pp" : "tg";
         const int32_t n = k == 0 ? n_pp : n_tg;
@@ -1279,7 +1109,7 @@ static int cmd_devices(int argc, char **argv)
                  "model's device option takes, like vulkan:0),\nor why a kind has none.");
             return 0;
         }
-        die(EXIT_USAGE, "devices: unknown option '%s' (it takes none)", argv[i]);
+        zl_cli_die(EXIT_USAGE, "devices: unknown option '%s' (it takes none)", argv[i]);
     }
     static const char *const feature_names[] = {"f16", "int8-dot", "subgroups", "coopmat", "unified"};
     for (int k = 0; k < zili_device_kinds(); k++) {
@@ -1317,15 +1147,21 @@ int main(int argc, char **argv)
         return cmd_bench(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "devices"))
         return cmd_devices(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "pull"))
+        return zl_cli_pull(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "list"))
+        return zl_cli_list(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "rm"))
+        return zl_cli_rm(argc - 1, argv + 1);
     check_command(argc, argv);
     opts o;
     parse_args(argc, argv, &o);
     if (!strcmp(o.cmd, "run")) return cmd_run(&o);
-    if (!strcmp(o.cmd, "chat")) return cmd_chat(&o);
+    if (!strcmp(o.cmd, "chat")) return zl_cli_chat(&o);
     if (!strcmp(o.cmd, "tokenize")) return cmd_tokenize(&o);
     if (!strcmp(o.cmd, "detokenize")) return cmd_detokenize(&o);
     if (!strcmp(o.cmd, "info")) return cmd_info(&o);
     if (!strcmp(o.cmd, "perplexity")) return cmd_perplexity(&o);
     if (!strcmp(o.cmd, "logits")) return cmd_logits(&o);
-    die(EXIT_USAGE, "unknown command '%s' (try 'zili --help')", o.cmd);
+    zl_cli_die(EXIT_USAGE, "unknown command '%s' (try 'zili --help')", o.cmd);
 }

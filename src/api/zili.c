@@ -243,8 +243,9 @@ int zili_chat_apply(const zili_model *m, const char *tmpl_name, const zili_chat_
         gguf_str s;
         if (!gguf_get_str(zl_model_gguf(m->m), "tokenizer.chat_template", &s, &e))
             return report(zl_err_set(&e, ZL_EUNSUPPORTED,
-                                     "%s: the model has no chat template; name one with --chat-template",
-                                     gguf_path(zl_model_gguf(m->m))),
+                                     "%s: the model has no chat template; name one with --chat-template NAME "
+                                     "(%s)",
+                                     gguf_path(zl_model_gguf(m->m)), zl_chat_tmpl_known_names()),
                           &e, err, err_len);
         rc = zl_chat_tmpl_detect(s.ptr, s.len, &t, &e);
     }

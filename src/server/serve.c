@@ -21,6 +21,7 @@
 #include "server/serve.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -44,6 +45,7 @@
 #include "server/page.h"
 #include "server/reasoning.h"
 #include "server/tools.h"
+#include "store/store.h"
 #include "tokenizer/chat.h"
 #include "tokenizer/vocab.h"
 
@@ -1260,6 +1262,13 @@ int zl_serve_main(int argc, char **argv)
     }
     if (!model_path)
         return usage_error("serve: no model given (-m FILE)");
+    char stored[PATH_MAX], why_not[1024];
+    if (zl_store_resolve(model_path, stored, sizeof stored, why_not, sizeof why_not) != 0) {
+        fprintf(stderr, "zili serve: %s\n", why_not);
+        return 1;
+    }
+    const char *model_arg = model_path; /* the model's id: the name given (a stored NAME or the file's name) */
+    model_path = stored;
     if (api_key && !api_key[0])
         api_key = NULL;
     struct sockaddr_storage addr;
@@ -1294,8 +1303,8 @@ int zl_serve_main(int argc, char **argv)
     }
     if (zl_model_device_summary(s->model))
         fprintf(stderr, "zili serve: %s\n", zl_model_device_summary(s->model));
-    const char *slash = strrchr(model_path, '/');
-    snprintf(s->model_id, sizeof s->model_id, "%s", slash ? slash + 1 : model_path);
+    const char *slash = strrchr(model_arg, '/');
+    snprintf(s->model_id, sizeof s->model_id, "%s", slash ? slash + 1 : model_arg);
     int rc;
     if (tmpl_name) {
         rc = zl_chat_tmpl_from_name(tmpl_name, &s->tmpl, &err);

@@ -406,6 +406,8 @@ int zl_chat_tmpl_from_name(const char *name, zl_chat_tmpl *out, zl_err *err)
                       KNOWN_NAMES);
 }
 
+const char *zl_chat_tmpl_known_names(void) { return KNOWN_NAMES; }
+
 const char *zl_chat_tmpl_name(zl_chat_tmpl t)
 {
     switch (t.kind) {

@@ -150,6 +150,8 @@ int zl_chat_tmpl_from_name(const char *name, zl_chat_tmpl *out, zl_err *err);
 /* Static name of the family ("chatml", "qwen3", "llama3", "gemma", "deepseek-r1", "deepseek-v3", "mistral",
  * "mistral-v7"), or "none". */
 const char *zl_chat_tmpl_name(zl_chat_tmpl t);
+/* Static, comma-separated list of the names zl_chat_tmpl_from_name takes. */
+const char *zl_chat_tmpl_known_names(void);
 /* Static BOS text the rendered prompt begins with ("<|begin_of_text|>", "<bos>", ...), or "" when it has none.
  * A caller that tokenizes the prompt with its special tokens parsed gets the BOS token from this text, so it must
  * not add one itself (or it strips this prefix and lets the tokenizer add BOS). */
