@@ -25,7 +25,7 @@ case "$WHAT" in build|test|ci) ;; *) echo "setup.sh: unknown part '$WHAT' (build
 # The Vulkan backend: headers and glslc to build it, libvulkan1 + Mesa (lavapipe runs it on the CPU) to run it.
 DEB_BUILD="build-essential pkg-config libcmocka-dev libjansson-dev libmicrohttpd-dev libpcre2-dev libutf8proc-dev python3 python3-pip
            libvulkan-dev glslc mesa-vulkan-drivers"
-DEB_TEST="clang libclang-rt-14-dev binutils cmake git ca-certificates python3-venv python3-dev"
+DEB_TEST="chromium clang libclang-rt-14-dev binutils cmake git ca-certificates python3-venv python3-dev"
 DEB_ARM="gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libcmocka-dev:arm64 libjansson-dev:arm64
          libmicrohttpd-dev:arm64 libpcre2-dev:arm64 libutf8proc-dev:arm64"
 LLAMA_CPP_PYTHON=llama-cpp-python==0.3.36
