@@ -68,3 +68,25 @@ def test_markdown_and_xss_render_as_dom(page):
     assert b.js("document.querySelectorAll('#probe img, #probe script').length") == 0
     assert "<img src=x onerror=alert(1)>" in b.js("document.getElementById('probe').textContent")
     b.screenshot(os.path.join(ART, "chat_page_markdown.png"))
+
+
+def test_stop_mid_reply_then_new_chat(page):
+    s, b = page
+    b.goto(s.url + "/")
+    b.js("document.getElementById('key').value = 'k1'; document.getElementById('maxtok').value = '400';"
+         "document.getElementById('msg').value = 'Write a long story about a cat.';"
+         "document.getElementById('send').click()")
+    b.wait("(document.querySelector('#log .msg.assistant:last-child .body') || {}).textContent", 60, "some reply")
+    b.click("#stop")
+    b.wait("!document.getElementById('send').disabled", 30)
+    chats = json.loads(b.js("localStorage.getItem('zili.chats')"))
+    cur = json.loads(b.js("localStorage.getItem('zili.cur')"))
+    msgs = [c for c in chats if c["id"] == cur][0]["messages"]
+    assert [m["role"] for m in msgs][-2:] == ["user", "assistant"]
+    assert "stopped" in msgs[-1]["info"] and msgs[-1]["content"]
+    b.screenshot(os.path.join(ART, "chat_page_stopped.png"))
+    n = len(chats)
+    b.click("#new")
+    assert history(b) == []
+    assert b.js("document.querySelectorAll('#chats li').length") == n + 1
+    assert b.js("document.querySelectorAll('#log .msg').length") == 0
