@@ -65,6 +65,15 @@ else
 SRC      := $(filter-out src/backend/vulkan/%,$(SRC))
 endif
 
+# The chat page (src/server/page.html) is embedded in page.c as the bytes of $(BUILD)/server/page.html.inc, a C
+# initializer list written by od and sed (coreutils), so that the page is edited as one plain HTML file.
+PAGE_INC := $(BUILD)/server/page.html.inc
+$(PAGE_INC): src/server/page.html
+	@mkdir -p $(dir $@)
+	od -An -v -tx1 $< | sed -e 's/ *\([0-9a-f][0-9a-f]\)/0x\1,/g' >$@.tmp && mv $@.tmp $@
+$(BUILD)/src/server/page.o: $(PAGE_INC)
+$(BUILD)/src/server/page.o: CFLAGS += -I$(BUILD)
+
 OBJ      := $(SRC:%.c=$(BUILD)/%.o)
 LIB      := $(BUILD)/libzili.a
 BIN      := $(BUILD)/zili

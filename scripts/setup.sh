@@ -26,7 +26,7 @@ case "$WHAT" in build|test|ci) ;; *) echo "setup.sh: unknown part '$WHAT' (build
 # libedit: zili chat's line editing; libcurl + OpenSSL's libcrypto (SHA-256): zili pull.
 DEB_BUILD="build-essential pkg-config libcmocka-dev libjansson-dev libmicrohttpd-dev libpcre2-dev libutf8proc-dev python3 python3-pip
            libvulkan-dev glslc mesa-vulkan-drivers libedit-dev libcurl4-openssl-dev libssl-dev"
-DEB_TEST="clang libclang-rt-14-dev binutils cmake git ca-certificates python3-venv python3-dev"
+DEB_TEST="chromium clang libclang-rt-14-dev binutils cmake git ca-certificates python3-venv python3-dev"
 DEB_ARM="gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libcmocka-dev:arm64 libjansson-dev:arm64
          libmicrohttpd-dev:arm64 libpcre2-dev:arm64 libutf8proc-dev:arm64 libedit-dev:arm64 libcurl4-openssl-dev:arm64
          libssl-dev:arm64"

@@ -1,37 +1,11 @@
 /*
- * page.c - the chat page at GET /: plain HTML and a little JavaScript that streams /v1/chat/completions.
+ * page.c - the chat page at GET /. The document is src/server/page.html (HTML, CSS and JavaScript in one file, no
+ * external resources); the Makefile turns its bytes into a C initializer list, $(BUILD)/server/page.html.inc, which
+ * this file includes, so the page is part of the binary and is edited as a plain HTML file.
  */
 #include "server/page.h"
 
-const char zl_chat_page[] =
-    "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>zili</title>\n"
-    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-    "<style>body{font-family:sans-serif;max-width:46em;margin:2em auto;padding:0 1em}"
-    "#log div{white-space:pre-wrap;margin:.5em 0;padding:.5em;border-radius:6px}"
-    ".user{background:#e8f0fe}.assistant{background:#f1f3f4}"
-    "form{display:flex;gap:.5em}#msg{flex:1;padding:.5em}small{color:#666}</style></head>\n"
-    "<body><h2>zili</h2><small id=\"info\"></small><div id=\"log\"></div>\n"
-    "<form id=\"f\"><input id=\"msg\" autocomplete=\"off\" placeholder=\"Say something\">"
-    "<button>Send</button></form>\n"
-    "<p><small>API key (if the server needs one): <input id=\"key\" type=\"password\" size=\"20\"></small></p>\n"
-    "<script>\n"
-    "const log=document.getElementById('log'),msgs=[];\n"
-    "fetch('/v1/models').then(r=>r.json()).then(j=>{document.getElementById('info').textContent="
-    "'model: '+j.data[0].id}).catch(()=>{});\n"
-    "function add(role,text){const d=document.createElement('div');d.className=role;d.textContent=text;"
-    "log.appendChild(d);return d;}\n"
-    "document.getElementById('f').onsubmit=async ev=>{ev.preventDefault();\n"
-    " const box=document.getElementById('msg'),text=box.value.trim();if(!text)return;box.value='';\n"
-    " msgs.push({role:'user',content:text});add('user',text);const out=add('assistant','');\n"
-    " const h={'Content-Type':'application/json'},k=document.getElementById('key').value;\n"
-    " if(k)h['Authorization']='Bearer '+k;\n"
-    " const r=await fetch('/v1/chat/completions',{method:'POST',headers:h,"
-    "body:JSON.stringify({messages:msgs,stream:true,max_tokens:512})});\n"
-    " if(!r.ok){out.textContent='error: '+(await r.text());return;}\n"
-    " const rd=r.body.getReader(),dec=new TextDecoder();let buf='',reply='';\n"
-    " for(;;){const {done,value}=await rd.read();if(done)break;buf+=dec.decode(value,{stream:true});\n"
-    "  let i;while((i=buf.indexOf('\\n\\n'))>=0){const ev=buf.slice(0,i);buf=buf.slice(i+2);\n"
-    "   if(!ev.startsWith('data: ')||ev==='data: [DONE]')continue;const j=JSON.parse(ev.slice(6));\n"
-    "   const c=j.choices&&j.choices[0]&&j.choices[0].delta.content;if(c){reply+=c;out.textContent=reply;}}}\n"
-    " msgs.push({role:'assistant',content:reply});};\n"
-    "</script></body></html>\n";
+const char zl_chat_page[] = {
+#include "server/page.html.inc"
+    0,
+};

@@ -640,6 +640,8 @@ static json_t *model_json(const srv *s)
     json_object_set_new(m, "object", json_string("model"));
     json_object_set_new(m, "created", json_integer((json_int_t)s->started));
     json_object_set_new(m, "owned_by", json_string("zili"));
+    /* The context one request may fill (prompt + reply), as the chat page shows its use. */
+    json_object_set_new(m, "context_length", json_integer(s->lim.n_ctx));
     return m;
 }
 
