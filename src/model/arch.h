@@ -43,6 +43,10 @@ typedef struct zl_layer {
     zl_tensor down_exps;    /* (n_ff_exp, n_embd, n_expert) */
     zl_tensor gate_inp_shexp; /* (n_embd, 1) the shared expert's gate (qwen2moe), or data == NULL */
     const float *ffn_post_norm; /* (n_embd) RMSNorm gain of the FFN output (gemma3), or NULL */
+    /* bert: biases and LayerNorms (gain, bias) after attention and after the FFN, or NULL */
+    const float *b_up, *b_down;              /* (n_ff), (n_embd) */
+    const float *attn_out_norm, *attn_out_norm_b; /* (n_embd) */
+    const float *layer_out_norm, *layer_out_norm_b; /* (n_embd) */
     bool swa;               /* sliding-window layer: attends to the last hp.n_swa positions (gemma3) */
 } zl_layer;
 
@@ -75,6 +79,10 @@ struct zl_model {
     zl_tensor output;         /* (n_embd, n_vocab); a copy of tok_embd's view when tied */
     const float *rope_freqs;  /* (n_rot / 2) llama3 frequency factors (angle divided by them), or NULL */
     zl_layer *layers;         /* n_layer */
+    /* bert only (data / pointers NULL elsewhere) */
+    zl_tensor pos_embd;       /* (n_embd, n_ctx_train) absolute position embeddings */
+    zl_tensor type_embd;      /* (n_embd, n_token_types) token-type embeddings (every token has type 0), or none */
+    const float *tok_norm, *tok_norm_b; /* (n_embd) LayerNorm of the embeddings */
     bool tiles;               /* some matrices are marked for the AMX tiles (zl_tensor.tiles) */
     float kq_scale;           /* attention scores = (q . k) * kq_scale; 1 / sqrt(head_dim) unless the family
                                * scales q itself (gemma3: 1) */
@@ -135,6 +143,8 @@ struct zl_fwd {
     int8_t *moe_mode;   /* (2, max_tokens * n_expert_used) the matmul mode of each gathered row, then all
                          * ZL_MODE_ONE */
     int32_t *moe_seq;   /* (max_tokens) the sequence of each row kept for the last layer */
+    float *hidden;      /* zl_model_embed: when set, the output head writes each logits row's final normalised
+                         * hidden state (n_embd floats) here instead of its logits */
 
     int32_t seq_cap;     /* entries of seq_next / seq_start */
     int32_t *seq_next;   /* next expected position of each sequence while checking a batch; -1 untouched */
@@ -201,6 +211,13 @@ int zl_moe_bind_ffn(zl_model *m, int32_t il, zl_err *err);
 int zl_qwen_attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, int32_t il);
 /* The 2-D matrix of expert e of a 3-D expert tensor (a borrowed view). */
 zl_tensor zl_expert_view(const zl_tensor *t, int64_t e);
+
+int zl_bert_bind(zl_model *m, zl_err *err);
+/* The causal forward pass entry of an encoder: refuses (bert makes embeddings only, zl_model_embed). */
+int zl_bert_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, float *out,
+                    zl_err *err);
+/* bert's encoder over a batch of whole inputs (see zl_model_embed); leaves the final hidden states in f->x. */
+int zl_bert_encode(const zl_model *m, zl_cpu *cpu, zl_fwd *f, const zl_batch *b, zl_err *err);
 
 int zl_gemma3_bind(zl_model *m, zl_err *err);
 /* The scale gemma3 applies to q after RoPE (Gemma's query_pre_attn_scalar as llama.cpp derives it). */
