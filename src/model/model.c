@@ -160,6 +160,8 @@ static int read_hparams(zl_model *m, zl_err *err)
         return rc;
     if ((rc = get_int(f, a, "pooling_type", false, h->encoder ? ZL_POOL_MEAN : ZL_POOL_LAST, &v, err)) != ZL_OK)
         return rc;
+    if (v == 0 || v == 4) /* none / rank: not an embedding the server makes; the default pooling */
+        v = h->encoder ? ZL_POOL_MEAN : ZL_POOL_LAST;
     if (v < ZL_POOL_MEAN || v > ZL_POOL_LAST)
         return zl_err_set(err, ZL_EUNSUPPORTED, "%s: %s.pooling_type %lld is not supported (1 mean, 2 cls, 3 last)",
                           path, a, (long long)v);
