@@ -81,6 +81,14 @@ typedef struct zili_model_info {
     int32_t n_ff_exp;            /* an expert's feed-forward width */
     int32_t n_ff_shexp;          /* the shared expert's width (qwen2moe), 0 when none */
     bool expert_weights_norm;    /* the routed experts' weights are normalized to sum 1 */
+    int32_t n_expert_shared;     /* deepseek2: shared experts (together n_ff_shexp wide, ungated), else 0 */
+    int32_t n_layer_dense_lead;  /* deepseek2: leading layers with a dense feed-forward */
+    const char *expert_gating;   /* "softmax" or "sigmoid" (deepseek2 V3) */
+    float expert_weights_scale;  /* routed scaling factor, 0 or 1 when none */
+    int32_t n_expert_groups, n_group_used; /* group-limited routing, 0 when none */
+    /* Multi-head latent attention (deepseek2), else 0: query rank (0: uncompressed), latent rank, the decompressed
+     * key (nope + rope) and value widths per head; the cache holds kv_lora_rank + n_rot values per token and layer. */
+    int32_t q_lora_rank, kv_lora_rank, head_dim_k_mla, head_dim_v_mla;
     bool tied_embeddings;
     uint64_t n_params;
     uint64_t file_size;

@@ -98,6 +98,9 @@ cpu_flags() {
     echo "$out"
 }
 CMAKE_FLAGS=$(cpu_flags)
+# The wheel depends only on the llama-cpp-python version and the flags; the stamp also on requirements-test.txt, so
+# adding a test package installs it without rebuilding llama.cpp.
+wkey=$(printf '%s\n' "$LLAMA_CPP_PYTHON $CMAKE_FLAGS" | sha256sum | cut -c1-16)
 key=$(printf '%s\n%s\n' "$LLAMA_CPP_PYTHON $CMAKE_FLAGS" "$(cat requirements-test.txt)" | sha256sum | cut -c1-16)
 stamp=$VENV/.zili-setup
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$key" ]; then
@@ -108,7 +111,7 @@ PY=${PYTHON_FOR_VENV:-python3}
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 log=$(mktemp)
 fail() { tail -40 "$log" >&2; rm -f "$log"; echo "setup: $1 (log above)" >&2; exit 1; }
-whl_dir=$WHEELS/$key
+whl_dir=$WHEELS/$wkey
 whl=$(ls "$whl_dir"/llama_cpp_python-*.whl 2>/dev/null | head -1 || true)
 if [ -n "$whl" ]; then
     say "installing the Python test packages into $VENV (reference llama.cpp from $whl_dir)"

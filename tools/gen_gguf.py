@@ -117,6 +117,21 @@ class Config:
     n_ff_exp: int = 256        # expert feed-forward width (expert_feed_forward_length)
     n_ff_shexp: int = 512      # qwen2moe: the shared expert's width
     pooling: int = 0           # <arch>.pooling_type (1 mean, 2 cls, 3 last); 0: not written (bert: mean)
+    # deepseek2 (multi-head latent attention; see deepseek2_arch)
+    q_lora_rank: int = 128     # 0: no query compression (DeepSeek-V2-Lite: attn_q)
+    kv_lora_rank: int = 128    # the latent each token's K and V come from
+    qk_rope: int = 32          # rotated dims per head (shared by every head's key)
+    qk_nope: int = 64          # unrotated dims per head
+    v_head: int = 64           # value dims per head
+    n_dense_lead: int = 1      # leading layers with a dense FFN (n_ff)
+    n_expert_shared: int = 1   # shared experts (one SwiGLU of n_ff_exp * count)
+    gating: str = "sigmoid"    # expert gating: sigmoid (V3) or softmax (V2)
+    n_group: int = 4           # expert groups (0: none)
+    n_group_used: int = 2      # groups each token's experts come from
+    w_scale: float = 2.5       # routed scaling factor (expert_weights_scale)
+    w_norm: bool = True        # expert_weights_norm
+    probs_bias: bool = True    # exp_probs_b (score correction bias, V3)
+    yarn_log_mul: float = 0.0  # rope.scaling.yarn_log_multiplier (0.1 * mscale_all_dim; 0: not written)
 
     @property
     def hd(self) -> int:
@@ -397,9 +412,104 @@ def bert_arch(cfg: Config) -> tuple[dict, list[TensorSpec]]:
     return meta, ts
 
 
+def deepseek2_arch(cfg: Config) -> tuple[dict, list[TensorSpec]]:
+    """DeepSeek V2 / V3 (`deepseek2`) with multi-head latent attention, in the layout of llama.cpp's current
+    converter: the query through a low-rank pair attn_q_a / attn_q_a_norm / attn_q_b (q_lora_rank; 0 writes attn_q,
+    DeepSeek-V2-Lite), the shared latent and rope key through attn_kv_a_mqa (kv_lora_rank + qk_rope rows) and
+    attn_kv_a_norm, and the key/value up-projections split per head into attn_k_b (n_head, kv_lora_rank, qk_nope)
+    and attn_v_b (n_head, v_head, kv_lora_rank), 3-D, so that llama.cpp runs the absorbed (MLA) form with a cache of
+    kv_lora_rank + qk_rope values per token. head_count_kv 1, key_length kv_lora_rank + qk_rope, value_length
+    kv_lora_rank; key_length_mla / value_length_mla the decompressed head sizes. The first n_dense_lead layers have a
+    dense FFN of n_ff; the others a router (ffn_gate_inp, F32), optionally exp_probs_b (F32), routed experts of
+    n_ff_exp and n_expert_shared shared experts as one SwiGLU of n_ff_exp * n_expert_shared. attn_k_b / attn_v_b
+    are written F16 for a quantized --type (F32 for --type f32; tools/quantize_gguf.py then quantizes them with the
+    rest, as llama-quantize does); their entries are N(0, 1 / kv_lora_rank)."""
+    a = cfg.arch
+    u32, f32, b_ = gguf.GGUFValueType.UINT32, gguf.GGUFValueType.FLOAT32, gguf.GGUFValueType.BOOL
+    H, E, V, F = cfg.n_head, cfg.n_embd, cfg.n_vocab, cfg.n_ff
+    QL, KL, R, NP, VH = cfg.q_lora_rank, cfg.kv_lora_rank, cfg.qk_rope, cfg.qk_nope, cfg.v_head
+    X, FE = cfg.n_expert, cfg.n_ff_exp
+    FS = FE * cfg.n_expert_shared
+    meta = {
+        f"{a}.context_length": (cfg.ctx, u32),
+        f"{a}.embedding_length": (E, u32),
+        f"{a}.block_count": (cfg.n_layer, u32),
+        f"{a}.feed_forward_length": (F, u32),
+        f"{a}.leading_dense_block_count": (cfg.n_dense_lead, u32),
+        f"{a}.attention.head_count": (H, u32),
+        f"{a}.attention.head_count_kv": (1, u32),
+        f"{a}.attention.q_lora_rank": (QL, u32),
+        f"{a}.attention.kv_lora_rank": (KL, u32),
+        f"{a}.attention.key_length": (KL + R, u32),
+        f"{a}.attention.value_length": (KL, u32),
+        f"{a}.attention.key_length_mla": (NP + R, u32),
+        f"{a}.attention.value_length_mla": (VH, u32),
+        f"{a}.attention.layer_norm_rms_epsilon": (cfg.norm_eps, f32),
+        f"{a}.rope.dimension_count": (R, u32),
+        f"{a}.rope.freq_base": (cfg.rope_base, f32),
+        f"{a}.expert_count": (X, u32),
+        f"{a}.expert_used_count": (cfg.n_expert_used, u32),
+        f"{a}.expert_feed_forward_length": (FE, u32),
+        f"{a}.expert_shared_count": (cfg.n_expert_shared, u32),
+        f"{a}.expert_weights_scale": (cfg.w_scale, f32),
+        f"{a}.expert_weights_norm": (cfg.w_norm, b_),
+        f"{a}.expert_gating_func": (2 if cfg.gating == "sigmoid" else 1, u32),
+        f"{a}.vocab_size": (V, u32),
+    }
+    if cfg.n_group > 1:
+        meta[f"{a}.expert_group_count"] = (cfg.n_group, u32)
+        meta[f"{a}.expert_group_used_count"] = (cfg.n_group_used, u32)
+    if cfg.rope_scaling:
+        meta[f"{a}.rope.scaling.type"] = (cfg.rope_scaling, gguf.GGUFValueType.STRING)
+        meta[f"{a}.rope.scaling.factor"] = (cfg.rope_factor, f32)
+        if cfg.rope_orig_ctx:
+            meta[f"{a}.rope.scaling.original_context_length"] = (cfg.rope_orig_ctx, u32)
+        if cfg.yarn_log_mul:
+            meta[f"{a}.rope.scaling.yarn_log_multiplier"] = (cfg.yarn_log_mul, f32)
+    ts = [TensorSpec("token_embd.weight", (V, E), "embd")]
+    for i in range(cfg.n_layer):
+        b = f"blk.{i}."
+        ts.append(TensorSpec(b + "attn_norm.weight", (E,), "norm"))
+        if QL > 0:
+            ts += [TensorSpec(b + "attn_q_a.weight", (QL, E), "matrix"),
+                   TensorSpec(b + "attn_q_a_norm.weight", (QL,), "norm"),
+                   TensorSpec(b + "attn_q_b.weight", (H * (NP + R), QL), "matrix")]
+        else:
+            ts.append(TensorSpec(b + "attn_q.weight", (H * (NP + R), E), "matrix"))
+        ts += [
+            TensorSpec(b + "attn_kv_a_mqa.weight", (KL + R, E), "matrix"),
+            TensorSpec(b + "attn_kv_a_norm.weight", (KL,), "norm"),
+            TensorSpec(b + "attn_k_b.weight", (H, KL, NP), "mla_b"),
+            TensorSpec(b + "attn_v_b.weight", (H, VH, KL), "mla_b"),
+            TensorSpec(b + "attn_output.weight", (E, H * VH), "matrix"),
+            TensorSpec(b + "ffn_norm.weight", (E,), "norm"),
+        ]
+        if i < cfg.n_dense_lead:
+            ts += [TensorSpec(b + "ffn_gate.weight", (F, E), "matrix"),
+                   TensorSpec(b + "ffn_up.weight", (F, E), "matrix"),
+                   TensorSpec(b + "ffn_down.weight", (E, F), "matrix")]
+            continue
+        ts.append(TensorSpec(b + "ffn_gate_inp.weight", (X, E), "router"))
+        if cfg.probs_bias:
+            ts.append(TensorSpec(b + "exp_probs_b.bias", (X,), "probs_bias"))
+        ts += [
+            TensorSpec(b + "ffn_gate_exps.weight", (X, FE, E), "matrix"),
+            TensorSpec(b + "ffn_up_exps.weight", (X, FE, E), "matrix"),
+            TensorSpec(b + "ffn_down_exps.weight", (X, E, FE), "matrix"),
+        ]
+        if cfg.n_expert_shared > 0:
+            ts += [TensorSpec(b + "ffn_gate_shexp.weight", (FS, E), "matrix"),
+                   TensorSpec(b + "ffn_up_shexp.weight", (FS, E), "matrix"),
+                   TensorSpec(b + "ffn_down_shexp.weight", (E, FS), "matrix")]
+    ts.append(TensorSpec("output_norm.weight", (E,), "norm", gain=LOGIT_SCALE))
+    if not cfg.tied:
+        ts.append(TensorSpec("output.weight", (V, E), "output"))
+    return meta, ts
+
+
 ARCHS: dict[str, Callable[[Config], tuple[dict, list[TensorSpec]]]] = {
     "bert": bert_arch, "llama": llama_arch, "qwen2": qwen2_arch, "qwen3": qwen3_arch, "gemma3": gemma3_arch,
-    "qwen3moe": qwen3moe_arch, "qwen2moe": qwen2moe_arch}
+    "qwen3moe": qwen3moe_arch, "qwen2moe": qwen2moe_arch, "deepseek2": deepseek2_arch}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -435,9 +545,11 @@ def make_weights(cfg: Config, spec: TensorSpec, control: np.ndarray) -> np.ndarr
     rng = tensor_rng(cfg.seed, spec.name)
     if spec.kind == "norm":
         return (spec.gain * rng.uniform(0.8, 1.2, spec.shape)).astype(np.float32)
+    if spec.kind == "probs_bias":  # deepseek2's score correction: small next to the sigmoid scores' spread
+        return (0.05 * rng.standard_normal(spec.shape)).astype(np.float32)
     if spec.kind == "bias":
         return (BIAS_SIGMA * rng.standard_normal(spec.shape)).astype(np.float32)
-    n_in = spec.shape[-1]
+    n_in = spec.shape[-1] if spec.kind != "mla_b" else cfg.kv_lora_rank
     w = rng.standard_normal(spec.shape, dtype=np.float32) / np.float32(np.sqrt(n_in))
     if spec.kind == "router":
         w *= np.float32(ROUTER_SCALE)
@@ -461,8 +573,10 @@ def encode(w: np.ndarray, qt: GT) -> np.ndarray:
 
 
 def tensor_type(cfg: Config, spec: TensorSpec) -> GT:
-    if spec.kind in ("norm", "bias", "rope_freqs", "router"):
+    if spec.kind in ("norm", "bias", "rope_freqs", "router", "probs_bias"):
         return GT.F32
+    if spec.kind == "mla_b":
+        return GT.F32 if cfg.wtype == "f32" else GT.F16
     if spec.kind in ("embd", "embd_scaled"):
         return TYPES[cfg.embd_type or cfg.wtype][0]
     return TYPES[cfg.wtype][0]
@@ -538,6 +652,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-expert-used", type=int, default=4, help="experts per token (default 4)")
     p.add_argument("--n-ff-exp", type=int, default=256, help="expert feed-forward width (default 256)")
     p.add_argument("--n-ff-shexp", type=int, default=512, help="qwen2moe: shared expert width (default 512)")
+    p.add_argument("--q-lora-rank", type=int, default=128, help="deepseek2: query rank (0: attn_q, V2-Lite)")
+    p.add_argument("--kv-lora-rank", type=int, default=128, help="deepseek2: latent rank (default 128)")
+    p.add_argument("--qk-rope", type=int, default=32, help="deepseek2: rotated dims per head (default 32)")
+    p.add_argument("--qk-nope", type=int, default=64, help="deepseek2: unrotated dims per head (default 64)")
+    p.add_argument("--v-head", type=int, default=64, help="deepseek2: value dims per head (default 64)")
+    p.add_argument("--n-dense-lead", type=int, default=1, help="deepseek2: leading dense layers (default 1)")
+    p.add_argument("--n-expert-shared", type=int, default=1, help="deepseek2: shared experts (default 1)")
+    p.add_argument("--gating", choices=("sigmoid", "softmax"), default="sigmoid", help="deepseek2: expert gating")
+    p.add_argument("--n-group", type=int, default=4, help="deepseek2: expert groups (0/1: none; default 4)")
+    p.add_argument("--n-group-used", type=int, default=2, help="deepseek2: groups used per token (default 2)")
+    p.add_argument("--w-scale", type=float, default=2.5, help="deepseek2: routed scaling factor (default 2.5)")
+    p.add_argument("--no-w-norm", dest="w_norm", action="store_false", help="deepseek2: expert_weights_norm false")
+    p.add_argument("--no-probs-bias", dest="probs_bias", action="store_false", help="deepseek2: no exp_probs_b")
+    p.add_argument("--yarn-log-mul", type=float, default=0.0,
+                   help="deepseek2: rope.scaling.yarn_log_multiplier (0.1 * mscale_all_dim; with --rope-scaling yarn)")
     p.add_argument("--vocab-from", required=True, metavar="FILE.gguf",
                    help="copy the tokenizer (all tokenizer.* keys) from this GGUF; n_vocab = its token count")
     p.add_argument("--n-vocab", type=int, default=0,
@@ -558,6 +687,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg.rope_scaling, cfg.rope_factor = a.rope_scaling or "", a.rope_factor
     cfg.rope_orig_ctx, cfg.rope_freqs = a.rope_orig_ctx, a.rope_freqs
     cfg.n_expert, cfg.n_expert_used, cfg.n_ff_exp, cfg.n_ff_shexp = a.n_expert, a.n_expert_used, a.n_ff_exp, a.n_ff_shexp
+    for f in ("q_lora_rank", "kv_lora_rank", "qk_rope", "qk_nope", "v_head", "n_dense_lead", "n_expert_shared",
+              "gating", "n_group", "n_group_used", "w_scale", "w_norm", "probs_bias", "yarn_log_mul"):
+        setattr(cfg, f, getattr(a, f))
+    if cfg.arch == "deepseek2" and cfg.n_group > 1 and (cfg.n_expert % cfg.n_group or
+                                                         not 0 < cfg.n_group_used < cfg.n_group):
+        p.error("deepseek2: --n-group must divide --n-expert and --n-group-used be in 1 .. n_group - 1")
     if not 1 <= cfg.n_expert_used <= cfg.n_expert:
         p.error(f"--n-expert-used ({cfg.n_expert_used}) must be in 1 .. --n-expert ({cfg.n_expert})")
     if cfg.rope_scaling and not cfg.rope_factor >= 1.0:

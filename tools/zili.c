@@ -644,10 +644,20 @@ static int cmd_info(const opts *o)
     printf("embedding:       %d\n", i.n_embd);
     printf("heads:           %d (kv %d, head dim %d, rotary dims %d)\n", i.n_head, i.n_head_kv, i.head_dim, i.n_rot);
     printf("feed-forward:    %d\n", i.n_ff);
+    if (i.kv_lora_rank > 0)
+        printf("MLA:             q_lora_rank %d, kv_lora_rank %d, key %d (%d + rope %d), value %d; cache %d per "
+               "token and layer\n", i.q_lora_rank, i.kv_lora_rank, i.head_dim_k_mla, i.head_dim_k_mla - i.n_rot,
+               i.n_rot, i.head_dim_v_mla, i.kv_lora_rank + i.n_rot);
     if (i.n_expert > 0) {
-        printf("experts:         %d, %d used per token%s, expert feed-forward %d\n", i.n_expert, i.n_expert_used,
-               i.expert_weights_norm ? " (weights normalized)" : "", i.n_ff_exp);
-        if (i.n_ff_shexp > 0)
+        printf("experts:         %d, %d used per token%s, expert feed-forward %d, %s gating\n", i.n_expert,
+               i.n_expert_used, i.expert_weights_norm ? " (weights normalized)" : "", i.n_ff_exp, i.expert_gating);
+        if (i.n_expert_groups > 1 || (i.expert_weights_scale != 0.0f && i.expert_weights_scale != 1.0f))
+            printf("routing:         %d groups, %d used; weights scaled x%g\n", i.n_expert_groups, i.n_group_used,
+                   i.expert_weights_scale != 0.0f ? i.expert_weights_scale : 1.0f);
+        if (i.n_expert_shared > 0)
+            printf("shared experts:  %d, feed-forward %d; %d leading dense layers\n", i.n_expert_shared,
+                   i.n_ff_shexp, i.n_layer_dense_lead);
+        else if (i.n_ff_shexp > 0)
             printf("shared expert:   1, feed-forward %d, sigmoid-gated\n", i.n_ff_shexp);
         else
             printf("shared expert:   none\n");

@@ -138,6 +138,16 @@ void zili_model_get_info(const zili_model *m, zili_model_info *info)
     info->n_ff_exp = h->n_ff_exp;
     info->n_ff_shexp = h->n_ff_shexp;
     info->expert_weights_norm = h->expert_weights_norm;
+    info->n_expert_shared = h->n_expert_shared;
+    info->n_layer_dense_lead = h->n_layer_dense_lead;
+    info->expert_gating = h->expert_gating == 2 ? "sigmoid" : "softmax";
+    info->expert_weights_scale = h->expert_weights_scale;
+    info->n_expert_groups = h->n_expert_groups;
+    info->n_group_used = h->n_group_used;
+    info->q_lora_rank = h->n_lora_q;
+    info->kv_lora_rank = h->n_lora_kv;
+    info->head_dim_k_mla = h->head_dim_k_mla;
+    info->head_dim_v_mla = h->head_dim_v_mla;
     info->tied_embeddings = h->tied_embeddings;
     info->n_params = zl_model_n_params(m->m);
     info->file_size = gguf_file_size(f);
@@ -312,6 +322,7 @@ int zili_session_create(const zili_model *m, const zili_session_params *params, 
     }
     zl_kv_params kp = {.n_layer = h->n_layer,
                        .kv_dim = h->n_head_kv * h->head_dim,
+                       .k_only = h->n_lora_kv > 0,
                        .block_size = SESSION_BLOCK,
                        .n_blocks = (p.n_ctx + SESSION_BLOCK - 1) / SESSION_BLOCK,
                        .max_seqs = 1,

@@ -657,6 +657,7 @@ int zl_engine_create(const zl_model *m, const zl_engine_params *params, zl_engin
     }
     zl_kv_params kp = {.n_layer = h->n_layer,
                        .kv_dim = h->n_head_kv * h->head_dim,
+                       .k_only = h->n_lora_kv > 0,
                        .block_size = p.block_size,
                        .n_blocks = p.n_blocks,
                        .max_seqs = p.n_parallel,

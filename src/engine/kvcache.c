@@ -76,7 +76,7 @@ int zl_kv_create(const zl_kv_params *p, zl_kv **out, zl_err *err)
 
     const size_t elt = p->type == ZL_F32 ? 4 : 2;
     /* block_bytes <= 2 * 2^16 * 2^20 * 4 = 2^39: fits size_t on 64-bit; check the products that can overflow. */
-    const size_t block_bytes = 2 * (size_t)p->block_size * (size_t)p->kv_dim * elt;
+    const size_t block_bytes = (p->k_only ? 1 : 2) * (size_t)p->block_size * (size_t)p->kv_dim * elt;
     size_t layer_bytes, total;
     if (__builtin_mul_overflow(block_bytes, (size_t)p->n_blocks, &layer_bytes) ||
         __builtin_mul_overflow(layer_bytes, (size_t)p->n_layer, &total))
@@ -243,7 +243,7 @@ static void *row_at(zl_kv *kv, int32_t il, int32_t seq, int32_t pos, int v)
 }
 
 void *zl_kv_k(zl_kv *kv, int32_t il, int32_t seq, int32_t pos) { return row_at(kv, il, seq, pos, 0); }
-void *zl_kv_v(zl_kv *kv, int32_t il, int32_t seq, int32_t pos) { return row_at(kv, il, seq, pos, 1); }
+void *zl_kv_v(zl_kv *kv, int32_t il, int32_t seq, int32_t pos) { return row_at(kv, il, seq, pos, !kv->p.k_only); }
 
 const int32_t *zl_kv_seq_blocks(const zl_kv *kv, int32_t seq, int32_t *n)
 {

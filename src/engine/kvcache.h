@@ -7,7 +7,7 @@
  * (prefix caching builds on this); a block is free when its count drops to zero.
  *
  * Layout of one physical block in one layer: K then V, each (block_size, kv_dim) of the cache type
- * (kv_dim = n_head_kv * head_dim).
+ * (kv_dim = n_head_kv * head_dim); with k_only (deepseek2's latent cache) K alone.
  *
  * Invariants: a sequence's table has exactly ceil(n_pos / block_size) entries; refcount[b] equals the number of
  * table entries (over all sequences) naming b plus external holds; n_free = blocks with refcount 0.
@@ -33,6 +33,7 @@ typedef struct zl_kv_params {
     int32_t max_seqs;    /* sequence ids are 0 .. max_seqs-1 */
     uint32_t type;       /* zl_dtype of stored K/V: ZL_F32 or ZL_F16 */
     bool prefault;       /* write every page of the pool at creation, so its memory is resident from the start */
+    bool k_only;         /* no V half: V is read from the K rows (MLA: the latent is both; zl_kv_v gives the K row) */
 } zl_kv_params;
 
 int zl_kv_create(const zl_kv_params *p, zl_kv **out, zl_err *err);
@@ -75,7 +76,8 @@ void *zl_kv_v(zl_kv *kv, int32_t il, int32_t seq, int32_t pos);
 
 /* The block table of seq: *n entries of physical block ids (borrowed, valid until the next change to seq). */
 const int32_t *zl_kv_seq_blocks(const zl_kv *kv, int32_t seq, int32_t *n);
-/* Base of physical block b in layer il: K at the returned pointer, V at + block_size * kv_dim elements. */
+/* Base of physical block b in layer il: K at the returned pointer, V at + block_size * kv_dim elements (k_only: no
+ * V half). */
 void *zl_kv_block(zl_kv *kv, int32_t il, int32_t b);
 
 #endif

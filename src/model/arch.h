@@ -42,6 +42,15 @@ typedef struct zl_layer {
     zl_tensor up_exps;      /* (n_embd, n_ff_exp, n_expert) */
     zl_tensor down_exps;    /* (n_ff_exp, n_embd, n_expert) */
     zl_tensor gate_inp_shexp; /* (n_embd, 1) the shared expert's gate (qwen2moe), or data == NULL */
+    const float *exp_probs_b; /* (n_expert) deepseek2's expert score bias (selection only), or NULL */
+    /* deepseek2's multi-head latent attention (wq: attn_q when n_lora_q == 0; wo: attn_output) */
+    zl_tensor wq_a;         /* (n_embd, n_lora_q) */
+    const float *attn_q_a_norm; /* (n_lora_q) */
+    zl_tensor wq_b;         /* (n_lora_q, n_head * head_dim_k_mla) */
+    zl_tensor wkv_a_mqa;    /* (n_embd, n_lora_kv + n_rot) */
+    const float *attn_kv_a_norm; /* (n_lora_kv) */
+    zl_tensor wk_b;         /* (qk_nope, n_lora_kv, n_head) per head: q_nope -> latent (absorbed key) */
+    zl_tensor wv_b;         /* (n_lora_kv, head_dim_v_mla, n_head) per head: latent -> value */
     const float *ffn_post_norm; /* (n_embd) RMSNorm gain of the FFN output (gemma3), or NULL */
     /* bert: biases and LayerNorms (gain, bias) after attention and after the FFN, or NULL */
     const float *b_up, *b_down;              /* (n_ff), (n_embd) */
@@ -145,6 +154,7 @@ struct zl_fwd {
     int32_t *moe_seq;   /* (max_tokens) the sequence of each row kept for the last layer */
     float *hidden;      /* zl_model_embed: when set, the output head writes each logits row's final normalised
                          * hidden state (n_embd floats) here instead of its logits */
+    float *mla;         /* deepseek2 only: (max_tokens, n_head * head_dim) absorbed queries / per-head staging */
 
     int32_t seq_cap;     /* entries of seq_next / seq_start */
     int32_t *seq_next;   /* next expected position of each sequence while checking a batch; -1 untouched */
@@ -218,6 +228,21 @@ int zl_bert_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const 
                     zl_err *err);
 /* bert's encoder over a batch of whole inputs (see zl_model_embed); leaves the final hidden states in f->x. */
 int zl_bert_encode(const zl_model *m, zl_cpu *cpu, zl_fwd *f, const zl_batch *b, zl_err *err);
+/* deepseek2.c: DeepSeek V2 / V3 with multi-head latent attention over moe.c's routed FFN. */
+int zl_deepseek2_bind(zl_model *m, zl_err *err);
+/* After the generic RoPE setup: llama.cpp's YaRN attention factor of deepseek2 (yarn_log_multiplier) into
+ * m->rope_attn_factor and its kq_scale (mscale^2 / sqrt(head_dim_k_mla)) into m->kq_scale. */
+void zl_deepseek2_scales(zl_model *m);
+int zl_deepseek2_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, float *out,
+                         zl_err *err);
+/* moe.c: x += the routed FFN of layer il for n rows of x (modes: the ordinary matmuls' arithmetic per row, seq: each
+ * row's sequence). */
+int zl_moe_ffn(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t il, const int8_t *modes,
+               const int32_t *seq);
+/* MLA attention (attention.c): q (n, n_head * head_dim) absorbed queries against the k_only cache's rows, att
+ * (n, n_head * head_dim_v), V being the first head_dim_v values of each K row. */
+void zl_attention_paged_mla(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, int32_t il,
+                            const float *q, float *att);
 
 int zl_gemma3_bind(zl_model *m, zl_err *err);
 /* The scale gemma3 applies to q after RoPE (Gemma's query_pre_attn_scalar as llama.cpp derives it). */

@@ -56,10 +56,12 @@ void zl_kv_store(zl_kv *kv, const zl_batch *b, int32_t il, const float *k, const
         void *kd = zl_kv_k(kv, il, b->seq[i], b->pos[i]), *vd = zl_kv_v(kv, il, b->seq[i], b->pos[i]);
         if (p->type == ZL_F32) {
             memcpy(kd, ki, (size_t)p->kv_dim * sizeof(float));
-            memcpy(vd, vi, (size_t)p->kv_dim * sizeof(float));
+            if (!p->k_only)
+                memcpy(vd, vi, (size_t)p->kv_dim * sizeof(float));
         } else {
             store(ki, kd, p->kv_dim);
-            store(vi, vd, p->kv_dim);
+            if (!p->k_only) /* MLA: V is the K row's latent, stored once */
+                store(vi, vd, p->kv_dim);
         }
     }
 }
@@ -163,6 +165,8 @@ typedef struct att_task {
     int width;  /* zl_cpu_simd_width(); 1 is treated as 8 (the portable path keeps the AVX2 order) */
     bool simd;  /* a vector kernel set is active (tinyBLAS's order exists only there) */
     int group;  /* query heads per item (attend_group when > 1; 1: attend_one only) */
+    int32_t hdv; /* V width per head (hp.head_dim_v; head_dim but for MLA's latent) */
+    int32_t vs;  /* slot of a block's first V row: block_size, or 0 in a k_only cache (V in the K rows) */
 } att_task;
 
 /* The first position token i attends to in this layer (sliding-window layers skip the older ones). */
@@ -185,7 +189,7 @@ static const char **v_blocks(const att_task *t, int32_t i, int32_t hk, int32_t l
     const char **blk = (const char **)t->f->v_blk + (size_t)ith * (size_t)t->f->blk_cap;
     for (int32_t k = lo / bs; k * bs < n_ctx; k++)
         blk[k] = zl_kv_block(t->kv, t->il, tab[k]) +
-                 ((size_t)bs * p->kv_dim + (size_t)hk * t->m->hp.head_dim) * elt;
+                 ((size_t)t->vs * p->kv_dim + (size_t)hk * t->m->hp.head_dim) * elt;
     return blk;
 }
 #endif
@@ -212,8 +216,9 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
     const int32_t lo = window_start(t, n_ctx);                          /* first position attended to */
     const int32_t sm0 = lo & ~15;                                       /* first position of the softmax */
     const float scale = t->m->kq_scale;
+    const int32_t hdv = t->hdv;
     const float *q = t->q + (size_t)i * (size_t)hp->n_head * hd + (size_t)h * hd;
-    float *o = t->att + (size_t)i * (size_t)hp->n_head * hd + (size_t)h * hd;
+    float *o = t->att + (size_t)i * (size_t)hp->n_head * hdv + (size_t)h * hdv;
     float *sc = t->f->scores + (size_t)ith * ZL_ATT_GROUP * (size_t)t->f->ctx_cap;
     float *vrow = t->f->v_row + (size_t)ith * hd;
     int32_t n_blk;
@@ -225,7 +230,7 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
     const bool simd = t->simd, gemm = simd && t->f->tok_gemm[i];
     const zl_vec_dot_fn kdot = gemm && tr->vec_dot_gemm && hd % tr->gemm_k == 0 ? tr->vec_dot_gemm
                                                                                       : tr->vec_dot;
-    const int n_acc = gemm && hd % 4 == 0 ? 1 : 4;
+    const int n_acc = gemm && hdv % 4 == 0 ? 1 : 4;
     const void *qv = q;
     if (f16) {
         void *qc = (char *)t->f->q_conv + (size_t)ith * (ZL_ATT_GROUP + 1) * hd * sizeof(float);
@@ -261,44 +266,44 @@ static void attend_one(const att_task *t, int32_t i, int32_t h, int ith)
     const int n_lanes = n_acc * w;
     float *lanes = t->f->v_lanes + (size_t)ith * ZL_ATT_GROUP * ZL_ATT_MAX_LANES * hd;
 #ifdef ZL_ATT_AVX2_ROWS
-    if (f16 && simd && hd % 8 == 0 && n_ctx - lo >= 4 * n_lanes) {
+    if (f16 && simd && hdv % 8 == 0 && n_ctx - lo >= 4 * n_lanes) {
         /* lane by lane, in registers (same bits); with fewer than ~4 positions per lane, zeroing the lanes and
          * adding row by row is as fast (and measurably faster for one-token decode at short contexts) */
-        zl_attn_v_lanes_f16_avx2(lanes, n_lanes, hd, v_blocks(t, i, hk, lo, ith), bs, (size_t)kv_dim * elt, sc, lo,
+        zl_attn_v_lanes_f16_avx2(lanes, n_lanes, hdv, v_blocks(t, i, hk, lo, ith), bs, (size_t)kv_dim * elt, sc, lo,
                                  n_ctx);
-        reduce_lanes(lanes, hd, w, n_acc, NULL, o);
+        reduce_lanes(lanes, hdv, w, n_acc, NULL, o);
         return;
     }
 #endif
     /* fewer positions than lanes (short contexts): only the lanes they reach are cleared and read */
     bool used_buf[ZL_ATT_MAX_LANES];
-    bool *used = hd <= ZERO_ROW ? lanes_reached(used_buf, n_lanes, lo, n_ctx) : NULL;
+    bool *used = hdv <= ZERO_ROW ? lanes_reached(used_buf, n_lanes, lo, n_ctx) : NULL;
     for (int l = 0; l < n_lanes; l++)
         if (!used || used[l])
-            memset(lanes + (size_t)l * hd, 0, (size_t)hd * sizeof *lanes);
+            memset(lanes + (size_t)l * hdv, 0, (size_t)hdv * sizeof *lanes);
     for (int32_t t0 = lo - lo % bs; t0 < n_ctx; t0 += bs) {
         const char *base = zl_kv_block(t->kv, t->il, tab[t0 / bs]);
         const int32_t n = n_ctx - t0 < bs ? n_ctx - t0 : bs;
         for (int32_t j = t0 < lo ? lo - t0 : 0; j < n; j++) {
-            const char *vp = base + ((size_t)(bs + j) * kv_dim + (size_t)hk * hd) * elt;
+            const char *vp = base + ((size_t)(t->vs + j) * kv_dim + (size_t)hk * hd) * elt;
             const float wt = sc[t0 + j];
-            float *acc = lanes + (size_t)((t0 + j) % n_lanes) * hd;
+            float *acc = lanes + (size_t)((t0 + j) % n_lanes) * hdv;
 #ifdef ZL_ATT_AVX2_ROWS
             if (f16 && simd) {
-                zl_attn_fma_row_f16_avx2(acc, (const uint16_t *)vp, wt, hd);
+                zl_attn_fma_row_f16_avx2(acc, (const uint16_t *)vp, wt, hdv);
             } else if (simd && !f16) {
-                zl_attn_fma_row_avx2(acc, (const float *)vp, wt, hd);
+                zl_attn_fma_row_avx2(acc, (const float *)vp, wt, hdv);
             } else
 #endif
             if (f16) {
-                tr->to_float(vp, vrow, hd);
-                fma_row(acc, vrow, wt, hd);
+                tr->to_float(vp, vrow, hdv);
+                fma_row(acc, vrow, wt, hdv);
             } else {
-                fma_row(acc, (const float *)vp, wt, hd);
+                fma_row(acc, (const float *)vp, wt, hdv);
             }
         }
     }
-    reduce_lanes(lanes, hd, w, n_acc, used, o);
+    reduce_lanes(lanes, hdv, w, n_acc, used, o);
 }
 
 #ifdef ZL_ATT_AVX2_ROWS
@@ -346,14 +351,15 @@ static void attend_group(const att_task *t, int32_t i, int32_t h0, int g, int it
         zl_softmax(sk + sm0, n_ctx - sm0);
         zl_attn_round_f16_avx2(sk + lo, n_ctx - lo);
     }
+    const int32_t hdv = t->hdv;
     float *lanes = t->f->v_lanes + (size_t)ith * ZL_ATT_GROUP * ZL_ATT_MAX_LANES * hd;
-    zl_attn_v_lanes_f16_group_avx512(lanes, g, n_lanes, hd, v_blocks(t, i, hk, lo, ith), bs,
+    zl_attn_v_lanes_f16_group_avx512(lanes, g, n_lanes, hdv, v_blocks(t, i, hk, lo, ith), bs,
                                      (size_t)kv_dim * sizeof(uint16_t), sc, cap, lo, n_ctx);
     bool used_buf[ZL_ATT_MAX_LANES];
     bool *used = lanes_reached(used_buf, n_lanes, lo, n_ctx); /* the kernel leaves the others unwritten */
     for (int k = 0; k < g; k++)
-        reduce_lanes(lanes + (size_t)k * n_lanes * hd, hd, w, n_acc, used,
-                     t->att + ((size_t)i * (size_t)hp->n_head + (size_t)(h0 + k)) * hd);
+        reduce_lanes(lanes + (size_t)k * n_lanes * hdv, hdv, w, n_acc, used,
+                     t->att + ((size_t)i * (size_t)hp->n_head + (size_t)(h0 + k)) * hdv);
 }
 #endif
 
@@ -381,8 +387,10 @@ void zl_attention_paged(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, co
                         const float *q, float *att)
 {
     const int w = zl_cpu_simd_width();
+    const zl_kv_params *kp = zl_kv_get_params(kv);
     att_task t = {.m = m, .kv = kv, .f = f, .b = b, .il = il, .q = q, .att = att, .width = w == 16 ? 16 : 8,
-                  .simd = w > 1, .group = 1};
+                  .simd = w > 1, .group = 1, .hdv = m->hp.head_dim_v > 0 ? m->hp.head_dim_v : m->hp.head_dim,
+                  .vs = kp->k_only ? 0 : kp->block_size};
 #ifdef ZL_ATT_AVX2_ROWS
     /* query heads that share a KV head go together (attend_group) where its kernels have the cache's orders, and
      * where that still leaves the threads several items each (a one-token decode of a model with one KV head keeps
@@ -392,8 +400,15 @@ void zl_attention_paged(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, co
     const int g = gq % 4 == 0 ? 4 : gq % 3 == 0 ? 3 : gq % 2 == 0 ? 2 : 1;
     if (zl_kv_get_params(kv)->type == ZL_F16 && tr->vec_dot_gemm == zl_f16_vec_dot_gemm_avx512 &&
         tr->vec_dot == zl_f16_vec_dot_avx512 && m->hp.head_dim % 64 == 0 && m->hp.head_dim <= ZERO_ROW &&
+        t.hdv % 64 == 0 &&
         (int64_t)b->n * (m->hp.n_head / g) >= 4 * (int64_t)zl_cpu_n_threads(cpu))
         t.group = g;
 #endif
     zl_pool_run(zl_cpu_pool(cpu), att_worker, &t);
+}
+
+void zl_attention_paged_mla(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, int32_t il,
+                            const float *q, float *att)
+{
+    zl_attention_paged(m, cpu, kv, f, b, il, q, att); /* the k_only cache and hp.head_dim_v make it MLA */
 }

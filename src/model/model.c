@@ -42,6 +42,8 @@ static const zl_arch_impl k_archs[] = {
     {.name = "bert", .arch = ZL_ARCH_BERT, .rope_neox = false, .bind = zl_bert_bind, .forward = zl_bert_forward},
     {.name = "qwen3moe", .arch = ZL_ARCH_QWEN3MOE, .rope_neox = true, .bind = zl_qwen3moe_bind,
      .forward = zl_moe_forward},
+    {.name = "deepseek2", .arch = ZL_ARCH_DEEPSEEK2, .rope_neox = false, .bind = zl_deepseek2_bind,
+     .forward = zl_deepseek2_forward},
 };
 
 /* Bounds on hyperparameters: generous for any published model, small enough that products stay far from
@@ -138,10 +140,16 @@ static int read_hparams(zl_model *m, zl_err *err)
     }
     if ((rc = check_range(f, "attention.key_length", v, 1, MAX_HEAD_DIM, &h->head_dim, err)) != ZL_OK)
         return rc;
-    /* One cache row width serves K and V, so value_length must equal key_length. */
+    /* One cache row width serves K and V, so value_length must equal key_length; deepseek2's V is the first
+     * value_length values of its K row (checked in deepseek2.c). */
     if ((rc = get_int(f, a, "attention.value_length", false, h->head_dim, &v, err)) != ZL_OK)
         return rc;
-    if (v != h->head_dim)
+    const bool mla = strcmp(a, "deepseek2") == 0;
+    if (mla && (rc = check_range(f, "attention.value_length", v, 1, h->head_dim, &h->head_dim_v, err)) != ZL_OK)
+        return rc;
+    if (!mla)
+        h->head_dim_v = h->head_dim;
+    if (!mla && v != h->head_dim)
         return zl_err_set(err, ZL_EUNSUPPORTED, "%s: key_length %d != value_length %lld is not supported", path,
                           h->head_dim, (long long)v);
     INT_KEY("rope.dimension_count", false, h->head_dim, 2, h->head_dim, n_rot);
@@ -248,6 +256,8 @@ static void rope_setup(zl_model *m)
         const float mag = fmaf(0.1f, logf(factor), 1.0f);
         m->rope_attn_factor = mag * (1.0f / mag) * h->rope_attn_factor;
     }
+    if (h->arch == ZL_ARCH_DEEPSEEK2)
+        zl_deepseek2_scales(m);
 }
 
 void zl_model_rope_table(const zl_model *m, int32_t pos, float *cs)
@@ -634,7 +644,7 @@ int zl_model_load(const char *path, const zl_model_opts *opts, zl_model **out, z
             m->impl = &k_archs[i];
     if (!m->impl) {
         rc = zl_err_set(err, ZL_EUNSUPPORTED,
-                        "%s: architecture '%.*s' is not supported (supported: llama, qwen2, qwen3, gemma3, qwen2moe, qwen3moe, bert)", path,
+                        "%s: architecture '%.*s' is not supported (supported: llama, qwen2, qwen3, gemma3, qwen2moe, qwen3moe, deepseek2, bert)", path,
                         (int)(arch.len < 64 ? arch.len : 64), arch.ptr);
         goto fail;
     }
@@ -761,6 +771,7 @@ int zl_fwd_create(const zl_model *m, int32_t max_tokens, zl_fwd **out, zl_err *e
     f->att = alloc_rows(max_tokens, q_dim, sizeof(float), &ok);
     int64_t ff = h->n_ff > h->n_ff_exp ? h->n_ff : h->n_ff_exp;
     ff = ff > h->n_ff_shexp ? ff : h->n_ff_shexp;
+    ff = ff > h->n_lora_q ? ff : h->n_lora_q; /* deepseek2's compressed query */
     f->hb = alloc_rows(max_tokens, ff, sizeof(float), &ok);
     f->hb2 = alloc_rows(max_tokens, ff, sizeof(float), &ok);
     if (h->n_expert > 0) {
@@ -774,13 +785,17 @@ int zl_fwd_create(const zl_model *m, int32_t max_tokens, zl_fwd **out, zl_err *e
         f->moe_hu = alloc_rows(max_tokens, used * h->n_ff_exp, sizeof(float), &ok);
         f->moe_yg = alloc_rows(max_tokens, h->n_embd, sizeof(float), &ok);
         f->moe_pos = alloc_rows(max_tokens, used, sizeof(int32_t), &ok);
-        f->moe_jobs = alloc_rows(h->n_expert + 2, 2, sizeof(zl_matmul_job), &ok);
-        f->moe_views = alloc_rows(h->n_expert, 3, sizeof(zl_tensor), &ok);
+        /* deepseek2 also runs its per-head attn_k_b / attn_v_b matmuls through these (n_head of them) */
+        const int32_t nj = h->n_expert + 2 > h->n_head ? h->n_expert + 2 : h->n_head;
+        f->moe_jobs = alloc_rows(nj, 2, sizeof(zl_matmul_job), &ok);
+        f->moe_views = alloc_rows(nj, 3, sizeof(zl_tensor), &ok);
         f->moe_rows = alloc_rows(max_tokens, used, sizeof(int32_t), &ok);
         f->moe_count = alloc_rows(h->n_expert + 1, 1, sizeof(int32_t), &ok);
         f->moe_mode = alloc_rows(max_tokens, 2 * used, 1, &ok);
         f->moe_seq = alloc_rows(max_tokens, 1, sizeof(int32_t), &ok);
     }
+    if (h->n_lora_kv > 0)
+        f->mla = alloc_rows(max_tokens, q_dim, sizeof(float), &ok);
     f->cs = alloc_rows(max_tokens, h->n_rot, sizeof(float), &ok);
     if (h->n_swa > 0)
         f->cs_swa = alloc_rows(max_tokens, h->n_rot, sizeof(float), &ok);
@@ -854,6 +869,7 @@ void zl_fwd_destroy(zl_fwd *f)
     free(f->moe_count);
     free(f->moe_mode);
     free(f->moe_seq);
+    free(f->mla);
     free(f->cs);
     free(f->cs_swa);
     free(f->seq_list);
@@ -948,7 +964,7 @@ int zl_model_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *fwd, con
         return zl_err_set(err, ZL_EINVAL, "batch of %d tokens out of range (1 .. %d)", b->n, fwd->max_tokens);
     if (!b->token || !b->pos || !b->seq || !b->logits)
         return zl_err_set(err, ZL_EINVAL, "batch is missing its token, pos, seq or logits array");
-    if (kp->n_layer != h->n_layer || kp->kv_dim != h->n_head_kv * h->head_dim)
+    if (kp->n_layer != h->n_layer || kp->kv_dim != h->n_head_kv * h->head_dim || kp->k_only != (h->n_lora_kv > 0))
         return zl_err_set(err, ZL_EINVAL, "kv cache (%d layers, kv_dim %d) does not fit the model (%d, %d)",
                           kp->n_layer, kp->kv_dim, h->n_layer, h->n_head_kv * h->head_dim);
     int rc = fwd_fit(m, fwd, kv, zl_cpu_n_threads(cpu), err);

@@ -24,7 +24,8 @@
 #include "tokenizer/vocab.h"
 
 typedef enum zl_arch {
-    ZL_ARCH_LLAMA = 1, ZL_ARCH_QWEN2, ZL_ARCH_QWEN3, ZL_ARCH_GEMMA3, ZL_ARCH_QWEN2MOE, ZL_ARCH_QWEN3MOE, ZL_ARCH_BERT
+    ZL_ARCH_LLAMA = 1, ZL_ARCH_QWEN2, ZL_ARCH_QWEN3, ZL_ARCH_GEMMA3, ZL_ARCH_QWEN2MOE, ZL_ARCH_QWEN3MOE,
+    ZL_ARCH_DEEPSEEK2, ZL_ARCH_BERT
 } zl_arch;
 
 /* How an embedding is made of a sequence's hidden states (llama.cpp's LLAMA_POOLING_TYPE_* values, as
@@ -71,6 +72,20 @@ typedef struct zl_hparams {
      * bidirectional model without an output head (bert), which only makes embeddings. */
     zl_pooling pooling;
     bool encoder;
+    /* deepseek2 (0 elsewhere): multi-head latent attention. The cache holds per token and layer one row of head_dim =
+     * n_lora_kv + n_rot values (the normalized latent, then the rotated shared key; n_head_kv 1), V is its first
+     * head_dim_v = n_lora_kv values; each head's query is absorbed into that space. head_dim_k_mla / head_dim_v_mla:
+     * the decompressed per-head key (nope + rope) and value widths. */
+    int32_t head_dim_v;    /* V width per head in the cache: head_dim, or n_lora_kv with MLA */
+    int32_t n_lora_q;      /* query rank (0: attn_q, as DeepSeek-V2-Lite) */
+    int32_t n_lora_kv;
+    int32_t head_dim_k_mla, head_dim_v_mla;
+    int32_t n_layer_dense_lead; /* leading layers with a dense FFN */
+    int32_t n_expert_shared;    /* shared experts (one SwiGLU of n_ff_shexp = n_expert_shared * n_ff_exp) */
+    int32_t expert_gating;      /* 1 softmax, 2 sigmoid (llama.cpp's expert_gating_func) */
+    float expert_weights_scale; /* routed scaling factor (1: none) */
+    int32_t n_expert_groups, n_group_used; /* group-limited routing (0: none) */
+    float yarn_log_mul;         /* rope.scaling.yarn_log_multiplier (0.1 * mscale_all_dim), 0 when absent */
 } zl_hparams;
 
 typedef struct zl_model zl_model;

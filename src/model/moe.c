@@ -119,10 +119,11 @@ int zl_moe_bind_ffn(zl_model *m, int32_t il, zl_err *err)
     if (h->n_ff_shexp == 0)
         return ZL_OK;
     /* qwen2moe's shared expert: its gate is a vector (n_embd), multiplied as a one-row matrix (llama.cpp's
-     * mul_mat of a 1-D weight) */
+     * mul_mat of a 1-D weight); deepseek2's shared experts have no gate */
     const int64_t fs = h->n_ff_shexp;
-    if ((rc = zl_model_bind_layer_matrix(m, il, "ffn_gate_inp_shexp.weight", d, 1, true, &l->gate_inp_shexp,
-                                         err)) != ZL_OK ||
+    if ((h->arch == ZL_ARCH_QWEN2MOE &&
+         (rc = zl_model_bind_layer_matrix(m, il, "ffn_gate_inp_shexp.weight", d, 1, true, &l->gate_inp_shexp,
+                                          err)) != ZL_OK) ||
         (rc = zl_model_bind_layer_matrix(m, il, "ffn_gate_shexp.weight", d, fs, true, &l->w_gate, err)) != ZL_OK ||
         (rc = zl_model_bind_layer_matrix(m, il, "ffn_up_shexp.weight", d, fs, true, &l->w_up, err)) != ZL_OK ||
         (rc = zl_model_bind_layer_matrix(m, il, "ffn_down_shexp.weight", fs, d, true, &l->w_down, err)) != ZL_OK)
@@ -147,6 +148,33 @@ static void top_k(const float *p, int32_t n, int32_t k, int32_t *sel)
     }
 }
 
+/* deepseek2's group-limited selection on one row's selection scores s (n_expert): the n_group_used groups whose two
+ * best scores add up highest keep their scores, the others become -inf (llama.cpp's build_moe_ffn: argsort top 2
+ * per group, sum_rows in double, argsort top n_group_used of the sums, the rest filled with -inf). */
+static void limit_groups(const zl_hparams *h, float *s)
+{
+    const int32_t ng = h->n_expert_groups, per = h->n_expert / ng;
+    float sums[64] = {0};
+    int32_t top[64], best2[2];
+    for (int32_t g = 0; g < ng; g++) {
+        const int32_t k2 = per < 2 ? per : 2;
+        top_k(s + (size_t)g * per, per, k2, best2);
+        double sum = 0.0;
+        for (int32_t j = 0; j < k2; j++)
+            sum += (double)s[(size_t)g * per + best2[j]];
+        sums[g] = (float)sum;
+    }
+    top_k(sums, ng, h->n_group_used, top);
+    for (int32_t g = 0; g < ng; g++) {
+        bool used = false;
+        for (int32_t j = 0; j < h->n_group_used && !used; j++)
+            used = top[j] == g;
+        if (!used)
+            for (int32_t e = 0; e < per; e++)
+                s[(size_t)g * per + e] = -INFINITY;
+    }
+}
+
 /* Router: probabilities, selected experts and their weights of n rows of f->xb. */
 static int route(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t il, const int8_t *modes)
 {
@@ -161,8 +189,23 @@ static int route(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t i
         float *p = f->moe_probs + (size_t)t * (size_t)ne;
         int32_t *sel = f->moe_sel + (size_t)t * (size_t)k;
         float *w = f->moe_w + (size_t)t * (size_t)k;
-        zl_softmax_unpadded(p, ne);
-        top_k(p, ne, k, sel);
+        const float *bias = m->layers[il].exp_probs_b;
+        if (h->expert_gating == 2) { /* sigmoid: ggml's 1 / (1 + expf(-x)) */
+            for (int32_t e = 0; e < ne; e++)
+                p[e] = 1.0f / (1.0f + expf(-p[e]));
+        } else {
+            zl_softmax_unpadded(p, ne);
+        }
+        if (bias || h->n_expert_groups > 1) { /* the selection scores: probabilities + bias, groups limited */
+            float *sc = f->moe_slot; /* free until experts() */
+            for (int32_t e = 0; e < ne; e++)
+                sc[e] = bias ? p[e] + bias[e] : p[e];
+            if (h->n_expert_groups > 1)
+                limit_groups(h, sc);
+            top_k(sc, ne, k, sel);
+        } else {
+            top_k(p, ne, k, sel);
+        }
         for (int32_t j = 0; j < k; j++)
             w[j] = p[sel[j]];
         if (h->expert_weights_norm) {
@@ -175,6 +218,9 @@ static int route(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t i
             for (int32_t j = 0; j < k; j++)
                 w[j] = w[j] / s;
         }
+        if (h->expert_weights_scale != 0.0f && h->expert_weights_scale != 1.0f) /* ggml_scale */
+            for (int32_t j = 0; j < k; j++)
+                w[j] = w[j] * h->expert_weights_scale;
     }
     zl_dump("ffn_moe_probs", il, f->moe_probs, n, ne);
     if (zl_dump_enabled() && k <= h->n_embd) { /* the selected experts as floats (moe_yg: free until experts()) */
@@ -263,7 +309,8 @@ static int experts(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t
     const int64_t fs = h->n_ff_shexp;
     const int n_routed = n_jobs;
     if (fs > 0) {
-        jobs[n_jobs++] = (zl_matmul_job){&l->gate_inp_shexp, f->xb, n, f->moe_probs, modes};
+        if (l->gate_inp_shexp.data)
+            jobs[n_jobs++] = (zl_matmul_job){&l->gate_inp_shexp, f->xb, n, f->moe_probs, modes};
         jobs[n_jobs++] = (zl_matmul_job){&l->w_gate, f->xb, n, f->hb, modes};
         jobs[n_jobs++] = (zl_matmul_job){&l->w_up, f->xb, n, f->hb2, modes};
     }
@@ -309,6 +356,11 @@ static void shared_expert(const zl_model *m, zl_fwd *f, int32_t n, int32_t il)
 {
     const size_t d = (size_t)m->hp.n_embd;
     zl_dump("ffn_shexp", il, f->moe_yg, n, (int64_t)d);
+    if (!m->layers[il].gate_inp_shexp.data) { /* deepseek2: moe_out + shared experts' output (ggml_add) */
+        zl_add(f->xb2, f->moe_yg, (int64_t)n * (int64_t)d);
+        zl_dump("ffn_out", il, f->xb2, n, (int64_t)d);
+        return;
+    }
     for (int32_t t = 0; t < n; t++) {
         const float g = f->moe_probs[t];
         const float gate = (g / (1.0f + expf(-g))) / g; /* ggml: silu(g) / g, silu's scalar form for a row of 1 */
@@ -322,8 +374,8 @@ static void shared_expert(const zl_model *m, zl_fwd *f, int32_t n, int32_t il)
 
 /* x += MoE feed-forward block of layer il for n rows of x; modes: each row's matmul arithmetic of the ordinary
  * matmuls (router, shared expert), seq: each row's sequence. */
-static int moe_ffn(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t il, const int8_t *modes,
-                   const int32_t *seq)
+int zl_moe_ffn(const zl_model *m, zl_cpu *cpu, zl_fwd *f, int32_t n, int32_t il, const int8_t *modes,
+               const int32_t *seq)
 {
     const zl_hparams *h = &m->hp;
     int rc;
@@ -366,13 +418,13 @@ int zl_moe_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const z
         if ((rc = zl_qwen_attention_block(m, cpu, kv, f, b, il)) != ZL_OK)
             break;
         if (il < h->n_layer - 1) {
-            rc = moe_ffn(m, cpu, f, b->n, il, f->tok_gemm, b->seq);
+            rc = zl_moe_ffn(m, cpu, f, b->n, il, f->tok_gemm, b->seq);
             continue;
         }
         /* the last layer: only the rows that ask for logits, in the output matmul's modes */
         n_out = keep_output_rows(m, f, b, f->moe_seq);
         if (n_out > 0)
-            rc = moe_ffn(m, cpu, f, n_out, il, f->out_gemm, f->moe_seq);
+            rc = zl_moe_ffn(m, cpu, f, n_out, il, f->out_gemm, f->moe_seq);
     }
     if (rc == ZL_OK && n_out > 0) {
         zl_rmsnorm_mt(cpu, f->xb, f->x, m->output_norm, n_out, h->n_embd, h->norm_eps);

@@ -55,7 +55,8 @@ class TestModel:
     gen_args: tuple = ()      # gen_gguf.py arguments; empty for downloaded models
     quantize: str = ""        # then tools/quantize_gguf.py to this file type (gen_args write F32)
     llamacpp: bool = True     # False: llama.cpp computes another model from this file (see MISTRAL_SWA)
-    moe: bool = False         # a mixture of experts (MOE_MODELS)
+    moe: bool = False         # a mixture of experts (MOE_MODELS, DEEPSEEK2_MODELS)
+    mla: bool = False         # deepseek2 (multi-head latent attention; the float reference has no such model)
 
     def __str__(self) -> str:
         return self.name
@@ -147,6 +148,24 @@ MOE_MODELS = [
     ("qwen2moe-q4_k_m", "q4_k_m", (*MOE_Q2, "--seed", "43"), "q4_k_m"),
 ]
 
+# Random DeepSeek V2 / V3 models (deepseek2, multi-head latent attention): 4 layers, the first dense, then 16 experts of
+# which 4 are used. V3's routing (sigmoid scores + exp_probs_b, 4 groups of which 2 are used, normalized weights times
+# 2.5, one shared expert) on the F16 and Q4_K_M models, the F16 one with YaRN (factor 4 over 64 positions, the
+# yarn_log_multiplier 0.1 of DeepSeek's mscale_all_dim 1) and a latent of 256 + 64 rope dims (multiples of 64: the
+# grouped attention kernels); V2-Lite's (no query compression, softmax, no groups, no bias, no normalization, 2 shared
+# experts) on the Q8_0 one (its attn_k_b / attn_v_b F16), and an F32 one (F32 attn_k_b: llama.cpp multiplies it by
+# vec_dot whatever the batch, see deepseek2.c). Seeds chosen for talkative greedy text (test_llamacpp.py requires 4+ distinct tokens in 64).
+DS_BASE = ("--arch", "deepseek2", "--n-expert", "16", "--n-expert-used", "4", "--n-ff-exp", "256", "--no-tied")
+DEEPSEEK2_MODELS = [
+    ("deepseek2-f16", "f16", (*DS_BASE, "--seed", "51", "--kv-lora-rank", "256", "--qk-rope", "64",
+                              "--rope-scaling", "yarn", "--rope-factor", "4", "--rope-orig-ctx", "64",
+                              "--yarn-log-mul", "0.1"), ""),
+    ("deepseek2-q8_0", "q8_0", (*DS_BASE, "--seed", "52", "--q-lora-rank", "0", "--gating", "softmax", "--n-group",
+                                "0", "--no-probs-bias", "--w-scale", "1", "--no-w-norm", "--n-expert-shared", "2"), ""),
+    ("deepseek2-q4_k_m", "q4_k_m", (*DS_BASE, "--seed", "53"), "q4_k_m"),
+    ("deepseek2-f32", "f32", (*DS_BASE, "--seed", "53"), ""),
+]
+
 # A llama model with a Mistral-style sliding window of 8 on every layer (llama.attention.sliding_window). llama.cpp
 # ignores that key for the llama architecture (and its converters do not write it), so this one is checked against
 # the float reference only, whose prompts (10-23 tokens) run past the window.
@@ -185,6 +204,10 @@ def random_models() -> list[TestModel]:
         out.append(TestModel(name, os.path.join(d, f"{name}.gguf"), t,
                              ("--preset", "tiny", "--type", "f32" if quant else t, *args, "--vocab-from", SMOLLM2),
                              quant, moe=True))
+    for name, t, args, quant in DEEPSEEK2_MODELS:
+        out.append(TestModel(name, os.path.join(d, f"{name}.gguf"), t,
+                             ("--preset", "tiny", "--type", "f32" if quant else t, *args, "--vocab-from", SMOLLM2),
+                             quant, moe=True, mla=True))
     out.append(TestModel("mistral-swa", os.path.join(d, "mistral-swa.gguf"), "q8_0",
                          ("--preset", "tiny", "--type", "q8_0", *MISTRAL_SWA, "--vocab-from", SPM_VOCAB),
                          llamacpp=False))
@@ -200,7 +223,8 @@ def gemma3_270m() -> TestModel:
 
 
 def all_models() -> list[TestModel]:
-    """SmolLM2 and the random models: every model the float reference checks."""
+    """SmolLM2 and the random models: every model the float reference checks (deepseek2 too: the float reference
+    refuses what it does not know, so test_float_ref.py leaves the mla ones out)."""
     return [smollm2()] + random_models()
 
 

@@ -87,7 +87,7 @@ def need_vulkan():
 
 
 def random_models() -> list[common.TestModel]:
-    return [m for m in common.random_models() if m.wtype in VK_TYPES and (FULL or m.name in QUICK)]
+    return [m for m in common.random_models() if m.wtype in VK_TYPES and (FULL or m.name in QUICK) and not m.mla]
 
 
 def by_name(name: str) -> common.TestModel:

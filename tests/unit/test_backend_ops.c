@@ -697,7 +697,7 @@ static void test_dev_matmul(void **state)
     (void)state;
     need_devices();
     static const int64_t rows[] = {1, 7, 33, 257};
-    static const int32_t toks[] = {1, 2, 5, 17};
+    static const int32_t toks[] = {1, 2, 5, 17, 40};
     for (int ti = 0; ti < N_WTYPES; ti++) {
         int64_t ne0[2];
         row_lengths(WTYPES[ti], ne0);
@@ -1014,21 +1014,30 @@ static int setup(void **state)
         for (int i = 0; i < nd && i < MAX_DEVS && g_n_dev < MAX_DEVS; i++) {
             char spec[48];
             snprintf(spec, sizeof spec, "%s:%d", kinds[k]->name, i);
-            /* Vulkan has two mat-vec shapes (ZILI_VK_MATVEC, vk.c): each device is opened once with each */
+            /* Vulkan has two mat-vec shapes (ZILI_VK_MATVEC, vk.c) and a tiled matmul for batches (ZILI_VK_MM_MIN):
+             * each device is opened once with each mat-vec shape, the tiled matmul off, and once with the tiled
+             * matmul taking every batch of 2 tokens or more */
             const bool vk = !strcmp(kinds[k]->name, "vulkan");
-            for (int variant = 0; variant < (vk ? 2 : 1) && g_n_dev < MAX_DEVS; variant++) {
-                if (vk)
-                    setenv("ZILI_VK_MATVEC", variant ? "lanes" : "rows", 1);
+            for (int variant = 0; variant < (vk ? 3 : 1) && g_n_dev < MAX_DEVS; variant++) {
+                if (vk) {
+                    setenv("ZILI_VK_MATVEC", variant == 1 ? "lanes" : "rows", 1);
+                    setenv("ZILI_VK_MM_MIN", variant == 2 ? "2" : "0", 1);
+                }
                 const int rc = zl_dev_open(spec, &g_dev[g_n_dev], &e);
-                if (vk)
+                if (vk) {
                     unsetenv("ZILI_VK_MATVEC");
+                    unsetenv("ZILI_VK_MM_MIN");
+                }
                 if (rc != ZL_OK) {
                     snprintf(g_open_fail, sizeof g_open_fail, "%s (%.100s) enumerates but does not open: %.500s",
                              spec, info[i].name, e.msg);
                     continue;
                 }
                 print_message("comparing %s (%s, %s%s) with the CPU\n", spec, info[i].name, info[i].driver,
-                              vk ? (variant ? ", mat-vec 16 lanes a row" : ", mat-vec one thread a row") : "");
+                              !vk            ? ""
+                              : variant == 1 ? ", mat-vec 16 lanes a row"
+                              : variant == 2 ? ", tiled matmul from 2 tokens"
+                                             : ", mat-vec one thread a row");
                 g_n_dev++;
             }
         }

@@ -49,6 +49,8 @@ struct zl_cpu {
     void *scratch; /* converted activations, 64-byte aligned */
     size_t scratch_cap;
     zl_amx_ws *amx; /* the tile path's buffers (amx.h), created on first use */
+    void *many;     /* zl_matmul_many's per-job arrays, kept between calls (many_arrays) */
+    int many_cap;   /* jobs they hold */
 };
 
 zl_cpu *zl_cpu_create(int n_threads)
@@ -69,6 +71,7 @@ void zl_cpu_destroy(zl_cpu *cpu)
     if (!cpu) return;
     zl_pool_destroy(cpu->pool);
     free(cpu->scratch);
+    free(cpu->many);
     zl_amx_ws_free(cpu->amx);
     free(cpu);
 }
@@ -227,88 +230,86 @@ static void x16_chunk(const matmul_task *t, int64_t r0, int64_t r1, int64_t t0, 
 /* Chunk c of t: its rows x tokens (matmul_run's geometry). */
 static void matmul_chunk(const matmul_task *t, int64_t c)
 {
-    {
-        const int64_t r0 = (c / t->n_tok_chunks) * t->chunk_rows;
-        const int64_t t0 = (c % t->n_tok_chunks) * t->chunk_toks;
-        const int64_t r1 = r0 + t->chunk_rows < t->ne1 ? r0 + t->chunk_rows : t->ne1;
-        const int64_t t1 = t0 + t->chunk_toks < t->n_tok ? t0 + t->chunk_toks : t->n_tok;
-        if (t->x16) {
-            x16_chunk(t, r0, r1, t0, t1);
-            return;
-        }
-        int64_t r = r0;
-        if (t->gemm4n)
-            for (; r + 4 <= r1; r += 4) {
-                const char *w4 = t->w + (size_t)r * t->nb1;
-                for (int64_t k = t0; k < t1;) {
-                    int m = 0; /* the run of gemm-mode tokens from k, up to 6 */
-                    while (m < 6 && k + m < t1 && uses_gemm(t, k + m)) m++;
-                    if (m) {
-                        const void *yk = t->wide ? (const void *)(t->xw + k * t->ne0)
-                                                 : (const void *)(t->xq + (size_t)k * t->xq_stride);
-                        t->gemm4n(t->ne0, m, &t->y[k * t->ne1 + r], (size_t)t->ne1, w4, t->nb1, yk,
-                                  t->wide ? (size_t)t->ne0 * sizeof(float) : t->xq_stride);
-                        k += m;
-                        continue;
-                    }
-                    for (int64_t i = 0; i < 4; i++)
-                        t->vec_dot(t->ne0, &t->y[k * t->ne1 + r + i], w4 + (size_t)i * t->nb1,
-                                   t->xq + (size_t)k * t->xq_stride);
-                    k++;
-                }
-            }
-        if (t->tiles.tile4)
-            for (; r + 4 <= r1; r += 4) {
-                const char *w4 = t->w + (size_t)r * t->nb1;
-                int64_t k = t0;
-                while (k + 4 <= t1) {
-                    const int step = k + 8 <= t1 ? 8 : 4;
-                    (step == 8 ? t->tiles.tile8 : t->tiles.tile4)(t->ne0, &t->y[k * t->ne1 + r], (size_t)t->ne1, w4,
-                                                                  t->nb1, aux_group(t, k), 4 * t->aux_stride);
-                    k += step;
-                }
-                if (t1 - k >= 2) { /* 2 or 3 tokens left */
-                    (t1 - k == 3 ? t->tiles.tile3 : t->tiles.tile2)(t->ne0, &t->y[k * t->ne1 + r], (size_t)t->ne1, w4,
-                                                                    t->nb1, aux_group(t, k), 4 * t->aux_stride);
-                    k = t1;
-                }
-                for (; k < t1; k++)
-                    if (t->rows4)
-                        t->rows4(t->ne0, &t->y[k * t->ne1 + r], w4, t->nb1, t->xq + (size_t)k * t->xq_stride);
-                    else
-                        for (int64_t i = 0; i < 4; i++)
-                            t->vec_dot(t->ne0, &t->y[k * t->ne1 + r + i], w4 + (size_t)i * t->nb1,
-                                       t->xq + (size_t)k * t->xq_stride);
-            }
-        if (t->rows8)
-            for (; r + 8 <= r1; r += 8)
-                for (int64_t k = t0; k < t1; k++)
-                    t->rows8(t->ne0, &t->y[k * t->ne1 + r], t->w + (size_t)r * t->nb1, t->nb1,
-                             t->xq + (size_t)k * t->xq_stride);
-        if (t->rows4)
-            for (; r + 4 <= r1; r += 4)
-                for (int64_t k = t0; k < t1; k++)
-                    t->rows4(t->ne0, &t->y[k * t->ne1 + r], t->w + (size_t)r * t->nb1, t->nb1,
-                             t->xq + (size_t)k * t->xq_stride);
-        for (; r < r1; r++) {
-            const void *wr = t->w + (size_t)r * t->nb1;
-            int64_t k = t0;
-            if (t->vec_dot4)
-                for (; k + 4 <= t1; k += 4)
-                    t->vec_dot4(t->ne0, &t->y[k * t->ne1 + r], (size_t)t->ne1, wr,
-                                t->xq + (size_t)k * t->xq_stride, t->xq_stride);
-            while (k < t1) {
-                const int64_t m = t->gemm8 && all_gemm(t, k, 8, t1) ? 8 : t->gemm4 && all_gemm(t, k, 4, t1) ? 4 : 0;
+    const int64_t r0 = (c / t->n_tok_chunks) * t->chunk_rows;
+    const int64_t t0 = (c % t->n_tok_chunks) * t->chunk_toks;
+    const int64_t r1 = r0 + t->chunk_rows < t->ne1 ? r0 + t->chunk_rows : t->ne1;
+    const int64_t t1 = t0 + t->chunk_toks < t->n_tok ? t0 + t->chunk_toks : t->n_tok;
+    if (t->x16) {
+        x16_chunk(t, r0, r1, t0, t1);
+        return;
+    }
+    int64_t r = r0;
+    if (t->gemm4n)
+        for (; r + 4 <= r1; r += 4) {
+            const char *w4 = t->w + (size_t)r * t->nb1;
+            for (int64_t k = t0; k < t1;) {
+                int m = 0; /* the run of gemm-mode tokens from k, up to 6 */
+                while (m < 6 && k + m < t1 && uses_gemm(t, k + m)) m++;
                 if (m) {
-                    (m == 8 ? t->gemm8 : t->gemm4)(t->ne0, &t->y[k * t->ne1 + r], (size_t)t->ne1, wr,
-                                                   t->xq + (size_t)k * t->xq_stride, t->xq_stride);
+                    const void *yk = t->wide ? (const void *)(t->xw + k * t->ne0)
+                                             : (const void *)(t->xq + (size_t)k * t->xq_stride);
+                    t->gemm4n(t->ne0, m, &t->y[k * t->ne1 + r], (size_t)t->ne1, w4, t->nb1, yk,
+                              t->wide ? (size_t)t->ne0 * sizeof(float) : t->xq_stride);
                     k += m;
                     continue;
                 }
-                const zl_vec_dot_fn dot = uses_gemm(t, k) ? t->vec_dot_gemm : t->vec_dot;
-                dot(t->ne0, &t->y[k * t->ne1 + r], wr, t->xq + (size_t)k * t->xq_stride);
+                for (int64_t i = 0; i < 4; i++)
+                    t->vec_dot(t->ne0, &t->y[k * t->ne1 + r + i], w4 + (size_t)i * t->nb1,
+                               t->xq + (size_t)k * t->xq_stride);
                 k++;
             }
+        }
+    if (t->tiles.tile4)
+        for (; r + 4 <= r1; r += 4) {
+            const char *w4 = t->w + (size_t)r * t->nb1;
+            int64_t k = t0;
+            while (k + 4 <= t1) {
+                const int step = k + 8 <= t1 ? 8 : 4;
+                (step == 8 ? t->tiles.tile8 : t->tiles.tile4)(t->ne0, &t->y[k * t->ne1 + r], (size_t)t->ne1, w4,
+                                                              t->nb1, aux_group(t, k), 4 * t->aux_stride);
+                k += step;
+            }
+            if (t1 - k >= 2) { /* 2 or 3 tokens left */
+                (t1 - k == 3 ? t->tiles.tile3 : t->tiles.tile2)(t->ne0, &t->y[k * t->ne1 + r], (size_t)t->ne1, w4,
+                                                                t->nb1, aux_group(t, k), 4 * t->aux_stride);
+                k = t1;
+            }
+            for (; k < t1; k++)
+                if (t->rows4)
+                    t->rows4(t->ne0, &t->y[k * t->ne1 + r], w4, t->nb1, t->xq + (size_t)k * t->xq_stride);
+                else
+                    for (int64_t i = 0; i < 4; i++)
+                        t->vec_dot(t->ne0, &t->y[k * t->ne1 + r + i], w4 + (size_t)i * t->nb1,
+                                   t->xq + (size_t)k * t->xq_stride);
+        }
+    if (t->rows8)
+        for (; r + 8 <= r1; r += 8)
+            for (int64_t k = t0; k < t1; k++)
+                t->rows8(t->ne0, &t->y[k * t->ne1 + r], t->w + (size_t)r * t->nb1, t->nb1,
+                         t->xq + (size_t)k * t->xq_stride);
+    if (t->rows4)
+        for (; r + 4 <= r1; r += 4)
+            for (int64_t k = t0; k < t1; k++)
+                t->rows4(t->ne0, &t->y[k * t->ne1 + r], t->w + (size_t)r * t->nb1, t->nb1,
+                         t->xq + (size_t)k * t->xq_stride);
+    for (; r < r1; r++) {
+        const void *wr = t->w + (size_t)r * t->nb1;
+        int64_t k = t0;
+        if (t->vec_dot4)
+            for (; k + 4 <= t1; k += 4)
+                t->vec_dot4(t->ne0, &t->y[k * t->ne1 + r], (size_t)t->ne1, wr,
+                            t->xq + (size_t)k * t->xq_stride, t->xq_stride);
+        while (k < t1) {
+            const int64_t m = t->gemm8 && all_gemm(t, k, 8, t1) ? 8 : t->gemm4 && all_gemm(t, k, 4, t1) ? 4 : 0;
+            if (m) {
+                (m == 8 ? t->gemm8 : t->gemm4)(t->ne0, &t->y[k * t->ne1 + r], (size_t)t->ne1, wr,
+                                               t->xq + (size_t)k * t->xq_stride, t->xq_stride);
+                k += m;
+                continue;
+            }
+            const zl_vec_dot_fn dot = uses_gemm(t, k) ? t->vec_dot_gemm : t->vec_dot;
+            dot(t->ne0, &t->y[k * t->ne1 + r], wr, t->xq + (size_t)k * t->xq_stride);
+            k++;
         }
     }
 }
@@ -811,18 +812,57 @@ static int many_in_turn(zl_cpu *cpu, int n_jobs, const zl_matmul_job *jobs)
     return ZL_OK;
 }
 
+/* Room in cpu->many for n jobs' arrays: one block, grown (doubling) and kept, so a decode step's calls allocate
+ * nothing. Each array starts 8-byte aligned: the sizes before it are all multiples of 8. */
+typedef struct many_arrays {
+    matmul_task *ts;
+    int64_t *first, *conv_first;
+    size_t *off; /* each task's conversion in the scratch buffer */
+    int *src;    /* the task whose conversion task i reads (i: its own) */
+} many_arrays;
+
+static size_t many_round8(size_t b)
+{
+    return (b + 7) & ~(size_t)7;
+}
+
+static int many_arrays_get(zl_cpu *cpu, int n, many_arrays *a)
+{
+    if (n > cpu->many_cap) {
+        const int cap = n < 64 ? 64 : n > INT32_MAX / 2 ? n : 2 * n;
+        const size_t c1 = (size_t)cap + 1;
+        void *p = malloc(many_round8((size_t)cap * sizeof(matmul_task)) + 2 * c1 * sizeof(int64_t) +
+                         c1 * sizeof(size_t) + c1 * sizeof(int));
+        if (!p) return ZL_ENOMEM;
+        free(cpu->many);
+        cpu->many = p;
+        cpu->many_cap = cap;
+    }
+    /* the block's layout, for many_cap jobs */
+    const size_t c1 = (size_t)cpu->many_cap + 1;
+    char *base = cpu->many;
+    a->ts = (matmul_task *)(void *)base;
+    base += many_round8((size_t)cpu->many_cap * sizeof(matmul_task));
+    a->first = (int64_t *)(void *)base;
+    a->conv_first = a->first + c1;
+    a->off = (size_t *)(void *)(a->conv_first + c1);
+    a->src = (int *)(void *)(a->off + c1);
+    return ZL_OK;
+}
+
 int zl_matmul_many(zl_cpu *cpu, int n_jobs, const zl_matmul_job *jobs)
 {
     if (n_jobs <= 0) return ZL_OK;
     for (int i = 0; i < n_jobs; i++)
         if (jobs[i].w->tiles && jobs[i].n_tok > 0) /* the AMX path has its own buffers and runs */
             return many_in_turn(cpu, n_jobs, jobs);
-    matmul_task *ts = malloc((size_t)n_jobs * sizeof *ts);
-    int64_t *first = malloc((size_t)(n_jobs + 1) * sizeof *first);
-    int64_t *conv_first = malloc((size_t)(n_jobs + 1) * sizeof *conv_first);
-    size_t *off = malloc((size_t)n_jobs * sizeof *off); /* each task's conversion in the scratch buffer */
-    int *src = malloc((size_t)n_jobs * sizeof *src);    /* the task whose conversion task i reads (i: its own) */
-    int rc = ts && first && conv_first && off && src ? ZL_OK : ZL_ENOMEM;
+    many_arrays a;
+    int rc = many_arrays_get(cpu, n_jobs, &a);
+    if (rc != ZL_OK) return rc;
+    matmul_task *ts = a.ts;
+    int64_t *first = a.first, *conv_first = a.conv_first;
+    size_t *off = a.off;
+    int *src = a.src;
     int n = 0;
     size_t bytes = 0;
     /* Set up every task and lay out the conversions one after another; a task reads an earlier task's conversion
@@ -901,7 +941,6 @@ int zl_matmul_many(zl_cpu *cpu, int n_jobs, const zl_matmul_job *jobs)
         else
             zl_pool_run(cpu->pool, many_chunks, &m);
     }
-    free(ts), free(first), free(conv_first), free(off), free(src);
     return rc;
 }
 

@@ -5,6 +5,7 @@
  */
 #include <dlfcn.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +125,36 @@ SPV(mul_mv_rt_q5_k)
 SPV(mul_mv_rt_q6_k)
 #include "shaders/mul_mv_rt_q6_k.inc"
 ;
+SPV(mul_mm_f32)
+#include "shaders/mul_mm_f32.inc"
+;
+SPV(mul_mm_f16)
+#include "shaders/mul_mm_f16.inc"
+;
+SPV(mul_mm_bf16)
+#include "shaders/mul_mm_bf16.inc"
+;
+SPV(mul_mm_q4_0)
+#include "shaders/mul_mm_q4_0.inc"
+;
+SPV(mul_mm_q4_1)
+#include "shaders/mul_mm_q4_1.inc"
+;
+SPV(mul_mm_q5_0)
+#include "shaders/mul_mm_q5_0.inc"
+;
+SPV(mul_mm_q8_0)
+#include "shaders/mul_mm_q8_0.inc"
+;
+SPV(mul_mm_q4_k)
+#include "shaders/mul_mm_q4_k.inc"
+;
+SPV(mul_mm_q5_k)
+#include "shaders/mul_mm_q5_k.inc"
+;
+SPV(mul_mm_q6_k)
+#include "shaders/mul_mm_q6_k.inc"
+;
 #undef SPV
 
 static const struct {
@@ -137,7 +168,8 @@ static const struct {
     S(get_rows_q5_k), S(get_rows_q6_k), S(rmsnorm),    S(rope),          S(eltwise),      S(kv_store_f16),
     S(kv_store_f32), S(attention_f16), S(attention_f32), S(mul_mv_rt_f32), S(mul_mv_rt_f16), S(mul_mv_rt_bf16),
     S(mul_mv_rt_q4_0), S(mul_mv_rt_q4_1), S(mul_mv_rt_q5_0), S(mul_mv_rt_q8_0), S(mul_mv_rt_q4_k), S(mul_mv_rt_q5_k),
-    S(mul_mv_rt_q6_k),
+    S(mul_mv_rt_q6_k), S(mul_mm_f32),  S(mul_mm_f16),  S(mul_mm_bf16),  S(mul_mm_q4_0), S(mul_mm_q4_1),
+    S(mul_mm_q5_0),  S(mul_mm_q8_0),  S(mul_mm_q4_k),  S(mul_mm_q5_k),  S(mul_mm_q6_k),
 #undef S
 };
 
@@ -709,6 +741,17 @@ static int vk_open(int index, zl_dev **out, zl_err *err)
     v->mv_rows = mv && !strcmp(mv, "rows") ? true
                  : mv && !strcmp(mv, "lanes") ? false
                                               : pr.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    /* The tiled matmul (batches of ZILI_VK_MM_MIN=N tokens or more) is off unless asked for: its sums run in
+     * another order than the mat-vec's, so a token's logits would depend on how many tokens share its batch, and
+     * the server's batching invariance would break. 16 is where it pays off on lavapipe. */
+    const char *mm = getenv("ZILI_VK_MM_MIN");
+    v->mm_min = INT32_MAX;
+    if (mm && *mm) {
+        char *end;
+        const long n = strtol(mm, &end, 10);
+        if (*end == '\0' && n >= 0 && n <= 1 << 30)
+            v->mm_min = n ? (int32_t)n : INT32_MAX;
+    }
 
     /* Memory: device-local for tensors; host-visible too when that type lives on the largest device-local heap
      * (unified memory, lavapipe, resizable BAR), so uploads and reads are plain copies. */

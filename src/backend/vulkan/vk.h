@@ -49,6 +49,8 @@ typedef enum zl_vk_shader {
     ZL_VKS_ATTENTION_F32,
     ZL_VKS_MUL_MV_RT_F32, ZL_VKS_MUL_MV_RT_F16, ZL_VKS_MUL_MV_RT_BF16, ZL_VKS_MUL_MV_RT_Q4_0, ZL_VKS_MUL_MV_RT_Q4_1,
     ZL_VKS_MUL_MV_RT_Q5_0, ZL_VKS_MUL_MV_RT_Q8_0, ZL_VKS_MUL_MV_RT_Q4_K, ZL_VKS_MUL_MV_RT_Q5_K, ZL_VKS_MUL_MV_RT_Q6_K,
+    ZL_VKS_MUL_MM_F32, ZL_VKS_MUL_MM_F16, ZL_VKS_MUL_MM_BF16, ZL_VKS_MUL_MM_Q4_0, ZL_VKS_MUL_MM_Q4_1,
+    ZL_VKS_MUL_MM_Q5_0, ZL_VKS_MUL_MM_Q8_0, ZL_VKS_MUL_MM_Q4_K, ZL_VKS_MUL_MM_Q5_K, ZL_VKS_MUL_MM_Q6_K,
     ZL_VKS_COUNT
 } zl_vk_shader;
 
@@ -76,6 +78,7 @@ typedef struct zl_vk {
     uint64_t max_range;     /* maxStorageBufferRange */
     uint32_t max_groups;    /* maxComputeWorkGroupCount[0] and [1] (at least 65535) */
     bool mv_rows;           /* mat-vec one row per thread (mul_mv_rt_*): CPU-type devices, or ZILI_VK_MATVEC=rows */
+    int32_t mm_min;         /* batches of at least this many tokens take the tiled matmul (mul_mm_*); ZILI_VK_MM_MIN */
 
     VkDescriptorSetLayout dsl;
     VkPipelineLayout pl;
