@@ -23,6 +23,7 @@
 #include "engine/engine.h"
 #include "tokenizer/vocab.h"
 #include "server/serve.h"
+#include "cli/embed.h"
 
 enum { EXIT_USAGE = 2 };
 
@@ -1315,6 +1316,7 @@ int main(int argc, char **argv)
         return zl_serve_main(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "bench"))
         return cmd_bench(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "embed")) return zili_cli_embed(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "devices"))
         return cmd_devices(argc - 1, argv + 1);
     check_command(argc, argv);

@@ -48,7 +48,7 @@ static void pool_rows(zl_pooling p, int32_t len, int32_t *first, int32_t *count)
     *count = p == ZL_POOL_MEAN ? len : 1;
 }
 
-static void pool_normalize(const float *rows, int32_t n_rows, int64_t d, float *out)
+static void pool_normalize(const float *rows, int32_t n_rows, int64_t d, bool normalize, float *out)
 {
     memset(out, 0, (size_t)d * sizeof *out);
     for (int32_t r = 0; r < n_rows; r++)
@@ -58,13 +58,15 @@ static void pool_normalize(const float *rows, int32_t n_rows, int64_t d, float *
         out[i] /= (float)n_rows;
         ss += (double)out[i] * out[i];
     }
+    if (!normalize)
+        return;
     const float inv = ss > 0.0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
     for (int64_t i = 0; i < d; i++)
         out[i] *= inv;
 }
 
 int zl_model_embed(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *fwd, const zl_batch *b, int32_t n_seq,
-                   float *out, zl_err *err)
+                   zl_pooling pooling, bool normalize, float *out, zl_err *err)
 {
     const zl_hparams *h = &m->hp;
     const int64_t d = h->n_embd;
@@ -73,6 +75,10 @@ int zl_model_embed(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *fwd, const
     if (!h->encoder && h->arch != ZL_ARCH_LLAMA && h->arch != ZL_ARCH_QWEN2 && h->arch != ZL_ARCH_QWEN3)
         return zl_err_set(err, ZL_EUNSUPPORTED, "%s: embeddings of architecture %s are not supported (bert, llama, "
                           "qwen2, qwen3)", gguf_path(m->gguf), h->arch_name);
+    if (pooling == 0)
+        pooling = h->pooling;
+    if (pooling != ZL_POOL_MEAN && pooling != ZL_POOL_CLS && pooling != ZL_POOL_LAST)
+        return zl_err_set(err, ZL_EINVAL, "embed: pooling %d is not mean (1), cls (2) or last (3)", (int)pooling);
     if (fwd->dfwd)
         return zl_err_set(err, ZL_EUNSUPPORTED, "embed: not on a device (--device), CPU only");
     int32_t *start = malloc((size_t)n_seq * sizeof *start), *len = malloc((size_t)n_seq * sizeof *len);
@@ -93,7 +99,7 @@ int zl_model_embed(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *fwd, const
             g |= ZL_MODE_TAIL4;
         modes[i] = g;
         int32_t first, count;
-        pool_rows(h->pooling, l, &first, &count);
+        pool_rows(pooling, l, &first, &count);
         want[i] = k >= first && k < first + count;
         n_rows += want[i];
     }
@@ -115,8 +121,8 @@ int zl_model_embed(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *fwd, const
             goto done;
         for (int32_t s = 0; s < n_seq; s++) {
             int32_t first, count;
-            pool_rows(h->pooling, len[s], &first, &count);
-            pool_normalize(fwd->x + (size_t)(start[s] + first) * (size_t)d, count, d, out + (size_t)s * (size_t)d);
+            pool_rows(pooling, len[s], &first, &count);
+            pool_normalize(fwd->x + (size_t)(start[s] + first) * (size_t)d, count, d, normalize, out + (size_t)s * (size_t)d);
         }
         goto done;
     }
@@ -153,8 +159,8 @@ int zl_model_embed(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *fwd, const
     row = 0;
     for (int32_t s = 0; s < n_seq; s++) {
         int32_t first, count;
-        pool_rows(h->pooling, len[s], &first, &count);
-        pool_normalize(rows + (size_t)row * (size_t)d, count, d, out + (size_t)s * (size_t)d);
+        pool_rows(pooling, len[s], &first, &count);
+        pool_normalize(rows + (size_t)row * (size_t)d, count, d, normalize, out + (size_t)s * (size_t)d);
         row += count;
     }
 done:

@@ -166,10 +166,15 @@ static int read_hparams(zl_model *m, zl_err *err)
     if ((rc = get_float(f, a, h->encoder ? "attention.layer_norm_epsilon" : "attention.layer_norm_rms_epsilon", 1e-5f,
                         &h->norm_eps, err)) != ZL_OK)
         return rc;
-    if ((rc = get_int(f, a, "pooling_type", false, h->encoder ? ZL_POOL_MEAN : ZL_POOL_LAST, &v, err)) != ZL_OK)
+    /* Without pooling_type: mean for encoders and llama-like decoders, the last token for qwen2 / qwen3 (their
+     * embedding models, Qwen3-Embedding, pool the last token). */
+    const int64_t pool_default = h->arch == ZL_ARCH_QWEN2 || h->arch == ZL_ARCH_QWEN3 ? ZL_POOL_LAST : ZL_POOL_MEAN;
+    if ((rc = get_int(f, a, "pooling_type", false, pool_default, &v, err)) != ZL_OK)
         return rc;
     if (v == 0 || v == 4) /* none / rank: not an embedding the server makes; the default pooling */
-        v = h->encoder ? ZL_POOL_MEAN : ZL_POOL_LAST;
+        v = pool_default;
+    if ((v < ZL_POOL_MEAN || v > ZL_POOL_LAST) && !h->encoder)
+        v = pool_default; /* a generative model's odd value does not stop it from loading */
     if (v < ZL_POOL_MEAN || v > ZL_POOL_LAST)
         return zl_err_set(err, ZL_EUNSUPPORTED, "%s: %s.pooling_type %lld is not supported (1 mean, 2 cls, 3 last)",
                           path, a, (long long)v);

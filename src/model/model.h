@@ -169,10 +169,10 @@ int zl_model_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *fwd, con
 /* Embeddings of n_seq whole inputs: b holds every token of each input, input k as sequence k (0 <= k < n_seq)
  * at positions 0, 1, ... in order; b->logits and b->gemm are ignored (each token computes in the mode of its own
  * input's length, so an input's vector does not depend on what it is batched with). out: (n_seq, n_embd), each
- * row the pooled (hp.pooling) final hidden states, L2-normalised. Encoders (bert) run the batch at once, which
+ * row the pooled final hidden states (pooling; 0: the file's hp.pooling), L2-normalised when normalize. Encoders (bert) run the batch at once, which
  * must fit fwd (n <= max_tokens) and each input the model's context; decoders run it through the causal forward
  * pass, with kv's sequences 0 .. n_seq-1 empty before and freed after. */
 int zl_model_embed(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *fwd, const zl_batch *b, int32_t n_seq,
-                   float *out, zl_err *err);
+                   zl_pooling pooling, bool normalize, float *out, zl_err *err);
 
 #endif
