@@ -172,6 +172,43 @@ int zili_session_eval(zili_session *s, const zili_token *tokens, size_t n, bool 
  * NULL if that row was not kept. */
 const float *zili_session_logits(const zili_session *s, int32_t i);
 
+/* ---- embeddings: pooled final hidden states of whole inputs ------------------------------------------------ */
+
+/* How an input's vector is made of its tokens' final hidden states (llama.cpp's pooling_type values). */
+enum { ZILI_POOL_FILE = 0, ZILI_POOL_MEAN = 1, ZILI_POOL_CLS = 2, ZILI_POOL_LAST = 3 };
+
+typedef struct zili_embedder_params {
+    int32_t n_ctx;     /* the longest input in tokens (0: the model's context, at most 8192) */
+    int32_t n_batch;   /* tokens per pass over several inputs (0: max(n_ctx, 1024)); at least n_ctx */
+    int32_t n_threads; /* 0: all online CPUs */
+    int pooling;       /* ZILI_POOL_*: FILE (the default) takes the file's pooling_type */
+    bool normalize;    /* L2-normalise each vector (default true) */
+} zili_embedder_params;
+
+/* Whether m makes embeddings only (an encoder such as bert: no output head, zili_session_eval refuses it). */
+bool zili_model_is_encoder(const zili_model *m);
+/* The file's pooling (ZILI_POOL_MEAN, _CLS or _LAST; for a generative model without pooling_type, _LAST for
+ * qwen2 / qwen3 and _MEAN for others), and whether the architecture can embed at all (bert, llama, qwen2, qwen3). */
+int zili_model_pooling(const zili_model *m);
+bool zili_model_can_embed(const zili_model *m);
+
+typedef struct zili_embedder zili_embedder;
+zili_embedder_params zili_embedder_default_params(void);
+/* An embedder owns a thread pool and the scratch (and for decoders a KV cache) for n_batch tokens; one thread at
+ * a time uses it. ZILI_EUNSUPPORTED for an architecture that cannot embed. */
+int zili_embedder_create(const zili_model *m, const zili_embedder_params *p, zili_embedder **out, char *err,
+                         size_t err_len);
+void zili_embedder_free(zili_embedder *e);
+int32_t zili_embedder_dim(const zili_embedder *e);   /* floats per vector (n_embd) */
+int32_t zili_embedder_n_ctx(const zili_embedder *e); /* the longest input */
+int zili_embedder_pooling(const zili_embedder *e);   /* the pooling in use (never ZILI_POOL_FILE) */
+/* The vectors of n inputs: input i is lens[i] tokens at inputs[i] (1 .. n_ctx of them, ids in the vocabulary);
+ * out receives n * dim floats, input i's vector at out + i * dim. Inputs are run together, n_batch tokens per
+ * pass; an input's vector does not depend on the others. ZILI_EINVAL for an empty input (nothing computed),
+ * ZILI_ERANGE for one longer than n_ctx or an id out of range. */
+int zili_embed(zili_embedder *e, const zili_token *const *inputs, const size_t *lens, size_t n, float *out,
+               char *err, size_t err_len);
+
 /* ---- sampling ------------------------------------------------------------------------------------------- */
 
 typedef struct zili_sampler_params {

@@ -82,6 +82,8 @@ PRESETS = {
     # Llama-3.2-1B's shape (for benchmarks; with --n-vocab 128256 about 2.5 GB in f16). Tied embeddings, as the
     # real model.
     "llama3.2-1b": dict(n_embd=2048, n_layer=16, n_head=32, n_head_kv=8, n_ff=8192, ctx=8192, rope_base=500000.0),
+    # BGE-small-en-v1.5's shape (bert; --vocab-from ggml-vocab-bert-bge.gguf).
+    "bge-small": dict(n_embd=384, n_layer=12, n_head=12, n_head_kv=12, n_ff=1536, ctx=512),
     # Llama-2-7B's shape (for benchmarks; about 13 GB in f16).
     "llama2-7b": dict(n_embd=4096, n_layer=32, n_head=32, n_head_kv=32, n_ff=11008, ctx=4096, tied=False),
 }
@@ -114,6 +116,7 @@ class Config:
     n_expert_used: int = 4     # experts each token is routed to
     n_ff_exp: int = 256        # expert feed-forward width (expert_feed_forward_length)
     n_ff_shexp: int = 512      # qwen2moe: the shared expert's width
+    pooling: int = 0           # <arch>.pooling_type (1 mean, 2 cls, 3 last); 0: not written (bert: mean)
     # deepseek2 (multi-head latent attention; see deepseek2_arch)
     q_lora_rank: int = 128     # 0: no query compression (DeepSeek-V2-Lite: attn_q)
     kv_lora_rank: int = 128    # the latent each token's K and V come from
@@ -367,6 +370,48 @@ def qwen2moe_arch(cfg: Config) -> tuple[dict, list[TensorSpec]]:
     return moe_arch(cfg, shared=True)
 
 
+def bert_arch(cfg: Config) -> tuple[dict, list[TensorSpec]]:
+    """BERT encoder (BGE, MiniLM): token + position + token-type embeddings with a LayerNorm, post-LayerNorm
+    blocks with biases on every matrix, GELU FFN, bidirectional attention, no output head. Its embedding is pooled
+    (--pooling; default mean)."""
+    a = cfg.arch
+    u32, f32 = gguf.GGUFValueType.UINT32, gguf.GGUFValueType.FLOAT32
+    if cfg.n_embd % cfg.n_head:
+        raise SystemExit(f"gen_gguf.py: bert needs n_embd divisible by n_head")
+    meta = {
+        f"{a}.context_length": (cfg.ctx, u32),
+        f"{a}.embedding_length": (cfg.n_embd, u32),
+        f"{a}.block_count": (cfg.n_layer, u32),
+        f"{a}.feed_forward_length": (cfg.n_ff, u32),
+        f"{a}.attention.head_count": (cfg.n_head, u32),
+        f"{a}.attention.layer_norm_epsilon": (1e-12, f32),
+        f"{a}.attention.causal": (False, gguf.GGUFValueType.BOOL),
+        f"{a}.pooling_type": (cfg.pooling or 1, u32),
+        "tokenizer.ggml.token_type_count": (2, u32),
+    }
+    E, F, V = cfg.n_embd, cfg.n_ff, cfg.n_vocab
+    ts = [TensorSpec("token_embd.weight", (V, E), "embd"),
+          TensorSpec("token_types.weight", (2, E), "matrix"),
+          TensorSpec("position_embd.weight", (cfg.ctx, E), "matrix"),
+          TensorSpec("token_embd_norm.weight", (E,), "norm"),
+          TensorSpec("token_embd_norm.bias", (E,), "bias")]
+    for i in range(cfg.n_layer):
+        b = f"blk.{i}."
+        for m in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            ts += [TensorSpec(b + m + ".weight", (E, E), "matrix"), TensorSpec(b + m + ".bias", (E,), "bias")]
+        ts += [
+            TensorSpec(b + "attn_output_norm.weight", (E,), "norm"),
+            TensorSpec(b + "attn_output_norm.bias", (E,), "bias"),
+            TensorSpec(b + "ffn_up.weight", (F, E), "matrix"),
+            TensorSpec(b + "ffn_up.bias", (F,), "bias"),
+            TensorSpec(b + "ffn_down.weight", (E, F), "matrix"),
+            TensorSpec(b + "ffn_down.bias", (E,), "bias"),
+            TensorSpec(b + "layer_output_norm.weight", (E,), "norm"),
+            TensorSpec(b + "layer_output_norm.bias", (E,), "bias"),
+        ]
+    return meta, ts
+
+
 def deepseek2_arch(cfg: Config) -> tuple[dict, list[TensorSpec]]:
     """DeepSeek V2 / V3 (`deepseek2`) with multi-head latent attention, in the layout of llama.cpp's current
     converter: the query through a low-rank pair attn_q_a / attn_q_a_norm / attn_q_b (q_lora_rank; 0 writes attn_q,
@@ -463,7 +508,7 @@ def deepseek2_arch(cfg: Config) -> tuple[dict, list[TensorSpec]]:
 
 
 ARCHS: dict[str, Callable[[Config], tuple[dict, list[TensorSpec]]]] = {
-    "llama": llama_arch, "qwen2": qwen2_arch, "qwen3": qwen3_arch, "gemma3": gemma3_arch,
+    "bert": bert_arch, "llama": llama_arch, "qwen2": qwen2_arch, "qwen3": qwen3_arch, "gemma3": gemma3_arch,
     "qwen3moe": qwen3moe_arch, "qwen2moe": qwen2moe_arch, "deepseek2": deepseek2_arch}
 
 
@@ -543,6 +588,8 @@ def write_model(cfg: Config, vocab: Vocab, out: str, name: str) -> int:
     w.add_name(name)
     w.add_file_type(int(TYPES[cfg.wtype][1]))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    if cfg.pooling and cfg.arch != "bert":
+        meta[f"{cfg.arch}.pooling_type"] = (cfg.pooling, gguf.GGUFValueType.UINT32)
     for key, (val, vt) in meta.items():
         w.add_key_value(key, val, vt)
     for key, (val, vt, sub) in vocab.kvs.items():
@@ -624,6 +671,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="copy the tokenizer (all tokenizer.* keys) from this GGUF; n_vocab = its token count")
     p.add_argument("--n-vocab", type=int, default=0,
                    help="grow the vocabulary to this many tokens with reserved control tokens (benchmark shapes)")
+    p.add_argument("--pooling", choices=("mean", "cls", "last"),
+                   help="write <arch>.pooling_type (embedding models: bert, Qwen3-Embedding is qwen3 + last)")
     p.add_argument("--name", help="general.name (default: a description of the model)")
     p.add_argument("-o", "--output", required=True)
     a = p.parse_args(argv)
@@ -664,6 +713,9 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--n-vocab {a.n_vocab} is below the vocabulary's {vocab.n_tokens} tokens")
         vocab = pad_vocab(vocab, a.n_vocab)
     cfg.n_vocab = vocab.n_tokens
+    cfg.pooling = {"mean": 1, "cls": 2, "last": 3}.get(a.pooling or "", 0)
+    if cfg.arch == "bert":
+        cfg.tied = False  # no output head: token_embd is not scaled as one
     name = a.name or (f"random {cfg.arch} {cfg.n_layer}x{cfg.n_embd} {cfg.wtype} seed {cfg.seed}")
     n = write_model(cfg, vocab, a.output, name)
     print(f"gen_gguf.py: wrote {a.output}: {cfg.arch}, {n / 1e6:.1f} M parameters, {cfg.wtype}, "

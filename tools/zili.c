@@ -25,6 +25,7 @@
 #include "tokenizer/vocab.h"
 #include "server/serve.h"
 #include "cli/cli.h"
+#include "cli/embed.h"
 #include "store/store.h"
 
 enum { EXIT_USAGE = ZL_CLI_EXIT_USAGE };
@@ -40,6 +41,7 @@ static const char USAGE[] =
     "  info        -m MODEL             architecture, sizes, types, tokenizer, template\n"
     "  perplexity  -m MODEL -f FILE     perplexity over a text file (llama-perplexity's method)\n"
     "  logits      -m MODEL -p PROMPT -o FILE   raw float32 logits of every prompt position\n"
+    "  embed       -m MODEL -p TEXT     an embedding vector per input (zili embed --help)\n"
     "  bench       -m MODEL             prompt and generation speed, like llama-bench (zili bench --help)\n"
     "  serve       -m MODEL             OpenAI-compatible HTTP server (zili serve --help for its options)\n"
     "  devices                          the compute devices this build can use (CPU, Vulkan GPUs)\n"
@@ -124,7 +126,7 @@ static const char COMMANDS[] = "run, chat, tokenize, detokenize, info, perplexit
 static bool is_command(const char *c)
 {
     static const char *const k[] = {"run", "chat", "tokenize", "detokenize", "info", "perplexity", "logits",
-                                    "bench", "serve", "devices", "pull", "list", "rm", "version", "help"};
+                                    "bench", "embed", "serve", "devices", "pull", "list", "rm", "version", "help"};
     for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
         if (!strcmp(c, k[i]))
             return true;
@@ -1145,6 +1147,7 @@ int main(int argc, char **argv)
         return zl_serve_main(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "bench"))
         return cmd_bench(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "embed")) return zili_cli_embed(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "devices"))
         return cmd_devices(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "pull"))

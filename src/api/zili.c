@@ -19,6 +19,7 @@
 #include "core/err.h"
 #include "engine/kvcache.h"
 #include "model/model.h"
+#include "api/internal.h"
 #include "sample/sampler.h"
 #include "tokenizer/chat.h"
 #include "tokenizer/vocab.h"
@@ -39,11 +40,6 @@ static int report(int rc, const zl_err *e, char *err, size_t err_len)
 
 /* ---- model ---------------------------------------------------------------------------------------------- */
 
-struct zili_model {
-    zl_model *m;
-    char name[128];
-    const char *tmpl_name; /* recognised template or NULL */
-};
 
 bool zili_cpu_tile_peak(int n_threads, double seconds, double *int8_macs, double *bf16_macs)
 {

@@ -52,6 +52,10 @@ typedef struct zl_layer {
     zl_tensor wk_b;         /* (qk_nope, n_lora_kv, n_head) per head: q_nope -> latent (absorbed key) */
     zl_tensor wv_b;         /* (n_lora_kv, head_dim_v_mla, n_head) per head: latent -> value */
     const float *ffn_post_norm; /* (n_embd) RMSNorm gain of the FFN output (gemma3), or NULL */
+    /* bert: biases and LayerNorms (gain, bias) after attention and after the FFN, or NULL */
+    const float *b_up, *b_down;              /* (n_ff), (n_embd) */
+    const float *attn_out_norm, *attn_out_norm_b; /* (n_embd) */
+    const float *layer_out_norm, *layer_out_norm_b; /* (n_embd) */
     bool swa;               /* sliding-window layer: attends to the last hp.n_swa positions (gemma3) */
 } zl_layer;
 
@@ -84,6 +88,10 @@ struct zl_model {
     zl_tensor output;         /* (n_embd, n_vocab); a copy of tok_embd's view when tied */
     const float *rope_freqs;  /* (n_rot / 2) llama3 frequency factors (angle divided by them), or NULL */
     zl_layer *layers;         /* n_layer */
+    /* bert only (data / pointers NULL elsewhere) */
+    zl_tensor pos_embd;       /* (n_embd, n_ctx_train) absolute position embeddings */
+    zl_tensor type_embd;      /* (n_embd, n_token_types) token-type embeddings (every token has type 0), or none */
+    const float *tok_norm, *tok_norm_b; /* (n_embd) LayerNorm of the embeddings */
     bool tiles;               /* some matrices are marked for the AMX tiles (zl_tensor.tiles) */
     float kq_scale;           /* attention scores = (q . k) * kq_scale; 1 / sqrt(head_dim) unless the family
                                * scales q itself (gemma3: 1) */
@@ -144,6 +152,8 @@ struct zl_fwd {
     int8_t *moe_mode;   /* (2, max_tokens * n_expert_used) the matmul mode of each gathered row, then all
                          * ZL_MODE_ONE */
     int32_t *moe_seq;   /* (max_tokens) the sequence of each row kept for the last layer */
+    float *hidden;      /* zl_model_embed: when set, the output head writes each logits row's final normalised
+                         * hidden state (n_embd floats) here instead of its logits */
     float *mla;         /* deepseek2 only: (max_tokens, n_head * head_dim) absorbed queries / per-head staging */
 
     int32_t seq_cap;     /* entries of seq_next / seq_start */
@@ -222,6 +232,12 @@ int zl_qwen_attention_block(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f
 /* The 2-D matrix of expert e of a 3-D expert tensor (a borrowed view). */
 zl_tensor zl_expert_view(const zl_tensor *t, int64_t e);
 
+int zl_bert_bind(zl_model *m, zl_err *err);
+/* The causal forward pass entry of an encoder: refuses (bert makes embeddings only, zl_model_embed). */
+int zl_bert_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *f, const zl_batch *b, float *out,
+                    zl_err *err);
+/* bert's encoder over a batch of whole inputs (see zl_model_embed); leaves the final hidden states in f->x. */
+int zl_bert_encode(const zl_model *m, zl_cpu *cpu, zl_fwd *f, const zl_batch *b, zl_err *err);
 /* deepseek2.c: DeepSeek V2 / V3 with multi-head latent attention over moe.c's routed FFN. */
 int zl_deepseek2_bind(zl_model *m, zl_err *err);
 /* After the generic RoPE setup: llama.cpp's YaRN attention factor of deepseek2 (yarn_log_multiplier) into

@@ -88,6 +88,10 @@ int zl_block_output(const zl_model *m, zl_cpu *cpu, zl_fwd *f, const zl_batch *b
         return ZL_OK;
     zl_rmsnorm_mt(cpu, f->xb, f->xb, m->output_norm, n_out, h->n_embd, h->norm_eps);
     zl_dump("result_norm", -1, f->xb, n_out, h->n_embd);
+    if (f->hidden) { /* embeddings (zl_model_embed): the hidden states, no output head */
+        memcpy(f->hidden, f->xb, (size_t)n_out * (size_t)h->n_embd * sizeof(float));
+        return ZL_OK;
+    }
     const int rc = zl_matmul_modes(cpu, &m->output, f->xb, n_out, out, f->out_gemm); /* out: (n_out, n_vocab) */
     zl_dump("result_output", -1, out, n_out, h->n_vocab);
     return rc;

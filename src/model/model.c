@@ -39,6 +39,7 @@ static const zl_arch_impl k_archs[] = {
      .forward = zl_gemma3_forward},
     {.name = "qwen2moe", .arch = ZL_ARCH_QWEN2MOE, .rope_neox = true, .bind = zl_qwen2moe_bind,
      .forward = zl_moe_forward},
+    {.name = "bert", .arch = ZL_ARCH_BERT, .rope_neox = false, .bind = zl_bert_bind, .forward = zl_bert_forward},
     {.name = "qwen3moe", .arch = ZL_ARCH_QWEN3MOE, .rope_neox = true, .bind = zl_qwen3moe_bind,
      .forward = zl_moe_forward},
     {.name = "deepseek2", .arch = ZL_ARCH_DEEPSEEK2, .rope_neox = false, .bind = zl_deepseek2_bind,
@@ -161,8 +162,23 @@ static int read_hparams(zl_model *m, zl_err *err)
     if (v != 0 && (rc = check_range(f, "vocab_size", v, 1, MAX_VOCAB, &h->n_vocab, err)) != ZL_OK)
         return rc;
 
-    if ((rc = get_float(f, a, "attention.layer_norm_rms_epsilon", 1e-5f, &h->norm_eps, err)) != ZL_OK)
+    h->encoder = h->arch == ZL_ARCH_BERT;
+    if ((rc = get_float(f, a, h->encoder ? "attention.layer_norm_epsilon" : "attention.layer_norm_rms_epsilon", 1e-5f,
+                        &h->norm_eps, err)) != ZL_OK)
         return rc;
+    /* Without pooling_type: mean for encoders and llama-like decoders, the last token for qwen2 / qwen3 (their
+     * embedding models, Qwen3-Embedding, pool the last token). */
+    const int64_t pool_default = h->arch == ZL_ARCH_QWEN2 || h->arch == ZL_ARCH_QWEN3 ? ZL_POOL_LAST : ZL_POOL_MEAN;
+    if ((rc = get_int(f, a, "pooling_type", false, pool_default, &v, err)) != ZL_OK)
+        return rc;
+    if (v == 0 || v == 4) /* none / rank: not an embedding the server makes; the default pooling */
+        v = pool_default;
+    if ((v < ZL_POOL_MEAN || v > ZL_POOL_LAST) && !h->encoder)
+        v = pool_default; /* a generative model's odd value does not stop it from loading */
+    if (v < ZL_POOL_MEAN || v > ZL_POOL_LAST)
+        return zl_err_set(err, ZL_EUNSUPPORTED, "%s: %s.pooling_type %lld is not supported (1 mean, 2 cls, 3 last)",
+                          path, a, (long long)v);
+    h->pooling = (zl_pooling)v;
     if (!(h->norm_eps > 0.0f && h->norm_eps < 1.0f))
         return zl_err_set(err, ZL_EFORMAT, "%s: layer_norm_rms_epsilon %g out of range (0 .. 1)", path,
                           (double)h->norm_eps);
@@ -633,7 +649,7 @@ int zl_model_load(const char *path, const zl_model_opts *opts, zl_model **out, z
             m->impl = &k_archs[i];
     if (!m->impl) {
         rc = zl_err_set(err, ZL_EUNSUPPORTED,
-                        "%s: architecture '%.*s' is not supported (supported: llama, qwen2, qwen3, gemma3, qwen2moe, qwen3moe, deepseek2)", path,
+                        "%s: architecture '%.*s' is not supported (supported: llama, qwen2, qwen3, gemma3, qwen2moe, qwen3moe, deepseek2, bert)", path,
                         (int)(arch.len < 64 ? arch.len : 64), arch.ptr);
         goto fail;
     }

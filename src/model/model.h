@@ -25,8 +25,12 @@
 
 typedef enum zl_arch {
     ZL_ARCH_LLAMA = 1, ZL_ARCH_QWEN2, ZL_ARCH_QWEN3, ZL_ARCH_GEMMA3, ZL_ARCH_QWEN2MOE, ZL_ARCH_QWEN3MOE,
-    ZL_ARCH_DEEPSEEK2
+    ZL_ARCH_DEEPSEEK2, ZL_ARCH_BERT
 } zl_arch;
+
+/* How an embedding is made of a sequence's hidden states (llama.cpp's LLAMA_POOLING_TYPE_* values, as
+ * "<arch>.pooling_type" stores them). */
+typedef enum zl_pooling { ZL_POOL_MEAN = 1, ZL_POOL_CLS = 2, ZL_POOL_LAST = 3 } zl_pooling;
 
 typedef enum zl_rope_scaling { ZL_ROPE_NONE = 0, ZL_ROPE_LINEAR, ZL_ROPE_YARN, ZL_ROPE_LLAMA3 } zl_rope_scaling;
 
@@ -64,6 +68,10 @@ typedef struct zl_hparams {
     int32_t n_ff_exp;
     int32_t n_ff_shexp;    /* 0: no shared expert */
     bool expert_weights_norm; /* the selected experts' weights are divided by their sum (qwen3moe) */
+    /* Embeddings: the file's pooling_type (absent: mean for encoders, last token for decoders); encoder: a
+     * bidirectional model without an output head (bert), which only makes embeddings. */
+    zl_pooling pooling;
+    bool encoder;
     /* deepseek2 (0 elsewhere): multi-head latent attention. The cache holds per token and layer one row of head_dim =
      * n_lora_kv + n_rot values (the normalized latent, then the rotated shared key; n_head_kv 1), V is its first
      * head_dim_v = n_lora_kv values; each head's query is absorbed into that space. head_dim_k_mla / head_dim_v_mla:
@@ -157,5 +165,14 @@ void zl_fwd_destroy(zl_fwd *f);
  * the call (nothing stored). kv's sequences not in the batch are untouched. */
 int zl_model_forward(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *fwd, const zl_batch *b, float *out,
                      zl_err *err);
+
+/* Embeddings of n_seq whole inputs: b holds every token of each input, input k as sequence k (0 <= k < n_seq)
+ * at positions 0, 1, ... in order; b->logits and b->gemm are ignored (each token computes in the mode of its own
+ * input's length, so an input's vector does not depend on what it is batched with). out: (n_seq, n_embd), each
+ * row the pooled final hidden states (pooling; 0: the file's hp.pooling), L2-normalised when normalize. Encoders (bert) run the batch at once, which
+ * must fit fwd (n <= max_tokens) and each input the model's context; decoders run it through the causal forward
+ * pass, with kv's sequences 0 .. n_seq-1 empty before and freed after. */
+int zl_model_embed(const zl_model *m, zl_cpu *cpu, zl_kv *kv, zl_fwd *fwd, const zl_batch *b, int32_t n_seq,
+                   zl_pooling pooling, bool normalize, float *out, zl_err *err);
 
 #endif
