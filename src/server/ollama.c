@@ -601,7 +601,13 @@ static enum MHD_Result handle_gen(const ol_host *h, struct MHD_Connection *c, js
         return not_found(h, c, json_string_value(name));
     if (h->draining(h->ctx))
         return send_err(h, c, 503, "the server is shutting down");
+    char why[320];
+    bool raw = false;
+    json_t *oa = ol_to_openai(root, chat, h->lim->n_ctx, &raw, why, sizeof why);
+    if (!oa)
+        return send_err(h, c, 400, why);
     if (is_load_request(root, chat)) {
+        json_decref(oa);
         json_t *o = json_object();
         json_object_set(o, "model", name);
         json_object_set_new(o, "created_at", now_json());
@@ -617,11 +623,6 @@ static enum MHD_Result handle_gen(const ol_host *h, struct MHD_Connection *c, js
         json_object_set_new(o, "done_reason", json_string("load"));
         return send_obj(h, c, 200, o);
     }
-    char why[320];
-    bool raw = false;
-    json_t *oa = ol_to_openai(root, chat, h->lim->n_ctx, &raw, why, sizeof why);
-    if (!oa)
-        return send_err(h, c, 400, why);
     ol_gen *g = calloc(1, sizeof *g);
     if (!g || !(g->model = strdup(json_string_value(name)))) {
         free(g);
