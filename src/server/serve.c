@@ -8,9 +8,9 @@
  * that hangs up has its request cancelled, so its KV blocks are freed at the next scheduler step.
  *
  * Routes: GET / (chat page), GET /health, GET /metrics, GET /v1/models, GET /v1/models/{id},
- * POST /v1/chat/completions, POST /v1/completions, POST /tokenize, POST /detokenize. Errors use OpenAI's
- * {"error": {...}} shape. With an API key, everything but /, /health and /metrics needs "Authorization: Bearer
- * KEY". With --cors ORIGIN every reply allows that origin and OPTIONS preflights are answered (cors.c).
+ * POST /v1/chat/completions, POST /v1/completions, POST /tokenize, POST /detokenize, and Ollama's /api/...
+ * (ollama.c). Errors use OpenAI's {"error": {...}} shape (Ollama's {"error": "..."} on /api/...). With an API key,
+ * everything but /, /health and /metrics needs "Authorization: Bearer KEY". With --cors ORIGIN every reply allows that origin and OPTIONS preflights are answered (cors.c).
  *
  * Shutdown: SIGTERM / SIGINT are blocked in every thread and taken by sigwait in the main thread, which stops
  * accepting connections, lets running requests finish for a grace period, then cancels the rest, stops the
@@ -42,7 +42,9 @@
 #include "server/cors.h"
 #include "server/door.h"
 #include "server/oai.h"
+#include "server/ollama.h"
 #include "server/page.h"
+#include "server/peer.h"
 #include "server/reasoning.h"
 #include "server/tools.h"
 #include "store/store.h"
@@ -74,6 +76,7 @@ typedef struct srv {
      * in microseconds), buckets as the engine's (zl_engine_hist_bounds) */
     atomic_uint_fast64_t e2e_hist[ZL_HIST_BUCKETS], e2e_sum_us, e2e_count;
     atomic_bool draining;  /* shutting down: new generation requests get 503 */
+    ol_host ol;            /* what Ollama's routes (/api/..., ollama.c) borrow */
 } srv;
 
 /* Per-connection state: the request body as it arrives. */
@@ -144,55 +147,6 @@ static enum MHD_Result send_error(srv *s, struct MHD_Connection *c, int code, co
     if (!body)
         return MHD_NO;
     return send_buf(s, c, code, "application/json", body, true, code == 503 ? "1" : NULL);
-}
-
-/* Where the client is while its reply is being computed. */
-typedef enum peer_state {
-    PEER_HERE,     /* nothing new */
-    PEER_EOF,      /* it has just been seen to have shut its sending side (first time): maybe a half-close */
-    PEER_GONE,     /* the socket failed or was reset: nobody reads the reply */
-} peer_state;
-
-/* A client that shuts only its sending side after the request (SHUT_WR: `nc -N`, some HTTP/1.0 clients and
- * proxies) still reads the reply, and the end of file it leaves looks the same as a client that closed the socket.
- * So end of file is reported once as PEER_EOF, and the caller writes something (an interim "100 Continue", an SSE
- * comment): a peer that has closed altogether answers that with a reset, which the next polls see as PEER_GONE. */
-static peer_state peer_poll(struct MHD_Connection *c, bool *eof_seen)
-{
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci)
-        return PEER_GONE;
-    struct pollfd p = {.fd = ci->connect_fd, .events = POLLIN | POLLRDHUP};
-    if (poll(&p, 1, 0) <= 0)
-        return PEER_HERE;
-    if (p.revents & (POLLHUP | POLLERR | POLLNVAL))
-        return PEER_GONE;
-    if (*eof_seen)
-        return PEER_HERE;
-    bool eof = (p.revents & POLLRDHUP) != 0;
-    if (!eof && (p.revents & POLLIN)) {
-        char b;
-        eof = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
-    }
-    if (!eof)
-        return PEER_HERE;
-    *eof_seen = true;
-    return PEER_EOF;
-}
-
-/* The probe of a non-streamed reply: "100 Continue" straight to the socket (RFC 9110 15.2: clients skip interim
- * responses before the final one; an HTTP/1.0 client must not get one, so it is not probed and only a reset or a
- * socket error counts as gone). Returns false when the write already fails. */
-static bool probe_whole(struct MHD_Connection *c, bool http10)
-{
-    if (http10)
-        return true;
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci)
-        return false;
-    static const char k_continue[] = "HTTP/1.1 100 Continue\r\n\r\n";
-    const ssize_t n = send(ci->connect_fd, k_continue, sizeof k_continue - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-    return n >= 0 || errno == EAGAIN || errno == EWOULDBLOCK;
 }
 
 /* ------------------------------------------------------------------------------------------------------------ */
@@ -861,6 +815,22 @@ static enum MHD_Result handle_metrics(srv *s, struct MHD_Connection *c)
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Dispatch */
 
+/* The bookkeeping Ollama's routes share (ol_host). */
+static void ol_count(void *ctx, int code) { count_code(ctx, code); }
+static void ol_begin(void *ctx) { atomic_fetch_add(&((srv *)ctx)->active, 1); }
+static void ol_end(void *ctx, double t_start, bool submitted)
+{
+    srv *s = ctx;
+    if (submitted) {
+        const double t = now_s() - t_start;
+        atomic_fetch_add(&s->e2e_hist[zl_engine_hist_bucket(t)], 1);
+        atomic_fetch_add(&s->e2e_sum_us, (uint_fast64_t)(t * 1e6));
+        atomic_fetch_add(&s->e2e_count, 1);
+    }
+    atomic_fetch_sub(&s->active, 1);
+}
+static bool ol_draining(void *ctx) { return atomic_load(&((srv *)ctx)->draining); }
+
 static bool authorized(srv *s, struct MHD_Connection *c)
 {
     if (!s->api_key)
@@ -932,6 +902,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (!strcmp(url, "/metrics"))
         return handle_metrics(s, conn);
+    if (ol_is_route(url))
+        return ol_handle(&s->ol, conn, url, method, cc->body, cc->len, cc->too_large, authorized(s, conn),
+                         version && !strcmp(version, "HTTP/1.0"), cc->start);
 
     oai_kind kind = 0;
     int route = 0; /* 1 models, 2 generate, 3 tokenize, 4 detokenize, 5 one model (model_id) */
@@ -1336,6 +1309,10 @@ int zl_serve_main(int argc, char **argv)
     const zl_engine_params *used = zl_engine_get_params(s->engine);
     s->lim = (oai_limits){.n_ctx = used->n_ctx, .max_tokens = (int32_t)max_tokens,
                           .special_in_content = special_in_content};
+    s->ol = (ol_host){.model = s->model, .engine = s->engine, .tmpl = &s->tmpl, .model_id = s->model_id,
+                      .model_path = model_path, .lim = &s->lim, .reasoning = reasoning, .cors = cors,
+                      .seed_counter = &s->seed_counter, .ctx = s, .count_code = ol_count, .gen_begin = ol_begin,
+                      .gen_end = ol_end, .draining = ol_draining};
 
     const int lfd = listen_on(&addr, addr_len);
     struct MHD_Daemon *d = NULL;
