@@ -37,6 +37,9 @@ static const double TOL_MATMUL = 5e-4, TOL_ATTN = 5e-4, TOL = 1e-7;
 static zl_dev *g_cpu;
 static zl_dev *g_dev[MAX_DEVS]; /* the devices compared with the CPU */
 static int g_n_dev;
+/* Vulkan: how g_dev[k] was opened (VK_*; -1 for other kinds), so the tiled matmul can be held to the mat-vec */
+enum { VK_ROWS, VK_LANES, VK_TILED };
+static int g_vk_variant[MAX_DEVS];
 static char g_none[512];      /* why there is no device to compare, for the skip message */
 static char g_open_fail[800]; /* a device that enumerates but does not open: every comparison fails with it */
 
@@ -723,6 +726,96 @@ static void test_dev_matmul(void **state)
     }
 }
 
+/* ---- the tiled matmul against the mat-vec, bit for bit ---- */
+
+/* y = W x (n_tok tokens) on d into out: the whole batch in one matmul call, or (alone) one call per token. Y starts
+ * as NaN, so an output no dispatch writes shows. */
+static void matmul_on(zl_dev *d, const zl_tensor *t, const float *x, int32_t n_tok, bool alone, float *out)
+{
+    bufs b = {.d = d};
+    zl_dweight w;
+    upload(d, t, &w);
+    const int64_t ne0 = t->ne[0], ne1 = t->ne[1];
+    float *y0 = nans(ne1 * n_tok);
+    const zl_buf xb = bput(&b, x, ne0 * n_tok), y = bput(&b, y0, ne1 * n_tok);
+    if (alone)
+        for (int32_t i = 0; i < n_tok; i++)
+            OK(d, d->ops->matmul(d, &w, zl_buf_at(xb, (uint64_t)(i * ne0) * 4), 1,
+                                 zl_buf_at(y, (uint64_t)(i * ne1) * 4), NULL));
+    else
+        OK(d, d->ops->matmul(d, &w, xb, n_tok, y, NULL));
+    bget(&b, y, out, ne1 * n_tok);
+    d->ops->weight_free(d, &w);
+    bfree(&b);
+    free(y0);
+}
+
+/* got and want (n_tok x ne1) the same bits, or a failure naming the first output that differs. */
+static void same_bits(const char *what, const float *got, const float *want, int32_t n_tok, int64_t ne1)
+{
+    for (int64_t i = 0; i < (int64_t)n_tok * ne1; i++)
+        if (memcmp(&got[i], &want[i], sizeof got[i]))
+            fail_msg("%s: token %lld row %lld: %a, the mat-vec alone gives %a", what, (long long)(i / ne1),
+                     (long long)(i % ne1), (double)got[i], (double)want[i]);
+}
+
+/* The tiled matmul (mul_mm.comp) sums each output in the order of the one-thread-a-row mat-vec (mul_mv.comp), so a
+ * token's outputs are the same bits alone or in a batch of any size, whichever kernel its batch takes: the server's
+ * batching invariance on Vulkan rests on it. Every weight type, both row lengths of row_lengths() (tails of plain
+ * types), 133 rows (two 64-row tiles and a tail), batches of 1, 3, 40 and 130 tokens (32-token tiles and tails),
+ * arbitrary floats (not the grid). The reference is each token alone on the mat-vec; the same device with the
+ * tiled matmul for every batch runs each token alone too (a 1-token tile) and each batch whole, and the mat-vec
+ * runs each batch whole. */
+static void test_dev_tiled_exact(void **state)
+{
+    (void)state;
+    need_devices();
+    static const int32_t toks[] = {1, 3, 40, 130};
+    enum { MAX_TOK = 130, N_ROWS = 133 };
+    int pairs = 0;
+    for (int a = 0; a < g_n_dev; a++)
+        for (int m = 0; m < g_n_dev; m++) {
+            if (g_vk_variant[a] != VK_ROWS || g_vk_variant[m] != VK_TILED ||
+                g_dev[m]->info.index != g_dev[a]->info.index)
+                continue;
+            pairs++;
+            for (int ti = 0; ti < N_WTYPES; ti++) {
+                int64_t ne0[2];
+                row_lengths(WTYPES[ti], ne0);
+                for (int li = 0; li < 2; li++) {
+                    const int64_t shape[4] = {ne0[li], N_ROWS, MAX_TOK, 0};
+                    if (!g_dev[a]->ops->supports(g_dev[a], ZL_OP_MATMUL, WTYPES[ti], shape))
+                        continue;
+                    hweight w;
+                    weight_make(&w, WTYPES[ti], ne0[li], N_ROWS);
+                    float *x = fill(ne0[li] * MAX_TOK, 1.0f), *want = nans(N_ROWS * MAX_TOK),
+                          *got = nans(N_ROWS * MAX_TOK);
+                    char what[96];
+                    matmul_on(g_dev[a], &w.t, x, MAX_TOK, true, want);
+                    snprintf(what, sizeof what, "vulkan:%d %s %lld x %d, tiled, each token alone",
+                             g_dev[m]->info.index, zl_type_name(WTYPES[ti]), (long long)ne0[li], N_ROWS);
+                    matmul_on(g_dev[m], &w.t, x, MAX_TOK, true, got);
+                    same_bits(what, got, want, MAX_TOK, N_ROWS);
+                    for (size_t k = 0; k < sizeof toks / sizeof toks[0]; k++)
+                        for (int dv = 0; dv < 2; dv++) {
+                            zl_dev *d = dv ? g_dev[m] : g_dev[a];
+                            snprintf(what, sizeof what, "vulkan:%d %s %lld x %d, %s, batch of %d",
+                                     d->info.index, zl_type_name(WTYPES[ti]), (long long)ne0[li], N_ROWS,
+                                     dv ? "tiled" : "mat-vec", toks[k]);
+                            matmul_on(d, &w.t, x, toks[k], false, got);
+                            same_bits(what, got, want, toks[k], N_ROWS);
+                        }
+                    free_all(x, want, got, NULL);
+                    weight_drop(&w);
+                }
+            }
+        }
+    if (!pairs) {
+        print_message("[   SKIP   ] no Vulkan device opened both as mat-vec and as tiled matmul\n");
+        skip();
+    }
+}
+
 static void test_dev_get_rows(void **state)
 {
     (void)state;
@@ -1016,13 +1109,14 @@ static int setup(void **state)
             snprintf(spec, sizeof spec, "%s:%d", kinds[k]->name, i);
             /* Vulkan has two mat-vec shapes (ZILI_VK_MATVEC, vk.c) and a tiled matmul for batches (ZILI_VK_MM_MIN):
              * each device is opened once with each mat-vec shape, the tiled matmul off, and once with the tiled
-             * matmul taking every batch of 2 tokens or more */
+             * matmul taking every batch, a single token's too */
             const bool vk = !strcmp(kinds[k]->name, "vulkan");
             for (int variant = 0; variant < (vk ? 3 : 1) && g_n_dev < MAX_DEVS; variant++) {
                 if (vk) {
-                    setenv("ZILI_VK_MATVEC", variant == 1 ? "lanes" : "rows", 1);
-                    setenv("ZILI_VK_MM_MIN", variant == 2 ? "2" : "0", 1);
+                    setenv("ZILI_VK_MATVEC", variant == VK_LANES ? "lanes" : "rows", 1);
+                    setenv("ZILI_VK_MM_MIN", variant == VK_TILED ? "1" : "0", 1);
                 }
+                g_vk_variant[g_n_dev] = vk ? variant : -1;
                 const int rc = zl_dev_open(spec, &g_dev[g_n_dev], &e);
                 if (vk) {
                     unsetenv("ZILI_VK_MATVEC");
@@ -1036,7 +1130,7 @@ static int setup(void **state)
                 print_message("comparing %s (%s, %s%s) with the CPU\n", spec, info[i].name, info[i].driver,
                               !vk            ? ""
                               : variant == 1 ? ", mat-vec 16 lanes a row"
-                              : variant == 2 ? ", tiled matmul from 2 tokens"
+                              : variant == 2 ? ", tiled matmul from 1 token"
                                              : ", mat-vec one thread a row");
                 g_n_dev++;
             }
@@ -1069,6 +1163,7 @@ int main(void)
         cmocka_unit_test(test_rejects),
         cmocka_unit_test(test_cpu_vs_double),
         cmocka_unit_test(test_dev_matmul),
+        cmocka_unit_test(test_dev_tiled_exact),
         cmocka_unit_test(test_dev_get_rows),
         cmocka_unit_test(test_dev_rmsnorm_rope),
         cmocka_unit_test(test_dev_eltwise),

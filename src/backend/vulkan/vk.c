@@ -741,11 +741,13 @@ static int vk_open(int index, zl_dev **out, zl_err *err)
     v->mv_rows = mv && !strcmp(mv, "rows") ? true
                  : mv && !strcmp(mv, "lanes") ? false
                                               : pr.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
-    /* The tiled matmul (batches of ZILI_VK_MM_MIN=N tokens or more) is off unless asked for: its sums run in
-     * another order than the mat-vec's, so a token's logits would depend on how many tokens share its batch, and
-     * the server's batching invariance would break. 16 is where it pays off on lavapipe. */
+    /* The tiled matmul takes batches of 16 tokens or more (where it pays off on lavapipe) when the mat-vec is the
+     * one-thread-a-row shape: mul_mm.comp sums each output in that shape's order, so a token's logits do not
+     * depend on how many tokens share its batch (the server's batching invariance). The 16-lane shape sums in
+     * another order, so there it is off. ZILI_VK_MM_MIN=N moves the threshold (0 = never tiled), for tests and
+     * tuning; with the 16-lane shape it gives up that invariance. */
     const char *mm = getenv("ZILI_VK_MM_MIN");
-    v->mm_min = INT32_MAX;
+    v->mm_min = v->mv_rows ? 16 : INT32_MAX;
     if (mm && *mm) {
         char *end;
         const long n = strtol(mm, &end, 10);

@@ -78,7 +78,8 @@ typedef struct zl_vk {
     uint64_t max_range;     /* maxStorageBufferRange */
     uint32_t max_groups;    /* maxComputeWorkGroupCount[0] and [1] (at least 65535) */
     bool mv_rows;           /* mat-vec one row per thread (mul_mv_rt_*): CPU-type devices, or ZILI_VK_MATVEC=rows */
-    int32_t mm_min;         /* batches of at least this many tokens take the tiled matmul (mul_mm_*); ZILI_VK_MM_MIN */
+    int32_t mm_min;         /* batches of at least this many tokens take the tiled matmul (mul_mm_*): 16 with mv_rows
+                             * (same sums, bit for bit), else off; ZILI_VK_MM_MIN */
 
     VkDescriptorSetLayout dsl;
     VkPipelineLayout pl;
