@@ -13,7 +13,7 @@ import ollama
 import openai
 import pytest
 
-from conftest import MODEL, SLOW, healthy
+from conftest import MODEL, SLOW, Server, healthy
 
 STEM = os.path.basename(MODEL)[:-len(".gguf")]
 NAME = STEM + ":latest"
@@ -270,6 +270,44 @@ def test_tool_messages_accepted(server):
         assert isinstance(c.function.arguments, dict)
 
 
+WEATHER = [{"type": "function", "function": {"name": "get_weather", "description": "Get the weather of a city",
+                                             "parameters": {"type": "object",
+                                                            "properties": {"city": {"type": "string"}},
+                                                            "required": ["city"]}}}]
+
+
+def few_shot_calls():
+    """A conversation whose earlier answers are calls written out as text, so that SmolLM2 writes one too."""
+    msgs = []
+    for city in ("Paris", "Tokyo"):
+        msgs.append({"role": "user", "content": "Weather in %s?" % city})
+        msgs.append({"role": "assistant", "content": '<tool_call>\n{"name": "get_weather", "arguments": {"city": "%s"}}'
+                                                     '\n</tool_call>' % city})
+    msgs.append({"role": "user", "content": "Weather in Rome?"})
+    return msgs
+
+
+def test_tool_calls_in_ollama_shape(server):
+    msgs = few_shot_calls()
+    opts = {"temperature": 0, "num_predict": 48}
+    want = oai(server).chat.completions.create(model="m", messages=msgs, tools=WEATHER, temperature=0, max_tokens=48)
+    want_calls = [(c.function.name, json.loads(c.function.arguments)) for c in want.choices[0].message.tool_calls]
+    assert want_calls, "the model wrote no call on the OpenAI route: the test cannot check the Ollama shape"
+    r = oc(server).chat(model=NAME, messages=msgs, tools=WEATHER, options=opts)
+    assert [(c.function.name, dict(c.function.arguments)) for c in r.message.tool_calls] == want_calls
+    assert r.message.content == (want.choices[0].message.content or "")
+    # raw: arguments an object, an id, the call's index
+    st, _, data = request(server, "POST", "/api/chat", {"model": NAME, "messages": msgs, "tools": WEATHER,
+                                                        "options": opts, "stream": False})
+    calls = json.loads(data)["message"]["tool_calls"]
+    assert st == 200 and isinstance(calls[0]["function"]["arguments"], dict)
+    assert calls[0]["id"].startswith("call_") and [c["function"]["index"] for c in calls] == list(range(len(calls)))
+    # streamed: the same calls, each whole in one line
+    parts = list(oc(server).chat(model=NAME, messages=msgs, tools=WEATHER, options=opts, stream=True))
+    got = [(c.function.name, dict(c.function.arguments)) for p in parts for c in (p.message.tool_calls or [])]
+    assert got == want_calls and parts[-1].done
+
+
 BAD = [
     (b"{", "not valid JSON"),
     (b"[1, 2]", "JSON object"),
@@ -349,3 +387,22 @@ def test_api_key_applies(strict_server):
     with pytest.raises(ollama.ResponseError) as e:
         oc(s, headers={"Authorization": "Bearer wrong"}).ps()
     assert e.value.status_code == 401
+
+
+def test_think_maps_to_the_template():
+    """With Qwen3's template (forced on SmolLM2): think false renders the prompt as enable_thinking false does on
+    the OpenAI route (the empty <think></think> block: more prompt tokens), and both routes reply alike."""
+    s = Server("-c", "512", "--chat-template", "qwen3")
+    try:
+        c = oc(s)
+        opts = {"temperature": 0, "num_predict": 12}
+        off = c.chat(model=NAME, messages=MSGS, think=False, options=opts)
+        on = c.chat(model=NAME, messages=MSGS, think=True, options=opts)
+        plain = c.chat(model=NAME, messages=MSGS, options=opts)
+        want = oai(s).chat.completions.create(model="m", messages=MSGS, temperature=0, max_tokens=12,
+                                              extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+        assert off.prompt_eval_count == want.usage.prompt_tokens > on.prompt_eval_count == plain.prompt_eval_count
+        assert off.message.content == want.choices[0].message.content
+        assert on.message.content == plain.message.content
+    finally:
+        assert s.stop() == 0
