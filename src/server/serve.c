@@ -8,7 +8,8 @@
  * that hangs up has its request cancelled, so its KV blocks are freed at the next scheduler step.
  *
  * Routes: GET / (chat page), GET /health, GET /metrics, GET /v1/models, GET /v1/models/{id},
- * POST /v1/chat/completions, POST /v1/completions, POST /tokenize, POST /detokenize, and Ollama's /api/...
+ * POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings (embeddings.c; an encoder such as bert
+ * serves only that), POST /tokenize, POST /detokenize, and Ollama's /api/...
  * (ollama.c). Errors use OpenAI's {"error": {...}} shape (Ollama's {"error": "..."} on /api/...). With an API key,
  * everything but /, /health and /metrics needs "Authorization: Bearer KEY". With --cors ORIGIN every reply allows that origin and OPTIONS preflights are answered (cors.c).
  *
@@ -42,6 +43,7 @@
 #include "server/cors.h"
 #include "server/door.h"
 #include "server/oai.h"
+#include "server/embeddings.h"
 #include "server/ollama.h"
 #include "server/page.h"
 #include "server/peer.h"
@@ -77,6 +79,7 @@ typedef struct srv {
     atomic_uint_fast64_t e2e_hist[ZL_HIST_BUCKETS], e2e_sum_us, e2e_count;
     atomic_bool draining;  /* shutting down: new generation requests get 503 */
     ol_host ol;            /* what Ollama's routes (/api/..., ollama.c) borrow */
+    zl_emb_host emb;       /* POST /v1/embeddings (embeddings.c) */
 } srv;
 
 /* Per-connection state: the request body as it arrives. */
@@ -646,6 +649,15 @@ static enum MHD_Result handle_tokenize(srv *s, struct MHD_Connection *c, json_t 
     return send_json(s, c, 200, o);
 }
 
+static enum MHD_Result handle_embeddings(srv *s, struct MHD_Connection *c, json_t *root)
+{
+    int status = 500;
+    const char *param = NULL;
+    char why[512] = "";
+    json_t *o = zl_emb_request(&s->emb, root, &status, &param, why, sizeof why);
+    return o ? send_json(s, c, 200, o) : send_error(s, c, status, why, param);
+}
+
 static enum MHD_Result handle_detokenize(srv *s, struct MHD_Connection *c, json_t *root)
 {
     json_t *toks = json_object_get(root, "tokens");
@@ -907,7 +919,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                          version && !strcmp(version, "HTTP/1.0"), cc->start);
 
     oai_kind kind = 0;
-    int route = 0; /* 1 models, 2 generate, 3 tokenize, 4 detokenize, 5 one model (model_id) */
+    int route = 0; /* 1 models, 2 generate, 3 tokenize, 4 detokenize, 5 one model (model_id), 6 embeddings */
     const char *model_id = !strncmp(url, "/v1/models/", 11) ? url + 11 : !strncmp(url, "/models/", 8) ? url + 8 : NULL;
     if (!strcmp(url, "/v1/models") || !strcmp(url, "/models"))
         route = 1;
@@ -917,6 +929,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         route = 2, kind = OAI_CHAT;
     else if (!strcmp(url, "/v1/completions") || !strcmp(url, "/completions"))
         route = 2, kind = OAI_COMPLETION;
+    else if (!strcmp(url, "/v1/embeddings") || !strcmp(url, "/embeddings"))
+        route = 6;
     else if (!strcmp(url, "/tokenize"))
         route = 3;
     else if (!strcmp(url, "/detokenize"))
@@ -948,6 +962,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     enum MHD_Result ret;
     if (!json_is_object(root))
         ret = send_error(s, conn, 400, "the request body must be a JSON object", NULL);
+    else if (route == 2 && zl_model_hparams(s->model)->encoder)
+        ret = send_error(s, conn, 400, "this model only makes embeddings (POST /v1/embeddings)", NULL);
+    else if (route == 6)
+        ret = handle_embeddings(s, conn, root);
     else if (route == 2)
         ret = handle_generate(s, conn, kind, root, version && !strcmp(version, "HTTP/1.0"), cc->start);
     else if (route == 3)
@@ -1313,6 +1331,15 @@ int zl_serve_main(int argc, char **argv)
                       .model_path = model_path, .lim = &s->lim, .reasoning = reasoning, .cors = cors,
                       .seed_counter = &s->seed_counter, .ctx = s, .count_code = ol_count, .gen_begin = ol_begin,
                       .gen_end = ol_end, .draining = ol_draining};
+    {
+        const zl_hparams *hp = zl_model_hparams(s->model);
+        int32_t emb_ctx = used->n_ctx; /* an encoder: within its trained positions; a decoder: at most 8192 */
+        if (hp->encoder && emb_ctx > hp->n_ctx_train)
+            emb_ctx = hp->n_ctx_train;
+        if (!hp->encoder && emb_ctx > 8192)
+            emb_ctx = 8192;
+        zl_emb_host_init(&s->emb, s->model, s->model_id, emb_ctx, used->n_threads);
+    }
 
     const int lfd = listen_on(&addr, addr_len);
     struct MHD_Daemon *d = NULL;
@@ -1336,6 +1363,7 @@ int zl_serve_main(int argc, char **argv)
             MHD_stop_daemon(d);
         if (lfd >= 0 && !s->door)
             close(lfd);
+        zl_emb_host_free(&s->emb);
         zl_engine_destroy(s->engine);
         zl_model_free(s->model);
         free(s);
@@ -1369,6 +1397,7 @@ int zl_serve_main(int argc, char **argv)
         usleep(10000);
     MHD_stop_daemon(d);
     zl_door_free(s->door);
+    zl_emb_host_free(&s->emb);
     zl_engine_destroy(s->engine);
     zl_model_free(s->model);
     free(s);
