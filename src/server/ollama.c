@@ -108,6 +108,51 @@ static enum MHD_Result not_found(const ol_host *h, struct MHD_Connection *c, con
 }
 
 /* ------------------------------------------------------------------------------------------------------------ */
+/* /api/embed {model, input: a string or a list of them} -> {model, embeddings, durations, prompt_eval_count};
+ * the older /api/embeddings {model, prompt} -> {embedding}. Both over /v1/embeddings' request (embeddings.c). */
+
+static enum MHD_Result handle_embed(const ol_host *h, struct MHD_Connection *c, json_t *root, bool legacy,
+                                    double t_start)
+{
+    json_t *name = json_object_get(root, "model");
+    if (!json_is_string(name) || !json_string_length(name))
+        return send_err(h, c, 400, "'model' is required (the name of a model, a string)");
+    if (!ol_name_matches(h->model_id, json_string_value(name)))
+        return not_found(h, c, json_string_value(name));
+    json_t *in = json_object_get(root, legacy ? "prompt" : "input");
+    if (!json_is_string(in) && !(json_is_array(in) && !legacy))
+        return send_err(h, c, 400, legacy ? "'prompt' must be a string" :
+                                            "'input' must be a string or a list of strings");
+    for (size_t i = 0; json_is_array(in) && i < json_array_size(in); i++)
+        if (!json_is_string(json_array_get(in, i)))
+            return send_err(h, c, 400, "'input' must be a string or a list of strings");
+    json_t *req = json_object();
+    json_object_set(req, "input", in);
+    int status = 500;
+    const char *param = NULL;
+    char why[512] = "";
+    json_t *r = zl_emb_request(h->emb, req, &status, &param, why, sizeof why);
+    json_decref(req);
+    if (!r)
+        return send_err(h, c, status, why);
+    json_t *data = json_object_get(r, "data"), *o = json_object();
+    if (legacy) {
+        json_object_set(o, "embedding", json_object_get(json_array_get(data, 0), "embedding"));
+    } else {
+        json_t *vs = json_array();
+        for (size_t i = 0; i < json_array_size(data); i++)
+            json_array_append(vs, json_object_get(json_array_get(data, i), "embedding"));
+        json_object_set_new(o, "model", json_string(json_string_value(name)));
+        json_object_set_new(o, "embeddings", vs);
+        json_object_set_new(o, "total_duration", json_integer((json_int_t)((mono_s() - t_start) * 1e9)));
+        json_object_set_new(o, "load_duration", json_integer(0));
+        json_object_set(o, "prompt_eval_count", json_object_get(json_object_get(r, "usage"), "prompt_tokens"));
+    }
+    json_decref(r);
+    return send_obj(h, c, 200, o);
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
 /* The model's description (tags, ps, show) */
 
 static json_t *details_json(const ol_host *h)
@@ -712,13 +757,10 @@ enum MHD_Result ol_handle(const ol_host *h, struct MHD_Connection *c, const char
                                    "/api/ps, /api/show, /api/version)");
     if (!authorized)
         return send_err(h, c, 401, "missing or wrong API key (Authorization: Bearer KEY)");
-    if (route == 7)
-        return send_err(h, c, 501, "embeddings are not available in this server yet: /api/embed and "
-                                   "/api/embeddings need an embeddings function in zili's engine");
     if (route == 8)
         return send_err(h, c, 501, "this server serves the one model it was started with (-m); Ollama's model "
                                    "management (pull, push, create, copy, delete, blobs) is not supported");
-    if (route >= 4) {
+    if (route >= 4 && route <= 6) {
         if (!get)
             return send_err(h, c, 405, "method not allowed: use GET");
         if (route == 6) {
@@ -745,6 +787,8 @@ enum MHD_Result ol_handle(const ol_host *h, struct MHD_Connection *c, const char
         ret = send_err(h, c, 400, "the request body must be a JSON object");
     else if (route == 3)
         ret = handle_show(h, c, root);
+    else if (route == 7)
+        ret = handle_embed(h, c, root, !strcmp(url, "/api/embeddings"), t_start);
     else
         ret = handle_gen(h, c, root, route == 1, http10, t_start);
     json_decref(root);

@@ -2,8 +2,8 @@
  * ollama.h - Ollama's REST API (/api/...) on the same engine as the OpenAI routes.
  *
  * Routes: POST /api/chat and POST /api/generate (NDJSON stream by default, one object with "stream": false),
- * GET /api/tags, GET /api/ps, POST /api/show, GET /api/version; /api/embed and /api/embeddings answer 501 (no
- * embeddings in this server yet), as do Ollama's model-management routes (pull, push, create, copy, delete, blobs):
+ * GET /api/tags, GET /api/ps, POST /api/show, GET /api/version, POST /api/embed and the older /api/embeddings
+ * (over /v1/embeddings' request, embeddings.c); Ollama's model-management routes (pull, push, create, copy, delete, blobs) answer 501:
  * the server serves the one model it was started with. Errors are Ollama's {"error": "..."} with the status.
  *
  * A chat or generate request is rewritten into the OpenAI request it means (messages, sampling options, format as
@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "engine/engine.h"
+#include "server/embeddings.h"
 #include "server/oai.h"
 #include "tokenizer/chat.h"
 
@@ -36,6 +37,7 @@ typedef struct ol_host {
     bool reasoning;         /* --reasoning-format deepseek: a reasoning model's <think> text apart */
     const char *cors;       /* --cors ORIGIN, or NULL */
     atomic_uint_fast64_t *seed_counter;
+    zl_emb_host *emb;       /* /api/embed and /api/embeddings (embeddings.c) */
     /* The server's bookkeeping: a reply's status code (for /metrics); a generation request begins (counted as
      * active until gen_end) and ends (t_start: its head complete, for the end-to-end latency; submitted: it
      * reached the engine); whether the server is shutting down. */

@@ -1340,6 +1340,7 @@ int zl_serve_main(int argc, char **argv)
             emb_ctx = 8192;
         zl_emb_host_init(&s->emb, s->model, s->model_id, emb_ctx, used->n_threads);
     }
+    s->ol.emb = &s->emb;
 
     const int lfd = listen_on(&addr, addr_len);
     struct MHD_Daemon *d = NULL;

@@ -358,12 +358,26 @@ def test_bad_requests(server, path, body, words):
     assert words.lower() in err["error"].lower(), err
 
 
+def test_embed_equals_openai_route(server):
+    """/api/embed through the ollama client, and the older /api/embeddings: the vectors of /v1/embeddings."""
+    texts = ["hello there", "the second input"]
+    want = [d.embedding for d in oai(server).embeddings.create(model="m", input=texts, encoding_format="float").data]
+    r = oc(server).embed(model=NAME, input=texts)
+    assert [list(v) for v in r.embeddings] == want
+    assert r.prompt_eval_count > 2 and r.total_duration > 0
+    assert list(oc(server).embed(model=NAME, input=texts[1]).embeddings[0]) == want[1]
+    st, _, data = request(server, "POST", "/api/embeddings", {"model": NAME, "prompt": texts[0]})
+    assert st == 200 and json.loads(data)["embedding"] == want[0]
+
+
 def test_routes_and_methods(server):
     assert request(server, "GET", "/api/chat")[0] == 405
     assert request(server, "POST", "/api/tags", {})[0] == 405
-    for path in ("/api/embed", "/api/embeddings"):
-        st, _, data = request(server, "POST", path, {"model": NAME, "input": "hi"})
-        assert st == 501 and "embeddings" in json.loads(data)["error"]
+    for path, body in (("/api/embed", {"model": NAME, "input": 5}), ("/api/embeddings", {"model": NAME})):
+        st, _, data = request(server, "POST", path, body)
+        assert st == 400 and "must be a string" in json.loads(data)["error"]
+    st, _, data = request(server, "POST", "/api/embed", {"model": "nope", "input": "hi"})
+    assert st == 404 and json.loads(data)["error"] == "model 'nope' not found"
     st, _, data = request(server, "POST", "/api/pull", {"model": "llama3"})
     assert st == 501 and "pull" in json.loads(data)["error"]
     st, _, data = request(server, "GET", "/api/nothing")
