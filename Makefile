@@ -55,6 +55,7 @@ endef
 $(foreach w,$(VK_WTYPES),$(eval $(call vk_shader,mul_mv_$(word 1,$(subst :, ,$(w))),mul_mv,-DWTYPE=$(word 2,$(subst :, ,$(w))))))
 $(foreach w,$(VK_WTYPES),$(eval $(call vk_shader,mul_mv_rt_$(word 1,$(subst :, ,$(w))),mul_mv,-DROW_THREAD -DWTYPE=$(word 2,$(subst :, ,$(w))))))
 $(foreach w,$(VK_WTYPES),$(eval $(call vk_shader,mul_mm_$(word 1,$(subst :, ,$(w))),mul_mm,-DWTYPE=$(word 2,$(subst :, ,$(w))))))
+$(foreach w,$(VK_WTYPES),$(eval $(call vk_shader,mul_mm_lanes_$(word 1,$(subst :, ,$(w))),mul_mm_lanes,-DWTYPE=$(word 2,$(subst :, ,$(w))))))
 $(foreach w,$(VK_WTYPES),$(eval $(call vk_shader,get_rows_$(word 1,$(subst :, ,$(w))),get_rows,-DWTYPE=$(word 2,$(subst :, ,$(w))))))
 $(foreach s,rmsnorm rope eltwise,$(eval $(call vk_shader,$(s),$(s),)))
 $(eval $(call vk_shader,kv_store_f16,kv_store,-DKV_F16))

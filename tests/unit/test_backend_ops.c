@@ -38,7 +38,7 @@ static zl_dev *g_cpu;
 static zl_dev *g_dev[MAX_DEVS]; /* the devices compared with the CPU */
 static int g_n_dev;
 /* Vulkan: how g_dev[k] was opened (VK_*; -1 for other kinds), so the tiled matmul can be held to the mat-vec */
-enum { VK_ROWS, VK_LANES, VK_TILED };
+enum { VK_ROWS, VK_LANES, VK_TILED, VK_LANES_TILED, VK_VARIANTS };
 static int g_vk_variant[MAX_DEVS];
 static char g_none[512];      /* why there is no device to compare, for the skip message */
 static char g_open_fail[800]; /* a device that enumerates but does not open: every comparison fails with it */
@@ -759,9 +759,9 @@ static void same_bits(const char *what, const float *got, const float *want, int
                      (long long)(i % ne1), (double)got[i], (double)want[i]);
 }
 
-/* The tiled matmul (mul_mm.comp) sums each output in the order of the one-thread-a-row mat-vec (mul_mv.comp), so a
- * token's outputs are the same bits alone or in a batch of any size, whichever kernel its batch takes: the server's
- * batching invariance on Vulkan rests on it. Every weight type, both row lengths of row_lengths() (tails of plain
+/* The tiled matmuls sum each output in the order of their mat-vec shape (mul_mm.comp: one thread a row,
+ * mul_mm_lanes.comp: 16 lanes a row, as mul_mv.comp), so a token's outputs are the same bits alone or in a batch of
+ * any size, whichever kernel its batch takes: the server's batching invariance on Vulkan rests on it. Every weight type, both row lengths of row_lengths() (tails of plain
  * types), 133 rows (two 64-row tiles and a tail), batches of 1, 3, 40 and 130 tokens (32-token tiles and tails),
  * arbitrary floats (not the grid). The reference is each token alone on the mat-vec; the same device with the
  * tiled matmul for every batch runs each token alone too (a 1-token tile) and each batch whole, and the mat-vec
@@ -775,8 +775,9 @@ static void test_dev_tiled_exact(void **state)
     int pairs = 0;
     for (int a = 0; a < g_n_dev; a++)
         for (int m = 0; m < g_n_dev; m++) {
-            if (g_vk_variant[a] != VK_ROWS || g_vk_variant[m] != VK_TILED ||
-                g_dev[m]->info.index != g_dev[a]->info.index)
+            const bool rows = g_vk_variant[a] == VK_ROWS && g_vk_variant[m] == VK_TILED;
+            const bool lanes = g_vk_variant[a] == VK_LANES && g_vk_variant[m] == VK_LANES_TILED;
+            if (!(rows || lanes) || g_dev[m]->info.index != g_dev[a]->info.index)
                 continue;
             pairs++;
             for (int ti = 0; ti < N_WTYPES; ti++) {
@@ -792,16 +793,17 @@ static void test_dev_tiled_exact(void **state)
                           *got = nans(N_ROWS * MAX_TOK);
                     char what[96];
                     matmul_on(g_dev[a], &w.t, x, MAX_TOK, true, want);
-                    snprintf(what, sizeof what, "vulkan:%d %s %lld x %d, tiled, each token alone",
-                             g_dev[m]->info.index, zl_type_name(WTYPES[ti]), (long long)ne0[li], N_ROWS);
+                    snprintf(what, sizeof what, "vulkan:%d %s %lld x %d, tiled (%s), each token alone",
+                             g_dev[m]->info.index, zl_type_name(WTYPES[ti]), (long long)ne0[li], N_ROWS,
+                             rows ? "rows" : "lanes");
                     matmul_on(g_dev[m], &w.t, x, MAX_TOK, true, got);
                     same_bits(what, got, want, MAX_TOK, N_ROWS);
                     for (size_t k = 0; k < sizeof toks / sizeof toks[0]; k++)
                         for (int dv = 0; dv < 2; dv++) {
                             zl_dev *d = dv ? g_dev[m] : g_dev[a];
-                            snprintf(what, sizeof what, "vulkan:%d %s %lld x %d, %s, batch of %d",
+                            snprintf(what, sizeof what, "vulkan:%d %s %lld x %d, %s (%s), batch of %d",
                                      d->info.index, zl_type_name(WTYPES[ti]), (long long)ne0[li], N_ROWS,
-                                     dv ? "tiled" : "mat-vec", toks[k]);
+                                     dv ? "tiled" : "mat-vec", rows ? "rows" : "lanes", toks[k]);
                             matmul_on(d, &w.t, x, toks[k], false, got);
                             same_bits(what, got, want, toks[k], N_ROWS);
                         }
@@ -1107,14 +1109,14 @@ static int setup(void **state)
         for (int i = 0; i < nd && i < MAX_DEVS && g_n_dev < MAX_DEVS; i++) {
             char spec[48];
             snprintf(spec, sizeof spec, "%s:%d", kinds[k]->name, i);
-            /* Vulkan has two mat-vec shapes (ZILI_VK_MATVEC, vk.c) and a tiled matmul for batches (ZILI_VK_MM_MIN):
-             * each device is opened once with each mat-vec shape, the tiled matmul off, and once with the tiled
-             * matmul taking every batch, a single token's too */
+            /* Vulkan has two mat-vec shapes (ZILI_VK_MATVEC, vk.c) and a tiled matmul of each shape for batches
+             * (ZILI_VK_MM_MIN): each device is opened once with each mat-vec shape, the tiled matmul off, and once
+             * with each shape's tiled matmul taking every batch, a single token's too */
             const bool vk = !strcmp(kinds[k]->name, "vulkan");
-            for (int variant = 0; variant < (vk ? 3 : 1) && g_n_dev < MAX_DEVS; variant++) {
+            for (int variant = 0; variant < (vk ? VK_VARIANTS : 1) && g_n_dev < MAX_DEVS; variant++) {
                 if (vk) {
-                    setenv("ZILI_VK_MATVEC", variant == VK_LANES ? "lanes" : "rows", 1);
-                    setenv("ZILI_VK_MM_MIN", variant == VK_TILED ? "1" : "0", 1);
+                    setenv("ZILI_VK_MATVEC", variant == VK_LANES || variant == VK_LANES_TILED ? "lanes" : "rows", 1);
+                    setenv("ZILI_VK_MM_MIN", variant == VK_TILED || variant == VK_LANES_TILED ? "1" : "0", 1);
                 }
                 g_vk_variant[g_n_dev] = vk ? variant : -1;
                 const int rc = zl_dev_open(spec, &g_dev[g_n_dev], &e);
@@ -1129,8 +1131,9 @@ static int setup(void **state)
                 }
                 print_message("comparing %s (%s, %s%s) with the CPU\n", spec, info[i].name, info[i].driver,
                               !vk            ? ""
-                              : variant == 1 ? ", mat-vec 16 lanes a row"
-                              : variant == 2 ? ", tiled matmul from 1 token"
+                              : variant == VK_LANES ? ", mat-vec 16 lanes a row"
+                              : variant == VK_TILED ? ", tiled matmul (one thread a row's order) from 1 token"
+                              : variant == VK_LANES_TILED ? ", tiled matmul (16 lanes' order) from 1 token"
                                              : ", mat-vec one thread a row");
                 g_n_dev++;
             }

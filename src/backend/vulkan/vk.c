@@ -155,6 +155,36 @@ SPV(mul_mm_q5_k)
 SPV(mul_mm_q6_k)
 #include "shaders/mul_mm_q6_k.inc"
 ;
+SPV(mul_mm_lanes_f32)
+#include "shaders/mul_mm_lanes_f32.inc"
+;
+SPV(mul_mm_lanes_f16)
+#include "shaders/mul_mm_lanes_f16.inc"
+;
+SPV(mul_mm_lanes_bf16)
+#include "shaders/mul_mm_lanes_bf16.inc"
+;
+SPV(mul_mm_lanes_q4_0)
+#include "shaders/mul_mm_lanes_q4_0.inc"
+;
+SPV(mul_mm_lanes_q4_1)
+#include "shaders/mul_mm_lanes_q4_1.inc"
+;
+SPV(mul_mm_lanes_q5_0)
+#include "shaders/mul_mm_lanes_q5_0.inc"
+;
+SPV(mul_mm_lanes_q8_0)
+#include "shaders/mul_mm_lanes_q8_0.inc"
+;
+SPV(mul_mm_lanes_q4_k)
+#include "shaders/mul_mm_lanes_q4_k.inc"
+;
+SPV(mul_mm_lanes_q5_k)
+#include "shaders/mul_mm_lanes_q5_k.inc"
+;
+SPV(mul_mm_lanes_q6_k)
+#include "shaders/mul_mm_lanes_q6_k.inc"
+;
 #undef SPV
 
 static const struct {
@@ -170,6 +200,8 @@ static const struct {
     S(mul_mv_rt_q4_0), S(mul_mv_rt_q4_1), S(mul_mv_rt_q5_0), S(mul_mv_rt_q8_0), S(mul_mv_rt_q4_k), S(mul_mv_rt_q5_k),
     S(mul_mv_rt_q6_k), S(mul_mm_f32),  S(mul_mm_f16),  S(mul_mm_bf16),  S(mul_mm_q4_0), S(mul_mm_q4_1),
     S(mul_mm_q5_0),  S(mul_mm_q8_0),  S(mul_mm_q4_k),  S(mul_mm_q5_k),  S(mul_mm_q6_k),
+    S(mul_mm_lanes_f32), S(mul_mm_lanes_f16), S(mul_mm_lanes_bf16), S(mul_mm_lanes_q4_0), S(mul_mm_lanes_q4_1),
+    S(mul_mm_lanes_q5_0), S(mul_mm_lanes_q8_0), S(mul_mm_lanes_q4_k), S(mul_mm_lanes_q5_k), S(mul_mm_lanes_q6_k),
 #undef S
 };
 
@@ -743,9 +775,9 @@ static int vk_open(int index, zl_dev **out, zl_err *err)
                                               : pr.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
     /* The tiled matmul takes batches of 16 tokens or more (where it pays off on lavapipe) when the mat-vec is the
      * one-thread-a-row shape: mul_mm.comp sums each output in that shape's order, so a token's logits do not
-     * depend on how many tokens share its batch (the server's batching invariance). The 16-lane shape sums in
-     * another order, so there it is off. ZILI_VK_MM_MIN=N moves the threshold (0 = never tiled), for tests and
-     * tuning; with the 16-lane shape it gives up that invariance. */
+     * depend on how many tokens share its batch (the server's batching invariance). The 16-lane shape has its own
+     * tiled matmul in its order (mul_mm_lanes.comp, bit-identical too) but it is off by default there: no GPU has
+     * measured it yet. ZILI_VK_MM_MIN=N moves the threshold (0 = never tiled), for tests and tuning. */
     const char *mm = getenv("ZILI_VK_MM_MIN");
     v->mm_min = v->mv_rows ? 16 : INT32_MAX;
     if (mm && *mm) {

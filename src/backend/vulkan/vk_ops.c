@@ -100,11 +100,15 @@ static int matmul(zl_dev *d, const zl_dweight *w, zl_buf x, int32_t n_tok, zl_bu
                                     (uint32_t)w->nb1, (uint32_t)(sh[1] / 4), (uint32_t)(sh[2] / 4),
                                     (uint32_t)w->ne1, (uint32_t)r0};
             uint32_t gx, gy;
-            /* rows and tokens per workgroup: mul_mm.comp 64 x 32, mul_mv.comp 64 or 4 x 8 */
+            /* Rows and tokens per workgroup: the mat-vec (mul_mv.comp) 64 or 4 x 8; the tiled matmul of the
+             * mat-vec's shape (same sums, bit for bit): mul_mm.comp 64 x 32 for one thread a row, mul_mm_lanes.comp
+             * 16 x 16 for 16 lanes a row. */
             const bool tiled = nt >= v->mm_min;
-            const uint64_t rows_wg = tiled || v->mv_rows ? 64 : 4, tok_wg = tiled ? 32 : 8;
+            const uint64_t rows_wg = !v->mv_rows ? (tiled ? 16 : 4) : 64;
+            const uint64_t tok_wg = !tiled ? 8 : v->mv_rows ? 32 : 16;
             zl_vk_groups(v, ((uint64_t)nr + rows_wg - 1) / rows_wg, &gx, &gy);
-            const int first = tiled ? ZL_VKS_MUL_MM_F32 : v->mv_rows ? ZL_VKS_MUL_MV_RT_F32 : ZL_VKS_MUL_MV_F32;
+            const int first = tiled ? (v->mv_rows ? ZL_VKS_MUL_MM_F32 : ZL_VKS_MUL_MM_LANES_F32)
+                                    : (v->mv_rows ? ZL_VKS_MUL_MV_RT_F32 : ZL_VKS_MUL_MV_F32);
             if ((rc = zl_vk_dispatch(v, (zl_vk_shader)(first + wi), b, 3, pc, sizeof pc, gx, gy,
                                      (uint32_t)(((uint64_t)nt + tok_wg - 1) / tok_wg))) != ZL_OK)
                 return rc;
