@@ -120,8 +120,8 @@ static float parse_float(const char *opt, const char *s, double lo, double hi)
 }
 
 /* Every command, in the order usage lists them. */
-static const char COMMANDS[] = "run, chat, tokenize, detokenize, info, perplexity, logits, bench, serve, devices, "
-                               "pull, list, rm, version, help";
+static const char COMMANDS[] = "run, chat, tokenize, detokenize, info, perplexity, logits, bench, embed, serve, "
+                               "devices, pull, list, rm, version, help";
 
 static bool is_command(const char *c)
 {

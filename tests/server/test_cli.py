@@ -17,7 +17,8 @@ import pytest
 
 from conftest import BIN, MODEL, SLOW, Server, metrics
 
-COMMANDS = "run, chat, tokenize, detokenize, info, perplexity, logits, bench, serve, devices, version, help"
+COMMANDS = ("run, chat, tokenize, detokenize, info, perplexity, logits, bench, embed, serve, devices, pull, list, rm, "
+            "version, help")
 
 
 def zili(*args, timeout=60):
@@ -38,7 +39,7 @@ def test_version(arg):
     assert r.stdout.decode() == "zili %s\n" % zili_version()
 
 
-@pytest.mark.parametrize("cmd", ["pull", "list", "rm"])
+@pytest.mark.parametrize("cmd", ["frob", "serv", "models"])
 def test_unknown_command(cmd):
     r = zili(cmd, "smollm")
     assert r.returncode == 2 and r.stdout == b""
@@ -80,7 +81,7 @@ BAD = [
      "zili: --seed '9223372036854775808': expected an integer in -1..9223372036854775807"),
     (["bench", "-m", MODEL, "-r", "0"], "zili: -r '0': expected an integer in 1..1000"),
     (["run", "-m", MODEL, "--bogus"], "zili: run: unknown option '--bogus' (zili --help lists them)"),
-    (["list", "-m", MODEL], "zili: unknown command 'list'; commands: " + COMMANDS),
+    (["frob", "-m", MODEL], "zili: unknown command 'frob'; commands: " + COMMANDS),
 ]
 
 
