@@ -66,6 +66,8 @@ static void conv_push(conv *c, const char *role, const char *content) { conv_ins
 /* Removes messages [at, at + k). */
 static void conv_remove(conv *c, size_t at, size_t k)
 {
+    if (k == 0) /* also an empty conversation, whose v may be NULL */
+        return;
     for (size_t i = at; i < at + k; i++)
         free((char *)c->v[i].content);
     memmove(c->v + at, c->v + at + k, (c->n - at - k) * sizeof *c->v);
