@@ -107,6 +107,18 @@ static enum MHD_Result not_found(const ol_host *h, struct MHD_Connection *c, con
     return send_err(h, c, 404, msg);
 }
 
+/* Whether the request's "model" names the served model; if not, *ret is the 400 or 404 sent. */
+static bool model_served(const ol_host *h, struct MHD_Connection *c, const json_t *name, enum MHD_Result *ret)
+{
+    if (!json_is_string(name) || !json_string_length(name))
+        *ret = send_err(h, c, 400, "'model' is required (the name of a model, a string)");
+    else if (!ol_name_matches(h->model_id, json_string_value(name)))
+        *ret = not_found(h, c, json_string_value(name));
+    else
+        return true;
+    return false;
+}
+
 /* ------------------------------------------------------------------------------------------------------------ */
 /* /api/embed {model, input: a string or a list of them} -> {model, embeddings, durations, prompt_eval_count};
  * the older /api/embeddings {model, prompt} -> {embedding}. Both over /v1/embeddings' request (embeddings.c). */
@@ -115,10 +127,9 @@ static enum MHD_Result handle_embed(const ol_host *h, struct MHD_Connection *c, 
                                     double t_start)
 {
     json_t *name = json_object_get(root, "model");
-    if (!json_is_string(name) || !json_string_length(name))
-        return send_err(h, c, 400, "'model' is required (the name of a model, a string)");
-    if (!ol_name_matches(h->model_id, json_string_value(name)))
-        return not_found(h, c, json_string_value(name));
+    enum MHD_Result bad;
+    if (!model_served(h, c, name, &bad))
+        return bad;
     json_t *in = json_object_get(root, legacy ? "prompt" : "input");
     if (!json_is_string(in) && !(json_is_array(in) && !legacy))
         return send_err(h, c, 400, legacy ? "'prompt' must be a string" :
@@ -640,10 +651,9 @@ static enum MHD_Result handle_gen(const ol_host *h, struct MHD_Connection *c, js
                                   double t_start)
 {
     json_t *name = json_object_get(root, "model");
-    if (!json_is_string(name) || !json_string_length(name))
-        return send_err(h, c, 400, "'model' is required (the name of a model, a string)");
-    if (!ol_name_matches(h->model_id, json_string_value(name)))
-        return not_found(h, c, json_string_value(name));
+    enum MHD_Result bad;
+    if (!model_served(h, c, name, &bad))
+        return bad;
     if (h->draining(h->ctx))
         return send_err(h, c, 503, "the server is shutting down");
     char why[320];
